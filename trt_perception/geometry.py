@@ -1,0 +1,99 @@
+"""Where the source image lies inside the network input, and mapping between the two.
+
+The preprocessor resizes the source image (``source_size``) to ``content_size`` and places it at
+``offset`` inside a network input of ``network_size`` (stretch: content == network, offset 0;
+letterbox: the rest is padding). Every size is ``(height, width)``; offsets are ``(top, left)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+Placement = Literal["centered", "top_left"]
+
+
+@dataclass(frozen=True)
+class ResizeGeometry:
+    """The resize of one source image into the network input."""
+
+    source_size: tuple[int, int]
+    network_size: tuple[int, int]
+    content_size: tuple[int, int]
+    offset: tuple[int, int] = (0, 0)
+
+    @classmethod
+    def stretch(cls, source_size: tuple[int, int], network_size: tuple[int, int]) -> ResizeGeometry:
+        """Source stretched to fill the whole network input."""
+        return cls(source_size, network_size, network_size, (0, 0))
+
+    @classmethod
+    def letterbox(
+        cls,
+        source_size: tuple[int, int],
+        network_size: tuple[int, int],
+        placement: Placement = "centered",
+    ) -> ResizeGeometry:
+        """Source scaled with its aspect ratio kept to fit the network input, rest padded."""
+        (src_h, src_w), (net_h, net_w) = source_size, network_size
+        scale = min(net_h / src_h, net_w / src_w)
+        content = (min(net_h, max(1, round(src_h * scale))), min(net_w, max(1, round(src_w * scale))))
+        if placement == "centered":
+            offset = ((net_h - content[0]) // 2, (net_w - content[1]) // 2)
+        else:
+            offset = (0, 0)
+        return cls(source_size, network_size, content, offset)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Network pixels per source pixel as ``(sy, sx)``."""
+        return (
+            self.content_size[0] / self.source_size[0],
+            self.content_size[1] / self.source_size[1],
+        )
+
+    def boxes_to_source(self, boxes: npt.ArrayLike, clip: bool = True) -> npt.NDArray[np.float32]:
+        """Map ``xyxy`` boxes from network-input pixels to source pixels (clipped to the image)."""
+        out = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+        sy, sx = self.scale
+        top, left = self.offset
+        out[:, 0::2] = (out[:, 0::2] - left) / sx
+        out[:, 1::2] = (out[:, 1::2] - top) / sy
+        if clip:
+            np.clip(out[:, 0::2], 0, self.source_size[1], out=out[:, 0::2])
+            np.clip(out[:, 1::2], 0, self.source_size[0], out=out[:, 1::2])
+        return out.astype(np.float32)
+
+    def boxes_to_network(self, boxes: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Map ``xyxy`` boxes from source pixels to network-input pixels."""
+        out = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+        sy, sx = self.scale
+        top, left = self.offset
+        out[:, 0::2] = out[:, 0::2] * sx + left
+        out[:, 1::2] = out[:, 1::2] * sy + top
+        return out
+
+    def content_window(self, map_size: tuple[int, int]) -> tuple[slice, slice]:
+        """Rows and columns of a map covering the network input (any resolution) that hold the image."""
+        fy = map_size[0] / self.network_size[0]
+        fx = map_size[1] / self.network_size[1]
+        top, left = self.offset
+        rows = slice(round(top * fy), max(round(top * fy) + 1, round((top + self.content_size[0]) * fy)))
+        cols = slice(round(left * fx), max(round(left * fx) + 1, round((left + self.content_size[1]) * fx)))
+        return rows, cols
+
+    def map_to_source(self, array: npt.NDArray, interpolation: int = cv2.INTER_NEAREST) -> npt.NDArray:
+        """Crop a ``HxW`` or ``HxWxC`` map covering the network input to the image and resize it to source size.
+
+        Use ``cv2.INTER_NEAREST`` for labels and ``cv2.INTER_LINEAR`` for scores.
+        """
+        rows, cols = self.content_window(array.shape[:2])
+        crop = array[rows, cols]
+        height, width = self.source_size
+        if crop.shape[:2] == (height, width):
+            return np.ascontiguousarray(crop)
+        return cv2.resize(crop, (width, height), interpolation=interpolation)
