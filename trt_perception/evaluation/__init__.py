@@ -1,0 +1,1 @@
+"""Offline and live evaluation of models on recorded rosbag2 data: metrics, bag I/O, reports."""

@@ -1,0 +1,328 @@
+"""Accuracy and latency metrics accumulated frame by frame.
+
+Segmentation: a confusion matrix (rows = ground truth, columns = prediction) summed over frames, so
+memory stays constant however long the recording is. Per-class IoU is ``TP / (TP + FP + FN)``;
+classes absent from both ground truth and prediction have no IoU (NaN) and do not enter mIoU.
+Pixels whose ground truth equals ``ignore_index`` are left out of everything.
+
+Detection: COCO box metrics (mAP@[.5:.95], AP50, AP75, per-class AP) computed by pycocotools from
+the accumulated boxes (a few numbers per detection; images are not kept). Classes are matched by
+name, so ground truth may name classes the model does not know (they score AP 0) and the model may
+predict classes missing from the ground truth (COCO leaves those out of the mean).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+# Boxes are xyxy in pixels throughout this module; COCO wants xywh.
+Boxes = npt.NDArray[np.floating]
+
+
+# ----------------------------------------------------------------------------- segmentation
+
+
+def confusion_matrix(
+    ground_truth: npt.NDArray[np.integer],
+    prediction: npt.NDArray[np.integer],
+    num_classes: int,
+    ignore_index: int | None = None,
+) -> npt.NDArray[np.int64]:
+    """``num_classes x num_classes`` pixel counts, rows = ground-truth class, columns = predicted class.
+
+    Raises ValueError when the shapes differ or a label lies outside ``0..num_classes-1`` (other
+    than ``ignore_index`` in the ground truth), since such a pixel cannot be scored honestly.
+    """
+    if ground_truth.shape != prediction.shape:
+        raise ValueError(
+            f"ground truth {ground_truth.shape} and prediction {prediction.shape} differ in shape"
+        )
+    truth = ground_truth.reshape(-1).astype(np.int64)
+    predicted = prediction.reshape(-1).astype(np.int64)
+    if ignore_index is not None:
+        keep = truth != ignore_index
+        truth, predicted = truth[keep], predicted[keep]
+    for what, labels in (("ground truth", truth), ("prediction", predicted)):
+        bad = (labels < 0) | (labels >= num_classes)
+        if bad.any():
+            values = np.unique(labels[bad])[:10].tolist()
+            raise ValueError(
+                f"{what} holds labels {values} outside 0..{num_classes - 1}"
+                + ("" if ignore_index is None else f" (ignore_index {ignore_index})")
+            )
+    counts = np.bincount(truth * num_classes + predicted, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+@dataclass(frozen=True)
+class SegmentationScores:
+    """IoU per class (NaN where a class is absent from both), mean IoU and pixel accuracy."""
+
+    class_iou: npt.NDArray[np.float64]
+    mean_iou: float
+    pixel_accuracy: float
+    evaluated_pixels: int
+
+
+def segmentation_scores(confusion: npt.NDArray[np.integer]) -> SegmentationScores:
+    """Scores from a confusion matrix; NaN means undefined (no pixels / class never seen)."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    true_positive = np.diag(confusion)
+    union = confusion.sum(axis=0) + confusion.sum(axis=1) - true_positive
+    with np.errstate(divide="ignore", invalid="ignore"):
+        class_iou = np.where(union > 0, true_positive / union, np.nan)
+    total = confusion.sum()
+    present = ~np.isnan(class_iou)
+    return SegmentationScores(
+        class_iou=class_iou,
+        mean_iou=float(class_iou[present].mean()) if present.any() else math.nan,
+        pixel_accuracy=float(true_positive.sum() / total) if total > 0 else math.nan,
+        evaluated_pixels=int(total),
+    )
+
+
+class SegmentationMetrics:
+    """Confusion matrix summed over frames (constant memory)."""
+
+    def __init__(self, num_classes: int, ignore_index: int | None = None) -> None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.confusion = np.zeros((num_classes, num_classes), np.int64)
+        self.frames = 0
+
+    def add_frame(
+        self, ground_truth: npt.NDArray[np.integer], prediction: npt.NDArray[np.integer]
+    ) -> SegmentationScores:
+        """Add one frame's labels; returns that frame's own scores (for ranking frames)."""
+        frame = confusion_matrix(ground_truth, prediction, self.num_classes, self.ignore_index)
+        self.confusion += frame
+        self.frames += 1
+        return segmentation_scores(frame)
+
+    def scores(self) -> SegmentationScores:
+        """Scores over every frame added so far."""
+        return segmentation_scores(self.confusion)
+
+
+# ----------------------------------------------------------------------------- detection
+
+
+def box_iou(boxes_a: Boxes, boxes_b: Boxes) -> npt.NDArray[np.float64]:
+    """Pairwise IoU of ``xyxy`` boxes, shape ``len(a) x len(b)``."""
+    a = np.asarray(boxes_a, np.float64).reshape(-1, 4)
+    b = np.asarray(boxes_b, np.float64).reshape(-1, 4)
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    intersection = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
+    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(axis=1)
+    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(axis=1)
+    union = area_a[:, None] + area_b[None, :] - intersection
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, intersection / union, 0.0)
+
+
+def frame_detection_errors(
+    gt_boxes: Boxes,
+    gt_classes: Sequence[str],
+    boxes: Boxes,
+    scores: npt.NDArray[np.floating],
+    classes: Sequence[str],
+    iou_threshold: float = 0.5,
+) -> int:
+    """Misses plus false positives in one frame (greedy by score, same class, IoU >= threshold).
+
+    Used to rank frames for the report's "worst frames"; the COCO metrics do their own matching.
+    """
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    ious = box_iou(boxes, gt_boxes)
+    matched = np.zeros(len(gt_classes), bool)
+    false_positives = 0
+    for det in order:
+        candidates = [
+            gt for gt in range(len(gt_classes))
+            if not matched[gt] and gt_classes[gt] == classes[det] and ious[det, gt] >= iou_threshold
+        ]
+        if candidates:
+            matched[max(candidates, key=lambda gt: ious[det, gt])] = True
+        else:
+            false_positives += 1
+    return false_positives + int((~matched).sum())
+
+
+@dataclass(frozen=True)
+class DetectionScores:
+    """COCO box metrics; NaN where undefined (no ground-truth boxes at all)."""
+
+    mean_ap: float
+    ap50: float
+    ap75: float
+    class_ap: dict[str, float]
+    frames: int
+    ground_truth_boxes: int
+    detections: int
+
+
+class DetectionMetrics:
+    """Boxes accumulated per frame, scored with pycocotools' COCOeval at the end."""
+
+    def __init__(self, max_detections: int = 100) -> None:
+        self.max_detections = max_detections
+        self._category_ids: dict[str, int] = {}
+        self._images: list[dict] = []
+        self._ground_truth: list[dict] = []
+        self._detections: list[dict] = []
+
+    @property
+    def frames(self) -> int:
+        """Frames added so far."""
+        return len(self._images)
+
+    def _category(self, name: str) -> int:
+        return self._category_ids.setdefault(str(name), len(self._category_ids) + 1)
+
+    def add_frame(
+        self,
+        gt_boxes: Boxes,
+        gt_classes: Sequence[str],
+        boxes: Boxes,
+        scores: npt.NDArray[np.floating],
+        classes: Sequence[str],
+        gt_crowd: Sequence[bool] | None = None,
+    ) -> None:
+        """Add one frame: ground-truth boxes with class names, detections with scores and class names.
+
+        Boxes are ``xyxy`` in source pixels. ``gt_crowd`` marks COCO ``iscrowd`` regions.
+        """
+        gt_boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        scores = np.asarray(scores, np.float64).reshape(-1)
+        if len(gt_boxes) != len(gt_classes):
+            raise ValueError(f"{len(gt_boxes)} ground-truth boxes but {len(gt_classes)} classes")
+        if not len(boxes) == len(scores) == len(classes):
+            raise ValueError(
+                f"{len(boxes)} boxes, {len(scores)} scores, {len(classes)} classes differ in length"
+            )
+        crowd = [False] * len(gt_boxes) if gt_crowd is None else list(gt_crowd)
+        image_id = len(self._images) + 1
+        self._images.append({"id": image_id})
+        for box, name, is_crowd in zip(gt_boxes, gt_classes, crowd, strict=True):
+            self._ground_truth.append(
+                self._annotation(image_id, box, name, len(self._ground_truth) + 1)
+                | {"iscrowd": int(is_crowd)}
+            )
+        for box, score, name in zip(boxes, scores, classes, strict=True):
+            self._detections.append(
+                self._annotation(image_id, box, name, len(self._detections) + 1)
+                | {"score": float(score), "iscrowd": 0}
+            )
+
+    def _annotation(self, image_id: int, box: npt.NDArray[np.float64], name: str, ann_id: int) -> dict:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        width, height = max(0.0, x2 - x1), max(0.0, y2 - y1)
+        return {
+            "id": ann_id,
+            "image_id": image_id,
+            "category_id": self._category(name),
+            "bbox": [x1, y1, width, height],
+            "area": width * height,
+        }
+
+    def scores(self) -> DetectionScores:
+        """COCO mAP@[.5:.95], AP50, AP75 and AP per ground-truth class over all frames so far."""
+        names = {cat_id: name for name, cat_id in self._category_ids.items()}
+        gt_category_ids = sorted({ann["category_id"] for ann in self._ground_truth})
+        if not gt_category_ids:
+            return DetectionScores(
+                math.nan, math.nan, math.nan, {}, self.frames, 0, len(self._detections)
+            )
+        precision = self._coco_precision(gt_category_ids)  # [iou, recall, class]
+        iou_thresholds = np.linspace(0.5, 0.95, 10)
+
+        def mean_valid(values: npt.NDArray[np.float64]) -> float:
+            valid = values[values > -1]
+            return float(valid.mean()) if valid.size else math.nan
+
+        return DetectionScores(
+            mean_ap=mean_valid(precision),
+            ap50=mean_valid(precision[np.isclose(iou_thresholds, 0.5)]),
+            ap75=mean_valid(precision[np.isclose(iou_thresholds, 0.75)]),
+            class_ap={
+                names[cat_id]: mean_valid(precision[:, :, k])
+                for k, cat_id in enumerate(gt_category_ids)
+            },
+            frames=self.frames,
+            ground_truth_boxes=len(self._ground_truth),
+            detections=len(self._detections),
+        )
+
+    def _coco_precision(self, category_ids: list[int]) -> npt.NDArray[np.float64]:
+        """COCOeval's interpolated precision, area 'all', most detections: ``[iou, recall, class]``."""
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        categories = [{"id": cat_id} for cat_id in self._category_ids.values()]
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            ground_truth = _coco_dataset(self._images, categories, self._ground_truth)
+            detections = _coco_dataset(self._images, categories, self._detections)
+            evaluator = COCOeval(ground_truth, detections, iouType="bbox")
+            evaluator.params.catIds = category_ids
+            evaluator.params.maxDets = [1, 10, self.max_detections]
+            evaluator.evaluate()
+            evaluator.accumulate()
+        precision: npt.NDArray[np.float64] = evaluator.eval["precision"][:, :, :, 0, -1]
+        return precision
+
+
+def _coco_dataset(images: list[dict], categories: list[dict], annotations: list[dict]):  # noqa: ANN202
+    """A pycocotools COCO object built in memory (no json round trip, empty annotations allowed)."""
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = {"images": images, "categories": categories, "annotations": annotations}
+    coco.createIndex()
+    return coco
+
+
+# ----------------------------------------------------------------------------- latency
+
+
+class LatencyStats:
+    """Per-stage milliseconds of every frame, summarized as percentiles."""
+
+    def __init__(self) -> None:
+        self._milliseconds: dict[str, list[float]] = {}
+
+    def add(self, milliseconds: dict[str, float]) -> None:
+        """Add one frame's stage timings (stage name -> ms)."""
+        for stage, value in milliseconds.items():
+            self._milliseconds.setdefault(stage, []).append(float(value))
+
+    @property
+    def stages(self) -> list[str]:
+        """Stage names in first-seen order."""
+        return list(self._milliseconds)
+
+    def values(self, stage: str) -> npt.NDArray[np.float64]:
+        """All recorded milliseconds of one stage."""
+        return np.asarray(self._milliseconds.get(stage, []), np.float64)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """``{stage: {"p50", "p90", "p99", "mean", "count"}}`` in milliseconds."""
+        result = {}
+        for stage, values in self._milliseconds.items():
+            array = np.asarray(values, np.float64)
+            p50, p90, p99 = np.percentile(array, [50, 90, 99])
+            result[stage] = {
+                "p50": float(p50), "p90": float(p90), "p99": float(p99),
+                "mean": float(array.mean()), "count": int(array.size),
+            }
+        return result
