@@ -1,0 +1,161 @@
+"""Unit tests of the ROS-free parts of the perception nodes: frame slot, statistics, throttle, parameters."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from trt_perception.ros.frame_slot import LatestFrameSlot
+from trt_perception.ros.parameters import (
+    COMMON_PARAMETERS,
+    SEGMENTATION_PARAMETERS,
+    ParameterDefinition,
+    check_value,
+    detection_parameters,
+)
+from trt_perception.ros.statistics import STAGES, LatencyWindow, NodeStatistics, RateMeter
+from trt_perception.ros.throttle import MessageThrottle
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_slot_keeps_only_newest_frame_and_reports_replacements() -> None:
+    slot: LatestFrameSlot[int] = LatestFrameSlot()
+    replaced = [slot.put(i) for i in range(5)]
+    assert replaced == [False, True, True, True, True]
+    assert slot.take(timeout=0) == 4
+    assert slot.take(timeout=0) is None
+
+
+def test_slot_take_wakes_up_on_put_from_another_thread() -> None:
+    slot: LatestFrameSlot[str] = LatestFrameSlot()
+    timer = threading.Timer(0.05, slot.put, args=("frame",))
+    timer.start()
+    start = time.monotonic()
+    assert slot.take(timeout=5) == "frame"
+    assert time.monotonic() - start < 2
+
+
+def test_slot_close_releases_waiting_take() -> None:
+    slot: LatestFrameSlot[str] = LatestFrameSlot()
+    threading.Timer(0.05, slot.close).start()
+    start = time.monotonic()
+    assert slot.take(timeout=5) is None
+    assert slot.closed and time.monotonic() - start < 2
+
+
+def test_rate_meter_counts_events_in_window() -> None:
+    clock = FakeClock()
+    meter = RateMeter(window_seconds=2.0, clock=clock)
+    assert meter.rate() == 0.0
+    for _ in range(11):  # 10 intervals of 0.1 s -> 10 Hz
+        meter.tick()
+        clock.now += 0.1
+    assert meter.rate() == pytest.approx(10.0)
+    clock.now += 10.0  # everything expires
+    assert meter.rate() == 0.0
+
+
+def test_latency_window_mean_and_max_of_last_samples() -> None:
+    window = LatencyWindow(size=3)
+    for sample in (100.0, 1.0, 2.0, 6.0):
+        window.add(sample)
+    assert window.count == 3
+    assert window.mean() == pytest.approx(3.0)
+    assert window.maximum() == 6.0
+
+
+def test_statistics_report_has_counts_rates_stages_and_last_error() -> None:
+    clock = FakeClock()
+    stats = NodeStatistics(window_seconds=5.0, clock=clock)
+    for _ in range(4):
+        stats.frame_received()
+        clock.now += 0.5
+    stats.frame_dropped()
+    stats.frame_processed({"decode": 1.0, "inference": 30.0, "publish": 2.0, "unknown_stage": 9.0})
+    stats.frame_processed({"decode": 3.0, "inference": 10.0})
+    stats.frame_failed("unknown encoding 'yuv9'", bad_input=True)
+    clock.now += 1.0
+    report = stats.report()
+    values = dict(report.key_values)
+    assert values["input_rate_hz"] == "2.00"
+    assert values["frames_received"] == "4"
+    assert values["frames_processed"] == "2"
+    assert values["frames_dropped"] == "1"
+    assert values["frames_bad_input"] == "1"
+    assert values["latency_decode_ms_mean"] == "2.000"
+    assert values["latency_inference_ms_max"] == "30.000"
+    assert values["latency_publish_ms_mean"] == "2.000"
+    assert "latency_unknown_stage_ms_mean" not in values
+    assert all(f"latency_{stage}_ms_mean" in values for stage in STAGES)
+    assert values["last_error"] == "unknown encoding 'yuv9'"
+    assert report.seconds_since_error == pytest.approx(1.0)
+
+
+def test_throttle_logs_each_distinct_message_once_per_period_with_repeat_count() -> None:
+    clock = FakeClock()
+    throttle = MessageThrottle(period=5.0, clock=clock)
+    assert throttle.admit("bad step") == "bad step"
+    assert throttle.admit("bad encoding") == "bad encoding"
+    assert throttle.admit("bad step") is None
+    assert throttle.admit("bad step") is None
+    clock.now += 5.0
+    assert throttle.admit("bad step") == "bad step (2 more since last report)"
+    assert throttle.admit("bad step") is None
+
+
+def test_throttle_forgets_old_messages_when_many_distinct_ones_arrive() -> None:
+    clock = FakeClock()
+    throttle = MessageThrottle(period=1.0, clock=clock)
+    for i in range(throttle.max_messages + 1):
+        throttle.admit(f"frame {i} truncated")
+    clock.now += 2.0
+    throttle.admit("another")
+    assert len(throttle._last_logged) == 1
+
+
+def test_parameter_values_checked_against_type_range_and_choices() -> None:
+    by_name = {p.name: p for p in COMMON_PARAMETERS + SEGMENTATION_PARAMETERS}
+    assert check_value(by_name["overlay_alpha"], 0.3) is None
+    assert "<= 1.0" in (check_value(by_name["overlay_alpha"], 1.5) or "")
+    assert "number" in (check_value(by_name["overlay_alpha"], "half") or "")
+    assert "finite" in (check_value(by_name["overlay_alpha"], float("nan")) or "")
+    assert check_value(by_name["input_reliability"], "reliable") is None
+    assert "one of" in (check_value(by_name["input_reliability"], "sometimes") or "")
+    assert "integer" in (check_value(by_name["input_depth"], 2.5) or "")
+    assert ">= 1" in (check_value(by_name["input_depth"], 0) or "")
+    assert "bool" in (check_value(by_name["publish_overlay"], 1) or "")
+    assert check_value(by_name["output_resolution"], "network") is None
+
+
+def test_every_default_passes_its_own_check_and_names_are_unique() -> None:
+    definitions = COMMON_PARAMETERS + SEGMENTATION_PARAMETERS + detection_parameters(0.3, None, 100, False, ["person"])
+    assert len({d.name for d in definitions}) == len(definitions)
+    for definition in definitions:
+        assert check_value(definition, definition.default) is None, definition.name
+        assert definition.description
+
+
+def test_detection_parameters_take_defaults_from_spec() -> None:
+    by_name = {p.name: p for p in detection_parameters(0.25, None, 50, True, ["person", "3"])}
+    assert by_name["score_threshold"].default == 0.25
+    assert by_name["nms_iou"].default == 1.0  # no host NMS
+    assert by_name["max_detections"].default == 50
+    assert by_name["class_agnostic"].default is True
+    assert by_name["classes"].default == "person,3"
+    assert all(d.runtime for d in by_name.values())
+    with_nms = {p.name: p for p in detection_parameters(0.3, 0.45, 100, False, [])}
+    assert with_nms["nms_iou"].default == 0.45
+
+
+def test_constraints_text_describes_rules() -> None:
+    definition = ParameterDefinition("x", 0.5, "x", runtime=True, minimum=0.0, maximum=1.0)
+    assert definition.constraints == "range [0.0, 1.0]; changeable at run time"
