@@ -1,0 +1,226 @@
+"""Source image -> network input tensor, as the model spec's ``input`` section describes.
+
+Order of work: resize the source (stretch or letterbox, OpenCV, strided row views accepted) ->
+convert the colour order at network size -> normalize, change layout and dtype while writing into
+a buffer that is reused for every image of the same network size. Pixel values are in 8-bit units:
+16-bit images are scaled by 255/65535 first, so one spec serves both.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from trt_perception.errors import ImageDecodeError
+from trt_perception.geometry import ResizeGeometry
+from trt_perception.spec import DynamicSize, InputSpec, NormalizationSpec
+
+CHANNELS_PER_ORDER = {"RGB": 3, "BGR": 3, "RGBA": 4, "BGRA": 4, "MONO": 1}
+
+INTERPOLATION_FLAGS = {
+    "nearest": cv2.INTER_NEAREST,
+    "linear": cv2.INTER_LINEAR,
+    "cubic": cv2.INTER_CUBIC,
+    "area": cv2.INTER_AREA,
+}
+
+# (source channel order, model colour order) -> cv2 conversion; absent when none is needed.
+_COLOR_CONVERSIONS = {
+    ("RGB", "BGR"): cv2.COLOR_RGB2BGR,
+    ("BGR", "RGB"): cv2.COLOR_BGR2RGB,
+    ("RGBA", "RGB"): cv2.COLOR_RGBA2RGB,
+    ("RGBA", "BGR"): cv2.COLOR_RGBA2BGR,
+    ("BGRA", "RGB"): cv2.COLOR_BGRA2RGB,
+    ("BGRA", "BGR"): cv2.COLOR_BGRA2BGR,
+    ("MONO", "RGB"): cv2.COLOR_GRAY2RGB,
+    ("MONO", "BGR"): cv2.COLOR_GRAY2BGR,
+}
+
+_FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+def convert_color(pixels: npt.NDArray, channel_order: str, color_order: str) -> npt.NDArray:
+    """``pixels`` (HxWxC or HxW for MONO) as a 3-channel image in ``color_order``; no copy when
+    the order already matches."""
+    code = _COLOR_CONVERSIONS.get((channel_order, color_order))
+    return pixels if code is None else cv2.cvtColor(pixels, code)
+
+
+def dynamic_network_size(
+    source_size: tuple[int, int], rule: DynamicSize, keep_aspect_ratio: bool
+) -> tuple[int, int]:
+    """Network size for one source image under a dynamic size rule.
+
+    Scale so the short side becomes ``short_side`` (less when the long side would exceed
+    ``max_long_side``), then make each side a multiple of ``multiple_of``: rounded to the nearest
+    multiple when stretching, rounded up (room for letterbox padding) when keeping the aspect ratio.
+    """
+    height, width = source_size
+    scale = rule.short_side / min(height, width)
+    if rule.max_long_side is not None:
+        scale = min(scale, rule.max_long_side / max(height, width))
+    step = rule.multiple_of
+    to_multiple = math.ceil if keep_aspect_ratio else round
+    return (
+        max(step, int(to_multiple(height * scale / step)) * step),
+        max(step, int(to_multiple(width * scale / step)) * step),
+    )
+
+
+def affine_normalization(normalization: NormalizationSpec) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Per-channel ``(scale, offset)`` with ``value = pixel * scale + offset`` for pixels in 0..255.
+
+    Not defined for ``per_image_standardization``, whose statistics depend on the image.
+    """
+    kind = normalization.type
+    if kind == "none":
+        scale, offset = [1.0] * 3, [0.0] * 3
+    elif kind == "unit":
+        scale, offset = [1 / 255] * 3, [0.0] * 3
+    elif kind == "symmetric":
+        scale, offset = [1 / 127.5] * 3, [-1.0] * 3
+    elif kind == "mean_std":
+        assert normalization.mean is not None and normalization.std is not None
+        unit = 255.0 if normalization.range == "unit" else 1.0
+        scale = [1 / (unit * s) for s in normalization.std]
+        offset = [-m / s for m, s in zip(normalization.mean, normalization.std)]
+    else:
+        raise ValueError(f"normalization {kind} has no fixed affine form")
+    return np.array(scale, np.float32), np.array(offset, np.float32)
+
+
+class Preprocessor:
+    """Turns source images into network input tensors (batch 1) for one model input.
+
+    The returned tensor is a buffer owned by the preprocessor and overwritten by the next call
+    with the same network size; copy it if you need to keep it.
+    """
+
+    def __init__(self, spec: InputSpec) -> None:
+        self.spec = spec
+        self._interpolation = INTERPOLATION_FLAGS[spec.interpolation]
+        self._dtype = np.dtype(spec.dtype)
+        self._per_image = spec.normalization.type == "per_image_standardization"
+        if self._per_image:
+            self._scale, self._offset = np.ones(3, np.float32), np.zeros(3, np.float32)
+        else:
+            self._scale, self._offset = affine_normalization(spec.normalization)
+        self._buffer: npt.NDArray | None = None
+
+    def geometry(self, source_size: tuple[int, int]) -> ResizeGeometry:
+        """Where an image of ``source_size`` (height, width) lands in the network input."""
+        size = self.spec.size
+        keep_aspect = self.spec.resize == "keep_aspect_ratio"
+        if isinstance(size, DynamicSize):
+            network_size = dynamic_network_size(source_size, size, keep_aspect)
+        else:
+            network_size = size
+        if keep_aspect:
+            return ResizeGeometry.letterbox(source_size, network_size, self.spec.pad_placement)  # type: ignore[arg-type]
+        return ResizeGeometry.stretch(source_size, network_size)
+
+    def __call__(self, pixels: npt.NDArray, channel_order: str) -> tuple[npt.NDArray, ResizeGeometry]:
+        """Network input tensor for ``pixels`` (HxWxC, or HxW for MONO) and the resize geometry."""
+        self._check_image(pixels, channel_order)
+        geometry = self.geometry((pixels.shape[0], pixels.shape[1]))
+        content_h, content_w = geometry.content_size
+        if (content_h, content_w) != geometry.source_size:
+            pixels = cv2.resize(pixels, (content_w, content_h), interpolation=self._interpolation)
+        image = convert_color(pixels, channel_order, self.spec.color_order)
+        scale, offset = self._image_statistics(image) if self._per_image else (self._scale, self._offset)
+        pixel_scale = scale if image.dtype == np.uint8 else scale * np.float32(255.0 / _FULL_SCALE[image.dtype])
+        buffer = self._buffer_for(geometry.network_size)
+        self._write(image, pixel_scale, offset, buffer, *geometry.offset)
+        if geometry.content_size != geometry.network_size:
+            pad = np.asarray(self.spec.pad_value, np.float32) * scale + offset
+            self._fill_padding(buffer, geometry, pad)
+        return buffer, geometry
+
+    def _check_image(self, pixels: npt.NDArray, channel_order: str) -> None:
+        if channel_order not in CHANNELS_PER_ORDER:
+            raise ImageDecodeError(
+                f"unknown channel order {channel_order!r}; expected one of {', '.join(CHANNELS_PER_ORDER)}"
+            )
+        if not isinstance(pixels, np.ndarray) or pixels.ndim not in (2, 3):
+            raise ImageDecodeError(f"image must be an HxWxC numpy array, got {type(pixels).__name__} "
+                                   f"with shape {getattr(pixels, 'shape', None)}")
+        channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+        if channels != CHANNELS_PER_ORDER[channel_order]:
+            raise ImageDecodeError(f"image has {channels} channels but channel order {channel_order} "
+                                   f"needs {CHANNELS_PER_ORDER[channel_order]}")
+        if pixels.dtype not in _FULL_SCALE:
+            raise ImageDecodeError(f"image dtype must be uint8 or uint16, got {pixels.dtype}")
+        if pixels.dtype != np.uint8 and self._dtype == np.uint8:
+            raise ImageDecodeError(f"a {pixels.dtype} image cannot feed a uint8 model input without losing bits")
+        if pixels.shape[0] == 0 or pixels.shape[1] == 0:
+            raise ImageDecodeError(f"image is empty (shape {pixels.shape})")
+
+    def _buffer_for(self, network_size: tuple[int, int]) -> npt.NDArray:
+        height, width = network_size
+        shape = (1, 3, height, width) if self.spec.layout == "NCHW" else (1, height, width, 3)
+        if self._buffer is None or self._buffer.shape != shape:
+            self._buffer = np.empty(shape, self._dtype)
+        return self._buffer
+
+    def _content_planes(self, buffer: npt.NDArray, top: int, left: int, height: int, width: int) -> list[npt.NDArray]:
+        """Per-channel views (NCHW) or one interleaved ``h x (w*3)`` view (NHWC) of the content window."""
+        if self.spec.layout == "NCHW":
+            return [buffer[0, channel, top : top + height, left : left + width] for channel in range(3)]
+        return [buffer[0, top : top + height, left : left + width, :].reshape(height, width * 3)]
+
+    def _write(
+        self,
+        image: npt.NDArray,
+        scale: npt.NDArray[np.float32],
+        offset: npt.NDArray[np.float32],
+        buffer: npt.NDArray,
+        top: int,
+        left: int,
+    ) -> None:
+        """``buffer[content] = image * scale + offset`` in the buffer's layout and dtype."""
+        height, width = image.shape[:2]
+        targets = self._content_planes(buffer, top, left, height, width)
+        if self.spec.layout == "NCHW":
+            sources = list(cv2.split(image))
+            scales, offsets = list(scale), list(offset)
+        else:
+            sources = [image.reshape(height, width * 3)]
+            uniform = bool(np.all(scale == scale[0]) and np.all(offset == offset[0]))
+            scales = [scale[0]] if uniform else [np.tile(scale, width)]
+            offsets = [offset[0]] if uniform else [np.tile(offset, width)]
+        for source, target, channel_scale, channel_offset in zip(sources, targets, scales, offsets):
+            if self._dtype == np.uint8:
+                np.copyto(target, source)
+            elif self._dtype == np.float16:
+                target[...] = source * channel_scale + channel_offset  # float32 math, one rounding
+            else:
+                np.multiply(source, channel_scale, out=target)
+                if np.any(channel_offset):
+                    np.add(target, channel_offset, out=target)
+
+    @staticmethod
+    def _image_statistics(image: npt.NDArray) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """``(scale, offset)`` (for 8-bit pixel units) of ``tf.image.per_image_standardization``
+        over the resized image, all pixels and channels: ``(x - mean) / max(std, 1/sqrt(N))``."""
+        channel_means, channel_stds = cv2.meanStdDev(image)
+        to_8bit = 255.0 / _FULL_SCALE[image.dtype]
+        mean = float(channel_means.mean())
+        variance = float(np.mean(channel_stds**2 + channel_means**2)) - mean**2
+        adjusted_std = max(math.sqrt(max(variance, 0.0)) * to_8bit, 1.0 / math.sqrt(image.size))
+        return (
+            np.full(3, 1.0 / adjusted_std, np.float32),
+            np.full(3, -mean * to_8bit / adjusted_std, np.float32),
+        )
+
+    def _fill_padding(self, buffer: npt.NDArray, geometry: ResizeGeometry, values: npt.NDArray[np.float32]) -> None:
+        """Set everything outside the content window to the normalized pad value."""
+        top, left = geometry.offset
+        bottom, right = top + geometry.content_size[0], left + geometry.content_size[1]
+        image = buffer[0].transpose(1, 2, 0) if self.spec.layout == "NCHW" else buffer[0]
+        fill = np.rint(values) if self._dtype == np.uint8 else values
+        for region in (image[:top], image[bottom:], image[top:bottom, :left], image[top:bottom, right:]):
+            if region.size:
+                region[...] = fill

@@ -1,0 +1,405 @@
+"""Model specs: the YAML files that tell the pipeline how to feed a model and read its outputs.
+
+``load_model_spec`` reads a spec file (or a bundled spec by name, from ``config/models``), checks
+every key and returns a frozen ``ModelSpec``. Any problem raises ``SpecError`` naming the key, e.g.
+``input.normalization.mean: expected 3 numbers, got 2``. Relative paths resolve from the folder of
+the spec file. The ``decoder`` mapping is passed through unchanged: ``decoders.create_decoder``
+validates it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+import yaml
+
+from trt_perception.errors import SpecError
+
+TASKS = ("segmentation", "detection")
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+LAYOUTS = ("NCHW", "NHWC")
+DTYPES = ("float32", "float16", "uint8")
+COLOR_ORDERS = ("RGB", "BGR")
+RESIZE_MODES = ("fixed_shape", "keep_aspect_ratio")
+PAD_PLACEMENTS = ("centered", "top_left")
+INTERPOLATIONS = ("nearest", "linear", "cubic", "area")
+NORMALIZATIONS = ("none", "unit", "symmetric", "mean_std", "per_image_standardization")
+VALUE_RANGES = ("unit", "byte")
+OUTPUT_RESOLUTIONS = ("source", "network")
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class DynamicSize:
+    """Network input size chosen per image: short side scaled to ``short_side``, then each side
+    rounded to a multiple of ``multiple_of``; the long side is capped at ``max_long_side``."""
+
+    short_side: int
+    multiple_of: int = 1
+    max_long_side: int | None = None
+
+
+@dataclass(frozen=True)
+class NormalizationSpec:
+    """How pixel values (0..255) become network input values.
+
+    ``none``: unchanged; ``unit``: /255; ``symmetric``: /127.5 - 1; ``mean_std``: (x - mean) / std
+    with mean and std given per model channel for values in 0..1 (``range: unit``) or 0..255
+    (``range: byte``); ``per_image_standardization``: like ``tf.image.per_image_standardization``.
+    """
+
+    type: str = "unit"
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    range: str = "unit"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The model's image input and how to fill it."""
+
+    size: tuple[int, int] | DynamicSize
+    name: str | None = None
+    layout: str = "NCHW"
+    dtype: str = "float32"
+    color_order: str = "RGB"
+    resize: str = "fixed_shape"
+    pad_value: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    pad_placement: str = "centered"
+    interpolation: str = "linear"
+    normalization: NormalizationSpec = field(default_factory=NormalizationSpec)
+
+
+@dataclass(frozen=True)
+class DetectionSpec:
+    """Detection filtering defaults (the pipeline lets callers change them at run time)."""
+
+    score_threshold: float = 0.3
+    nms_iou: float | None = 0.45
+    class_agnostic: bool = False
+    max_detections: int = 100
+    classes: tuple[str | int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A validated model spec; paths are absolute."""
+
+    name: str
+    task: str
+    input: InputSpec
+    decoder: Mapping[str, Any]
+    model: Path | None = None
+    engine: Path | None = None
+    backend: str = "auto"
+    labels: tuple[str, ...] | None = None
+    palette: tuple[tuple[int, int, int], ...] | None = None
+    output_resolution: str = "source"
+    detection: DetectionSpec = field(default_factory=DetectionSpec)
+    source: Path | None = None
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes when labels are given."""
+        return None if self.labels is None else len(self.labels)
+
+
+T = TypeVar("T")
+
+
+class _Section:
+    """Reads the keys of one mapping of the spec, remembering its dotted path for error messages."""
+
+    def __init__(self, data: object, path: str) -> None:
+        if not isinstance(data, Mapping):
+            raise SpecError(f"{path or 'spec'}: expected a mapping, got {_describe(data)}")
+        self.data = dict(data)
+        self.path = path
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def has(self, name: str) -> bool:
+        return name in self.data and self.data[name] is not None
+
+    def take(self, name: str, default: object = None, required: bool = False) -> Any:
+        value = self.data.pop(name, None)
+        if value is None:
+            if required:
+                raise SpecError(f"{self.key(name)}: required key is missing")
+            return default
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str | None = None) -> str:
+        value = self.take(name, default, required=default is None)
+        if value not in choices:
+            raise SpecError(f"{self.key(name)}: expected one of {', '.join(choices)}, got {value!r}")
+        return str(value)
+
+    def integer(self, name: str, default: int | None = None, minimum: int = 1) -> int:
+        value = self.take(name, default, required=default is None)
+        return _integer(value, self.key(name), minimum)
+
+    def number(self, name: str, default: float | None, low: float, high: float) -> float:
+        value = self.take(name, default, required=default is None)
+        return _number(value, self.key(name), low, high)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.take(name, default)
+        if not isinstance(value, bool):
+            raise SpecError(f"{self.key(name)}: expected true or false, got {_describe(value)}")
+        return value
+
+    def text(self, name: str, default: str | None = None) -> str | None:
+        value = self.take(name, default)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise SpecError(f"{self.key(name)}: expected a non-empty string, got {_describe(value)}")
+        return value
+
+    def path(self, name: str, base_dir: Path) -> Path | None:
+        value = self.take(name)
+        return None if value is None else _resolve(value, self.key(name), base_dir)
+
+    def section(self, name: str, required: bool = False) -> _Section:
+        return _Section(self.take(name, {}, required), self.key(name))
+
+    def finish(self) -> None:
+        """Reject keys nobody read."""
+        if self.data:
+            names = ", ".join(self.key(str(name)) for name in self.data)
+            raise SpecError(f"{names}: unknown key{'s' if len(self.data) > 1 else ''}")
+
+
+def _describe(value: object) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _integer(value: object, key: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"{key}: expected an integer, got {_describe(value)}")
+    if value < minimum:
+        raise SpecError(f"{key}: must be at least {minimum}, got {value}")
+    return value
+
+
+def _number(value: object, key: str, low: float = -math.inf, high: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SpecError(f"{key}: expected a number, got {_describe(value)}")
+    if not low <= value <= high:
+        raise SpecError(f"{key}: must be between {low} and {high}, got {value}")
+    return float(value)
+
+
+def _numbers(value: object, key: str, count: int) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise SpecError(f"{key}: expected {count} numbers, got {_describe(value)}")
+    if len(value) != count:
+        raise SpecError(f"{key}: expected {count} numbers, got {len(value)}")
+    return tuple(_number(item, f"{key}[{index}]") for index, item in enumerate(value))
+
+
+def _resolve(path_value: object, key: str, base_dir: Path) -> Path:
+    if not isinstance(path_value, str) or not path_value:
+        raise SpecError(f"{key}: expected a file path, got {_describe(path_value)}")
+    path = Path(path_value).expanduser()
+    return path if path.is_absolute() else (base_dir / path).resolve()
+
+
+def _parse_size(value: object, key: str) -> tuple[int, int] | DynamicSize:
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise SpecError(f"{key}: expected [height, width], got {len(value)} numbers")
+        return (_integer(value[0], f"{key}[0]", 1), _integer(value[1], f"{key}[1]", 1))
+    section = _Section(value, key)
+    dynamic = DynamicSize(
+        short_side=section.integer("short_side"),
+        multiple_of=section.integer("multiple_of", 1),
+        max_long_side=section.integer("max_long_side", 0) or None,
+    )
+    section.finish()
+    if dynamic.max_long_side is not None and dynamic.max_long_side < dynamic.short_side:
+        raise SpecError(f"{key}.max_long_side: must be at least short_side ({dynamic.short_side})")
+    return dynamic
+
+
+def _parse_normalization(section: _Section) -> NormalizationSpec:
+    kind = section.choice("type", NORMALIZATIONS, "unit")
+    if kind != "mean_std":
+        section.finish()
+        return NormalizationSpec(kind)
+    mean = _numbers(section.take("mean", required=True), section.key("mean"), 3)
+    std = _numbers(section.take("std", required=True), section.key("std"), 3)
+    if any(value <= 0 for value in std):
+        raise SpecError(f"{section.key('std')}: every value must be positive, got {list(std)}")
+    value_range = section.choice("range", VALUE_RANGES, "unit")
+    section.finish()
+    return NormalizationSpec(kind, mean, std, value_range)  # type: ignore[arg-type]
+
+
+def _parse_input(section: _Section) -> InputSpec:
+    size = _parse_size(section.take("size", required=True), section.key("size"))
+    pad = section.take("pad_value", 0)
+    pad_key = section.key("pad_value")
+    pad_value = (_number(pad, pad_key, 0, 65535),) * 3 if not isinstance(pad, (list, tuple)) else _numbers(pad, pad_key, 3)
+    spec = InputSpec(
+        size=size,
+        name=section.text("name"),
+        layout=section.choice("layout", LAYOUTS, "NCHW"),
+        dtype=section.choice("dtype", DTYPES, "float32"),
+        color_order=section.choice("color_order", COLOR_ORDERS, "RGB"),
+        resize=section.choice("resize", RESIZE_MODES, "fixed_shape"),
+        pad_value=pad_value,  # type: ignore[arg-type]
+        pad_placement=section.choice("pad_placement", PAD_PLACEMENTS, "centered"),
+        interpolation=section.choice("interpolation", INTERPOLATIONS, "linear"),
+        normalization=_parse_normalization(section.section("normalization")),
+    )
+    section.finish()
+    if spec.dtype == "uint8" and spec.normalization.type != "none":
+        raise SpecError(
+            f"{section.key('normalization.type')}: a uint8 input takes raw pixels, so the "
+            f"normalization must be none, got {spec.normalization.type}"
+        )
+    return spec
+
+
+def _parse_labels(value: object, key: str, base_dir: Path) -> tuple[str, ...]:
+    if isinstance(value, (list, tuple)):
+        names = [str(item) for item in value]
+    else:
+        path = _resolve(value, key, base_dir)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as error:
+            raise SpecError(f"{key}: cannot read labels file {path}: {error.strerror or error}") from error
+        while lines and not lines[-1].strip():
+            lines.pop()
+        names = [line.strip() for line in lines]
+        for number, name in enumerate(names, start=1):
+            if not name:
+                raise SpecError(f"{key}: line {number} of {path} is empty")
+    if not names:
+        raise SpecError(f"{key}: no labels given")
+    return tuple(names)
+
+
+def _parse_palette(value: object, key: str) -> tuple[tuple[int, int, int], ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise SpecError(f"{key}: expected a list of [r, g, b] colours, got {_describe(value)}")
+    colours = []
+    for index, colour in enumerate(value):
+        channels = _numbers(colour, f"{key}[{index}]", 3)
+        if any(c != int(c) or not 0 <= c <= 255 for c in channels):
+            raise SpecError(f"{key}[{index}]: expected integers 0..255, got {list(colour)}")
+        colours.append((int(channels[0]), int(channels[1]), int(channels[2])))
+    return tuple(colours)
+
+
+def _parse_detection(section: _Section) -> DetectionSpec:
+    classes = section.take("classes")
+    if classes is not None:
+        if not isinstance(classes, (list, tuple)) or not classes:
+            raise SpecError(f"{section.key('classes')}: expected a list of class names or indices")
+        for index, item in enumerate(classes):
+            if isinstance(item, bool) or not isinstance(item, (str, int)):
+                raise SpecError(f"{section.key('classes')}[{index}]: expected a class name or index, got {_describe(item)}")
+        classes = tuple(classes)
+    no_nms = "nms_iou" in section.data and section.data.pop("nms_iou") is None
+    detection = DetectionSpec(
+        score_threshold=section.number("score_threshold", 0.3, 0.0, 1.0),
+        nms_iou=None if no_nms else section.number("nms_iou", 0.45, 0.0, 1.0),
+        class_agnostic=section.boolean("class_agnostic", False),
+        max_detections=section.integer("max_detections", 100),
+        classes=classes,
+    )
+    section.finish()
+    return detection
+
+
+def parse_model_spec(data: object, base_dir: Path, source: Path | None = None) -> ModelSpec:
+    """Validate a spec already read from YAML; relative paths resolve from ``base_dir``."""
+    root = _Section(data, "")
+    task = root.choice("task", TASKS)
+    model = root.path("model", base_dir)
+    engine = root.path("engine", base_dir)
+    if model is None and engine is None:
+        raise SpecError("model: required key is missing (give model, engine or both)")
+    decoder = root.take("decoder", required=True)
+    if not isinstance(decoder, Mapping) or "type" not in decoder:
+        raise SpecError(f"decoder: expected a mapping with a type, got {_describe(decoder)}")
+    if task != "detection" and root.has("detection"):
+        raise SpecError("detection: only valid when task is detection")
+    labels, palette = root.take("labels"), root.take("palette")
+    spec = ModelSpec(
+        name=root.text("name", source.stem if source else "model") or "model",
+        task=task,
+        model=model,
+        engine=engine,
+        backend=root.choice("backend", BACKENDS, "auto"),
+        input=_parse_input(root.section("input", required=True)),
+        labels=None if labels is None else _parse_labels(labels, "labels", base_dir),
+        palette=None if palette is None else _parse_palette(palette, "palette"),
+        output_resolution=root.choice("output_resolution", OUTPUT_RESOLUTIONS, "source"),
+        decoder=MappingProxyType(dict(decoder)),
+        detection=_parse_detection(root.section("detection")),
+        source=source,
+    )
+    root.finish()
+    if spec.backend == "tensorrt" and spec.engine is None:
+        raise SpecError("engine: required when backend is tensorrt")
+    if spec.backend == "onnxruntime" and spec.model is None:
+        raise SpecError("model: required when backend is onnxruntime")
+    return spec
+
+
+def bundled_spec_dirs() -> list[Path]:
+    """Folders holding the bundled specs: the source tree's and the installed share folder's."""
+    dirs = [Path(__file__).resolve().parent.parent / "config" / "models"]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        dirs.append(Path(get_package_share_directory("trt_perception")) / "config" / "models")
+    except (ImportError, LookupError, ValueError):
+        pass
+    return [folder for folder in dirs if folder.is_dir()]
+
+
+def bundled_spec_names() -> list[str]:
+    """Names of the bundled specs (file names without ``.yaml``)."""
+    return sorted({path.stem for folder in bundled_spec_dirs() for path in folder.glob("*.yaml")})
+
+
+def _find_spec_file(path_or_name: str | Path) -> Path:
+    path = Path(path_or_name).expanduser()
+    if path.suffix in SPEC_SUFFIXES or len(path.parts) > 1 or path.exists():
+        if not path.is_file():
+            raise SpecError(f"model spec file not found: {path}")
+        return path
+    for folder in bundled_spec_dirs():
+        candidate = folder / f"{path_or_name}.yaml"
+        if candidate.is_file():
+            return candidate
+    raise SpecError(
+        f"model spec {str(path_or_name)!r} is neither a file nor a bundled spec "
+        f"(bundled: {', '.join(bundled_spec_names()) or 'none found'})"
+    )
+
+
+def load_model_spec(path_or_name: str | Path) -> ModelSpec:
+    """Load and validate a spec file, or a bundled spec given by name (e.g. ``selfie_segmentation``)."""
+    path = _find_spec_file(path_or_name).resolve()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path}: not valid YAML: {error}") from error
+    except OSError as error:
+        raise SpecError(f"{path}: cannot read model spec: {error.strerror or error}") from error
+    try:
+        return parse_model_spec(data, path.parent, path)
+    except SpecError as error:
+        raise SpecError(f"{path}: {error}") from error
