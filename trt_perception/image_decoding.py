@@ -1,0 +1,276 @@
+"""Raw and compressed camera images to numpy pixel views, and pixel arrays back to raw images.
+
+Pure numpy/OpenCV, no ROS: the ROS glue (``trt_perception.ros.image_conversion``) and the raw CDR
+reader (``trt_perception.ros.cdr``) feed message fields into these functions.
+
+Raw images follow the ``sensor_msgs/Image`` conventions: ``height`` rows of ``step`` bytes each,
+of which the first ``width * channels * bytes_per_channel`` hold pixels (the rest is row padding);
+16-bit data is big-endian when ``is_bigendian`` is set, little-endian otherwise.
+"""
+
+from __future__ import annotations
+
+import array
+import sys
+from dataclasses import dataclass
+from typing import Any, Union, cast
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from trt_perception.errors import ImageDecodeError
+
+# Objects whose bytes we view without copying (a numpy array must be C-contiguous uint8).
+Buffer = Union[bytes, bytearray, memoryview, "array.array[int]", "npt.NDArray[np.uint8]"]
+# Decoded pixels: uint8 or host-order uint16.
+Pixels = npt.NDArray[np.unsignedinteger[Any]]
+
+HOST_IS_BIGENDIAN = sys.byteorder == "big"
+
+
+@dataclass(frozen=True)
+class PixelFormat:
+    """How one raw encoding lays out a pixel."""
+
+    channel_order: str
+    channels: int
+    dtype: np.dtype[np.unsignedinteger[Any]]
+
+
+_U8 = np.dtype(np.uint8)
+_U16 = np.dtype(np.uint16)
+
+# ROS image encodings we read and write. The OpenCV-style "8UC3"/"8UC4" have no defined channel
+# order; like cv_bridge, we take them as OpenCV's native BGR/BGRA.
+PIXEL_FORMATS: dict[str, PixelFormat] = {
+    "rgb8": PixelFormat("RGB", 3, _U8),
+    "bgr8": PixelFormat("BGR", 3, _U8),
+    "rgba8": PixelFormat("RGBA", 4, _U8),
+    "bgra8": PixelFormat("BGRA", 4, _U8),
+    "mono8": PixelFormat("MONO", 1, _U8),
+    "8UC1": PixelFormat("MONO", 1, _U8),
+    "8UC3": PixelFormat("BGR", 3, _U8),
+    "8UC4": PixelFormat("BGRA", 4, _U8),
+    "rgb16": PixelFormat("RGB", 3, _U16),
+    "bgr16": PixelFormat("BGR", 3, _U16),
+    "rgba16": PixelFormat("RGBA", 4, _U16),
+    "bgra16": PixelFormat("BGRA", 4, _U16),
+    "mono16": PixelFormat("MONO", 1, _U16),
+    "16UC1": PixelFormat("MONO", 1, _U16),
+}
+
+# Channel order of what OpenCV decodes from a codec that does not say, by channel count.
+_ORDER_OF_CHANNELS = {1: "MONO", 3: "BGR", 4: "BGRA"}
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
+_JPEG_END_OF_IMAGE = b"\xff\xd9"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_CODEC_SIGNATURES = {"jpeg": _JPEG_SIGNATURE, "jpg": _JPEG_SIGNATURE, "png": _PNG_SIGNATURE}
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """Pixels as an HxWxC read-only numpy array (uint8 or native uint16) and their channel order.
+
+    ``pixels`` is usually a view of the message's own buffer: rows may be strided by the message's
+    ``step``; call ``np.ascontiguousarray`` where a compact copy is needed.
+    """
+
+    pixels: Pixels
+    channel_order: str
+
+    @property
+    def height(self) -> int:
+        """Rows."""
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        """Columns."""
+        return int(self.pixels.shape[1])
+
+
+@dataclass(frozen=True)
+class RawImage:
+    """A packed image for a ``sensor_msgs/Image``: ``data`` is 1-D, C-contiguous uint8."""
+
+    data: npt.NDArray[np.uint8]
+    height: int
+    width: int
+    encoding: str
+    step: int
+    is_bigendian: bool
+
+
+def pixel_format(encoding: str) -> PixelFormat:
+    """The layout of a raw ROS image encoding; ImageDecodeError names unknown encodings."""
+    try:
+        return PIXEL_FORMATS[encoding]
+    except KeyError:
+        raise ImageDecodeError(
+            f"unknown image encoding {encoding!r}; supported: {', '.join(PIXEL_FORMATS)}"
+        ) from None
+
+
+def byte_view(data: Buffer) -> npt.NDArray[np.uint8]:
+    """A flat uint8 view (no copy) of any object exposing a contiguous buffer."""
+    if isinstance(data, np.ndarray):
+        if data.dtype != np.uint8 or not data.flags.c_contiguous:
+            raise ImageDecodeError(
+                f"image data array must be C-contiguous uint8, got {data.dtype} "
+                f"(contiguous: {data.flags.c_contiguous})"
+            )
+        return data.reshape(-1)
+    try:
+        return np.frombuffer(data, dtype=np.uint8)
+    except (TypeError, ValueError) as error:
+        raise ImageDecodeError(f"image data is not a byte buffer: {error}") from None
+
+
+def decode_image(
+    data: Buffer, height: int, width: int, encoding: str, step: int, is_bigendian: bool
+) -> DecodedImage:
+    """View raw image bytes as HxWxC pixels without copying.
+
+    Rows are ``step`` bytes apart (row padding is skipped, not copied). 16-bit data is copied
+    (byte-swapped) only when its byte order differs from this machine's. Raises ImageDecodeError
+    for an unknown encoding, zero size, ``step`` shorter than a row of pixels, or data whose length
+    is not ``step * height``.
+    """
+    fmt = pixel_format(encoding)
+    if height <= 0 or width <= 0:
+        raise ImageDecodeError(f"{encoding} image has zero size: {width}x{height} (width x height)")
+    pixel_bytes = fmt.channels * fmt.dtype.itemsize
+    row_bytes = width * pixel_bytes
+    if step < row_bytes:
+        raise ImageDecodeError(
+            f"{encoding} image step {step} is shorter than one row of {width} pixels "
+            f"({row_bytes} bytes)"
+        )
+    buffer = byte_view(data)
+    expected = step * height
+    if buffer.size < expected:
+        raise ImageDecodeError(
+            f"{encoding} image data truncated: {buffer.size} bytes, step {step} x height {height} "
+            f"needs {expected}"
+        )
+    if buffer.size > expected:
+        raise ImageDecodeError(
+            f"{encoding} image data has {buffer.size} bytes, more than step {step} x height "
+            f"{height} = {expected}"
+        )
+    stored_dtype = fmt.dtype
+    if fmt.dtype.itemsize > 1:
+        stored_dtype = fmt.dtype.newbyteorder(">" if is_bigendian else "<")
+    pixels: Pixels = np.ndarray(
+        shape=(height, width, fmt.channels),
+        dtype=stored_dtype,
+        buffer=buffer,
+        strides=(step, pixel_bytes, fmt.dtype.itemsize),
+    )
+    if fmt.dtype.itemsize > 1 and bool(is_bigendian) != HOST_IS_BIGENDIAN:
+        pixels = pixels.astype(fmt.dtype.newbyteorder("="))
+    elif fmt.dtype.itemsize > 1:
+        pixels = pixels.view(fmt.dtype.newbyteorder("="))
+    pixels.flags.writeable = False
+    return DecodedImage(pixels, fmt.channel_order)
+
+
+def _parse_compressed_format(format_string: str) -> tuple[str, PixelFormat | None]:
+    """(codec, pixel format inside the codec or None) from a CompressedImage ``format``.
+
+    Accepts a bare codec ("jpeg", "png") or image_transport's
+    "<source encoding>; <codec> compressed <codec encoding>".
+    """
+    parts = [part.strip() for part in format_string.split(";")]
+    codec_words = parts[-1].split() if len(parts) <= 2 else []
+    if not codec_words or codec_words[0].lower() not in _CODEC_SIGNATURES:
+        raise ImageDecodeError(
+            f"unsupported compressed image format {format_string!r}; expected jpeg or png "
+            f"(e.g. 'jpeg', 'png', 'rgb8; jpeg compressed bgr8')"
+        )
+    codec = codec_words[0].lower()
+    if len(codec_words) == 1:
+        return codec, None
+    if len(codec_words) == 3 and codec_words[1] == "compressed" and codec_words[2] in PIXEL_FORMATS:
+        return codec, PIXEL_FORMATS[codec_words[2]]
+    raise ImageDecodeError(
+        f"unsupported compressed image format {format_string!r}; expected "
+        f"'<codec> compressed <encoding>' with a known encoding"
+    )
+
+
+def decode_compressed(data: Buffer, format: str) -> DecodedImage:  # noqa: A002 (ROS field name)
+    """Decode a jpeg or png ``sensor_msgs/CompressedImage`` payload with OpenCV.
+
+    ``format`` is the message's format string ("jpeg", "png", "rgb8; jpeg compressed bgr8", ...).
+    The pixels keep the codec's channel order (BGR/BGRA for colour unless the format names
+    another). Raises ImageDecodeError for empty, truncated or corrupt data, data that is not of
+    the declared codec or pixel format, and unsupported formats.
+    """
+    codec, declared = _parse_compressed_format(format)
+    buffer = byte_view(data)
+    if buffer.size == 0:
+        raise ImageDecodeError(f"compressed {codec} image data is empty")
+    signature = _CODEC_SIGNATURES[codec]
+    if buffer[: len(signature)].tobytes() != signature:
+        raise ImageDecodeError(
+            f"compressed image data ({buffer.size} bytes) does not start with the {codec} "
+            f"signature; the format says {format!r}"
+        )
+    # libjpeg fills a truncated jpeg with grey and only warns: refuse it instead. Some encoders
+    # pad after the end-of-image marker with zeros.
+    if signature == _JPEG_SIGNATURE and not buffer[-64:].tobytes().rstrip(b"\0").endswith(
+        _JPEG_END_OF_IMAGE
+    ):
+        raise ImageDecodeError(
+            f"compressed jpeg image data ({buffer.size} bytes) is truncated: no end-of-image marker"
+        )
+    pixels = cast("Pixels | None", cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED))  # png/jpeg: uint8/16
+    if pixels is None:
+        raise ImageDecodeError(f"compressed {codec} image data ({buffer.size} bytes) is corrupt")
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    channels = int(pixels.shape[2])
+    if declared is None:
+        if channels not in _ORDER_OF_CHANNELS:
+            raise ImageDecodeError(f"compressed {codec} image decoded to {channels} channels")
+        channel_order = _ORDER_OF_CHANNELS[channels]
+    elif declared.channels == channels and declared.dtype == pixels.dtype:
+        channel_order = declared.channel_order
+    else:
+        raise ImageDecodeError(
+            f"compressed {codec} image decoded to {channels} channels of {pixels.dtype}, but the "
+            f"format {format!r} declares {declared.channels} of {declared.dtype}"
+        )
+    pixels.flags.writeable = False
+    return DecodedImage(pixels, channel_order)
+
+
+def encode_image(pixels: npt.NDArray[Any], encoding: str) -> RawImage:
+    """Pack an HxW or HxWxC array as a raw image of ``encoding`` (rows unpadded, host byte order).
+
+    The array's dtype and channel count must match the encoding exactly (nothing is converted);
+    a copy is made only if the array is not C-contiguous.
+    """
+    fmt = pixel_format(encoding)
+    shaped = pixels[:, :, np.newaxis] if pixels.ndim == 2 else pixels
+    if shaped.ndim != 3 or shaped.shape[2] != fmt.channels or pixels.dtype != fmt.dtype:
+        raise ImageDecodeError(
+            f"cannot encode a {pixels.dtype} array of shape {pixels.shape} as {encoding}: "
+            f"needs {fmt.dtype} HxWx{fmt.channels}"
+        )
+    height, width = int(shaped.shape[0]), int(shaped.shape[1])
+    if height == 0 or width == 0:
+        raise ImageDecodeError(
+            f"cannot encode an image of zero size {width}x{height} as {encoding}"
+        )
+    packed = np.ascontiguousarray(shaped)
+    return RawImage(
+        data=packed.reshape(-1).view(np.uint8),
+        height=height,
+        width=width,
+        encoding=encoding,
+        step=width * fmt.channels * fmt.dtype.itemsize,
+        is_bigendian=HOST_IS_BIGENDIAN and fmt.dtype.itemsize > 1,
+    )
