@@ -1,0 +1,203 @@
+"""Ground truth for bag evaluation: label masks and boxes, from files or from a topic in the bag.
+
+File sources (a folder of masks, a COCO json) are matched to frames by order: the k-th message on
+the image topic (counting skipped ones, so a bad frame never shifts the rest) gets the k-th mask
+file in sorted name order, or the k-th COCO image in ``file_name`` order. A ground-truth topic is
+matched by header stamp (see ``StampMatcher``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from trt_perception.errors import TrtPerceptionError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp")
+
+
+class GroundTruthError(TrtPerceptionError):
+    """Ground truth that cannot be used (missing file, bad json, colour mask, ...)."""
+
+
+@dataclass(frozen=True)
+class MaskTruth:
+    """Per-pixel class indices, HxW uint8 or uint16."""
+
+    labels: npt.NDArray[np.integer]
+
+
+@dataclass(frozen=True)
+class BoxTruth:
+    """``xyxy`` boxes (source pixels), their class names and COCO ``iscrowd`` flags."""
+
+    boxes: npt.NDArray[np.float64]
+    classes: list[str]
+    crowd: list[bool] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.crowd:
+            object.__setattr__(self, "crowd", [False] * len(self.classes))
+
+
+Truth = MaskTruth | BoxTruth
+
+
+def image_files(paths: list[Path]) -> list[Path]:
+    """Image files named directly, or found (sorted by name) in the single folder given."""
+    if len(paths) == 1 and paths[0].is_dir():
+        found = sorted(p for p in paths[0].iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise GroundTruthError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {paths[0]}")
+        return found
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise GroundTruthError(f"image files not found: {', '.join(missing)}")
+    return list(paths)
+
+
+def read_mask(path: Path) -> MaskTruth:
+    """A single-channel 8- or 16-bit label image (values are class indices, not colours)."""
+    labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if labels is None:
+        raise GroundTruthError(f"cannot read mask {path}")
+    if labels.ndim != 2 or labels.dtype not in (np.uint8, np.uint16):
+        raise GroundTruthError(
+            f"mask {path} is {labels.dtype} with shape {labels.shape}; ground-truth masks must be "
+            "single-channel 8- or 16-bit images of class indices"
+        )
+    return MaskTruth(labels)
+
+
+class MaskFolder:
+    """Mask files of a folder, the k-th (sorted by name) for frame k."""
+
+    def __init__(self, folder: Path) -> None:
+        if not folder.is_dir():
+            raise GroundTruthError(f"ground-truth mask folder {folder} does not exist")
+        self.files = image_files([folder])
+        self.description = f"{len(self.files)} mask files in {folder}, matched to frames by order"
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def for_frame(self, index: int) -> MaskTruth | None:
+        """The mask of frame ``index``, None past the last file."""
+        return read_mask(self.files[index]) if index < len(self.files) else None
+
+
+@dataclass(frozen=True)
+class CocoImage:
+    """One image of a COCO file with its boxes."""
+
+    file_name: str
+    width: int | None
+    height: int | None
+    truth: BoxTruth
+
+
+def read_coco(path: Path) -> list[CocoImage]:
+    """Images of a COCO detection json (sorted by ``file_name``) with their boxes as ``xyxy``."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        categories = {int(c["id"]): str(c["name"]) for c in data["categories"]}
+        images = {int(i["id"]): i for i in data["images"]}
+        boxes: dict[int, list[tuple[list[float], str, bool]]] = {image_id: [] for image_id in images}
+        for ann in data.get("annotations", []):
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            if ann["image_id"] not in boxes:
+                raise GroundTruthError(f"{path}: annotation {ann.get('id')} names unknown image {ann['image_id']}")
+            if ann["category_id"] not in categories:
+                raise GroundTruthError(
+                    f"{path}: annotation {ann.get('id')} names unknown category {ann['category_id']}"
+                )
+            boxes[ann["image_id"]].append(
+                ([x, y, x + w, y + h], categories[ann["category_id"]], bool(ann.get("iscrowd", 0)))
+            )
+    except FileNotFoundError:
+        raise GroundTruthError(f"COCO file {path} does not exist") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise GroundTruthError(f"{path} is not a valid COCO detection file: {error!r}") from error
+    result = []
+    for image_id, image in images.items():
+        items = boxes[image_id]
+        truth = BoxTruth(
+            np.asarray([b for b, _, _ in items], np.float64).reshape(-1, 4),
+            [name for _, name, _ in items],
+            [crowd for _, _, crowd in items],
+        )
+        result.append(CocoImage(str(image.get("file_name", image_id)), image.get("width"), image.get("height"), truth))
+    return sorted(result, key=lambda image: image.file_name)
+
+
+class CocoFile:
+    """A COCO json's images in ``file_name`` order, the k-th for frame k."""
+
+    def __init__(self, path: Path) -> None:
+        self.images = read_coco(path)
+        self.description = f"{len(self.images)} images of {path}, matched to frames in file_name order"
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def for_frame(self, index: int) -> BoxTruth | None:
+        """The boxes of frame ``index``, None past the last image."""
+        return self.images[index].truth if index < len(self.images) else None
+
+
+Pending = TypeVar("Pending")
+
+
+class StampMatcher(Generic[Pending]):
+    """Pairs frames with ground-truth messages of equal header stamp, in whatever order they come.
+
+    Each side waits in a bounded queue for its partner; when a queue is full its oldest entry is
+    given up and counted as unmatched, so memory stays bounded on any bag.
+    """
+
+    def __init__(self, max_pending: int = 64) -> None:
+        self.max_pending = max_pending
+        self._frames: OrderedDict[int, Pending] = OrderedDict()
+        self._truths: OrderedDict[int, Truth] = OrderedDict()
+        self.frames_without_truth = 0
+        self.truths_without_frame = 0
+
+    def add_frame(self, stamp: int, frame: Pending) -> tuple[Pending, Truth] | None:
+        """Offer a frame; returns it with its ground truth if that came already."""
+        if stamp in self._truths:
+            return frame, self._truths.pop(stamp)
+        if stamp in self._frames:  # two frames with one stamp: the earlier cannot be told apart
+            self._frames.pop(stamp)
+            self.frames_without_truth += 1
+        self._frames[stamp] = frame
+        if len(self._frames) > self.max_pending:
+            self._frames.popitem(last=False)
+            self.frames_without_truth += 1
+        return None
+
+    def add_truth(self, stamp: int, truth: Truth) -> tuple[Pending, Truth] | None:
+        """Offer a ground truth; returns it with its frame if that came already."""
+        if stamp in self._frames:
+            return self._frames.pop(stamp), truth
+        if stamp in self._truths:
+            self._truths.pop(stamp)
+            self.truths_without_frame += 1
+        self._truths[stamp] = truth
+        if len(self._truths) > self.max_pending:
+            self._truths.popitem(last=False)
+            self.truths_without_frame += 1
+        return None
+
+    def finish(self) -> None:
+        """Count whatever is still waiting as unmatched."""
+        self.frames_without_truth += len(self._frames)
+        self.truths_without_frame += len(self._truths)
+        self._frames.clear()
+        self._truths.clear()

@@ -1,0 +1,166 @@
+"""Build a rosbag2 from image files, optionally with ground truth (masks or COCO boxes).
+
+Frame k is stamped ``start + k / rate`` (header stamp = log time). Ground truth goes on its own
+topic with the same header as its image: masks as ``sensor_msgs/Image`` (mono8 / mono16 class
+indices), COCO boxes as ``vision_msgs/Detection2DArray`` (class name in ``class_id``, score 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from trt_perception.evaluation.bag_io import (
+    COMPRESSED_IMAGE_TYPE,
+    DETECTIONS_TYPE,
+    IMAGE_TYPE,
+    BagWriter,
+    compressed_image_message,
+    detection_array_message,
+    header_message,
+    image_message,
+)
+from trt_perception.evaluation.ground_truth import (
+    CocoImage,
+    GroundTruthError,
+    MaskTruth,
+    image_files,
+    read_coco,
+    read_mask,
+)
+
+COMPRESSED_FORMATS = {"jpeg": (".jpg", ".jpeg"), "png": (".png",)}
+# raw encoding -> (imread flag, colour conversion of what imread returns)
+RAW_ENCODINGS: dict[str, tuple[int, int | None]] = {
+    "rgb8": (cv2.IMREAD_COLOR, cv2.COLOR_BGR2RGB),
+    "bgr8": (cv2.IMREAD_COLOR, None),
+    "rgba8": (cv2.IMREAD_COLOR, cv2.COLOR_BGR2RGBA),
+    "bgra8": (cv2.IMREAD_COLOR, cv2.COLOR_BGR2BGRA),
+    "mono8": (cv2.IMREAD_GRAYSCALE, None),
+    "mono16": (cv2.IMREAD_UNCHANGED, None),
+}
+ENCODINGS = (*RAW_ENCODINGS, *COMPRESSED_FORMATS)
+
+
+@dataclass
+class MakeBagSummary:
+    """What went into the bag."""
+
+    frames: int = 0
+    ground_truth: int = 0
+    frames_without_ground_truth: list[str] = field(default_factory=list)
+    crowd_boxes_dropped: int = 0
+
+
+def load_pixels(path: Path, encoding: str) -> npt.NDArray:
+    """An image file as an array fitting a raw ``encoding``."""
+    flag, conversion = RAW_ENCODINGS[encoding]
+    pixels = cv2.imread(str(path), flag)
+    if pixels is None:
+        raise GroundTruthError(f"cannot read image {path}")
+    if encoding == "mono16" and (pixels.ndim != 2 or pixels.dtype != np.uint16):
+        raise GroundTruthError(f"{path} is not a single-channel 16-bit image, cannot store it as mono16")
+    return pixels if conversion is None else cv2.cvtColor(pixels, conversion)
+
+
+def compressed_bytes(path: Path, format_: str) -> tuple[bytes, tuple[int, int]]:
+    """The file's bytes when it already is ``format_`` (no recompression), else re-encoded; and its (h, w)."""
+    pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        raise GroundTruthError(f"cannot read image {path}")
+    if path.suffix.lower() in COMPRESSED_FORMATS[format_]:
+        return path.read_bytes(), pixels.shape[:2]
+    ok, encoded = cv2.imencode(COMPRESSED_FORMATS[format_][0], pixels)
+    if not ok:
+        raise GroundTruthError(f"cannot encode {path} as {format_}")
+    return encoded.tobytes(), pixels.shape[:2]
+
+
+def make_bag(
+    images: list[Path],
+    out: Path,
+    topic: str,
+    rate: float,
+    *,
+    storage: str = "mcap",
+    encoding: str = "rgb8",
+    labels_dir: Path | None = None,
+    coco: Path | None = None,
+    gt_topic: str = "/ground_truth",
+    frame_id: str = "camera",
+    start_ns: int = 0,
+    distro: str = "jazzy",
+) -> MakeBagSummary:
+    """Write ``images`` (a folder or files) to a new bag at ``out``, with optional ground truth."""
+    if encoding not in ENCODINGS:
+        raise GroundTruthError(f"unsupported encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
+    if rate <= 0:
+        raise GroundTruthError(f"rate must be positive, got {rate}")
+    if labels_dir is not None and coco is not None:
+        raise GroundTruthError("give either label masks or a COCO file, not both")
+    files = image_files(images)
+    masks = _masks_by_stem(labels_dir) if labels_dir is not None else None
+    coco_images = {Path(image.file_name).name: image for image in read_coco(coco)} if coco else None
+    summary = MakeBagSummary()
+    with BagWriter(out, storage, distro) as writer:
+        store = writer.store
+        for index, path in enumerate(files):
+            stamp = start_ns + round(index * 1e9 / rate)
+            header = header_message(store, stamp, frame_id)
+            if encoding in COMPRESSED_FORMATS:
+                data, size = compressed_bytes(path, encoding)
+                writer.write(topic, COMPRESSED_IMAGE_TYPE, stamp, compressed_image_message(store, header, data, encoding))
+            else:
+                pixels = load_pixels(path, encoding)
+                size = pixels.shape[:2]
+                writer.write(topic, IMAGE_TYPE, stamp, image_message(store, header, pixels, encoding))
+            summary.frames += 1
+            if masks is not None:
+                mask_path = masks.get(path.stem)
+                if mask_path is None:
+                    summary.frames_without_ground_truth.append(path.name)
+                    continue
+                mask = _checked_mask(read_mask(mask_path), size, mask_path)
+                mask_encoding = "mono8" if mask.labels.dtype == np.uint8 else "mono16"
+                writer.write(gt_topic, IMAGE_TYPE, stamp, image_message(store, header, mask.labels, mask_encoding))
+                summary.ground_truth += 1
+            elif coco_images is not None:
+                image = coco_images.get(path.name)
+                if image is None:
+                    summary.frames_without_ground_truth.append(path.name)
+                    continue
+                _check_coco_size(image, size, coco)
+                keep = [not crowd for crowd in image.truth.crowd]
+                summary.crowd_boxes_dropped += keep.count(False)
+                message = detection_array_message(
+                    store, header, image.truth.boxes[keep],
+                    [name for name, k in zip(image.truth.classes, keep, strict=True) if k],
+                    [1.0] * sum(keep),
+                )
+                writer.write(gt_topic, DETECTIONS_TYPE, stamp, message)
+                summary.ground_truth += 1
+    return summary
+
+
+def _masks_by_stem(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise GroundTruthError(f"label folder {folder} does not exist")
+    return {path.stem: path for path in image_files([folder])}
+
+
+def _checked_mask(mask: MaskTruth, size: tuple[int, int], path: Path) -> MaskTruth:
+    if mask.labels.shape != tuple(size):
+        raise GroundTruthError(f"mask {path} is {mask.labels.shape[::-1]} (w, h) but its image is {tuple(size)[::-1]}")
+    return mask
+
+
+def _check_coco_size(image: CocoImage, size: tuple[int, int], coco: Path | None) -> None:
+    if image.width is not None and image.height is not None and (image.height, image.width) != tuple(size):
+        raise GroundTruthError(
+            f"{coco}: image {image.file_name} is {image.width}x{image.height} in the json "
+            f"but {size[1]}x{size[0]} on disk"
+        )
