@@ -1,0 +1,81 @@
+"""Output decoders: raw model outputs to label images or detections, chosen by the spec's ``decoder``.
+
+``create_decoder(task, config, num_classes)`` picks the decoder named by ``config["type"]`` and
+validates its parameters; errors are ``SpecError`` naming ``decoder.<key>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from trt_perception.decoders.detection import (
+    DetectionDecoder,
+    DetrDecoder,
+    RowsDecoder,
+    SeparateTensorsDecoder,
+    YoloDecoder,
+)
+from trt_perception.decoders.nms import DetectionFilter, filter_detections, nms
+from trt_perception.decoders.params import DecoderParams
+from trt_perception.decoders.segmentation import (
+    BinaryDecoder,
+    LabelsDecoder,
+    LogitsDecoder,
+    SegmentationDecoder,
+    label_dtype,
+)
+from trt_perception.errors import SpecError
+
+__all__ = [
+    "DECODERS",
+    "DetectionDecoder",
+    "DetectionFilter",
+    "SegmentationDecoder",
+    "create_decoder",
+    "filter_detections",
+    "label_dtype",
+    "nms",
+]
+
+# Most label values a uint16 label image can hold.
+MAX_SEGMENTATION_CLASSES = 65536
+
+Factory = Callable[[DecoderParams, int | None], SegmentationDecoder | DetectionDecoder]
+
+# Decoder types by task: `decoder.type` in a model spec.
+DECODERS: dict[str, dict[str, Factory]] = {
+    "segmentation": {
+        "labels": LabelsDecoder.from_params,
+        "logits": LogitsDecoder.from_params,
+        "binary": BinaryDecoder.from_params,
+    },
+    "detection": {
+        "efficient_nms": SeparateTensorsDecoder.efficient_nms_from_params,
+        "rows": RowsDecoder.from_params,
+        "boxes_scores_classes": SeparateTensorsDecoder.boxes_scores_classes_from_params,
+        "yolo": YoloDecoder.from_params,
+        "detr": DetrDecoder.from_params,
+    },
+}
+
+
+def create_decoder(
+    task: str, config: Mapping[str, Any], num_classes: int | None
+) -> SegmentationDecoder | DetectionDecoder:
+    """The decoder for ``task`` described by ``config`` (``type`` plus that decoder's parameters).
+
+    ``num_classes`` is the number of labels in the spec (None when it has none); decoders use it to
+    check class indices and to choose the label image dtype.
+    """
+    if task not in DECODERS:
+        raise SpecError(f"task: {task!r} is not one of {', '.join(DECODERS)}")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+        raise SpecError(f"labels: expected at least one label, got {num_classes!r} classes")
+    if task == "segmentation" and num_classes is not None and num_classes > MAX_SEGMENTATION_CLASSES:
+        raise SpecError(f"labels: {num_classes} classes; label images hold at most {MAX_SEGMENTATION_CLASSES}")
+    params = DecoderParams(config)
+    kind = params.string("type", choices=tuple(DECODERS[task]))
+    decoder = DECODERS[task][kind](params, num_classes)
+    params.finish()
+    return decoder

@@ -1,0 +1,371 @@
+"""Detection decoders: model outputs to ``Detections`` (``xyxy`` in network-input pixels).
+
+Each decoder keeps the detections whose score reaches ``score_threshold``; NMS, the detection limit
+and the class allow-list are applied afterwards by ``filter_detections``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+from trt_perception.decoders.boxes import BOX_FORMATS, to_xyxy
+from trt_perception.decoders.params import DecoderParams
+from trt_perception.decoders.tensors import finite_range, require_finite, require_rank, select_output
+from trt_perception.errors import InferenceError, SpecError
+from trt_perception.geometry import ResizeGeometry
+from trt_perception.results import Detections
+
+
+class DetectionDecoder(ABC):
+    """Turns the outputs of a detection model into detections in network-input pixels.
+
+    ``class_offset`` is subtracted from the model's class indices so that they index the labels
+    (e.g. 1 for TF Object Detection API exports whose label maps start at 1).
+    """
+
+    def __init__(self, class_offset: int, num_classes: int | None) -> None:
+        self.class_offset = class_offset
+        self.num_classes = num_classes
+
+    @abstractmethod
+    def decode(
+        self, outputs: Mapping[str, npt.NDArray], geometry: ResizeGeometry, score_threshold: float
+    ) -> Detections:
+        """Detections with score >= ``score_threshold``, boxes ``xyxy`` in network-input pixels."""
+
+    def _class_ids(self, name: str, values: npt.NDArray) -> npt.NDArray[np.int64]:
+        """Class indices from ``values`` (integer or float) minus the offset, checked against the labels."""
+        raw = values if np.issubdtype(values.dtype, np.integer) else np.rint(values)
+        ids = raw.astype(np.int64) - self.class_offset
+        if ids.size:
+            low, high = int(ids.min()), int(ids.max())
+            highest = None if self.num_classes is None else self.num_classes - 1
+            if low < 0 or (highest is not None and high > highest):
+                allowed = "non-negative" if highest is None else f"within 0..{highest} (one per label)"
+                raise InferenceError(
+                    f"output '{name}' gives class indices {low}..{high} after decoder.class_offset "
+                    f"{self.class_offset}; they must be {allowed}"
+                )
+        return ids
+
+
+def _class_offset(params: DecoderParams) -> int:
+    return params.integer("class_offset", 0)
+
+
+def _batch_item(name: str, array: npt.NDArray, item_rank: int, expected: str) -> npt.NDArray:
+    """Batch item 0 of a ``[B, ...]`` tensor, or the tensor itself when it has no batch dimension."""
+    require_rank(name, array, (item_rank, item_rank + 1), expected)
+    return array[0] if array.ndim == item_rank + 1 else array
+
+
+class SeparateTensorsDecoder(DetectionDecoder):
+    """Boxes, scores and classes in separate tensors, optionally with a valid-detection count.
+
+    Used for TensorRT EfficientNMS / TF2 Object Detection API exports (``efficient_nms``) and
+    torchvision-style exports with a dynamic number of detections (``boxes_scores_classes``).
+    """
+
+    def __init__(
+        self,
+        boxes: str,
+        scores: str,
+        classes: str | None,
+        num_detections: str | None,
+        box_format: str,
+        normalized: bool,
+        class_offset: int,
+        num_classes: int | None,
+    ) -> None:
+        super().__init__(class_offset, num_classes)
+        self.boxes = boxes
+        self.scores = scores
+        self.classes = classes
+        self.num_detections = num_detections
+        self.box_format = box_format
+        self.normalized = normalized
+
+    @classmethod
+    def efficient_nms_from_params(cls, params: DecoderParams, num_classes: int | None) -> SeparateTensorsDecoder:
+        """EfficientNMS / TF OD API tensor names by default; all four are configurable."""
+        return cls._from_params(
+            params, num_classes, "detection_boxes", "detection_scores", "detection_classes", "num_detections"
+        )
+
+    @classmethod
+    def boxes_scores_classes_from_params(
+        cls, params: DecoderParams, num_classes: int | None
+    ) -> SeparateTensorsDecoder:
+        """torchvision tensor names (boxes, scores, labels) by default, no detection count."""
+        return cls._from_params(params, num_classes, "boxes", "scores", "labels", None)
+
+    @classmethod
+    def _from_params(
+        cls,
+        params: DecoderParams,
+        num_classes: int | None,
+        boxes: str,
+        scores: str,
+        classes: str,
+        num_detections: str | None,
+    ) -> SeparateTensorsDecoder:
+        return cls(
+            boxes=params.string("boxes", boxes),
+            scores=params.string("scores", scores),
+            classes=params.optional_string("classes", classes),
+            num_detections=params.optional_string("num_detections", num_detections),
+            box_format=params.string("box_format", "xyxy", tuple(BOX_FORMATS)),
+            normalized=params.boolean("normalized", False),
+            class_offset=_class_offset(params),
+            num_classes=num_classes,
+        )
+
+    def decode(
+        self, outputs: Mapping[str, npt.NDArray], geometry: ResizeGeometry, score_threshold: float
+    ) -> Detections:
+        boxes_name, boxes_tensor = select_output(outputs, self.boxes, "decoder.boxes")
+        boxes = _batch_item(boxes_name, boxes_tensor, 2, "[N,4] or [B,N,4]")
+        if boxes.shape[1] != 4:
+            raise InferenceError(f"output '{boxes_name}' has shape {list(boxes_tensor.shape)}; expected [B,N,4]")
+        count = self._valid_count(outputs, len(boxes))
+        scores_name, scores = self._per_box(outputs, self.scores, "decoder.scores", len(boxes), boxes_name)
+        scores = scores[:count]
+        require_finite(scores_name, scores)
+        keep = np.flatnonzero(scores >= score_threshold)
+        kept_boxes = boxes[keep]
+        require_finite(boxes_name, kept_boxes)
+        if self.classes is None:
+            class_ids = np.zeros(len(keep), np.int64)
+        else:
+            classes_name, classes = self._per_box(outputs, self.classes, "decoder.classes", len(boxes), boxes_name)
+            require_finite(classes_name, classes[keep])
+            class_ids = self._class_ids(classes_name, classes[keep])
+        xyxy = to_xyxy(kept_boxes, self.box_format, self.normalized, geometry.network_size)
+        return Detections(xyxy, scores[keep], class_ids)
+
+    def _valid_count(self, outputs: Mapping[str, npt.NDArray], capacity: int) -> int:
+        if self.num_detections is None:
+            return capacity
+        name, tensor = select_output(outputs, self.num_detections, "decoder.num_detections")
+        if tensor.size == 0:
+            raise InferenceError(f"output '{name}' is empty; expected the number of detections")
+        require_finite(name, tensor)
+        count = int(tensor.reshape(-1)[0])
+        if not 0 <= count <= capacity:
+            raise InferenceError(f"output '{name}' says {count} detections, but there are {capacity} boxes")
+        return count
+
+    @staticmethod
+    def _per_box(
+        outputs: Mapping[str, npt.NDArray], tensor: str, param: str, count: int, boxes_name: str
+    ) -> tuple[str, npt.NDArray]:
+        name, array = select_output(outputs, tensor, param)
+        values = _batch_item(name, array, 1, "[N] or [B,N]")
+        if len(values) != count:
+            raise InferenceError(
+                f"output '{name}' has shape {list(array.shape)}; expected {count} values, one per box of '{boxes_name}'"
+            )
+        return name, values
+
+
+# Box columns a `rows` decoder accepts, by the box coding they form.
+_ROW_BOX_COLUMNS = {fmt: BOX_FORMATS[fmt] for fmt in ("xyxy", "cxcywh", "xywh")}
+_DEFAULT_COLUMNS = {"x1": 0, "y1": 1, "x2": 2, "y2": 3, "score": 4, "class": 5}
+
+
+class RowsDecoder(DetectionDecoder):
+    """One tensor ``[B,N,K]`` (or ``[N,K]``) with a detection per row; ``columns`` maps names to columns.
+
+    Box columns are ``x1,y1,x2,y2``, ``cx,cy,w,h`` or ``x1,y1,w,h``; ``score`` is required and
+    ``class`` optional (all class 0 without it).
+    """
+
+    def __init__(
+        self,
+        output: str | None,
+        box_format: str,
+        box_columns: list[int],
+        score_column: int,
+        class_column: int | None,
+        normalized: bool,
+        class_offset: int,
+        num_classes: int | None,
+    ) -> None:
+        super().__init__(class_offset, num_classes)
+        self.output = output
+        self.box_format = box_format
+        self.box_columns = box_columns
+        self.score_column = score_column
+        self.class_column = class_column
+        self.normalized = normalized
+
+    @classmethod
+    def from_params(cls, params: DecoderParams, num_classes: int | None) -> RowsDecoder:
+        """Build from ``decoder.output``, ``columns``, ``normalized`` and ``class_offset``."""
+        output = params.optional_string("output")
+        columns = params.nested("columns", _DEFAULT_COLUMNS)
+        present = set(columns.names())
+        box_format = next((fmt for fmt, names in _ROW_BOX_COLUMNS.items() if set(names) <= present), None)
+        if box_format is None:
+            choices = " or ".join(",".join(names) for names in _ROW_BOX_COLUMNS.values())
+            raise SpecError(f"{params.key('columns')}: needs box columns {choices}; got {', '.join(columns.names())}")
+        box_columns = [columns.integer(name, minimum=0) for name in _ROW_BOX_COLUMNS[box_format]]
+        score_column = columns.integer("score", minimum=0)
+        class_column = columns.integer("class", minimum=0) if "class" in present else None
+        columns.finish()
+        return cls(
+            output,
+            box_format,
+            box_columns,
+            score_column,
+            class_column,
+            params.boolean("normalized", False),
+            _class_offset(params),
+            num_classes,
+        )
+
+    def decode(
+        self, outputs: Mapping[str, npt.NDArray], geometry: ResizeGeometry, score_threshold: float
+    ) -> Detections:
+        name, tensor = select_output(outputs, self.output, "decoder.output")
+        rows = _batch_item(name, tensor, 2, "[N,K] or [B,N,K]")
+        used = [*self.box_columns, self.score_column] + ([] if self.class_column is None else [self.class_column])
+        if rows.shape[1] <= max(used):
+            raise InferenceError(
+                f"output '{name}' has shape {list(tensor.shape)}: {rows.shape[1]} columns, but decoder.columns "
+                f"uses column {max(used)}"
+            )
+        scores = rows[:, self.score_column]
+        require_finite(name, scores)
+        selected = rows[scores >= score_threshold]
+        require_finite(name, selected[:, used])
+        if self.class_column is None:
+            class_ids = np.zeros(len(selected), np.int64)
+        else:
+            class_ids = self._class_ids(name, selected[:, self.class_column])
+        boxes = to_xyxy(selected[:, self.box_columns], self.box_format, self.normalized, geometry.network_size)
+        return Detections(boxes, selected[:, self.score_column], class_ids)
+
+
+class YoloDecoder(DetectionDecoder):
+    """Raw YOLO heads, boxes ``cx,cy,w,h`` in network pixels, before NMS (set ``detection.nms_iou``).
+
+    ``v5``: ``[B,N,5+C]`` rows (box, objectness, class scores; score = objectness * class score).
+    ``v8`` (also YOLO11): ``[B,4+C,N]`` (box, class scores). ``auto`` tells them apart by the class
+    count when the spec has labels, else by which dimension is longer (N exceeds 4+C).
+    """
+
+    def __init__(self, output: str | None, version: str, normalized: bool, class_offset: int, num_classes: int | None) -> None:
+        super().__init__(class_offset, num_classes)
+        self.output = output
+        self.version = version
+        self.normalized = normalized
+
+    @classmethod
+    def from_params(cls, params: DecoderParams, num_classes: int | None) -> YoloDecoder:
+        """Build from ``decoder.output``, ``version`` (auto | v5 | v8), ``normalized``, ``class_offset``."""
+        return cls(
+            params.optional_string("output"),
+            params.string("version", "auto", ("auto", "v5", "v8")),
+            params.boolean("normalized", False),
+            _class_offset(params),
+            num_classes,
+        )
+
+    def decode(
+        self, outputs: Mapping[str, npt.NDArray], geometry: ResizeGeometry, score_threshold: float
+    ) -> Detections:
+        name, tensor = select_output(outputs, self.output, "decoder.output")
+        require_rank(name, tensor, (3,), "[B,N,5+C] (YOLOv5) or [B,4+C,N] (YOLOv8)")
+        version = self._version(name, tensor.shape)
+        table = tensor[0]
+        if table.size:
+            finite_range(name, table)
+        if version == "v8":
+            class_scores = table[4:]
+            best = class_scores.max(axis=0)
+            keep = np.flatnonzero(best >= score_threshold)
+            classes = np.argmax(class_scores[:, keep], axis=0)
+            boxes = table[:4, keep].T
+        else:
+            class_scores = table[:, 5:]
+            best = table[:, 4] * class_scores.max(axis=1)
+            keep = np.flatnonzero(best >= score_threshold)
+            classes = np.argmax(class_scores[keep], axis=1)
+            boxes = table[keep, :4]
+        xyxy = to_xyxy(boxes, "cxcywh", self.normalized, geometry.network_size)
+        return Detections(xyxy, best[keep], self._class_ids(name, classes))
+
+    def _version(self, name: str, shape: tuple[int, ...]) -> str:
+        _, rows, columns = shape
+        known = self.num_classes
+        fits = {
+            "v8": rows >= 5 and (known is None or rows == 4 + known),
+            "v5": columns >= 6 and (known is None or columns == 5 + known),
+        }
+        if self.version != "auto":
+            candidates = [self.version] if fits[self.version] else []
+        else:
+            candidates = [version for version, fit in fits.items() if fit]
+        if not candidates:
+            classes = "C" if known is None else str(known)
+            wanted = {"v8": f"[B,4+{classes},N]", "v5": f"[B,N,5+{classes}]"}
+            expected = " or ".join(wanted[v] for v in (fits if self.version == "auto" else [self.version]))
+            raise InferenceError(f"output '{name}' has shape {list(shape)}; expected a YOLO head {expected}")
+        if len(candidates) == 2:
+            return "v8" if rows < columns else "v5"
+        return candidates[0]
+
+
+class DetrDecoder(DetectionDecoder):
+    """DETR: ``pred_logits [B,Q,C+1]`` (last class = no object) and ``pred_boxes [B,Q,4]``.
+
+    Boxes are ``cx,cy,w,h`` normalized to the network input. Scores are the softmax probabilities
+    of the best real class (no-object excluded, as in DETR's own post-processing); no NMS needed.
+    """
+
+    def __init__(self, logits: str, boxes: str, class_offset: int, num_classes: int | None) -> None:
+        super().__init__(class_offset, num_classes)
+        self.logits = logits
+        self.boxes = boxes
+
+    @classmethod
+    def from_params(cls, params: DecoderParams, num_classes: int | None) -> DetrDecoder:
+        """Build from ``decoder.logits`` (pred_logits), ``decoder.boxes`` (pred_boxes), ``class_offset``."""
+        return cls(
+            params.string("logits", "pred_logits"),
+            params.string("boxes", "pred_boxes"),
+            _class_offset(params),
+            num_classes,
+        )
+
+    def decode(
+        self, outputs: Mapping[str, npt.NDArray], geometry: ResizeGeometry, score_threshold: float
+    ) -> Detections:
+        logits_name, logits_tensor = select_output(outputs, self.logits, "decoder.logits")
+        boxes_name, boxes_tensor = select_output(outputs, self.boxes, "decoder.boxes")
+        logits = _batch_item(logits_name, logits_tensor, 2, "[B,Q,C+1]")
+        boxes = _batch_item(boxes_name, boxes_tensor, 2, "[B,Q,4]")
+        if logits.shape[1] < 2:
+            raise InferenceError(
+                f"output '{logits_name}' has shape {list(logits_tensor.shape)}; expected [B,Q,C+1] with C >= 1"
+            )
+        if boxes.shape != (len(logits), 4):
+            raise InferenceError(
+                f"output '{boxes_name}' has shape {list(boxes_tensor.shape)}; expected [B,{len(logits)},4] "
+                f"to match '{logits_name}'"
+            )
+        require_finite(logits_name, logits)
+        exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities = exponentials[:, :-1] / exponentials.sum(axis=1, keepdims=True)
+        scores = probabilities.max(axis=1)
+        keep = np.flatnonzero(scores >= score_threshold)
+        kept_boxes = boxes[keep]
+        require_finite(boxes_name, kept_boxes)
+        classes = self._class_ids(logits_name, np.argmax(probabilities[keep], axis=1))
+        xyxy = to_xyxy(kept_boxes, "cxcywh", True, geometry.network_size)
+        return Detections(xyxy, scores[keep], classes)

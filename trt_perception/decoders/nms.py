@@ -1,0 +1,111 @@
+"""Greedy non-maximum suppression and the run-time detection filter (threshold, NMS, top-k, classes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from trt_perception.errors import SpecError
+from trt_perception.results import Detections
+
+
+def nms(
+    boxes: npt.ArrayLike,
+    scores: npt.ArrayLike,
+    iou_threshold: float,
+    class_ids: npt.ArrayLike | None = None,
+    max_output: int | None = None,
+) -> npt.NDArray[np.int64]:
+    """Indices of the boxes kept by greedy NMS, best score first.
+
+    Boxes are ``xyxy``. Going down the scores (ties: lower index first), a box is dropped when its IoU
+    with an already kept box exceeds ``iou_threshold``. With ``class_ids`` only boxes of the same class
+    suppress each other (each class is shifted to its own disjoint region, so one pass handles all).
+    Stops after ``max_output`` kept boxes, which gives the same result as truncating afterwards.
+    """
+    coords = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+    score_values = np.asarray(scores).reshape(-1)
+    if len(coords) != len(score_values):
+        raise ValueError(f"nms: {len(coords)} boxes but {len(score_values)} scores")
+    order = np.argsort(-score_values, kind="stable")
+    if len(coords) == 0:
+        return order.astype(np.int64)
+    if class_ids is not None:
+        classes = np.asarray(class_ids).reshape(-1)
+        span = np.ceil(coords.max() - coords.min()) + 1
+        coords += (classes.astype(np.float64) * span)[:, None]
+    x1, y1, x2, y2 = (np.ascontiguousarray(column) for column in coords[order].T)
+    areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    limit = len(order) if max_output is None else max_output
+    kept: list[int] = []
+    remaining = np.arange(len(order))
+    while remaining.size and len(kept) < limit:
+        best, rest = remaining[0], remaining[1:]
+        kept.append(int(best))
+        width = np.clip(np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]), 0, None)
+        height = np.clip(np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]), 0, None)
+        inter = width * height
+        union = areas[best] + areas[rest] - inter
+        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        remaining = rest[iou <= iou_threshold]
+    return order[np.array(kept, dtype=np.int64)].astype(np.int64)
+
+
+@dataclass(frozen=True)
+class DetectionFilter:
+    """What to keep of a detector's output; may be replaced at run time.
+
+    ``nms_iou`` None skips host NMS (models with their own NMS, DETR). ``allowed_class_ids`` None
+    keeps every class. Invalid values raise ``SpecError`` naming ``detection.<field>``.
+    """
+
+    score_threshold: float = 0.3
+    nms_iou: float | None = 0.45
+    class_agnostic: bool = False
+    max_detections: int = 100
+    allowed_class_ids: frozenset[int] | None = None
+
+    def __post_init__(self) -> None:
+        if not _is_real(self.score_threshold):
+            raise SpecError(f"detection.score_threshold: expected a finite number, got {self.score_threshold!r}")
+        if self.nms_iou is not None and not (_is_real(self.nms_iou) and 0 <= self.nms_iou <= 1):
+            raise SpecError(f"detection.nms_iou: expected null or a number in [0, 1], got {self.nms_iou!r}")
+        if not isinstance(self.class_agnostic, bool):
+            raise SpecError(f"detection.class_agnostic: expected true or false, got {self.class_agnostic!r}")
+        if isinstance(self.max_detections, bool) or not isinstance(self.max_detections, int) or self.max_detections < 1:
+            raise SpecError(f"detection.max_detections: expected an integer >= 1, got {self.max_detections!r}")
+        if self.allowed_class_ids is not None:
+            object.__setattr__(self, "allowed_class_ids", _class_id_set(self.allowed_class_ids))
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def _class_id_set(values: Iterable[int]) -> frozenset[int]:
+    ids = list(values)
+    if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 for v in ids):
+        raise SpecError(f"detection.classes: expected class indices >= 0, got {ids!r}")
+    return frozenset(int(v) for v in ids)
+
+
+def filter_detections(detections: Detections, detection_filter: DetectionFilter) -> Detections:
+    """Apply score threshold, class allow-list, NMS and the detection limit; best score first."""
+    keep = detections.scores >= detection_filter.score_threshold
+    if detection_filter.allowed_class_ids is not None:
+        keep &= np.isin(detections.class_ids, np.fromiter(detection_filter.allowed_class_ids, np.int64))
+    candidates = detections.select(keep)
+    if detection_filter.nms_iou is None:
+        order = np.argsort(-candidates.scores, kind="stable")[: detection_filter.max_detections]
+    else:
+        order = nms(
+            candidates.boxes,
+            candidates.scores,
+            detection_filter.nms_iou,
+            None if detection_filter.class_agnostic else candidates.class_ids,
+            detection_filter.max_detections,
+        )
+    return candidates.select(order)

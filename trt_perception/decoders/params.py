@@ -1,0 +1,104 @@
+"""Typed, validated access to a decoder's parameters; every error names ``decoder.<key>``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from trt_perception.errors import SpecError
+
+_REQUIRED: Any = object()
+
+
+class DecoderParams:
+    """Reads the keys of one config mapping and rejects keys nobody asked for.
+
+    Each getter records its key; :meth:`finish` then raises a ``SpecError`` for any key left over,
+    so misspelt parameters are reported instead of silently ignored.
+    """
+
+    def __init__(self, config: Any, prefix: str = "decoder") -> None:
+        if not isinstance(config, Mapping):
+            raise SpecError(f"{prefix}: expected a mapping, got {type(config).__name__}")
+        self._config: Mapping[str, Any] = config
+        self._prefix = prefix
+        self._read: set[str] = set()
+
+    def key(self, name: str) -> str:
+        """The full name of a parameter for messages, e.g. ``decoder.threshold``."""
+        return f"{self._prefix}.{name}"
+
+    def _value(self, name: str, default: Any) -> Any:
+        self._read.add(name)
+        if name in self._config:
+            return self._config[name]
+        if default is _REQUIRED:
+            raise SpecError(f"{self.key(name)}: required parameter is missing")
+        return default
+
+    def string(self, name: str, default: Any = _REQUIRED, choices: Sequence[str] | None = None) -> str:
+        """A string, optionally one of ``choices``."""
+        value = self._value(name, default)
+        if not isinstance(value, str):
+            raise SpecError(f"{self.key(name)}: expected a string, got {value!r}")
+        if choices is not None and value not in choices:
+            raise SpecError(f"{self.key(name)}: {value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def optional_string(self, name: str, default: str | None = None) -> str | None:
+        """A string, or ``None`` when the key is absent or null."""
+        value = self._value(name, default)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise SpecError(f"{self.key(name)}: expected a non-empty string or null, got {value!r}")
+        return value
+
+    def number(
+        self,
+        name: str,
+        default: Any = _REQUIRED,
+        minimum: float | None = None,
+        maximum: float | None = None,
+    ) -> float:
+        """A real number within ``[minimum, maximum]`` (bounds optional)."""
+        value = self._value(name, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise SpecError(f"{self.key(name)}: expected a number, got {value!r}")
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            raise SpecError(
+                f"{self.key(name)}: {value!r} is outside [{minimum if minimum is not None else '-inf'}, "
+                f"{maximum if maximum is not None else 'inf'}]"
+            )
+        return float(value)
+
+    def integer(self, name: str, default: Any = _REQUIRED, minimum: int | None = None) -> int:
+        """An integer, at least ``minimum`` when given."""
+        value = self._value(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(f"{self.key(name)}: expected an integer, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise SpecError(f"{self.key(name)}: {value} is less than {minimum}")
+        return value
+
+    def boolean(self, name: str, default: Any = _REQUIRED) -> bool:
+        """``true`` or ``false``."""
+        value = self._value(name, default)
+        if not isinstance(value, bool):
+            raise SpecError(f"{self.key(name)}: expected true or false, got {value!r}")
+        return value
+
+    def nested(self, name: str, default: Mapping[str, Any]) -> DecoderParams:
+        """A nested mapping read with the same rules, its keys named ``decoder.<name>.<key>``."""
+        return DecoderParams(self._value(name, default), self.key(name))
+
+    def names(self) -> list[str]:
+        """All keys present in the mapping, in order."""
+        return list(self._config)
+
+    def finish(self) -> None:
+        """Raise ``SpecError`` naming the first key that no getter asked for."""
+        for name in self._config:
+            if name not in self._read:
+                allowed = ", ".join(sorted(self._read)) or "none"
+                raise SpecError(f"{self.key(name)}: unknown parameter (allowed: {allowed})")

@@ -1,0 +1,182 @@
+"""Segmentation decoders: model outputs to an ``HxW`` label image at source or network size."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from trt_perception.decoders.params import DecoderParams
+from trt_perception.decoders.tensors import finite_range, require_rank, select_output, single_channel_map
+from trt_perception.errors import InferenceError, SpecError
+from trt_perception.geometry import ResizeGeometry
+
+# Nearest neighbour with pixel centres aligned (cv2.INTER_NEAREST is shifted by half a pixel).
+LABEL_INTERPOLATION = cv2.INTER_NEAREST_EXACT
+# cv2.resize handles at most this many channels at once.
+_MAX_RESIZE_CHANNELS = 128
+
+
+def label_dtype(num_classes: int | None) -> type[np.unsignedinteger]:
+    """``uint8`` for up to 256 classes (or an unknown count), else ``uint16``."""
+    return np.uint8 if num_classes is None or num_classes <= 256 else np.uint16
+
+
+def resize_to_output(
+    array: npt.NDArray, geometry: ResizeGeometry, at_source: bool, interpolation: int
+) -> npt.NDArray:
+    """Bring a map covering the network input (any resolution) to source size or network size."""
+    if at_source:
+        return geometry.map_to_source(array, interpolation)
+    height, width = geometry.network_size
+    if array.shape[:2] == (height, width):
+        return array
+    return cv2.resize(array, (width, height), interpolation=interpolation)
+
+
+class SegmentationDecoder(ABC):
+    """Turns the outputs of a segmentation model into a label image."""
+
+    def __init__(self, output: str | None, num_classes: int | None) -> None:
+        self.output = output
+        self.num_classes = num_classes
+
+    @abstractmethod
+    def decode(
+        self, outputs: Mapping[str, npt.NDArray], geometry: ResizeGeometry, at_source: bool
+    ) -> npt.NDArray[np.unsignedinteger]:
+        """Labels ``HxW`` (uint8 or uint16) at source size when ``at_source``, else at network size."""
+
+
+class LabelsDecoder(SegmentationDecoder):
+    """Class indices computed in the graph (ArgMax, fused argmax): ``[B,H,W]``, ``[B,1,H,W]``, ``[B,H,W,1]``."""
+
+    @classmethod
+    def from_params(cls, params: DecoderParams, num_classes: int | None) -> LabelsDecoder:
+        """Build from ``decoder.output`` (default: the model's only output)."""
+        return cls(params.optional_string("output"), num_classes)
+
+    def decode(
+        self, outputs: Mapping[str, npt.NDArray], geometry: ResizeGeometry, at_source: bool
+    ) -> npt.NDArray[np.unsignedinteger]:
+        name, tensor = select_output(outputs, self.output, "decoder.output")
+        indices = single_channel_map(name, tensor)
+        if not np.issubdtype(indices.dtype, np.integer):
+            raise InferenceError(
+                f"output '{name}' has dtype {indices.dtype}; the labels decoder expects integer class "
+                "indices (use decoder type logits for class scores)"
+            )
+        dtype = label_dtype(self.num_classes)
+        highest = np.iinfo(dtype).max if self.num_classes is None else self.num_classes - 1
+        low, high = finite_range(name, indices)
+        if low < 0 or high > highest:
+            raise InferenceError(
+                f"output '{name}' holds class indices {int(low)}..{int(high)}, outside 0..{highest}"
+                + (" (the spec has no labels; add them)" if self.num_classes is None else "")
+            )
+        return resize_to_output(indices.astype(dtype), geometry, at_source, LABEL_INTERPOLATION)
+
+
+class LogitsDecoder(SegmentationDecoder):
+    """Class scores ``[B,C,H,W]`` (layout NCHW) or ``[B,H,W,C]`` (NHWC), reduced by argmax.
+
+    ``upsample: after_argmax`` (default) takes the argmax at the output's resolution and resizes the
+    labels (nearest); ``before_argmax`` resizes the scores bilinearly first (smoother edges, slower).
+    """
+
+    def __init__(self, output: str | None, num_classes: int | None, layout: str, upsample: str) -> None:
+        super().__init__(output, num_classes)
+        self.layout = layout
+        self.upsample = upsample
+
+    @classmethod
+    def from_params(cls, params: DecoderParams, num_classes: int | None) -> LogitsDecoder:
+        """Build from ``decoder.output``, ``decoder.layout`` and ``decoder.upsample``."""
+        return cls(
+            params.optional_string("output"),
+            num_classes,
+            params.string("layout", "NCHW", ("NCHW", "NHWC")),
+            params.string("upsample", "after_argmax", ("after_argmax", "before_argmax")),
+        )
+
+    def decode(
+        self, outputs: Mapping[str, npt.NDArray], geometry: ResizeGeometry, at_source: bool
+    ) -> npt.NDArray[np.unsignedinteger]:
+        name, tensor = select_output(outputs, self.output, "decoder.output")
+        require_rank(name, tensor, (4,), "[B,C,H,W]" if self.layout == "NCHW" else "[B,H,W,C]")
+        scores = np.ascontiguousarray(tensor[0].transpose(1, 2, 0)) if self.layout == "NCHW" else tensor[0]
+        channels = scores.shape[2]
+        if channels < 2 or scores.size == 0:
+            raise InferenceError(
+                f"output '{name}' has shape {list(tensor.shape)} ({self.layout}): the logits decoder needs "
+                "at least 2 class channels (use decoder type binary for one channel)"
+            )
+        if self.num_classes is not None and channels != self.num_classes:
+            raise InferenceError(
+                f"output '{name}' has {channels} class channels but the spec has {self.num_classes} labels"
+            )
+        finite_range(name, scores)
+        dtype = label_dtype(channels)
+        if self.upsample == "after_argmax":
+            labels = np.argmax(scores, axis=2).astype(dtype)
+            return resize_to_output(labels, geometry, at_source, LABEL_INTERPOLATION)
+        return _argmax_of_resized(scores, geometry, at_source).astype(dtype)
+
+
+def _argmax_of_resized(scores: npt.NDArray, geometry: ResizeGeometry, at_source: bool) -> npt.NDArray[np.intp]:
+    """Argmax over channels of the bilinearly resized ``HxWxC`` scores, resized in channel groups."""
+    size = geometry.source_size if at_source else geometry.network_size
+    labels = np.zeros(size, dtype=np.intp)
+    best = np.full(size, -np.inf, dtype=np.float32)
+    for start in range(0, scores.shape[2], _MAX_RESIZE_CHANNELS):
+        group = np.ascontiguousarray(scores[:, :, start : start + _MAX_RESIZE_CHANNELS], dtype=np.float32)
+        resized = resize_to_output(group, geometry, at_source, cv2.INTER_LINEAR).reshape(*size, -1)
+        group_labels = np.argmax(resized, axis=2)
+        group_best = np.take_along_axis(resized, group_labels[:, :, None], axis=2)[:, :, 0]
+        better = group_best > best
+        labels[better] = group_labels[better] + start
+        best[better] = group_best[better]
+    return labels
+
+
+class BinaryDecoder(SegmentationDecoder):
+    """One-channel foreground probability or logit; label 1 where it exceeds ``threshold``.
+
+    ``activation: sigmoid`` means the output is a logit and ``threshold`` a probability (compared in
+    logit space). ``upsample: before_threshold`` resizes the raw map bilinearly before thresholding.
+    """
+
+    def __init__(self, output: str | None, threshold: float, activation: str, upsample: str) -> None:
+        super().__init__(output, 2)
+        self.threshold = threshold
+        self.activation = activation
+        self.upsample = upsample
+        self._cut = threshold if activation == "none" else float(np.log(threshold / (1 - threshold)))
+
+    @classmethod
+    def from_params(cls, params: DecoderParams, num_classes: int | None) -> BinaryDecoder:
+        """Build from ``decoder.output``, ``threshold``, ``activation`` (none | sigmoid), ``upsample``."""
+        output = params.optional_string("output")
+        activation = params.string("activation", "none", ("none", "sigmoid"))
+        threshold = params.number("threshold", 0.5)
+        if activation == "sigmoid" and not 0 < threshold < 1:
+            raise SpecError(
+                f"{params.key('threshold')}: with activation sigmoid it is a probability in (0, 1), got {threshold}"
+            )
+        upsample = params.string("upsample", "after_threshold", ("after_threshold", "before_threshold"))
+        return cls(output, threshold, activation, upsample)
+
+    def decode(
+        self, outputs: Mapping[str, npt.NDArray], geometry: ResizeGeometry, at_source: bool
+    ) -> npt.NDArray[np.unsignedinteger]:
+        name, tensor = select_output(outputs, self.output, "decoder.output")
+        scores = single_channel_map(name, tensor)
+        finite_range(name, scores)
+        if self.upsample == "after_threshold":
+            foreground = (scores > self._cut).astype(np.uint8)
+            return resize_to_output(foreground, geometry, at_source, LABEL_INTERPOLATION)
+        resized = resize_to_output(scores.astype(np.float32), geometry, at_source, cv2.INTER_LINEAR)
+        return (resized > self._cut).astype(np.uint8)
