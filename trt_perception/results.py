@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from trt_perception.geometry import ResizeGeometry
+
 
 @dataclass
 class Detections:
@@ -48,3 +50,32 @@ class StageTimings:
     def total(self) -> float:
         """Sum of all stages in milliseconds."""
         return sum(self.milliseconds.values())
+
+
+def class_name(class_names: tuple[str, ...], class_id: int) -> str:
+    """The name of a class index, or the index as text when the spec has no name for it."""
+    return class_names[class_id] if 0 <= class_id < len(class_names) else str(class_id)
+
+
+@dataclass
+class SegmentationResult:
+    """Class index per pixel for one image, at source size (or network size when the spec asks)."""
+
+    labels: npt.NDArray[np.unsignedinteger]
+    class_names: tuple[str, ...]
+    geometry: ResizeGeometry
+    timings: StageTimings
+
+
+@dataclass
+class DetectionResult:
+    """Detections of one image in source pixels (``xyxy``), best score first."""
+
+    detections: Detections
+    class_names: tuple[str, ...]
+    geometry: ResizeGeometry
+    timings: StageTimings
+
+    def names(self) -> list[str]:
+        """The class name of each detection."""
+        return [class_name(self.class_names, int(class_id)) for class_id in self.detections.class_ids]
