@@ -1,0 +1,155 @@
+"""One model, end to end: source image -> preprocess -> backend -> decoder -> result in source pixels."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy.typing as npt
+
+from trt_perception.backends import Backend, create_backend
+from trt_perception.decoders import DetectionFilter, create_decoder, filter_detections
+from trt_perception.errors import SpecError
+from trt_perception.preprocess import Preprocessor
+from trt_perception.results import DetectionResult, Detections, SegmentationResult, StageTimings
+from trt_perception.spec import DynamicSize, ModelSpec, load_model_spec
+
+STAGES = ("preprocess", "inference", "postprocess")
+
+
+def detection_filter_from_spec(spec: ModelSpec) -> DetectionFilter:
+    """The spec's ``detection`` section as a filter; class names in ``classes`` become indices."""
+    section = spec.detection
+    allowed = None
+    if section.classes is not None:
+        labels = spec.labels or ()
+        allowed = set()
+        for item in section.classes:
+            if isinstance(item, str):
+                if item not in labels:
+                    raise SpecError(f"detection.classes: unknown class name {item!r} (not in labels)")
+                allowed.add(labels.index(item))
+            else:
+                allowed.add(item)
+    return DetectionFilter(
+        score_threshold=section.score_threshold,
+        nms_iou=section.nms_iou,
+        class_agnostic=section.class_agnostic,
+        max_detections=section.max_detections,
+        allowed_class_ids=frozenset(allowed) if allowed is not None else None,
+    )
+
+
+class Pipeline:
+    """Runs one model on single images (batch 1) and returns results in source-image pixels."""
+
+    def __init__(self, spec: ModelSpec, backend: Backend) -> None:
+        self.spec = spec
+        self.backend = backend
+        self.input_name = self._input_name()
+        self._check_input_tensor()
+        self.preprocessor = Preprocessor(spec.input)
+        self.decoder = create_decoder(spec.task, spec.decoder, spec.num_classes)
+        self.class_names: tuple[str, ...] = spec.labels or ()
+        self._detection_filter = detection_filter_from_spec(spec) if spec.task == "detection" else None
+        self._output_buffers: dict[str, npt.NDArray] = {}
+        self._buffers_for_shape: tuple[int, ...] | None = None
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: ModelSpec | str | Path,
+        backend: Backend | None = None,
+        backend_kind: str | None = None,
+        providers: Sequence[str] | None = None,
+        intra_op_threads: int = 0,
+    ) -> Pipeline:
+        """Build from a spec (object, file or bundled name), loading the backend unless given."""
+        model_spec = spec if isinstance(spec, ModelSpec) else load_model_spec(spec)
+        if backend is None:
+            backend = create_backend(model_spec, backend_kind, providers, intra_op_threads)
+        return cls(model_spec, backend)
+
+    @property
+    def detection_filter(self) -> DetectionFilter:
+        """Score threshold, NMS, limits and class allow-list applied to detections (settable)."""
+        if self._detection_filter is None:
+            raise AttributeError(f"model {self.spec.name} is a {self.spec.task} model; it has no detection filter")
+        return self._detection_filter
+
+    @detection_filter.setter
+    def detection_filter(self, value: DetectionFilter) -> None:
+        if self._detection_filter is None:
+            raise AttributeError(f"model {self.spec.name} is a {self.spec.task} model; it has no detection filter")
+        if not isinstance(value, DetectionFilter):
+            raise TypeError(f"detection_filter must be a DetectionFilter, got {type(value).__name__}")
+        self._detection_filter = value
+
+    def run(self, pixels: npt.NDArray, channel_order: str) -> SegmentationResult | DetectionResult:
+        """Labels or detections for one image (HxWxC, channel order RGB/BGR/RGBA/BGRA/MONO)."""
+        start = time.perf_counter()
+        tensor, geometry = self.preprocessor(pixels, channel_order)
+        preprocessed = time.perf_counter()
+        outputs = self.backend.infer({self.input_name: tensor}, self._outputs_for(tensor.shape))
+        inferred = time.perf_counter()
+        result: SegmentationResult | DetectionResult
+        timings = StageTimings()
+        if self._detection_filter is None:
+            at_source = self.spec.output_resolution == "source"
+            labels = self.decoder.decode(outputs, geometry, at_source)  # type: ignore[call-arg]
+            result = SegmentationResult(labels, self.class_names, geometry, timings)
+        else:
+            detection_filter = self._detection_filter
+            network = self.decoder.decode(outputs, geometry, detection_filter.score_threshold)  # type: ignore[call-arg]
+            in_source = Detections(geometry.boxes_to_source(network.boxes), network.scores, network.class_ids)
+            result = DetectionResult(filter_detections(in_source, detection_filter), self.class_names, geometry, timings)
+        finished = time.perf_counter()
+        timings.milliseconds.update(
+            zip(STAGES, ((preprocessed - start) * 1e3, (inferred - preprocessed) * 1e3, (finished - inferred) * 1e3))
+        )
+        return result
+
+    def close(self) -> None:
+        """Release the backend."""
+        self.backend.close()
+
+    def _outputs_for(self, input_shape: tuple[int, ...]) -> dict[str, npt.NDArray]:
+        """Output buffers reused while the input shape stays the same."""
+        if input_shape != self._buffers_for_shape:
+            self._output_buffers = self.backend.allocate_outputs({self.input_name: input_shape})
+            self._buffers_for_shape = input_shape
+        return self._output_buffers
+
+    def _input_name(self) -> str:
+        names = [info.name for info in self.backend.inputs]
+        if self.spec.input.name is None:
+            if len(names) != 1:
+                raise SpecError(f"input.name: the model has {len(names)} inputs ({', '.join(names)}); name one")
+            return names[0]
+        if self.spec.input.name not in names:
+            raise SpecError(f"input.name: the model has no input {self.spec.input.name!r} (inputs: {', '.join(names)})")
+        return self.spec.input.name
+
+    def _check_input_tensor(self) -> None:
+        """Fail early when the spec's input layout, size or dtype cannot fit the model's input."""
+        info = next(info for info in self.backend.inputs if info.name == self.input_name)
+        spec = self.spec.input
+        if info.dtype.name != spec.dtype:
+            raise SpecError(f"input.dtype: the model input {info.name!r} is {info.dtype.name}, the spec says {spec.dtype}")
+        if len(info.shape) != 4:
+            raise SpecError(f"input: the model input {info.name!r} has rank {len(info.shape)}; expected a 4-D image tensor")
+        channel_axis, height_axis = (1, 2) if spec.layout == "NCHW" else (3, 1)
+        if info.shape[channel_axis] not in (None, 3):
+            raise SpecError(
+                f"input.layout: the model input {info.name!r} has shape {list(info.shape)}, which has no "
+                f"3-channel axis where {spec.layout} puts it"
+            )
+        if not isinstance(spec.size, DynamicSize):
+            model_size = (info.shape[height_axis], info.shape[height_axis + 1])
+            if any(dim is not None and dim != size for dim, size in zip(model_size, spec.size)):
+                raise SpecError(
+                    f"input.size: the spec gives {list(spec.size)} but the model input {info.name!r} "
+                    f"has shape {list(info.shape)} ({spec.layout})"
+                )
+
