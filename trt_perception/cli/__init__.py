@@ -1,0 +1,1 @@
+"""Command line tools: ``trt-perception <subcommand>`` (see ``main.SUBCOMMANDS``)."""

@@ -1,0 +1,181 @@
+"""Run a model on image files or folders; write label PNGs, overlays or annotated images and a results file.
+
+Per image: segmentation writes ``<name>_labels.png`` (class index per pixel) and
+``<name>_overlay.png``; detection writes ``<name>_detections.png``. All images share one results
+file (``results.json`` or ``results.tsv``) with per-class pixel counts or class, score and box in
+source pixels. A summary with per-stage timings (mean, p50, p90) is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from trt_perception.errors import ImageDecodeError, InferenceError
+from trt_perception.evaluation.metrics import LatencyStats
+from trt_perception.image_decoding import decode_compressed
+from trt_perception.pipeline import STAGES, Pipeline
+from trt_perception.results import DetectionResult, SegmentationResult, class_name
+from trt_perception.visualize import as_rgb, colorize, draw_detections, make_palette, overlay
+
+IMAGE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``infer``."""
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                        help="image files (.png, .jpg) or folders of them (searched recursively)")
+    parser.add_argument("--model-spec", required=True, help="model spec file or bundled spec name")
+    parser.add_argument("--output", "-o", type=Path, required=True, help="folder for the results")
+    parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"),
+                        help="override the spec's backend")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: default)")
+    parser.add_argument("--score-threshold", type=float, help="detection: override the spec's score threshold")
+    parser.add_argument("--alpha", type=float, default=0.5, help="segmentation overlay opacity (default 0.5)")
+    parser.add_argument("--format", choices=("json", "tsv"), default="json", help="results file format")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def collect_images(inputs: list[Path]) -> list[Path]:
+    """Image files named directly, then those found in the named folders (sorted per folder)."""
+    images = []
+    for path in inputs:
+        if path.is_dir():
+            images.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_FORMATS and p.is_file()))
+        elif path.is_file():
+            images.append(path)
+        else:
+            raise FileNotFoundError(f"input not found: {path}")
+    return images
+
+
+def read_image(path: Path) -> tuple[np.ndarray, str]:
+    """Pixels and channel order of a png or jpeg file."""
+    image_format = IMAGE_FORMATS.get(path.suffix.lower())
+    if image_format is None:
+        raise ImageDecodeError(f"{path}: unsupported image file type (use {', '.join(IMAGE_FORMATS)})")
+    try:
+        decoded = decode_compressed(path.read_bytes(), image_format)
+    except ImageDecodeError as error:
+        raise ImageDecodeError(f"{path}: {error}") from error
+    return decoded.pixels, decoded.channel_order
+
+
+def _unique_stem(path: Path, used: set[str]) -> str:
+    stem, number = path.stem, 2
+    while stem in used:
+        stem, number = f"{path.stem}_{number}", number + 1
+    used.add(stem)
+    return stem
+
+
+def _save_rgb(path: Path, rgb: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"cannot write {path}")
+
+
+def _write_segmentation(result: SegmentationResult, image: np.ndarray, stem: str, args: argparse.Namespace,
+                        palette: np.ndarray) -> dict[str, Any]:
+    labels_file, overlay_file = f"{stem}_labels.png", f"{stem}_overlay.png"
+    if not cv2.imwrite(str(args.output / labels_file), result.labels):
+        raise OSError(f"cannot write {args.output / labels_file}")
+    _save_rgb(args.output / overlay_file, overlay(image, colorize(result.labels, palette), args.alpha))
+    ids, counts = np.unique(result.labels, return_counts=True)
+    return {
+        "labels": labels_file,
+        "overlay": overlay_file,
+        "class_pixels": {class_name(result.class_names, int(i)): int(c) for i, c in zip(ids, counts)},
+    }
+
+
+def _write_detection(result: DetectionResult, image: np.ndarray, stem: str, args: argparse.Namespace,
+                     palette: np.ndarray) -> dict[str, Any]:
+    annotated_file = f"{stem}_detections.png"
+    _save_rgb(args.output / annotated_file, draw_detections(image, result.detections, result.class_names, palette))
+    detections = [
+        {"class": name, "class_id": int(class_id), "score": round(float(score), 4),
+         "box": [round(float(v), 2) for v in box]}
+        for name, class_id, score, box in zip(
+            result.names(), result.detections.class_ids, result.detections.scores, result.detections.boxes
+        )
+    ]
+    return {"annotated": annotated_file, "detections": detections}
+
+
+def _write_results(path: Path, task: str, records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    if path.suffix == ".json":
+        path.write_text(json.dumps({**summary, "images": records}, indent=2) + "\n", encoding="utf-8")
+        return
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream, delimiter="\t", lineterminator="\n")
+        if task == "detection":
+            writer.writerow(["image", "class", "class_id", "score", "x1", "y1", "x2", "y2"])
+            for record in records:
+                for det in record["detections"]:
+                    writer.writerow([record["image"], det["class"], det["class_id"], det["score"], *det["box"]])
+        else:
+            writer.writerow(["image", "class", "pixels"])
+            for record in records:
+                for name, count in record["class_pixels"].items():
+                    writer.writerow([record["image"], name, count])
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``infer``; 0 when every image was processed, 1 when some failed."""
+    try:
+        images = collect_images(args.inputs)
+    except FileNotFoundError as error:
+        print(f"trt-perception infer: {error}", file=sys.stderr)
+        return 2
+    if not images:
+        print("trt-perception infer: no .png/.jpg images in the inputs", file=sys.stderr)
+        return 1
+    pipeline = Pipeline.from_spec(args.model_spec, backend_kind=args.backend, intra_op_threads=args.threads)
+    spec = pipeline.spec
+    if args.score_threshold is not None:
+        if spec.task != "detection":
+            print("trt-perception infer: --score-threshold applies to detection models only", file=sys.stderr)
+            return 2
+        pipeline.detection_filter = dataclasses.replace(pipeline.detection_filter, score_threshold=args.score_threshold)
+    palette = make_palette(spec.palette, len(pipeline.class_names))
+    args.output.mkdir(parents=True, exist_ok=True)
+    latency, records, failures, used_stems = LatencyStats(), [], 0, set()
+    show_progress = not args.no_progress and any(path.is_dir() for path in args.inputs)
+    for path in tqdm(images, unit="image", disable=not show_progress):
+        try:
+            pixels, channel_order = read_image(path)
+            result = pipeline.run(pixels, channel_order)
+        except (ImageDecodeError, InferenceError) as error:
+            tqdm.write(f"trt-perception infer: skipped {path}: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        latency.add(result.timings.milliseconds)
+        image = as_rgb(pixels, channel_order)
+        stem = _unique_stem(path, used_stems)
+        record = {"image": str(path), "height": image.shape[0], "width": image.shape[1]}
+        if isinstance(result, SegmentationResult):
+            record.update(_write_segmentation(result, image, stem, args, palette))
+        else:
+            record.update(_write_detection(result, image, stem, args, palette))
+        records.append(record)
+    stats = latency.summary()
+    timings = {stage: {key: round(stats[stage][key], 3) for key in ("mean", "p50", "p90")} for stage in STAGES if stage in stats}
+    summary = {"model": spec.name, "task": spec.task, "backend": pipeline.backend.name,
+               "processed": len(records), "failed": failures, "timings_ms": timings}
+    results_path = args.output / f"results.{args.format}"
+    _write_results(results_path, spec.task, records, summary)
+    print(f"{spec.name} ({spec.task}, {pipeline.backend.name}): {len(records)} images processed, "
+          f"{failures} failed; results in {results_path}")
+    for stage, values in timings.items():
+        print(f"  {stage:<12} mean {values['mean']:8.2f} ms   p50 {values['p50']:8.2f} ms   p90 {values['p90']:8.2f} ms")
+    pipeline.close()
+    return 1 if failures else 0

@@ -1,0 +1,105 @@
+"""Pictures of results: palette colouring of labels, alpha overlays and boxes with class names.
+
+Every function works on RGB uint8 images (``as_rgb`` converts decoded images) and returns new
+arrays; inputs are never modified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from trt_perception.preprocess import convert_color
+from trt_perception.results import Detections, class_name
+
+# The 19 Cityscapes training classes' colours (road, sidewalk, building, ... bicycle).
+CITYSCAPES_COLORS = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70),
+    (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+)
+
+
+def _bit_interleaved_colors(indices: npt.NDArray[np.int64]) -> npt.NDArray[np.uint8]:
+    """PASCAL VOC style colours: the bits of the index spread over R, G and B, high bits first."""
+    colors = np.zeros((len(indices), 3), np.int64)
+    remaining = indices.copy()
+    for bit in range(7, -1, -1):
+        for channel in range(3):
+            colors[:, channel] |= ((remaining >> channel) & 1) << bit
+        remaining >>= 3
+    return colors.astype(np.uint8)
+
+
+def default_palette(num_classes: int) -> npt.NDArray[np.uint8]:
+    """``num_classes x 3`` RGB colours: Cityscapes' for the first 19, then distinct fixed colours."""
+    palette = np.zeros((num_classes, 3), np.uint8)
+    known = min(num_classes, len(CITYSCAPES_COLORS))
+    palette[:known] = CITYSCAPES_COLORS[:known]
+    if num_classes > known:
+        palette[known:] = _bit_interleaved_colors(np.arange(known, num_classes, dtype=np.int64))
+    return palette
+
+
+def make_palette(colors: Sequence[Sequence[int]] | None, num_classes: int) -> npt.NDArray[np.uint8]:
+    """The spec's colours (if any) followed by default colours up to ``num_classes`` entries."""
+    palette = default_palette(max(num_classes, len(colors or ())))
+    if colors:
+        palette[: len(colors)] = np.asarray(colors, np.uint8)
+    return palette
+
+
+def as_rgb(pixels: npt.NDArray, channel_order: str) -> npt.NDArray[np.uint8]:
+    """A 3-channel RGB uint8 copy of a decoded image (16-bit values keep their high byte)."""
+    if pixels.dtype == np.uint16:
+        pixels = (pixels >> 8).astype(np.uint8)
+    rgb = convert_color(pixels, channel_order, "RGB")
+    return rgb.copy() if rgb is pixels or not rgb.flags.writeable else rgb
+
+
+def colorize(labels: npt.NDArray[np.unsignedinteger], palette: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """``HxW`` class indices to ``HxWx3`` RGB colours; indices beyond the palette get default colours."""
+    highest = int(labels.max(initial=0))
+    if highest >= len(palette):
+        palette = np.concatenate([palette, default_palette(highest + 1)[len(palette) :]])
+    return palette[labels]
+
+
+def overlay(image: npt.NDArray[np.uint8], colors: npt.NDArray[np.uint8], alpha: float = 0.5) -> npt.NDArray[np.uint8]:
+    """``image * (1 - alpha) + colors * alpha``; ``colors`` is resized to the image when they differ."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"overlay alpha must be in [0, 1], got {alpha}")
+    height, width = image.shape[:2]
+    if colors.shape[:2] != (height, width):
+        colors = cv2.resize(colors, (width, height), interpolation=cv2.INTER_NEAREST)
+    return cv2.addWeighted(image, 1.0 - alpha, colors, alpha, 0.0)
+
+
+def draw_detections(
+    image: npt.NDArray[np.uint8],
+    detections: Detections,
+    class_names: tuple[str, ...],
+    palette: npt.NDArray[np.uint8] | None = None,
+) -> npt.NDArray[np.uint8]:
+    """A copy of ``image`` with each box drawn in its class colour and labelled ``name score``."""
+    canvas = image.copy()
+    highest = int(detections.class_ids.max(initial=0))
+    colors = make_palette(None if palette is None else palette.tolist(), max(highest + 1, len(class_names)))
+    thickness = max(1, round(min(canvas.shape[:2]) / 300))
+    font_scale = 0.4 * thickness
+    for box, score, class_id in zip(detections.boxes, detections.scores, detections.class_ids):
+        color = tuple(int(c) for c in colors[class_id])
+        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
+        text = f"{class_name(class_names, int(class_id))} {score:.2f}"
+        (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+        top = y1 - text_h - baseline if y1 >= text_h + baseline else y1  # inside the box at the top edge
+        cv2.rectangle(canvas, (x1, top), (x1 + text_w, top + text_h + baseline), color, cv2.FILLED)
+        text_color = (0, 0, 0) if sum(color) > 380 else (255, 255, 255)
+        cv2.putText(canvas, text, (x1, top + text_h), cv2.FONT_HERSHEY_SIMPLEX, font_scale, text_color, thickness,
+                    cv2.LINE_AA)
+    return canvas
