@@ -177,11 +177,24 @@ _ROW_BOX_COLUMNS = {fmt: BOX_FORMATS[fmt] for fmt in ("xyxy", "cxcywh", "xywh")}
 _DEFAULT_COLUMNS = {"x1": 0, "y1": 1, "x2": 2, "y2": 3, "score": 4, "class": 5}
 
 
-class RowsDecoder(DetectionDecoder):
-    """One tensor ``[B,N,K]`` (or ``[N,K]``) with a detection per row; ``columns`` maps names to columns.
+def _column_indices(params: DecoderParams) -> object:
+    """``decoder.columns`` as a name -> index mapping; a list names the columns in order (null skips one)."""
+    columns = params.value("columns", _DEFAULT_COLUMNS)
+    if not isinstance(columns, list):
+        return columns
+    named = [name for name in columns if name is not None]
+    if len(set(named)) != len(named) or not all(isinstance(name, str) for name in named):
+        raise SpecError(f"{params.key('columns')}: expected distinct column names or null, got {columns!r}")
+    return {name: index for index, name in enumerate(columns) if name is not None}
 
-    Box columns are ``x1,y1,x2,y2``, ``cx,cy,w,h`` or ``x1,y1,w,h``; ``score`` is required and
-    ``class`` optional (all class 0 without it).
+
+class RowsDecoder(DetectionDecoder):
+    """One tensor ``[B,N,K]`` (or ``[N,K]``) with a detection per row, its columns named by ``columns``.
+
+    ``columns`` maps names to column indices (``{x1: 0, y1: 1, ...}``) or lists the names in column
+    order (``[x1, y1, x2, y2, score, class]``, null for a column to ignore). Box columns are
+    ``x1,y1,x2,y2``, ``cx,cy,w,h`` or ``x1,y1,w,h``; ``score`` is required and ``class`` optional
+    (all class 0 without it).
     """
 
     def __init__(
@@ -207,7 +220,7 @@ class RowsDecoder(DetectionDecoder):
     def from_params(cls, params: DecoderParams, num_classes: int | None) -> RowsDecoder:
         """Build from ``decoder.output``, ``columns``, ``normalized`` and ``class_offset``."""
         output = params.optional_string("output")
-        columns = params.nested("columns", _DEFAULT_COLUMNS)
+        columns = DecoderParams(_column_indices(params), params.key("columns"))
         present = set(columns.names())
         box_format = next((fmt for fmt, names in _ROW_BOX_COLUMNS.items() if set(names) <= present), None)
         if box_format is None:

@@ -28,7 +28,8 @@ class DecoderParams:
         """The full name of a parameter for messages, e.g. ``decoder.threshold``."""
         return f"{self._prefix}.{name}"
 
-    def _value(self, name: str, default: Any) -> Any:
+    def value(self, name: str, default: Any = _REQUIRED) -> Any:
+        """The raw value of a parameter, for shapes the typed getters do not cover."""
         self._read.add(name)
         if name in self._config:
             return self._config[name]
@@ -38,7 +39,7 @@ class DecoderParams:
 
     def string(self, name: str, default: Any = _REQUIRED, choices: Sequence[str] | None = None) -> str:
         """A string, optionally one of ``choices``."""
-        value = self._value(name, default)
+        value = self.value(name, default)
         if not isinstance(value, str):
             raise SpecError(f"{self.key(name)}: expected a string, got {value!r}")
         if choices is not None and value not in choices:
@@ -47,7 +48,7 @@ class DecoderParams:
 
     def optional_string(self, name: str, default: str | None = None) -> str | None:
         """A string, or ``None`` when the key is absent or null."""
-        value = self._value(name, default)
+        value = self.value(name, default)
         if value is None:
             return None
         if not isinstance(value, str) or not value:
@@ -62,7 +63,7 @@ class DecoderParams:
         maximum: float | None = None,
     ) -> float:
         """A real number within ``[minimum, maximum]`` (bounds optional)."""
-        value = self._value(name, default)
+        value = self.value(name, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
             raise SpecError(f"{self.key(name)}: expected a number, got {value!r}")
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
@@ -74,7 +75,7 @@ class DecoderParams:
 
     def integer(self, name: str, default: Any = _REQUIRED, minimum: int | None = None) -> int:
         """An integer, at least ``minimum`` when given."""
-        value = self._value(name, default)
+        value = self.value(name, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise SpecError(f"{self.key(name)}: expected an integer, got {value!r}")
         if minimum is not None and value < minimum:
@@ -83,14 +84,10 @@ class DecoderParams:
 
     def boolean(self, name: str, default: Any = _REQUIRED) -> bool:
         """``true`` or ``false``."""
-        value = self._value(name, default)
+        value = self.value(name, default)
         if not isinstance(value, bool):
             raise SpecError(f"{self.key(name)}: expected true or false, got {value!r}")
         return value
-
-    def nested(self, name: str, default: Mapping[str, Any]) -> DecoderParams:
-        """A nested mapping read with the same rules, its keys named ``decoder.<name>.<key>``."""
-        return DecoderParams(self._value(name, default), self.key(name))
 
     def names(self) -> list[str]:
         """All keys present in the mapping, in order."""
