@@ -6,6 +6,7 @@ import array
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -153,10 +154,11 @@ def test_host_order_mono16_is_not_copied_and_foreign_order_is() -> None:
     ],
     ids=["bytes", "bytearray", "memoryview", "array.array", "ndarray"],
 )
-def test_every_kind_of_message_buffer_is_accepted(as_buffer: Callable[[bytes], object]) -> None:
+def test_every_kind_of_message_buffer_is_accepted(as_buffer: Callable[[bytes], Any]) -> None:
     expected, _ = LAYOUTS["bgra8"]
     data, step = _raw_rows(expected, 3)
-    decoded = decode_image(as_buffer(data), *expected.shape[:2], "bgra8", step, False)  # type: ignore[arg-type]
+    height, width = expected.shape[:2]
+    decoded = decode_image(as_buffer(data), height, width, "bgra8", step, False)
     np.testing.assert_array_equal(decoded.pixels, expected)
 
 
