@@ -14,6 +14,7 @@ from trt_perception.errors import TrtPerceptionError
 SUBCOMMANDS = {
     "infer": "trt_perception.cli.infer",
     "make-bag": "trt_perception.cli.make_bag",
+    "bag-eval": "trt_perception.cli.bag_eval",
 }
 
 

@@ -1,0 +1,74 @@
+"""``trt-perception bag-eval``: replay a bag through a model (or the running node) and measure it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from trt_perception.errors import TrtPerceptionError
+from trt_perception.evaluation.bag_eval import BagEvalOptions, run_bag_eval
+from trt_perception.evaluation.bag_io import STORAGES
+from trt_perception.evaluation.report import write_report
+
+
+def _ignore_index(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"ignore index must be an integer or 'none', got {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``bag-eval``."""
+    parser.add_argument("--bag", type=Path, required=True, help="input rosbag2 (folder, .mcap or .db3)")
+    parser.add_argument("--model-spec", required=True, help="model spec file or bundled spec name")
+    parser.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage topic")
+    truth = parser.add_mutually_exclusive_group()
+    truth.add_argument("--gt-topic", help="ground-truth topic in the bag (label Image or Detection2DArray), "
+                                          "matched by header stamp")
+    truth.add_argument("--gt-coco", type=Path, help="COCO json; frame k = k-th image in file_name order")
+    truth.add_argument("--gt-masks", type=Path, help="folder of label masks; frame k = k-th file by name")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (report, metrics, plots, bag)")
+    parser.add_argument("--ignore-index", type=_ignore_index, default=255,
+                        help="ground-truth label to ignore (default 255; 'none' for none)")
+    parser.add_argument("--labels-topic", default="/labels", help="output topic for label images")
+    parser.add_argument("--detections-topic", default="/detections", help="output topic for detections")
+    parser.add_argument("--storage", choices=sorted(STORAGES), default="mcap", help="output bag storage")
+    parser.add_argument("--worst-frames", type=int, default=4, help="how many worst frames to draw")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate, write the report and print the headline numbers."""
+    options = BagEvalOptions(
+        bag=args.bag, model_spec=args.model_spec, image_topic=args.image_topic, out=args.out,
+        gt_topic=args.gt_topic, gt_coco=args.gt_coco, gt_masks=args.gt_masks,
+        ignore_index=args.ignore_index, labels_topic=args.labels_topic,
+        detections_topic=args.detections_topic, storage=args.storage,
+        worst_frames=args.worst_frames, progress=not args.no_progress,
+    )
+    try:
+        result = run_bag_eval(options)
+        data = write_report(result, args.out, {
+            "bag": str(args.bag), "model_spec": str(args.model_spec), "image_topic": args.image_topic,
+            "output_bag": str(args.out / "bag"), "mode": "offline",
+        })
+    except TrtPerceptionError as error:
+        print(f"bag-eval: {error}", file=sys.stderr)
+        return 1
+    frames = data["frames"]
+    print(f"{frames['processed']} of {frames['on_topic']} frames processed, {frames['evaluated']} evaluated; "
+          f"report in {args.out / 'report.md'}")
+    for reason, count in frames["skipped"].items():
+        print(f"skipped {count}: {reason}")
+    if "segmentation" in data:
+        print(f"mIoU {data['segmentation']['mean_iou']}, pixel accuracy {data['segmentation']['pixel_accuracy']}")
+    if "detection" in data:
+        print(f"mAP {data['detection']['map']}, AP50 {data['detection']['ap50']}, AP75 {data['detection']['ap75']}")
+    if frames["processed"] == 0:
+        print("bag-eval: no frame could be processed", file=sys.stderr)
+        return 1
+    return 0

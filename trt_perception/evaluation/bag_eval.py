@@ -1,0 +1,203 @@
+"""Offline replay: run a model's Pipeline over every image of a bag topic, write results, score them.
+
+The output bag holds the original image messages (bytes unchanged) plus, stamped with each
+image's header, ``labels`` (mono8 / mono16 ``sensor_msgs/Image``) or ``detections``
+(``vision_msgs/Detection2DArray``). Frames that cannot be read or processed are counted per
+reason and never enter the metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from trt_perception.errors import ImageDecodeError, InferenceError
+from trt_perception.evaluation import bag_io
+from trt_perception.evaluation.evaluator import EvaluationResult, Evaluator, FramePrediction, OrderedTruth
+from trt_perception.evaluation.ground_truth import BoxTruth, CocoFile, MaskFolder, MaskTruth, Truth
+from trt_perception.evaluation.report import thumbnail
+from trt_perception.pipeline import Pipeline
+from trt_perception.results import SegmentationResult
+from trt_perception.spec import ModelSpec, load_model_spec
+
+
+@dataclass
+class BagEvalOptions:
+    """What to evaluate and where to put the results."""
+
+    bag: Path
+    model_spec: str | Path
+    image_topic: str
+    out: Path
+    gt_topic: str | None = None
+    gt_coco: Path | None = None
+    gt_masks: Path | None = None
+    ignore_index: int | None = 255
+    labels_topic: str = "/labels"
+    detections_topic: str = "/detections"
+    storage: str = "mcap"
+    worst_frames: int = 4
+    progress: bool = True
+
+
+def evaluation_spec(model_spec: str | Path | ModelSpec) -> ModelSpec:
+    """The spec with labels produced at source resolution (ground truth is at source size)."""
+    spec = model_spec if isinstance(model_spec, ModelSpec) else load_model_spec(model_spec)
+    return dataclasses.replace(spec, output_resolution="source")
+
+
+def checked_ignore_index(num_classes: int, requested: int | None) -> int | None:
+    """``requested``, refused when it is a real class index of the model (it cannot mean 'ignore')."""
+    if requested is not None and requested < num_classes:
+        raise bag_io.BagError(
+            f"ignore index {requested} is class {requested} of the model's {num_classes} classes; "
+            "choose another or none"
+        )
+    return requested
+
+
+def ground_truth_from_options(options: BagEvalOptions, task: str) -> OrderedTruth | None:
+    """The file-based ground truth named by the options, checked against the task."""
+    if options.gt_masks is not None:
+        if task != "segmentation":
+            raise bag_io.BagError("--gt-masks needs a segmentation model; use --gt-coco or --gt-topic for detection")
+        return MaskFolder(options.gt_masks)
+    if options.gt_coco is not None:
+        if task != "detection":
+            raise bag_io.BagError("--gt-coco needs a detection model; use --gt-masks or --gt-topic for segmentation")
+        return CocoFile(options.gt_coco)
+    return None
+
+
+def truth_from_message(message: Any, msgtype: str) -> Truth:
+    """Ground truth from a mono8/mono16 label Image or a Detection2DArray (ValueError if unusable)."""
+    if msgtype == bag_io.DETECTIONS_TYPE:
+        boxes, names, _ = bag_io.detections_from_message(message)
+        return BoxTruth(boxes, names)
+    if message.encoding not in ("mono8", "mono16", "8UC1", "16UC1"):
+        raise ValueError(f"ground-truth image encoding {message.encoding!r} is not a class-index image (mono8/mono16)")
+    try:
+        image = bag_io.image_from_message(message, msgtype)
+    except ImageDecodeError as error:
+        raise ValueError(f"ground-truth image: {error}") from error
+    return MaskTruth(image.pixels[:, :, 0])
+
+
+def run_bag_eval(options: BagEvalOptions) -> EvaluationResult:
+    """Replay the bag through the pipeline, write the output bag under ``options.out`` and score."""
+    spec = evaluation_spec(options.model_spec)
+    gt_options = [o for o in (options.gt_topic, options.gt_coco, options.gt_masks) if o is not None]
+    if len(gt_options) > 1:
+        raise bag_io.BagError("give one ground truth: --gt-topic, --gt-coco or --gt-masks")
+    ordered_truth = ground_truth_from_options(options, spec.task)
+    reader = bag_io.open_reader(options.bag)
+    try:
+        bag_io.require_topic(reader, options.image_topic, bag_io.IMAGE_TYPES)
+        if options.gt_topic is not None:
+            wanted = bag_io.IMAGE_TYPE if spec.task == "segmentation" else bag_io.DETECTIONS_TYPE
+            bag_io.require_topic(reader, options.gt_topic, [wanted])
+        total = sum(c.msgcount for c in reader.connections if c.topic == options.image_topic)
+        if total == 0:
+            raise bag_io.BagError(f"topic {options.image_topic!r} has no messages in {options.bag}")
+        class_names = list(spec.labels or ())
+        if spec.task == "segmentation" and not class_names:
+            raise bag_io.BagError(f"model spec {spec.name}: segmentation evaluation needs `labels` (the class count)")
+        evaluator = Evaluator(
+            spec.name,
+            spec.task,
+            class_names,
+            palette=spec.palette,
+            ordered_truth=ordered_truth,
+            truth_topic=options.gt_topic,
+            ignore_index=(
+                checked_ignore_index(len(class_names), options.ignore_index) if spec.task == "segmentation" else None
+            ),
+            max_detections=spec.detection.max_detections,
+            worst_frames=options.worst_frames,
+        )
+        options.out.mkdir(parents=True, exist_ok=True)
+        pipeline = Pipeline.from_spec(spec)
+        try:
+            start = time.perf_counter()
+            with bag_io.BagWriter(options.out / "bag", options.storage, bag_io.bag_distro(reader)) as writer:
+                _replay(reader, options, pipeline, evaluator, writer, total)
+            wall_seconds = time.perf_counter() - start
+        finally:
+            pipeline.close()
+    finally:
+        reader.close()
+    return evaluator.finish(wall_seconds)
+
+
+def _replay(
+    reader: Any,
+    options: BagEvalOptions,
+    pipeline: Pipeline,
+    evaluator: Evaluator,
+    writer: bag_io.BagWriter,
+    total: int,
+) -> None:
+    store = bag_io.typestore(bag_io.bag_distro(reader))
+    topics = [options.image_topic] + ([options.gt_topic] if options.gt_topic else [])
+    index = -1
+    progress = tqdm(total=total, unit="frame", disable=not options.progress, desc="bag-eval")
+    for message in bag_io.iter_messages(reader, topics):
+        if message.topic != options.image_topic:
+            _add_truth_message(message, store, evaluator)
+            continue
+        index += 1
+        progress.update(1)
+        writer.write_raw(message.topic, message.msgtype, message.log_time, message.data)
+        try:
+            msg = bag_io.deserialize(message, store)
+        except bag_io.BagError:
+            evaluator.skip(index, f"corrupt {message.msgtype} message (cannot deserialize)")
+            continue
+        start = time.perf_counter()
+        try:
+            image = bag_io.image_from_message(msg, message.msgtype)
+            decoded = time.perf_counter()
+            result = pipeline.run(image.pixels, image.channel_order)
+        except (ImageDecodeError, InferenceError) as error:
+            evaluator.skip(index, f"{type(error).__name__}: {error}")
+            continue
+        milliseconds = {"decode": (decoded - start) * 1e3, **result.timings.milliseconds}
+        milliseconds["total"] = (time.perf_counter() - start) * 1e3
+        frame = FramePrediction(
+            index=index,
+            stamp=bag_io.stamp_ns(msg.header),
+            source_size=(image.height, image.width),
+            thumbnail=thumbnail(image.pixels, image.channel_order) if evaluator.has_truth else None,
+        )
+        if isinstance(result, SegmentationResult):
+            frame.labels = result.labels
+            encoding = "mono8" if result.labels.dtype == np.uint8 else "mono16"
+            writer.write(options.labels_topic, bag_io.IMAGE_TYPE, message.log_time,
+                         bag_io.image_message(writer.store, msg.header, result.labels, encoding))
+        else:
+            frame.detections, frame.class_names = result.detections, result.names()
+            writer.write(options.detections_topic, bag_io.DETECTIONS_TYPE, message.log_time,
+                         bag_io.detection_array_message(writer.store, msg.header, result.detections.boxes,
+                                                        frame.class_names, result.detections.scores.tolist()))
+        evaluator.add_prediction(frame, milliseconds)
+    progress.close()
+
+
+def _add_truth_message(message: bag_io.BagMessage, store: Any, evaluator: Evaluator) -> None:
+    try:
+        msg = bag_io.deserialize(message, store)
+    except bag_io.BagError:
+        evaluator.truth_not_usable(f"corrupt {message.msgtype} ground-truth message (cannot deserialize)")
+        return
+    try:
+        truth = truth_from_message(msg, message.msgtype)
+    except ValueError as error:
+        evaluator.truth_not_usable(str(error))
+        return
+    evaluator.add_truth(bag_io.stamp_ns(msg.header), truth)
