@@ -1,0 +1,173 @@
+"""Model spec loading: bundled specs, path resolution, labels, and errors that name the bad key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from trt_perception.errors import SpecError
+from trt_perception.spec import DynamicSize, bundled_spec_names, load_model_spec, parse_model_spec
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = REPO / "test" / "fixtures" / "models"
+
+VALID: dict[str, Any] = {
+    "name": "demo",
+    "task": "detection",
+    "model": "model.onnx",
+    "input": {
+        "size": [320, 480],
+        "layout": "NHWC",
+        "normalization": {"type": "mean_std", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+    },
+    "labels": ["cat", "dog"],
+    "decoder": {"type": "rows", "output": "detections"},
+    "detection": {"score_threshold": 0.4, "nms_iou": None, "classes": ["dog"]},
+}
+
+
+def write_spec(folder: Path, data: dict[str, Any]) -> Path:
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def with_change(path: str, value: Any) -> dict[str, Any]:
+    """VALID with the dotted key ``path`` set to ``value`` (or removed when value is ...)."""
+    data = copy.deepcopy(VALID)
+    *parents, last = path.split(".")
+    target = data
+    for key in parents:
+        target = target[key]
+    if value is ...:
+        del target[last]
+    else:
+        target[last] = value
+    return data
+
+
+def test_bundled_specs_load_by_name_and_point_at_the_fixture_models():
+    assert set(bundled_spec_names()) >= {"selfie_segmentation", "centernet_mobilenetv3_coco", "ppocrv4_det"}
+    selfie = load_model_spec("selfie_segmentation")
+    assert selfie.model == MODELS / "selfie_segmentation.onnx" and selfie.model.is_file()
+    assert selfie.input.size == (256, 256) and selfie.input.layout == "NHWC"
+    assert selfie.labels == ("background", "person")
+    centernet = load_model_spec("centernet_mobilenetv3_coco")
+    coco = (MODELS / "coco80_labels.txt").read_text().split("\n")
+    assert centernet.labels is not None and len(centernet.labels) == 80
+    assert centernet.labels[0] == coco[0] == "person" and centernet.labels[79] == coco[79]
+    ocr = load_model_spec("ppocrv4_det")
+    assert ocr.input.size == DynamicSize(short_side=736, multiple_of=32, max_long_side=2048)
+    assert ocr.input.color_order == "BGR" and ocr.input.resize == "keep_aspect_ratio"
+
+
+def test_relative_paths_resolve_from_the_spec_folder(tmp_path, monkeypatch):
+    (tmp_path / "labels.txt").write_text("cat\ndog\n\n", encoding="utf-8")
+    data = with_change("labels", "labels.txt")
+    data["engine"] = "engines/model.engine"
+    path = write_spec(tmp_path, data)
+    monkeypatch.chdir(REPO)  # somewhere else than the spec's folder
+    spec = load_model_spec(str(path))
+    assert spec.model == tmp_path / "model.onnx"
+    assert spec.engine == tmp_path / "engines" / "model.engine"
+    assert spec.labels == ("cat", "dog")
+    assert spec.source == path
+    assert spec.input.normalization.mean == (0.485, 0.456, 0.406)
+    assert spec.detection.nms_iou is None and spec.detection.score_threshold == 0.4
+    assert spec.detection.classes == ("dog",)
+    assert dict(spec.decoder) == {"type": "rows", "output": "detections"}
+
+
+def test_defaults_fill_missing_optional_keys(tmp_path):
+    spec = parse_model_spec(
+        {"task": "segmentation", "model": "m.onnx", "input": {"size": [8, 8]}, "decoder": {"type": "labels"}}, tmp_path
+    )
+    assert spec.name == "model" and spec.backend == "auto" and spec.output_resolution == "source"
+    assert spec.input.layout == "NCHW" and spec.input.normalization.type == "unit"
+    assert spec.labels is None and spec.num_classes is None
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("input.normalization.mean", [0.5, 0.5], "input.normalization.mean: expected 3 numbers, got 2"),
+        ("input.normalization.std", [0.2, 0.0, 0.2], "input.normalization.std: every value must be positive"),
+        ("input.normalization.type", "zscore", "input.normalization.type: expected one of"),
+        ("input.normalization.mean", ..., "input.normalization.mean: required key is missing"),
+        ("input.size", [320], "input.size: expected [height, width], got 1 numbers"),
+        ("input.size", [320, "480"], "input.size[1]: expected an integer"),
+        ("input.size", {"short_side": 0}, "input.size.short_side: must be at least 1"),
+        ("input.size", {"short_side": 736, "max_long_side": 100}, "input.size.max_long_side: must be at least"),
+        ("input.size", {"short": 736}, "input.size.short_side: required key is missing"),
+        ("input.size", ..., "input.size: required key is missing"),
+        ("input.layout", "HWC", "input.layout: expected one of NCHW, NHWC, got 'HWC'"),
+        ("input.dtype", "int8", "input.dtype: expected one of float32, float16, uint8"),
+        ("input.color_order", "RGBA", "input.color_order: expected one of RGB, BGR"),
+        ("input.resize", "crop", "input.resize: expected one of"),
+        ("input.pad_value", [1, 2], "input.pad_value: expected 3 numbers, got 2"),
+        ("input.interpolation", "lanczos", "input.interpolation: expected one of"),
+        ("input.colour_order", "RGB", "input.colour_order: unknown key"),
+        ("input", ..., "input: required key is missing"),
+        ("task", "classification", "task: expected one of segmentation, detection"),
+        ("backend", "openvino", "backend: expected one of auto, onnxruntime, tensorrt"),
+        ("model", ..., "model: required key is missing"),
+        ("decoder", ..., "decoder: required key is missing"),
+        ("decoder", {"output": "x"}, "decoder: expected a mapping with a type"),
+        ("labels", [], "labels: no labels given"),
+        ("labels", "missing_labels.txt", "labels: cannot read labels file"),
+        ("palette", [[0, 0, 300]], "palette[0]: expected integers 0..255"),
+        ("detection.score_threshold", 1.5, "detection.score_threshold: must be between 0.0 and 1.0"),
+        ("detection.max_detections", 0, "detection.max_detections: must be at least 1"),
+        ("detection.class_agnostic", "yes", "detection.class_agnostic: expected true or false"),
+        ("detection.classes", [True], "detection.classes[0]: expected a class name or index"),
+        ("output_resolution", "half", "output_resolution: expected one of source, network"),
+        ("labls", ["a"], "labls: unknown key"),
+    ],
+)
+def test_bad_spec_names_the_key(tmp_path, key, value, message):
+    with pytest.raises(SpecError) as caught:
+        load_model_spec(write_spec(tmp_path, with_change(key, value)))
+    assert message in str(caught.value)
+    assert str(tmp_path / "spec.yaml") in str(caught.value), "the error names the spec file"
+
+
+def test_detection_section_rejected_for_segmentation(tmp_path):
+    data = with_change("task", "segmentation")
+    with pytest.raises(SpecError, match="detection: only valid when task is detection"):
+        parse_model_spec(data, tmp_path)
+
+
+def test_uint8_input_with_normalization_is_rejected(tmp_path):
+    data = with_change("input.dtype", "uint8")
+    with pytest.raises(SpecError, match="input.normalization.type: a uint8 input takes raw pixels"):
+        parse_model_spec(data, tmp_path)
+
+
+def test_empty_line_inside_labels_file_is_rejected(tmp_path):
+    (tmp_path / "labels.txt").write_text("cat\n\ndog\n", encoding="utf-8")
+    with pytest.raises(SpecError, match="labels: line 2 of .*labels.txt is empty"):
+        parse_model_spec(with_change("labels", "labels.txt"), tmp_path)
+
+
+def test_tensorrt_backend_needs_an_engine(tmp_path):
+    with pytest.raises(SpecError, match="engine: required when backend is tensorrt"):
+        parse_model_spec(with_change("backend", "tensorrt"), tmp_path)
+
+
+def test_unknown_name_and_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(SpecError, match="'no_such_model' is neither a file nor a bundled spec.*selfie_segmentation"):
+        load_model_spec("no_such_model")
+    with pytest.raises(SpecError, match="model spec file not found: .*absent.yaml"):
+        load_model_spec(tmp_path / "absent.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("task: [segmentation\n", encoding="utf-8")
+    with pytest.raises(SpecError, match="broken.yaml: not valid YAML"):
+        load_model_spec(broken)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- task\n", encoding="utf-8")
+    with pytest.raises(SpecError, match="spec: expected a mapping, got list"):
+        load_model_spec(listed)
