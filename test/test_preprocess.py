@@ -1,0 +1,232 @@
+"""Preprocessor: every normalization, colour order, layout and dtype against hand-computed values."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from trt_perception.errors import ImageDecodeError
+from trt_perception.preprocess import Preprocessor, dynamic_network_size
+from trt_perception.spec import DynamicSize, InputSpec, NormalizationSpec
+
+RNG = np.random.default_rng(7)
+
+
+def make(size=(2, 2), **options) -> Preprocessor:
+    options.setdefault("layout", "NHWC")
+    return Preprocessor(InputSpec(size=size, **options))
+
+
+def norm(kind: str, **options) -> NormalizationSpec:
+    return NormalizationSpec(kind, **options)
+
+
+# --------------------------------------------------------------------------- normalizations
+
+# tf.image.per_image_standardization's documented example (TensorFlow API docs): a 2x2x3 image
+# holding 1..12 standardizes to these values.
+TF_EXAMPLE_INPUT = np.arange(1, 13, dtype=np.uint8).reshape(2, 2, 3)
+TF_EXAMPLE_OUTPUT = np.array(
+    [
+        [[-1.593255, -1.3035723, -1.0138896], [-0.7242068, -0.4345241, -0.14484136]],
+        [[0.14484136, 0.4345241, 0.7242068], [1.0138896, 1.3035723, 1.593255]],
+    ],
+    np.float32,
+)
+
+
+def test_per_image_standardization_matches_tensorflows_documented_example():
+    tensor, _ = make(normalization=norm("per_image_standardization"))(TF_EXAMPLE_INPUT, "RGB")
+    np.testing.assert_allclose(tensor[0], TF_EXAMPLE_OUTPUT, atol=2e-6)
+
+
+def test_per_image_standardization_uses_minimum_std_for_flat_images():
+    image = np.full((2, 2, 3), 10, np.uint8)
+    image[0, 0, 0] = 11  # std = 0.276 < 1/sqrt(12) = 0.2887, so the minimum applies
+    values = image.astype(np.float64)
+    assert values.std() < 1 / np.sqrt(12)
+    expected = (values - values.mean()) * np.sqrt(12)
+    tensor, _ = make(normalization=norm("per_image_standardization"))(image, "RGB")
+    np.testing.assert_allclose(tensor[0], expected, atol=1e-5)
+
+
+PIXELS = np.array([[[0, 128, 255], [17, 34, 51]], [[200, 100, 50], [1, 2, 3]]], np.uint8)  # RGB
+
+
+@pytest.mark.parametrize(
+    ("normalization", "expected"),
+    [
+        (norm("none"), PIXELS.astype(np.float64)),
+        (norm("unit"), PIXELS / 255.0),
+        (norm("symmetric"), PIXELS / 127.5 - 1.0),
+        (
+            norm("mean_std", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), range="unit"),
+            (PIXELS / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225],
+        ),
+        (
+            norm("mean_std", mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), range="byte"),
+            (PIXELS - [123.675, 116.28, 103.53]) / [58.395, 57.12, 57.375],
+        ),
+    ],
+    ids=["none", "unit", "symmetric", "mean_std_unit", "mean_std_byte"],
+)
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_affine_normalizations(normalization, expected, layout):
+    tensor, geometry = make(layout=layout, normalization=normalization)(PIXELS, "RGB")
+    assert tensor.dtype == np.float32 and geometry.content_size == geometry.source_size == (2, 2)
+    got = tensor[0] if layout == "NHWC" else tensor[0].transpose(1, 2, 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_mean_std_applies_per_model_channel_after_colour_conversion():
+    # mean/std are given in the model's colour order (BGR here): the first value belongs to blue.
+    spec = norm("mean_std", mean=(10.0, 20.0, 30.0), std=(1.0, 2.0, 4.0), range="byte")
+    tensor, _ = make(color_order="BGR", normalization=spec)(PIXELS, "RGB")
+    expected = (PIXELS[..., ::-1] - np.array([10.0, 20.0, 30.0])) / [1.0, 2.0, 4.0]
+    np.testing.assert_allclose(tensor[0], expected, rtol=1e-6)
+
+
+def test_sixteen_bit_images_are_scaled_to_the_eight_bit_range():
+    image = np.array([[[0, 65535, 32768]]], np.uint16)
+    tensor, _ = make(size=(1, 1), normalization=norm("unit"))(image, "RGB")
+    np.testing.assert_allclose(tensor[0, 0, 0], [0.0, 1.0, 32768 / 65535], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- colour, layout, dtype
+
+CHANNEL_IMAGES = {
+    "RGB": lambda r, g, b, a: np.dstack([r, g, b]),
+    "BGR": lambda r, g, b, a: np.dstack([b, g, r]),
+    "RGBA": lambda r, g, b, a: np.dstack([r, g, b, a]),
+    "BGRA": lambda r, g, b, a: np.dstack([b, g, r, a]),
+}
+
+
+@pytest.mark.parametrize("source_order", ["RGB", "BGR", "RGBA", "BGRA", "MONO"])
+@pytest.mark.parametrize("model_order", ["RGB", "BGR"])
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_colour_orders_reach_the_model_order(source_order, model_order, layout):
+    r, g, b, a = (RNG.integers(0, 256, (3, 5), dtype=np.uint8) for _ in range(4))
+    if source_order == "MONO":
+        image, planes = r, {"R": r, "G": r, "B": r}
+    else:
+        image, planes = CHANNEL_IMAGES[source_order](r, g, b, a), {"R": r, "G": g, "B": b}
+    tensor, _ = make(size=(3, 5), layout=layout, color_order=model_order, normalization=norm("none"))(image, source_order)
+    for index, channel in enumerate(model_order):
+        got = tensor[0, :, :, index] if layout == "NHWC" else tensor[0, index]
+        np.testing.assert_array_equal(got, planes[channel], err_msg=f"model channel {index} ({channel})")
+
+
+def test_uint8_and_float16_inputs():
+    image = RNG.integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    raw, _ = make(size=(4, 6), layout="NCHW", dtype="uint8", normalization=norm("none"))(image, "RGB")
+    assert raw.dtype == np.uint8
+    np.testing.assert_array_equal(raw[0], image.transpose(2, 0, 1))
+    half, _ = make(size=(4, 6), dtype="float16", normalization=norm("symmetric"))(image, "RGB")
+    assert half.dtype == np.float16
+    np.testing.assert_allclose(half[0].astype(np.float64), image / 127.5 - 1, atol=1e-3)
+
+
+# --------------------------------------------------------------------------- resize
+
+def test_stretch_resizes_with_the_requested_interpolation():
+    image = RNG.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    for name, flag in [("nearest", cv2.INTER_NEAREST), ("linear", cv2.INTER_LINEAR), ("area", cv2.INTER_AREA)]:
+        tensor, geometry = make(size=(20, 30), interpolation=name, normalization=norm("none"))(image, "RGB")
+        assert geometry.content_size == geometry.network_size == (20, 30) and geometry.offset == (0, 0)
+        np.testing.assert_array_equal(tensor[0], cv2.resize(image, (30, 20), interpolation=flag))
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("placement", ["centered", "top_left"])
+def test_letterbox_places_content_and_normalized_padding(layout, placement):
+    image = RNG.integers(0, 256, (50, 100, 3), dtype=np.uint8)  # 2:1 into 64x64 -> 32x64 content
+    pre = make(size=(64, 64), layout=layout, resize="keep_aspect_ratio", pad_value=(114, 114, 114),
+               pad_placement=placement, normalization=norm("symmetric"))
+    tensor, geometry = pre(image, "RGB")
+    assert geometry.content_size == (32, 64)
+    top = 16 if placement == "centered" else 0
+    assert geometry.offset == (top, 0)
+    hwc = tensor[0] if layout == "NHWC" else tensor[0].transpose(1, 2, 0)
+    expected_content = cv2.resize(image, (64, 32), interpolation=cv2.INTER_LINEAR) / 127.5 - 1
+    np.testing.assert_allclose(hwc[top : top + 32], expected_content, atol=1e-6)
+    padding = np.ones((64, 64), bool)
+    padding[top : top + 32] = False
+    np.testing.assert_allclose(hwc[padding], 114 / 127.5 - 1, atol=1e-6)
+
+
+def test_letterbox_padding_is_refilled_when_the_aspect_ratio_changes():
+    pre = make(size=(8, 8), resize="keep_aspect_ratio", pad_value=(0, 0, 0), normalization=norm("none"))
+    wide = np.full((4, 8, 3), 200, np.uint8)
+    tall = np.full((8, 4, 3), 100, np.uint8)
+    first, _ = pre(wide, "RGB")
+    second, geometry = pre(tall, "RGB")
+    assert second is first, "the buffer is reused for the same network size"
+    assert geometry.content_size == (8, 4) and geometry.offset == (0, 2)
+    np.testing.assert_array_equal(second[0, :, 2:6], 100)
+    np.testing.assert_array_equal(second[0, :, :2], 0)
+    np.testing.assert_array_equal(second[0, :, 6:], 0)
+
+
+@pytest.mark.parametrize(
+    ("source", "rule", "keep_aspect", "expected"),
+    [
+        # short side 191 -> 736: scale 3.853; width 384 * 3.853 = 1479.6 = 46.2 * 32
+        ((191, 384), DynamicSize(736, 32), True, (736, 1504)),  # rounded up: room to letterbox
+        ((191, 384), DynamicSize(736, 32), False, (736, 1472)),  # nearest multiple when stretching
+        # long side capped: scale min(3.853, 1024/384 = 2.667): height 509.3 = 15.9 * 32
+        ((191, 384), DynamicSize(736, 32, 1024), False, (512, 1024)),
+        ((1080, 1920), DynamicSize(720, 1), False, (720, 1280)),
+        ((10, 10), DynamicSize(5, 32), False, (32, 32)),  # never below one multiple
+    ],
+)
+def test_dynamic_network_size(source, rule, keep_aspect, expected):
+    assert dynamic_network_size(source, rule, keep_aspect) == expected
+
+
+def test_dynamic_size_letterbox_geometry_and_buffer_shapes():
+    pre = Preprocessor(InputSpec(size=DynamicSize(64, 32), layout="NCHW", resize="keep_aspect_ratio",
+                                 pad_placement="top_left"))
+    tensor, geometry = pre(np.zeros((30, 70, 3), np.uint8), "RGB")
+    # scale 64/30: 70 -> 149.3 -> rounded up to 160; content keeps the aspect ratio
+    assert tensor.shape == (1, 3, 64, 160) and geometry.network_size == (64, 160)
+    assert geometry.content_size == (64, 149) and geometry.offset == (0, 0)
+    tensor, geometry = pre(np.zeros((64, 64, 3), np.uint8), "RGB")
+    assert tensor.shape == (1, 3, 64, 64) and geometry.content_size == (64, 64)
+
+
+# --------------------------------------------------------------------------- input handling
+
+def test_strided_row_views_give_the_same_tensor_and_stay_untouched():
+    padded = RNG.integers(0, 256, (40, 60 * 3 + 7), dtype=np.uint8)  # rows padded like a ROS `step`
+    view = np.lib.stride_tricks.as_strided(padded, shape=(40, 60, 3), strides=(padded.strides[0], 3, 1))
+    view.flags.writeable = False
+    before = padded.copy()
+    for size in [(40, 60), (25, 31)]:  # without and with a resize
+        pre = make(size=size, layout="NCHW", color_order="BGR", normalization=norm("unit"))
+        from_view = pre(view, "RGB")[0].copy()
+        from_copy = pre(np.ascontiguousarray(view), "RGB")[0]
+        np.testing.assert_array_equal(from_view, from_copy)
+    np.testing.assert_array_equal(padded, before)
+
+
+@pytest.mark.parametrize(
+    ("image", "order", "message"),
+    [
+        (np.zeros((4, 4, 3), np.uint8), "RGBA", "image has 3 channels but channel order RGBA needs 4"),
+        (np.zeros((4, 4), np.uint8), "RGB", "image has 1 channels but channel order RGB needs 3"),
+        (np.zeros((4, 4, 3), np.uint8), "YUV", "unknown channel order 'YUV'"),
+        (np.zeros((4, 4, 3), np.float32), "RGB", "image dtype must be uint8 or uint16, got float32"),
+        (np.zeros((0, 4, 3), np.uint8), "RGB", "image is empty"),
+        (np.zeros((4, 4, 3, 1), np.uint8), "RGB", "image must be an HxWxC numpy array"),
+    ],
+)
+def test_bad_images_raise_errors_naming_the_problem(image, order, message):
+    with pytest.raises(ImageDecodeError, match=message.replace("(", r"\(")):
+        make()(image, order)
+
+
+def test_sixteen_bit_image_into_uint8_model_is_refused():
+    with pytest.raises(ImageDecodeError, match="uint16 image cannot feed a uint8 model input"):
+        make(dtype="uint8", normalization=norm("none"))(np.zeros((2, 2, 3), np.uint16), "RGB")
