@@ -1,0 +1,344 @@
+"""Our pipeline vs a naive baseline, per stage, on the real models at three camera resolutions.
+
+    python bench/run_bench.py [--repeat 30] [--out bench/results] [--update-doc]
+
+One process, one run: for selfie_segmentation, ppocrv4_det and centernet_mobilenetv3_coco at
+640x480, 1280x720 and 1920x1080 (bgr8 frames, as a camera driver sends them) it times
+
+* ``naive``: what seed scripts do: cv2.resize -> numpy normalize/transposes -> backend (fresh
+  outputs) -> full-resolution bilinear upsample of the scores -> argmax/threshold -> palette
+  colouring; for detection a per-row Python loop and a Python NMS;
+* ``ours-cpu``: ``Pipeline`` (its own stage timings) + ``visualize.colorize``;
+* ``ours-gpu`` (when CuPy sees a GPU): ``GpuPreprocessor`` (upload + one kernel) ->
+  backend -> ``GpuSegmentationDecoder`` + ``GpuVisualizer`` (download of labels and colours
+  included) or ``filter_detections_gpu``. The backend is the spec's (ONNX Runtime on the CPU
+  here), so the GPU rows' inference includes the device->host->device copies a TensorRT
+  backend would not need.
+
+Medians over ``--repeat`` frames after warm-up, in milliseconds. For the GPU stages it also gives
+the physical floor: bytes each stage must move over the memory bandwidth measured here with a
+CuPy copy (device stages) or a host->device copy (uploads). Writes ``bench.json`` and
+``bench.md`` to ``--out``; ``--update-doc`` puts the table into docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.report import update_section  # noqa: E402
+from trt_perception.decoders import create_decoder  # noqa: E402
+from trt_perception.pipeline import Pipeline, detection_filter_from_spec  # noqa: E402
+from trt_perception.preprocess import affine_normalization  # noqa: E402
+from trt_perception.spec import ModelSpec, load_model_spec  # noqa: E402
+from trt_perception.visualize import colorize, make_palette  # noqa: E402
+
+MODELS = {"selfie_segmentation": "astronaut.png", "ppocrv4_det": "page.png", "centernet_mobilenetv3_coco": "coffee.png"}
+RESOLUTIONS = [(480, 640), (720, 1280), (1080, 1920)]
+IMAGES = ROOT / "test" / "fixtures" / "images"
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1e3
+
+
+def camera_frame(model: str, size: tuple[int, int]) -> np.ndarray:
+    """The model's sample image resized to a camera resolution, as bgr8."""
+    image = cv2.imread(str(IMAGES / MODELS[model]))
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+class Naive:
+    """The per-frame code of the seed scripts, kept deliberately plain."""
+
+    def __init__(self, spec: ModelSpec, pipeline: Pipeline) -> None:
+        self.spec = spec
+        self.backend = pipeline.backend
+        self.input_name = pipeline.input_name
+        self.geometry = pipeline.preprocessor.geometry
+        self.scale, self.offset = affine_normalization(spec.input.normalization)
+        self.palette = make_palette(spec.palette, max(2, len(spec.labels or ())))
+        self.decoder_config = dict(spec.decoder)
+
+    def preprocess(self, frame: np.ndarray):
+        geometry = self.geometry(frame.shape[:2])
+        content_h, content_w = geometry.content_size
+        resized = cv2.resize(frame, (content_w, content_h))
+        if self.spec.input.color_order == "RGB":
+            resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+        net_h, net_w = geometry.network_size
+        top, left = geometry.offset
+        padded = cv2.copyMakeBorder(resized, top, net_h - content_h - top, left, net_w - content_w - left,
+                                    cv2.BORDER_CONSTANT, value=self.spec.input.pad_value)
+        tensor = (padded.astype(np.float32) - (-self.offset / self.scale)) * self.scale
+        if self.spec.input.layout == "NCHW":
+            tensor = tensor.transpose(2, 0, 1)
+        return np.expand_dims(tensor, 0).astype(np.float32), geometry
+
+    def infer(self, tensor: np.ndarray):
+        return self.backend.infer({self.input_name: tensor})
+
+    def postprocess(self, outputs, geometry, frame: np.ndarray):
+        if self.spec.task == "detection":
+            return self._detections(outputs, geometry)
+        scores = outputs[self.decoder_config["output"]][0]
+        if scores.ndim == 3 and scores.shape[0] == 1:
+            scores = scores[0]
+        (top, left), (content_h, content_w) = geometry.offset, geometry.content_size
+        fy, fx = scores.shape[0] / geometry.network_size[0], scores.shape[1] / geometry.network_size[1]
+        crop = scores[round(top * fy): round((top + content_h) * fy), round(left * fx): round((left + content_w) * fx)]
+        full = cv2.resize(crop, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_LINEAR)
+        if full.ndim == 2:
+            labels = (full > self.decoder_config.get("threshold", 0.5)).astype(np.uint8)
+        else:
+            labels = np.argmax(full, axis=2).astype(np.uint8)
+        return labels, self.palette[labels]
+
+    def _detections(self, outputs, geometry):
+        rows = outputs[self.decoder_config["output"]][0]
+        sy, sx = geometry.scale
+        threshold = self.spec.detection.score_threshold
+        boxes = []
+        for row in rows:
+            x1, y1, x2, y2, score, cls = (float(v) for v in row)
+            if score > threshold:
+                boxes.append([x1 / sx, y1 / sy, x2 / sx, y2 / sy, score, int(cls)])
+        boxes.sort(key=lambda b: -b[4])
+        kept = []
+        for box in boxes:
+            suppressed = False
+            for other in kept:
+                if other[5] != box[5]:
+                    continue
+                w = max(0.0, min(box[2], other[2]) - max(box[0], other[0]))
+                h = max(0.0, min(box[3], other[3]) - max(box[1], other[1]))
+                inter = w * h
+                union = (box[2] - box[0]) * (box[3] - box[1]) + (other[2] - other[0]) * (other[3] - other[1]) - inter
+                if union > 0 and inter / union > self.spec.detection.nms_iou:
+                    suppressed = True
+                    break
+            if not suppressed:
+                kept.append(box)
+        return kept
+
+
+def time_stages(stages: list[tuple[str, Callable]], repeat: int, warmup: int = 3) -> dict[str, float]:
+    """Median milliseconds of each stage of a chain ``f(previous result)``."""
+    samples: dict[str, list[float]] = {name: [] for name, _ in stages}
+    for iteration in range(warmup + repeat):
+        value = None
+        for name, stage in stages:
+            start = time.perf_counter()
+            value = stage(value)
+            if iteration >= warmup:
+                samples[name].append(time.perf_counter() - start)
+    return {name: median_ms(values) for name, values in samples.items()}
+
+
+def bench_model(name: str, repeat: int, gpu) -> list[dict]:
+    spec = load_model_spec(name)
+    pipeline = Pipeline.from_spec(spec)
+    naive = Naive(spec, pipeline)
+    palette = naive.palette
+    rows = []
+    for size in RESOLUTIONS:
+        frame = camera_frame(name, size)
+        geometry = pipeline.preprocessor.geometry(size)
+        base = {"model": name, "resolution": f"{size[1]}x{size[0]}", "network": "x".join(map(str, geometry.network_size[::-1]))}
+        state: dict = {}
+
+        def naive_pre(_):
+            state["tensor"], state["geometry"] = naive.preprocess(frame)
+
+        def naive_post(outputs):
+            return naive.postprocess(outputs, state["geometry"], frame)
+
+        naive_times = time_stages([("preprocess", naive_pre), ("inference", lambda _: naive.infer(state["tensor"])),
+                                   ("postprocess", naive_post)], repeat)
+        cpu_samples: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
+        for iteration in range(3 + repeat):
+            result = pipeline.run(frame, "BGR")
+            start = time.perf_counter()
+            if spec.task == "segmentation":
+                colorize(result.labels, palette)
+            colour_ms = time.perf_counter() - start
+            if iteration >= 3:
+                for stage, value in result.timings.milliseconds.items():
+                    cpu_samples[stage].append(value / 1e3 + (colour_ms if stage == "postprocess" else 0.0))
+        cpu_times = {stage: median_ms(values) for stage, values in cpu_samples.items()}
+        rows.append({**base, "path": "naive", **naive_times})
+        rows.append({**base, "path": "ours-cpu", **cpu_times})
+        if gpu is not None:
+            rows.append({**base, "path": "ours-gpu", **bench_gpu(spec, pipeline, frame, palette, repeat, gpu)})
+    pipeline.close()
+    return rows
+
+
+def bench_gpu(spec: ModelSpec, pipeline: Pipeline, frame: np.ndarray, palette: np.ndarray, repeat: int, gpu) -> dict:
+    """GPU stages, synchronized, plus kernel-only device times and the bandwidth floors."""
+    from trt_perception.gpu.detection import filter_detections_gpu
+    from trt_perception.gpu.preprocess import GpuPreprocessor
+    from trt_perception.gpu.segmentation import GpuSegmentationDecoder
+    from trt_perception.gpu.visualize import GpuVisualizer
+
+    cupy = gpu["cupy"]
+    sync = cupy.cuda.get_current_stream().synchronize
+    preprocessor = GpuPreprocessor(spec.input)
+    state: dict = {}
+    decoder = create_decoder(spec.task, spec.decoder, spec.num_classes)
+    if spec.task == "segmentation":
+        gpu_decoder, visualizer = GpuSegmentationDecoder(decoder), GpuVisualizer(palette)
+    detection_filter = detection_filter_from_spec(spec) if spec.task == "detection" else None
+
+    def pre(_):
+        state["tensor"], state["geometry"] = preprocessor(frame, "BGR")
+        sync()
+
+    def infer(_):
+        host = cupy.asnumpy(state["tensor"])
+        outputs = pipeline.backend.infer({pipeline.input_name: host})
+        state["device_outputs"] = {k: cupy.asarray(v) for k, v in outputs.items()}
+        sync()
+        return outputs
+
+    def post(outputs):
+        if detection_filter is not None:
+            network = decoder.decode(outputs, state["geometry"], detection_filter.score_threshold)
+            return filter_detections_gpu(state["geometry"].boxes_to_source(network.boxes), network.scores,
+                                         network.class_ids, detection_filter)
+        labels = gpu_decoder.decode(state["device_outputs"], state["geometry"], True)
+        colours = visualizer.colorize(labels)
+        return cupy.asnumpy(labels), cupy.asnumpy(colours)
+
+    times = time_stages([("preprocess", pre), ("inference", infer), ("postprocess", post)], repeat)
+    # Device-only times and floors of the two GPU kernels' stages.
+    image_bytes = frame.nbytes
+    tensor_bytes = state["tensor"].nbytes
+    device_image, step = preprocessor.upload(frame)
+    geometry = state["geometry"]
+    kernel_ms = gpu["event_ms"](lambda: preprocessor.run_on_device(device_image, step, geometry, "BGR"))
+    times["pre_kernel_ms"] = kernel_ms
+    times["pre_floor_ms"] = (image_bytes + tensor_bytes) / gpu["device_bw"] * 1e3 + image_bytes / gpu["upload_bw"] * 1e3
+    if spec.task == "segmentation":
+        scores = state["device_outputs"][spec.decoder["output"]]
+        labels = gpu_decoder.decode(state["device_outputs"], geometry, True)
+        times["post_kernel_ms"] = gpu["event_ms"](lambda: visualizer.colorize(gpu_decoder.decode(state["device_outputs"], geometry, True)))
+        out_bytes = labels.nbytes * 4  # labels + RGB colours
+        times["post_floor_ms"] = (scores.nbytes + out_bytes) / gpu["device_bw"] * 1e3 + out_bytes / gpu["download_bw"] * 1e3
+    return times
+
+
+def measure_gpu():
+    """CuPy, device-to-device and host<->device bandwidths (bytes/s), and an event timer."""
+    try:
+        from trt_perception.gpu import require_cupy
+
+        cupy = require_cupy()
+    except ImportError as error:
+        print(f"GPU path skipped: {error}")
+        return None
+    nbytes = 1 << 30
+    src, dst = cupy.empty(nbytes, cupy.uint8), cupy.empty(nbytes, cupy.uint8)
+    src.fill(7)
+
+    def event_ms(fn: Callable, repeat: int = 50) -> float:
+        for _ in range(3):
+            fn()
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        samples = []
+        for _ in range(repeat):
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            samples.append(cupy.cuda.get_elapsed_time(start, end))
+        return statistics.median(samples)
+
+    copy_ms = event_ms(lambda: dst.__setitem__(Ellipsis, src), 20)
+    host = np.full(256 << 20, 3, np.uint8)
+    device = cupy.empty(host.size, cupy.uint8)
+    up_ms = event_ms(lambda: device.set(host), 10)
+    down_ms = event_ms(lambda: device.get(out=host), 10)
+    del src, dst
+    return {
+        "cupy": cupy,
+        "event_ms": event_ms,
+        "device_bw": 2 * nbytes / (copy_ms / 1e3),
+        "upload_bw": host.size / (up_ms / 1e3),
+        "download_bw": host.size / (down_ms / 1e3),
+        "name": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(),
+    }
+
+
+def markdown(rows: list[dict], gpu_info: dict | None, repeat: int) -> str:
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.node()} "
+        f"({platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs"
+        + (f", GPU {gpu_info['name']}" if gpu_info else ", no GPU") + f"); OpenCV {cv2.__version__}; "
+        f"median of {repeat} frames; `python bench/run_bench.py --repeat {repeat}`.",
+        "",
+    ]
+    if gpu_info:
+        lines += [f"Bandwidth measured here: device copy {gpu_info['device_bw'] / 1e9:.0f} GB/s (read + write), "
+                  f"host->device {gpu_info['upload_bw'] / 1e9:.1f} GB/s, device->host {gpu_info['download_bw'] / 1e9:.1f} GB/s "
+                  "(pageable host memory).", ""]
+    lines += ["| model | frame | network | path | preprocess ms | inference ms | postprocess ms | total ms | pre ratio | post ratio | total ratio |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    naive = {(r["model"], r["resolution"]): r for r in rows if r["path"] == "naive"}
+    for row in rows:
+        base = naive[(row["model"], row["resolution"])]
+        total = row["preprocess"] + row["inference"] + row["postprocess"]
+        base_total = base["preprocess"] + base["inference"] + base["postprocess"]
+        ratio = "" if row["path"] == "naive" else f" {row['preprocess'] / base['preprocess']:.2f} | {row['postprocess'] / base['postprocess']:.2f} | {total / base_total:.2f} |"
+        lines.append(f"| {row['model']} | {row['resolution']} | {row['network']} | {row['path']} | {row['preprocess']:.2f} | "
+                     f"{row['inference']:.2f} | {row['postprocess']:.2f} | {total:.2f} |" + (ratio or " | | |"))
+    gpu_rows = [r for r in rows if r["path"] == "ours-gpu"]
+    if gpu_rows:
+        lines += ["", "GPU stages against their physical floor (device time of the kernels alone, CUDA events; floor = bytes "
+                  "moved / measured bandwidth, including the upload of the frame for preprocessing and the download of "
+                  "labels + colours for postprocessing):", "",
+                  "| model | frame | pre kernel ms | pre floor ms (upload + kernel) | post kernels ms | post floor ms (kernels + download) |",
+                  "|---|---|---|---|---|---|"]
+        for row in gpu_rows:
+            lines.append(f"| {row['model']} | {row['resolution']} | {row['pre_kernel_ms']:.3f} | {row['pre_floor_ms']:.3f} | "
+                         f"{row.get('post_kernel_ms', float('nan')):.3f} | {row.get('post_floor_ms', float('nan')):.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--models", nargs="*", default=list(MODELS))
+    parser.add_argument("--update-doc", action="store_true", help="write the table into docs/performance.md")
+    args = parser.parse_args()
+    gpu = measure_gpu()
+    rows = []
+    for model in args.models:
+        start = time.perf_counter()
+        rows += bench_model(model, args.repeat, gpu)
+        print(f"{model}: {time.perf_counter() - start:.1f} s", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = markdown(rows, gpu, args.repeat)
+    (args.out / "bench.json").write_text(json.dumps(rows, indent=1))
+    (args.out / "bench.md").write_text(text)
+    if args.update_doc:
+        update_section("run_bench" + ("-gpu" if gpu else "-cpu"), text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""GPU twin of ``decoders.filter_detections``: score threshold, class allow-list, NMS and top-k on
+device arrays, so only the kept boxes travel back to the host."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from trt_perception.decoders import DetectionFilter
+from trt_perception.gpu._cupy import require_cupy
+from trt_perception.gpu.kernels import postprocess_module
+from trt_perception.results import Detections
+
+_NMS_THREADS = 256
+
+
+def filter_detections_gpu(boxes: Any, scores: Any, class_ids: Any, detection_filter: DetectionFilter) -> Detections:
+    """``filter_detections`` for ``xyxy`` boxes ``Nx4``, scores ``N`` and class ids ``N`` given as
+    cupy (or numpy) arrays: the same boxes in the same order, best score first, as host arrays."""
+    cupy = require_cupy()
+    boxes = cupy.asarray(boxes, dtype=cupy.float32).reshape(-1, 4)
+    scores = cupy.asarray(scores, dtype=cupy.float32).reshape(-1)
+    class_ids = cupy.asarray(class_ids, dtype=cupy.int64).reshape(-1)
+    keep = scores >= detection_filter.score_threshold
+    if detection_filter.allowed_class_ids is not None:
+        allowed = cupy.asarray(sorted(detection_filter.allowed_class_ids), dtype=cupy.int64)
+        keep &= cupy.isin(class_ids, allowed)
+    candidates = cupy.flatnonzero(keep)
+    order = candidates[cupy.argsort(-scores[candidates])]  # CuPy's sort is stable, as the CPU's
+    if detection_filter.nms_iou is None:
+        order = order[: detection_filter.max_detections]
+    elif len(order):
+        order = order[_nms_positions(cupy, boxes[order], class_ids[order], detection_filter)]
+    return Detections(cupy.asnumpy(boxes[order]), cupy.asnumpy(scores[order]), cupy.asnumpy(class_ids[order]))
+
+
+def _nms_positions(cupy: Any, sorted_boxes: Any, sorted_classes: Any, detection_filter: DetectionFilter) -> Any:
+    """Positions (into the score-sorted arrays) of the boxes greedy NMS keeps, in order."""
+    count = len(sorted_boxes)
+    suppressed = cupy.zeros(count, cupy.uint8)
+    kept = cupy.empty(count, cupy.int32)
+    kept_count = cupy.zeros(1, cupy.int32)
+    assert detection_filter.nms_iou is not None
+    postprocess_module("float32", "uint8").get_function("nms_sorted")(
+        (1,), (_NMS_THREADS,),
+        (cupy.ascontiguousarray(sorted_boxes, dtype=cupy.float64), cupy.ascontiguousarray(sorted_classes),
+         np.int32(count), np.float64(detection_filter.nms_iou), np.int32(detection_filter.class_agnostic),
+         np.int32(detection_filter.max_detections), suppressed, kept, kept_count),
+    )
+    return kept[: int(kept_count[0])]

@@ -1,0 +1,67 @@
+"""GPU twins of ``visualize.colorize`` and ``visualize.overlay`` for labels already on the device."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from trt_perception.gpu._cupy import require_cupy
+from trt_perception.gpu.kernels import postprocess_module
+from trt_perception.gpu.preprocess import SOURCE_CHANNELS
+from trt_perception.preprocess import CHANNELS_PER_ORDER
+from trt_perception.visualize import default_palette
+
+_BLOCK = (32, 8)
+
+
+def full_palette(palette: npt.NDArray[np.uint8], label_dtype: np.dtype) -> npt.NDArray[np.uint8]:
+    """``palette`` extended with the default colours to cover every value of ``label_dtype``, as
+    ``visualize.colorize`` extends it for labels beyond the palette."""
+    entries = int(np.iinfo(label_dtype).max) + 1
+    if len(palette) >= entries:
+        return np.ascontiguousarray(palette[:entries], np.uint8)
+    return np.concatenate([np.asarray(palette, np.uint8), default_palette(entries)[len(palette) :]])
+
+
+class GpuVisualizer:
+    """Colour masks and overlays on the GPU; the palette table is uploaded once."""
+
+    def __init__(self, palette: npt.NDArray[np.uint8]) -> None:
+        self.cupy = require_cupy()
+        self.palette = np.asarray(palette, np.uint8)
+        self._tables: dict[str, Any] = {}
+
+    def colorize(self, labels: Any) -> Any:
+        """``HxWx3`` RGB colours (cupy) of ``HxW`` labels (cupy uint8/uint16)."""
+        return self._run(labels, None, 0, "RGB", 0.0)
+
+    def overlay(self, labels: Any, image: Any, step: int, channel_order: str, alpha: float = 0.5) -> Any:
+        """Labels' colours blended onto the source image (RGB out), as ``visualize.overlay`` does.
+
+        ``image`` is the image as received on the device (e.g. ``GpuPreprocessor.upload``'s buffer),
+        ``step`` bytes per row; labels must be at the image's size.
+        """
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"overlay alpha must be in [0, 1], got {alpha}")
+        return self._run(labels, image, step, channel_order, alpha)
+
+    def _run(self, labels: Any, image: Any, step: int, channel_order: str, alpha: float) -> Any:
+        cupy = self.cupy
+        dtype = labels.dtype.name
+        if dtype not in self._tables:
+            self._tables[dtype] = cupy.asarray(full_palette(self.palette, labels.dtype))
+        height, width = labels.shape
+        out = cupy.empty((height, width, 3), cupy.uint8)
+        blend = image is not None
+        red, green, blue = SOURCE_CHANNELS[channel_order]["RGB"]
+        grid = ((width + _BLOCK[0] - 1) // _BLOCK[0], (height + _BLOCK[1] - 1) // _BLOCK[1])
+        postprocess_module("float32", dtype).get_function("colorize_overlay")(
+            grid, _BLOCK,
+            (cupy.ascontiguousarray(labels), np.int32(height), np.int32(width), self._tables[dtype],
+             image if blend else out, np.int64(step), np.int32(CHANNELS_PER_ORDER[channel_order]),
+             np.int32(red), np.int32(green), np.int32(blue),
+             np.float32(1.0 - alpha), np.float32(alpha), np.int32(blend), out),
+        )
+        return out
