@@ -1,0 +1,129 @@
+"""NMS and the detection filter against a plain Python greedy NMS written here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trt_perception.decoders import DetectionFilter, filter_detections, nms
+from trt_perception.errors import SpecError
+from trt_perception.results import Detections
+
+
+def reference_iou(a: list[float], b: list[float]) -> float:
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area_a = max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1])
+    area_b = max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
+    union = area_a + area_b - inter
+    return inter / union if union > 0 else 0.0
+
+
+def reference_nms(boxes: list[list[float]], scores: list[float], threshold: float, classes: list[int] | None) -> list[int]:
+    """Textbook greedy NMS: best score first (ties: lower index), drop what overlaps a kept box."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    kept: list[int] = []
+    for candidate in order:
+        if all(
+            (classes is not None and classes[k] != classes[candidate]) or reference_iou(boxes[k], boxes[candidate]) <= threshold
+            for k in kept
+        ):
+            kept.append(candidate)
+    return kept
+
+
+# Integer coordinates keep every IoU exact, so both implementations see the same ties.
+coordinate = st.integers(-20, 60).map(float)
+box = st.tuples(coordinate, coordinate, st.integers(0, 40), st.integers(0, 40)).map(
+    lambda b: [b[0], b[1], b[0] + b[2], b[1] + b[3]]
+)
+detections_strategy = st.lists(
+    st.tuples(box, st.sampled_from([0.1, 0.3, 0.5, 0.7, 0.9]), st.integers(0, 3)), max_size=40
+)
+thresholds = st.sampled_from([0.0, 0.2, 1 / 3, 0.5, 0.7, 1.0])
+
+
+@settings(max_examples=150, deadline=None)
+@given(detections_strategy, thresholds, st.booleans())
+def test_nms_matches_reference(rows, threshold, per_class) -> None:
+    boxes = [row[0] for row in rows]
+    scores = [row[1] for row in rows]
+    classes = [row[2] for row in rows] if per_class else None
+    kept = nms(np.array(boxes).reshape(-1, 4), np.array(scores), threshold, None if classes is None else np.array(classes))
+    assert kept.dtype == np.int64
+    assert kept.tolist() == reference_nms(boxes, scores, threshold, classes)
+
+
+@settings(max_examples=60, deadline=None)
+@given(detections_strategy, st.integers(1, 5))
+def test_nms_max_output_equals_truncation(rows, limit) -> None:
+    boxes = np.array([row[0] for row in rows]).reshape(-1, 4)
+    scores = np.array([row[1] for row in rows])
+    classes = np.array([row[2] for row in rows])
+    assert nms(boxes, scores, 0.5, classes, limit).tolist() == nms(boxes, scores, 0.5, classes)[:limit].tolist()
+
+
+def test_nms_threshold_is_exclusive() -> None:
+    """The two boxes overlap with IoU exactly 0.5 (intersection 100, union 200)."""
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 20]], np.float32)
+    scores = np.array([0.6, 0.9], np.float32)
+    assert nms(boxes, scores, 0.5).tolist() == [1, 0]
+    assert nms(boxes, scores, 0.49).tolist() == [1]
+    assert nms(boxes, scores, 0.49, class_ids=np.array([0, 1])).tolist() == [1, 0]
+
+
+def as_detections(rows) -> Detections:
+    return Detections(
+        np.array([row[0] for row in rows]).reshape(-1, 4), [row[1] for row in rows], [row[2] for row in rows]
+    )
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    detections_strategy,
+    st.sampled_from([0.0, 0.3, 0.6]),
+    st.one_of(st.none(), thresholds),
+    st.booleans(),
+    st.integers(1, 10),
+    st.one_of(st.none(), st.sets(st.integers(0, 3), max_size=3)),
+)
+def test_filter_detections_matches_reference(rows, score_threshold, nms_iou, agnostic, max_detections, allowed) -> None:
+    candidates = [
+        i for i, row in enumerate(rows) if row[1] >= score_threshold and (allowed is None or row[2] in allowed)
+    ]
+    boxes = [rows[i][0] for i in candidates]
+    scores = [rows[i][1] for i in candidates]
+    classes = [rows[i][2] for i in candidates]
+    if nms_iou is None:
+        order = sorted(range(len(candidates)), key=lambda i: (-scores[i], i))
+    else:
+        order = reference_nms(boxes, scores, nms_iou, None if agnostic else classes)
+    expected = [candidates[i] for i in order[:max_detections]]
+
+    detection_filter = DetectionFilter(score_threshold, nms_iou, agnostic, max_detections, allowed)
+    result = filter_detections(as_detections(rows), detection_filter)
+    expected_detections = as_detections(rows).select(np.array(expected, dtype=np.int64))
+    np.testing.assert_array_equal(result.boxes, expected_detections.boxes)
+    np.testing.assert_array_equal(result.scores, expected_detections.scores)
+    np.testing.assert_array_equal(result.class_ids, expected_detections.class_ids)
+
+
+def test_filter_on_empty_detections() -> None:
+    assert len(filter_detections(Detections.empty(), DetectionFilter())) == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"score_threshold": float("nan")}, "detection.score_threshold"),
+        ({"nms_iou": 1.5}, "detection.nms_iou"),
+        ({"class_agnostic": "yes"}, "detection.class_agnostic"),
+        ({"max_detections": 0}, "detection.max_detections"),
+        ({"allowed_class_ids": [1, -2]}, "detection.classes"),
+        ({"allowed_class_ids": ["person"]}, "detection.classes"),
+    ],
+)
+def test_detection_filter_rejects_bad_values(kwargs, message) -> None:
+    with pytest.raises(SpecError, match=message):
+        DetectionFilter(**kwargs)
