@@ -1,0 +1,313 @@
+"""bag-eval end to end: bags with known ground truth give the metrics computed independently here."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+
+from onnx_builders import colour_scores_model
+from trt_perception.cli import main as cli
+from trt_perception.evaluation import bag_io
+from trt_perception.evaluation.bag_eval import BagEvalOptions, run_bag_eval
+from trt_perception.evaluation.make_bag import make_bag
+from trt_perception.pipeline import Pipeline
+
+FIXTURES = Path(__file__).parent / "fixtures"
+QUOKKA = FIXTURES / "images" / "quokka.jpg"
+HEIGHT, WIDTH = 48, 64
+IGNORE = 255
+
+# ----------------------------------------------------------------------------- synthetic scene
+
+
+def scene_classes(frame: int) -> np.ndarray:
+    """Class map of synthetic frame ``frame``: 0 background, 1 a rectangle, 2 a disc; they move."""
+    classes = np.zeros((HEIGHT, WIDTH), np.uint8)
+    classes[5 + frame : 25 + frame, 8 + 3 * frame : 30 + 3 * frame] = 1
+    rows, cols = np.mgrid[:HEIGHT, :WIDTH]
+    classes[(rows - 30) ** 2 + (cols - 45 + frame) ** 2 <= 64] = 2
+    return classes
+
+
+def scene_image(classes: np.ndarray) -> np.ndarray:
+    """RGB picture whose dominant channel is the class: red background, green rectangle, blue disc."""
+    image = np.full((*classes.shape, 3), 40, np.uint8)
+    for cls in range(3):
+        image[..., cls][classes == cls] = 210
+    return image
+
+
+def scene_truth(frame: int) -> np.ndarray:
+    """Ground truth that disagrees on purpose: rectangle 2 px wider, a band of ignored rows."""
+    truth = scene_classes(frame)
+    truth[5 + frame : 25 + frame, 30 + 3 * frame : 32 + 3 * frame] = 1
+    truth[:3, :] = IGNORE
+    return truth
+
+
+def expected_segmentation(frames: list[int]) -> dict:
+    """Metrics from boolean masks over the frames: the colour model predicts ``scene_classes``."""
+    truth = np.concatenate([scene_truth(f).ravel() for f in frames])
+    predicted = np.concatenate([scene_classes(f).ravel() for f in frames])
+    valid = truth != IGNORE
+    ious = {}
+    for cls, name in enumerate(["background", "rectangle", "disc"]):
+        in_truth, in_pred = (truth == cls) & valid, (predicted == cls) & valid
+        ious[name] = (in_truth & in_pred).sum() / (in_truth | in_pred).sum()
+    return {
+        "class_iou": ious,
+        "mean_iou": np.mean(list(ious.values())),
+        "pixel_accuracy": (truth[valid] == predicted[valid]).mean(),
+        "evaluated_pixels": int(valid.sum()),
+    }
+
+
+@pytest.fixture(scope="module")
+def colour_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A spec for a graph whose class scores are the image's R, G, B planes (argmax = colour)."""
+    folder = tmp_path_factory.mktemp("colour_model")
+    onnx.save(colour_scores_model(), folder / "colour.onnx")
+    (folder / "colour.yaml").write_text(
+        "name: colour_classes\ntask: segmentation\nmodel: colour.onnx\n"
+        f"input: {{layout: NCHW, dtype: float32, size: [{HEIGHT}, {WIDTH}], color_order: RGB,"
+        " resize: fixed_shape, normalization: {type: unit}}\n"
+        "labels: [background, rectangle, disc]\n"
+        "decoder: {type: logits, output: scores, layout: NCHW}\n"
+    )
+    return folder / "colour.yaml"
+
+
+def write_scene(folder: Path, frames: int, truth_frames: int) -> tuple[Path, Path]:
+    """Scene images and ground-truth masks for the first ``truth_frames`` frames, as files."""
+    images, masks = folder / "images", folder / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for frame in range(frames):
+        cv2.imwrite(str(images / f"frame{frame:03d}.png"), cv2.cvtColor(scene_image(scene_classes(frame)), cv2.COLOR_RGB2BGR))
+        if frame < truth_frames:
+            cv2.imwrite(str(masks / f"frame{frame:03d}.png"), scene_truth(frame))
+    return images, masks
+
+
+@pytest.mark.parametrize(
+    ("storage", "encoding", "truth_source"),
+    [("mcap", "rgb8", "topic"), ("sqlite3", "png", "masks"), ("mcap", "bgr8", "masks")],
+)
+def test_segmentation_metrics_equal_independent_computation(
+    tmp_path: Path, colour_spec: Path, storage: str, encoding: str, truth_source: str
+) -> None:
+    images, masks = write_scene(tmp_path, frames=5, truth_frames=4)
+    bag = tmp_path / "bag"
+    make_bag([images], bag, "/camera/image", 10.0, storage=storage, encoding=encoding,
+             labels_dir=masks if truth_source == "topic" else None, gt_topic="/gt", start_ns=7 * 10**9)
+    out = tmp_path / "eval"
+    code = cli.main([
+        "bag-eval", "--bag", str(bag), "--model-spec", str(colour_spec), "--image-topic", "/camera/image",
+        *(["--gt-topic", "/gt"] if truth_source == "topic" else ["--gt-masks", str(masks)]),
+        "--out", str(out), "--no-progress", "--storage", storage,
+    ])
+    assert code == 0
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    expected = expected_segmentation([0, 1, 2, 3])
+    seg = metrics["segmentation"]
+    assert seg["class_iou"] == pytest.approx(expected["class_iou"])
+    assert seg["mean_iou"] == pytest.approx(expected["mean_iou"])
+    assert seg["pixel_accuracy"] == pytest.approx(expected["pixel_accuracy"])
+    assert seg["evaluated_pixels"] == expected["evaluated_pixels"]
+    assert 0.5 < seg["mean_iou"] < 1.0  # the deliberate disagreement shows
+    frames = metrics["frames"]
+    assert (frames["on_topic"], frames["processed"], frames["evaluated"]) == (5, 5, 4)
+    assert (frames["without_ground_truth"], frames["skipped"]) == (1, {})
+    assert set(metrics["latency_ms"]) == {"decode", "preprocess", "inference", "postprocess", "total"}
+    assert metrics["latency_ms"]["total"]["count"] == 5
+    report = (out / "report.md").read_text()
+    assert f"mIoU: **{seg['mean_iou']:.4f}**" in report
+    for picture in ["class_scores.png", "latency.png", *(w["image"] for w in metrics["worst_frames"])]:
+        assert cv2.imread(str(out / picture)) is not None, picture
+    # the worst frame is the one with the lowest frame mIoU, computed here
+    frame_miou = [expected_segmentation([f])["mean_iou"] for f in range(4)]
+    assert metrics["worst_frames"][0]["index"] == int(np.argmin(frame_miou))
+
+    # output bag: original images unchanged, labels = the scene's classes, header copied
+    inputs = _messages(bag, "/camera/image")
+    outputs = _messages(out / "bag", "/camera/image")
+    assert [m.data for m, _ in outputs] == [m.data for m, _ in inputs]
+    labels = _messages(out / "bag", "/labels")
+    assert len(labels) == 5
+    for frame, ((message, msg), (_, image_msg)) in enumerate(zip(labels, inputs, strict=True)):
+        assert msg.encoding == "mono8" and msg.header == image_msg.header
+        assert message.log_time == bag_io.stamp_ns(image_msg.header) == 7 * 10**9 + frame * 10**8
+        np.testing.assert_array_equal(bag_io.image_from_message(msg, message.msgtype).pixels[:, :, 0], scene_classes(frame))
+
+
+def _messages(bag: Path, topic: str) -> list[tuple[bag_io.BagMessage, object]]:
+    reader = bag_io.open_reader(bag)
+    try:
+        store = bag_io.typestore(bag_io.bag_distro(reader))
+        return [(m, bag_io.deserialize(m, store)) for m in bag_io.iter_messages(reader, [topic])]
+    finally:
+        reader.close()
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_bad_frames_are_counted_per_reason_and_left_out(tmp_path: Path, colour_spec: Path) -> None:
+    bag = tmp_path / "bag"
+    with bag_io.BagWriter(bag, "mcap") as writer:
+        store = writer.store
+        good_frames = []
+        for frame in range(6):
+            header = bag_io.header_message(store, (frame + 1) * 10**9, "cam")
+            classes = scene_classes(frame)
+            message = bag_io.image_message(store, header, scene_image(classes), "rgb8")
+            data = bytes(store.serialize_cdr(message, bag_io.IMAGE_TYPE))
+            if frame == 1:
+                data = data[: len(data) // 3]  # truncated in the middle of the pixels
+            elif frame == 2:
+                data = data[:30]  # cut inside the header
+            elif frame == 3:
+                message.encoding = "yuv422"
+                data = bytes(store.serialize_cdr(message, bag_io.IMAGE_TYPE))
+            elif frame == 4:
+                message.step = WIDTH * 3 + 2  # claims row padding the data does not have
+                data = bytes(store.serialize_cdr(message, bag_io.IMAGE_TYPE))
+            else:
+                good_frames.append(frame)
+            writer.write_raw("/cam", bag_io.IMAGE_TYPE, (frame + 1) * 10**9, data)
+            writer.write("/gt", bag_io.IMAGE_TYPE, (frame + 1) * 10**9,
+                         bag_io.image_message(store, header, scene_truth(frame), "mono8"))
+        # a ground-truth message for no frame, and one with a colour encoding
+        writer.write("/gt", bag_io.IMAGE_TYPE, 99 * 10**9,
+                     bag_io.image_message(store, bag_io.header_message(store, 99 * 10**9, "cam"), scene_truth(0), "mono8"))
+        writer.write("/gt", bag_io.IMAGE_TYPE, 100 * 10**9,
+                     bag_io.image_message(store, bag_io.header_message(store, 1 * 10**9, "cam"),
+                                          scene_image(scene_classes(0)), "rgb8"))
+
+    result = run_bag_eval(BagEvalOptions(bag, colour_spec, "/cam", tmp_path / "out", gt_topic="/gt", progress=False))
+
+    assert good_frames == [0, 5]
+    assert result.frames_on_topic == 6 and result.frames_processed == 2 and result.frames_evaluated == 2
+    skipped = result.skipped
+    assert sum(skipped.values()) == 4
+    assert skipped.get("corrupt sensor_msgs/msg/Image message (cannot deserialize)", 0) >= 1
+    assert any("yuv422" in reason for reason in skipped)
+    assert result.truth_unusable == {
+        "ground-truth image encoding 'rgb8' is not a class-index image (mono8/mono16)": 1
+    }
+    # ground truth of the 4 skipped frames and the one at 99 s found no frame
+    assert result.truths_without_frame == 5
+    expected = expected_segmentation(good_frames)
+    assert result.segmentation is not None
+    assert result.segmentation.mean_iou == pytest.approx(expected["mean_iou"])
+
+
+def test_unknown_topic_and_empty_topic_are_clear_errors(
+    tmp_path: Path, colour_spec: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bag = tmp_path / "bag"
+    make_bag([QUOKKA], bag, "/cam", 1.0)
+    args = ["bag-eval", "--bag", str(bag), "--model-spec", str(colour_spec), "--out", str(tmp_path / "o"), "--no-progress"]
+    assert cli.main([*args, "--image-topic", "/camera"]) == 1
+    assert "'/camera' is not in bag" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    with bag_io.BagWriter(empty, "sqlite3") as writer:
+        writer._connection("/cam", bag_io.IMAGE_TYPE)  # a topic that never got a message
+    assert cli.main([*args[:2], str(empty), *args[3:], "--image-topic", "/cam"]) == 1
+    assert "has no messages" in capsys.readouterr().err
+    assert cli.main([*args, "--image-topic", "/cam", "--gt-coco", str(tmp_path / "x.json")]) == 1
+    assert "--gt-coco needs a detection model" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- detection
+
+
+def quokka_box() -> list[float]:
+    box = json.loads((FIXTURES / "images" / "quokka_annotations.json").read_text())["bounding_boxes"][0]
+    return [box["x1"], box["y1"], box["x2"], box["y2"]]
+
+
+def test_detection_on_the_quokka_box_gives_hand_computed_ap(tmp_path: Path) -> None:
+    spec = "centernet_mobilenetv3_coco"
+    x1, y1, x2, y2 = quokka_box()
+    coco = tmp_path / "gt.json"
+    # the detector calls the quokka a bear (see MANIFEST.md), so the ground truth says bear
+    coco.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "quokka.jpg", "width": 960, "height": 643}],
+        "categories": [{"id": 1, "name": "bear"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "iscrowd": 0}],
+    }))
+    bag = tmp_path / "bag"
+    make_bag([QUOKKA], bag, "/cam", 1.0, storage="sqlite3", encoding="jpeg", coco=coco, gt_topic="/gt")
+
+    # independent: the pipeline on the decoded file; AP at IoU t = 1 / rank of the first bear box
+    # matching at t (COCO's interpolated precision is then 1/rank at every recall), else 0
+    image = cv2.cvtColor(cv2.imread(str(QUOKKA)), cv2.COLOR_BGR2RGB)
+    pipeline = Pipeline.from_spec(spec)
+    direct = pipeline.run(image, "RGB")
+    pipeline.close()
+    bears = [box for box, name in zip(direct.detections.boxes, direct.names(), strict=True) if name == "bear"]
+    ious = []
+    for bx1, by1, bx2, by2 in bears:
+        inter = max(0, min(x2, bx2) - max(x1, bx1)) * max(0, min(y2, by2) - max(y1, by1))
+        ious.append(inter / ((x2 - x1) * (y2 - y1) + (bx2 - bx1) * (by2 - by1) - inter))
+    assert ious and max(ious) > 0.9  # what MANIFEST.md reports (0.94)
+
+    def ap_at(threshold: float) -> float:
+        rank = next((r for r, iou in enumerate(ious, 1) if iou >= threshold), None)
+        return 0.0 if rank is None else 1.0 / rank
+
+    thresholds = np.linspace(0.5, 0.95, 10)
+    for truth_args in (["--gt-topic", "/gt"], ["--gt-coco", str(coco)]):
+        out = tmp_path / f"eval{len(truth_args[1])}"
+        assert cli.main(["bag-eval", "--bag", str(bag), "--model-spec", spec, "--image-topic", "/cam",
+                         *truth_args, "--out", str(out), "--no-progress"]) == 0
+        det = json.loads((out / "metrics.json").read_text())["detection"]
+        assert det["ap50"] == pytest.approx(ap_at(0.5))
+        assert det["ap75"] == pytest.approx(ap_at(0.75))
+        assert det["map"] == pytest.approx(np.mean([ap_at(t) for t in thresholds]))
+        assert det["class_ap"] == pytest.approx({"bear": det["map"]})
+        assert det["ground_truth_boxes"] == 1 and det["detections"] == len(direct.detections)
+
+    # output bag: Detection2DArray with source-pixel boxes, class names, scores, header copied
+    ((message, detections),) = _messages(out / "bag", "/detections")
+    ((_, image_msg),) = _messages(bag, "/cam")
+    assert message.msgtype == bag_io.DETECTIONS_TYPE and detections.header == image_msg.header
+    boxes, names, scores = bag_io.detections_from_message(detections)
+    np.testing.assert_allclose(boxes, direct.detections.boxes, atol=1e-3)
+    assert names == direct.names()
+    np.testing.assert_allclose(scores, direct.detections.scores, rtol=1e-6)
+
+
+def test_output_detections_deserialize_in_rclpy(tmp_path: Path) -> None:
+    """The bag's Detection2DArray bytes are what rclpy (ROS 2 vision_msgs) reads."""
+    serialization = pytest.importorskip("rclpy.serialization", reason="needs the repo's .venv (rclpy)")
+    from vision_msgs.msg import Detection2DArray
+
+    store = bag_io.typestore()
+    header = bag_io.header_message(store, 1_234_567_890_123, "camera_optical")
+    message = bag_io.detection_array_message(store, header, [[10.5, 20, 110, 220.25], [0, 0, 4, 4]],
+                                             ["bear", "person"], [0.37, 0.9])
+    bag = tmp_path / "bag"
+    with bag_io.BagWriter(bag, "mcap") as writer:
+        writer.write("/detections", bag_io.DETECTIONS_TYPE, 1, message)
+    ((raw, _),) = _messages(bag, "/detections")
+
+    decoded = serialization.deserialize_message(raw.data, Detection2DArray)
+
+    assert (decoded.header.stamp.sec, decoded.header.stamp.nanosec) == (1234, 567_890_123)
+    assert decoded.header.frame_id == "camera_optical"
+    first = decoded.detections[0]
+    assert (first.bbox.center.position.x, first.bbox.center.position.y) == (60.25, 120.125)
+    assert (first.bbox.size_x, first.bbox.size_y) == (99.5, 200.25)
+    assert first.results[0].hypothesis.class_id == "bear"
+    assert math.isclose(first.results[0].hypothesis.score, 0.37)
+    assert decoded.detections[1].results[0].hypothesis.class_id == "person" and first.id == ""
+    assert first.results[0].pose.pose.orientation.w == 1.0
