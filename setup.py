@@ -2,7 +2,8 @@
 
 Installs, besides the Python package:
 - the ament index marker and package.xml (so `ament_index_python` and `ros2` find the package),
-- `launch/*.launch.py` and everything under `config/` into `share/trt_perception`,
+- `launch/*.launch.py`, everything under `config/` and the bundled real models
+  (`test/fixtures/models`, referenced by the bundled specs) into `share/trt_perception`,
 - one small executable wrapper per node into `lib/trt_perception` (where `ros2 run` and
   launch_ros look), through `data_files`, so that it works after `colcon build` and after a
   plain `pip install` alike (pip ignores setup.cfg's `install_scripts`).
@@ -93,6 +94,8 @@ setup(
             sorted(os.path.relpath(p, ROOT) for p in (ROOT / "launch").glob("*.launch.py")),
         ),
         *tree_data_files("config"),
+        # the real models the bundled specs in config/models point to (relative to share/trt_perception)
+        *tree_data_files("test/fixtures/models"),
         (f"lib/{PACKAGE_NAME}", node_wrappers()),
     ],
     install_requires=["setuptools"],

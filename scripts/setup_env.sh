@@ -48,7 +48,7 @@ pip_install() {
 cd "$REPO_ROOT"
 SETUP_HASH="$(hash_inputs scripts/setup_env.sh scripts/ros_env.sh requirements.txt requirements-dev.txt \
   requirements-ros.txt requirements-interfaces.txt setup.py setup.cfg package.xml resource launch config \
-  interfaces)"
+  test/fixtures/models interfaces)"
 INTERFACES_HASH="$(hash_inputs interfaces requirements-interfaces.txt)"
 
 # Everything below runs the venv's own python with its ROS environment.
