@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import platform
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from trt_perception.ros.image_conversion import (
     image_from_msg,
     image_to_msg,
     message_header,
+    tune_malloc_for_large_messages,
 )
 
 IMAGES = Path(__file__).parent / "fixtures" / "images"
@@ -157,3 +159,8 @@ def test_headers_convert_both_ways_for_mixed_raw_and_object_paths() -> None:
     serialized = serialize_image(raw, encode_image(labels, "mono8"))
     assert parse_image(serialized).header == raw
     assert deserialize_message(serialized, Image).header == header
+
+
+def test_malloc_tuning_applies_on_glibc() -> None:
+    is_glibc = platform.libc_ver()[0] == "glibc"
+    assert tune_malloc_for_large_messages() is is_glibc
