@@ -1,0 +1,181 @@
+"""Bad models, specs and inputs raise errors naming the problem; the ONNX Runtime backend's contract."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from onnx_builders import activation_model, build_model
+
+from trt_perception.backends import create_backend, resolve_backend_kind
+from trt_perception.backends.onnxruntime import OnnxRuntimeBackend, default_providers
+from trt_perception.errors import InferenceError, ModelLoadError, SpecError
+from trt_perception.pipeline import Pipeline
+from trt_perception.spec import load_model_spec, parse_model_spec
+
+ASTRONAUT = Path(__file__).resolve().parent / "fixtures" / "images" / "astronaut.png"
+
+
+def sqrt_of_mean_model() -> onnx.ModelProto:
+    """``y = sqrt(mean over channels of x)``: x [1,3,8,8] -> y [1,1,8,8]; NaN where the mean is negative."""
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["mean"], axes=[1], keepdims=1),  # opset 17: axes attribute
+        helper.make_node("Sqrt", ["mean"], ["y"]),
+    ]
+    return build_model(nodes, {"x": [1, 3, 8, 8]}, {"y": (TensorProto.FLOAT, [1, 1, 8, 8])})
+
+
+def tiny_spec(folder: Path, model: onnx.ModelProto | None, **changes) -> dict:
+    path = folder / "tiny.onnx"
+    if model is not None:
+        onnx.save(model, path)
+    data = {
+        "task": "segmentation",
+        "model": str(path),
+        "input": {"size": [8, 8], "layout": "NCHW", "normalization": {"type": "symmetric"}},
+        "decoder": {"type": "binary", "output": "y", "threshold": 0.5},
+    }
+    for key, value in changes.items():
+        section, _, name = key.rpartition("__")
+        (data[section] if section else data)[name] = value
+    return data
+
+
+def tiny_pipeline(folder: Path, model: onnx.ModelProto | None, **changes) -> Pipeline:
+    return Pipeline.from_spec(parse_model_spec(tiny_spec(folder, model, **changes), folder))
+
+
+# --------------------------------------------------------------------------- model files
+
+def test_missing_model_file_names_the_path(tmp_path):
+    with pytest.raises(ModelLoadError, match=f"ONNX model file not found: {tmp_path / 'tiny.onnx'}"):
+        tiny_pipeline(tmp_path, None)
+
+
+def test_corrupt_model_file_names_the_path_and_reason(tmp_path):
+    (tmp_path / "tiny.onnx").write_bytes(b"\x08\x07 this is not a protobuf model")
+    with pytest.raises(ModelLoadError, match=r"cannot load ONNX model .*tiny\.onnx: .*(?i:protobuf)"):
+        tiny_pipeline(tmp_path, None)
+
+
+def test_unavailable_execution_provider_is_named(tmp_path):
+    onnx.save(sqrt_of_mean_model(), tmp_path / "m.onnx")
+    with pytest.raises(ModelLoadError, match="execution provider NoSuchExecutionProvider not available"):
+        OnnxRuntimeBackend(tmp_path / "m.onnx", providers=["NoSuchExecutionProvider"])
+    assert default_providers()[-1] == "CPUExecutionProvider"
+
+
+# --------------------------------------------------------------------------- spec vs model
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"input__name": "image"}, r"input.name: the model has no input 'image' \(inputs: x\)"),
+        ({"input__size": [16, 16]}, r"input.size: the spec gives \[16, 16\] but the model input 'x' has shape \[1, 3, 8, 8\]"),
+        ({"input__layout": "NHWC"}, "input.layout: the model input 'x' has shape"),
+        ({"input__dtype": "float16"}, "input.dtype: the model input 'x' is float32, the spec says float16"),
+        ({"decoder": {"type": "binary", "output": "y", "thresold": 0.5}}, "decoder.thresold: unknown parameter"),
+    ],
+)
+def test_spec_that_does_not_fit_the_model_is_named(tmp_path, changes, message):
+    with pytest.raises(SpecError, match=message):
+        tiny_pipeline(tmp_path, sqrt_of_mean_model(), **changes)
+
+
+def test_backend_choice(tmp_path):
+    spec = parse_model_spec(tiny_spec(tmp_path, sqrt_of_mean_model(), engine="model.engine"), tmp_path)
+    tensorrt_installed = __import__("importlib").util.find_spec("tensorrt") is not None
+    assert resolve_backend_kind(spec) == ("tensorrt" if tensorrt_installed else "onnxruntime")
+    assert resolve_backend_kind(spec, "onnxruntime") == "onnxruntime"
+    engine_only = dataclasses.replace(spec, model=None)
+    if not tensorrt_installed:
+        with pytest.raises(SpecError, match="model: the onnxruntime backend needs an ONNX model path"):
+            create_backend(engine_only)
+        with pytest.raises(ModelLoadError):
+            create_backend(engine_only, "tensorrt")
+
+
+# --------------------------------------------------------------------------- outputs
+
+def test_nan_output_is_an_inference_error_naming_the_tensor(tmp_path):
+    pipeline = tiny_pipeline(tmp_path, sqrt_of_mean_model())
+    white = np.full((8, 8, 3), 255, np.uint8)  # symmetric: 1.0 -> sqrt 1.0 > 0.5 everywhere
+    assert np.all(pipeline.run(white, "RGB").labels == 1)
+    black = np.zeros((8, 8, 3), np.uint8)  # symmetric: -1.0 -> sqrt NaN
+    with pytest.raises(InferenceError, match="output 'y' contains 64 NaN or infinite values"):
+        pipeline.run(black, "RGB")
+
+
+def test_wrong_decoder_output_name_is_named(tmp_path):
+    pipeline = tiny_pipeline(tmp_path, sqrt_of_mean_model(), decoder={"type": "binary", "output": "probability"})
+    with pytest.raises(InferenceError, match="model output 'probability' .* not found; available outputs: y"):
+        pipeline.run(np.full((8, 8, 3), 255, np.uint8), "RGB")
+
+
+# --------------------------------------------------------------------------- backend contract
+
+@pytest.fixture
+def identity_backend(tmp_path) -> OnnxRuntimeBackend:
+    onnx.save(activation_model("Identity", [1, 3, "H", "W"]), tmp_path / "identity.onnx")
+    return OnnxRuntimeBackend(tmp_path / "identity.onnx", intra_op_threads=1)
+
+
+def test_backend_metadata_and_dynamic_output_buffers(identity_backend):
+    (x,), (y,) = identity_backend.inputs, identity_backend.outputs
+    assert (x.name, x.shape, x.dtype, x.is_dynamic) == ("x", (1, 3, None, None), np.float32, True)
+    assert (y.name, y.shape) == ("y", (1, 3, None, None))
+    buffers = identity_backend.allocate_outputs({"x": (1, 3, 5, 7)})  # H, W are named like the input's
+    assert buffers["y"].shape == (1, 3, 5, 7)
+    data = np.arange(105, dtype=np.float32).reshape(1, 3, 5, 7)
+    result = identity_backend.infer({"x": data}, buffers)
+    assert result["y"] is buffers["y"], "the given buffer is filled, not replaced"
+    np.testing.assert_array_equal(buffers["y"], data)
+    np.testing.assert_array_equal(identity_backend.infer({"x": data})["y"], data)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ({"image": np.zeros((1, 3, 4, 4), np.float32)}, r"input tensor 'image' is not an input of identity.onnx \(inputs: x\)"),
+        ({"x": np.zeros((3, 4, 4), np.float32)}, r"input tensor 'x': expected rank 4 \[1, 3, \?, \?\], got rank 3"),
+        ({"x": np.zeros((1, 4, 4, 3), np.float32)}, r"input tensor 'x': expected shape \[1, 3, \?, \?\], got \[1, 4, 4, 3\]"),
+        ({"x": np.zeros((1, 3, 4, 4), np.float64)}, "input tensor 'x': expected dtype float32, got float64"),
+        ({}, "input tensor 'x' of identity.onnx was not given"),
+    ],
+)
+def test_backend_rejects_bad_inputs_naming_the_tensor(identity_backend, inputs, message):
+    with pytest.raises(InferenceError, match=message):
+        identity_backend.infer(inputs)
+
+
+def test_backend_rejects_bad_output_buffers(identity_backend):
+    data = np.zeros((1, 3, 4, 4), np.float32)
+    with pytest.raises(InferenceError, match="output buffer 'y': expected a writeable C-contiguous float32 array"):
+        identity_backend.infer({"x": data}, {"y": np.zeros((1, 3, 4, 4), np.float64)})
+    with pytest.raises(InferenceError, match=r"output buffer 'y': expected shape \[1, 3, \?, \?\], got \[1, 4\]"):
+        identity_backend.infer({"x": data}, {"y": np.zeros((1, 4), np.float32)})
+    with pytest.raises(InferenceError, match="inference of identity.onnx failed"):
+        identity_backend.infer({"x": data}, {"y": np.zeros((1, 3, 5, 5), np.float32)})
+
+
+# --------------------------------------------------------------------------- channel orders and resolution
+
+def test_pipeline_gives_the_same_mask_for_every_channel_order_and_network_resolution():
+    spec = load_model_spec("selfie_segmentation")
+    pipeline = Pipeline.from_spec(spec, intra_op_threads=1)
+    bgr = cv2.imread(str(ASTRONAUT), cv2.IMREAD_COLOR)
+    reference = pipeline.run(bgr, "BGR").labels
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    assert np.array_equal(pipeline.run(rgb, "RGB").labels, reference)
+    assert np.array_equal(pipeline.run(cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA), "BGRA").labels, reference)
+    assert np.array_equal(pipeline.run(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGBA), "RGBA").labels, reference)
+    network = Pipeline(dataclasses.replace(spec, output_resolution="network"), pipeline.backend)
+    small = network.run(bgr, "BGR").labels
+    assert small.shape == (256, 256)
+    upscaled = cv2.resize(small, (512, 512), interpolation=cv2.INTER_NEAREST)
+    assert np.array_equal(upscaled, reference), "source labels are the network labels upsampled (nearest)"
