@@ -30,6 +30,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -116,24 +117,22 @@ def _cases(width: int, height: int) -> tuple[list[tuple[str, str, Callable[[], o
         ("build Image rgb8", "naive msg.data = tobytes()", lambda: _naive_msg(rgb, "rgb8", header)),
         ("build Image rgb8", "image_to_msg", lambda: image_to_msg(rgb, "rgb8", header)),
     ]
+    def rclpy_naive_output(pixels: np.ndarray, encoding: str) -> object:
+        return serialize_message(_naive_msg(pixels, encoding, header))
+
+    def rclpy_output(pixels: np.ndarray, encoding: str) -> object:
+        return serialize_message(image_to_msg(pixels, encoding, header))
+
+    def raw_output(pixels: np.ndarray, encoding: str) -> object:
+        return serialize_image(raw_header, encode_image(pixels, encoding))
+
     for name, pixels, encoding in (("labels mono8", labels, "mono8"), ("mask rgb8", rgb, "rgb8")):
-        cases += [
-            (
-                f"output {name}",
-                "rclpy naive msg + serialize_message",
-                lambda p=pixels, e=encoding: serialize_message(_naive_msg(p, e, header)),
-            ),
-            (
-                f"output {name}",
-                "rclpy image_to_msg + serialize_message",
-                lambda p=pixels, e=encoding: serialize_message(image_to_msg(p, e, header)),
-            ),
-            (
-                f"output {name}",
-                "raw serialize_image",
-                lambda p=pixels, e=encoding: serialize_image(raw_header, encode_image(p, e)),
-            ),
-        ]
+        for method, output in (
+            ("rclpy naive msg + serialize_message", rclpy_naive_output),
+            ("rclpy image_to_msg + serialize_message", rclpy_output),
+            ("raw serialize_image", raw_output),
+        ):
+            cases.append((f"output {name}", method, partial(output, pixels, encoding)))
     return cases, len(jpeg_bytes)
 
 
