@@ -119,7 +119,7 @@ SEGMENTATION_PARAMETERS: tuple[ParameterDefinition, ...] = (
     ParameterDefinition("publish_color_mask", False, "Publish ~/color_mask (rgb8, the spec's palette)", runtime=True),
     ParameterDefinition(
         "output_resolution", "", "Resolution of the label image: source, network, or empty for the spec's",
-        runtime=True, choices=("", "source", "network"),
+        choices=("", "source", "network"),
     ),
 )
 

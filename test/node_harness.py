@@ -1,0 +1,223 @@
+"""Helpers for the node tests: run a node executable as its own process and talk to it over DDS.
+
+Each test module uses its own random ROS domain (localhost only), so parallel test runs and other
+ROS processes on the machine do not see each other.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import SetParametersResult
+from rcl_interfaces.srv import SetParameters
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGES = REPO / "test" / "fixtures" / "images"
+
+
+def isolated_ros_environment() -> dict[str, str]:
+    """Environment variables for a private ROS domain on localhost, also applied to this process."""
+    variables = {
+        "ROS_DOMAIN_ID": str(random.randint(100, 230)),
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "RCUTILS_COLORIZED_OUTPUT": "0",
+    }
+    os.environ.update(variables)
+    return dict(os.environ)
+
+
+def node_command(executable: str) -> list[str]:
+    """The installed executable lib/trt_perception/<name> when present, else ``python -m``."""
+    installed = Path(sys.prefix) / "lib" / "trt_perception" / executable
+    if installed.is_file():
+        return [sys.executable, str(installed)]
+    return [sys.executable, "-m", f"trt_perception.ros.{executable}"]
+
+
+def qos(reliable: bool, depth: int = 10, transient_local: bool = False) -> QoSProfile:
+    """A keep-last QoS profile."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=depth,
+        reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL if transient_local else DurabilityPolicy.VOLATILE,
+    )
+
+
+class NodeProcess:
+    """A node executable running in its own process, its output collected in a file."""
+
+    def __init__(self, executable: str, ros_args: Sequence[str], env: Mapping[str, str]) -> None:
+        self.log_path = Path(tempfile.mkstemp(prefix=f"{executable}_", suffix=".log")[1])
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [*node_command(executable), "--ros-args", *ros_args],
+            stdout=self._log, stderr=subprocess.STDOUT, env=dict(env), cwd=tempfile.gettempdir(),
+        )
+
+    @property
+    def output(self) -> str:
+        """Everything the node printed so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_output(self, text: str, timeout: float = 30.0) -> None:
+        """Wait until ``text`` appears in the node's output; fail if the node exits first."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            if self.process.poll() is not None:
+                raise AssertionError(f"node exited with {self.process.returncode}:\n{self.output}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} in node output after {timeout} s:\n{self.output}")
+            time.sleep(0.05)
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the node process."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("VmRSS not found")
+
+    def stop(self, signal_number: int = signal.SIGINT, timeout: float = 15.0) -> int:
+        """Send a signal and wait for the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal_number)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+class TopicRecorder:
+    """Collects the messages of one topic."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+        self._condition = threading.Condition()
+
+    def __call__(self, message: Any) -> None:
+        with self._condition:
+            self.messages.append(message)
+            self._condition.notify_all()
+
+    def wait_for(self, predicate: Callable[[Any], bool], timeout: float = 20.0) -> Any:
+        """The first message (old or new) satisfying ``predicate``."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            checked = 0
+            while True:
+                for message in self.messages[checked:]:
+                    if predicate(message):
+                        return message
+                checked = len(self.messages)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"no matching message within {timeout} s ({checked} received)")
+                self._condition.wait(remaining)
+
+
+class RosClient:
+    """A test-side node in its own context, spun on a background thread."""
+
+    def __init__(self, name: str = "node_test_client") -> None:
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = Node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def record(self, message_type: type, topic: str, profile: QoSProfile) -> TopicRecorder:
+        """Subscribe ``topic`` and return its recorder."""
+        recorder = TopicRecorder()
+        self.node.create_subscription(message_type, topic, recorder, profile)
+        return recorder
+
+    def wait_for_subscribers(self, publisher: Any, count: int = 1, timeout: float = 20.0) -> None:
+        """Wait until ``publisher`` has matched ``count`` subscriptions."""
+        deadline = time.monotonic() + timeout
+        while publisher.get_subscription_count() < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{publisher.topic_name}: no subscriber after {timeout} s")
+            time.sleep(0.05)
+
+    def wait_for_publishers(self, topic: str, timeout: float = 20.0) -> None:
+        """Wait until somebody publishes ``topic``."""
+        deadline = time.monotonic() + timeout
+        while self.node.count_publishers(topic) == 0:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: no publisher after {timeout} s")
+            time.sleep(0.05)
+
+    def set_parameters(self, node_name: str, values: Mapping[str, Any], timeout: float = 10.0) -> list[SetParametersResult]:
+        """Set parameters of another node through its parameter service."""
+        client = self.node.create_client(SetParameters, f"{node_name}/set_parameters")
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise AssertionError(f"{node_name}/set_parameters not available")
+            request = SetParameters.Request(
+                parameters=[Parameter(name, value=value).to_parameter_msg() for name, value in values.items()]
+            )
+            future = client.call_async(request)
+            deadline = time.monotonic() + timeout
+            while not future.done():
+                if time.monotonic() > deadline:
+                    raise AssertionError("set_parameters timed out")
+                time.sleep(0.02)
+            return list(future.result().results)
+        finally:
+            self.node.destroy_client(client)
+
+    def close(self) -> None:
+        """Stop spinning and shut the context down."""
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._thread.join(timeout=5)
+
+
+def image_message(pixels: np.ndarray, encoding: str, frame_id: str, stamp: tuple[int, int]) -> Image:
+    """A ``sensor_msgs/Image`` of ``pixels`` (rows unpadded)."""
+    message = Image(height=pixels.shape[0], width=pixels.shape[1], encoding=encoding, is_bigendian=False)
+    message.step = pixels.shape[1] * (pixels.shape[2] if pixels.ndim == 3 else 1) * pixels.dtype.itemsize
+    message.data = np.ascontiguousarray(pixels).tobytes()
+    message.header.frame_id = frame_id
+    message.header.stamp.sec, message.header.stamp.nanosec = stamp
+    return message
+
+
+def compressed_message(data: bytes, image_format: str, frame_id: str, stamp: tuple[int, int]) -> CompressedImage:
+    """A ``sensor_msgs/CompressedImage``."""
+    message = CompressedImage(format=image_format, data=data)
+    message.header.frame_id = frame_id
+    message.header.stamp.sec, message.header.stamp.nanosec = stamp
+    return message
+
+
+def diagnostic_values(array: Any, node_fqn: str) -> dict[str, str] | None:
+    """Key/values of the node's status in a DiagnosticArray, or None when absent."""
+    for status in array.status:
+        if status.name.startswith(f"{node_fqn}:"):
+            return {item.key: item.value for item in status.values}
+    return None

@@ -1,0 +1,269 @@
+"""The segmentation node as a separate process, fed real images over DDS."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import CompressedImage, Image
+from vision_msgs.msg import LabelInfo
+
+from node_harness import (
+    IMAGES,
+    NodeProcess,
+    RosClient,
+    TopicRecorder,
+    compressed_message,
+    diagnostic_values,
+    image_message,
+    isolated_ros_environment,
+    qos,
+)
+from trt_perception import visualize
+from trt_perception.pipeline import Pipeline
+from trt_perception.spec import load_model_spec
+
+NODE = "/seg_test/segmentation"
+
+
+@pytest.fixture(scope="module")
+def env() -> dict[str, str]:
+    return isolated_ros_environment()
+
+
+@pytest.fixture(scope="module")
+def node(env: dict[str, str]) -> Iterator[NodeProcess]:
+    process = NodeProcess(
+        "segmentation_node",
+        ["-r", "__ns:=/seg_test", "-r", "image:=/camera/image", "-p", "diagnostics_period:=0.2",
+         "-p", "warning_period:=0.0"],
+        env,
+    )
+    process.wait_for_output("selfie_segmentation")
+    yield process
+    process.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def client(node: NodeProcess) -> Iterator[RosClient]:
+    ros = RosClient("seg_test_client")
+    yield ros
+    ros.close()
+
+
+@pytest.fixture(scope="module")
+def camera(client: RosClient):  # type: ignore[no-untyped-def]
+    # A reliable camera: the node subscribes best effort, which accepts reliable publishers too.
+    return client.node.create_publisher(Image, "/camera/image", qos(reliable=True))
+
+
+@pytest.fixture(scope="module")
+def labels(client: RosClient, camera) -> TopicRecorder:  # type: ignore[no-untyped-def]
+    recorder = client.record(Image, f"{NODE}/labels", qos(reliable=True))
+    client.wait_for_subscribers(camera)
+    client.wait_for_publishers(f"{NODE}/labels")
+    time.sleep(1.0)  # the node must see our subscription too, or it skips work (lazy)
+    return recorder
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Iterator[Pipeline]:
+    pipe = Pipeline.from_spec(load_model_spec("selfie_segmentation"))
+    yield pipe
+    pipe.close()
+
+
+def astronaut_rgb() -> np.ndarray:
+    """The person in astronaut.png, 384x384 (442 KB as rgb8): below the ~512 KB above which Fast DDS's
+    default shared-memory transport loses best-effort samples (see docs of the DDS profile)."""
+    rgb = cv2.cvtColor(cv2.imread(str(IMAGES / "astronaut.png")), cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(rgb[:384, 64:448])
+
+
+def received_pixels(message: Image, channels: int, dtype: type = np.uint8) -> np.ndarray:
+    data = np.frombuffer(bytes(message.data), dtype=dtype)
+    return data.reshape(message.height, message.width, channels).squeeze(axis=2) if channels == 1 else data.reshape(
+        message.height, message.width, channels
+    )
+
+
+def send_and_receive(camera, recorder: TopicRecorder, message: Image | CompressedImage) -> Image:  # type: ignore[no-untyped-def]
+    stamp = (message.header.stamp.sec, message.header.stamp.nanosec)
+    camera.publish(message)
+    return recorder.wait_for(lambda m: (m.header.stamp.sec, m.header.stamp.nanosec) == stamp)
+
+
+def test_labels_equal_pipeline_output_and_header_is_copied(camera, labels, pipeline) -> None:  # type: ignore[no-untyped-def]
+    rgb = astronaut_rgb()
+    expected = pipeline.run(rgb, "RGB").labels
+    received = send_and_receive(camera, labels, image_message(rgb, "rgb8", "camera_optical", (1700000000, 123456789)))
+    assert received.header.frame_id == "camera_optical"
+    assert (received.header.stamp.sec, received.header.stamp.nanosec) == (1700000000, 123456789)
+    assert received.encoding == "mono8"
+    assert (received.height, received.width) == rgb.shape[:2]
+    np.testing.assert_array_equal(received_pixels(received, 1), expected)
+    assert 0.05 < expected.mean() < 0.95  # a real person mask, not an empty or full image
+
+
+def test_bgr_input_with_row_padding_gives_same_labels(camera, labels, pipeline) -> None:  # type: ignore[no-untyped-def]
+    rgb = astronaut_rgb()
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    padded = np.zeros((bgr.shape[0], bgr.shape[1] * 3 + 16), np.uint8)
+    padded[:, : bgr.shape[1] * 3] = bgr.reshape(bgr.shape[0], -1)
+    message = image_message(bgr, "bgr8", "camera", (5, 6))
+    message.step = padded.shape[1]
+    message.data = padded.tobytes()
+    received = send_and_receive(camera, labels, message)
+    np.testing.assert_array_equal(received_pixels(received, 1), pipeline.run(rgb, "RGB").labels)
+
+
+def test_label_info_reaches_late_subscriber(client: RosClient, labels) -> None:  # type: ignore[no-untyped-def]
+    # The node published LabelInfo once at start-up; transient-local durability replays it.
+    time.sleep(0.5)
+    info = client.record(LabelInfo, f"{NODE}/label_info", qos(reliable=True, depth=1, transient_local=True))
+    message = info.wait_for(lambda m: True, timeout=10)
+    assert [(c.class_id, c.class_name) for c in message.class_map] == [(0, "background"), (1, "person")]
+
+
+def test_best_effort_subscriber_receives_reliable_output(client: RosClient, camera, labels) -> None:  # type: ignore[no-untyped-def]
+    best_effort = client.record(Image, f"{NODE}/labels", qos(reliable=False))
+    time.sleep(1.0)  # discovery of the new subscription
+    send_and_receive(camera, labels, image_message(astronaut_rgb(), "rgb8", "camera", (7, 8)))
+    best_effort.wait_for(lambda m: m.header.stamp.sec == 7)
+
+
+def test_runtime_switch_enables_color_mask(client: RosClient, camera, labels, pipeline) -> None:  # type: ignore[no-untyped-def]
+    masks = client.record(Image, f"{NODE}/color_mask", qos(reliable=True))
+    results = client.set_parameters(NODE, {"publish_color_mask": True})
+    assert results[0].successful
+    time.sleep(1.0)
+    rgb = astronaut_rgb()
+    camera.publish(image_message(rgb, "rgb8", "camera", (9, 10)))
+    mask = masks.wait_for(lambda m: m.header.stamp.sec == 9)
+    assert mask.encoding == "rgb8"
+    spec = load_model_spec("selfie_segmentation")
+    expected = visualize.colorize(pipeline.run(rgb, "RGB").labels, visualize.make_palette(spec.palette, 2))
+    np.testing.assert_array_equal(received_pixels(mask, 3), expected)
+
+
+def test_invalid_parameter_values_are_rejected_with_reason(client: RosClient) -> None:
+    alpha, resolution = client.set_parameters(NODE, {"overlay_alpha": 1.5, "output_resolution": "network"})
+    assert not alpha.successful and "overlay_alpha" in alpha.reason
+    assert not resolution.successful and "read-only" in resolution.reason
+
+
+@pytest.mark.parametrize(
+    "bad_message, problem",
+    [
+        (lambda rgb: image_message(rgb, "yuv422_weird", "camera", (100, 1)), "unknown image encoding"),
+        (lambda rgb: _with(image_message(rgb, "rgb8", "camera", (100, 2)), step=10), "step 10 is shorter"),
+        (lambda rgb: _with(image_message(rgb, "rgb8", "camera", (100, 3)), data=rgb.tobytes()[:1000]), "truncated"),
+        (lambda rgb: _with(image_message(rgb, "rgb8", "camera", (100, 4)), height=0, width=0, step=0, data=b""),
+         "zero size"),
+    ],
+)
+def test_bad_input_is_skipped_and_next_frame_answered(node: NodeProcess, camera, labels, bad_message, problem) -> None:  # type: ignore[no-untyped-def]
+    rgb = astronaut_rgb()
+    message = bad_message(rgb)
+    camera.publish(message)
+    node.wait_for_output(problem, timeout=10)
+    send_and_receive(camera, labels, image_message(rgb, "rgb8", "camera", (101, message.header.stamp.nanosec)))
+    assert node.process.poll() is None
+
+
+def _with(message: Image, **fields) -> Image:  # type: ignore[no-untyped-def]
+    for name, value in fields.items():
+        setattr(message, name, value)
+    return message
+
+
+def test_flood_drops_frames_keeps_memory_flat_and_counts_in_diagnostics(
+    client: RosClient, node: NodeProcess, camera, labels  # type: ignore[no-untyped-def]
+) -> None:
+    diagnostics = client.record(DiagnosticArray, "/diagnostics", qos(reliable=True))
+    frame = image_message(astronaut_rgb(), "rgb8", "camera", (0, 0))
+
+    def flood(count: int, first_sec: int) -> None:
+        for index in range(count):
+            frame.header.stamp.sec = first_sec + index
+            camera.publish(frame)
+            time.sleep(0.002)
+
+    flood(30, 1000)  # warm-up: allocator and DDS buffers reach their working size
+    labels.wait_for(lambda m: m.header.stamp.sec >= 1000)
+    time.sleep(1.0)
+    rss_before = node.rss_bytes()
+    flood(100, 2000)
+    last = labels.wait_for(lambda m: m.header.stamp.sec >= 2000)
+    time.sleep(1.5)
+    rss_after = node.rss_bytes()
+    assert node.process.poll() is None
+    # Growth per frame would show as 100 x ~0.5 MB; allow noise well below that.
+    assert rss_after - rss_before < 20 * 1024 * 1024, (rss_before, rss_after)
+    assert last.header.stamp.sec >= 2000
+
+    def counted(array: DiagnosticArray) -> bool:
+        values = diagnostic_values(array, NODE)
+        return values is not None and int(values["frames_received"]) >= 130 and int(values["frames_dropped"]) > 0
+
+    values = diagnostic_values(diagnostics.wait_for(counted, timeout=15), NODE)
+    assert values is not None
+    assert int(values["frames_processed"]) + int(values["frames_dropped"]) <= int(values["frames_received"])
+    assert int(values["frames_processed"]) < 130  # frames were dropped, not queued
+    for stage in ("decode", "preprocess", "inference", "postprocess", "publish"):
+        assert float(values[f"latency_{stage}_ms_mean"]) > 0.0, stage
+    assert values["last_error"]  # the bad-input test before left its message
+
+
+def test_sigint_shuts_down_cleanly(node: NodeProcess) -> None:
+    assert node.stop(signal.SIGINT) == 0
+    assert "Traceback" not in node.output
+
+
+def test_sigterm_shuts_down_cleanly(env: dict[str, str]) -> None:
+    process = NodeProcess("segmentation_node", ["-r", "__ns:=/seg_term"], env)
+    process.wait_for_output("selfie_segmentation")
+    assert process.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in process.output
+
+
+def test_missing_model_is_a_clear_fatal_error(env: dict[str, str], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    missing = tmp_path / "no_such_model.onnx"
+    process = NodeProcess("segmentation_node", ["-r", "__ns:=/seg_missing", "-p", f"model_path:={missing}"], env)
+    assert process.process.wait(60) != 0
+    output = process.output
+    assert str(missing) in output
+    assert "Traceback" not in output
+
+
+def test_compressed_input_and_corrupt_frames(env: dict[str, str], pipeline) -> None:  # type: ignore[no-untyped-def]
+    process = NodeProcess(
+        "segmentation_node",
+        ["-r", "__ns:=/seg_jpeg", "-r", "image/compressed:=/camera/jpeg", "-p", "use_compressed:=true",
+         "-p", "warning_period:=0.0"],
+        env,
+    )
+    ros = RosClient("seg_jpeg_client")
+    try:
+        process.wait_for_output("selfie_segmentation")
+        camera = ros.node.create_publisher(CompressedImage, "/camera/jpeg", qos(reliable=True))
+        labels = ros.record(Image, "/seg_jpeg/segmentation/labels", qos(reliable=True))
+        ros.wait_for_subscribers(camera)
+        ros.wait_for_publishers("/seg_jpeg/segmentation/labels")
+        time.sleep(1.0)  # the node must see our subscription too, or it skips work (lazy)
+        jpeg = (IMAGES / "quokka.jpg").read_bytes()
+        camera.publish(compressed_message(jpeg[: len(jpeg) // 2], "jpeg", "camera", (1, 0)))
+        process.wait_for_output("truncated")
+        camera.publish(compressed_message(b"not an image at all", "png", "camera", (2, 0)))
+        process.wait_for_output("signature")
+        received = send_and_receive(camera, labels, compressed_message(jpeg, "jpeg", "camera", (3, 0)))
+        decoded = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        np.testing.assert_array_equal(received_pixels(received, 1), pipeline.run(decoded, "BGR").labels)
+    finally:
+        ros.close()
+        assert process.stop() == 0

@@ -1,0 +1,396 @@
+"""Shared base of the segmentation and detection nodes.
+
+The glue between a camera topic and ``Pipeline``: parameters (declared with descriptors, validated,
+thresholds and output switches changeable at run time), QoS, newest-frame-only processing on a
+worker thread (older frames are dropped and counted, never queued), lazy work while nobody listens,
+diagnostics on ``/diagnostics``, throttled warnings for bad frames, a fatal error naming the model
+path when the model cannot be loaded, and shutdown on SIGINT/SIGTERM without a traceback.
+Subclasses declare their outputs and turn pipeline results into messages.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+import rclpy.exceptions
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.publisher import Publisher
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy
+from builtin_interfaces.msg import Time
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+from vision_msgs.msg import LabelInfo
+
+from trt_perception.errors import ImageDecodeError, InferenceError, TrtPerceptionError
+from trt_perception.image_decoding import DecodedImage, decode_compressed, decode_image, encode_image
+from trt_perception.pipeline import Pipeline
+from trt_perception.ros.cdr import MessageHeader, parse_compressed_image, parse_image, serialize_image
+from trt_perception.ros.frame_slot import LatestFrameSlot
+from trt_perception.ros.messages import diagnostic_status, label_info
+from trt_perception.ros.parameters import COMMON_PARAMETERS, ParameterDefinition, check_value
+from trt_perception.ros.statistics import NodeStatistics
+from trt_perception.ros.throttle import MessageThrottle
+from trt_perception.spec import ModelSpec, load_model_spec
+
+try:
+    from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import PublisherEventCallbacks, SubscriptionEventCallbacks  # type: ignore[no-redef]
+
+Settings = Mapping[str, Any]
+
+# Errors that end the node at start-up with one clear line instead of a traceback.
+STARTUP_ERRORS: tuple[type[Exception], ...] = (
+    TrtPerceptionError,
+    rclpy.exceptions.InvalidParameterValueException,
+    rclpy.exceptions.InvalidParameterTypeException,
+    rclpy.exceptions.ParameterException,
+)
+
+LABEL_INFO_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
+
+
+# A received image, read on the worker thread: returns the message header and the decoded pixels.
+FrameReader = Callable[[], tuple[MessageHeader, DecodedImage]]
+
+
+def header_fields(header: Header) -> MessageHeader:
+    """The stamp and frame id of an rclpy ``std_msgs/Header``."""
+    return MessageHeader(header.stamp.sec, header.stamp.nanosec, header.frame_id)
+
+
+def header_message(header: MessageHeader) -> Header:
+    """An rclpy ``std_msgs/Header`` with the given stamp and frame id."""
+    return Header(stamp=Time(sec=header.stamp_sec, nanosec=header.stamp_nanosec), frame_id=header.frame_id)
+
+
+def read_serialized_image(data: bytes) -> tuple[MessageHeader, DecodedImage]:
+    """Header and pixels (a view of ``data``) of a serialized ``sensor_msgs/Image``."""
+    image = parse_image(data)
+    return image.header, image.decode()
+
+
+def read_serialized_compressed(data: bytes) -> tuple[MessageHeader, DecodedImage]:
+    """Header and decoded pixels of a serialized ``sensor_msgs/CompressedImage``."""
+    image = parse_compressed_image(data)
+    return image.header, image.decode()
+
+
+def read_image_message(message: Image) -> tuple[MessageHeader, DecodedImage]:
+    """Header and pixels (a view of ``message.data``) of an rclpy ``sensor_msgs/Image``."""
+    pixels = decode_image(
+        message.data, message.height, message.width, message.encoding, message.step, message.is_bigendian
+    )
+    return header_fields(message.header), pixels
+
+
+def read_compressed_message(message: CompressedImage) -> tuple[MessageHeader, DecodedImage]:
+    """Header and decoded pixels of an rclpy ``sensor_msgs/CompressedImage``."""
+    return header_fields(message.header), decode_compressed(message.data, message.format)
+
+
+def volatile_qos(reliability: str, depth: int) -> QoSProfile:
+    """Keep-last, volatile QoS with the given reliability name (``best_effort`` | ``reliable``)."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=RELIABILITY[reliability],
+        durability=DurabilityPolicy.VOLATILE,
+    )
+
+
+def with_overrides(spec: ModelSpec, model_path: str, engine_path: str, backend: str) -> ModelSpec:
+    """The spec with the node's ``model_path`` / ``engine_path`` / ``backend`` parameters applied (empty: keep)."""
+    changes: dict[str, Any] = {}
+    if model_path:
+        changes["model"] = Path(model_path).expanduser().resolve()
+    if engine_path:
+        changes["engine"] = Path(engine_path).expanduser().resolve()
+    if backend:
+        changes["backend"] = backend
+    return replace(spec, **changes)
+
+
+def descriptor_of(definition: ParameterDefinition) -> ParameterDescriptor:
+    """The ROS parameter descriptor: description, constraints, read-only flag and numeric range."""
+    descriptor = ParameterDescriptor(
+        description=definition.description,
+        additional_constraints=definition.constraints,
+        read_only=not definition.runtime,
+    )
+    if definition.minimum is not None and definition.maximum is not None:
+        if isinstance(definition.default, float):
+            descriptor.floating_point_range = [
+                FloatingPointRange(from_value=float(definition.minimum), to_value=float(definition.maximum), step=0.0)
+            ]
+        elif isinstance(definition.default, int) and not isinstance(definition.default, bool):
+            descriptor.integer_range = [
+                IntegerRange(from_value=int(definition.minimum), to_value=int(definition.maximum), step=1)
+            ]
+    return descriptor
+
+
+class PerceptionNode(Node):
+    """Subscribes to ``image`` (or ``image/compressed``), runs the model spec's pipeline on the newest frame."""
+
+    task = ""  # "segmentation" | "detection", set by subclasses
+
+    def __init__(self, node_name: str, default_model_spec: str) -> None:
+        super().__init__(node_name)
+        self._definitions: dict[str, ParameterDefinition] = {}
+        self._settings: Settings = {}
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._declare(COMMON_PARAMETERS, {"model_spec": default_model_spec})
+
+        spec_name = self._settings["model_spec"]
+        spec = load_model_spec(spec_name)
+        self.spec = with_overrides(
+            spec, self._settings["model_path"], self._settings["engine_path"], self._settings["backend"]
+        )
+        if self.spec.task != self.task:
+            raise TrtPerceptionError(
+                f"model spec {spec.source or spec_name} is for {self.spec.task}, but this is the {self.task} node"
+            )
+        self._declare(self.task_parameters(), {})
+        self.spec = self.adjust_spec(self.spec)
+        self.pipeline = Pipeline.from_spec(self.spec)
+        self.class_names: Sequence[str] | None = self.spec.labels
+
+        self._stats = NodeStatistics()
+        self._throttle = MessageThrottle(self._settings["warning_period"])
+        self._slot: LatestFrameSlot[FrameReader] = LatestFrameSlot()
+        self._stopping = False
+
+        output_qos = volatile_qos(self._settings["output_reliability"], self._settings["output_depth"])
+        self._outputs: list[tuple[str, Publisher]] = []
+        self.create_outputs(output_qos)
+        self._publish_label_info()
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(self._settings["diagnostics_period"], self._publish_diagnostics)
+        self._input_topic = self._subscribe()
+
+        self._worker = threading.Thread(target=self._work, name=f"{node_name}_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"{self.spec.name} ({self.task}, backend {self.pipeline.backend.name}) on {self._input_topic}"
+        )
+
+    # ---- hooks for subclasses -------------------------------------------------------------
+    def task_parameters(self) -> Sequence[ParameterDefinition]:
+        """Parameters of the task; defaults may come from ``self.spec``."""
+        raise NotImplementedError
+
+    def adjust_spec(self, spec: ModelSpec) -> ModelSpec:
+        """The spec with start-up task parameters applied (before the model is loaded)."""
+        return spec
+
+    def create_outputs(self, qos: QoSProfile) -> None:
+        """Create the result publishers with ``add_output``."""
+        raise NotImplementedError
+
+    def check_setting(self, name: str, value: Any) -> str | None:
+        """Task-specific validation beyond type and range; the reason a value is rejected, or ``None``."""
+        return None
+
+    def apply_settings(self, settings: Settings) -> None:
+        """Bring the pipeline up to date with the current settings (called on the worker before each frame)."""
+
+    def publish_results(self, header: MessageHeader, image: DecodedImage, result: Any, settings: Settings) -> None:
+        """Publish the results of one frame on the enabled outputs, with the input ``header``."""
+        raise NotImplementedError
+
+    def label_info_threshold(self) -> float:
+        """The ``threshold`` of ``~/label_info``."""
+        return 0.0
+
+    # ---- helpers for subclasses ------------------------------------------------------------
+    def add_output(self, message_type: type, topic: str, switch: str, qos: QoSProfile) -> Publisher:
+        """A result publisher, enabled by the bool parameter ``switch``; warns on incompatible subscribers."""
+        publisher = self.create_publisher(
+            message_type, topic, qos,
+            event_callbacks=PublisherEventCallbacks(
+                incompatible_qos=lambda event: self._warn_incompatible_qos(topic, event, "output_reliability")
+            ),
+        )
+        self._outputs.append((switch, publisher))
+        return publisher
+
+    @staticmethod
+    def publish_image(publisher: Publisher, header: MessageHeader, pixels: Any, encoding: str) -> None:
+        """Publish a numpy image (HxW or HxWxC) with ``encoding`` and the input header, pre-serialized."""
+        publisher.publish(serialize_image(header, encode_image(pixels, encoding)))
+
+    # ---- parameters ------------------------------------------------------------------------
+    def _declare(self, definitions: Sequence[ParameterDefinition], defaults: Mapping[str, Any]) -> None:
+        for definition in definitions:
+            if definition.name in defaults:
+                definition = replace(definition, default=defaults[definition.name])
+            self._definitions[definition.name] = definition
+            self.declare_parameter(definition.name, definition.default, descriptor_of(definition))
+
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        changes = {}
+        for parameter in parameters:
+            definition = self._definitions.get(parameter.name)
+            if definition is None:
+                continue
+            reason = check_value(definition, parameter.value) or self.check_setting(parameter.name, parameter.value)
+            if reason is not None:
+                return SetParametersResult(successful=False, reason=reason)
+            changes[parameter.name] = parameter.value
+        if changes:
+            self._settings = {**self._settings, **changes}
+            if "warning_period" in changes and hasattr(self, "_throttle"):
+                self._throttle.period = changes["warning_period"]
+        return SetParametersResult(successful=True)
+
+    # ---- intake ----------------------------------------------------------------------------
+    def _subscribe(self) -> str:
+        qos = volatile_qos(self._settings["input_reliability"], self._settings["input_depth"])
+        raw = self._settings["raw_intake"]
+        readers: dict[bool, Callable[[Any], tuple[MessageHeader, DecodedImage]]] = (
+            {True: read_serialized_compressed, False: read_compressed_message}
+            if self._settings["use_compressed"]
+            else {True: read_serialized_image, False: read_image_message}
+        )
+        read = readers[raw]
+        message_type, topic = (
+            (CompressedImage, "image/compressed") if self._settings["use_compressed"] else (Image, "image")
+        )
+        subscription = self.create_subscription(
+            message_type, topic, lambda message: self._receive(lambda: read(message)), qos, raw=raw,
+            event_callbacks=SubscriptionEventCallbacks(
+                incompatible_qos=lambda event: self._warn_incompatible_qos(topic, event, "input_reliability")
+            ),
+        )
+        return subscription.topic_name
+
+    def _receive(self, frame: FrameReader) -> None:
+        self._stats.frame_received()
+        if self._slot.put(frame):
+            self._stats.frame_dropped()
+
+    def _warn_incompatible_qos(self, topic: str, event: Any, parameter: str) -> None:
+        try:
+            policy = QoSPolicyKind(event.last_policy_kind).name
+        except ValueError:
+            policy = str(event.last_policy_kind)
+        self.get_logger().warning(
+            f"a peer of {topic} has QoS incompatible with this node's (policy {policy}); no messages flow "
+            f"between them. This node uses {parameter}={self._settings[parameter]!r}"
+        )
+
+    # ---- processing ------------------------------------------------------------------------
+    def _anyone_listening(self, settings: Settings) -> bool:
+        return any(settings[switch] and publisher.get_subscription_count() > 0 for switch, publisher in self._outputs)
+
+    def _work(self) -> None:
+        while not self._slot.closed:
+            frame = self._slot.take(timeout=0.5)
+            if frame is None:
+                continue
+            try:
+                self._process(frame)
+            except ImageDecodeError as error:
+                self._report_problem(f"skipped bad input image: {error}", bad_input=True)
+            except InferenceError as error:
+                self._report_problem(f"inference failed: {error}", bad_input=False)
+            except Exception as error:  # noqa: BLE001 - one bad frame must not stop the node
+                if self._stopping:
+                    return
+                self._report_problem(f"frame processing failed: {type(error).__name__}: {error}", bad_input=False)
+
+    def _process(self, frame: FrameReader) -> None:
+        settings = self._settings
+        if settings["lazy"] and not self._anyone_listening(settings):
+            self._stats.frame_skipped_no_subscribers()
+            return
+        start = time.perf_counter()
+        header, image = frame()
+        decoded = time.perf_counter()
+        self.apply_settings(settings)
+        result = self.pipeline.run(image.pixels, image.channel_order)
+        published = time.perf_counter()
+        self.publish_results(header, image, result, settings)
+        done = time.perf_counter()
+        self._stats.frame_processed(
+            {"decode": (decoded - start) * 1e3, **result.timings.milliseconds, "publish": (done - published) * 1e3}
+        )
+
+    def _report_problem(self, message: str, bad_input: bool) -> None:
+        self._stats.frame_failed(message, bad_input)
+        text = self._throttle.admit(message)
+        if text is not None:
+            self.get_logger().warning(text)
+
+    # ---- outputs -----------------------------------------------------------------------------
+    def _publish_label_info(self) -> None:
+        self._label_info = self.create_publisher(LabelInfo, "~/label_info", LABEL_INFO_QOS)
+        names = self.class_names if self.class_names is not None else []
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self._label_info.publish(label_info(header, names, self.label_info_threshold()))
+
+    def _publish_diagnostics(self) -> None:
+        report = self._stats.report()
+        period = self._settings["diagnostics_period"]
+        recent_error = report.seconds_since_error is not None and report.seconds_since_error < max(5.0, 2 * period)
+        level = DiagnosticStatus.WARN if recent_error else DiagnosticStatus.OK
+        message = f"last error: {report.last_error}" if recent_error else "running"
+        values = [
+            ("model", self.spec.name),
+            ("backend", self.pipeline.backend.name),
+            ("input_topic", self._input_topic),
+            *report.key_values,
+        ]
+        status = diagnostic_status(
+            f"{self.get_fully_qualified_name()}: {self.task}", self.spec.name, level, message, values
+        )
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self._diagnostics.publish(DiagnosticArray(header=header, status=[status]))
+
+    # ---- shutdown ----------------------------------------------------------------------------
+    def destroy_node(self) -> None:
+        """Stop the worker, release the model, then destroy the ROS node."""
+        self._stopping = True
+        self._slot.close()
+        if self._worker.is_alive():
+            self._worker.join(timeout=10.0)
+        self.pipeline.close()
+        super().destroy_node()
+
+
+def run_node(create: Callable[[], PerceptionNode], logger_name: str, args: Sequence[str] | None = None) -> int:
+    """Create and spin a node until SIGINT/SIGTERM; the exit code (1 for a fatal start-up error)."""
+    rclpy.init(args=args)
+    node: PerceptionNode | None = None
+    try:
+        node = create()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except STARTUP_ERRORS as error:
+        rclpy.logging.get_logger(logger_name).fatal(f"cannot start: {error}")
+        return 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def main_for(create: Callable[[], PerceptionNode], logger_name: str) -> int:
+    """Console-script entry: run the node with the process arguments; the exit code."""
+    return run_node(create, logger_name, sys.argv)
