@@ -37,11 +37,11 @@ _BLOCK = (32, 8)
 def raw_bytes(pixels: npt.NDArray) -> tuple[npt.NDArray[np.uint8], int]:
     """The bytes spanned by an ``HxWxC`` (or ``HxW``) uint8 image whose rows may be padded, as one
     contiguous 1-D view (no copy), and the row ``step`` in bytes."""
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    height, width, channels = pixels.shape
-    row_step, pixel_step, channel_step = pixels.strides
-    if channel_step != 1 or pixel_step != channels or row_step < width * channels:
+    height, width = pixels.shape[:2]
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    row_step, pixel_step = pixels.strides[:2]
+    channel_step = 1 if pixels.ndim == 2 else pixels.strides[2]
+    if (channels > 1 and channel_step != 1) or pixel_step != channels or row_step < width * channels:
         raise ImageDecodeError(
             f"GPU preprocessing needs interleaved rows (strides (step, {channels}, 1)), got strides {pixels.strides}"
         )

@@ -1,0 +1,132 @@
+"""GPU kernels against the CPU path (needs CuPy and a CUDA device; skipped otherwise).
+
+bench/check_gpu.py runs the full matrix on a GPU machine; these are the quick versions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from trt_perception.decoders import DetectionFilter, create_decoder, filter_detections
+from trt_perception.geometry import ResizeGeometry
+from trt_perception.gpu import gpu_available
+from trt_perception.preprocess import Preprocessor
+from trt_perception.results import Detections
+from trt_perception.spec import DynamicSize, InputSpec, NormalizationSpec
+from trt_perception.visualize import as_rgb, colorize, default_palette, overlay
+
+pytestmark = pytest.mark.skipif(not gpu_available(), reason="CuPy with a CUDA device is not available (CPU-only machine)")
+
+IMAGES = Path(__file__).parent / "fixtures" / "images"
+
+
+@pytest.fixture(scope="module")
+def cupy():
+    import cupy
+
+    return cupy
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        InputSpec(size=(256, 256), layout="NHWC", normalization=NormalizationSpec("unit")),
+        InputSpec(size=DynamicSize(736, 32, 2048), color_order="BGR", resize="keep_aspect_ratio", pad_placement="top_left",
+                  normalization=NormalizationSpec("symmetric")),
+        InputSpec(size=(512, 384), dtype="float16", resize="keep_aspect_ratio", pad_value=(114.0, 114.0, 114.0),
+                  normalization=NormalizationSpec("mean_std", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "unit")),
+        InputSpec(size=(321, 123), dtype="uint8", normalization=NormalizationSpec("none"), interpolation="nearest"),
+        InputSpec(size=(300, 300), normalization=NormalizationSpec("per_image_standardization")),
+    ],
+)
+@pytest.mark.parametrize("order", ["RGB", "BGRA", "MONO"])
+def test_preprocess_matches_cpu(cupy, spec: InputSpec, order: str) -> None:
+    from trt_perception.gpu.preprocess import GpuPreprocessor
+
+    rgb = cv2.cvtColor(cv2.imread(str(IMAGES / "astronaut.png")), cv2.COLOR_BGR2RGB)[:480, :500]
+    pixels = {"RGB": rgb, "BGRA": cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA), "MONO": cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)}[order]
+    padded = np.zeros((pixels.shape[0], pixels.shape[1] * (pixels.ndim == 3 and pixels.shape[2] or 1) + 7), np.uint8)
+    view = padded[:, : padded.shape[1] - 7].reshape(pixels.shape)
+    view[...] = pixels  # rows 7 bytes longer than the pixels, as a padded `step`
+    expected, geometry = Preprocessor(spec)(view, order)
+    gpu = GpuPreprocessor(spec)
+    out = cupy.full(gpu.input_shape(geometry.network_size), 77, spec.dtype)
+    actual, gpu_geometry = gpu(view, order, out=out)
+    assert gpu_geometry == geometry and actual is out
+    np.testing.assert_allclose(cupy.asnumpy(actual).astype(np.float64), expected.astype(np.float64), rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("config", "channels"),
+    [({"type": "logits", "layout": "NCHW"}, 19), ({"type": "logits", "layout": "NHWC", "upsample": "before_argmax"}, 7),
+     ({"type": "binary", "threshold": 0.5}, None), ({"type": "binary", "activation": "sigmoid", "threshold": 0.3,
+                                                     "upsample": "before_threshold"}, None), ({"type": "labels"}, 12)],
+)
+def test_segmentation_decoders_match_cpu(cupy, config: dict, channels: int | None) -> None:
+    from trt_perception.gpu.segmentation import GpuSegmentationDecoder
+
+    rng = np.random.default_rng(5)
+    geometry = ResizeGeometry.letterbox((720, 1280), (512, 512))
+    if config["type"] == "labels":
+        tensor = rng.integers(0, channels, (1, 128, 128), dtype=np.int64)
+    elif config["type"] == "binary":
+        tensor = rng.uniform(0, 1, (1, 128, 128, 1)).astype(np.float32)
+    else:
+        shape = (1, channels, 128, 128) if config["layout"] == "NCHW" else (1, 128, 128, channels)
+        tensor = rng.standard_normal(shape).astype(np.float32)
+    decoder = create_decoder("segmentation", config, channels)
+    gpu_decoder = GpuSegmentationDecoder(decoder)
+    for at_source in (True, False):
+        expected = decoder.decode({"out": tensor}, geometry, at_source)
+        actual = cupy.asnumpy(gpu_decoder.decode({"out": cupy.asarray(tensor)}, geometry, at_source))
+        assert actual.dtype == expected.dtype
+        mismatch = float(np.mean(actual != expected))
+        # Bilinear float resizes of 1-channel maps may differ in the last bits (OpenCV's IPP path).
+        assert mismatch == 0 or (config.get("upsample") == "before_threshold" and mismatch < 1e-4)
+
+
+def test_nonfinite_scores_are_rejected(cupy) -> None:
+    from trt_perception.errors import InferenceError
+    from trt_perception.gpu.segmentation import GpuSegmentationDecoder
+
+    scores = np.zeros((1, 3, 8, 8), np.float32)
+    scores[0, 1, 2, 3] = np.nan
+    gpu_decoder = GpuSegmentationDecoder(create_decoder("segmentation", {"type": "logits", "output": "logits"}, 3))
+    with pytest.raises(InferenceError, match="logits"):
+        gpu_decoder.decode({"logits": cupy.asarray(scores)}, ResizeGeometry.stretch((8, 8), (8, 8)), True)
+
+
+@pytest.mark.parametrize("agnostic", [False, True])
+def test_nms_matches_cpu(agnostic: bool) -> None:
+    from trt_perception.gpu.detection import filter_detections_gpu
+
+    rng = np.random.default_rng(11)
+    corner = rng.uniform(0, 300, (500, 2))
+    boxes = np.hstack([corner, corner + rng.uniform(5, 120, (500, 2))]).astype(np.float32)
+    scores = np.round(rng.uniform(0, 1, 500), 2).astype(np.float32)
+    classes = rng.integers(0, 3, 500)
+    detection_filter = DetectionFilter(0.2, 0.5, agnostic, 40, frozenset({0, 2}))
+    expected = filter_detections(Detections(boxes, scores, classes), detection_filter)
+    actual = filter_detections_gpu(boxes, scores, classes, detection_filter)
+    np.testing.assert_array_equal(actual.boxes, expected.boxes)
+    np.testing.assert_array_equal(actual.class_ids, expected.class_ids)
+
+
+def test_colour_mask_and_overlay_match_cpu(cupy) -> None:
+    from trt_perception.gpu.preprocess import GpuPreprocessor
+    from trt_perception.gpu.visualize import GpuVisualizer
+
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 25, (120, 160)).astype(np.uint8)
+    bgr = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    palette = default_palette(19)
+    visualizer = GpuVisualizer(palette)
+    image, step = GpuPreprocessor(InputSpec(size=(8, 8))).upload(bgr)
+    colours = colorize(labels, palette)
+    np.testing.assert_array_equal(cupy.asnumpy(visualizer.colorize(cupy.asarray(labels))), colours)
+    expected = overlay(as_rgb(bgr, "BGR"), colours, 0.3)
+    np.testing.assert_array_equal(cupy.asnumpy(visualizer.overlay(cupy.asarray(labels), image, step, "BGR", 0.3)), expected)
