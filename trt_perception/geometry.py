@@ -91,7 +91,7 @@ class ResizeGeometry:
 
         Use ``cv2.INTER_NEAREST`` for labels and ``cv2.INTER_LINEAR`` for scores.
         """
-        rows, cols = self.content_window(array.shape[:2])
+        rows, cols = self.content_window((array.shape[0], array.shape[1]))
         crop = array[rows, cols]
         height, width = self.source_size
         if crop.shape[:2] == (height, width):

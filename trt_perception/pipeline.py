@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy.typing as npt
 
 from trt_perception.backends import Backend, create_backend
-from trt_perception.decoders import DetectionFilter, create_decoder, filter_detections
+from trt_perception.decoders import DetectionFilter, SegmentationDecoder, create_decoder, filter_detections
 from trt_perception.errors import SpecError
 from trt_perception.preprocess import Preprocessor
 from trt_perception.results import DetectionResult, Detections, SegmentationResult, StageTimings
@@ -95,13 +95,13 @@ class Pipeline:
         inferred = time.perf_counter()
         result: SegmentationResult | DetectionResult
         timings = StageTimings()
-        if self._detection_filter is None:
+        if isinstance(self.decoder, SegmentationDecoder):
             at_source = self.spec.output_resolution == "source"
-            labels = self.decoder.decode(outputs, geometry, at_source)  # type: ignore[call-arg]
+            labels = self.decoder.decode(outputs, geometry, at_source)
             result = SegmentationResult(labels, self.class_names, geometry, timings)
         else:
-            detection_filter = self._detection_filter
-            network = self.decoder.decode(outputs, geometry, detection_filter.score_threshold)  # type: ignore[call-arg]
+            detection_filter = self.detection_filter
+            network = self.decoder.decode(outputs, geometry, detection_filter.score_threshold)
             in_source = Detections(geometry.boxes_to_source(network.boxes), network.scores, network.class_ids)
             result = DetectionResult(filter_detections(in_source, detection_filter), self.class_names, geometry, timings)
         finished = time.perf_counter()

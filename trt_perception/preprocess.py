@@ -104,9 +104,9 @@ class Preprocessor:
         self._interpolation = INTERPOLATION_FLAGS[spec.interpolation]
         self._dtype = np.dtype(spec.dtype)
         self._per_image = spec.normalization.type == "per_image_standardization"
-        if self._per_image:
-            self._scale, self._offset = np.ones(3, np.float32), np.zeros(3, np.float32)
-        else:
+        self._scale: npt.NDArray[np.float32] = np.ones(3, np.float32)
+        self._offset: npt.NDArray[np.float32] = np.zeros(3, np.float32)
+        if not self._per_image:
             self._scale, self._offset = affine_normalization(spec.normalization)
         self._buffer: npt.NDArray | None = None
 
@@ -208,7 +208,7 @@ class Preprocessor:
         channel_means, channel_stds = cv2.meanStdDev(image)
         to_8bit = 255.0 / _FULL_SCALE[image.dtype]
         mean = float(channel_means.mean())
-        variance = float(np.mean(channel_stds**2 + channel_means**2)) - mean**2
+        variance = float((np.square(channel_stds) + np.square(channel_means)).mean()) - mean**2
         adjusted_std = max(math.sqrt(max(variance, 0.0)) * to_8bit, 1.0 / math.sqrt(image.size))
         return (
             np.full(3, 1.0 / adjusted_std, np.float32),

@@ -65,7 +65,7 @@ def colorize(labels: npt.NDArray[np.unsignedinteger], palette: npt.NDArray[np.ui
     """``HxW`` class indices to ``HxWx3`` RGB colours; indices beyond the palette get default colours."""
     highest = int(labels.max(initial=0))
     if highest >= len(palette):
-        palette = np.concatenate([palette, default_palette(highest + 1)[len(palette) :]])
+        palette = make_palette(palette.tolist(), highest + 1)
     return palette[labels]
 
 
@@ -75,8 +75,8 @@ def overlay(image: npt.NDArray[np.uint8], colors: npt.NDArray[np.uint8], alpha: 
         raise ValueError(f"overlay alpha must be in [0, 1], got {alpha}")
     height, width = image.shape[:2]
     if colors.shape[:2] != (height, width):
-        colors = cv2.resize(colors, (width, height), interpolation=cv2.INTER_NEAREST)
-    return cv2.addWeighted(image, 1.0 - alpha, colors, alpha, 0.0)
+        colors = np.asarray(cv2.resize(colors, (width, height), interpolation=cv2.INTER_NEAREST), np.uint8)
+    return np.asarray(cv2.addWeighted(image, 1.0 - alpha, colors, alpha, 0.0), np.uint8)
 
 
 def draw_detections(

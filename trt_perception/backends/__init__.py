@@ -43,7 +43,7 @@ def create_backend(
             tensorrt_backend = importlib.import_module("trt_perception.backends.tensorrt")
         except ImportError as error:
             raise ModelLoadError(f"the TensorRT backend cannot be loaded for {spec.engine or spec.model}: {error}") from error
-        return tensorrt_backend.create_tensorrt_backend(spec)  # type: ignore[no-any-return]
+        return tensorrt_backend.create_tensorrt_backend(spec)
     from trt_perception.backends.onnxruntime import OnnxRuntimeBackend
 
     assert spec.model is not None

@@ -153,13 +153,14 @@ class OnnxRuntimeBackend:
         buffers = {}
         for info in self._outputs:
             dims = [dim if isinstance(dim, int) else known.get(dim) for dim in self._symbolic_outputs[info.name]]
-            if all(isinstance(dim, int) and dim >= 0 for dim in dims):
-                buffers[info.name] = np.empty(tuple(dims), info.dtype)  # type: ignore[arg-type]
+            shape = tuple(dim for dim in dims if isinstance(dim, int) and dim >= 0)
+            if len(shape) == len(dims):
+                buffers[info.name] = np.empty(shape, info.dtype)
         return buffers
 
     def close(self) -> None:
         """Release the session."""
-        self._session = None  # type: ignore[assignment]
+        del self._session
 
     def _check_inputs(self, inputs: Mapping[str, npt.NDArray]) -> None:
         expected = {info.name: info for info in self._inputs}

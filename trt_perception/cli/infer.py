@@ -148,7 +148,9 @@ def run(args: argparse.Namespace) -> int:
         pipeline.detection_filter = dataclasses.replace(pipeline.detection_filter, score_threshold=args.score_threshold)
     palette = make_palette(spec.palette, len(pipeline.class_names))
     args.output.mkdir(parents=True, exist_ok=True)
-    latency, records, failures, used_stems = LatencyStats(), [], 0, set()
+    latency, failures = LatencyStats(), 0
+    records: list[dict[str, Any]] = []
+    used_stems: set[str] = set()
     show_progress = not args.no_progress and any(path.is_dir() for path in args.inputs)
     for path in tqdm(images, unit="image", disable=not show_progress):
         try:
