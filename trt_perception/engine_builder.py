@@ -11,13 +11,13 @@ spec's input size rule. Differences between TensorRT versions are confined to th
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -27,16 +27,18 @@ from trt_perception.backends.tensorrt import (
     load_standard_plugins,
     make_logger,
     require_tensorrt,
+    shape_of,
 )
-from trt_perception.errors import ImageDecodeError, ModelLoadError
+from trt_perception.errors import ModelLoadError
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
     from trt_perception.spec import InputSpec
 
+LOG = logging.getLogger(__name__)
+
 PRECISIONS = ("fp32", "fp16", "int8")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_LONG_SIDE_FACTOR = 4  # dynamic sizes without max_long_side: long side up to 4x the short side
 
 Shape = tuple[int, ...]
@@ -240,21 +242,23 @@ def _onnx_node_names(onnx_path: Path) -> list[tuple[str, str]]:
 
 
 def calibration_images(folder: Path) -> list[Path]:
-    """Image files in ``folder`` (sorted), or an error naming the folder."""
+    """Image files (.png, .jpg) in ``folder`` and below, or an error naming the folder."""
+    from trt_perception.cli.infer import collect_images
+
     if not folder.is_dir():
         raise EngineBuildError(f"--calib-images {folder}: not a folder")
-    images = sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
+    images = collect_images([folder])
     if not images:
-        raise EngineBuildError(f"--calib-images {folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise EngineBuildError(f"--calib-images {folder}: no .png/.jpg images")
     return images
 
 
 def calibration_tensor(path: Path, preprocess: Callable[[npt.NDArray[np.uint8], str], Any]) -> npt.NDArray:
     """One calibration image through the model's preprocessing."""
-    pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if pixels is None:
-        raise ImageDecodeError(f"--calib-images: cannot read image {path}")
-    tensor, _ = preprocess(pixels, "BGR")
+    from trt_perception.cli.infer import read_image
+
+    pixels, channel_order = read_image(path)
+    tensor, _ = preprocess(pixels, channel_order)
     return np.ascontiguousarray(tensor)
 
 
@@ -288,7 +292,7 @@ def make_entropy_calibrator(
             runtime.memcpy(self.device.ptr, tensor.ctypes.data, tensor.nbytes, runtime.memcpyHostToDevice)
             return [int(self.device.ptr)]
 
-        def read_calibration_cache(self) -> bytes | None:  # type: ignore[override]  # None = calibrate
+        def read_calibration_cache(self) -> bytes | None:  # None: no cache, calibrate
             if cache_path is not None and cache_path.is_file():
                 return cache_path.read_bytes()
             return None
@@ -318,7 +322,7 @@ def _network_inputs(network: trt.INetworkDefinition) -> dict[str, Shape]:
     inputs = {}
     for index in range(network.num_inputs):
         tensor = network.get_input(index)
-        inputs[tensor.name] = tuple(int(dim) for dim in tensor.shape)
+        inputs[tensor.name] = shape_of(tensor.shape)
     return inputs
 
 
@@ -359,7 +363,7 @@ def build_engine(onnx_path: Path, options: BuildOptions, input_spec: InputSpec |
     if ranges:
         profile = builder.create_optimization_profile()
         for name, shape_range in ranges.items():
-            profile.set_shape(name, shape_range.min, shape_range.opt, shape_range.max)
+            profile.set_shape(name, trt.Dims(list(shape_range.min)), trt.Dims(list(shape_range.opt)), trt.Dims(list(shape_range.max)))
         if config.add_optimization_profile(profile) < 0:
             raise EngineBuildError(f"TensorRT rejected the optimization profile {ranges}: {messages.take()}")
     if options.precision == "int8":
@@ -370,7 +374,9 @@ def build_engine(onnx_path: Path, options: BuildOptions, input_spec: InputSpec |
         _configure_dla(builder, config, options.dla_core)
     if options.timing_cache is not None:
         data = options.timing_cache.read_bytes() if options.timing_cache.is_file() else b""
-        config.set_timing_cache(config.create_timing_cache(data), ignore_mismatch=False)
+        if not config.set_timing_cache(config.create_timing_cache(data), ignore_mismatch=False):
+            LOG.warning("timing cache %s was made for another GPU or TensorRT; starting a new one", options.timing_cache)
+            config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise EngineBuildError(f"TensorRT could not build an engine from {onnx_path}: {messages.take() or 'no reason logged'}")
@@ -392,11 +398,10 @@ def _calibrator(
     if input_spec is None:
         raise EngineBuildError("--calib-images needs the model spec, whose preprocessing feeds the calibrator")
     images = calibration_images(options.calib_images)
-    name = input_spec.name or next(iter(ranges), None)
-    if name in ranges:
-        opt = ranges[name].opt
+    image_range = ranges.get(input_spec.name) if input_spec.name else next(iter(ranges.values()), None)
+    opt_hw = (0, 0)  # unused unless the spec's size is dynamic, and then the input is in ``ranges``
+    if image_range is not None:
         height_axis, width_axis = _spatial_axes(input_spec.layout)
-        preprocess = calibration_preprocessor(input_spec, (opt[height_axis], opt[width_axis]))
-    else:
-        preprocess = calibration_preprocessor(input_spec, (0, 0))
+        opt_hw = (image_range.opt[height_axis], image_range.opt[width_axis])
+    preprocess = calibration_preprocessor(input_spec, opt_hw)
     return make_entropy_calibrator(images, preprocess, options.calib_cache)

@@ -218,15 +218,20 @@ class EngineCache:
         LOG.warning("building TensorRT engine %s from %s (this can take minutes)", engine_path, onnx_path)
         started = time.monotonic()
         plan = build_engine(onnx_path, options, input_spec)
-        engine_path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(engine_path, plan)
-        sidecar = {
-            "key": key.as_json(),
-            "onnx": str(onnx_path),
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "build_seconds": round(time.monotonic() - started, 3),
-            "workspace_mib": options.workspace_mib,
-        }
-        _write_atomically(
-            engine_path.with_name(engine_path.name + ".json"), json.dumps(sidecar, indent=2).encode()
-        )
+        store_engine(engine_path, plan, key, onnx_path, time.monotonic() - started, options)
+
+
+def store_engine(
+    engine_path: Path, plan: bytes, key: EngineKey, onnx_path: Path, build_seconds: float, options: BuildOptions
+) -> None:
+    """Write an engine and its JSON sidecar (``<engine>.json``), each atomically, engine first."""
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(engine_path, plan)
+    sidecar = {
+        "key": key.as_json(),
+        "onnx": str(onnx_path),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "build_seconds": round(build_seconds, 3),
+        "workspace_mib": options.workspace_mib,
+    }
+    _write_atomically(engine_path.with_name(engine_path.name + ".json"), json.dumps(sidecar, indent=2).encode())

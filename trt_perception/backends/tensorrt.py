@@ -164,13 +164,17 @@ def load_standard_plugins(logger: trt.ILogger) -> None:
 
     global _plugins_loaded
     if not _plugins_loaded:
-        # The stubs declare the logger as an opaque capsule; TensorRT documents passing an ILogger.
-        if not trt.init_libnvinfer_plugins(logger, ""):  # type: ignore[arg-type]
+        if not trt.init_libnvinfer_plugins(logger, ""):
             raise ModelLoadError("TensorRT could not register its standard plugins (init_libnvinfer_plugins)")
         _plugins_loaded = True
 
 
 # --------------------------------------------------------------------------- version branches
+
+
+def shape_of(dims: trt.Dims) -> Shape:
+    """A TensorRT ``Dims`` as a tuple of ints (``-1`` marks a dynamic dimension)."""
+    return tuple(int(dim) for dim in dims[:])
 
 
 def profile_shapes(engine: trt.ICudaEngine, name: str) -> tuple[Shape, Shape, Shape]:
@@ -183,7 +187,7 @@ def profile_shapes(engine: trt.ICudaEngine, name: str) -> tuple[Shape, Shape, Sh
         shapes = engine.get_tensor_profile_shape(name, 0)
     else:
         shapes = engine.get_profile_shape(0, name)  # type: ignore[attr-defined]  # TensorRT 8.x only
-    low, opt, high = (tuple(int(dim) for dim in shape) for shape in shapes)
+    low, opt, high = (shape_of(shape) for shape in shapes)
     return low, opt, high
 
 
@@ -351,7 +355,7 @@ class TensorRTBackend:
         for index in range(self._engine.num_io_tensors):
             name = self._engine.get_tensor_name(index)
             is_input = self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            shape = tuple(int(dim) for dim in self._engine.get_tensor_shape(name))
+            shape = shape_of(self._engine.get_tensor_shape(name))
             try:
                 dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))
             except TypeError as error:
@@ -427,7 +431,7 @@ class TensorRTBackend:
         output_shapes = {}
         for tensor in self._tensors.values():
             if not tensor.is_input:
-                shape = tuple(int(dim) for dim in self._context.get_tensor_shape(tensor.name))
+                shape = shape_of(self._context.get_tensor_shape(tensor.name))
                 if any(dim < 0 for dim in shape):
                     raise InferenceError(
                         f"output {tensor.name!r} has shape {shape} even with all input shapes set: outputs "
