@@ -43,7 +43,9 @@ def build_model(
     return model
 
 
-def run_model(model: onnx.ModelProto, feeds: Mapping[str, npt.NDArray] | None = None) -> dict[str, npt.NDArray]:
+def run_model(
+    model: onnx.ModelProto, feeds: Mapping[str, npt.NDArray] | None = None
+) -> dict[str, npt.NDArray]:
     """Run ``model`` on CPU with ONNX Runtime; without ``feeds``, every input gets zeros of shape 1s."""
     session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     if feeds is None:
@@ -58,7 +60,9 @@ def run_model(model: onnx.ModelProto, feeds: Mapping[str, npt.NDArray] | None = 
 def constant_outputs_model(outputs: Mapping[str, npt.NDArray]) -> onnx.ModelProto:
     """A graph emitting fixed tensors (e.g. detection rows) whatever its dummy ``image`` input holds."""
     nodes = [
-        helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(array), f"{name}_value"))
+        helper.make_node(
+            "Constant", [], [name], value=numpy_helper.from_array(np.asarray(array), f"{name}_value")
+        )
         for name, array in outputs.items()
     ]
     declared = {
@@ -78,7 +82,9 @@ def colour_scores_model(downsample: int = 1, layout: str = "NCHW") -> onnx.Model
     current = "image"
     if downsample > 1:
         nodes.append(
-            helper.make_node("AveragePool", [current], ["pooled"], kernel_shape=[downsample] * 2, strides=[downsample] * 2)
+            helper.make_node(
+                "AveragePool", [current], ["pooled"], kernel_shape=[downsample] * 2, strides=[downsample] * 2
+            )
         )
         current = "pooled"
     if layout == "NHWC":
@@ -90,7 +96,9 @@ def colour_scores_model(downsample: int = 1, layout: str = "NCHW") -> onnx.Model
     return build_model(nodes, {"image": [1, 3, "H", "W"]}, {"scores": (TensorProto.FLOAT, shape)})
 
 
-def colour_labels_model(downsample: int = 1, shape: str = "B1HW", dtype: int = TensorProto.INT64) -> onnx.ModelProto:
+def colour_labels_model(
+    downsample: int = 1, shape: str = "B1HW", dtype: int = TensorProto.INT64
+) -> onnx.ModelProto:
     """The dominant colour's index computed in the graph (ArgMax), as a fused-argmax model outputs it.
 
     ``shape`` of output ``labels``: ``B1HW`` (keepdims), ``BHW`` or ``BHW1``; ``dtype`` int64 or int32.

@@ -35,13 +35,23 @@ def test_rows_letterboxed_boxes_map_back_to_source() -> None:
         ],
         np.float32,
     )
-    outputs = run_model(constant_outputs_model({"tower_0/detections": rows, "tower_0/wh": np.zeros((1, 2), np.float32)}))
-    decoder = detection_decoder({"type": "rows", "output": "tower_0/detections", "columns": ["x1", "y1", "x2", "y2", "score", "class"]})
+    outputs = run_model(
+        constant_outputs_model({"tower_0/detections": rows, "tower_0/wh": np.zeros((1, 2), np.float32)})
+    )
+    decoder = detection_decoder(
+        {
+            "type": "rows",
+            "output": "tower_0/detections",
+            "columns": ["x1", "y1", "x2", "y2", "score", "class"],
+        }
+    )
     detections = decoder.decode(outputs, LETTERBOX, score_threshold=0.3)
     np.testing.assert_allclose(detections.scores, [0.9, 0.5])
     np.testing.assert_array_equal(detections.class_ids, [3, 0])
     # Source = (network - offset) / 0.8: the whole content maps to the whole 640x480 image.
-    np.testing.assert_allclose(LETTERBOX.boxes_to_source(detections.boxes), [[125, 125, 375, 375], [0, 0, 640, 480]], atol=1e-4)
+    np.testing.assert_allclose(
+        LETTERBOX.boxes_to_source(detections.boxes), [[125, 125, 375, 375], [0, 0, 640, 480]], atol=1e-4
+    )
 
 
 def test_rows_normalized_centre_size_with_skipped_column_and_no_class() -> None:
@@ -63,14 +73,24 @@ def test_efficient_nms_tf_style_yxyx_normalized_one_based_truncated() -> None:
             {
                 "num_detections": np.array([2], np.float32),
                 "detection_boxes": np.array(
-                    [[[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 1.0], [0.3, 0.3, 0.4, 0.4], [0.0, 0.0, 0.0, 0.0]]], np.float32
+                    [
+                        [
+                            [0.1, 0.2, 0.5, 0.6],
+                            [0.0, 0.0, 1.0, 1.0],
+                            [0.3, 0.3, 0.4, 0.4],
+                            [0.0, 0.0, 0.0, 0.0],
+                        ]
+                    ],
+                    np.float32,
                 ),
                 "detection_scores": np.array([[0.9, 0.4, 0.95, 0.0]], np.float32),  # row 2 is padding
                 "detection_classes": np.array([[1, 18, 5, 0]], np.float32),
             }
         )
     )
-    decoder = detection_decoder({"type": "efficient_nms", "box_format": "yxyx", "normalized": True, "class_offset": 1})
+    decoder = detection_decoder(
+        {"type": "efficient_nms", "box_format": "yxyx", "normalized": True, "class_offset": 1}
+    )
     detections = decoder.decode(outputs, NETWORK_400x600, score_threshold=0.3)
     np.testing.assert_allclose(detections.boxes, [[120, 40, 360, 200], [0, 0, 600, 400]], atol=1e-4)
     np.testing.assert_allclose(detections.scores, [0.9, 0.4])
@@ -85,7 +105,13 @@ def test_efficient_nms_plugin_style_int_outputs() -> None:
         "scores": np.array([[0.7, 0.9]], np.float32),
         "classes": np.array([[4, 2]], np.int32),
     }
-    config = {"type": "efficient_nms", "num_detections": "num", "boxes": "boxes", "scores": "scores", "classes": "classes"}
+    config = {
+        "type": "efficient_nms",
+        "num_detections": "num",
+        "boxes": "boxes",
+        "scores": "scores",
+        "classes": "classes",
+    }
     detections = detection_decoder(config).decode(outputs, NETWORK_400x600, 0.5)
     np.testing.assert_array_equal(detections.boxes, [[10, 20, 30, 40]])
     np.testing.assert_array_equal(detections.class_ids, [4])
@@ -100,7 +126,11 @@ def test_boxes_scores_classes_torchvision_dynamic_count() -> None:
     detections = detection_decoder({"type": "boxes_scores_classes"}, 92).decode(outputs, NETWORK_400x600, 0.5)
     np.testing.assert_array_equal(detections.boxes, [[5, 6, 50, 60], [1, 2, 3, 4]])
     np.testing.assert_array_equal(detections.class_ids, [1, 91])
-    empty = {"boxes": np.zeros((1, 0, 4), np.float32), "scores": np.zeros((1, 0), np.float32), "labels": np.zeros((1, 0), np.int64)}
+    empty = {
+        "boxes": np.zeros((1, 0, 4), np.float32),
+        "scores": np.zeros((1, 0), np.float32),
+        "labels": np.zeros((1, 0), np.int64),
+    }
     assert len(detection_decoder({"type": "boxes_scores_classes"}).decode(empty, NETWORK_400x600, 0.5)) == 0
 
 
@@ -121,7 +151,8 @@ def test_yolov8_head() -> None:
 def test_yolov5_head_multiplies_objectness() -> None:
     objectness = np.array([[[0.5], [1.0], [1.0]]], np.float32)
     outputs = run_model(
-        yolo_head_model(3, "v5"), {"boxes": YOLO_BOXES, "objectness": objectness, "class_scores": YOLO_CLASS_SCORES}
+        yolo_head_model(3, "v5"),
+        {"boxes": YOLO_BOXES, "objectness": objectness, "class_scores": YOLO_CLASS_SCORES},
     )
     assert outputs["output0"].shape == (1, 3, 8)
     # Scores: 0.5 * 0.9 = 0.45, 1.0 * 0.3 (below 0.4, dropped), 1.0 * 0.7.
@@ -138,14 +169,17 @@ def test_yolo_version_from_shape() -> None:
     scores = rng.uniform(size=(1, 8, 2)).astype(np.float32)
     v8 = run_model(yolo_head_model(2, "v8"), {"boxes": boxes, "class_scores": scores})  # [1, 6, 8]
     v5 = run_model(
-        yolo_head_model(2, "v5"), {"boxes": boxes, "objectness": np.ones((1, 8, 1), np.float32), "class_scores": scores}
+        yolo_head_model(2, "v5"),
+        {"boxes": boxes, "objectness": np.ones((1, 8, 1), np.float32), "class_scores": scores},
     )  # [1, 8, 7]
     for outputs in (v8, v5):
         detections = detection_decoder({"type": "yolo"}, None).decode(outputs, NETWORK_400x600, 0.0)
         np.testing.assert_allclose(detections.scores, scores[0].max(axis=1))
         np.testing.assert_array_equal(detections.class_ids, scores[0].argmax(axis=1))
     # A v8 head with fewer candidates than channels: [1, 84, 3] is recognised from 80 labels.
-    few = {"output0": np.concatenate([YOLO_BOXES, np.zeros((1, 3, 80), np.float32)], axis=2).transpose(0, 2, 1)}
+    few = {
+        "output0": np.concatenate([YOLO_BOXES, np.zeros((1, 3, 80), np.float32)], axis=2).transpose(0, 2, 1)
+    }
     few["output0"][0, 4 + 79, 0] = 0.8
     detections = detection_decoder({"type": "yolo"}, 80).decode(few, NETWORK_400x600, 0.5)
     np.testing.assert_array_equal(detections.class_ids, [79])
@@ -153,7 +187,10 @@ def test_yolo_version_from_shape() -> None:
 
 def test_yolo_shape_not_matching_labels() -> None:
     outputs = {"output0": np.zeros((1, 84, 8400), np.float32)}
-    with pytest.raises(InferenceError, match=r"'output0' has shape \[1, 84, 8400\]; expected a YOLO head \[B,4\+20,N\] or \[B,N,5\+20\]"):
+    with pytest.raises(
+        InferenceError,
+        match=r"'output0' has shape \[1, 84, 8400\]; expected a YOLO head \[B,4\+20,N\] or \[B,N,5\+20\]",
+    ):
         detection_decoder({"type": "yolo"}, 20).decode(outputs, NETWORK_400x600, 0.5)
     with pytest.raises(InferenceError, match=r"expected a YOLO head \[B,N,5\+80\]"):
         detection_decoder({"type": "yolo", "version": "v5"}, 80).decode(outputs, NETWORK_400x600, 0.5)
@@ -196,16 +233,32 @@ ROWS_CONFIG = {"type": "rows", "output": "det"}
 @pytest.mark.parametrize(
     ("config", "outputs", "message"),
     [
-        (ROWS_CONFIG, {"boxes": np.zeros((1, 2, 6))}, "'det' .decoder.output. not found; available outputs: boxes"),
-        (ROWS_CONFIG, {"det": np.zeros((1, 1, 2, 6))}, r"'det' has shape \[1, 1, 2, 6\]; expected \[N,K\] or \[B,N,K\]"),
+        (
+            ROWS_CONFIG,
+            {"boxes": np.zeros((1, 2, 6))},
+            "'det' .decoder.output. not found; available outputs: boxes",
+        ),
+        (
+            ROWS_CONFIG,
+            {"det": np.zeros((1, 1, 2, 6))},
+            r"'det' has shape \[1, 1, 2, 6\]; expected \[N,K\] or \[B,N,K\]",
+        ),
         (ROWS_CONFIG, {"det": np.zeros((1, 2, 5))}, "5 columns, but decoder.columns uses column 5"),
         (ROWS_CONFIG, {"det": np.array([[[0, 0, 1, 1, np.nan, 0]]])}, "'det' contains 1 NaN"),
         (ROWS_CONFIG, {"det": np.array([[[0, 0, np.inf, 1, 0.9, 0]]])}, "'det' contains 1 NaN or infinite"),
-        (ROWS_CONFIG, {"det": np.array([[[0, 0, 1, 1, 0.9, 80]]])}, "'det' gives class indices 80..80 .* within 0..79"),
+        (
+            ROWS_CONFIG,
+            {"det": np.array([[[0, 0, 1, 1, 0.9, 80]]])},
+            "'det' gives class indices 80..80 .* within 0..79",
+        ),
         (
             {"type": "efficient_nms"},
-            {"num_detections": np.array([[5]]), "detection_boxes": np.zeros((1, 3, 4)),
-             "detection_scores": np.zeros((1, 3)), "detection_classes": np.zeros((1, 3))},
+            {
+                "num_detections": np.array([[5]]),
+                "detection_boxes": np.zeros((1, 3, 4)),
+                "detection_scores": np.zeros((1, 3)),
+                "detection_classes": np.zeros((1, 3)),
+            },
             "'num_detections' says 5 detections, but there are 3 boxes",
         ),
         (
@@ -219,7 +272,11 @@ ROWS_CONFIG = {"type": "rows", "output": "det"}
             "'labels' gives class indices -1..-1 after decoder.class_offset 1",
         ),
         ({"type": "yolo"}, {"output0": np.zeros((1, 84))}, r"'output0' has shape \[1, 84\]"),
-        ({"type": "detr"}, {"pred_logits": np.zeros((1, 4, 81)), "pred_boxes": np.zeros((1, 5, 4))}, r"'pred_boxes' has shape \[1, 5, 4\]; expected \[B,4,4\]"),
+        (
+            {"type": "detr"},
+            {"pred_logits": np.zeros((1, 4, 81)), "pred_boxes": np.zeros((1, 5, 4))},
+            r"'pred_boxes' has shape \[1, 5, 4\]; expected \[B,4,4\]",
+        ),
     ],
 )
 def test_bad_outputs_raise_inference_error(config, outputs, message) -> None:
@@ -230,13 +287,28 @@ def test_bad_outputs_raise_inference_error(config, outputs, message) -> None:
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"type": "ssd"}, "decoder.type: 'ssd' is not one of efficient_nms, rows, boxes_scores_classes, yolo, detr"),
+        (
+            {"type": "ssd"},
+            "decoder.type: 'ssd' is not one of efficient_nms, rows, boxes_scores_classes, yolo, detr",
+        ),
         ({"type": "rows", "columns": {"x1": 0, "y1": 1, "x2": 2}}, "decoder.columns: needs box columns"),
-        ({"type": "rows", "columns": {"x1": 0, "y1": 1, "x2": 2, "y2": 3}}, "decoder.columns.score: required"),
-        ({"type": "rows", "columns": {"x1": 0, "y1": 1, "x2": 2, "y2": 3, "score": -1}}, "decoder.columns.score: -1 is less than 0"),
-        ({"type": "rows", "columns": ["x1", "y1", "x2", "y2", "score", "scor"]}, "decoder.columns.scor: unknown parameter"),
+        (
+            {"type": "rows", "columns": {"x1": 0, "y1": 1, "x2": 2, "y2": 3}},
+            "decoder.columns.score: required",
+        ),
+        (
+            {"type": "rows", "columns": {"x1": 0, "y1": 1, "x2": 2, "y2": 3, "score": -1}},
+            "decoder.columns.score: -1 is less than 0",
+        ),
+        (
+            {"type": "rows", "columns": ["x1", "y1", "x2", "y2", "score", "scor"]},
+            "decoder.columns.scor: unknown parameter",
+        ),
         ({"type": "rows", "columns": ["x1", "x1"]}, "decoder.columns: expected distinct column names"),
-        ({"type": "efficient_nms", "box_format": "xxyy"}, "decoder.box_format: 'xxyy' is not one of xyxy, yxyx, cxcywh, xywh"),
+        (
+            {"type": "efficient_nms", "box_format": "xxyy"},
+            "decoder.box_format: 'xxyy' is not one of xyxy, yxyx, cxcywh, xywh",
+        ),
         ({"type": "efficient_nms", "normalized": "yes"}, "decoder.normalized: expected true or false"),
         ({"type": "efficient_nms", "class_offset": 0.5}, "decoder.class_offset: expected an integer"),
         ({"type": "yolo", "version": "v7"}, "decoder.version: 'v7' is not one of auto, v5, v8"),
@@ -268,6 +340,8 @@ def test_centernet_rows_on_quokka_match_annotation() -> None:
     decoder = detection_decoder({"type": "rows", "output": "tower_0/detections"})
     detections = filter_detections(decoder.decode(outputs, geometry, 0.3), DetectionFilter(0.3, 0.45))
     assert len(detections) == 1
-    annotation = json.loads((FIXTURES / "images" / "quokka_annotations.json").read_text())["bounding_boxes"][0]
+    annotation = json.loads((FIXTURES / "images" / "quokka_annotations.json").read_text())["bounding_boxes"][
+        0
+    ]
     expected = np.array([annotation[key] for key in ("x1", "y1", "x2", "y2")])
     assert box_iou(geometry.boxes_to_source(detections.boxes)[0], expected) >= 0.9

@@ -7,7 +7,13 @@ import numpy.typing as npt
 import pytest
 from onnx import TensorProto
 
-from onnx_builders import activation_model, colour_labels_model, colour_scores_model, constant_outputs_model, run_model
+from onnx_builders import (
+    activation_model,
+    colour_labels_model,
+    colour_scores_model,
+    constant_outputs_model,
+    run_model,
+)
 from trt_perception.decoders import create_decoder
 from trt_perception.decoders.segmentation import SegmentationDecoder
 from trt_perception.errors import InferenceError, SpecError
@@ -69,7 +75,9 @@ def test_labels_at_source_exactly_undo_letterbox(grid_size, source, network, pla
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize(("grid_size", "source", "network", "placement"), QUARTER_RESOLUTION_CASES)
-def test_logits_at_quarter_resolution_map_back_to_source(grid_size, source, network, placement, layout) -> None:
+def test_logits_at_quarter_resolution_map_back_to_source(
+    grid_size, source, network, placement, layout
+) -> None:
     """SegFormer-style output at 1/4 of the network resolution, argmax then nearest upsampling."""
     geometry = ResizeGeometry.letterbox(source, network, placement)
     grid = random_grid(grid_size, seed=sum(network) + len(layout))
@@ -78,12 +86,16 @@ def test_logits_at_quarter_resolution_map_back_to_source(grid_size, source, netw
     np.testing.assert_array_equal(decoder.decode(outputs, geometry, at_source=True), upscale(grid, source))
 
 
-@pytest.mark.parametrize(("shape", "dtype"), [("B1HW", TensorProto.INT64), ("BHW", TensorProto.INT32), ("BHW1", TensorProto.INT32)])
+@pytest.mark.parametrize(
+    ("shape", "dtype"), [("B1HW", TensorProto.INT64), ("BHW", TensorProto.INT32), ("BHW1", TensorProto.INT32)]
+)
 def test_labels_layouts_at_network_size(shape, dtype) -> None:
     geometry = ResizeGeometry.letterbox((24, 32), (64, 64))
     grid = random_grid((6, 8), seed=3)
     outputs = run_model(colour_labels_model(4, shape, dtype), {"image": network_image(grid, geometry)})
-    labels = segmentation_decoder({"type": "labels", "output": "labels"}).decode(outputs, geometry, at_source=False)
+    labels = segmentation_decoder({"type": "labels", "output": "labels"}).decode(
+        outputs, geometry, at_source=False
+    )
     expected = np.full((64, 64), PAD_CLASS)
     expected[8:56, :] = upscale(grid, (48, 64))
     np.testing.assert_array_equal(labels, expected)
@@ -117,6 +129,7 @@ def test_logits_before_argmax_interpolates_scores() -> None:
 
 def bilinear(array: npt.NDArray, size: tuple[int, int]) -> npt.NDArray:
     """Reference half-pixel-centred bilinear resize of ``HxWxC`` with edge clamping."""
+
     def axis_weights(n_in: int, n_out: int) -> tuple[npt.NDArray, npt.NDArray, npt.NDArray]:
         position = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
         low = np.floor(position).astype(int)
@@ -180,18 +193,58 @@ STRETCH = ResizeGeometry.stretch((4, 4), (4, 4))
 @pytest.mark.parametrize(
     ("config", "outputs", "message"),
     [
-        ({"type": "labels", "output": "argmax"}, {"out": np.zeros((1, 4, 4), np.int64)}, "'argmax'.*available outputs: out"),
-        ({"type": "labels"}, {"a": np.zeros((1, 4, 4)), "b": np.zeros((1, 4, 4))}, "decoder.output is not set.*a, b"),
+        (
+            {"type": "labels", "output": "argmax"},
+            {"out": np.zeros((1, 4, 4), np.int64)},
+            "'argmax'.*available outputs: out",
+        ),
+        (
+            {"type": "labels"},
+            {"a": np.zeros((1, 4, 4)), "b": np.zeros((1, 4, 4))},
+            "decoder.output is not set.*a, b",
+        ),
         ({"type": "labels"}, {"out": np.zeros((4, 4), np.int64)}, r"'out' has shape \[4, 4\]"),
-        ({"type": "labels"}, {"out": np.zeros((1, 2, 4, 4), np.int64)}, r"'out' has shape \[1, 2, 4, 4\]; expected one channel"),
+        (
+            {"type": "labels"},
+            {"out": np.zeros((1, 2, 4, 4), np.int64)},
+            r"'out' has shape \[1, 2, 4, 4\]; expected one channel",
+        ),
         ({"type": "labels"}, {"out": np.zeros((1, 4, 4), np.float32)}, "'out' has dtype float32.*logits"),
-        ({"type": "labels"}, {"out": np.full((1, 4, 4), 3, np.int32)}, "'out' holds class indices 3..3, outside 0..2"),
-        ({"type": "logits"}, {"out": np.zeros((1, 3, 4), np.float32)}, r"'out' has shape \[1, 3, 4\]; expected \[B,C,H,W\]"),
-        ({"type": "logits"}, {"out": np.zeros((1, 4, 4, 4), np.float32)}, "'out' has 4 class channels but the spec has 3 labels"),
-        ({"type": "logits", "layout": "NHWC"}, {"out": np.zeros((1, 4, 4, 1), np.float32)}, "at least 2 class channels.*binary"),
-        ({"type": "logits"}, {"out": np.full((1, 3, 4, 4), np.nan, np.float32)}, "'out' contains 48 NaN or infinite"),
-        ({"type": "binary"}, {"out": np.array([[[np.inf, 0], [0, 0]]], np.float32)}, "'out' contains 1 NaN or infinite"),
-        ({"type": "binary"}, {"out": np.zeros((1, 0, 4), np.float32)}, r"'out' is empty \(shape \[1, 0, 4\]\)"),
+        (
+            {"type": "labels"},
+            {"out": np.full((1, 4, 4), 3, np.int32)},
+            "'out' holds class indices 3..3, outside 0..2",
+        ),
+        (
+            {"type": "logits"},
+            {"out": np.zeros((1, 3, 4), np.float32)},
+            r"'out' has shape \[1, 3, 4\]; expected \[B,C,H,W\]",
+        ),
+        (
+            {"type": "logits"},
+            {"out": np.zeros((1, 4, 4, 4), np.float32)},
+            "'out' has 4 class channels but the spec has 3 labels",
+        ),
+        (
+            {"type": "logits", "layout": "NHWC"},
+            {"out": np.zeros((1, 4, 4, 1), np.float32)},
+            "at least 2 class channels.*binary",
+        ),
+        (
+            {"type": "logits"},
+            {"out": np.full((1, 3, 4, 4), np.nan, np.float32)},
+            "'out' contains 48 NaN or infinite",
+        ),
+        (
+            {"type": "binary"},
+            {"out": np.array([[[np.inf, 0], [0, 0]]], np.float32)},
+            "'out' contains 1 NaN or infinite",
+        ),
+        (
+            {"type": "binary"},
+            {"out": np.zeros((1, 0, 4), np.float32)},
+            r"'out' is empty \(shape \[1, 0, 4\]\)",
+        ),
     ],
 )
 def test_bad_outputs_raise_inference_error(config, outputs, message) -> None:
@@ -210,12 +263,24 @@ def test_labels_without_spec_labels_reject_values_beyond_uint8() -> None:
     [
         ({"type": "argmax"}, 3, "decoder.type: 'argmax' is not one of labels, logits, binary"),
         ({"output": "x"}, 3, "decoder.type: required parameter is missing"),
-        ({"type": "labels", "treshold": 0.5}, 3, r"decoder.treshold: unknown parameter \(allowed: output, type\)"),
+        (
+            {"type": "labels", "treshold": 0.5},
+            3,
+            r"decoder.treshold: unknown parameter \(allowed: output, type\)",
+        ),
         ({"type": "logits", "layout": "CHW"}, 3, "decoder.layout: 'CHW' is not one of NCHW, NHWC"),
         ({"type": "logits", "upsample": "bilinear"}, 3, "decoder.upsample: 'bilinear' is not one of"),
         ({"type": "binary", "threshold": "high"}, 2, "decoder.threshold: expected a number"),
-        ({"type": "binary", "threshold": 1.5, "activation": "sigmoid"}, 2, "decoder.threshold: with activation sigmoid"),
-        ({"type": "binary", "activation": "softmax"}, 2, "decoder.activation: 'softmax' is not one of none, sigmoid"),
+        (
+            {"type": "binary", "threshold": 1.5, "activation": "sigmoid"},
+            2,
+            "decoder.threshold: with activation sigmoid",
+        ),
+        (
+            {"type": "binary", "activation": "softmax"},
+            2,
+            "decoder.activation: 'softmax' is not one of none, sigmoid",
+        ),
         ({"type": "labels", "output": 5}, 3, "decoder.output: expected a non-empty string"),
         ({"type": "labels"}, 0, "labels: expected at least one label"),
         ({"type": "labels"}, 70000, "labels: 70000 classes"),

@@ -20,13 +20,16 @@ def reference_iou(a: list[float], b: list[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def reference_nms(boxes: list[list[float]], scores: list[float], threshold: float, classes: list[int] | None) -> list[int]:
+def reference_nms(
+    boxes: list[list[float]], scores: list[float], threshold: float, classes: list[int] | None
+) -> list[int]:
     """Textbook greedy NMS: best score first (ties: lower index), drop what overlaps a kept box."""
     order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
     kept: list[int] = []
     for candidate in order:
         if all(
-            (classes is not None and classes[k] != classes[candidate]) or reference_iou(boxes[k], boxes[candidate]) <= threshold
+            (classes is not None and classes[k] != classes[candidate])
+            or reference_iou(boxes[k], boxes[candidate]) <= threshold
             for k in kept
         ):
             kept.append(candidate)
@@ -50,7 +53,12 @@ def test_nms_matches_reference(rows, threshold, per_class) -> None:
     boxes = [row[0] for row in rows]
     scores = [row[1] for row in rows]
     classes = [row[2] for row in rows] if per_class else None
-    kept = nms(np.array(boxes).reshape(-1, 4), np.array(scores), threshold, None if classes is None else np.array(classes))
+    kept = nms(
+        np.array(boxes).reshape(-1, 4),
+        np.array(scores),
+        threshold,
+        None if classes is None else np.array(classes),
+    )
     assert kept.dtype == np.int64
     assert kept.tolist() == reference_nms(boxes, scores, threshold, classes)
 
@@ -61,7 +69,9 @@ def test_nms_max_output_equals_truncation(rows, limit) -> None:
     boxes = np.array([row[0] for row in rows]).reshape(-1, 4)
     scores = np.array([row[1] for row in rows])
     classes = np.array([row[2] for row in rows])
-    assert nms(boxes, scores, 0.5, classes, limit).tolist() == nms(boxes, scores, 0.5, classes)[:limit].tolist()
+    assert (
+        nms(boxes, scores, 0.5, classes, limit).tolist() == nms(boxes, scores, 0.5, classes)[:limit].tolist()
+    )
 
 
 def test_nms_threshold_is_exclusive() -> None:
@@ -88,9 +98,13 @@ def as_detections(rows) -> Detections:
     st.integers(1, 10),
     st.one_of(st.none(), st.sets(st.integers(0, 3), max_size=3)),
 )
-def test_filter_detections_matches_reference(rows, score_threshold, nms_iou, agnostic, max_detections, allowed) -> None:
+def test_filter_detections_matches_reference(
+    rows, score_threshold, nms_iou, agnostic, max_detections, allowed
+) -> None:
     candidates = [
-        i for i, row in enumerate(rows) if row[1] >= score_threshold and (allowed is None or row[2] in allowed)
+        i
+        for i, row in enumerate(rows)
+        if row[1] >= score_threshold and (allowed is None or row[2] in allowed)
     ]
     boxes = [rows[i][0] for i in candidates]
     scores = [rows[i][1] for i in candidates]

@@ -70,10 +70,14 @@ def create_decoder(
     """
     if task not in DECODERS:
         raise SpecError(f"task: {task!r} is not one of {', '.join(DECODERS)}")
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+    ):
         raise SpecError(f"labels: expected at least one label, got {num_classes!r} classes")
     if task == "segmentation" and num_classes is not None and num_classes > MAX_SEGMENTATION_CLASSES:
-        raise SpecError(f"labels: {num_classes} classes; label images hold at most {MAX_SEGMENTATION_CLASSES}")
+        raise SpecError(
+            f"labels: {num_classes} classes; label images hold at most {MAX_SEGMENTATION_CLASSES}"
+        )
     params = DecoderParams(config)
     kind = params.string("type", choices=tuple(DECODERS[task]))
     decoder = DECODERS[task][kind](params, num_classes)

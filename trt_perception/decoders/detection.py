@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +21,7 @@ from trt_perception.geometry import ResizeGeometry
 from trt_perception.results import Detections
 
 
+@dataclass
 class DetectionDecoder(ABC):
     """Turns the outputs of a detection model into detections in network-input pixels.
 
@@ -27,9 +29,8 @@ class DetectionDecoder(ABC):
     (e.g. 1 for TF Object Detection API exports whose label maps start at 1).
     """
 
-    def __init__(self, class_offset: int, num_classes: int | None) -> None:
-        self.class_offset = class_offset
-        self.num_classes = num_classes
+    class_offset: int
+    num_classes: int | None
 
     @abstractmethod
     def decode(
@@ -63,6 +64,7 @@ def _batch_item(name: str, array: npt.NDArray, item_rank: int, expected: str) ->
     return array[0] if array.ndim == item_rank + 1 else array
 
 
+@dataclass
 class SeparateTensorsDecoder(DetectionDecoder):
     """Boxes, scores and classes in separate tensors, optionally with a valid-detection count.
 
@@ -70,27 +72,17 @@ class SeparateTensorsDecoder(DetectionDecoder):
     torchvision-style exports with a dynamic number of detections (``boxes_scores_classes``).
     """
 
-    def __init__(
-        self,
-        boxes: str,
-        scores: str,
-        classes: str | None,
-        num_detections: str | None,
-        box_format: str,
-        normalized: bool,
-        class_offset: int,
-        num_classes: int | None,
-    ) -> None:
-        super().__init__(class_offset, num_classes)
-        self.boxes = boxes
-        self.scores = scores
-        self.classes = classes
-        self.num_detections = num_detections
-        self.box_format = box_format
-        self.normalized = normalized
+    boxes: str
+    scores: str
+    classes: str | None
+    num_detections: str | None
+    box_format: str
+    normalized: bool
 
     @classmethod
-    def efficient_nms_from_params(cls, params: DecoderParams, num_classes: int | None) -> SeparateTensorsDecoder:
+    def efficient_nms_from_params(
+        cls, params: DecoderParams, num_classes: int | None
+    ) -> SeparateTensorsDecoder:
         """EfficientNMS / TF OD API tensor names by default; all four are configurable."""
         return cls._from_params(
             params, num_classes, "detection_boxes", "detection_scores", "detection_classes", "num_detections"
@@ -130,7 +122,9 @@ class SeparateTensorsDecoder(DetectionDecoder):
         boxes_name, boxes_tensor = select_output(outputs, self.boxes, "decoder.boxes")
         boxes = _batch_item(boxes_name, boxes_tensor, 2, "[N,4] or [B,N,4]")
         if boxes.shape[1] != 4:
-            raise InferenceError(f"output '{boxes_name}' has shape {list(boxes_tensor.shape)}; expected [B,N,4]")
+            raise InferenceError(
+                f"output '{boxes_name}' has shape {list(boxes_tensor.shape)}; expected [B,N,4]"
+            )
         count = self._valid_count(outputs, len(boxes))
         scores_name, scores = self._per_box(outputs, self.scores, "decoder.scores", len(boxes), boxes_name)
         scores = scores[:count]
@@ -138,10 +132,13 @@ class SeparateTensorsDecoder(DetectionDecoder):
         keep = np.flatnonzero(scores >= score_threshold)
         kept_boxes = boxes[keep]
         require_finite(boxes_name, kept_boxes)
+        class_ids: npt.NDArray[np.int64]
         if self.classes is None:
             class_ids = np.zeros(len(keep), np.int64)
         else:
-            classes_name, classes = self._per_box(outputs, self.classes, "decoder.classes", len(boxes), boxes_name)
+            classes_name, classes = self._per_box(
+                outputs, self.classes, "decoder.classes", len(boxes), boxes_name
+            )
             require_finite(classes_name, classes[keep])
             class_ids = self._class_ids(classes_name, classes[keep])
         xyxy = to_xyxy(kept_boxes, self.box_format, self.normalized, geometry.network_size)
@@ -188,6 +185,7 @@ def _column_indices(params: DecoderParams) -> object:
     return {name: index for index, name in enumerate(columns) if name is not None}
 
 
+@dataclass
 class RowsDecoder(DetectionDecoder):
     """One tensor ``[B,N,K]`` (or ``[N,K]``) with a detection per row, its columns named by ``columns``.
 
@@ -197,24 +195,12 @@ class RowsDecoder(DetectionDecoder):
     (all class 0 without it).
     """
 
-    def __init__(
-        self,
-        output: str | None,
-        box_format: str,
-        box_columns: list[int],
-        score_column: int,
-        class_column: int | None,
-        normalized: bool,
-        class_offset: int,
-        num_classes: int | None,
-    ) -> None:
-        super().__init__(class_offset, num_classes)
-        self.output = output
-        self.box_format = box_format
-        self.box_columns = box_columns
-        self.score_column = score_column
-        self.class_column = class_column
-        self.normalized = normalized
+    output: str | None
+    box_format: str
+    box_columns: list[int]
+    score_column: int
+    class_column: int | None
+    normalized: bool
 
     @classmethod
     def from_params(cls, params: DecoderParams, num_classes: int | None) -> RowsDecoder:
@@ -225,20 +211,22 @@ class RowsDecoder(DetectionDecoder):
         box_format = next((fmt for fmt, names in _ROW_BOX_COLUMNS.items() if set(names) <= present), None)
         if box_format is None:
             choices = " or ".join(",".join(names) for names in _ROW_BOX_COLUMNS.values())
-            raise SpecError(f"{params.key('columns')}: needs box columns {choices}; got {', '.join(columns.names())}")
+            raise SpecError(
+                f"{params.key('columns')}: needs box columns {choices}; got {', '.join(columns.names())}"
+            )
         box_columns = [columns.integer(name, minimum=0) for name in _ROW_BOX_COLUMNS[box_format]]
         score_column = columns.integer("score", minimum=0)
         class_column = columns.integer("class", minimum=0) if "class" in present else None
         columns.finish()
         return cls(
-            output,
-            box_format,
-            box_columns,
-            score_column,
-            class_column,
-            params.boolean("normalized", False),
-            _class_offset(params),
-            num_classes,
+            class_offset=_class_offset(params),
+            num_classes=num_classes,
+            output=output,
+            box_format=box_format,
+            box_columns=box_columns,
+            score_column=score_column,
+            class_column=class_column,
+            normalized=params.boolean("normalized", False),
         )
 
     def decode(
@@ -246,7 +234,9 @@ class RowsDecoder(DetectionDecoder):
     ) -> Detections:
         name, tensor = select_output(outputs, self.output, "decoder.output")
         rows = _batch_item(name, tensor, 2, "[N,K] or [B,N,K]")
-        used = [*self.box_columns, self.score_column] + ([] if self.class_column is None else [self.class_column])
+        used = [*self.box_columns, self.score_column] + (
+            [] if self.class_column is None else [self.class_column]
+        )
         if rows.shape[1] <= max(used):
             raise InferenceError(
                 f"output '{name}' has shape {list(tensor.shape)}: {rows.shape[1]} columns, but decoder.columns "
@@ -256,14 +246,18 @@ class RowsDecoder(DetectionDecoder):
         require_finite(name, scores)
         selected = rows[scores >= score_threshold]
         require_finite(name, selected[:, used])
+        class_ids: npt.NDArray[np.int64]
         if self.class_column is None:
             class_ids = np.zeros(len(selected), np.int64)
         else:
             class_ids = self._class_ids(name, selected[:, self.class_column])
-        boxes = to_xyxy(selected[:, self.box_columns], self.box_format, self.normalized, geometry.network_size)
+        boxes = to_xyxy(
+            selected[:, self.box_columns], self.box_format, self.normalized, geometry.network_size
+        )
         return Detections(boxes, selected[:, self.score_column], class_ids)
 
 
+@dataclass
 class YoloDecoder(DetectionDecoder):
     """Raw YOLO heads, boxes ``cx,cy,w,h`` in network pixels, before NMS (set ``detection.nms_iou``).
 
@@ -272,21 +266,19 @@ class YoloDecoder(DetectionDecoder):
     count when the spec has labels, else by which dimension is longer (N exceeds 4+C).
     """
 
-    def __init__(self, output: str | None, version: str, normalized: bool, class_offset: int, num_classes: int | None) -> None:
-        super().__init__(class_offset, num_classes)
-        self.output = output
-        self.version = version
-        self.normalized = normalized
+    output: str | None
+    version: str
+    normalized: bool
 
     @classmethod
     def from_params(cls, params: DecoderParams, num_classes: int | None) -> YoloDecoder:
         """Build from ``decoder.output``, ``version`` (auto | v5 | v8), ``normalized``, ``class_offset``."""
         return cls(
-            params.optional_string("output"),
-            params.string("version", "auto", ("auto", "v5", "v8")),
-            params.boolean("normalized", False),
-            _class_offset(params),
-            num_classes,
+            class_offset=_class_offset(params),
+            num_classes=num_classes,
+            output=params.optional_string("output"),
+            version=params.string("version", "auto", ("auto", "v5", "v8")),
+            normalized=params.boolean("normalized", False),
         )
 
     def decode(
@@ -334,6 +326,7 @@ class YoloDecoder(DetectionDecoder):
         return candidates[0]
 
 
+@dataclass
 class DetrDecoder(DetectionDecoder):
     """DETR: ``pred_logits [B,Q,C+1]`` (last class = no object) and ``pred_boxes [B,Q,4]``.
 
@@ -341,19 +334,17 @@ class DetrDecoder(DetectionDecoder):
     of the best real class (no-object excluded, as in DETR's own post-processing); no NMS needed.
     """
 
-    def __init__(self, logits: str, boxes: str, class_offset: int, num_classes: int | None) -> None:
-        super().__init__(class_offset, num_classes)
-        self.logits = logits
-        self.boxes = boxes
+    logits: str
+    boxes: str
 
     @classmethod
     def from_params(cls, params: DecoderParams, num_classes: int | None) -> DetrDecoder:
         """Build from ``decoder.logits`` (pred_logits), ``decoder.boxes`` (pred_boxes), ``class_offset``."""
         return cls(
-            params.string("logits", "pred_logits"),
-            params.string("boxes", "pred_boxes"),
-            _class_offset(params),
-            num_classes,
+            class_offset=_class_offset(params),
+            num_classes=num_classes,
+            logits=params.string("logits", "pred_logits"),
+            boxes=params.string("boxes", "pred_boxes"),
         )
 
     def decode(

@@ -70,13 +70,21 @@ class DetectionFilter:
 
     def __post_init__(self) -> None:
         if not _is_real(self.score_threshold):
-            raise SpecError(f"detection.score_threshold: expected a finite number, got {self.score_threshold!r}")
+            raise SpecError(
+                f"detection.score_threshold: expected a finite number, got {self.score_threshold!r}"
+            )
         if self.nms_iou is not None and not (_is_real(self.nms_iou) and 0 <= self.nms_iou <= 1):
             raise SpecError(f"detection.nms_iou: expected null or a number in [0, 1], got {self.nms_iou!r}")
         if not isinstance(self.class_agnostic, bool):
             raise SpecError(f"detection.class_agnostic: expected true or false, got {self.class_agnostic!r}")
-        if isinstance(self.max_detections, bool) or not isinstance(self.max_detections, int) or self.max_detections < 1:
-            raise SpecError(f"detection.max_detections: expected an integer >= 1, got {self.max_detections!r}")
+        if (
+            isinstance(self.max_detections, bool)
+            or not isinstance(self.max_detections, int)
+            or self.max_detections < 1
+        ):
+            raise SpecError(
+                f"detection.max_detections: expected an integer >= 1, got {self.max_detections!r}"
+            )
         if self.allowed_class_ids is not None:
             object.__setattr__(self, "allowed_class_ids", _class_id_set(self.allowed_class_ids))
 

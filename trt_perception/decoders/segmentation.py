@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -37,12 +38,15 @@ def resize_to_output(
     return cv2.resize(array, (width, height), interpolation=interpolation)
 
 
+@dataclass
 class SegmentationDecoder(ABC):
-    """Turns the outputs of a segmentation model into a label image."""
+    """Turns the outputs of a segmentation model into a label image.
 
-    def __init__(self, output: str | None, num_classes: int | None) -> None:
-        self.output = output
-        self.num_classes = num_classes
+    ``output`` names the tensor to read (None: the model's only output).
+    """
+
+    output: str | None
+    num_classes: int | None
 
     @abstractmethod
     def decode(
@@ -51,13 +55,14 @@ class SegmentationDecoder(ABC):
         """Labels ``HxW`` (uint8 or uint16) at source size when ``at_source``, else at network size."""
 
 
+@dataclass
 class LabelsDecoder(SegmentationDecoder):
     """Class indices computed in the graph (ArgMax, fused argmax): ``[B,H,W]``, ``[B,1,H,W]``, ``[B,H,W,1]``."""
 
     @classmethod
     def from_params(cls, params: DecoderParams, num_classes: int | None) -> LabelsDecoder:
         """Build from ``decoder.output`` (default: the model's only output)."""
-        return cls(params.optional_string("output"), num_classes)
+        return cls(output=params.optional_string("output"), num_classes=num_classes)
 
     def decode(
         self, outputs: Mapping[str, npt.NDArray], geometry: ResizeGeometry, at_source: bool
@@ -80,6 +85,7 @@ class LabelsDecoder(SegmentationDecoder):
         return resize_to_output(indices.astype(dtype), geometry, at_source, LABEL_INTERPOLATION)
 
 
+@dataclass
 class LogitsDecoder(SegmentationDecoder):
     """Class scores ``[B,C,H,W]`` (layout NCHW) or ``[B,H,W,C]`` (NHWC), reduced by argmax.
 
@@ -87,19 +93,17 @@ class LogitsDecoder(SegmentationDecoder):
     labels (nearest); ``before_argmax`` resizes the scores bilinearly first (smoother edges, slower).
     """
 
-    def __init__(self, output: str | None, num_classes: int | None, layout: str, upsample: str) -> None:
-        super().__init__(output, num_classes)
-        self.layout = layout
-        self.upsample = upsample
+    layout: str
+    upsample: str
 
     @classmethod
     def from_params(cls, params: DecoderParams, num_classes: int | None) -> LogitsDecoder:
         """Build from ``decoder.output``, ``decoder.layout`` and ``decoder.upsample``."""
         return cls(
-            params.optional_string("output"),
-            num_classes,
-            params.string("layout", "NCHW", ("NCHW", "NHWC")),
-            params.string("upsample", "after_argmax", ("after_argmax", "before_argmax")),
+            output=params.optional_string("output"),
+            num_classes=num_classes,
+            layout=params.string("layout", "NCHW", ("NCHW", "NHWC")),
+            upsample=params.string("upsample", "after_argmax", ("after_argmax", "before_argmax")),
         )
 
     def decode(
@@ -126,7 +130,9 @@ class LogitsDecoder(SegmentationDecoder):
         return _argmax_of_resized(scores, geometry, at_source).astype(dtype)
 
 
-def _argmax_of_resized(scores: npt.NDArray, geometry: ResizeGeometry, at_source: bool) -> npt.NDArray[np.intp]:
+def _argmax_of_resized(
+    scores: npt.NDArray, geometry: ResizeGeometry, at_source: bool
+) -> npt.NDArray[np.intp]:
     """Argmax over channels of the bilinearly resized ``HxWxC`` scores, resized in channel groups."""
     size = geometry.source_size if at_source else geometry.network_size
     labels = np.zeros(size, dtype=np.intp)
@@ -142,6 +148,7 @@ def _argmax_of_resized(scores: npt.NDArray, geometry: ResizeGeometry, at_source:
     return labels
 
 
+@dataclass
 class BinaryDecoder(SegmentationDecoder):
     """One-channel foreground probability or logit; label 1 where it exceeds ``threshold``.
 
@@ -149,12 +156,17 @@ class BinaryDecoder(SegmentationDecoder):
     logit space). ``upsample: before_threshold`` resizes the raw map bilinearly before thresholding.
     """
 
-    def __init__(self, output: str | None, threshold: float, activation: str, upsample: str) -> None:
-        super().__init__(output, 2)
-        self.threshold = threshold
-        self.activation = activation
-        self.upsample = upsample
-        self._cut = threshold if activation == "none" else float(np.log(threshold / (1 - threshold)))
+    threshold: float
+    activation: str
+    upsample: str
+
+    def __post_init__(self) -> None:
+        # The threshold in the units of the output (logit space for activation sigmoid).
+        self._cut = (
+            self.threshold
+            if self.activation == "none"
+            else float(np.log(self.threshold / (1 - self.threshold)))
+        )
 
     @classmethod
     def from_params(cls, params: DecoderParams, num_classes: int | None) -> BinaryDecoder:
@@ -167,7 +179,9 @@ class BinaryDecoder(SegmentationDecoder):
                 f"{params.key('threshold')}: with activation sigmoid it is a probability in (0, 1), got {threshold}"
             )
         upsample = params.string("upsample", "after_threshold", ("after_threshold", "before_threshold"))
-        return cls(output, threshold, activation, upsample)
+        return cls(
+            output=output, num_classes=2, threshold=threshold, activation=activation, upsample=upsample
+        )
 
     def decode(
         self, outputs: Mapping[str, npt.NDArray], geometry: ResizeGeometry, at_source: bool

@@ -10,7 +10,9 @@ import numpy.typing as npt
 from trt_perception.errors import InferenceError
 
 
-def select_output(outputs: Mapping[str, npt.NDArray], name: str | None, param: str) -> tuple[str, npt.NDArray]:
+def select_output(
+    outputs: Mapping[str, npt.NDArray], name: str | None, param: str
+) -> tuple[str, npt.NDArray]:
     """The output called ``name``; with ``name`` None, the model's only output.
 
     ``param`` is the decoder parameter that names the tensor (e.g. ``decoder.output``), for messages.
