@@ -15,6 +15,8 @@ SUBCOMMANDS = {
     "infer": "trt_perception.cli.infer",
     "make-bag": "trt_perception.cli.make_bag",
     "bag-eval": "trt_perception.cli.bag_eval",
+    "build": "trt_perception.cli.build",
+    "compare": "trt_perception.cli.compare",
 }
 
 
