@@ -10,6 +10,7 @@ validates it.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,7 +163,7 @@ class _Section:
             raise SpecError(f"{self.key(name)}: expected a non-empty string, got {_describe(value)}")
         return value
 
-    def path(self, name: str, base_dir: Path) -> Path | None:
+    def file_path(self, name: str, base_dir: Path) -> Path | None:
         value = self.take(name)
         return None if value is None else _resolve(value, self.key(name), base_dir)
 
@@ -325,8 +326,8 @@ def parse_model_spec(data: object, base_dir: Path, source: Path | None = None) -
     """Validate a spec already read from YAML; relative paths resolve from ``base_dir``."""
     root = _Section(data, "")
     task = root.choice("task", TASKS)
-    model = root.path("model", base_dir)
-    engine = root.path("engine", base_dir)
+    model = root.file_path("model", base_dir)
+    engine = root.file_path("engine", base_dir)
     if model is None and engine is None:
         raise SpecError("model: required key is missing (give model, engine or both)")
     decoder = root.take("decoder", required=True)
@@ -358,7 +359,8 @@ def parse_model_spec(data: object, base_dir: Path, source: Path | None = None) -
 
 
 def bundled_spec_dirs() -> list[Path]:
-    """Folders holding the bundled specs: the source tree's and the installed share folder's."""
+    """Folders holding the bundled specs: the source tree's, then the installed share folder
+    (found through the ament index on ROS, else under this Python's prefix after ``pip install``)."""
     dirs = [Path(__file__).resolve().parent.parent / "config" / "models"]
     try:
         from ament_index_python.packages import get_package_share_directory
@@ -366,7 +368,8 @@ def bundled_spec_dirs() -> list[Path]:
         dirs.append(Path(get_package_share_directory("trt_perception")) / "config" / "models")
     except (ImportError, LookupError, ValueError):
         pass
-    return [folder for folder in dirs if folder.is_dir()]
+    dirs.append(Path(sys.prefix) / "share" / "trt_perception" / "config" / "models")
+    return list(dict.fromkeys(folder for folder in dirs if folder.is_dir()))
 
 
 def bundled_spec_names() -> list[str]:
