@@ -164,10 +164,10 @@ class PerceptionNode(Node):
             raise TrtPerceptionError(
                 f"model spec {spec.source or spec_name} is for {self.spec.task}, but this is the {self.task} node"
             )
+        self.class_names: Sequence[str] | None = self.spec.labels
         self._declare(self.task_parameters(), {})
         self.spec = self.adjust_spec(self.spec)
         self.pipeline = Pipeline.from_spec(self.spec)
-        self.class_names: Sequence[str] | None = self.spec.labels
 
         self._stats = NodeStatistics()
         self._throttle = MessageThrottle(self._settings["warning_period"])

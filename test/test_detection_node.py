@@ -1,0 +1,181 @@
+"""The detection node as a separate process, fed real images over DDS."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import Image
+from vision_msgs.msg import Detection2DArray, LabelInfo
+
+from node_harness import (
+    IMAGES,
+    NodeProcess,
+    RosClient,
+    TopicRecorder,
+    diagnostic_values,
+    image_message,
+    isolated_ros_environment,
+    qos,
+)
+from trt_perception.decoders import DetectionFilter
+from trt_perception.pipeline import Pipeline
+from trt_perception.results import DetectionResult
+from trt_perception.spec import load_model_spec
+
+NODE = "/det_test/detection"
+
+
+@pytest.fixture(scope="module")
+def env() -> dict[str, str]:
+    return isolated_ros_environment()
+
+
+@pytest.fixture(scope="module")
+def node(env: dict[str, str]) -> Iterator[NodeProcess]:
+    process = NodeProcess(
+        "detection_node",
+        # Reliable input: the test images are bigger than what Fast DDS's default shared-memory
+        # transport delivers best effort (~512 KB).
+        ["-r", "__ns:=/det_test", "-r", "image:=/camera/image", "-p", "input_reliability:=reliable",
+         "-p", "diagnostics_period:=0.2"],
+        env,
+    )
+    process.wait_for_output("centernet_mobilenetv3_coco")
+    yield process
+    assert process.stop(signal.SIGINT) == 0
+    assert "Traceback" not in process.output
+
+
+@pytest.fixture(scope="module")
+def client(node: NodeProcess) -> Iterator[RosClient]:
+    ros = RosClient("det_test_client")
+    yield ros
+    ros.close()
+
+
+@pytest.fixture(scope="module")
+def camera(client: RosClient):  # type: ignore[no-untyped-def]
+    return client.node.create_publisher(Image, "/camera/image", qos(reliable=True))
+
+
+@pytest.fixture(scope="module")
+def detections(client: RosClient, camera) -> TopicRecorder:  # type: ignore[no-untyped-def]
+    recorder = client.record(Detection2DArray, f"{NODE}/detections", qos(reliable=True))
+    client.wait_for_subscribers(camera)
+    client.wait_for_publishers(f"{NODE}/detections")
+    time.sleep(1.0)  # the node must see our subscription too, or it skips work (lazy)
+    return recorder
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Iterator[Pipeline]:
+    pipe = Pipeline.from_spec(load_model_spec("centernet_mobilenetv3_coco"))
+    yield pipe
+    pipe.close()
+
+
+def load_rgb(name: str) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(IMAGES / name)), cv2.COLOR_BGR2RGB)
+
+
+def send_and_receive(camera, recorder: TopicRecorder, rgb: np.ndarray, stamp: tuple[int, int]) -> Detection2DArray:  # type: ignore[no-untyped-def]
+    camera.publish(image_message(rgb, "rgb8", "camera_optical", stamp))
+    return recorder.wait_for(lambda m: (m.header.stamp.sec, m.header.stamp.nanosec) == stamp)
+
+
+def assert_matches(message: Detection2DArray, expected: DetectionResult) -> None:
+    assert len(message.detections) == len(expected.detections)
+    names = expected.names()
+    for detection, box, score, name in zip(
+        message.detections, expected.detections.boxes, expected.detections.scores, names
+    ):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        assert detection.header == message.header
+        assert detection.id == ""
+        assert len(detection.results) == 1
+        assert detection.results[0].hypothesis.class_id == name
+        assert detection.results[0].hypothesis.score == pytest.approx(float(score), abs=1e-6)
+        assert detection.bbox.center.position.x == pytest.approx((x1 + x2) / 2, abs=1e-3)
+        assert detection.bbox.center.position.y == pytest.approx((y1 + y2) / 2, abs=1e-3)
+        assert detection.bbox.size_x == pytest.approx(x2 - x1, abs=1e-3)
+        assert detection.bbox.size_y == pytest.approx(y2 - y1, abs=1e-3)
+
+
+@pytest.mark.parametrize("image_name, expected_class", [("motorcycle_left.png", "motorcycle"), ("coffee.png", "cup")])
+def test_detections_match_pipeline_and_header_is_copied(
+    camera, detections, pipeline, image_name: str, expected_class: str  # type: ignore[no-untyped-def]
+) -> None:
+    rgb = load_rgb(image_name)
+    stamp = (1700000100 + len(image_name), 987654321)
+    message = send_and_receive(camera, detections, rgb, stamp)
+    assert message.header.frame_id == "camera_optical"
+    assert (message.header.stamp.sec, message.header.stamp.nanosec) == stamp
+    expected = pipeline.run(rgb, "RGB")
+    assert isinstance(expected, DetectionResult)
+    assert expected_class in expected.names()
+    assert_matches(message, expected)
+
+
+def test_label_info_lists_coco_classes_for_late_subscriber(client: RosClient, detections) -> None:  # type: ignore[no-untyped-def]
+    info = client.record(LabelInfo, f"{NODE}/label_info", qos(reliable=True, depth=1, transient_local=True))
+    message = info.wait_for(lambda m: True, timeout=10)
+    names = load_model_spec("centernet_mobilenetv3_coco").labels
+    assert [c.class_name for c in message.class_map] == list(names or ())
+    assert message.threshold == pytest.approx(0.3)
+
+
+def test_runtime_score_threshold_and_class_filter(client: RosClient, camera, detections, pipeline) -> None:  # type: ignore[no-untyped-def]
+    rgb = load_rgb("coffee.png")
+    results = client.set_parameters(NODE, {"score_threshold": 0.45, "classes": "cup"})
+    assert all(r.successful for r in results), [r.reason for r in results]
+    message = send_and_receive(camera, detections, rgb, (300, 1))
+    cup = pipeline.class_names.index("cup")
+    pipeline.detection_filter = DetectionFilter(score_threshold=0.45, allowed_class_ids=frozenset({cup}))
+    expected = pipeline.run(rgb, "RGB")
+    assert len(expected.detections) >= 1
+    assert_matches(message, expected)
+    assert all(d.results[0].hypothesis.score >= 0.45 for d in message.detections)
+    restored = client.set_parameters(NODE, {"score_threshold": 0.3, "classes": ""})
+    assert all(r.successful for r in restored)
+
+
+def test_invalid_runtime_values_are_rejected_with_reason(client: RosClient) -> None:
+    threshold, classes, depth = client.set_parameters(
+        NODE, {"score_threshold": 1.5, "classes": "unicorn", "input_depth": 3}
+    )
+    assert not threshold.successful and "score_threshold" in threshold.reason
+    assert not classes.successful and "unicorn" in classes.reason
+    assert not depth.successful and "read-only" in depth.reason
+
+
+def test_no_work_while_nobody_listens(client: RosClient, camera, detections) -> None:  # type: ignore[no-untyped-def]
+    diagnostics = client.record(DiagnosticArray, "/diagnostics", qos(reliable=True))
+    assert client.set_parameters(NODE, {"publish_detections": False})[0].successful
+    camera.publish(image_message(load_rgb("coffee.png"), "rgb8", "camera", (400, 0)))
+
+    def skipped(array: DiagnosticArray) -> bool:
+        values = diagnostic_values(array, NODE)
+        return values is not None and int(values["frames_skipped_no_subscribers"]) >= 1
+
+    diagnostics.wait_for(skipped, timeout=10)
+    assert client.set_parameters(NODE, {"publish_detections": True})[0].successful
+    assert all(m.header.stamp.sec != 400 for m in detections.messages)
+
+
+def test_overlay_draws_on_input(client: RosClient, camera, detections) -> None:  # type: ignore[no-untyped-def]
+    overlays = client.record(Image, f"{NODE}/overlay", qos(reliable=True))
+    assert client.set_parameters(NODE, {"publish_overlay": True, "overlay_alpha": 1.0})[0].successful
+    time.sleep(1.0)
+    rgb = load_rgb("motorcycle_left.png")
+    camera.publish(image_message(rgb, "rgb8", "camera", (500, 0)))
+    overlay = overlays.wait_for(lambda m: m.header.stamp.sec == 500)
+    pixels = np.frombuffer(bytes(overlay.data), np.uint8).reshape(overlay.height, overlay.width, 3)
+    assert overlay.encoding == "rgb8" and pixels.shape == rgb.shape
+    changed = np.any(pixels != rgb, axis=2)
+    assert 0 < changed.mean() < 0.5  # box outlines and labels, not a different image
