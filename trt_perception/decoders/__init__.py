@@ -1,7 +1,26 @@
 """Output decoders: raw model outputs to label images or detections, chosen by the spec's ``decoder``.
 
 ``create_decoder(task, config, num_classes)`` picks the decoder named by ``config["type"]`` and
-validates its parameters; errors are ``SpecError`` naming ``decoder.<key>``.
+validates its parameters; errors are ``SpecError`` naming ``decoder.<key>``. Parameters (defaults in
+brackets; ``output`` defaults to the model's only output):
+
+Segmentation (labels are uint8, or uint16 beyond 256 classes)
+  labels   class indices from the graph, [B,H,W] | [B,1,H,W] | [B,H,W,1]: ``output``
+  logits   class scores: ``output``, ``layout`` [NCHW] | NHWC,
+           ``upsample`` [after_argmax] | before_argmax (bilinear scores, then argmax)
+  binary   one-channel map, label 1 where value > threshold: ``output``, ``threshold`` [0.5],
+           ``activation`` [none] | sigmoid (output is a logit), ``upsample`` [after_threshold] | before_threshold
+
+Detection (every type also takes ``class_offset`` [0], subtracted from the model's class index)
+  efficient_nms         ``num_detections`` [num_detections] (null: all rows), ``boxes`` [detection_boxes],
+                        ``scores`` [detection_scores], ``classes`` [detection_classes] (null: class 0),
+                        ``box_format`` [xyxy] | yxyx | cxcywh | xywh, ``normalized`` [false]
+  boxes_scores_classes  the same keys with torchvision defaults: boxes, scores, labels, no num_detections
+  rows                  ``output``, ``columns`` [[x1, y1, x2, y2, score, class]] (list in column order,
+                        null skips a column, or a mapping name -> index; boxes x1,y1,x2,y2 | cx,cy,w,h |
+                        x1,y1,w,h; class optional), ``normalized`` [false]
+  yolo                  ``output``, ``version`` [auto] | v5 | v8, ``normalized`` [false]; needs host NMS
+  detr                  ``logits`` [pred_logits], ``boxes`` [pred_boxes]
 """
 
 from __future__ import annotations

@@ -364,6 +364,7 @@ class DetrDecoder(DetectionDecoder):
                 f"to match '{logits_name}'"
             )
         require_finite(logits_name, logits)
+        logits = logits.astype(np.float32, copy=False)
         exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
         probabilities = exponentials[:, :-1] / exponentials.sum(axis=1, keepdims=True)
         scores = probabilities.max(axis=1)
