@@ -134,6 +134,24 @@ def test_boxes_scores_classes_torchvision_dynamic_count() -> None:
     assert len(detection_decoder({"type": "boxes_scores_classes"}).decode(empty, NETWORK_400x600, 0.5)) == 0
 
 
+@pytest.mark.parametrize(
+    ("box_format", "normalized", "coded"),
+    [
+        ("xyxy", False, [60, 40, 180, 120]),
+        ("yxyx", False, [40, 60, 120, 180]),
+        ("cxcywh", False, [120, 80, 120, 80]),
+        ("xywh", False, [60, 40, 120, 80]),
+        ("xywh", True, [0.1, 0.1, 0.2, 0.2]),  # fractions of the 600x400 input
+    ],
+)
+def test_box_codings(box_format, normalized, coded) -> None:
+    outputs = {"boxes": np.array([coded], np.float32), "scores": np.ones(1, np.float32)}
+    config = {"type": "boxes_scores_classes", "classes": None, "box_format": box_format, "normalized": normalized}
+    detections = detection_decoder(config).decode(outputs, NETWORK_400x600, 0.5)
+    np.testing.assert_allclose(detections.boxes, [[60, 40, 180, 120]], atol=1e-4)
+    np.testing.assert_array_equal(detections.class_ids, [0])
+
+
 # Three candidates (cx, cy, w, h in network pixels) and scores for 3 classes.
 YOLO_BOXES = np.array([[[100, 100, 40, 20], [200, 50, 10, 10], [300, 300, 100, 50]]], np.float32)
 YOLO_CLASS_SCORES = np.array([[[0.1, 0.9, 0.2], [0.3, 0.2, 0.1], [0.05, 0.6, 0.7]]], np.float32)
