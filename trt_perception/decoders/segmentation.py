@@ -17,7 +17,7 @@ from trt_perception.geometry import ResizeGeometry
 
 # Nearest neighbour with pixel centres aligned (cv2.INTER_NEAREST is shifted by half a pixel).
 LABEL_INTERPOLATION = cv2.INTER_NEAREST_EXACT
-# cv2.resize handles at most this many channels at once.
+# cv2.resize handles at most this many channels per call (CV_CN_MAX: 128 in OpenCV 5, 512 in 4.x).
 _MAX_RESIZE_CHANNELS = 128
 
 
