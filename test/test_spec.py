@@ -171,3 +171,9 @@ def test_unknown_name_and_missing_file_and_bad_yaml(tmp_path):
     listed.write_text("- task\n", encoding="utf-8")
     with pytest.raises(SpecError, match="spec: expected a mapping, got list"):
         load_model_spec(listed)
+
+
+def test_bundled_lookup_works_without_a_sourced_ros_environment(monkeypatch):
+    # ament_index_python raises OSError when AMENT_PREFIX_PATH is unset (a plain venv): not fatal
+    monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)
+    assert load_model_spec("ppocrv4_det").name == "ppocrv4_det"

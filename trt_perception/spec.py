@@ -366,7 +366,7 @@ def bundled_spec_dirs() -> list[Path]:
         from ament_index_python.packages import get_package_share_directory
 
         dirs.append(Path(get_package_share_directory("trt_perception")) / "config" / "models")
-    except (ImportError, LookupError, ValueError):
+    except (ImportError, LookupError, ValueError, OSError):  # OSError: AMENT_PREFIX_PATH unset
         pass
     dirs.append(Path(sys.prefix) / "share" / "trt_perception" / "config" / "models")
     return list(dict.fromkeys(folder for folder in dirs if folder.is_dir()))
