@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto
 
 from onnx_builders import (
@@ -73,6 +75,43 @@ def test_labels_at_source_exactly_undo_letterbox(grid_size, source, network, pla
     np.testing.assert_array_equal(labels, upscale(grid, source))
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    grid_size=st.tuples(st.integers(1, 6), st.integers(1, 6)),
+    source_cell=st.integers(1, 5),
+    downsample=st.sampled_from([1, 2, 4]),
+    network_cell_factor=st.integers(1, 3),
+    padding_factor=st.integers(0, 3),
+    pad_columns=st.booleans(),
+    placement=st.sampled_from(["centered", "top_left"]),
+    seed=st.integers(0, 1000),
+)
+def test_labels_at_source_undo_letterbox_for_random_sizes(
+    grid_size, source_cell, downsample, network_cell_factor, padding_factor, pad_columns, placement, seed
+) -> None:
+    """Any whole-cell letterbox: a grid of source cells is recovered exactly from a coarser output.
+
+    The source image is a grid of ``source_cell``-pixel cells; the network sees each cell as
+    ``network_cell`` pixels (a multiple of ``downsample``) plus padding in multiples of 2*downsample,
+    so the output at 1/downsample resolution holds whole cells. Label maps are fed to the decoder as
+    a model would emit them.
+    """
+    grid = random_grid(grid_size, seed)
+    network_cell = downsample * network_cell_factor
+    source = (grid_size[0] * source_cell, grid_size[1] * source_cell)
+    content = (grid_size[0] * network_cell, grid_size[1] * network_cell)
+    padding = 2 * downsample * padding_factor
+    network = (content[0], content[1] + padding) if pad_columns else (content[0] + padding, content[1])
+    geometry = ResizeGeometry.letterbox(source, network, placement)
+    assert geometry.content_size == content
+    network_labels = np.full(network, PAD_CLASS)
+    top, left = geometry.offset
+    network_labels[top : top + content[0], left : left + content[1]] = upscale(grid, content)
+    outputs = {"labels": network_labels[None, ::downsample, ::downsample]}
+    labels = segmentation_decoder({"type": "labels"}).decode(outputs, geometry, at_source=True)
+    np.testing.assert_array_equal(labels, upscale(grid, source))
+
+
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize(("grid_size", "source", "network", "placement"), QUARTER_RESOLUTION_CASES)
 def test_logits_at_quarter_resolution_map_back_to_source(
@@ -99,6 +138,17 @@ def test_labels_layouts_at_network_size(shape, dtype) -> None:
     expected = np.full((64, 64), PAD_CLASS)
     expected[8:56, :] = upscale(grid, (48, 64))
     np.testing.assert_array_equal(labels, expected)
+
+
+def test_labels_resampling_is_centre_aligned() -> None:
+    """Network row of 3 pixels to a 2-pixel source row: source pixel centres fall at network x = 0.25
+    and 1.75, so the nearest labels are those of network pixels 0 and 2 (symmetric, no half-pixel shift).
+    """
+    outputs = {"labels": np.array([[[0, 1, 2]]], np.int64)}
+    labels = segmentation_decoder({"type": "labels"}).decode(
+        outputs, ResizeGeometry.stretch((1, 2), (1, 3)), True
+    )
+    np.testing.assert_array_equal(labels, [[0, 2]])
 
 
 def test_labels_beyond_256_classes_are_uint16() -> None:
