@@ -11,13 +11,17 @@ import importlib
 import os
 import sys
 import types
+from pathlib import Path
 
 import pytest
+
+from trt_perception.engine_builder import BuildOptions, build_engine
+from trt_perception.spec import ModelSpec
 
 from . import fake_cupy
 from .fake_tensorrt import make_tensorrt, unpack_plan
 
-__all__ = ["install", "fake_cupy", "make_tensorrt", "unpack_plan", "uses_real_cupy"]
+__all__ = ["build_engine_file", "fake_cupy", "install", "make_tensorrt", "unpack_plan", "uses_real_cupy"]
 
 
 def uses_real_cupy() -> bool:
@@ -29,9 +33,18 @@ def install(monkeypatch: pytest.MonkeyPatch, version: str = "10.3.0") -> types.M
     """Make ``import tensorrt`` (and ``import cupy``) give the doubles for this test."""
     trt = make_tensorrt(version)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr("trt_perception.backends.tensorrt._plugins_loaded", False)
     if uses_real_cupy():
         monkeypatch.setitem(sys.modules, "cupy", importlib.import_module("cupy"))
     else:
         fake_cupy.reset()
         monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
     return trt
+
+
+def build_engine_file(folder: Path, spec: ModelSpec, options: BuildOptions | None = None, name: str = "model.engine") -> Path:
+    """Build ``spec``'s ONNX model with the installed double and write the plan to ``folder/name``."""
+    assert spec.model is not None
+    path = folder / name
+    path.write_bytes(build_engine(spec.model, options or BuildOptions(), spec.input))
+    return path

@@ -350,6 +350,10 @@ class Runtime:
                 f"version {version} got {header['trt_version']}, please rebuild.)",
             )
             return None
+        missing_plugins = [name for name in header.get("plugins", []) if not sys.modules["tensorrt"].plugin_initializations]
+        if missing_plugins:
+            self.logger.log(Severity.ERROR, f"getPluginCreator could not find plugin: {missing_plugins[0]} version: 1")
+            return None
         _, compute = _current_gpu()
         if header["compute"] != compute:
             self.logger.log(
@@ -547,16 +551,17 @@ class Builder:
     def create_optimization_profile(self) -> IOptimizationProfile:
         return IOptimizationProfile()
 
-    def _calibrate(self, network: INetworkDefinition, config: IBuilderConfig) -> int:
+    def _calibrate(self, network: INetworkDefinition, config: IBuilderConfig) -> list[float] | None:
+        """Sums of the calibration batches read from their device pointers ([] when a cache is used)."""
         calibrator = config.int8_calibrator
         if calibrator is None:
             self.logger.log(Severity.ERROR, "Calibration failure occurred with no scaling factors detected.")
-            return -1
+            return None
         if calibrator.read_calibration_cache():
-            return 0
+            return []
         names = [tensor.name for tensor in network.inputs]
         profile = config.calibration_profile or (config.profiles[0] if config.profiles else None)
-        batches = 0
+        sums: list[float] = []
         while True:
             pointers = calibrator.get_batch(names)
             if not pointers:
@@ -567,10 +572,10 @@ class Builder:
                 values = np.frombuffer(_read(int(pointer), volume(shape) * dtype.itemsize), dtype)
                 if not np.all(np.isfinite(values)):
                     self.logger.log(Severity.ERROR, "Calibration batch holds NaN/Inf")
-                    return -1
-            batches += 1
-        calibrator.write_calibration_cache(f"FAKECALIBRATION:{batches}".encode())
-        return batches
+                    return None
+                sums.append(float(values.astype(np.float64).sum()))
+        calibrator.write_calibration_cache(f"FAKECALIBRATION:{len(sums)}".encode())
+        return sums
 
     def build_serialized_network(self, network: INetworkDefinition, config: IBuilderConfig) -> bytes | None:
         dynamic = [t.name for t in network.inputs if -1 in t.shape]
@@ -582,8 +587,8 @@ class Builder:
         if config.default_device_type == DeviceType.DLA and not 0 <= config.DLA_core < self.num_DLA_cores:
             self.logger.log(Severity.ERROR, f"DLA core {config.DLA_core} is not available")
             return None
-        calibration_batches = self._calibrate(network, config) if "INT8" in config.flags else None
-        if calibration_batches == -1:
+        calibration_sums = self._calibrate(network, config) if "INT8" in config.flags else []
+        if calibration_sums is None:
             return None
         gpu_name, compute = _current_gpu()
         timing_entries = config.timing_cache.entries if config.timing_cache else None
@@ -600,7 +605,7 @@ class Builder:
             "network_flags": network.flags,
             "workspace": config.memory_pool_limits.get(int(MemoryPoolType.WORKSPACE)),
             "dla_core": config.DLA_core if config.default_device_type == DeviceType.DLA else None,
-            "calibration_batches": calibration_batches,
+            "calibration_sums": calibration_sums,
             "timing_cache_entries_before": timing_entries,
         }
         return _pack_plan(header, network.onnx_bytes)
@@ -622,14 +627,6 @@ class IInt8EntropyCalibrator2:
         pass
 
 
-plugin_initializations: list[str] = []
-
-
-def init_libnvinfer_plugins(logger: ILogger, namespace: str) -> bool:
-    plugin_initializations.append(namespace)
-    return True
-
-
 def _major() -> int:
     return int(sys.modules["tensorrt"].__version__.split(".")[0])
 
@@ -638,7 +635,7 @@ _COMMON = [
     "DataType", "nptype", "volume", "TensorIOMode", "ILogger", "Logger", "Dims", "MemoryPoolType",
     "DeviceType", "ICudaEngine", "IExecutionContext", "Runtime", "INetworkDefinition", "ITensor",
     "OnnxParser", "IOptimizationProfile", "ITimingCache", "IBuilderConfig", "Builder",
-    "init_libnvinfer_plugins", "ParserError",
+    "ParserError",
 ]
 
 
@@ -670,5 +667,11 @@ def make_tensorrt(version: str) -> types.ModuleType:
 
     runtime_type.deserialize_cuda_engine = deserialize_cuda_engine
     module.Runtime = runtime_type
-    module.plugin_initializations = plugin_initializations
+    module.plugin_initializations = []
+
+    def init_libnvinfer_plugins(logger: ILogger, namespace: str) -> bool:
+        module.plugin_initializations.append(namespace)
+        return True
+
+    module.init_libnvinfer_plugins = init_libnvinfer_plugins
     return module

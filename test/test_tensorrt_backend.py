@@ -1,0 +1,268 @@
+"""TensorRTBackend against the TensorRT test double (engines executed by ONNX Runtime).
+
+The double follows TensorRT's calling conventions (named tensors, -1 dims until set_input_shape,
+raw device addresses, streams); with the CuPy shim "device" memory is host memory, so these tests
+check buffer management, copies, shapes and error paths, not TensorRT's numerics. With
+TRT_DOUBLE_REAL_CUPY=1 on a GPU machine the buffers, copies and streams are real CUDA.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorrt_double import build_engine_file, fake_cupy, install, unpack_plan, uses_real_cupy
+from tensorrt_double.fake_tensorrt import _pack_plan
+
+from trt_perception.backends import Backend
+from trt_perception.backends.onnxruntime import OnnxRuntimeBackend
+from trt_perception.backends.tensorrt import (
+    EngineMismatchError,
+    TensorRTBackend,
+    classify_load_failure,
+    import_cupy,
+    profile_shapes,
+    require_tensorrt,
+)
+from trt_perception.cli.infer import read_image
+from trt_perception.errors import InferenceError, ModelLoadError
+from trt_perception.preprocess import Preprocessor
+from trt_perception.spec import ModelSpec, load_model_spec
+
+IMAGES = Path(__file__).parent / "fixtures" / "images"
+
+
+@pytest.fixture
+def trt10(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    return install(monkeypatch, "10.3.0")
+
+
+@pytest.fixture(scope="module")
+def ppocr() -> ModelSpec:
+    return load_model_spec("ppocrv4_det")
+
+
+def network_input(spec: ModelSpec, image: str) -> np.ndarray:
+    pixels, channel_order = read_image(IMAGES / image)
+    tensor, _ = Preprocessor(spec.input)(pixels, channel_order)
+    return tensor
+
+
+@pytest.mark.parametrize(
+    ("spec_name", "images"),
+    [
+        ("ppocrv4_det", ["page.png", "coffee.png"]),  # dynamic NCHW, shape changes between images
+        ("selfie_segmentation", ["astronaut.png"]),  # static NHWC
+        ("centernet_mobilenetv3_coco", ["motorcycle_left.png"]),  # three outputs share one buffer
+    ],
+)
+def test_outputs_equal_onnxruntime_on_real_images(
+    trt10: types.ModuleType, tmp_path: Path, spec_name: str, images: list[str]
+) -> None:
+    spec = load_model_spec(spec_name)
+    backend = TensorRTBackend(build_engine_file(tmp_path, spec))
+    reference = OnnxRuntimeBackend(spec.model)
+    assert isinstance(backend, Backend)
+    assert [info.name for info in backend.outputs] == [info.name for info in reference.outputs]
+    for image in images:
+        tensor = network_input(spec, image)
+        expected = reference.infer({backend.inputs[0].name: tensor})
+        actual = backend.infer({backend.inputs[0].name: tensor})
+        assert actual.keys() == expected.keys()
+        for name in expected:
+            np.testing.assert_array_equal(actual[name], expected[name], err_msg=f"{spec_name} {image} {name}")
+    backend.close()
+
+
+def test_dynamic_shapes_report_none_and_outputs_follow_inputs(trt10: types.ModuleType, tmp_path: Path, ppocr: ModelSpec) -> None:
+    backend = TensorRTBackend(build_engine_file(tmp_path, ppocr))
+    assert backend.inputs[0].shape == (None, 3, None, None)
+    assert backend.outputs[0].shape == (None, 1, None, None)
+    for height, width in [(64, 96), (160, 32), (96, 64)]:
+        outputs = backend.infer({"x": np.zeros((1, 3, height, width), np.float32)})
+        assert outputs["sigmoid_0.tmp_0"].shape == (1, 1, height, width)
+
+
+def test_one_copy_each_way_per_frame_and_buffers_reused(trt10: types.ModuleType, tmp_path: Path, ppocr: ModelSpec) -> None:
+    backend = TensorRTBackend(build_engine_file(tmp_path, ppocr))
+    reference = OnnxRuntimeBackend(ppocr.model)
+    crop = network_input(ppocr, "page.png")[:, :, :96, :128]
+    frames = [np.ascontiguousarray(np.roll(crop, shift, axis=3)) for shift in (0, 40, 80)]
+    for frame in frames:
+        expected = reference.infer({"x": frame})["sigmoid_0.tmp_0"]
+        np.testing.assert_array_equal(backend.infer({"x": frame})["sigmoid_0.tmp_0"], expected)
+    assert backend.buffer_allocations == 2  # one input arena, one output arena
+    if not uses_real_cupy():
+        assert fake_cupy.stats.copies == {"h2d": 3, "d2h": 3, "d2d": 0}
+    backend.infer({"x": np.zeros((1, 3, 64, 64), np.float32)})  # smaller: fits the buffers
+    assert backend.buffer_allocations == 2
+    backend.infer({"x": np.zeros((1, 3, 256, 256), np.float32)})  # larger: both grow once
+    assert backend.buffer_allocations == 4
+    backend.infer({"x": np.zeros((1, 3, 96, 128), np.float32)})
+    assert backend.buffer_allocations == 4
+
+
+def test_preallocated_outputs_are_filled_in_place(trt10: types.ModuleType, tmp_path: Path, ppocr: ModelSpec) -> None:
+    backend = TensorRTBackend(build_engine_file(tmp_path, ppocr))
+    tensor = network_input(ppocr, "page.png")
+    outputs = backend.allocate_outputs({"x": tensor.shape})
+    returned = backend.infer({"x": tensor}, outputs)
+    assert returned["sigmoid_0.tmp_0"] is outputs["sigmoid_0.tmp_0"]
+    np.testing.assert_array_equal(outputs["sigmoid_0.tmp_0"], OnnxRuntimeBackend(ppocr.model).infer({"x": tensor})["sigmoid_0.tmp_0"])
+    wrong = {"sigmoid_0.tmp_0": np.empty((1, 1, 32, 32), np.float32)}
+    with pytest.raises(InferenceError, match=r"outputs\['sigmoid_0.tmp_0'\].*allocate_outputs"):
+        backend.infer({"x": tensor}, wrong)
+
+
+def test_device_arrays_run_without_host_copies(trt10: types.ModuleType, tmp_path: Path, ppocr: ModelSpec) -> None:
+    backend = TensorRTBackend(build_engine_file(tmp_path, ppocr))
+    cupy = import_cupy()
+    tensor = network_input(ppocr, "coffee.png")
+    device_input = cupy.asarray(tensor)
+    copies_before = dict(fake_cupy.stats.copies)
+    device_outputs = backend.infer_device({"x": device_input})
+    if not uses_real_cupy():
+        assert fake_cupy.stats.copies == copies_before
+    expected = OnnxRuntimeBackend(ppocr.model).infer({"x": tensor})["sigmoid_0.tmp_0"]
+    np.testing.assert_array_equal(device_outputs["sigmoid_0.tmp_0"].get(), expected)
+    # the host path afterwards binds its own input buffer again
+    np.testing.assert_array_equal(backend.infer({"x": tensor})["sigmoid_0.tmp_0"], expected)
+
+
+def test_cuda_graph_replays_frames_with_new_contents(trt10: types.ModuleType, tmp_path: Path, ppocr: ModelSpec) -> None:
+    if uses_real_cupy():
+        pytest.skip("the double's engine copies synchronously, which a real CUDA graph cannot capture")
+    backend = TensorRTBackend(build_engine_file(tmp_path, ppocr), cuda_graph=True)
+    reference = OnnxRuntimeBackend(ppocr.model)
+    rng = np.random.default_rng(3)
+    frames = [rng.standard_normal((1, 3, 64, 96)).astype(np.float32) for _ in range(3)]
+    for frame in frames:
+        np.testing.assert_array_equal(backend.infer({"x": frame})["sigmoid_0.tmp_0"], reference.infer({"x": frame})["sigmoid_0.tmp_0"])
+    graph = backend._graph
+    assert graph is not None and graph.launches == 2  # frame 1 ran plainly and was captured
+    backend.infer({"x": np.zeros((1, 3, 32, 32), np.float32)})  # new shape: captured again
+    assert backend._graph is not graph
+
+
+def test_cuda_graph_capture_failure_falls_back(trt10: types.ModuleType, tmp_path: Path, ppocr: ModelSpec,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = TensorRTBackend(build_engine_file(tmp_path, ppocr), cuda_graph=True)
+
+    def refuse(mode: object = None) -> None:
+        raise RuntimeError("cudaErrorStreamCaptureUnsupported")
+
+    monkeypatch.setattr(backend.stream, "begin_capture", refuse)
+    frame = np.full((1, 3, 32, 64), 0.5, np.float32)
+    expected = OnnxRuntimeBackend(ppocr.model).infer({"x": frame})["sigmoid_0.tmp_0"]
+    for _ in range(2):
+        np.testing.assert_array_equal(backend.infer({"x": frame})["sigmoid_0.tmp_0"], expected)
+    assert backend.cuda_graph is False
+
+
+def test_shape_outside_profile_names_input_and_limits(trt10: types.ModuleType, tmp_path: Path, ppocr: ModelSpec) -> None:
+    backend = TensorRTBackend(build_engine_file(tmp_path, ppocr))
+    low, _, high = backend.input_profile("x")
+    too_tall = (1, 3, high[2] + 32, 64)
+    with pytest.raises(InferenceError, match=rf"'x' shape .*outside the engine's optimization profile.*dimension 2 is {too_tall[2]}, allowed {low[2]}\.\.{high[2]}"):
+        backend.infer({"x": np.zeros(too_tall, np.float32)})
+    with pytest.raises(InferenceError, match="rank 4"):
+        backend.infer({"x": np.zeros((3, 64, 64), np.float32)})
+
+
+def test_bad_inputs_name_the_tensor(trt10: types.ModuleType, tmp_path: Path, ppocr: ModelSpec) -> None:
+    backend = TensorRTBackend(build_engine_file(tmp_path, ppocr))
+    frame = np.zeros((1, 3, 32, 32), np.float32)
+    with pytest.raises(InferenceError, match="no input named 'image'.*\\['x'\\]"):
+        backend.infer({"x": frame, "image": frame})
+    with pytest.raises(InferenceError, match="input 'x' .* was not given"):
+        backend.infer({})
+    with pytest.raises(InferenceError, match="'x' has dtype float64, the engine expects float32"):
+        backend.infer({"x": frame.astype(np.float64)})
+
+
+def test_engine_of_another_tensorrt_version_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ppocr: ModelSpec) -> None:
+    install(monkeypatch, "8.6.1")
+    engine = build_engine_file(tmp_path, ppocr)
+    install(monkeypatch, "10.3.0")
+    with pytest.raises(EngineMismatchError, match=r"another TensorRT version than this one \(10.3.0\).*got 8.6.1") as caught:
+        TensorRTBackend(engine)
+    assert caught.value.reason == "tensorrt_version"
+
+
+def test_engine_for_another_gpu_is_named(trt10: types.ModuleType, tmp_path: Path, ppocr: ModelSpec) -> None:
+    if uses_real_cupy():
+        pytest.skip("needs a simulated GPU change")
+    engine = build_engine_file(tmp_path, ppocr)
+    fake_cupy.device_properties.update({"name": b"Orin", "major": 8, "minor": 6})
+    with pytest.raises(EngineMismatchError, match=r"another GPU than this one \(Orin\).*expecting compute 8.6 got compute 8.7") as caught:
+        TensorRTBackend(engine)
+    assert caught.value.reason == "gpu"
+
+
+def test_unreadable_and_missing_engine_files(trt10: types.ModuleType, tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.engine"
+    garbage.write_bytes(b"\x00not an engine" * 10)
+    with pytest.raises(EngineMismatchError, match="garbage.engine is not a TensorRT engine.*Magic tag") as caught:
+        TensorRTBackend(garbage)
+    assert caught.value.reason == "unreadable"
+    with pytest.raises(ModelLoadError, match="cannot read TensorRT engine .*missing.engine"):
+        TensorRTBackend(tmp_path / "missing.engine")
+
+
+def test_standard_plugins_registered_before_deserializing(trt10: types.ModuleType, tmp_path: Path, ppocr: ModelSpec) -> None:
+    engine = build_engine_file(tmp_path, ppocr)
+    header, onnx_bytes = unpack_plan(engine.read_bytes())
+    engine.write_bytes(_pack_plan({**header, "plugins": ["EfficientNMS_TRT"]}, onnx_bytes))
+    TensorRTBackend(engine)  # the double refuses plugin engines until init_libnvinfer_plugins ran
+    assert trt10.plugin_initializations == [""]
+
+
+def test_missing_tensorrt_stub_only_package_and_missing_cupy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(ModelLoadError, match="TensorRT's Python package cannot be imported"):
+        require_tensorrt()
+    stub_only = types.ModuleType("tensorrt")
+    stub_only.__path__ = ["/site-packages/tensorrt"]  # what an installed tensorrt-stubs imports as
+    monkeypatch.setitem(sys.modules, "tensorrt", stub_only)
+    with pytest.raises(ModelLoadError, match="only type stubs"):
+        require_tensorrt()
+    install(monkeypatch, "8.4.3")
+    with pytest.raises(ModelLoadError, match="TensorRT 8.4.3 is too old"):
+        require_tensorrt()
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    with pytest.raises(ModelLoadError, match="needs CuPy.*pip install cupy-cuda12x"):
+        import_cupy()
+
+
+def test_profile_lookup_uses_each_versions_call(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ppocr: ModelSpec) -> None:
+    shapes = {}
+    for version in ("8.5.2.2", "8.6.1", "10.3.0", "11.4.0"):
+        trt = install(monkeypatch, version)
+        engine = trt.Runtime(trt.Logger()).deserialize_cuda_engine(build_engine_file(tmp_path, ppocr).read_bytes())
+        assert hasattr(engine, "get_tensor_profile_shape") == (version != "8.5.2.2")
+        assert hasattr(engine, "get_profile_shape") == version.startswith("8.")
+        shapes[version] = profile_shapes(engine, "x")
+    assert len(set(shapes.values())) == 1
+
+
+@pytest.mark.parametrize(
+    ("log", "reason"),
+    [
+        # TensorRT 8.5 / 8.6 / 10.x wording for a plan of another release
+        ("Serialization assertion stdVersionRead == serializationVersion failed.Version tag does not match. "
+         "Note: Current Version: 232, Serialized Engine Version: 213", "tensorrt_version"),
+        ("The engine plan file is not compatible with this version of TensorRT, expecting library version "
+         "10.3.0.26 got 8.6.2.3, please rebuild.", "tensorrt_version"),
+        # another GPU, and a Jetson plan on a desktop GPU
+        ("The engine plan file is generated on an incompatible device, expecting compute 8.7 got compute 7.2, "
+         "please rebuild.", "gpu"),
+        ("Platform specific tag mismatch detected. TensorRT plan files are only supported on the target "
+         "runtime platform they were created on.", "gpu"),
+        ("Serialization assertion magicTagRead == kMAGIC_TAG failed.Magic tag does not match", "unreadable"),
+    ],
+)
+def test_load_failures_are_classified_from_tensorrts_messages(log: str, reason: str) -> None:
+    assert classify_load_failure(log) == reason
