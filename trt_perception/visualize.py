@@ -41,7 +41,12 @@ def default_palette(num_classes: int) -> npt.NDArray[np.uint8]:
     known = min(num_classes, len(CITYSCAPES_COLORS))
     palette[:known] = CITYSCAPES_COLORS[:known]
     if num_classes > known:
-        palette[known:] = _bit_interleaved_colors(np.arange(known, num_classes, dtype=np.int64))
+        # bit-interleaved colours of the following indices, skipping the few equal to a Cityscapes one
+        extra = num_classes - known
+        candidates = _bit_interleaved_colors(np.arange(known, num_classes + len(CITYSCAPES_COLORS), dtype=np.int64))
+        taken = np.array(CITYSCAPES_COLORS, np.uint8)
+        fresh = ~(candidates[:, None, :] == taken[None, :, :]).all(axis=2).any(axis=1)
+        palette[known:] = candidates[fresh][:extra]
     return palette
 
 
