@@ -42,7 +42,10 @@ def detection_filter_from_spec(spec: ModelSpec) -> DetectionFilter:
 
 
 class Pipeline:
-    """Runs one model on single images (batch 1) and returns results in source-image pixels."""
+    """Runs one model on single images (batch 1) and returns results in source-image pixels.
+
+    Input and output buffers are reused from frame to frame, so one pipeline serves one thread.
+    """
 
     def __init__(self, spec: ModelSpec, backend: Backend) -> None:
         self.spec = spec
