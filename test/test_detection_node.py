@@ -179,3 +179,11 @@ def test_overlay_draws_on_input(client: RosClient, camera, detections) -> None: 
     assert overlay.encoding == "rgb8" and pixels.shape == rgb.shape
     changed = np.any(pixels != rgb, axis=2)
     assert 0 < changed.mean() < 0.5  # box outlines and labels, not a different image
+
+
+def test_best_effort_camera_against_reliable_input_is_reported(client: RosClient, node: NodeProcess) -> None:
+    # This node subscribes reliable (input_reliability:=reliable): a best-effort camera cannot match,
+    # and the node says which policy and parameter are involved.
+    client.node.create_publisher(Image, "/camera/image", qos(reliable=False))
+    node.wait_for_output("incompatible", timeout=15)
+    assert "RELIABILITY" in node.output and "input_reliability='reliable'" in node.output

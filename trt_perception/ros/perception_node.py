@@ -46,7 +46,7 @@ from trt_perception.spec import ModelSpec, load_model_spec
 try:
     from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 except ImportError:  # Humble
-    from rclpy.qos_event import PublisherEventCallbacks, SubscriptionEventCallbacks  # type: ignore[no-redef]
+    from rclpy.qos_event import PublisherEventCallbacks, SubscriptionEventCallbacks
 
 Settings = Mapping[str, Any]
 
@@ -374,7 +374,7 @@ class PerceptionNode(Node):
 
 def run_node(create: Callable[[], PerceptionNode], logger_name: str, args: Sequence[str] | None = None) -> int:
     """Create and spin a node until SIGINT/SIGTERM; the exit code (1 for a fatal start-up error)."""
-    rclpy.init(args=args)
+    rclpy.init(args=None if args is None else list(args))
     node: PerceptionNode | None = None
     try:
         node = create()
