@@ -40,6 +40,7 @@ LOG = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_LONG_SIDE_FACTOR = 4  # dynamic sizes without max_long_side: long side up to 4x the short side
+OPT_SOURCE_SIZE = (480, 640)  # dynamic sizes are tuned for a VGA camera frame unless --opt-shape says otherwise
 
 Shape = tuple[int, ...]
 
@@ -111,20 +112,20 @@ def _spatial_axes(layout: str) -> tuple[int, int]:
 def spatial_range(input_spec: InputSpec) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
     """Min, opt and max ``(height, width)`` the spec's size rule can produce.
 
-    A fixed size gives that size three times. A dynamic size (short side scaled to ``short_side``,
-    sides rounded to ``multiple_of``, long side capped at ``max_long_side``) gives min one multiple
-    per side (very elongated images), opt a 4:3 landscape image, max the long-side cap per side.
+    A fixed size gives that size three times. A dynamic size gives min one ``multiple_of`` per side
+    (very elongated images), opt the size of a 640x480 camera frame (``OPT_SOURCE_SIZE``), and max
+    the long-side cap (rounded up to the multiple) per side; without ``max_long_side`` the long
+    side is assumed to stay within ``DEFAULT_LONG_SIDE_FACTOR`` times the short side.
     """
+    from trt_perception.preprocess import dynamic_network_size
     from trt_perception.spec import DynamicSize
 
     size = input_spec.size
     if not isinstance(size, DynamicSize):
         return size, size, size
     multiple = size.multiple_of
-    short = _round_up(size.short_side, multiple)
-    long_cap = size.max_long_side or DEFAULT_LONG_SIDE_FACTOR * size.short_side
-    longest = _round_up(long_cap, multiple)
-    opt = (short, min(longest, _round_up(short * 4 / 3, multiple)))
+    longest = _round_up(size.max_long_side or DEFAULT_LONG_SIDE_FACTOR * size.short_side, multiple)
+    opt = dynamic_network_size(OPT_SOURCE_SIZE, size, input_spec.resize == "keep_aspect_ratio")
     return (multiple, multiple), opt, (longest, longest)
 
 
