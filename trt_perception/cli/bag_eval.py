@@ -39,6 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", choices=sorted(STORAGES), default="mcap", help="output bag storage")
     parser.add_argument("--worst-frames", type=int, default=4, help="how many worst frames to draw")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    live = parser.add_argument_group("live mode (needs ROS 2 and the running node)")
+    live.add_argument("--live", action="store_true",
+                      help="play the images into the running node over DDS and evaluate what it publishes")
+    live.add_argument("--rate", type=float, help="frames per second to play at (default: the recorded timing)")
+    live.add_argument("--node-input", help="topic the node subscribes to (default: --image-topic)")
+    live.add_argument("--node-output", help="topic the node publishes results on "
+                                            "(default: /segmentation/labels or /detection/detections)")
+    live.add_argument("--wait-for-node", type=float, default=30.0, help="seconds to wait for the node (default 30)")
+    live.add_argument("--answer-timeout", type=float, default=3.0,
+                      help="seconds to wait for the node's last answers after the last frame (default 3)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,11 +60,26 @@ def run(args: argparse.Namespace) -> int:
         detections_topic=args.detections_topic, storage=args.storage,
         worst_frames=args.worst_frames, progress=not args.no_progress,
     )
+    if args.rate is not None and (args.rate <= 0 or not args.live):
+        print(f"bag-eval: --rate must be positive and goes with --live, got {args.rate}", file=sys.stderr)
+        return 1
     try:
-        result = run_bag_eval(options)
+        if args.live:
+            try:
+                from trt_perception.evaluation.live import LiveOptions, run_live_eval
+                import rclpy  # noqa: F401
+            except ImportError as error:
+                print(f"bag-eval: --live needs ROS 2 (rclpy): {error}; source scripts/ros_env.sh", file=sys.stderr)
+                return 1
+            result = run_live_eval(options, LiveOptions(
+                node_input=args.node_input, node_output=args.node_output, rate=args.rate,
+                wait_for_node=args.wait_for_node, answer_timeout=args.answer_timeout,
+            ))
+        else:
+            result = run_bag_eval(options)
         data = write_report(result, args.out, {
             "bag": str(args.bag), "model_spec": str(args.model_spec), "image_topic": args.image_topic,
-            "output_bag": str(args.out / "bag"), "mode": "offline",
+            "output_bag": str(args.out / "bag"), "mode": "live" if args.live else "offline",
         })
     except TrtPerceptionError as error:
         print(f"bag-eval: {error}", file=sys.stderr)

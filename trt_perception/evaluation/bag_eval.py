@@ -89,67 +89,85 @@ def truth_from_message(message: Any, msgtype: str) -> Truth:
     return MaskTruth(image.pixels[:, :, 0])
 
 
-def run_bag_eval(options: BagEvalOptions) -> EvaluationResult:
-    """Replay the bag through the pipeline, write the output bag under ``options.out`` and score."""
+@dataclass
+class EvaluationSetup:
+    """An opened bag checked against the options, and the evaluator for it."""
+
+    spec: ModelSpec
+    reader: Any
+    evaluator: Evaluator
+    image_count: int
+
+    def close(self) -> None:
+        """Close the bag."""
+        self.reader.close()
+
+
+def prepare_evaluation(options: BagEvalOptions) -> EvaluationSetup:
+    """Load the spec, open the bag, check topics and ground truth; the caller closes the result."""
     spec = evaluation_spec(options.model_spec)
     gt_options = [o for o in (options.gt_topic, options.gt_coco, options.gt_masks) if o is not None]
     if len(gt_options) > 1:
         raise bag_io.BagError("give one ground truth: --gt-topic, --gt-coco or --gt-masks")
     ordered_truth = ground_truth_from_options(options, spec.task)
+    class_names = list(spec.labels or ())
+    if spec.task == "segmentation" and not class_names:
+        raise bag_io.BagError(f"model spec {spec.name}: segmentation evaluation needs `labels` (the class count)")
+    evaluator = Evaluator(
+        spec.name,
+        spec.task,
+        class_names,
+        palette=spec.palette,
+        ordered_truth=ordered_truth,
+        truth_topic=options.gt_topic,
+        ignore_index=(
+            checked_ignore_index(len(class_names), options.ignore_index) if spec.task == "segmentation" else None
+        ),
+        max_detections=spec.detection.max_detections,
+        worst_frames=options.worst_frames,
+    )
     reader = bag_io.open_reader(options.bag)
     try:
         bag_io.require_topic(reader, options.image_topic, bag_io.IMAGE_TYPES)
         if options.gt_topic is not None:
             wanted = bag_io.IMAGE_TYPE if spec.task == "segmentation" else bag_io.DETECTIONS_TYPE
             bag_io.require_topic(reader, options.gt_topic, [wanted])
-        total = sum(c.msgcount for c in reader.connections if c.topic == options.image_topic)
-        if total == 0:
+        image_count = sum(c.msgcount for c in reader.connections if c.topic == options.image_topic)
+        if image_count == 0:
             raise bag_io.BagError(f"topic {options.image_topic!r} has no messages in {options.bag}")
-        class_names = list(spec.labels or ())
-        if spec.task == "segmentation" and not class_names:
-            raise bag_io.BagError(f"model spec {spec.name}: segmentation evaluation needs `labels` (the class count)")
-        evaluator = Evaluator(
-            spec.name,
-            spec.task,
-            class_names,
-            palette=spec.palette,
-            ordered_truth=ordered_truth,
-            truth_topic=options.gt_topic,
-            ignore_index=(
-                checked_ignore_index(len(class_names), options.ignore_index) if spec.task == "segmentation" else None
-            ),
-            max_detections=spec.detection.max_detections,
-            worst_frames=options.worst_frames,
-        )
-        options.out.mkdir(parents=True, exist_ok=True)
-        pipeline = Pipeline.from_spec(spec)
+    except BaseException:
+        reader.close()
+        raise
+    options.out.mkdir(parents=True, exist_ok=True)
+    return EvaluationSetup(spec, reader, evaluator, image_count)
+
+
+def run_bag_eval(options: BagEvalOptions) -> EvaluationResult:
+    """Replay the bag through the pipeline, write the output bag under ``options.out`` and score."""
+    setup = prepare_evaluation(options)
+    try:
+        pipeline = Pipeline.from_spec(setup.spec)
         try:
             start = time.perf_counter()
-            with bag_io.BagWriter(options.out / "bag", options.storage, bag_io.bag_distro(reader)) as writer:
-                _replay(reader, options, pipeline, evaluator, writer, total)
+            with bag_io.BagWriter(options.out / "bag", options.storage, bag_io.bag_distro(setup.reader)) as writer:
+                _replay(setup, options, pipeline, writer)
             wall_seconds = time.perf_counter() - start
         finally:
             pipeline.close()
     finally:
-        reader.close()
-    return evaluator.finish(wall_seconds)
+        setup.close()
+    return setup.evaluator.finish(wall_seconds)
 
 
-def _replay(
-    reader: Any,
-    options: BagEvalOptions,
-    pipeline: Pipeline,
-    evaluator: Evaluator,
-    writer: bag_io.BagWriter,
-    total: int,
-) -> None:
-    store = bag_io.typestore(bag_io.bag_distro(reader))
+def _replay(setup: EvaluationSetup, options: BagEvalOptions, pipeline: Pipeline, writer: bag_io.BagWriter) -> None:
+    evaluator = setup.evaluator
+    store = bag_io.typestore(bag_io.bag_distro(setup.reader))
     topics = [options.image_topic] + ([options.gt_topic] if options.gt_topic else [])
     index = -1
-    progress = tqdm(total=total, unit="frame", disable=not options.progress, desc="bag-eval")
-    for message in bag_io.iter_messages(reader, topics):
+    progress = tqdm(total=setup.image_count, unit="frame", disable=not options.progress, desc="bag-eval")
+    for message in bag_io.iter_messages(setup.reader, topics):
         if message.topic != options.image_topic:
-            _add_truth_message(message, store, evaluator)
+            add_truth_message(message, store, evaluator)
             continue
         index += 1
         progress.update(1)
@@ -189,7 +207,8 @@ def _replay(
     progress.close()
 
 
-def _add_truth_message(message: bag_io.BagMessage, store: Any, evaluator: Evaluator) -> None:
+def add_truth_message(message: bag_io.BagMessage, store: Any, evaluator: Evaluator) -> None:
+    """Hand a ground-truth message of the bag to the evaluator, or count why it is unusable."""
     try:
         msg = bag_io.deserialize(message, store)
     except bag_io.BagError:

@@ -76,6 +76,7 @@ class EvaluationResult:
     frames_without_truth: int
     truths_without_frame: int
     truth_unusable: dict[str, int]
+    outputs_without_frame: int
     ground_truth: str | None
     segmentation: SegmentationScores | None
     detection: DetectionScores | None
@@ -124,6 +125,7 @@ class Evaluator:
         self.frames_on_topic = 0
         self.frames_processed = 0
         self.frames_evaluated = 0
+        self.outputs_without_frame = 0  # live mode: node outputs whose stamp matches no played frame
         self._frames_without_truth = 0
         self._worst: list[tuple[float, int, WorstFrame]] = []
         self._worst_count = worst_frames
@@ -221,6 +223,7 @@ class Evaluator:
             frames_without_truth=self._frames_without_truth + self.matcher.frames_without_truth,
             truths_without_frame=truths_without_frame,
             truth_unusable=dict(self.truth_unusable),
+            outputs_without_frame=self.outputs_without_frame,
             ground_truth=description,
             segmentation=self.segmentation.scores() if self.segmentation and self.frames_evaluated else None,
             detection=self.detection.scores() if self.detection and self.frames_evaluated else None,

@@ -52,6 +52,7 @@ def metrics_dict(result: EvaluationResult, context: Mapping[str, Any]) -> dict[s
             "without_ground_truth": result.frames_without_truth,
             "ground_truth_without_frame": result.truths_without_frame,
             "ground_truth_unusable": result.truth_unusable,
+            "outputs_without_frame": result.outputs_without_frame,
         },
         latency_ms=latency,
         fps={
@@ -120,6 +121,8 @@ def _markdown(data: dict[str, Any], plots: dict[str, str], worst: list[dict[str,
         f"| processed but without ground truth | {frames['without_ground_truth']} |",
         f"| ground truth without a frame | {frames['ground_truth_without_frame']} |",
     ]
+    if frames["outputs_without_frame"]:
+        lines.append(f"| node outputs matching no played frame | {frames['outputs_without_frame']} |")
     for title, reasons in (("Skipped frames", frames["skipped"]), ("Unusable ground truth", frames["ground_truth_unusable"])):
         if reasons:
             lines += ["", f"### {title}", "", "| reason | count |", "| --- | ---: |"]
