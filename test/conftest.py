@@ -11,6 +11,7 @@ import fcntl
 import os
 import random
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
@@ -49,6 +50,17 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.pop("ROS_STATIC_PEERS", None)
     os.environ["ROS_HOME"] = ros_home
     os.environ["ROS_LOG_DIR"] = os.path.join(ros_home, "log")
+    _add_own_prefix_to_ament_index()
+
+
+def _add_own_prefix_to_ament_index() -> None:
+    """Let ament_index_python find what this interpreter's prefix holds (a venv made by
+    scripts/setup_env.sh) even when AMENT_PREFIX_PATH was not exported (scripts/ros_env.sh)."""
+    if not os.path.isdir(os.path.join(sys.prefix, "share", "ament_index")):
+        return
+    paths = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    if sys.prefix not in paths:
+        os.environ["AMENT_PREFIX_PATH"] = os.pathsep.join([sys.prefix, *paths])
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
