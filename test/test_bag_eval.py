@@ -311,3 +311,55 @@ def test_output_detections_deserialize_in_rclpy(tmp_path: Path) -> None:
     assert math.isclose(first.results[0].hypothesis.score, 0.37)
     assert decoded.detections[1].results[0].hypothesis.class_id == "person" and first.id == ""
     assert first.results[0].pose.pose.orientation.w == 1.0
+
+
+# ----------------------------------------------------------------------------- live mode
+
+
+def test_live_mode_against_the_running_segmentation_node(tmp_path: Path, colour_spec: Path) -> None:
+    """The bag played into the real node over DDS gives the same metrics as the direct computation."""
+    pytest.importorskip("rclpy", reason="needs the repo's .venv (rclpy)")
+    from node_harness import NodeProcess, isolated_ros_environment
+
+    images, masks = write_scene(tmp_path, frames=5, truth_frames=4)
+    bag = tmp_path / "bag"
+    make_bag([images], bag, "/camera/image", 5.0, labels_dir=masks, gt_topic="/gt", start_ns=7 * 10**9)
+    node = NodeProcess("segmentation_node", ["-p", f"model_spec:={colour_spec}", "-r", "image:=/camera/image"],
+                       isolated_ros_environment())
+    try:
+        node.wait_for_output("colour_classes (segmentation")
+        out = tmp_path / "live"
+        code = cli.main(["bag-eval", "--live", "--bag", str(bag), "--model-spec", str(colour_spec),
+                         "--image-topic", "/camera/image", "--gt-topic", "/gt", "--out", str(out), "--no-progress"])
+    finally:
+        node.stop()
+    assert code == 0, node.output
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mode"] == "live"
+    assert metrics["frames"]["processed"] == 5 and metrics["frames"]["evaluated"] == 4, metrics["frames"]
+    expected = expected_segmentation([0, 1, 2, 3])
+    assert metrics["segmentation"]["class_iou"] == pytest.approx(expected["class_iou"])
+    assert metrics["segmentation"]["mean_iou"] == pytest.approx(expected["mean_iou"])
+    assert metrics["segmentation"]["pixel_accuracy"] == pytest.approx(expected["pixel_accuracy"])
+    latency = metrics["latency_ms"]["end_to_end"]
+    assert latency["count"] == 5 and 0 < latency["p50"] <= latency["p99"]
+    # the node's own messages are recorded, their headers those of the played frames
+    labels = _messages(out / "bag", "/segmentation/labels")
+    inputs = _messages(bag, "/camera/image")
+    assert [msg.header for _, msg in labels] == [msg.header for _, msg in inputs]
+    for frame, (message, msg) in enumerate(labels):
+        np.testing.assert_array_equal(bag_io.image_from_message(msg, message.msgtype).pixels[:, :, 0], scene_classes(frame))
+
+
+def test_live_mode_without_a_node_fails_clearly(tmp_path: Path, colour_spec: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("rclpy", reason="needs the repo's .venv (rclpy)")
+    from node_harness import isolated_ros_environment
+
+    isolated_ros_environment()
+    bag = tmp_path / "bag"
+    make_bag([QUOKKA], bag, "/cam", 1.0)
+    code = cli.main(["bag-eval", "--live", "--bag", str(bag), "--model-spec", str(colour_spec), "--image-topic", "/cam",
+                     "--out", str(tmp_path / "o"), "--no-progress", "--wait-for-node", "1"])
+    assert code == 1
+    assert "the node did not answer within 1 s: subscribers of /cam: 0" in capsys.readouterr().err
