@@ -8,10 +8,14 @@ from collections.abc import Iterator
 
 import cv2
 import numpy as np
+import onnx
 import pytest
+import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import LabelInfo
+
+from onnx import TensorProto, helper, numpy_helper
 
 from node_harness import (
     IMAGES,
@@ -24,6 +28,7 @@ from node_harness import (
     isolated_ros_environment,
     qos,
 )
+from onnx_builders import build_model
 from trt_perception import visualize
 from trt_perception.pipeline import Pipeline
 from trt_perception.spec import load_model_spec
@@ -40,8 +45,7 @@ def env() -> dict[str, str]:
 def node(env: dict[str, str]) -> Iterator[NodeProcess]:
     process = NodeProcess(
         "segmentation_node",
-        ["-r", "__ns:=/seg_test", "-r", "image:=/camera/image", "-p", "diagnostics_period:=0.2",
-         "-p", "warning_period:=0.0"],
+        ["-r", "__ns:=/seg_test", "-r", "image:=/camera/image", "-p", "diagnostics_period:=0.2"],
         env,
     )
     process.wait_for_output("selfie_segmentation")
@@ -176,6 +180,33 @@ def test_bad_input_is_skipped_and_next_frame_answered(node: NodeProcess, camera,
     assert node.process.poll() is None
 
 
+def test_repeated_bad_input_warning_is_throttled(node: NodeProcess, camera, labels) -> None:  # type: ignore[no-untyped-def]
+    # The unknown-encoding case above was logged less than warning_period (5 s) ago: repeats are
+    # counted in the diagnostics but not logged again.
+    rgb = astronaut_rgb()
+    logged_before = node.output.count("unknown image encoding")
+    assert logged_before == 1
+    for index in range(3):
+        camera.publish(image_message(rgb, "yuv422_weird", "camera", (100, 1)))
+    send_and_receive(camera, labels, image_message(rgb, "rgb8", "camera", (102, 0)))
+    assert node.output.count("unknown image encoding") == logged_before
+
+
+def test_overlay_with_alpha_one_is_the_colour_mask(client: RosClient, camera, labels) -> None:  # type: ignore[no-untyped-def]
+    overlays = client.record(Image, f"{NODE}/overlay", qos(reliable=True))
+    masks = client.record(Image, f"{NODE}/color_mask", qos(reliable=True))
+    assert all(r.successful for r in client.set_parameters(NODE, {"publish_overlay": True, "overlay_alpha": 1.0}))
+    time.sleep(1.0)
+    camera.publish(image_message(astronaut_rgb(), "rgb8", "camera", (110, 0)))
+    overlay = overlays.wait_for(lambda m: m.header.stamp.sec == 110)
+    mask = masks.wait_for(lambda m: m.header.stamp.sec == 110)
+    np.testing.assert_array_equal(received_pixels(overlay, 3), received_pixels(mask, 3))
+    assert all(r.successful for r in client.set_parameters(NODE, {"overlay_alpha": 0.0}))
+    camera.publish(image_message(astronaut_rgb(), "rgb8", "camera", (111, 0)))
+    overlay = overlays.wait_for(lambda m: m.header.stamp.sec == 111)
+    np.testing.assert_array_equal(received_pixels(overlay, 3), astronaut_rgb())
+
+
 def _with(message: Image, **fields) -> Image:  # type: ignore[no-untyped-def]
     for name, value in fields.items():
         setattr(message, name, value)
@@ -264,6 +295,51 @@ def test_compressed_input_and_corrupt_frames(env: dict[str, str], pipeline) -> N
         received = send_and_receive(camera, labels, compressed_message(jpeg, "jpeg", "camera", (3, 0)))
         decoded = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
         np.testing.assert_array_equal(received_pixels(received, 1), pipeline.run(decoded, "BGR").labels)
+    finally:
+        ros.close()
+        assert process.stop() == 0
+
+
+def test_more_than_256_classes_give_mono16_labels_via_rclpy_messages(env: dict[str, str], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A model spec with 300 classes whose graph labels each pixel R + G + B; raw_intake off, so the
+    # node builds rclpy messages instead of reading CDR bytes.
+    graph = build_model(
+        [helper.make_node("ReduceSum", ["image", "channel_axis"], ["sum"], keepdims=0),
+         helper.make_node("Cast", ["sum"], ["labels"], to=TensorProto.INT32)],
+        {"image": [1, 8, 8, 3]},
+        {"labels": (TensorProto.INT32, [1, 8, 8])},
+        [numpy_helper.from_array(np.array([3], np.int64), "channel_axis")],
+    )
+    onnx.save(graph, tmp_path / "sum.onnx")
+    spec = {
+        "name": "many_classes", "task": "segmentation", "model": "sum.onnx",
+        "input": {"name": "image", "layout": "NHWC", "size": [8, 8], "normalization": {"type": "none"}},
+        "labels": [f"class_{i}" for i in range(300)], "decoder": {"type": "labels"},
+    }
+    (tmp_path / "many.yaml").write_text(yaml.safe_dump(spec))
+    process = NodeProcess(
+        "segmentation_node",
+        ["-r", "__ns:=/seg_many", "-r", "image:=/camera/small", "-p", f"model_spec:={tmp_path / 'many.yaml'}",
+         "-p", "raw_intake:=false"],
+        env,
+    )
+    ros = RosClient("seg_many_client")
+    try:
+        process.wait_for_output("many_classes")
+        camera = ros.node.create_publisher(Image, "/camera/small", qos(reliable=True))
+        labels = ros.record(Image, "/seg_many/segmentation/labels", qos(reliable=True))
+        ros.wait_for_subscribers(camera)
+        ros.wait_for_publishers("/seg_many/segmentation/labels")
+        time.sleep(1.0)
+        image = np.zeros((20, 30, 3), np.uint8)
+        image[:, :15] = (200, 57, 0)  # class 257: needs 16 bits
+        image[:, 15:] = (10, 20, 30)  # class 60
+        received = send_and_receive(camera, labels, image_message(image, "rgb8", "small", (12, 34)))
+        assert received.encoding == "mono16" and received.header.frame_id == "small"
+        values = received_pixels(received, 1, np.uint16)
+        assert values.shape == (20, 30)
+        assert set(np.unique(values[:, :12]).tolist()) == {257}
+        assert set(np.unique(values[:, 18:]).tolist()) == {60}
     finally:
         ros.close()
         assert process.stop() == 0
