@@ -88,7 +88,7 @@ def test_image_and_detections_cross_process_boundary(tmp_path: Path, ros_context
     rng = random.Random(20261121)
     height, width, padding = 37, 53, 5  # odd sizes and row padding: step != width * 3
     step = width * 3 + padding
-    image_spec = {
+    image_spec: dict[str, Any] = {
         "header": random_header(rng),
         "height": height,
         "width": width,
