@@ -44,13 +44,20 @@ class GpuSegmentationDecoder:
         self._flag = self.cupy.zeros(1, self.cupy.int32)
         self._tables: dict[tuple[Any, ...], list[Any]] = {}
 
-    def decode(self, outputs: Mapping[str, Any], geometry: ResizeGeometry, at_source: bool) -> Any:
-        """Labels ``HxW`` (cupy uint8/uint16) at source size when ``at_source``, else network size."""
+    def decode(
+        self, outputs: Mapping[str, Any], geometry: ResizeGeometry, at_source: bool, check_finite: bool = True
+    ) -> Any:
+        """Labels ``HxW`` (cupy uint8/uint16) at source size when ``at_source``, else network size.
+
+        ``check_finite`` rejects NaN/Inf scores as the CPU decoders do; it waits for the device.
+        Without it (scores checked elsewhere) the call only enqueues kernels, e.g. into a CUDA graph.
+        """
         name, tensor = self._select(outputs)
         decoder = self.decoder
         if isinstance(decoder, LabelsDecoder):
             return self._resample_labels(self._class_indices(name, tensor), geometry, at_source)
-        self._check_finite(name, tensor)
+        if check_finite:
+            self._check_finite(name, tensor)
         if isinstance(decoder, LogitsDecoder):
             require_rank(name, tensor, (4,), "[B,C,H,W]" if decoder.layout == "NCHW" else "[B,H,W,C]")
             channels_last = decoder.layout == "NHWC"
