@@ -46,6 +46,12 @@ pip_install() {
 }
 
 cd "$REPO_ROOT"
+# One setup at a time per venv (parallel test runs would otherwise pip-install into it together).
+exec 9>"$VENV.lock"
+if ! flock -n 9; then
+  say "waiting for another setup_env.sh run on $VENV to finish"
+  flock 9
+fi
 SETUP_HASH="$(hash_inputs scripts/setup_env.sh scripts/ros_env.sh requirements.txt requirements-dev.txt \
   requirements-ros.txt requirements-interfaces.txt setup.py setup.cfg package.xml resource launch config \
   test/fixtures/models interfaces)"
