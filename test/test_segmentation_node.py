@@ -263,12 +263,23 @@ def test_sigterm_shuts_down_cleanly(env: dict[str, str]) -> None:
     assert "Traceback" not in process.output
 
 
-def test_missing_model_is_a_clear_fatal_error(env: dict[str, str], tmp_path) -> None:  # type: ignore[no-untyped-def]
-    missing = tmp_path / "no_such_model.onnx"
-    process = NodeProcess("segmentation_node", ["-r", "__ns:=/seg_missing", "-p", f"model_path:={missing}"], env)
-    assert process.process.wait(60) != 0
+@pytest.mark.parametrize(
+    "case, expected",
+    [("missing", "not found"), ("corrupt", "cannot load ONNX model"), ("bad_alpha", "overlay_alpha out of range")],
+)
+def test_unloadable_model_or_bad_parameter_is_a_clear_fatal_error(
+    env: dict[str, str], tmp_path, case: str, expected: str  # type: ignore[no-untyped-def]
+) -> None:
+    model = tmp_path / "model.onnx"
+    if case == "corrupt":
+        model.write_bytes(b"this is not an ONNX file")
+    parameters = ["-p", "overlay_alpha:=3.0"] if case == "bad_alpha" else ["-p", f"model_path:={model}"]
+    process = NodeProcess("segmentation_node", ["-r", f"__ns:=/seg_{case}", *parameters], env)
+    assert process.process.wait(60) == 1
     output = process.output
-    assert str(missing) in output
+    assert "cannot start" in output and expected in output
+    if case != "bad_alpha":
+        assert str(model) in output
     assert "Traceback" not in output
 
 

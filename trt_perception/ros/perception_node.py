@@ -14,20 +14,20 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import rclpy
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-import rclpy.exceptions
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy
-from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import LabelInfo
@@ -50,13 +50,9 @@ except ImportError:  # Humble
 
 Settings = Mapping[str, Any]
 
-# Errors that end the node at start-up with one clear line instead of a traceback.
-STARTUP_ERRORS: tuple[type[Exception], ...] = (
-    TrtPerceptionError,
-    rclpy.exceptions.InvalidParameterValueException,
-    rclpy.exceptions.InvalidParameterTypeException,
-    rclpy.exceptions.ParameterException,
-)
+# Errors that end the node at start-up with one clear line instead of a traceback: a bad model
+# spec or model file, a parameter value rejected by its type, range or validation.
+STARTUP_ERRORS: tuple[type[Exception], ...] = (TrtPerceptionError, ParameterException)
 
 LABEL_INFO_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -152,6 +148,7 @@ class PerceptionNode(Node):
         super().__init__(node_name)
         self._definitions: dict[str, ParameterDefinition] = {}
         self._settings: Settings = {}
+        self._throttle = MessageThrottle(period=0.0)  # period set from warning_period when declared
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._declare(COMMON_PARAMETERS, {"model_spec": default_model_spec})
 
@@ -170,7 +167,6 @@ class PerceptionNode(Node):
         self.pipeline = Pipeline.from_spec(self.spec)
 
         self._stats = NodeStatistics()
-        self._throttle = MessageThrottle(self._settings["warning_period"])
         self._slot: LatestFrameSlot[FrameReader] = LatestFrameSlot()
         self._stopping = False
 
@@ -253,7 +249,7 @@ class PerceptionNode(Node):
             changes[parameter.name] = parameter.value
         if changes:
             self._settings = {**self._settings, **changes}
-            if "warning_period" in changes and hasattr(self, "_throttle"):
+            if "warning_period" in changes:
                 self._throttle.period = changes["warning_period"]
         return SetParametersResult(successful=True)
 
