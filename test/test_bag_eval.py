@@ -209,6 +209,26 @@ def test_bad_frames_are_counted_per_reason_and_left_out(tmp_path: Path, colour_s
     assert result.segmentation.mean_iou == pytest.approx(expected["mean_iou"])
 
 
+def test_ground_truth_that_does_not_fit_is_counted_not_scored(tmp_path: Path, colour_spec: Path) -> None:
+    images, masks = write_scene(tmp_path, frames=4, truth_frames=4)
+    cv2.imwrite(str(masks / "frame001.png"), np.zeros((HEIGHT + 1, WIDTH), np.uint8))  # wrong size
+    bad_labels = scene_truth(2)
+    bad_labels[10, 10] = 7  # not a class of the 3-class model, not the ignore index
+    cv2.imwrite(str(masks / "frame002.png"), bad_labels)
+    make_bag([images], tmp_path / "bag", "/cam", 10.0)
+
+    result = run_bag_eval(BagEvalOptions(tmp_path / "bag", colour_spec, "/cam", tmp_path / "out",
+                                         gt_masks=masks, progress=False))
+
+    assert result.frames_processed == 4 and result.frames_evaluated == 2
+    assert result.truth_unusable == {
+        f"ground-truth mask size {WIDTH}x{HEIGHT + 1} differs from the image size {WIDTH}x{HEIGHT}": 1,
+        "ground truth holds labels [7] outside 0..2 (ignore_index 255)": 1,
+    }
+    assert result.segmentation is not None
+    assert result.segmentation.mean_iou == pytest.approx(expected_segmentation([0, 3])["mean_iou"])
+
+
 def test_unknown_topic_and_empty_topic_are_clear_errors(
     tmp_path: Path, colour_spec: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -224,6 +244,11 @@ def test_unknown_topic_and_empty_topic_are_clear_errors(
     assert "has no messages" in capsys.readouterr().err
     assert cli.main([*args, "--image-topic", "/cam", "--gt-coco", str(tmp_path / "x.json")]) == 1
     assert "--gt-coco needs a detection model" in capsys.readouterr().err
+    no_topics = tmp_path / "no_topics"
+    with bag_io.BagWriter(no_topics, "mcap"):
+        pass
+    assert cli.main([*args[:2], str(no_topics), *args[3:], "--image-topic", "/cam"]) == 1
+    assert "'/cam' is not in bag" in (err := capsys.readouterr().err) and "the bag has no topics" in err
 
 
 # ----------------------------------------------------------------------------- detection

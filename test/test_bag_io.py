@@ -89,6 +89,19 @@ def test_coco_boxes_become_detection_arrays(tmp_path: Path) -> None:
     assert (box.center.position.x, box.center.position.y, box.size_x, box.size_y) == (349, 346, 402, 592)
 
 
+@pytest.mark.parametrize("distro", ["humble", "kilted"])
+def test_bags_with_other_distros_type_definitions(tmp_path: Path, distro: str) -> None:
+    make_bag([SAMPLES[0]], tmp_path / "bag", "/cam", 1.0, distro=distro)
+    reader = bag_io.open_reader(tmp_path / "bag")
+    try:
+        (connection,) = reader.connections
+        assert "uint32 height" in connection.msgdef.data  # the definition travels with the bag
+        ((message, msg),) = [(m, bag_io.deserialize(m, bag_io.typestore(distro))) for m in bag_io.iter_messages(reader, ["/cam"])]
+    finally:
+        reader.close()
+    assert bag_io.image_from_message(msg, message.msgtype).pixels.shape == (400, 600, 3)
+
+
 def test_unknown_topic_lists_the_bag_topics(tmp_path: Path) -> None:
     make_bag([SAMPLES[0]], tmp_path / "bag", "/cam", 1.0)
     reader = bag_io.open_reader(tmp_path / "bag")

@@ -77,7 +77,7 @@ def test_labels_outside_the_classes_are_rejected_not_dropped() -> None:
     with pytest.raises(ValueError, match=r"prediction holds labels \[3\]"):
         confusion_matrix(np.array([0, 1]), np.array([0, 3]), 3)
     with pytest.raises(ValueError, match="differ in shape"):
-        confusion_matrix(np.zeros((2, 3)), np.zeros((3, 2)), 3)
+        confusion_matrix(np.zeros((2, 3), np.uint8), np.zeros((3, 2), np.uint8), 3)
 
 
 def test_all_pixels_ignored_gives_undefined_scores() -> None:
@@ -197,7 +197,7 @@ def reference_coco_ap(frames: list[dict], iou_threshold: float, cls: str) -> flo
 def test_detection_metrics_match_reference_coco_ap_on_random_data(seed: int) -> None:
     rng = np.random.default_rng(seed)
     names = ["person", "car", "dog"]
-    frames = []
+    frames: list[dict] = []
     metrics = DetectionMetrics()
     for _ in range(6):
         num_truth = int(rng.integers(0, 6))
@@ -212,11 +212,10 @@ def test_detection_metrics_match_reference_coco_ap_on_random_data(seed: int) -> 
         boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
         classes = [c if rng.random() > 0.2 else str(rng.choice(names)) for c in gt_classes]
         classes += list(rng.choice(names, len(clutter)))
-        scores = rng.uniform(0.05, 1.0, len(boxes))
-        frame = {"gt_boxes": gt_boxes, "gt_classes": gt_classes, "boxes": boxes,
-                 "scores": scores, "classes": classes}
-        frames.append(frame)
-        metrics.add_frame(**frame)
+        det_scores = rng.uniform(0.05, 1.0, len(boxes))
+        frames.append({"gt_boxes": gt_boxes, "gt_classes": gt_classes, "boxes": boxes,
+                       "scores": det_scores, "classes": classes})
+        metrics.add_frame(gt_boxes, gt_classes, boxes, det_scores, classes)
 
     scores = metrics.scores()
 

@@ -36,7 +36,7 @@ class FramePrediction:
     stamp: int
     source_size: tuple[int, int]
     thumbnail: npt.NDArray[np.uint8] | None
-    labels: npt.NDArray[np.integer] | None = None
+    labels: npt.NDArray[np.unsignedinteger] | None = None
     detections: Detections | None = None
     class_names: list[str] = field(default_factory=list)
 

@@ -12,7 +12,7 @@ import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import cv2
 import numpy as np
@@ -31,7 +31,7 @@ class GroundTruthError(TrtPerceptionError):
 class MaskTruth:
     """Per-pixel class indices, HxW uint8 or uint16."""
 
-    labels: npt.NDArray[np.integer]
+    labels: npt.NDArray[np.unsignedinteger]
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def read_mask(path: Path) -> MaskTruth:
             f"mask {path} is {labels.dtype} with shape {labels.shape}; ground-truth masks must be "
             "single-channel 8- or 16-bit images of class indices"
         )
-    return MaskTruth(labels)
+    return MaskTruth(np.asarray(labels))
 
 
 class MaskFolder:
@@ -171,29 +171,28 @@ class StampMatcher(Generic[Pending]):
 
     def add_frame(self, stamp: int, frame: Pending) -> tuple[Pending, Truth] | None:
         """Offer a frame; returns it with its ground truth if that came already."""
-        if stamp in self._truths:
-            return frame, self._truths.pop(stamp)
-        if stamp in self._frames:  # two frames with one stamp: the earlier cannot be told apart
-            self._frames.pop(stamp)
-            self.frames_without_truth += 1
-        self._frames[stamp] = frame
-        if len(self._frames) > self.max_pending:
-            self._frames.popitem(last=False)
-            self.frames_without_truth += 1
-        return None
+        truth, given_up = self._offer(stamp, frame, self._frames, self._truths)
+        self.frames_without_truth += given_up
+        return None if truth is None else (frame, truth)
 
     def add_truth(self, stamp: int, truth: Truth) -> tuple[Pending, Truth] | None:
         """Offer a ground truth; returns it with its frame if that came already."""
-        if stamp in self._frames:
-            return self._frames.pop(stamp), truth
-        if stamp in self._truths:
-            self._truths.pop(stamp)
-            self.truths_without_frame += 1
-        self._truths[stamp] = truth
-        if len(self._truths) > self.max_pending:
-            self._truths.popitem(last=False)
-            self.truths_without_frame += 1
-        return None
+        frame, given_up = self._offer(stamp, truth, self._truths, self._frames)
+        self.truths_without_frame += given_up
+        return None if frame is None else (frame, truth)
+
+    def _offer(self, stamp: int, item: Any, waiting: OrderedDict[int, Any], partners: OrderedDict[int, Any]) -> tuple[Any, int]:
+        """The partner waiting under ``stamp`` (taken out), or queue ``item``; and how many entries were given up."""
+        if stamp in partners:
+            return partners.pop(stamp), 0
+        given_up = 0
+        if waiting.pop(stamp, None) is not None:  # one stamp twice: the earlier one cannot be told apart
+            given_up += 1
+        waiting[stamp] = item
+        if len(waiting) > self.max_pending:
+            waiting.popitem(last=False)
+            given_up += 1
+        return None, given_up
 
     def finish(self) -> None:
         """Count whatever is still waiting as unmatched."""

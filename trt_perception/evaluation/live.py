@@ -210,6 +210,6 @@ class _Player:
             boxes, names, scores = bag_io.detections_from_message(msg)
             known = list(evaluator.class_names)
             ids = [known.index(name) if name in known else len(known) for name in names]
-            prediction.detections = Detections(boxes, np.asarray(scores), np.asarray(ids))
+            prediction.detections = Detections(boxes.astype(np.float32), np.asarray(scores, np.float32), np.asarray(ids, np.int64))
             prediction.class_names = names
         return prediction

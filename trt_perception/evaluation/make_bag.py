@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -27,7 +28,6 @@ from trt_perception.evaluation.bag_io import (
 from trt_perception.evaluation.ground_truth import (
     CocoImage,
     GroundTruthError,
-    MaskTruth,
     image_files,
     read_coco,
     read_mask,
@@ -73,11 +73,11 @@ def compressed_bytes(path: Path, format_: str) -> tuple[bytes, tuple[int, int]]:
     if pixels is None:
         raise GroundTruthError(f"cannot read image {path}")
     if path.suffix.lower() in COMPRESSED_FORMATS[format_]:
-        return path.read_bytes(), pixels.shape[:2]
+        return path.read_bytes(), (int(pixels.shape[0]), int(pixels.shape[1]))
     ok, encoded = cv2.imencode(COMPRESSED_FORMATS[format_][0], pixels)
     if not ok:
         raise GroundTruthError(f"cannot encode {path} as {format_}")
-    return encoded.tobytes(), pixels.shape[:2]
+    return encoded.tobytes(), (int(pixels.shape[0]), int(pixels.shape[1]))
 
 
 def make_bag(
@@ -116,32 +116,19 @@ def make_bag(
                 writer.write(topic, COMPRESSED_IMAGE_TYPE, stamp, compressed_image_message(store, header, data, encoding))
             else:
                 pixels = load_pixels(path, encoding)
-                size = pixels.shape[:2]
+                size = (int(pixels.shape[0]), int(pixels.shape[1]))
                 writer.write(topic, IMAGE_TYPE, stamp, image_message(store, header, pixels, encoding))
             summary.frames += 1
-            if masks is not None:
-                mask_path = masks.get(path.stem)
-                if mask_path is None:
-                    summary.frames_without_ground_truth.append(path.name)
-                    continue
-                mask = _checked_mask(read_mask(mask_path), size, mask_path)
-                mask_encoding = "mono8" if mask.labels.dtype == np.uint8 else "mono16"
-                writer.write(gt_topic, IMAGE_TYPE, stamp, image_message(store, header, mask.labels, mask_encoding))
-                summary.ground_truth += 1
-            elif coco_images is not None:
-                image = coco_images.get(path.name)
-                if image is None:
-                    summary.frames_without_ground_truth.append(path.name)
-                    continue
-                _check_coco_size(image, size, coco)
-                keep = [not crowd for crowd in image.truth.crowd]
-                summary.crowd_boxes_dropped += keep.count(False)
-                message = detection_array_message(
-                    store, header, image.truth.boxes[keep],
-                    [name for name, k in zip(image.truth.classes, keep, strict=True) if k],
-                    [1.0] * sum(keep),
-                )
-                writer.write(gt_topic, DETECTIONS_TYPE, stamp, message)
+            if masks is None and coco_images is None:
+                continue
+            truth = (
+                _mask_message(store, header, masks.get(path.stem), size) if masks is not None
+                else _coco_message(store, header, coco_images.get(path.name) if coco_images else None, size, summary)
+            )
+            if truth is None:
+                summary.frames_without_ground_truth.append(path.name)
+            else:
+                writer.write(gt_topic, truth[0], stamp, truth[1])
                 summary.ground_truth += 1
     return summary
 
@@ -152,15 +139,27 @@ def _masks_by_stem(folder: Path) -> dict[str, Path]:
     return {path.stem: path for path in image_files([folder])}
 
 
-def _checked_mask(mask: MaskTruth, size: tuple[int, int], path: Path) -> MaskTruth:
-    if mask.labels.shape != tuple(size):
-        raise GroundTruthError(f"mask {path} is {mask.labels.shape[::-1]} (w, h) but its image is {tuple(size)[::-1]}")
-    return mask
+def _mask_message(store: Any, header: Any, path: Path | None, size: tuple[int, int]) -> tuple[str, Any] | None:
+    """A mono8/mono16 label Image of the mask file, None without one; the mask must fit the image."""
+    if path is None:
+        return None
+    labels = read_mask(path).labels
+    if labels.shape != size:
+        raise GroundTruthError(f"mask {path} is {labels.shape[1]}x{labels.shape[0]} but its image is {size[1]}x{size[0]}")
+    return IMAGE_TYPE, image_message(store, header, labels, "mono8" if labels.dtype == np.uint8 else "mono16")
 
 
-def _check_coco_size(image: CocoImage, size: tuple[int, int], coco: Path | None) -> None:
-    if image.width is not None and image.height is not None and (image.height, image.width) != tuple(size):
+def _coco_message(
+    store: Any, header: Any, image: CocoImage | None, size: tuple[int, int], summary: MakeBagSummary
+) -> tuple[str, Any] | None:
+    """A Detection2DArray of the image's COCO boxes (crowd regions left out and counted), None without one."""
+    if image is None:
+        return None
+    if image.width is not None and image.height is not None and (image.height, image.width) != size:
         raise GroundTruthError(
-            f"{coco}: image {image.file_name} is {image.width}x{image.height} in the json "
-            f"but {size[1]}x{size[0]} on disk"
+            f"COCO image {image.file_name} is {image.width}x{image.height} in the json but {size[1]}x{size[0]} on disk"
         )
+    keep = [not crowd for crowd in image.truth.crowd]
+    summary.crowd_boxes_dropped += keep.count(False)
+    names = [name for name, kept in zip(image.truth.classes, keep, strict=True) if kept]
+    return DETECTIONS_TYPE, detection_array_message(store, header, image.truth.boxes[keep], names, [1.0] * len(names))

@@ -14,6 +14,7 @@ predict classes missing from the ground truth (COCO leaves those out of the mean
 from __future__ import annotations
 
 import contextlib
+from array import array
 import io
 import math
 from collections.abc import Sequence
@@ -22,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-# Boxes are xyxy in pixels throughout this module; COCO wants xywh.
-Boxes = npt.NDArray[np.floating]
+# Boxes are xyxy in pixels throughout this module (N x 4); COCO wants xywh.
+Boxes = npt.ArrayLike
 
 
 # ----------------------------------------------------------------------------- segmentation
@@ -134,7 +135,7 @@ def frame_detection_errors(
     gt_boxes: Boxes,
     gt_classes: Sequence[str],
     boxes: Boxes,
-    scores: npt.NDArray[np.floating],
+    scores: npt.ArrayLike,
     classes: Sequence[str],
     iou_threshold: float = 0.5,
 ) -> int:
@@ -172,29 +173,26 @@ class DetectionScores:
 
 
 class DetectionMetrics:
-    """Boxes accumulated per frame, scored with pycocotools' COCOeval at the end."""
+    """Boxes accumulated per frame, scored with pycocotools' COCOeval at the end.
+
+    Each box is kept as one compact numeric row (no images, no per-box Python objects) until
+    ``scores()`` builds the COCO structures.
+    """
 
     def __init__(self, max_detections: int = 100) -> None:
         self.max_detections = max_detections
+        self.frames = 0
         self._category_ids: dict[str, int] = {}
-        self._images: list[dict] = []
-        self._ground_truth: list[dict] = []
-        self._detections: list[dict] = []
-
-    @property
-    def frames(self) -> int:
-        """Frames added so far."""
-        return len(self._images)
-
-    def _category(self, name: str) -> int:
-        return self._category_ids.setdefault(str(name), len(self._category_ids) + 1)
+        # rows of [image_id, category_id, x1, y1, x2, y2, iscrowd] and [..., score], one array per frame
+        self._truth_rows: list[npt.NDArray[np.float64]] = []
+        self._detection_rows: list[npt.NDArray[np.float64]] = []
 
     def add_frame(
         self,
         gt_boxes: Boxes,
         gt_classes: Sequence[str],
         boxes: Boxes,
-        scores: npt.NDArray[np.floating],
+        scores: npt.ArrayLike,
         classes: Sequence[str],
         gt_crowd: Sequence[bool] | None = None,
     ) -> None:
@@ -202,49 +200,34 @@ class DetectionMetrics:
 
         Boxes are ``xyxy`` in source pixels. ``gt_crowd`` marks COCO ``iscrowd`` regions.
         """
-        gt_boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
-        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        scores = np.asarray(scores, np.float64).reshape(-1)
-        if len(gt_boxes) != len(gt_classes):
-            raise ValueError(f"{len(gt_boxes)} ground-truth boxes but {len(gt_classes)} classes")
-        if not len(boxes) == len(scores) == len(classes):
+        truth_boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
+        det_boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        det_scores = np.asarray(scores, np.float64).reshape(-1)
+        if len(truth_boxes) != len(gt_classes):
+            raise ValueError(f"{len(truth_boxes)} ground-truth boxes but {len(gt_classes)} classes")
+        if not len(det_boxes) == len(det_scores) == len(classes):
             raise ValueError(
-                f"{len(boxes)} boxes, {len(scores)} scores, {len(classes)} classes differ in length"
+                f"{len(det_boxes)} boxes, {len(det_scores)} scores, {len(classes)} classes differ in length"
             )
-        crowd = [False] * len(gt_boxes) if gt_crowd is None else list(gt_crowd)
-        image_id = len(self._images) + 1
-        self._images.append({"id": image_id})
-        for box, name, is_crowd in zip(gt_boxes, gt_classes, crowd, strict=True):
-            self._ground_truth.append(
-                self._annotation(image_id, box, name, len(self._ground_truth) + 1)
-                | {"iscrowd": int(is_crowd)}
-            )
-        for box, score, name in zip(boxes, scores, classes, strict=True):
-            self._detections.append(
-                self._annotation(image_id, box, name, len(self._detections) + 1)
-                | {"score": float(score), "iscrowd": 0}
-            )
-
-    def _annotation(self, image_id: int, box: npt.NDArray[np.float64], name: str, ann_id: int) -> dict:
-        x1, y1, x2, y2 = (float(v) for v in box)
-        width, height = max(0.0, x2 - x1), max(0.0, y2 - y1)
-        return {
-            "id": ann_id,
-            "image_id": image_id,
-            "category_id": self._category(name),
-            "bbox": [x1, y1, width, height],
-            "area": width * height,
-        }
+        crowd = np.zeros(len(truth_boxes)) if gt_crowd is None else np.asarray(gt_crowd, np.float64)
+        self.frames += 1
+        for rows, table_boxes, names, last in (
+            (self._truth_rows, truth_boxes, gt_classes, crowd),
+            (self._detection_rows, det_boxes, classes, det_scores),
+        ):
+            if len(names):
+                categories = [self._category_ids.setdefault(str(n), len(self._category_ids) + 1) for n in names]
+                image_ids = np.full(len(names), self.frames)
+                rows.append(np.column_stack([image_ids, categories, table_boxes, last]))
 
     def scores(self) -> DetectionScores:
         """COCO mAP@[.5:.95], AP50, AP75 and AP per ground-truth class over all frames so far."""
         names = {cat_id: name for name, cat_id in self._category_ids.items()}
-        gt_category_ids = sorted({ann["category_id"] for ann in self._ground_truth})
+        truth, detections = _stacked(self._truth_rows), _stacked(self._detection_rows)
+        gt_category_ids = sorted({int(c) for c in truth[:, 1]})
         if not gt_category_ids:
-            return DetectionScores(
-                math.nan, math.nan, math.nan, {}, self.frames, 0, len(self._detections)
-            )
-        precision = self._coco_precision(gt_category_ids)  # [iou, recall, class]
+            return DetectionScores(math.nan, math.nan, math.nan, {}, self.frames, 0, len(detections))
+        precision = self._coco_precision(truth, detections, gt_category_ids)  # [iou, recall, class]
         iou_thresholds = np.linspace(0.5, 0.95, 10)
 
         def mean_valid(values: npt.NDArray[np.float64]) -> float:
@@ -260,26 +243,46 @@ class DetectionMetrics:
                 for k, cat_id in enumerate(gt_category_ids)
             },
             frames=self.frames,
-            ground_truth_boxes=len(self._ground_truth),
-            detections=len(self._detections),
+            ground_truth_boxes=len(truth),
+            detections=len(detections),
         )
 
-    def _coco_precision(self, category_ids: list[int]) -> npt.NDArray[np.float64]:
+    def _coco_precision(
+        self, truth: npt.NDArray[np.float64], detections: npt.NDArray[np.float64], category_ids: list[int]
+    ) -> npt.NDArray[np.float64]:
         """COCOeval's interpolated precision, area 'all', most detections: ``[iou, recall, class]``."""
-        from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
 
+        images = [{"id": image_id} for image_id in range(1, self.frames + 1)]
         categories = [{"id": cat_id} for cat_id in self._category_ids.values()]
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            ground_truth = _coco_dataset(self._images, categories, self._ground_truth)
-            detections = _coco_dataset(self._images, categories, self._detections)
-            evaluator = COCOeval(ground_truth, detections, iouType="bbox")
+            ground_truth = _coco_dataset(images, categories, _annotations(truth, "iscrowd"))
+            results = _coco_dataset(images, categories, _annotations(detections, "score"))
+            evaluator = COCOeval(ground_truth, results, iouType="bbox")
             evaluator.params.catIds = category_ids
             evaluator.params.maxDets = [1, 10, self.max_detections]
             evaluator.evaluate()
             evaluator.accumulate()
         precision: npt.NDArray[np.float64] = evaluator.eval["precision"][:, :, :, 0, -1]
         return precision
+
+
+def _stacked(rows: list[npt.NDArray[np.float64]]) -> npt.NDArray[np.float64]:
+    return np.concatenate(rows) if rows else np.zeros((0, 7))
+
+
+def _annotations(table: npt.NDArray[np.float64], last_column: str) -> list[dict]:
+    """COCO annotation dicts (``bbox`` as xywh) from rows ``[image, category, x1, y1, x2, y2, last]``."""
+    annotations = []
+    for ann_id, (image_id, category_id, x1, y1, x2, y2, last) in enumerate(table.tolist(), start=1):
+        width, height = max(0.0, x2 - x1), max(0.0, y2 - y1)
+        annotation = {
+            "id": ann_id, "image_id": int(image_id), "category_id": int(category_id),
+            "bbox": [x1, y1, width, height], "area": width * height, "iscrowd": 0,
+        }
+        annotation[last_column] = int(last) if last_column == "iscrowd" else last
+        annotations.append(annotation)
+    return annotations
 
 
 def _coco_dataset(images: list[dict], categories: list[dict], annotations: list[dict]):  # noqa: ANN202
@@ -296,15 +299,15 @@ def _coco_dataset(images: list[dict], categories: list[dict], annotations: list[
 
 
 class LatencyStats:
-    """Per-stage milliseconds of every frame, summarized as percentiles."""
+    """Per-stage milliseconds of every frame (8 bytes per stage and frame), summarized as percentiles."""
 
     def __init__(self) -> None:
-        self._milliseconds: dict[str, list[float]] = {}
+        self._milliseconds: dict[str, array[float]] = {}
 
     def add(self, milliseconds: dict[str, float]) -> None:
         """Add one frame's stage timings (stage name -> ms)."""
         for stage, value in milliseconds.items():
-            self._milliseconds.setdefault(stage, []).append(float(value))
+            self._milliseconds.setdefault(stage, array("d")).append(float(value))
 
     @property
     def stages(self) -> list[str]:

@@ -27,7 +27,8 @@ def thumbnail(pixels: npt.NDArray, channel_order: str, max_side: int = THUMBNAIL
     scale = min(1.0, max_side / max(height, width))
     if scale == 1.0:
         return rgb
-    return cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), np.uint8)
 
 
 def _number(value: float) -> float | None:
@@ -238,7 +239,7 @@ def render_worst_frame(worst: WorstFrame, result: EvaluationResult) -> npt.NDArr
         left = draw_detections(image, _scaled(frame.detections, scale), names)
         extra = tuple(sorted(set(truth.classes) - set(names)))
         all_names = names + extra
-        truth_boxes = Detections(truth.boxes * scale, np.ones(len(truth.classes)),
+        truth_boxes = Detections((truth.boxes * scale).astype(np.float32), np.ones(len(truth.classes), np.float32),
                                  np.array([all_names.index(c) for c in truth.classes], np.int64))
         right = draw_detections(image, truth_boxes, all_names)
     else:
