@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder (report, metrics, plots, bag)")
     parser.add_argument("--ignore-index", type=_ignore_index, default=255,
                         help="ground-truth label to ignore (default 255; 'none' for none)")
-    parser.add_argument("--labels-topic", default="/labels", help="output topic for label images")
+    parser.add_argument("--labels-topic", default="/labels",
+                        help="output topic for label images (always at source resolution, as the ground truth)")
     parser.add_argument("--detections-topic", default="/detections", help="output topic for detections")
     parser.add_argument("--storage", choices=sorted(STORAGES), default="mcap", help="output bag storage")
     parser.add_argument("--worst-frames", type=int, default=4, help="how many worst frames to draw")
@@ -96,4 +97,7 @@ def run(args: argparse.Namespace) -> int:
     if frames["processed"] == 0:
         print("bag-eval: no frame could be processed", file=sys.stderr)
         return 1
+    if data["ground_truth"] and frames["evaluated"] == 0:
+        print("bag-eval: warning: no frame could be matched with ground truth, so there are no accuracy metrics",
+              file=sys.stderr)
     return 0
