@@ -388,3 +388,47 @@ def test_live_mode_without_a_node_fails_clearly(tmp_path: Path, colour_spec: Pat
                      "--out", str(tmp_path / "o"), "--no-progress", "--wait-for-node", "1"])
     assert code == 1
     assert "the node did not answer within 1 s: subscribers of /cam: 0" in capsys.readouterr().err
+
+
+def test_live_detection_with_compressed_frames_equals_offline(tmp_path: Path) -> None:
+    """jpeg frames played into the detection node give the offline replay's detections and metrics."""
+    pytest.importorskip("rclpy", reason="needs the repo's .venv (rclpy)")
+    from node_harness import NodeProcess, isolated_ros_environment
+
+    spec = "centernet_mobilenetv3_coco"
+    x1, y1, x2, y2 = quokka_box()
+    coco = tmp_path / "gt.json"
+    coco.write_text(json.dumps({
+        "images": [{"id": i, "file_name": name} for i, name in enumerate(["coffee.png", "quokka.jpg"], 1)],
+        "categories": [{"id": 1, "name": "bear"}, {"id": 2, "name": "cup"}],
+        "annotations": [{"id": 1, "image_id": 2, "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1]}],
+    }))
+    bag = tmp_path / "bag"
+    make_bag([FIXTURES / "images" / "coffee.png", QUOKKA], bag, "/cam/compressed", 2.0, encoding="jpeg",
+             coco=coco, gt_topic="/gt", storage="sqlite3")
+    common = ["--bag", str(bag), "--model-spec", spec, "--image-topic", "/cam/compressed", "--gt-topic", "/gt",
+              "--no-progress"]
+    assert cli.main(["bag-eval", *common, "--out", str(tmp_path / "offline")]) == 0
+    node = NodeProcess("detection_node", ["-p", f"model_spec:={spec}", "-p", "use_compressed:=true",
+                                          "-r", "image/compressed:=/cam/compressed"], isolated_ros_environment())
+    try:
+        node.wait_for_output(f"{spec} (detection")
+        code = cli.main(["bag-eval", "--live", *common, "--out", str(tmp_path / "live"), "--rate", "1"])
+    finally:
+        node.stop()
+    assert code == 0, node.output
+
+    offline = json.loads((tmp_path / "offline" / "metrics.json").read_text())
+    live = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert live["frames"]["processed"] == 2 and live["frames"]["evaluated"] == 2, live["frames"]
+    assert live["detection"].pop("class_ap") == pytest.approx(offline["detection"].pop("class_ap"))
+    assert live["detection"] == pytest.approx(offline["detection"])
+    assert live["detection"]["map"] > 0.5
+    live_detections = _messages(tmp_path / "live" / "bag", "/detection/detections")
+    offline_detections = _messages(tmp_path / "offline" / "bag", "/detections")
+    for (_, got), (_, want) in zip(live_detections, offline_detections, strict=True):
+        boxes, names, scores = bag_io.detections_from_message(got)
+        want_boxes, want_names, want_scores = bag_io.detections_from_message(want)
+        assert got.header == want.header and names == want_names
+        np.testing.assert_allclose(boxes, want_boxes, atol=1e-3)
+        np.testing.assert_allclose(scores, want_scores, rtol=1e-5)
