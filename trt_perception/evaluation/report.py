@@ -18,6 +18,10 @@ from trt_perception.results import Detections
 from trt_perception.visualize import as_rgb, colorize, draw_detections, make_palette, overlay
 
 THUMBNAIL_SIDE = 640
+LATENCY_NOTES = {
+    "offline": "Per frame, in this process, after one untimed warm-up run (decode = image message to pixels).",
+    "live": "Per frame, from publishing the image to receiving the node's answer over DDS.",
+}
 
 
 def thumbnail(pixels: npt.NDArray, channel_order: str, max_side: int = THUMBNAIL_SIDE) -> npt.NDArray[np.uint8]:
@@ -151,7 +155,7 @@ def _markdown(data: dict[str, Any], plots: dict[str, str], worst: list[dict[str,
         lines += [f"| {name} | {_format(ap)} |" for name, ap in det["class_ap"].items()]
     if frames["processed"] and frames["evaluated"] == 0 and data["ground_truth"]:
         lines += ["", "**No frame could be matched with ground truth: no accuracy metrics.**"]
-    lines += ["", "## Latency", "", "| stage | p50 ms | p90 ms | p99 ms | mean ms |", "| --- | ---: | ---: | ---: | ---: |"]
+    lines += ["", "## Latency", "", LATENCY_NOTES[data.get("mode", "offline")], "", "| stage | p50 ms | p90 ms | p99 ms | mean ms |", "| --- | ---: | ---: | ---: | ---: |"]
     for stage, stats in data["latency_ms"].items():
         lines.append(f"| {stage} | {stats['p50']:.2f} | {stats['p90']:.2f} | {stats['p99']:.2f} | {stats['mean']:.2f} |")
     fps = data["fps"]
