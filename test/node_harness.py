@@ -170,6 +170,17 @@ class RosClient:
                 raise AssertionError(f"{topic}: no publisher after {timeout} s")
             time.sleep(0.05)
 
+    def camera_and_output(
+        self, camera_type: type, camera_topic: str, output_type: type, output_topic: str
+    ) -> tuple[Any, TopicRecorder]:
+        """A reliable camera publisher and a recorder of a node output, once both are connected."""
+        camera = self.node.create_publisher(camera_type, camera_topic, qos(reliable=True))
+        recorder = self.record(output_type, output_topic, qos(reliable=True))
+        self.wait_for_subscribers(camera)
+        self.wait_for_publishers(output_topic)
+        time.sleep(1.0)  # the node must see our subscription too, or it skips work (lazy)
+        return camera, recorder
+
     def set_parameters(self, node_name: str, values: Mapping[str, Any], timeout: float = 10.0) -> list[SetParametersResult]:
         """Set parameters of another node through its parameter service."""
         client = self.node.create_client(SetParameters, f"{node_name}/set_parameters")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -60,17 +61,18 @@ def client(node: NodeProcess) -> Iterator[RosClient]:
 
 
 @pytest.fixture(scope="module")
-def camera(client: RosClient):  # type: ignore[no-untyped-def]
-    return client.node.create_publisher(Image, "/camera/image", qos(reliable=True))
+def connection(client: RosClient) -> tuple[Any, TopicRecorder]:
+    return client.camera_and_output(Image, "/camera/image", Detection2DArray, f"{NODE}/detections")
 
 
 @pytest.fixture(scope="module")
-def detections(client: RosClient, camera) -> TopicRecorder:  # type: ignore[no-untyped-def]
-    recorder = client.record(Detection2DArray, f"{NODE}/detections", qos(reliable=True))
-    client.wait_for_subscribers(camera)
-    client.wait_for_publishers(f"{NODE}/detections")
-    time.sleep(1.0)  # the node must see our subscription too, or it skips work (lazy)
-    return recorder
+def camera(connection: tuple[Any, TopicRecorder]) -> Any:
+    return connection[0]
+
+
+@pytest.fixture(scope="module")
+def detections(connection: tuple[Any, TopicRecorder]) -> TopicRecorder:
+    return connection[1]
 
 
 @pytest.fixture(scope="module")
