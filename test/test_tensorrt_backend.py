@@ -80,7 +80,9 @@ def test_outputs_equal_onnxruntime_on_real_images(
     backend.close()
 
 
-def test_dynamic_shapes_report_none_and_outputs_follow_inputs(trt10: types.ModuleType, tmp_path: Path, ppocr: ModelSpec) -> None:
+def test_dynamic_shapes_report_none_and_outputs_follow_inputs(
+    trt10: types.ModuleType, tmp_path: Path, ppocr: ModelSpec
+) -> None:
     backend = TensorRTBackend(build_engine_file(tmp_path, ppocr))
     assert backend.inputs[0].shape == (None, 3, None, None)
     assert backend.outputs[0].shape == (None, 1, None, None)
@@ -89,7 +91,9 @@ def test_dynamic_shapes_report_none_and_outputs_follow_inputs(trt10: types.Modul
         assert outputs["sigmoid_0.tmp_0"].shape == (1, 1, height, width)
 
 
-def test_one_copy_each_way_per_frame_and_buffers_reused(trt10: types.ModuleType, tmp_path: Path, ppocr: ModelSpec) -> None:
+def test_one_copy_each_way_per_frame_and_buffers_reused(
+    trt10: types.ModuleType, tmp_path: Path, ppocr: ModelSpec
+) -> None:
     backend = TensorRTBackend(build_engine_file(tmp_path, ppocr))
     reference = OnnxRuntimeBackend(ppocr.model)
     crop = network_input(ppocr, "page.png")[:, :, :96, :128]
@@ -114,7 +118,9 @@ def test_preallocated_outputs_are_filled_in_place(trt10: types.ModuleType, tmp_p
     outputs = backend.allocate_outputs({"x": tensor.shape})
     returned = backend.infer({"x": tensor}, outputs)
     assert returned["sigmoid_0.tmp_0"] is outputs["sigmoid_0.tmp_0"]
-    np.testing.assert_array_equal(outputs["sigmoid_0.tmp_0"], OnnxRuntimeBackend(ppocr.model).infer({"x": tensor})["sigmoid_0.tmp_0"])
+    np.testing.assert_array_equal(
+        outputs["sigmoid_0.tmp_0"], OnnxRuntimeBackend(ppocr.model).infer({"x": tensor})["sigmoid_0.tmp_0"]
+    )
     wrong = {"sigmoid_0.tmp_0": np.empty((1, 1, 32, 32), np.float32)}
     with pytest.raises(InferenceError, match=r"outputs\['sigmoid_0.tmp_0'\].*allocate_outputs"):
         backend.infer({"x": tensor}, wrong)
@@ -168,7 +174,9 @@ def test_cuda_graph_with_an_uncapturable_engine(trt10: types.ModuleType, tmp_pat
     crop = network_input(ppocr, "page.png")[:, :, :64, :96]
     frames = [np.ascontiguousarray(np.roll(crop, shift, axis=3)) for shift in (0, 30, 60)]
     for frame in frames:
-        np.testing.assert_array_equal(backend.infer({"x": frame})["sigmoid_0.tmp_0"], reference.infer({"x": frame})["sigmoid_0.tmp_0"])
+        np.testing.assert_array_equal(
+            backend.infer({"x": frame})["sigmoid_0.tmp_0"], reference.infer({"x": frame})["sigmoid_0.tmp_0"]
+        )
     if uses_real_cupy():  # the double runs ONNX Runtime synchronously: real capture fails, plain runs go on
         assert backend.cuda_graph is False and backend._graph is None
     else:  # the shim records the host work too, so the graph replays it
@@ -177,8 +185,9 @@ def test_cuda_graph_with_an_uncapturable_engine(trt10: types.ModuleType, tmp_pat
         assert backend._graph.launches == 0
 
 
-def test_cuda_graph_capture_failure_falls_back(trt10: types.ModuleType, tmp_path: Path, ppocr: ModelSpec,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cuda_graph_capture_failure_falls_back(
+    trt10: types.ModuleType, tmp_path: Path, ppocr: ModelSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
     backend = TensorRTBackend(build_engine_file(tmp_path, ppocr), cuda_graph=True)
 
     def refuse(mode: object = None) -> None:
@@ -192,11 +201,17 @@ def test_cuda_graph_capture_failure_falls_back(trt10: types.ModuleType, tmp_path
     assert backend.cuda_graph is False
 
 
-def test_shape_outside_profile_names_input_and_limits(trt10: types.ModuleType, tmp_path: Path, ppocr: ModelSpec) -> None:
+def test_shape_outside_profile_names_input_and_limits(
+    trt10: types.ModuleType, tmp_path: Path, ppocr: ModelSpec
+) -> None:
     backend = TensorRTBackend(build_engine_file(tmp_path, ppocr))
     low, _, high = backend.input_profile("x")
     too_tall = (1, 3, high[2] + 32, 64)
-    with pytest.raises(InferenceError, match=rf"'x' shape .*outside the engine's optimization profile.*dimension 2 is {too_tall[2]}, allowed {low[2]}\.\.{high[2]}"):
+    with pytest.raises(
+        InferenceError,
+        match=rf"'x' shape .*outside the engine's optimization profile"
+        rf".*dimension 2 is {too_tall[2]}, allowed {low[2]}\.\.{high[2]}",
+    ):
         backend.infer({"x": np.zeros(too_tall, np.float32)})
     with pytest.raises(InferenceError, match="rank 4"):
         backend.infer({"x": np.zeros((3, 64, 64), np.float32)})
@@ -211,13 +226,24 @@ def test_bad_inputs_name_the_tensor(trt10: types.ModuleType, tmp_path: Path, ppo
         backend.infer({})
     with pytest.raises(InferenceError, match="'x' has dtype float64, the engine expects float32"):
         backend.infer({"x": frame.astype(np.float64)})
+    with pytest.raises(
+        InferenceError, match=r"allocate_outputs: expected shapes of the inputs \['x'\], got \['image'\]"
+    ):
+        backend.allocate_outputs({"image": (1, 3, 32, 32)})
+    backend.close()
+    with pytest.raises(InferenceError, match="was closed"):
+        backend.infer({"x": frame})
 
 
-def test_engine_of_another_tensorrt_version_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ppocr: ModelSpec) -> None:
+def test_engine_of_another_tensorrt_version_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ppocr: ModelSpec
+) -> None:
     install(monkeypatch, "8.6.1")
     engine = build_engine_file(tmp_path, ppocr)
     install(monkeypatch, "10.3.0")
-    with pytest.raises(EngineMismatchError, match=r"another TensorRT version than this one \(10.3.0\).*got 8.6.1") as caught:
+    with pytest.raises(
+        EngineMismatchError, match=r"another TensorRT version than this one \(10.3.0\).*got 8.6.1"
+    ) as caught:
         TensorRTBackend(engine)
     assert caught.value.reason == "tensorrt_version"
 
@@ -227,7 +253,9 @@ def test_engine_for_another_gpu_is_named(trt10: types.ModuleType, tmp_path: Path
         pytest.skip("needs a simulated GPU change")
     engine = build_engine_file(tmp_path, ppocr)
     fake_cupy.device_properties.update({"name": b"Orin", "major": 8, "minor": 6})
-    with pytest.raises(EngineMismatchError, match=r"another GPU than this one \(Orin\).*expecting compute 8.6 got compute 8.7") as caught:
+    with pytest.raises(
+        EngineMismatchError, match=r"another GPU than this one \(Orin\).*expecting compute 8.6 got compute 8.7"
+    ) as caught:
         TensorRTBackend(engine)
     assert caught.value.reason == "gpu"
 
@@ -242,7 +270,9 @@ def test_unreadable_and_missing_engine_files(trt10: types.ModuleType, tmp_path: 
         TensorRTBackend(tmp_path / "missing.engine")
 
 
-def test_standard_plugins_registered_before_deserializing(trt10: types.ModuleType, tmp_path: Path, ppocr: ModelSpec) -> None:
+def test_standard_plugins_registered_before_deserializing(
+    trt10: types.ModuleType, tmp_path: Path, ppocr: ModelSpec
+) -> None:
     engine = build_engine_file(tmp_path, ppocr)
     header, onnx_bytes = unpack_plan(engine.read_bytes())
     engine.write_bytes(_pack_plan({**header, "plugins": ["EfficientNMS_TRT"]}, onnx_bytes))
@@ -267,7 +297,9 @@ def test_missing_tensorrt_stub_only_package_and_missing_cupy(monkeypatch: pytest
         import_cupy()
 
 
-def test_profile_lookup_uses_each_versions_call(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ppocr: ModelSpec) -> None:
+def test_profile_lookup_uses_each_versions_call(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ppocr: ModelSpec
+) -> None:
     shapes = {}
     for version in ("8.5.2.2", "8.6.1", "10.3.0", "11.4.0"):
         trt = install(monkeypatch, version)
@@ -282,15 +314,27 @@ def test_profile_lookup_uses_each_versions_call(monkeypatch: pytest.MonkeyPatch,
     ("log", "reason"),
     [
         # TensorRT 8.5 / 8.6 / 10.x wording for a plan of another release
-        ("Serialization assertion stdVersionRead == serializationVersion failed.Version tag does not match. "
-         "Note: Current Version: 232, Serialized Engine Version: 213", "tensorrt_version"),
-        ("The engine plan file is not compatible with this version of TensorRT, expecting library version "
-         "10.3.0.26 got 8.6.2.3, please rebuild.", "tensorrt_version"),
+        (
+            "Serialization assertion stdVersionRead == serializationVersion failed.Version tag does not match. "
+            "Note: Current Version: 232, Serialized Engine Version: 213",
+            "tensorrt_version",
+        ),
+        (
+            "The engine plan file is not compatible with this version of TensorRT, expecting library version "
+            "10.3.0.26 got 8.6.2.3, please rebuild.",
+            "tensorrt_version",
+        ),
         # another GPU, and a Jetson plan on a desktop GPU
-        ("The engine plan file is generated on an incompatible device, expecting compute 8.7 got compute 7.2, "
-         "please rebuild.", "gpu"),
-        ("Platform specific tag mismatch detected. TensorRT plan files are only supported on the target "
-         "runtime platform they were created on.", "gpu"),
+        (
+            "The engine plan file is generated on an incompatible device, expecting compute 8.7 got compute 7.2, "
+            "please rebuild.",
+            "gpu",
+        ),
+        (
+            "Platform specific tag mismatch detected. TensorRT plan files are only supported on the target "
+            "runtime platform they were created on.",
+            "gpu",
+        ),
         ("Serialization assertion magicTagRead == kMAGIC_TAG failed.Magic tag does not match", "unreadable"),
     ],
 )

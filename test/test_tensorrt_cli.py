@@ -16,7 +16,9 @@ from trt_perception.results import Detections
 IMAGES = Path(__file__).parent / "fixtures" / "images"
 
 
-def test_build_only_provisions_the_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_only_provisions_the_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     install(monkeypatch, "10.3.0")
     assert main(["build", "selfie_segmentation", "ppocrv4_det", "--cache-dir", str(tmp_path), "--build-only"]) == 0
     out = capsys.readouterr().out
@@ -29,11 +31,27 @@ def test_build_only_provisions_the_cache(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert sorted(tmp_path.glob("*.engine")) == engines
 
 
-def test_build_to_a_file_with_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_to_a_file_with_options(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     install(monkeypatch, "10.3.0")
     output = tmp_path / "ppocr.engine"
-    argv = ["build", "ppocrv4_det", "-o", str(output), "--precision", "fp16", "--workspace-mib", "256",
-            "--min-shape", "x:1x3x32x32", "--opt-shape", "x:1x3x640x640", "--max-shape", "x:1x3x960x960"]
+    argv = [
+        "build",
+        "ppocrv4_det",
+        "-o",
+        str(output),
+        "--precision",
+        "fp16",
+        "--workspace-mib",
+        "256",
+        "--min-shape",
+        "x:1x3x32x32",
+        "--opt-shape",
+        "x:1x3x640x640",
+        "--max-shape",
+        "x:1x3x960x960",
+    ]
     assert main(argv) == 0
     header = unpack_plan(output.read_bytes())[0]
     assert header["profile"]["x"] == [[1, 3, 32, 32], [1, 3, 640, 640], [1, 3, 960, 960]]
@@ -50,18 +68,40 @@ def test_build_to_a_file_with_options(monkeypatch: pytest.MonkeyPatch, tmp_path:
         ("10.3.0", ["--min-shape", "x=1x3"], "expected NAME:DxDx"),
     ],
 )
-def test_build_errors_are_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                   version: str, extra: list[str], message: str) -> None:
+def test_build_errors_are_reported(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    version: str,
+    extra: list[str],
+    message: str,
+) -> None:
     install(monkeypatch, version)
     assert main(["build", "ppocrv4_det", "--cache-dir", str(tmp_path), *extra]) == 2
     assert message in capsys.readouterr().err
 
 
-def test_compare_segmentation_and_detection(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_compare_segmentation_and_detection(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     install(monkeypatch, "10.3.0")
     monkeypatch.setenv("TRT_PERCEPTION_ENGINE_CACHE", str(tmp_path / "cache"))
     report = tmp_path / "report.json"
-    assert main(["compare", str(IMAGES / "page.png"), "--model-spec", "ppocrv4_det", "--json", str(report), "--min-agreement", "99.9"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(IMAGES / "page.png"),
+                "--model-spec",
+                "ppocrv4_det",
+                "--json",
+                str(report),
+                "--min-agreement",
+                "99.9",
+            ]
+        )
+        == 0
+    )
     assert "labels agree 100.000 %" in capsys.readouterr().out
     record = json.loads(report.read_text())["images"][0]
     assert record["label_agreement_percent"] == 100.0 and record["max_output_delta"] == {"sigmoid_0.tmp_0": 0.0}
@@ -74,8 +114,12 @@ def test_compare_segmentation_and_detection(monkeypatch: pytest.MonkeyPatch, tmp
 
 
 def test_detection_matching_counts_ious_and_score_deltas() -> None:
-    reference = Detections(np.array([[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60]]), np.array([0.9, 0.5, 0.4]), np.array([1, 2, 1]))
-    candidate = Detections(np.array([[0, 0, 10, 12], [20, 20, 30, 30], [51, 50, 61, 60]]), np.array([0.8, 0.5, 0.45]), np.array([1, 3, 1]))
+    reference = Detections(
+        np.array([[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60]]), np.array([0.9, 0.5, 0.4]), np.array([1, 2, 1])
+    )
+    candidate = Detections(
+        np.array([[0, 0, 10, 12], [20, 20, 30, 30], [51, 50, 61, 60]]), np.array([0.8, 0.5, 0.45]), np.array([1, 3, 1])
+    )
     agreement = match_detections(reference, candidate, iou_threshold=0.5)
     assert (agreement.matched, agreement.only_reference, agreement.only_candidate) == (2, 1, 1)
     # IoUs 100/120 and 90/110; score deltas 0.1 and 0.05

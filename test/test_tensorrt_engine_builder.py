@@ -46,12 +46,18 @@ def plan_header(plan: bytes) -> dict:
     return unpack_plan(plan)[0]
 
 
-def test_default_profile_covers_every_image_the_preprocessor_makes(monkeypatch: pytest.MonkeyPatch, ppocr: ModelSpec) -> None:
+def test_default_profile_covers_every_image_the_preprocessor_makes(
+    monkeypatch: pytest.MonkeyPatch, ppocr: ModelSpec
+) -> None:
     install(monkeypatch, "10.3.0")
     low, opt, high = plan_header(build_engine(ppocr.model, BuildOptions(), ppocr.input))["profile"]["x"]
     preprocess = Preprocessor(ppocr.input)
-    shapes = [preprocess(*read_image(path))[0].shape for path in sorted(IMAGES.glob("*.png")) + sorted(IMAGES.glob("*.jpg"))]
-    shapes += [preprocess(np.zeros(size, np.uint8), "BGR")[0].shape for size in [(40, 2000, 3), (2000, 40, 3), (4000, 3000, 3)]]
+    shapes = [
+        preprocess(*read_image(path))[0].shape for path in sorted(IMAGES.glob("*.png")) + sorted(IMAGES.glob("*.jpg"))
+    ]
+    shapes += [
+        preprocess(np.zeros(size, np.uint8), "BGR")[0].shape for size in [(40, 2000, 3), (2000, 40, 3), (4000, 3000, 3)]
+    ]
     for shape in shapes:
         assert all(lo <= dim <= hi for lo, dim, hi in zip(low, shape, high)), (shape, low, high)
     assert isinstance(ppocr.input.size, DynamicSize)
@@ -69,7 +75,11 @@ def test_explicit_shape_ranges_are_used_and_checked(monkeypatch: pytest.MonkeyPa
     with pytest.raises(EngineBuildError, match="shape given for 'image'.*\\['x'\\]"):
         build_engine(ppocr.model, BuildOptions(shapes={"image": chosen}), ppocr.input)
     with pytest.raises(EngineBuildError, match="does not fit the model's shape"):
-        resolve_shape_ranges({"x": (-1, 3, -1, -1)}, BuildOptions(shapes={"x": ShapeRange((1, 1, 8, 8), (1, 1, 8, 8), (1, 1, 8, 8))}), None)
+        resolve_shape_ranges(
+            {"x": (-1, 3, -1, -1)},
+            BuildOptions(shapes={"x": ShapeRange((1, 1, 8, 8), (1, 1, 8, 8), (1, 1, 8, 8))}),
+            None,
+        )
 
 
 def test_dynamic_input_without_spec_or_range_is_named() -> None:
@@ -87,7 +97,9 @@ def test_network_flags_per_version(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("version", ["8.5.2.2", "10.3.0"])
-def test_fp16_sets_the_builder_flag_and_workspace_limit(monkeypatch: pytest.MonkeyPatch, selfie: ModelSpec, version: str) -> None:
+def test_fp16_sets_the_builder_flag_and_workspace_limit(
+    monkeypatch: pytest.MonkeyPatch, selfie: ModelSpec, version: str
+) -> None:
     install(monkeypatch, version)
     header = plan_header(build_engine(selfie.model, BuildOptions(precision="fp16", workspace_mib=64), selfie.input))
     assert header["flags"] == ["FP16"]
@@ -96,10 +108,15 @@ def test_fp16_sets_the_builder_flag_and_workspace_limit(monkeypatch: pytest.Monk
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_tensorrt_11_explains_strong_typing(monkeypatch: pytest.MonkeyPatch, selfie: ModelSpec, precision: str, tmp_path: Path) -> None:
+def test_tensorrt_11_explains_strong_typing(
+    monkeypatch: pytest.MonkeyPatch, selfie: ModelSpec, precision: str, tmp_path: Path
+) -> None:
     install(monkeypatch, "11.4.0")
     options = BuildOptions(precision=precision, calib_images=tmp_path)
-    with pytest.raises(EngineBuildError, match=f"--precision {precision}: TensorRT 11.4.0 builds strongly typed.*ModelOpt AutoCast.*Q/DQ"):
+    with pytest.raises(
+        EngineBuildError,
+        match=f"--precision {precision}: TensorRT 11.4.0 builds strongly typed.*ModelOpt AutoCast.*Q/DQ",
+    ):
         build_engine(selfie.model, options, selfie.input)
     header = plan_header(build_engine(selfie.model, BuildOptions(), selfie.input))
     assert header["flags"] == [] and header["network_flags"] == 0
@@ -114,11 +131,16 @@ def test_int8_calibrates_through_the_specs_preprocessing_and_reuses_the_cache(
     for name in ("page.png", "coffee.png", "quokka.jpg"):
         shutil.copy(IMAGES / name, images / name)
     cache = tmp_path / "calib.cache"
-    header = plan_header(build_engine(ppocr.model, BuildOptions(precision="int8", calib_images=images, calib_cache=cache), ppocr.input))
+    header = plan_header(
+        build_engine(ppocr.model, BuildOptions(precision="int8", calib_images=images, calib_cache=cache), ppocr.input)
+    )
     assert header["flags"] == ["FP16", "INT8"]
     opt = header["profile"]["x"][1]
     at_opt = Preprocessor(dataclasses.replace(ppocr.input, size=(opt[2], opt[3])))
-    expected = [float(at_opt(*read_image(images / name))[0].astype(np.float64).sum()) for name in ("coffee.png", "page.png", "quokka.jpg")]
+    expected = [
+        float(at_opt(*read_image(images / name))[0].astype(np.float64).sum())
+        for name in ("coffee.png", "page.png", "quokka.jpg")
+    ]
     np.testing.assert_allclose(header["calibration_sums"], expected, rtol=1e-6)
     assert cache.read_bytes() == b"FAKECALIBRATION:3"
     again = plan_header(build_engine(ppocr.model, BuildOptions(precision="int8", calib_cache=cache), ppocr.input))
@@ -153,7 +175,11 @@ def unknown_op_model(path: Path) -> Path:
 def test_parser_errors_name_the_node(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, version: str) -> None:
     install(monkeypatch, version)  # 8.5 errors carry only the node index; 10 adds name and operator
     model = unknown_op_model(tmp_path / "unknown.onnx")
-    with pytest.raises(EngineBuildError, match=r"cannot parse .*unknown.onnx:\n  node 1 'mystery_node' \(NotARealOp\): No importer registered for op: NotARealOp"):
+    with pytest.raises(
+        EngineBuildError,
+        match=r"cannot parse .*unknown.onnx:\n  node 1 'mystery_node' \(NotARealOp\): "
+        r"No importer registered for op: NotARealOp",
+    ):
         build_engine(model, BuildOptions(), None)
 
 

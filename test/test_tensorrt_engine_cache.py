@@ -47,7 +47,9 @@ def cached_backend(cache: EngineCache, spec: ModelSpec, options: BuildOptions | 
     return cache.get_or_build(spec.model, options or BuildOptions(), spec.input, TensorRTBackend)
 
 
-def test_built_once_then_reused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, selfie: ModelSpec, builds: list[Path]) -> None:
+def test_built_once_then_reused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, selfie: ModelSpec, builds: list[Path]
+) -> None:
     install(monkeypatch, "10.3.0")
     cache = EngineCache(tmp_path)
     first = cached_backend(cache, selfie)
@@ -55,10 +57,14 @@ def test_built_once_then_reused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     assert len(builds) == 1 and first.engine_path == second.engine_path
     sidecar = json.loads(first.engine_path.with_name(first.engine_path.name + ".json").read_text())
     assert sidecar["key"]["tensorrt_version"] == "10.3.0"
-    assert sidecar["key"]["onnx_sha256"] == "5ae4238af80bae8183d6429c5d9f7cea37ba1678b505afe2583ec9bc446d0726"  # MANIFEST.md
+    assert (
+        sidecar["key"]["onnx_sha256"] == "5ae4238af80bae8183d6429c5d9f7cea37ba1678b505afe2583ec9bc446d0726"
+    )  # MANIFEST.md
 
 
-def test_rebuilt_after_tensorrt_upgrade(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, selfie: ModelSpec, builds: list[Path]) -> None:
+def test_rebuilt_after_tensorrt_upgrade(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, selfie: ModelSpec, builds: list[Path]
+) -> None:
     install(monkeypatch, "10.3.0")
     cache = EngineCache(tmp_path)
     old_path = cached_backend(cache, selfie).engine_path
@@ -68,7 +74,9 @@ def test_rebuilt_after_tensorrt_upgrade(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert unpack_plan(old_path.read_bytes())[0]["trt_version"] == "10.4.0"
 
 
-def test_rebuilt_for_another_gpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, selfie: ModelSpec, builds: list[Path]) -> None:
+def test_rebuilt_for_another_gpu(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, selfie: ModelSpec, builds: list[Path]
+) -> None:
     if uses_real_cupy():
         pytest.skip("needs a simulated GPU change")
     install(monkeypatch, "10.3.0")
@@ -81,7 +89,9 @@ def test_rebuilt_for_another_gpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert len(builds) == 3
 
 
-def test_precision_and_shapes_get_their_own_engines(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, builds: list[Path]) -> None:
+def test_precision_and_shapes_get_their_own_engines(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, builds: list[Path]
+) -> None:
     install(monkeypatch, "10.3.0")
     spec = load_model_spec("ppocrv4_det")
     cache = EngineCache(tmp_path)
@@ -97,7 +107,9 @@ def test_precision_and_shapes_get_their_own_engines(monkeypatch: pytest.MonkeyPa
     assert len(paths) == 3 and len(builds) == 3
 
 
-def test_edited_model_and_broken_engine_are_rebuilt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, selfie: ModelSpec, builds: list[Path]) -> None:
+def test_edited_model_and_broken_engine_are_rebuilt(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, selfie: ModelSpec, builds: list[Path]
+) -> None:
     install(monkeypatch, "10.3.0")
     assert selfie.model is not None
     model = tmp_path / "model.onnx"
@@ -112,7 +124,9 @@ def test_edited_model_and_broken_engine_are_rebuilt(monkeypatch: pytest.MonkeyPa
     assert len(builds) == 3
 
 
-def test_spec_engine_of_old_tensorrt_falls_back_to_the_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, selfie: ModelSpec, builds: list[Path]) -> None:
+def test_spec_engine_of_old_tensorrt_falls_back_to_the_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, selfie: ModelSpec, builds: list[Path]
+) -> None:
     install(monkeypatch, "8.6.1")
     stale = build_engine_file(tmp_path, selfie, name="shipped.engine")
     install(monkeypatch, "10.3.0")
@@ -125,7 +139,7 @@ def test_spec_engine_of_old_tensorrt_falls_back_to_the_cache(monkeypatch: pytest
         create_tensorrt_backend(replace_engine(selfie, stale, model=None))
 
 
-def replace_engine(spec: ModelSpec, engine: Path, model: Path | None | str = "keep") -> ModelSpec:
+def replace_engine(spec: ModelSpec, engine: Path, model: Path | str | None = "keep") -> ModelSpec:
     import dataclasses
 
     return dataclasses.replace(spec, engine=engine, model=spec.model if model == "keep" else model)
@@ -158,7 +172,8 @@ LOCK_SCRIPT = textwrap.dedent(
     engine_cache.build_engine = slow_build
     spec = load_model_spec("selfie_segmentation")
     (folder / f"arrived-{{os.getpid()}}").touch()
-    backend = engine_cache.EngineCache(Path({cache!r})).get_or_build(spec.model, BuildOptions(), spec.input, TensorRTBackend)
+    cache = engine_cache.EngineCache(Path({cache!r}))
+    backend = cache.get_or_build(spec.model, BuildOptions(), spec.input, TensorRTBackend)
     print(backend.engine_path, [info.shape for info in backend.outputs])
     """
 )
@@ -167,9 +182,16 @@ LOCK_SCRIPT = textwrap.dedent(
 def test_two_processes_build_once(tmp_path: Path) -> None:
     script = tmp_path / "node.py"
     log = tmp_path / "builds.log"
-    script.write_text(LOCK_SCRIPT.format(repo=str(REPO), test=str(REPO / "test"), log=str(log), cache=str(tmp_path / "cache")))
+    script.write_text(
+        LOCK_SCRIPT.format(repo=str(REPO), test=str(REPO / "test"), log=str(log), cache=str(tmp_path / "cache"))
+    )
     env = {**os.environ, "TRT_DOUBLE_REAL_CUPY": "0"}
-    nodes = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        for _ in range(2)
+    ]
     outputs = [node.communicate(timeout=120) for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], outputs
     assert log.read_text() == "build\n"
@@ -183,12 +205,16 @@ def test_lock_wait_gives_up_with_a_clear_error(tmp_path: Path) -> None:
     lock = tmp_path / "model.engine.lock"
     with lock.open("a+") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)
-        with pytest.raises(ModelLoadError, match="gave up after 0 s waiting for the engine build lock"):
-            with engine_cache.file_lock(lock, wait_s=0.3):
-                pass
+        with (
+            pytest.raises(ModelLoadError, match="gave up after 0 s waiting for the engine build lock"),
+            engine_cache.file_lock(lock, wait_s=0.3),
+        ):
+            pass
 
 
-def test_cached_engine_outputs_match_a_direct_build(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, selfie: ModelSpec) -> None:
+def test_cached_engine_outputs_match_a_direct_build(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, selfie: ModelSpec
+) -> None:
     install(monkeypatch, "10.3.0")
     frame = np.linspace(0, 1, 256 * 256 * 3, dtype=np.float32).reshape(1, 256, 256, 3)
     cached = cached_backend(EngineCache(tmp_path / "cache"), selfie).infer({"input_1": frame})

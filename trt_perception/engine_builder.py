@@ -306,7 +306,9 @@ def make_entropy_calibrator(
     return EntropyCalibrator()
 
 
-def calibration_preprocessor(input_spec: InputSpec, opt_hw: tuple[int, int]) -> Callable[[npt.NDArray[np.uint8], str], Any]:
+def calibration_preprocessor(
+    input_spec: InputSpec, opt_hw: tuple[int, int]
+) -> Callable[[npt.NDArray[np.uint8], str], Any]:
     """The spec's preprocessing at the profile's opt size (calibration batches need one shape)."""
     from trt_perception.preprocess import Preprocessor
     from trt_perception.spec import DynamicSize
@@ -364,7 +366,9 @@ def build_engine(onnx_path: Path, options: BuildOptions, input_spec: InputSpec |
     if ranges:
         profile = builder.create_optimization_profile()
         for name, shape_range in ranges.items():
-            profile.set_shape(name, trt.Dims(list(shape_range.min)), trt.Dims(list(shape_range.opt)), trt.Dims(list(shape_range.max)))
+            profile.set_shape(
+                name, trt.Dims(list(shape_range.min)), trt.Dims(list(shape_range.opt)), trt.Dims(list(shape_range.max))
+            )
         if config.add_optimization_profile(profile) < 0:
             raise EngineBuildError(f"TensorRT rejected the optimization profile {ranges}: {messages.take()}")
     if options.precision == "int8":
@@ -376,11 +380,15 @@ def build_engine(onnx_path: Path, options: BuildOptions, input_spec: InputSpec |
     if options.timing_cache is not None:
         data = options.timing_cache.read_bytes() if options.timing_cache.is_file() else b""
         if not config.set_timing_cache(config.create_timing_cache(data), ignore_mismatch=False):
-            LOG.warning("timing cache %s was made for another GPU or TensorRT; starting a new one", options.timing_cache)
+            LOG.warning(
+                "timing cache %s was made for another GPU or TensorRT; starting a new one", options.timing_cache
+            )
             config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise EngineBuildError(f"TensorRT could not build an engine from {onnx_path}: {messages.take() or 'no reason logged'}")
+        raise EngineBuildError(
+            f"TensorRT could not build an engine from {onnx_path}: {messages.take() or 'no reason logged'}"
+        )
     if options.timing_cache is not None:
         cache = config.get_timing_cache()
         if cache is not None:
@@ -394,7 +402,9 @@ def _calibrator(
 ) -> trt.IInt8EntropyCalibrator2:
     if options.calib_images is None:  # an existing calibration cache alone is enough
         if options.calib_cache is None or not options.calib_cache.is_file():
-            raise EngineBuildError(f"--calib-cache {options.calib_cache}: no such file, and no --calib-images to calibrate with")
+            raise EngineBuildError(
+                f"--calib-cache {options.calib_cache}: no such file, and no --calib-images to calibrate with"
+            )
         return make_entropy_calibrator([], lambda pixels, order: None, options.calib_cache)
     if input_spec is None:
         raise EngineBuildError("--calib-images needs the model spec, whose preprocessing feeds the calibrator")

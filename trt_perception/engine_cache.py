@@ -133,7 +133,9 @@ def file_lock(path: Path, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
                     LOG.info("waiting for another process to finish building %s", path.with_suffix(""))
                     announced = True
                 if time.monotonic() > deadline:
-                    raise ModelLoadError(f"gave up after {wait_s:.0f} s waiting for the engine build lock {path}") from None
+                    raise ModelLoadError(
+                        f"gave up after {wait_s:.0f} s waiting for the engine build lock {path}"
+                    ) from None
                 time.sleep(0.2)
         try:
             yield

@@ -42,7 +42,9 @@ def install(monkeypatch: pytest.MonkeyPatch, version: str = "10.3.0") -> types.M
     return trt
 
 
-def build_engine_file(folder: Path, spec: ModelSpec, options: BuildOptions | None = None, name: str = "model.engine") -> Path:
+def build_engine_file(
+    folder: Path, spec: ModelSpec, options: BuildOptions | None = None, name: str = "model.engine"
+) -> Path:
     """Build ``spec``'s ONNX model with the installed double and write the plan to ``folder/name``."""
     assert spec.model is not None
     path = folder / name

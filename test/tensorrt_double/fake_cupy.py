@@ -140,7 +140,7 @@ class Device:
         return None
 
 
-class ndarray:  # noqa: N801 - mirrors cupy's class name
+class ndarray:  # mirrors cupy's class name
     """A minimal device array: shape, dtype, ``data.ptr``, ``get``; backed by host memory."""
 
     def __init__(self, shape: tuple[int, ...], dtype: object = np.float32, memptr: MemoryPointer | None = None) -> None:

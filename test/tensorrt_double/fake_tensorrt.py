@@ -207,7 +207,11 @@ class ICudaEngine:
         nodes = onnx.load_from_string(onnx_bytes).graph.node
         # a graph of Identity nodes only runs as device-to-device copies on the stream (asynchronous,
         # so real CUDA graphs can capture it); everything else runs in ONNX Runtime on the host
-        self.identity = {node.output[0]: node.input[0] for node in nodes} if all(node.op_type == "Identity" for node in nodes) else None
+        self.identity = (
+            {node.output[0]: node.input[0] for node in nodes}
+            if all(node.op_type == "Identity" for node in nodes)
+            else None
+        )
 
     @property
     def num_io_tensors(self) -> int:
@@ -323,7 +327,9 @@ class IExecutionContext:
             for output, source in engine.identity.items():
                 nbytes = volume(output_shapes[output]) * np.dtype(nptype(engine.get_tensor_dtype(output))).itemsize
                 runtime = _cupy().cuda.runtime
-                runtime.memcpyAsync(addresses[output], addresses[source], nbytes, runtime.memcpyDeviceToDevice, stream_handle)
+                runtime.memcpyAsync(
+                    addresses[output], addresses[source], nbytes, runtime.memcpyDeviceToDevice, stream_handle
+                )
             return True
         _enqueue(stream_handle, work)
         return True
@@ -362,7 +368,9 @@ class Runtime:
                 f"version {version} got {header['trt_version']}, please rebuild.)",
             )
             return None
-        missing_plugins = [name for name in header.get("plugins", []) if not sys.modules["tensorrt"].plugin_initializations]
+        missing_plugins = [
+            name for name in header.get("plugins", []) if not sys.modules["tensorrt"].plugin_initializations
+        ]
         if missing_plugins:
             self.logger.log(Severity.ERROR, f"getPluginCreator could not find plugin: {missing_plugins[0]} version: 1")
             return None
@@ -475,8 +483,14 @@ class OnnxParser:
         if self.errors:
             return False
         session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-        self.network.inputs = [ITensor(i.name, _tensor_entry(i.name, i.shape, i.type)["shape"], _ORT_TYPE[i.type]) for i in session.get_inputs()]
-        self.network.outputs = [ITensor(o.name, _tensor_entry(o.name, o.shape, o.type)["shape"], _ORT_TYPE[o.type]) for o in session.get_outputs()]
+        self.network.inputs = [
+            ITensor(i.name, _tensor_entry(i.name, i.shape, i.type)["shape"], _ORT_TYPE[i.type])
+            for i in session.get_inputs()
+        ]
+        self.network.outputs = [
+            ITensor(o.name, _tensor_entry(o.name, o.shape, o.type)["shape"], _ORT_TYPE[o.type])
+            for o in session.get_outputs()
+        ]
         self.network.onnx_bytes = data
         return True
 
@@ -485,7 +499,7 @@ class IOptimizationProfile:
     def __init__(self) -> None:
         self.shapes: dict[str, list[list[int]]] = {}
 
-    def set_shape(self, input: str, min: Sequence[int], opt: Sequence[int], max: Sequence[int]) -> None:  # noqa: A002
+    def set_shape(self, input: str, min: Sequence[int], opt: Sequence[int], max: Sequence[int]) -> None:
         self.shapes[input] = [list(min), list(opt), list(max)]
 
 
@@ -594,7 +608,11 @@ class Builder:
         profile = config.profiles[0].shapes if config.profiles else {}
         uncovered = [name for name in dynamic if name not in profile]
         if uncovered:
-            self.logger.log(Severity.ERROR, f"4: [network.cpp::validate] Error Code 4: Network has dynamic or shape inputs, but no optimization profile has been defined for {uncovered[0]}.")
+            self.logger.log(
+                Severity.ERROR,
+                "4: [network.cpp::validate] Error Code 4: Network has dynamic or shape inputs, but no "
+                f"optimization profile has been defined for {uncovered[0]}.",
+            )
             return None
         if config.default_device_type == DeviceType.DLA and not 0 <= config.DLA_core < self.num_DLA_cores:
             self.logger.log(Severity.ERROR, f"DLA core {config.DLA_core} is not available")
@@ -644,9 +662,25 @@ def _major() -> int:
 
 
 _COMMON = [
-    "DataType", "nptype", "volume", "TensorIOMode", "ILogger", "Logger", "Dims", "MemoryPoolType",
-    "DeviceType", "ICudaEngine", "IExecutionContext", "Runtime", "INetworkDefinition", "ITensor",
-    "OnnxParser", "IOptimizationProfile", "ITimingCache", "IBuilderConfig", "Builder",
+    "DataType",
+    "nptype",
+    "volume",
+    "TensorIOMode",
+    "ILogger",
+    "Logger",
+    "Dims",
+    "MemoryPoolType",
+    "DeviceType",
+    "ICudaEngine",
+    "IExecutionContext",
+    "Runtime",
+    "INetworkDefinition",
+    "ITensor",
+    "OnnxParser",
+    "IOptimizationProfile",
+    "ITimingCache",
+    "IBuilderConfig",
+    "Builder",
     "ParserError",
 ]
 

@@ -72,7 +72,15 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as folder:
         count = repair_stubs(Path(argv[0]), Path(folder))
         print(f"repaired {count} stub signatures", flush=True)
-        command = [sys.executable, "-m", "mypy", "--config-file", str(REPO / "mypy.ini"), "--follow-imports=silent", *CHECKED]
+        command = [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(REPO / "mypy.ini"),
+            "--follow-imports=silent",
+            *CHECKED,
+        ]
         return subprocess.call(command, cwd=REPO, env={**os.environ, "MYPYPATH": folder})
 
 

@@ -112,9 +112,7 @@ def current_gpu() -> GpuIdentity:
     device = cupy.cuda.runtime.getDevice()
     props = cupy.cuda.runtime.getDeviceProperties(device)
     name = props["name"]
-    return GpuIdentity(
-        name.decode() if isinstance(name, bytes) else str(name), f"{props['major']}.{props['minor']}"
-    )
+    return GpuIdentity(name.decode() if isinstance(name, bytes) else str(name), f"{props['major']}.{props['minor']}")
 
 
 # --------------------------------------------------------------------------- logging
@@ -150,23 +148,28 @@ def make_logger(messages: TensorRTMessages) -> trt.ILogger:
             level = int(severity)
             if level <= warning:
                 messages.add(msg)
-            LOG.log(logging.ERROR if level <= error else logging.WARNING if level == warning else logging.DEBUG, "TensorRT: %s", msg)
+            LOG.log(
+                logging.ERROR if level <= error else logging.WARNING if level == warning else logging.DEBUG,
+                "TensorRT: %s",
+                msg,
+            )
 
     return ForwardingLogger()
 
 
 _plugins_loaded = False
+_plugin_logger: trt.ILogger | None = None  # TensorRT keeps using it: it must live as long as the process
 
 
 def load_standard_plugins(logger: trt.ILogger) -> None:
     """Register TensorRT's standard plugins (EfficientNMS, ...) once per process."""
     import tensorrt as trt
 
-    global _plugins_loaded
+    global _plugins_loaded, _plugin_logger
     if not _plugins_loaded:
         if not trt.init_libnvinfer_plugins(logger, ""):
             raise ModelLoadError("TensorRT could not register its standard plugins (init_libnvinfer_plugins)")
-        _plugins_loaded = True
+        _plugins_loaded, _plugin_logger = True, logger
 
 
 # --------------------------------------------------------------------------- version branches
@@ -387,6 +390,8 @@ class TensorRTBackend:
     # ------------------------------------------------------------------ shapes
 
     def _check_inputs(self, arrays: Mapping[str, Any]) -> dict[str, Shape]:
+        if not hasattr(self, "_context"):
+            raise InferenceError(f"the TensorRT backend for {self.engine_path} was closed")
         expected = [tensor for tensor in self._tensors.values() if tensor.is_input]
         unknown = sorted(set(arrays) - {tensor.name for tensor in expected})
         if unknown:
@@ -544,10 +549,10 @@ class TensorRTBackend:
 
     def allocate_outputs(self, input_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, npt.NDArray]:
         """Host arrays for every output at these input shapes, to pass to ``infer`` again and again."""
-        missing = [tensor.name for tensor in self._tensors.values() if tensor.is_input and tensor.name not in input_shapes]
-        if missing:
-            raise InferenceError(f"allocate_outputs: no shape given for input {missing[0]!r}")
-        self._set_input_shapes({name: tuple(shape) for name, shape in input_shapes.items()})
+        names = [tensor.name for tensor in self._tensors.values() if tensor.is_input]
+        if sorted(input_shapes) != sorted(names):
+            raise InferenceError(f"allocate_outputs: expected shapes of the inputs {names}, got {sorted(input_shapes)}")
+        self._set_input_shapes({name: tuple(int(dim) for dim in shape) for name, shape in input_shapes.items()})
         return {name: np.empty(shape, self._tensors[name].dtype) for name, shape in self._output_shapes.items()}
 
     @property

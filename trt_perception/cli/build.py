@@ -23,25 +23,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``build``."""
     parser.add_argument("specs", nargs="+", metavar="SPEC", help="model spec files or bundled spec names")
     parser.add_argument("--onnx", type=Path, help="ONNX model to build from instead of the spec's model (one spec)")
-    parser.add_argument("--output", "-o", type=Path,
-                        help="write the engine (and <output>.json) here instead of the engine cache (one spec)")
-    parser.add_argument("--cache-dir", type=Path,
-                        help=f"engine cache folder (default: ${CACHE_DIR_ENV} or ~/.cache/trt_perception/engines)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="fp16/int8 set TensorRT <= 10 builder flags; TensorRT 11 builds strongly typed "
-                             "networks whose precision comes from the ONNX (FP16 via ModelOpt AutoCast, INT8 via "
-                             "explicit Q/DQ nodes), so only fp32 (= as typed in the ONNX) applies there")
+    parser.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        help="write the engine (and <output>.json) here instead of the engine cache (one spec)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help=f"engine cache folder (default: ${CACHE_DIR_ENV} or ~/.cache/trt_perception/engines)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp16/int8 set TensorRT <= 10 builder flags; TensorRT 11 builds strongly typed "
+        "networks whose precision comes from the ONNX (FP16 via ModelOpt AutoCast, INT8 via "
+        "explicit Q/DQ nodes), so only fp32 (= as typed in the ONNX) applies there",
+    )
     parser.add_argument("--workspace-mib", type=int, help="builder workspace limit in MiB (default: TensorRT's)")
     for bound in ("min", "opt", "max"):
-        parser.add_argument(f"--{bound}-shape", action="append", default=[], metavar="NAME:DxDxD",
-                            help=f"{bound} shape of a dynamic input, e.g. x:1x3x736x992 (default: from the spec's input.size)")
+        parser.add_argument(
+            f"--{bound}-shape",
+            action="append",
+            default=[],
+            metavar="NAME:DxDxD",
+            help=f"{bound} shape of a dynamic input, e.g. x:1x3x736x992 (default: from the spec's input.size)",
+        )
     parser.add_argument("--dla-core", type=int, help="build for this DLA core (Jetson), GPU fallback on")
     parser.add_argument("--timing-cache", type=Path, help="timing cache file to read and update (faster rebuilds)")
     parser.add_argument("--calib-images", type=Path, help="int8 (TensorRT <= 10): folder of calibration images")
     parser.add_argument("--calib-cache", type=Path, help="int8: calibration cache to read, or write after calibrating")
     parser.add_argument("--force", action="store_true", help="rebuild even when the cached engine is current")
-    parser.add_argument("--build-only", action="store_true",
-                        help="only build (provisioning): do not load and run the engine afterwards")
+    parser.add_argument(
+        "--build-only", action="store_true", help="only build (provisioning): do not load and run the engine afterwards"
+    )
 
 
 def parse_shape_ranges(args: argparse.Namespace) -> dict[str, ShapeRange]:
@@ -91,9 +108,7 @@ def check_engine(engine_path: Path) -> str:
 
     backend = TensorRTBackend(engine_path)
     try:
-        feeds = {
-            info.name: np.zeros(backend.input_profile(info.name)[1], info.dtype) for info in backend.inputs
-        }
+        feeds = {info.name: np.zeros(backend.input_profile(info.name)[1], info.dtype) for info in backend.inputs}
         started = time.perf_counter()
         outputs = backend.infer(feeds)
         milliseconds = (time.perf_counter() - started) * 1e3

@@ -30,12 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``compare``."""
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files (.png, .jpg) or folders")
     parser.add_argument("--model-spec", required=True, help="model spec file or bundled spec name")
-    parser.add_argument("--engine", type=Path,
-                        help="TensorRT engine (default: the spec's engine, else one built by the engine cache)")
+    parser.add_argument(
+        "--engine", type=Path, help="TensorRT engine (default: the spec's engine, else one built by the engine cache)"
+    )
     parser.add_argument("--iou", type=float, default=0.5, help="IoU at which two boxes of one class match (0.5)")
     parser.add_argument("--json", type=Path, help="also write the per-image report to this JSON file")
-    parser.add_argument("--min-agreement", type=float,
-                        help="exit with 1 when an image's label agreement or matched-box share (%%) is below this")
+    parser.add_argument(
+        "--min-agreement",
+        type=float,
+        help="exit with 1 when an image's label agreement or matched-box share (%%) is below this",
+    )
 
 
 @dataclass
@@ -90,7 +94,9 @@ def label_agreement(reference: npt.NDArray, candidate: npt.NDArray) -> float:
     return 100.0 * float(np.mean(reference == candidate))
 
 
-def output_deltas(reference: Pipeline, candidate: Pipeline, pixels: npt.NDArray, channel_order: str) -> dict[str, float]:
+def output_deltas(
+    reference: Pipeline, candidate: Pipeline, pixels: npt.NDArray, channel_order: str
+) -> dict[str, float]:
     """Largest absolute difference of every raw output for the same preprocessed input."""
     tensor, _ = reference.preprocessor(pixels, channel_order)
     expected = reference.backend.infer({reference.input_name: tensor})
@@ -106,7 +112,10 @@ def compare_image(reference: Pipeline, candidate: Pipeline, path: Path, iou_thre
     pixels, channel_order = read_image(path)
     expected = reference.run(pixels, channel_order)
     actual = candidate.run(pixels, channel_order)
-    record: dict[str, Any] = {"image": str(path), "max_output_delta": output_deltas(reference, candidate, pixels, channel_order)}
+    record: dict[str, Any] = {
+        "image": str(path),
+        "max_output_delta": output_deltas(reference, candidate, pixels, channel_order),
+    }
     if isinstance(expected, SegmentationResult) and isinstance(actual, SegmentationResult):
         record["label_agreement_percent"] = label_agreement(expected.labels, actual.labels)
     elif isinstance(expected, DetectionResult) and isinstance(actual, DetectionResult):

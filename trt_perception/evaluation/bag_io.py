@@ -8,6 +8,7 @@ upstream's, so written bags carry upstream's type hashes). Messages are streamed
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -46,11 +47,13 @@ class BagError(TrtPerceptionError):
 
 
 def vision_msgs_definition_dir() -> Path:
-    """Folder with the vision_msgs ``*.msg`` files: the repository's own, else an installed ROS's."""
+    """Folder with the vision_msgs ``*.msg`` files: the source tree's, the installed package's
+    (``share/trt_perception/interfaces/vision_msgs/msg``), else an installed vision_msgs package's."""
     candidates = [Path(__file__).resolve().parents[2] / "interfaces" / "vision_msgs" / "msg"]
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        if prefix:
-            candidates.append(Path(prefix) / "share" / "vision_msgs" / "msg")
+    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p] + [sys.prefix]
+    for prefix in prefixes:
+        candidates.append(Path(prefix) / "share" / "trt_perception" / "interfaces" / "vision_msgs" / "msg")
+    candidates += [Path(prefix) / "share" / "vision_msgs" / "msg" for prefix in prefixes]
     for folder in candidates:
         if any(folder.glob("*.msg")):
             return folder
