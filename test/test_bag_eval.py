@@ -369,6 +369,8 @@ def test_live_mode_against_the_running_segmentation_node(tmp_path: Path, colour_
     assert metrics["segmentation"]["pixel_accuracy"] == pytest.approx(expected["pixel_accuracy"])
     latency = metrics["latency_ms"]["end_to_end"]
     assert latency["count"] == 5 and 0 < latency["p50"] <= latency["p99"]
+    assert cv2.imread(str(out / "latency.png")) is not None
+    assert "from publishing the image to receiving the node's answer" in (out / "report.md").read_text()
     # the node's own messages are recorded, their headers those of the played frames
     labels = _messages(out / "bag", "/segmentation/labels")
     inputs = _messages(bag, "/camera/image")

@@ -196,10 +196,9 @@ def _plots(result: EvaluationResult, data: dict[str, Any], out: Path) -> dict[st
             figure.savefig(out / "class_scores.png", dpi=100)
             plt.close(figure)
             plots[f"{label} per class"] = "class_scores.png"
-    stages = [s for s in result.latency.stages if s != "total"]
-    if result.latency.values("total").size:
+    if result.latency.stages:
         figure, axes = plt.subplots(figsize=(6, 3.5))
-        for stage in [*stages, "total"]:
+        for stage in result.latency.stages:
             axes.hist(result.latency.values(stage), bins=40, alpha=0.6, label=stage)
         axes.set_xlabel("milliseconds per frame")
         axes.set_ylabel("frames")
