@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 from collections.abc import Iterator
@@ -284,11 +285,11 @@ def test_unloadable_model_or_bad_parameter_is_a_clear_fatal_error(
     assert "Traceback" not in output
 
 
-def test_compressed_input_and_corrupt_frames(env: dict[str, str], pipeline) -> None:  # type: ignore[no-untyped-def]
+def test_compressed_input_corrupt_frames_and_network_resolution(env: dict[str, str]) -> None:
     process = NodeProcess(
         "segmentation_node",
         ["-r", "__ns:=/seg_jpeg", "-r", "image/compressed:=/camera/jpeg", "-p", "use_compressed:=true",
-         "-p", "warning_period:=0.0"],
+         "-p", "output_resolution:=network"],
         env,
     )
     ros = RosClient("seg_jpeg_client")
@@ -302,7 +303,12 @@ def test_compressed_input_and_corrupt_frames(env: dict[str, str], pipeline) -> N
         process.wait_for_output("signature")
         received = send_and_receive(camera, labels, compressed_message(jpeg, "jpeg", "camera", (3, 0)))
         decoded = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-        np.testing.assert_array_equal(received_pixels(received, 1), pipeline.run(decoded, "BGR").labels)
+        spec = dataclasses.replace(load_model_spec("selfie_segmentation"), output_resolution="network")
+        network_pipeline = Pipeline.from_spec(spec)
+        expected = network_pipeline.run(decoded, "BGR").labels
+        network_pipeline.close()
+        assert (received.height, received.width) == (256, 256) == expected.shape
+        np.testing.assert_array_equal(received_pixels(received, 1), expected)
     finally:
         ros.close()
         assert process.stop() == 0
