@@ -233,6 +233,8 @@ def test_bad_inputs_name_the_tensor(trt10: types.ModuleType, tmp_path: Path, ppo
     backend.close()
     with pytest.raises(InferenceError, match="was closed"):
         backend.infer({"x": frame})
+    with pytest.raises(InferenceError, match="was closed"):
+        backend.allocate_outputs({"x": frame.shape})
 
 
 def test_engine_of_another_tensorrt_version_is_named(

@@ -389,9 +389,12 @@ class TensorRTBackend:
 
     # ------------------------------------------------------------------ shapes
 
-    def _check_inputs(self, arrays: Mapping[str, Any]) -> dict[str, Shape]:
+    def _require_open(self) -> None:
         if not hasattr(self, "_context"):
             raise InferenceError(f"the TensorRT backend for {self.engine_path} was closed")
+
+    def _check_inputs(self, arrays: Mapping[str, Any]) -> dict[str, Shape]:
+        self._require_open()
         expected = [tensor for tensor in self._tensors.values() if tensor.is_input]
         unknown = sorted(set(arrays) - {tensor.name for tensor in expected})
         if unknown:
@@ -429,6 +432,7 @@ class TensorRTBackend:
     def _set_input_shapes(self, shapes: Mapping[str, Shape]) -> None:
         if shapes == self._input_shapes:
             return
+        self._input_shapes = {}  # until every step below succeeds, the next call sets shapes again
         for name, shape in shapes.items():
             self._check_profile(self._tensors[name], shape)
             if not self._context.set_input_shape(name, shape):
@@ -549,6 +553,7 @@ class TensorRTBackend:
 
     def allocate_outputs(self, input_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, npt.NDArray]:
         """Host arrays for every output at these input shapes, to pass to ``infer`` again and again."""
+        self._require_open()
         names = [tensor.name for tensor in self._tensors.values() if tensor.is_input]
         if sorted(input_shapes) != sorted(names):
             raise InferenceError(f"allocate_outputs: expected shapes of the inputs {names}, got {sorted(input_shapes)}")
