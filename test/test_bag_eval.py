@@ -229,6 +229,29 @@ def test_ground_truth_that_does_not_fit_is_counted_not_scored(tmp_path: Path, co
     assert result.segmentation.mean_iou == pytest.approx(expected_segmentation([0, 3])["mean_iou"])
 
 
+def test_damaged_bag_reports_what_was_read_before_the_damage(
+    tmp_path: Path, colour_spec: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bag = tmp_path / "bag"
+    make_bag([FIXTURES / "images" / "coffee.png"] * 6, bag, "/cam", 10.0, storage="sqlite3")
+    (database,) = bag.glob("*.db3")
+    size = database.stat().st_size
+    with database.open("r+b") as file:  # overwrite two pages in the middle, as a failing disk would
+        file.seek(size // 2 // 4096 * 4096)
+        file.write(b"\xff" * 8192)
+
+    out = tmp_path / "out"
+    code = cli.main(["bag-eval", "--bag", str(bag), "--model-spec", str(colour_spec), "--image-topic", "/cam",
+                     "--out", str(out), "--no-progress"])
+
+    assert code == 1
+    assert "is damaged: reading stopped after" in capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["read_error"].startswith(f"bag {bag} is damaged: reading stopped after")
+    assert 0 < metrics["frames"]["processed"] < 6
+    assert "Everything below covers only the messages before that." in (out / "report.md").read_text()
+
+
 def test_unknown_topic_and_empty_topic_are_clear_errors(
     tmp_path: Path, colour_spec: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

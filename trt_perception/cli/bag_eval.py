@@ -94,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"mIoU {data['segmentation']['mean_iou']}, pixel accuracy {data['segmentation']['pixel_accuracy']}")
     if "detection" in data:
         print(f"mAP {data['detection']['map']}, AP50 {data['detection']['ap50']}, AP75 {data['detection']['ap75']}")
+    if data["read_error"]:
+        print(f"bag-eval: {data['read_error']}; the report covers the messages before that", file=sys.stderr)
+        return 1
     if frames["processed"] == 0:
         print("bag-eval: no frame could be processed", file=sys.stderr)
         return 1

@@ -150,7 +150,10 @@ def run_bag_eval(options: BagEvalOptions) -> EvaluationResult:
         try:
             start = time.perf_counter()
             with bag_io.BagWriter(options.out / "bag", options.storage, bag_io.bag_distro(setup.reader)) as writer:
-                _replay(setup, options, pipeline, writer)
+                try:
+                    _replay(setup, options, pipeline, writer)
+                except bag_io.BagReadError as error:
+                    setup.evaluator.read_error = str(error)
             wall_seconds = time.perf_counter() - start
         finally:
             pipeline.close()

@@ -43,6 +43,10 @@ class BagError(TrtPerceptionError):
     """A bag cannot be read or written (missing, not a rosbag2, unknown topic, ...)."""
 
 
+class BagReadError(BagError):
+    """Reading stopped part way through a damaged bag; the messages before it were fine."""
+
+
 # ----------------------------------------------------------------------------- types
 
 
@@ -104,7 +108,10 @@ def open_reader(path: str | Path) -> Reader:
         reader = Reader(path)
         reader.open()
     except (ReaderError, OSError, ValueError, KeyError) as error:
-        raise BagError(f"cannot open bag {path}: {error}") from error
+        raise BagError(
+            f"cannot open bag {path}: {error} (an interrupted recording can often be repaired with "
+            "`mcap recover` or `ros2 bag reindex`)"
+        ) from error
     return reader
 
 
@@ -143,7 +150,19 @@ def iter_messages(reader: Reader, topics: Sequence[str]) -> Iterator[BagMessage]
     connections = [c for c in reader.connections if c.topic in topics]
     if not connections:
         return
-    for connection, log_time, data in reader.messages(connections=connections):
+    count = 0
+    stream = reader.messages(connections=connections)
+    while True:
+        try:
+            connection, log_time, data = next(stream)
+        except StopIteration:
+            return
+        except Exception as error:  # storage back ends raise their own (sqlite, mcap, zstd) errors
+            raise BagReadError(
+                f"bag {reader.path} is damaged: reading stopped after {count} messages "
+                f"({type(error).__name__}: {error})"
+            ) from error
+        count += 1
         yield BagMessage(connection.topic, connection.msgtype, log_time, bytes(data))
 
 

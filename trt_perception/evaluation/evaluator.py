@@ -77,6 +77,7 @@ class EvaluationResult:
     truths_without_frame: int
     truth_unusable: dict[str, int]
     outputs_without_frame: int
+    read_error: str | None
     ground_truth: str | None
     segmentation: SegmentationScores | None
     detection: DetectionScores | None
@@ -126,6 +127,7 @@ class Evaluator:
         self.frames_processed = 0
         self.frames_evaluated = 0
         self.outputs_without_frame = 0  # live mode: node outputs whose stamp matches no played frame
+        self.read_error: str | None = None  # why reading stopped before the end of the bag
         self._frames_without_truth = 0
         self._worst: list[tuple[float, int, WorstFrame]] = []
         self._worst_count = worst_frames
@@ -224,6 +226,7 @@ class Evaluator:
             truths_without_frame=truths_without_frame,
             truth_unusable=dict(self.truth_unusable),
             outputs_without_frame=self.outputs_without_frame,
+            read_error=self.read_error,
             ground_truth=description,
             segmentation=self.segmentation.scores() if self.segmentation and self.frames_evaluated else None,
             detection=self.detection.scores() if self.detection and self.frames_evaluated else None,

@@ -104,13 +104,22 @@ class _Player:
         self.probe_stamp: int | None = None
         self.probe_answered = False
 
-    def _wait_for_node(self, probe: bag_io.BagMessage) -> None:
+    def _probe_frame(self) -> tuple[bag_io.BagMessage, Any]:
+        """The first image message that deserializes."""
+        for message in bag_io.iter_messages(self.setup.reader, [self.options.image_topic]):
+            try:
+                return message, bag_io.deserialize(message, self.store)
+            except bag_io.BagError:
+                continue
+        raise bag_io.BagError(f"no image message on {self.options.image_topic} can be read")
+
+    def _wait_for_node(self) -> None:
         """Wait until the node answers a probe: the first frame re-stamped with a stamp no frame has.
 
         Matching topics is not enough: the node skips work until it sees our subscription, and
         discovery completes per endpoint. The probe's answers are not evaluated.
         """
-        msg = bag_io.deserialize(probe, self.store)
+        probe, msg = self._probe_frame()
         self.probe_stamp = bag_io.stamp_ns(msg.header) - 1
         msg.header = bag_io.header_message(self.store, self.probe_stamp, msg.header.frame_id)
         data = bytes(self.store.serialize_cdr(msg, probe.msgtype))
@@ -133,9 +142,20 @@ class _Player:
 
     def play(self) -> None:
         """Send every frame at its time, then wait for the last answers."""
+        evaluator = self.setup.evaluator
+        self._wait_for_node()
+        try:
+            self._play_frames()
+        except bag_io.BagReadError as error:
+            evaluator.read_error = str(error)
+        self._spin_until(time.monotonic() + self.live.answer_timeout)
+        for frame in self.pending.values():
+            evaluator.skip(frame.index, f"no answer from the node within {self.live.answer_timeout:g} s "
+                                        "(dropped by the node, lost, or rejected as bad input)")
+        self.pending.clear()
+
+    def _play_frames(self) -> None:
         options, evaluator = self.options, self.setup.evaluator
-        first = next(bag_io.iter_messages(self.setup.reader, [options.image_topic]))
-        self._wait_for_node(first)
         topics = [options.image_topic] + ([options.gt_topic] if options.gt_topic else [])
         start, first_log_time, index = time.monotonic(), None, -1
         for message in bag_io.iter_messages(self.setup.reader, topics):
@@ -160,11 +180,6 @@ class _Player:
             self.pending[stamp] = PlayedFrame(index, message.log_time, time.monotonic(),
                                               msg if evaluator.has_truth else None)
             self.publisher.publish(message.data)
-        self._spin_until(time.monotonic() + self.live.answer_timeout)
-        for frame in self.pending.values():
-            evaluator.skip(frame.index, f"no answer from the node within {self.live.answer_timeout:g} s "
-                                        "(dropped by the node, lost, or rejected as bad input)")
-        self.pending.clear()
 
     def _on_output(self, data: bytes) -> None:
         received = time.monotonic()

@@ -59,6 +59,7 @@ def metrics_dict(result: EvaluationResult, context: Mapping[str, Any]) -> dict[s
             "ground_truth_unusable": result.truth_unusable,
             "outputs_without_frame": result.outputs_without_frame,
         },
+        read_error=result.read_error,
         latency_ms=latency,
         fps={
             "wall_clock": _number(result.fps),
@@ -117,6 +118,8 @@ def _markdown(data: dict[str, Any], plots: dict[str, str], worst: list[dict[str,
         if key in data:
             lines.append(f"- {key.replace('_', ' ')}: `{data[key]}`")
     lines.append(f"- ground truth: {data['ground_truth'] or 'none given (no accuracy metrics)'}")
+    if data["read_error"]:
+        lines += ["", f"**{data['read_error']}. Everything below covers only the messages before that.**"]
     lines += [
         "", "## Frames", "",
         "| | count |", "| --- | ---: |",
