@@ -1,6 +1,6 @@
 """mypy over the TensorRT backend, builder, cache and CLIs against the ``tensorrt-stubs`` API (TensorRT 10).
 
-Needs the stubs in a folder of their own (see mypy.ini): ``TENSORRT_STUBS_DIR`` or ``.ci/tensorrt-stubs``.
+Needs the stubs in a folder of their own (see mypy.ini): ``TENSORRT_STUBS_DIR`` or ``.venv/tensorrt-stubs``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-STUBS = Path(os.environ.get("TENSORRT_STUBS_DIR", REPO / ".ci" / "tensorrt-stubs"))
+STUBS = Path(os.environ.get("TENSORRT_STUBS_DIR", REPO / ".venv" / "tensorrt-stubs"))
 
 
 @pytest.mark.skipif(
