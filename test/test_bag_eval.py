@@ -156,6 +156,38 @@ def _messages(bag: Path, topic: str) -> list[tuple[bag_io.BagMessage, object]]:
         reader.close()
 
 
+def quokka_polygon_mask() -> np.ndarray:
+    """The quokka's annotated outline rasterized as a 0/1 mask (class 1 = the animal)."""
+    annotations = json.loads((FIXTURES / "images" / "quokka_annotations.json").read_text())
+    points = np.array([[p["x"], p["y"]] for p in annotations["polygons"][0]["keypoints"]], np.int32)
+    mask = np.zeros((643, 960), np.uint8)
+    cv2.fillPoly(mask, [points], 1)
+    return mask
+
+
+def test_real_model_on_the_quokka_polygon(tmp_path: Path) -> None:
+    """selfie_segmentation's mask of the quokka scored against the annotated outline."""
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    truth = quokka_polygon_mask()
+    cv2.imwrite(str(masks / "quokka.png"), truth)
+    bag = tmp_path / "bag"
+    make_bag([QUOKKA], bag, "/cam", 1.0, labels_dir=masks, gt_topic="/gt")
+    assert cli.main(["bag-eval", "--bag", str(bag), "--model-spec", "selfie_segmentation", "--image-topic", "/cam",
+                     "--gt-topic", "/gt", "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+
+    pipeline = Pipeline.from_spec("selfie_segmentation")
+    labels = pipeline.run(cv2.cvtColor(cv2.imread(str(QUOKKA)), cv2.COLOR_BGR2RGB), "RGB").labels  # type: ignore[union-attr]
+    pipeline.close()
+    expected = {}
+    for cls, name in enumerate(["background", "person"]):
+        expected[name] = ((truth == cls) & (labels == cls)).sum() / ((truth == cls) | (labels == cls)).sum()
+    seg = json.loads((tmp_path / "out" / "metrics.json").read_text())["segmentation"]
+    assert seg["class_iou"] == pytest.approx(expected)
+    assert seg["pixel_accuracy"] == pytest.approx((truth == labels).mean())
+    assert seg["class_iou"]["person"] > 0.8  # the model finds the animal (as "person")
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
