@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
@@ -206,6 +207,13 @@ class RosClient:
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
         self._thread.join(timeout=5)
+
+
+def read_rgb(name: str) -> np.ndarray:
+    """A sample image from test/fixtures/images as RGB."""
+    bgr = cv2.imread(str(IMAGES / name))
+    assert bgr is not None, f"cannot read {name}"
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def image_message(pixels: np.ndarray, encoding: str, frame_id: str, stamp: tuple[int, int]) -> Image:

@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import cv2
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
@@ -15,7 +14,6 @@ from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from node_harness import (
-    IMAGES,
     NodeProcess,
     RosClient,
     TopicRecorder,
@@ -23,6 +21,7 @@ from node_harness import (
     image_message,
     isolated_ros_environment,
     qos,
+    read_rgb,
 )
 from trt_perception.decoders import DetectionFilter
 from trt_perception.pipeline import Pipeline
@@ -82,11 +81,9 @@ def pipeline() -> Iterator[Pipeline]:
     pipe.close()
 
 
-def load_rgb(name: str) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(IMAGES / name)), cv2.COLOR_BGR2RGB)
-
-
-def send_and_receive(camera, recorder: TopicRecorder, rgb: np.ndarray, stamp: tuple[int, int]) -> Detection2DArray:  # type: ignore[no-untyped-def]
+def send_and_receive(
+    camera: Any, recorder: TopicRecorder, rgb: np.ndarray, stamp: tuple[int, int]
+) -> Detection2DArray:
     camera.publish(image_message(rgb, "rgb8", "camera_optical", stamp))
     return recorder.wait_for(lambda m: (m.header.stamp.sec, m.header.stamp.nanosec) == stamp)
 
@@ -109,11 +106,13 @@ def assert_matches(message: Detection2DArray, expected: DetectionResult) -> None
         assert detection.bbox.size_y == pytest.approx(y2 - y1, abs=1e-3)
 
 
-@pytest.mark.parametrize("image_name, expected_class", [("motorcycle_left.png", "motorcycle"), ("coffee.png", "cup")])
+@pytest.mark.parametrize(
+    "image_name, expected_class", [("motorcycle_left.png", "motorcycle"), ("coffee.png", "cup")]
+)
 def test_detections_match_pipeline_and_header_is_copied(
-    camera, detections, pipeline, image_name: str, expected_class: str  # type: ignore[no-untyped-def]
+    camera: Any, detections: TopicRecorder, pipeline: Pipeline, image_name: str, expected_class: str
 ) -> None:
-    rgb = load_rgb(image_name)
+    rgb = read_rgb(image_name)
     stamp = (1700000100 + len(image_name), 987654321)
     message = send_and_receive(camera, detections, rgb, stamp)
     assert message.header.frame_id == "camera_optical"
@@ -124,7 +123,9 @@ def test_detections_match_pipeline_and_header_is_copied(
     assert_matches(message, expected)
 
 
-def test_label_info_lists_coco_classes_for_late_subscriber(client: RosClient, detections) -> None:  # type: ignore[no-untyped-def]
+def test_label_info_lists_coco_classes_for_late_subscriber(
+    client: RosClient, detections: TopicRecorder
+) -> None:
     info = client.record(LabelInfo, f"{NODE}/label_info", qos(reliable=True, depth=1, transient_local=True))
     message = info.wait_for(lambda m: True, timeout=10)
     names = load_model_spec("centernet_mobilenetv3_coco").labels
@@ -132,8 +133,10 @@ def test_label_info_lists_coco_classes_for_late_subscriber(client: RosClient, de
     assert message.threshold == pytest.approx(0.3)
 
 
-def test_runtime_score_threshold_and_class_filter(client: RosClient, camera, detections, pipeline) -> None:  # type: ignore[no-untyped-def]
-    rgb = load_rgb("coffee.png")
+def test_runtime_score_threshold_and_class_filter(
+    client: RosClient, camera: Any, detections: TopicRecorder, pipeline: Pipeline
+) -> None:
+    rgb = read_rgb("coffee.png")
     results = client.set_parameters(NODE, {"score_threshold": 0.45, "classes": "cup"})
     assert all(r.successful for r in results), [r.reason for r in results]
     message = send_and_receive(camera, detections, rgb, (300, 1))
@@ -156,10 +159,10 @@ def test_invalid_runtime_values_are_rejected_with_reason(client: RosClient) -> N
     assert not depth.successful and "read-only" in depth.reason
 
 
-def test_no_work_while_nobody_listens(client: RosClient, camera, detections) -> None:  # type: ignore[no-untyped-def]
+def test_no_work_while_nobody_listens(client: RosClient, camera: Any, detections: TopicRecorder) -> None:
     diagnostics = client.record(DiagnosticArray, "/diagnostics", qos(reliable=True))
     assert client.set_parameters(NODE, {"publish_detections": False})[0].successful
-    camera.publish(image_message(load_rgb("coffee.png"), "rgb8", "camera", (400, 0)))
+    camera.publish(image_message(read_rgb("coffee.png"), "rgb8", "camera", (400, 0)))
 
     def skipped(array: DiagnosticArray) -> bool:
         values = diagnostic_values(array, NODE)
@@ -170,11 +173,11 @@ def test_no_work_while_nobody_listens(client: RosClient, camera, detections) -> 
     assert all(m.header.stamp.sec != 400 for m in detections.messages)
 
 
-def test_overlay_draws_on_input(client: RosClient, camera, detections) -> None:  # type: ignore[no-untyped-def]
+def test_overlay_draws_on_input(client: RosClient, camera: Any, detections: TopicRecorder) -> None:
     overlays = client.record(Image, f"{NODE}/overlay", qos(reliable=True))
     assert client.set_parameters(NODE, {"publish_overlay": True, "overlay_alpha": 1.0})[0].successful
     time.sleep(1.0)
-    rgb = load_rgb("motorcycle_left.png")
+    rgb = read_rgb("motorcycle_left.png")
     camera.publish(image_message(rgb, "rgb8", "camera", (500, 0)))
     overlay = overlays.wait_for(lambda m: m.header.stamp.sec == 500)
     pixels = np.frombuffer(bytes(overlay.data), np.uint8).reshape(overlay.height, overlay.width, 3)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -29,6 +30,7 @@ from node_harness import (
     image_message,
     isolated_ros_environment,
     qos,
+    read_rgb,
 )
 from onnx_builders import build_model
 from trt_perception import visualize
@@ -88,27 +90,27 @@ def pipeline() -> Iterator[Pipeline]:
 def astronaut_rgb() -> np.ndarray:
     """The person in astronaut.png, 384x384 (442 KB as rgb8): below the ~512 KB above which Fast DDS's
     default shared-memory transport loses best-effort samples (see docs of the DDS profile)."""
-    rgb = cv2.cvtColor(cv2.imread(str(IMAGES / "astronaut.png")), cv2.COLOR_BGR2RGB)
-    return np.ascontiguousarray(rgb[:384, 64:448])
+    return np.ascontiguousarray(read_rgb("astronaut.png")[:384, 64:448])
 
 
 def received_pixels(message: Image, channels: int, dtype: type = np.uint8) -> np.ndarray:
-    data = np.frombuffer(bytes(message.data), dtype=dtype)
-    return data.reshape(message.height, message.width, channels).squeeze(axis=2) if channels == 1 else data.reshape(
-        message.height, message.width, channels
-    )
+    pixels: np.ndarray = np.frombuffer(bytes(message.data), dtype=dtype).reshape(message.height, message.width, channels)
+    return pixels[:, :, 0] if channels == 1 else pixels
 
 
-def send_and_receive(camera, recorder: TopicRecorder, message: Image | CompressedImage) -> Image:  # type: ignore[no-untyped-def]
+def send_and_receive(camera: Any, recorder: TopicRecorder, message: Image | CompressedImage) -> Image:
     stamp = (message.header.stamp.sec, message.header.stamp.nanosec)
     camera.publish(message)
     return recorder.wait_for(lambda m: (m.header.stamp.sec, m.header.stamp.nanosec) == stamp)
 
 
-def test_labels_equal_pipeline_output_and_header_is_copied(camera, labels, pipeline) -> None:  # type: ignore[no-untyped-def]
+def test_labels_equal_pipeline_output_and_header_is_copied(
+    camera: Any, labels: TopicRecorder, pipeline: Pipeline
+) -> None:
     rgb = astronaut_rgb()
     expected = pipeline.run(rgb, "RGB").labels
-    received = send_and_receive(camera, labels, image_message(rgb, "rgb8", "camera_optical", (1700000000, 123456789)))
+    message = image_message(rgb, "rgb8", "camera_optical", (1700000000, 123456789))
+    received = send_and_receive(camera, labels, message)
     assert received.header.frame_id == "camera_optical"
     assert (received.header.stamp.sec, received.header.stamp.nanosec) == (1700000000, 123456789)
     assert received.encoding == "mono8"
@@ -117,7 +119,9 @@ def test_labels_equal_pipeline_output_and_header_is_copied(camera, labels, pipel
     assert 0.05 < expected.mean() < 0.95  # a real person mask, not an empty or full image
 
 
-def test_bgr_input_with_row_padding_gives_same_labels(camera, labels, pipeline) -> None:  # type: ignore[no-untyped-def]
+def test_bgr_input_with_row_padding_gives_same_labels(
+    camera: Any, labels: TopicRecorder, pipeline: Pipeline
+) -> None:
     rgb = astronaut_rgb()
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     padded = np.zeros((bgr.shape[0], bgr.shape[1] * 3 + 16), np.uint8)
@@ -129,7 +133,7 @@ def test_bgr_input_with_row_padding_gives_same_labels(camera, labels, pipeline) 
     np.testing.assert_array_equal(received_pixels(received, 1), pipeline.run(rgb, "RGB").labels)
 
 
-def test_label_info_reaches_late_subscriber(client: RosClient, labels) -> None:  # type: ignore[no-untyped-def]
+def test_label_info_reaches_late_subscriber(client: RosClient, labels: TopicRecorder) -> None:
     # The node published LabelInfo once at start-up; transient-local durability replays it.
     time.sleep(0.5)
     info = client.record(LabelInfo, f"{NODE}/label_info", qos(reliable=True, depth=1, transient_local=True))
@@ -137,14 +141,18 @@ def test_label_info_reaches_late_subscriber(client: RosClient, labels) -> None: 
     assert [(c.class_id, c.class_name) for c in message.class_map] == [(0, "background"), (1, "person")]
 
 
-def test_best_effort_subscriber_receives_reliable_output(client: RosClient, camera, labels) -> None:  # type: ignore[no-untyped-def]
+def test_best_effort_subscriber_receives_reliable_output(
+    client: RosClient, camera: Any, labels: TopicRecorder
+) -> None:
     best_effort = client.record(Image, f"{NODE}/labels", qos(reliable=False))
     time.sleep(1.0)  # discovery of the new subscription
     send_and_receive(camera, labels, image_message(astronaut_rgb(), "rgb8", "camera", (7, 8)))
     best_effort.wait_for(lambda m: m.header.stamp.sec == 7)
 
 
-def test_runtime_switch_enables_color_mask(client: RosClient, camera, labels, pipeline) -> None:  # type: ignore[no-untyped-def]
+def test_runtime_switch_enables_color_mask(
+    client: RosClient, camera: Any, labels: TopicRecorder, pipeline: Pipeline
+) -> None:
     masks = client.record(Image, f"{NODE}/color_mask", qos(reliable=True))
     results = client.set_parameters(NODE, {"publish_color_mask": True})
     assert results[0].successful
@@ -169,12 +177,19 @@ def test_invalid_parameter_values_are_rejected_with_reason(client: RosClient) ->
     [
         (lambda rgb: image_message(rgb, "yuv422_weird", "camera", (100, 1)), "unknown image encoding"),
         (lambda rgb: _with(image_message(rgb, "rgb8", "camera", (100, 2)), step=10), "step 10 is shorter"),
-        (lambda rgb: _with(image_message(rgb, "rgb8", "camera", (100, 3)), data=rgb.tobytes()[:1000]), "truncated"),
+        (lambda rgb: _with(image_message(rgb, "rgb8", "camera", (100, 3)), data=rgb.tobytes()[:1000]),
+         "truncated"),
         (lambda rgb: _with(image_message(rgb, "rgb8", "camera", (100, 4)), height=0, width=0, step=0, data=b""),
          "zero size"),
     ],
 )
-def test_bad_input_is_skipped_and_next_frame_answered(node: NodeProcess, camera, labels, bad_message, problem) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_is_skipped_and_next_frame_answered(
+    node: NodeProcess,
+    camera: Any,
+    labels: TopicRecorder,
+    bad_message: Callable[[np.ndarray], Image],
+    problem: str,
+) -> None:
     rgb = astronaut_rgb()
     message = bad_message(rgb)
     camera.publish(message)
@@ -183,7 +198,9 @@ def test_bad_input_is_skipped_and_next_frame_answered(node: NodeProcess, camera,
     assert node.process.poll() is None
 
 
-def test_repeated_bad_input_warning_is_throttled(node: NodeProcess, camera, labels) -> None:  # type: ignore[no-untyped-def]
+def test_repeated_bad_input_warning_is_throttled(
+    node: NodeProcess, camera: Any, labels: TopicRecorder
+) -> None:
     # The same problem within warning_period (5 s) is logged once; the repeats are only counted.
     rgb = astronaut_rgb()
     camera.publish(image_message(rgb, "throttle_test_encoding", "camera", (102, 0)))
@@ -194,7 +211,9 @@ def test_repeated_bad_input_warning_is_throttled(node: NodeProcess, camera, labe
     assert node.output.count("throttle_test_encoding") == 1
 
 
-def test_overlay_with_alpha_one_is_the_colour_mask(client: RosClient, camera, labels) -> None:  # type: ignore[no-untyped-def]
+def test_overlay_with_alpha_one_is_the_colour_mask(
+    client: RosClient, camera: Any, labels: TopicRecorder
+) -> None:
     overlays = client.record(Image, f"{NODE}/overlay", qos(reliable=True))
     masks = client.record(Image, f"{NODE}/color_mask", qos(reliable=True))
     assert all(r.successful for r in client.set_parameters(NODE, {"publish_overlay": True, "overlay_alpha": 1.0}))
@@ -209,14 +228,14 @@ def test_overlay_with_alpha_one_is_the_colour_mask(client: RosClient, camera, la
     np.testing.assert_array_equal(received_pixels(overlay, 3), astronaut_rgb())
 
 
-def _with(message: Image, **fields) -> Image:  # type: ignore[no-untyped-def]
+def _with(message: Image, **fields: Any) -> Image:
     for name, value in fields.items():
         setattr(message, name, value)
     return message
 
 
 def test_flood_drops_frames_keeps_memory_flat_and_counts_in_diagnostics(
-    client: RosClient, node: NodeProcess, camera, labels  # type: ignore[no-untyped-def]
+    client: RosClient, node: NodeProcess, camera: Any, labels
 ) -> None:
     diagnostics = client.record(DiagnosticArray, "/diagnostics", qos(reliable=True))
     frame = image_message(astronaut_rgb(), "rgb8", "camera", (0, 0))
@@ -270,7 +289,7 @@ def test_sigterm_shuts_down_cleanly(env: dict[str, str]) -> None:
     [("missing", "not found"), ("corrupt", "cannot load ONNX model"), ("bad_alpha", "overlay_alpha out of range")],
 )
 def test_unloadable_model_or_bad_parameter_is_a_clear_fatal_error(
-    env: dict[str, str], tmp_path, case: str, expected: str  # type: ignore[no-untyped-def]
+    env: dict[str, str], tmp_path: Path, case: str, expected: str
 ) -> None:
     model = tmp_path / "model.onnx"
     if case == "corrupt":
@@ -295,7 +314,9 @@ def test_compressed_input_corrupt_frames_and_network_resolution(env: dict[str, s
     ros = RosClient("seg_jpeg_client")
     try:
         process.wait_for_output("selfie_segmentation")
-        camera, labels = ros.camera_and_output(CompressedImage, "/camera/jpeg", Image, "/seg_jpeg/segmentation/labels")
+        camera, labels = ros.camera_and_output(
+            CompressedImage, "/camera/jpeg", Image, "/seg_jpeg/segmentation/labels"
+        )
         jpeg = (IMAGES / "quokka.jpg").read_bytes()
         camera.publish(compressed_message(jpeg[: len(jpeg) // 2], "jpeg", "camera", (1, 0)))
         process.wait_for_output("truncated")
@@ -314,7 +335,9 @@ def test_compressed_input_corrupt_frames_and_network_resolution(env: dict[str, s
         assert process.stop() == 0
 
 
-def test_more_than_256_classes_give_mono16_labels_via_rclpy_messages(env: dict[str, str], tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_more_than_256_classes_give_mono16_labels_via_rclpy_messages(
+    env: dict[str, str], tmp_path: Path
+) -> None:
     # A model spec with 300 classes whose graph labels each pixel R + G + B; raw_intake off, so the
     # node builds rclpy messages instead of reading CDR bytes.
     graph = build_model(
