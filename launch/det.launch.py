@@ -24,7 +24,9 @@ def generate_launch_description() -> LaunchDescription:
                               description="Model spec file, or the name of a bundled spec"),
         DeclareLaunchArgument(
             "params_file",
-            default_value=PathJoinSubstitution([FindPackageShare("trt_perception"), "config", "params", "detection.yaml"]),
+            default_value=PathJoinSubstitution(
+                [FindPackageShare("trt_perception"), "config", "params", "detection.yaml"]
+            ),
             description="Node parameters YAML"),
         IncludeLaunchDescription(
             PythonLaunchDescriptionSource(str(Path(__file__).with_name("perception.launch.py"))),

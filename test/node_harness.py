@@ -182,7 +182,9 @@ class RosClient:
         time.sleep(1.0)  # the node must see our subscription too, or it skips work (lazy)
         return camera, recorder
 
-    def set_parameters(self, node_name: str, values: Mapping[str, Any], timeout: float = 10.0) -> list[SetParametersResult]:
+    def set_parameters(
+        self, node_name: str, values: Mapping[str, Any], timeout: float = 10.0
+    ) -> list[SetParametersResult]:
         """Set parameters of another node through its parameter service."""
         client = self.node.create_client(SetParameters, f"{node_name}/set_parameters")
         try:

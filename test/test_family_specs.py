@@ -161,7 +161,8 @@ def test_ssd_fixed_shape_efficient_nms(tmp_path: Path) -> None:
     result = run_detection(spec, model, tmp_path, 480, 640)
     # Stretched input: normalized coordinates scale straight to the source size.
     np.testing.assert_allclose(
-        result.detections.boxes, [[0.2 * 640, 0.1 * 480, 0.6 * 640, 0.5 * 480], [0.5 * 640, 0.5 * 480, 0.7 * 640, 0.9 * 480]],
+        result.detections.boxes,
+        [[0.2 * 640, 0.1 * 480, 0.6 * 640, 0.5 * 480], [0.5 * 640, 0.5 * 480, 0.7 * 640, 0.9 * 480]],
         atol=0.01,
     )
     assert result.names() == ["dog", "person"]

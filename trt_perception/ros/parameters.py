@@ -75,7 +75,8 @@ COMMON_PARAMETERS: tuple[ParameterDefinition, ...] = (
     ParameterDefinition("model_path", "", "Overrides the spec's `model` (ONNX file); empty keeps the spec's"),
     ParameterDefinition("engine_path", "", "Overrides the spec's `engine` (TensorRT engine); empty keeps the spec's"),
     ParameterDefinition(
-        "backend", "", "Overrides the spec's `backend`; empty keeps the spec's", choices=("", "auto", "onnxruntime", "tensorrt")
+        "backend", "", "Overrides the spec's `backend`; empty keeps the spec's",
+        choices=("", "auto", "onnxruntime", "tensorrt"),
     ),
     ParameterDefinition(
         "input_reliability",
@@ -92,7 +93,8 @@ COMMON_PARAMETERS: tuple[ParameterDefinition, ...] = (
     ),
     ParameterDefinition("output_depth", 5, "History depth of the result publishers", minimum=1, maximum=1000),
     ParameterDefinition(
-        "use_compressed", False, "Subscribe to `image/compressed` (sensor_msgs/CompressedImage, jpeg/png) instead of `image`"
+        "use_compressed", False,
+        "Subscribe to `image/compressed` (sensor_msgs/CompressedImage, jpeg/png) instead of `image`",
     ),
     ParameterDefinition(
         "raw_intake",
@@ -100,7 +102,9 @@ COMMON_PARAMETERS: tuple[ParameterDefinition, ...] = (
         "Read incoming images straight from their serialized (CDR) bytes instead of building rclpy messages",
     ),
     ParameterDefinition("lazy", True, "Skip inference while no output topic has a subscriber", runtime=True),
-    ParameterDefinition("publish_overlay", False, "Publish ~/overlay: the results drawn on the input image", runtime=True),
+    ParameterDefinition(
+        "publish_overlay", False, "Publish ~/overlay: the results drawn on the input image", runtime=True
+    ),
     ParameterDefinition(
         "overlay_alpha", 0.5, "Weight of the results in ~/overlay (0: input only, 1: results only)", runtime=True,
         minimum=0.0, maximum=1.0,
