@@ -55,6 +55,25 @@ def test_images_and_masks_round_trip(tmp_path: Path, storage: str) -> None:
     np.testing.assert_array_equal(bag_io.image_from_message(gt, gt_message.msgtype).pixels[:, :, 0], mask)
 
 
+def test_sixteen_bit_masks_and_images_stay_sixteen_bit(tmp_path: Path) -> None:
+    depth = (np.arange(30 * 40, dtype=np.uint16).reshape(30, 40) * 50)  # values up to 59950
+    cv2.imwrite(str(tmp_path / "depth.png"), depth)
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    mask = (depth // 1000).astype(np.uint16) + 300  # class indices above 255
+    cv2.imwrite(str(labels / "depth.png"), mask)
+
+    make_bag([tmp_path / "depth.png"], tmp_path / "bag", "/depth", 1.0, encoding="mono16", labels_dir=labels)
+
+    ((image_message, image), (mask_message, gt)) = read_all(tmp_path / "bag", ["/depth", "/ground_truth"])
+    assert (image.encoding, gt.encoding) == ("mono16", "mono16")
+    np.testing.assert_array_equal(bag_io.image_from_message(image, image_message.msgtype).pixels[:, :, 0], depth)
+    np.testing.assert_array_equal(bag_io.image_from_message(gt, mask_message.msgtype).pixels[:, :, 0], mask)
+    with pytest.raises(GroundTruthError, match="not a single-channel 16-bit image"):
+        make_bag([SAMPLES[0]], tmp_path / "b2", "/cam", 1.0, encoding="mono16")
+    assert not (tmp_path / "b2").exists()  # no half-written bag left behind
+
+
 def test_jpeg_files_are_stored_without_recompression(tmp_path: Path) -> None:
     make_bag(SAMPLES, tmp_path / "bag", "/cam/compressed", 10.0, encoding="jpeg")
     (m1, coffee), (m2, quokka) = read_all(tmp_path / "bag", ["/cam/compressed"])

@@ -181,7 +181,9 @@ class StampMatcher(Generic[Pending]):
         self.truths_without_frame += given_up
         return None if frame is None else (frame, truth)
 
-    def _offer(self, stamp: int, item: Any, waiting: OrderedDict[int, Any], partners: OrderedDict[int, Any]) -> tuple[Any, int]:
+    def _offer(
+        self, stamp: int, item: Any, waiting: OrderedDict[int, Any], partners: OrderedDict[int, Any]
+    ) -> tuple[Any, int]:
         """The partner waiting under ``stamp`` (taken out), or queue ``item``; and how many entries were given up."""
         if stamp in partners:
             return partners.pop(stamp), 0

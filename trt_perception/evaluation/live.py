@@ -90,11 +90,11 @@ class _Player:
         self.input_topic = live.node_input or options.image_topic
         self.output_topic = live.node_output or DEFAULT_OUTPUT_TOPICS[setup.spec.task]
         self.output_type = bag_io.IMAGE_TYPE if setup.spec.task == "segmentation" else bag_io.DETECTIONS_TYPE
-        input_type = bag_io.topic_types(setup.reader)[options.image_topic]
+        self.input_type = bag_io.topic_types(setup.reader)[options.image_topic]
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.VOLATILE)
         self.publisher = node.create_publisher(
-            CompressedImage if input_type == bag_io.COMPRESSED_IMAGE_TYPE else Image, self.input_topic, qos
+            CompressedImage if self.input_type == bag_io.COMPRESSED_IMAGE_TYPE else Image, self.input_topic, qos
         )
         self.subscription = node.create_subscription(
             Image if self.output_type == bag_io.IMAGE_TYPE else Detection2DArray,
@@ -209,7 +209,7 @@ class _Player:
         source, picture = None, None
         if frame.message is not None:
             try:
-                image = bag_io.image_from_message(frame.message, bag_io.topic_types(self.setup.reader)[self.options.image_topic])
+                image = bag_io.image_from_message(frame.message, self.input_type)
             except ImageDecodeError as error:
                 evaluator.skip(frame.index, f"the node answered but the frame does not decode here: {error}")
                 return None
@@ -225,6 +225,8 @@ class _Player:
             boxes, names, scores = bag_io.detections_from_message(msg)
             known = list(evaluator.class_names)
             ids = [known.index(name) if name in known else len(known) for name in names]
-            prediction.detections = Detections(boxes.astype(np.float32), np.asarray(scores, np.float32), np.asarray(ids, np.int64))
+            prediction.detections = Detections(
+                boxes.astype(np.float32), np.asarray(scores, np.float32), np.asarray(ids, np.int64)
+            )
             prediction.class_names = names
         return prediction

@@ -7,6 +7,7 @@ indices), COCO boxes as ``vision_msgs/Detection2DArray`` (class name in ``class_
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,30 +107,36 @@ def make_bag(
     masks = _masks_by_stem(labels_dir) if labels_dir is not None else None
     coco_images = {Path(image.file_name).name: image for image in read_coco(coco)} if coco else None
     summary = MakeBagSummary()
-    with BagWriter(out, storage, distro) as writer:
-        store = writer.store
-        for index, path in enumerate(files):
-            stamp = start_ns + round(index * 1e9 / rate)
-            header = header_message(store, stamp, frame_id)
-            if encoding in COMPRESSED_FORMATS:
-                data, size = compressed_bytes(path, encoding)
-                writer.write(topic, COMPRESSED_IMAGE_TYPE, stamp, compressed_image_message(store, header, data, encoding))
-            else:
-                pixels = load_pixels(path, encoding)
-                size = (int(pixels.shape[0]), int(pixels.shape[1]))
-                writer.write(topic, IMAGE_TYPE, stamp, image_message(store, header, pixels, encoding))
-            summary.frames += 1
-            if masks is None and coco_images is None:
-                continue
-            truth = (
-                _mask_message(store, header, masks.get(path.stem), size) if masks is not None
-                else _coco_message(store, header, coco_images.get(path.name) if coco_images else None, size, summary)
-            )
-            if truth is None:
-                summary.frames_without_ground_truth.append(path.name)
-            else:
-                writer.write(gt_topic, truth[0], stamp, truth[1])
-                summary.ground_truth += 1
+    writer = BagWriter(out, storage, distro)  # refuses an existing path
+    try:
+        with writer:
+            store = writer.store
+            for index, path in enumerate(files):
+                stamp = start_ns + round(index * 1e9 / rate)
+                header = header_message(store, stamp, frame_id)
+                if encoding in COMPRESSED_FORMATS:
+                    data, size = compressed_bytes(path, encoding)
+                    message = compressed_image_message(store, header, data, encoding)
+                    writer.write(topic, COMPRESSED_IMAGE_TYPE, stamp, message)
+                else:
+                    pixels = load_pixels(path, encoding)
+                    size = (int(pixels.shape[0]), int(pixels.shape[1]))
+                    writer.write(topic, IMAGE_TYPE, stamp, image_message(store, header, pixels, encoding))
+                summary.frames += 1
+                if masks is None and coco_images is None:
+                    continue
+                truth = (
+                    _mask_message(store, header, masks.get(path.stem), size) if masks is not None
+                    else _coco_message(store, header, (coco_images or {}).get(path.name), size, summary)
+                )
+                if truth is None:
+                    summary.frames_without_ground_truth.append(path.name)
+                else:
+                    writer.write(gt_topic, truth[0], stamp, truth[1])
+                    summary.ground_truth += 1
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # created by this call: no half-written bag left behind
+        raise
     return summary
 
 

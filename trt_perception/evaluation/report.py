@@ -131,7 +131,8 @@ def _markdown(data: dict[str, Any], plots: dict[str, str], worst: list[dict[str,
     ]
     if frames["outputs_without_frame"]:
         lines.append(f"| node outputs matching no played frame | {frames['outputs_without_frame']} |")
-    for title, reasons in (("Skipped frames", frames["skipped"]), ("Unusable ground truth", frames["ground_truth_unusable"])):
+    skip_tables = (("Skipped frames", frames["skipped"]), ("Unusable ground truth", frames["ground_truth_unusable"]))
+    for title, reasons in skip_tables:
         if reasons:
             lines += ["", f"### {title}", "", "| reason | count |", "| --- | ---: |"]
             lines += [f"| {reason} | {count} |" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])]
@@ -158,7 +159,10 @@ def _markdown(data: dict[str, Any], plots: dict[str, str], worst: list[dict[str,
         lines += [f"| {name} | {_format(ap)} |" for name, ap in det["class_ap"].items()]
     if frames["processed"] and frames["evaluated"] == 0 and data["ground_truth"]:
         lines += ["", "**No frame could be matched with ground truth: no accuracy metrics.**"]
-    lines += ["", "## Latency", "", LATENCY_NOTES[data.get("mode", "offline")], "", "| stage | p50 ms | p90 ms | p99 ms | mean ms |", "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [
+        "", "## Latency", "", LATENCY_NOTES[data.get("mode", "offline")], "",
+        "| stage | p50 ms | p90 ms | p99 ms | mean ms |", "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for stage, stats in data["latency_ms"].items():
         lines.append(f"| {stage} | {stats['p50']:.2f} | {stats['p90']:.2f} | {stats['p99']:.2f} | {stats['mean']:.2f} |")
     fps = data["fps"]
