@@ -35,7 +35,7 @@ def thumbnail(pixels: npt.NDArray, channel_order: str, max_side: int = THUMBNAIL
     return np.asarray(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), np.uint8)
 
 
-def _number(value: float) -> float | None:
+def _number(value: float | None) -> float | None:
     """JSON has no NaN: undefined values become null."""
     return None if value is None or math.isnan(value) else float(value)
 
