@@ -6,6 +6,8 @@ launch_testing (the PyPI wheels have no launch packages) skips it with the reaso
 
 from __future__ import annotations
 
+import unittest
+
 import pytest
 
 launch_testing = pytest.importorskip(
@@ -22,10 +24,16 @@ def generate_test_description():  # type: ignore[no-untyped-def]
     return perception_launch_description("det.launch.py")
 
 
-class TestDetectionLaunch:
+class TestDetectionLaunch(unittest.TestCase):
     def test_detections_published_for_camera_image(self, proc_output) -> None:  # type: ignore[no-untyped-def]
         from vision_msgs.msg import Detection2DArray
 
         message = camera_image_answered("/launch_det/detection/detections", Detection2DArray)
-        assert message.header.frame_id == "launch_camera"
-        assert any(d.results[0].hypothesis.class_id == "motorcycle" for d in message.detections)
+        self.assertEqual(message.header.frame_id, "launch_camera")
+        self.assertTrue(any(d.results[0].hypothesis.class_id == "motorcycle" for d in message.detections))
+
+
+@launch_testing.post_shutdown_test()
+class TestShutdown(unittest.TestCase):
+    def test_node_exits_cleanly(self, proc_info) -> None:  # type: ignore[no-untyped-def]
+        launch_testing.asserts.assertExitCodes(proc_info)

@@ -6,6 +6,8 @@ launch_testing (the PyPI wheels have no launch packages) skips it with the reaso
 
 from __future__ import annotations
 
+import unittest
+
 import pytest
 
 launch_testing = pytest.importorskip(
@@ -22,10 +24,16 @@ def generate_test_description():  # type: ignore[no-untyped-def]
     return perception_launch_description("seg.launch.py")
 
 
-class TestSegmentationLaunch:
+class TestSegmentationLaunch(unittest.TestCase):
     def test_labels_published_for_camera_image(self, proc_output) -> None:  # type: ignore[no-untyped-def]
         from sensor_msgs.msg import Image
 
         message = camera_image_answered("/launch_seg/segmentation/labels", Image)
-        assert message.encoding == "mono8"
-        assert message.header.frame_id == "launch_camera"
+        self.assertEqual(message.encoding, "mono8")
+        self.assertEqual(message.header.frame_id, "launch_camera")
+
+
+@launch_testing.post_shutdown_test()
+class TestShutdown(unittest.TestCase):
+    def test_node_exits_cleanly(self, proc_info) -> None:  # type: ignore[no-untyped-def]
+        launch_testing.asserts.assertExitCodes(proc_info)
