@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import cv2
@@ -179,3 +180,14 @@ def test_pipeline_gives_the_same_mask_for_every_channel_order_and_network_resolu
     assert small.shape == (256, 256)
     upscaled = cv2.resize(small, (512, 512), interpolation=cv2.INTER_NEAREST)
     assert np.array_equal(upscaled, reference), "source labels are the network labels upsampled (nearest)"
+
+
+def test_auto_backend_ignores_a_tensorrt_module_that_is_only_type_stubs(tmp_path, monkeypatch):
+    (tmp_path / "tensorrt").mkdir()
+    (tmp_path / "tensorrt" / "__init__.pyi").write_text("class Runtime: ...\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    spec = load_model_spec("selfie_segmentation")
+    assert resolve_backend_kind(spec) == "onnxruntime"
+    with pytest.raises(ModelLoadError, match="not TensorRT"):
+        create_backend(spec, "tensorrt")

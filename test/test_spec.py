@@ -153,9 +153,9 @@ def test_empty_line_inside_labels_file_is_rejected(tmp_path):
         parse_model_spec(with_change("labels", "labels.txt"), tmp_path)
 
 
-def test_tensorrt_backend_needs_an_engine(tmp_path):
-    with pytest.raises(SpecError, match="engine: required when backend is tensorrt"):
-        parse_model_spec(with_change("backend", "tensorrt"), tmp_path)
+def test_tensorrt_backend_accepts_an_onnx_model_alone(tmp_path):
+    spec = parse_model_spec(with_change("backend", "tensorrt"), tmp_path)
+    assert spec.backend == "tensorrt" and spec.engine is None and spec.model is not None
 
 
 def test_unknown_name_and_missing_file_and_bad_yaml(tmp_path):

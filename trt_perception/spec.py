@@ -351,8 +351,6 @@ def parse_model_spec(data: object, base_dir: Path, source: Path | None = None) -
         source=source,
     )
     root.finish()
-    if spec.backend == "tensorrt" and spec.engine is None:
-        raise SpecError("engine: required when backend is tensorrt")
     if spec.backend == "onnxruntime" and spec.model is None:
         raise SpecError("model: required when backend is onnxruntime")
     return spec

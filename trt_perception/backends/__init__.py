@@ -15,16 +15,29 @@ __all__ = ["Backend", "TensorInfo", "create_backend", "resolve_backend_kind"]
 
 def resolve_backend_kind(spec: ModelSpec, backend: str | None = None) -> str:
     """``onnxruntime`` or ``tensorrt``: ``backend`` (or ``spec.backend``); ``auto`` picks TensorRT
-    when the spec names an engine and the ``tensorrt`` module is installed, else ONNX Runtime."""
+    when a usable TensorRT is installed (an ONNX-only spec then builds its engine through the engine
+    cache), else ONNX Runtime."""
     kind = backend or spec.backend
     if kind == "auto":
-        has_tensorrt = importlib.util.find_spec("tensorrt") is not None
-        kind = "tensorrt" if spec.engine is not None and has_tensorrt else "onnxruntime"
+        kind = "tensorrt" if _tensorrt_usable() else "onnxruntime"
     if kind == "onnxruntime" and spec.model is None:
         raise SpecError("model: the onnxruntime backend needs an ONNX model path (only an engine is given)")
     if kind not in ("onnxruntime", "tensorrt"):
         raise SpecError(f"backend: expected auto, onnxruntime or tensorrt, got {kind!r}")
     return kind
+
+
+def _tensorrt_usable() -> bool:
+    """Whether a real TensorRT >= 8.5 imports (type stubs or placeholders do not count)."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return False
+    from trt_perception.backends.tensorrt import require_tensorrt
+
+    try:
+        require_tensorrt()
+    except ModelLoadError:
+        return False
+    return True
 
 
 def create_backend(
