@@ -25,7 +25,10 @@ from node_harness import (
 )
 from trt_perception.decoders import DetectionFilter
 from trt_perception.pipeline import Pipeline
-from trt_perception.results import DetectionResult
+from trt_perception.results import DetectionResult, Detections
+from trt_perception.ros.cdr import MessageHeader
+from trt_perception.ros.messages import detection_array
+from trt_perception.ros.perception_node import header_message
 from trt_perception.spec import load_model_spec
 
 NODE = "/det_test/detection"
@@ -192,3 +195,15 @@ def test_best_effort_camera_against_reliable_input_is_reported(client: RosClient
     client.node.create_publisher(Image, "/camera/image", qos(reliable=False))
     node.wait_for_output("incompatible", timeout=15)
     assert "RELIABILITY" in node.output and "input_reliability='reliable'" in node.output
+
+
+def test_detection_array_class_id_is_index_text_without_labels() -> None:
+    header = header_message(MessageHeader(12, 34, "cam"))
+    found = Detections(np.array([[10, 20, 50, 80]], np.float32), np.array([0.5], np.float32), np.array([7]))
+    message = detection_array(header, found, None)
+    (detection,) = message.detections
+    assert detection.results[0].hypothesis.class_id == "7"
+    assert (detection.bbox.center.position.x, detection.bbox.center.position.y) == (30.0, 50.0)
+    assert (detection.bbox.size_x, detection.bbox.size_y) == (40.0, 60.0)
+    assert detection.header.frame_id == "cam" and detection.header.stamp.nanosec == 34
+    assert detection_array(header, found, ("a", "b")).detections[0].results[0].hypothesis.class_id == "7"
