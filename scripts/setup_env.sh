@@ -86,6 +86,10 @@ rm -f "$STAMP"
 # 2. + 4. ROS 2 wheels, the project's dependencies and the tools to build interfaces, in one resolve.
 say "installing ROS 2 Jazzy wheels and Python dependencies (requirements-ros.txt, requirements-dev.txt)"
 pip_install -r requirements-ros.txt -r requirements-dev.txt
+# TensorRT's type stubs, for mypy only: in a folder of their own, since installed normally they
+# would shadow a real TensorRT and their dependencies try to download TensorRT itself.
+say "installing tensorrt-stubs into $VENV/tensorrt-stubs (type checking of the TensorRT backend)"
+pip_install --no-deps --upgrade --target "$VENV/tensorrt-stubs" tensorrt-stubs==10.13.0.35.1
 activate
 
 # 3. vision_msgs.
