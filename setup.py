@@ -96,6 +96,8 @@ setup(
         *tree_data_files("config"),
         # the real models the bundled specs in config/models point to (relative to share/trt_perception)
         *tree_data_files("test/fixtures/models"),
+        # vision_msgs definitions for rosbags' type store (bag tools without a ROS vision_msgs)
+        *tree_data_files("interfaces/vision_msgs/msg"),
         (f"lib/{PACKAGE_NAME}", node_wrappers()),
     ],
     install_requires=["setuptools"],

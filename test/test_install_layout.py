@@ -56,11 +56,12 @@ def test_every_launch_file_is_installed_unchanged(share_dir: Path) -> None:
         assert filecmp.cmp(share_dir / name, REPO_ROOT / name, shallow=False), f"{name} is stale"
 
 
-def test_every_config_file_is_installed_unchanged(share_dir: Path) -> None:
-    expected = repo_files("config", "*")
-    assert expected, "config/ is empty"
-    installed = {str(p.relative_to(share_dir)) for p in (share_dir / "config").rglob("*") if p.is_file()}
-    assert installed == expected, "re-run scripts/setup_env.sh after changing config/"
+@pytest.mark.parametrize("folder", ["config", "interfaces/vision_msgs/msg"])
+def test_every_data_file_is_installed_unchanged(share_dir: Path, folder: str) -> None:
+    expected = repo_files(folder, "*")
+    assert expected, f"{folder}/ is empty"
+    installed = {str(p.relative_to(share_dir)) for p in (share_dir / folder).rglob("*") if p.is_file()}
+    assert installed == expected, f"re-run scripts/setup_env.sh after changing {folder}/"
     for name in expected:
         assert filecmp.cmp(share_dir / name, REPO_ROOT / name, shallow=False), f"{name} is stale"
 
