@@ -285,7 +285,7 @@ class PerceptionNode(Node):
         except ValueError:
             policy = str(event.last_policy_kind)
         self.get_logger().warning(
-            f"a peer of {topic} has QoS incompatible with this node's (policy {policy}); no messages flow "
+            f"a peer of {self.resolve_topic_name(topic)} has QoS incompatible with this node's (policy {policy}); no messages flow "
             f"between them. This node uses {parameter}={self._settings[parameter]!r}"
         )
 
