@@ -64,11 +64,13 @@ def qos(reliable: bool, depth: int = 10, transient_local: bool = False) -> QoSPr
 
 
 class NodeProcess:
-    """A node executable running in its own process, its output collected in a file."""
+    """A node executable running in its own process; its output goes to a temporary file that is
+    read back into memory (and removed) when the process ends."""
 
     def __init__(self, executable: str, ros_args: Sequence[str], env: Mapping[str, str]) -> None:
         self.log_path = Path(tempfile.mkstemp(prefix=f"{executable}_", suffix=".log")[1])
         self._log = self.log_path.open("wb")
+        self._final_output: str | None = None
         self.process = subprocess.Popen(
             [*node_command(executable), "--ros-args", *ros_args],
             stdout=self._log, stderr=subprocess.STDOUT, env=dict(env), cwd=tempfile.gettempdir(),
@@ -77,6 +79,8 @@ class NodeProcess:
     @property
     def output(self) -> str:
         """Everything the node printed so far."""
+        if self._final_output is not None:
+            return self._final_output
         return self.log_path.read_text(errors="replace")
 
     def wait_for_output(self, text: str, timeout: float = 30.0) -> None:
@@ -96,6 +100,11 @@ class NodeProcess:
                 return int(line.split()[1]) * 1024
         raise AssertionError("VmRSS not found")
 
+    def wait(self, timeout: float = 60.0) -> int:
+        """Wait for the process to exit by itself; its exit code."""
+        self.process.wait(timeout)
+        return self._finish()
+
     def stop(self, signal_number: int = signal.SIGINT, timeout: float = 15.0) -> int:
         """Send a signal and wait for the exit code."""
         if self.process.poll() is None:
@@ -105,7 +114,13 @@ class NodeProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self._log.close()
+        return self._finish()
+
+    def _finish(self) -> int:
+        if self._final_output is None:
+            self._log.close()
+            self._final_output = self.log_path.read_text(errors="replace")
+            self.log_path.unlink()
         return self.process.returncode
 
 

@@ -296,7 +296,7 @@ def test_unloadable_model_or_bad_parameter_is_a_clear_fatal_error(
         model.write_bytes(b"this is not an ONNX file")
     parameters = ["-p", "overlay_alpha:=3.0"] if case == "bad_alpha" else ["-p", f"model_path:={model}"]
     process = NodeProcess("segmentation_node", ["-r", f"__ns:=/seg_{case}", *parameters], env)
-    assert process.process.wait(60) == 1
+    assert process.wait(60) == 1
     output = process.output
     assert "cannot start" in output and expected in output
     if case != "bad_alpha":
