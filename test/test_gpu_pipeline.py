@@ -1,0 +1,68 @@
+"""GpuPipeline end to end against Pipeline on the real models (needs CuPy and a CUDA device).
+
+Also runs it over the TensorRT backend (the repo's TensorRT double executing the ONNX model, with
+real CuPy device buffers), where the preprocessed tensor is bound in place and the outputs stay
+on the device.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from trt_perception.gpu import gpu_available
+from trt_perception.pipeline import Pipeline
+from trt_perception.spec import load_model_spec
+
+pytestmark = pytest.mark.skipif(not gpu_available(), reason="CuPy with a CUDA device is not available (CPU-only machine)")
+
+IMAGES = Path(__file__).parent / "fixtures" / "images"
+CASES = [("selfie_segmentation", "astronaut.png"), ("ppocrv4_det", "page.png"), ("centernet_mobilenetv3_coco", "coffee.png")]
+
+
+def bgr_frame(name: str, size: tuple[int, int] = (480, 640)) -> np.ndarray:
+    return cv2.resize(cv2.imread(str(IMAGES / name)), (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+def assert_same_result(actual, expected) -> None:
+    if hasattr(expected, "labels"):
+        np.testing.assert_array_equal(actual.labels, expected.labels)
+    else:
+        np.testing.assert_array_equal(actual.detections.boxes, expected.detections.boxes)
+        np.testing.assert_array_equal(actual.detections.class_ids, expected.detections.class_ids)
+        assert len(expected.detections) > 0
+    assert actual.geometry == expected.geometry
+    assert set(actual.timings.milliseconds) == {"preprocess", "inference", "postprocess"}
+
+
+@pytest.mark.parametrize(("model", "image"), CASES)
+def test_gpu_pipeline_equals_cpu_pipeline(model: str, image: str) -> None:
+    from trt_perception.gpu.pipeline import GpuPipeline
+
+    pipeline = Pipeline.from_spec(model)
+    gpu_pipeline = GpuPipeline(pipeline)
+    for size in [(480, 640), (1080, 1920)]:
+        frame = bgr_frame(image, size)
+        assert_same_result(gpu_pipeline.run(frame, "BGR"), pipeline.run(frame, "BGR"))
+    pipeline.close()
+
+
+def test_gpu_pipeline_over_tensorrt_keeps_tensors_on_the_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tensorrt_double import build_engine_file, install
+
+    from trt_perception.backends.tensorrt import TensorRTBackend
+    from trt_perception.gpu.pipeline import GpuPipeline
+
+    monkeypatch.setenv("TRT_DOUBLE_REAL_CUPY", "1")
+    install(monkeypatch)
+    spec = load_model_spec("selfie_segmentation")
+    backend = TensorRTBackend(build_engine_file(tmp_path, spec))
+    reference = Pipeline.from_spec(spec)
+    gpu_pipeline = GpuPipeline(Pipeline(spec, backend))
+    frame = bgr_frame("astronaut.png", (720, 1280))
+    assert_same_result(gpu_pipeline.run(frame, "BGR"), reference.run(frame, "BGR"))
+    backend.close()
+    reference.close()

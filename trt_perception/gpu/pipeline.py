@@ -1,0 +1,85 @@
+"""``Pipeline`` with its pre- and post-processing on the GPU, around the same backend and decoder.
+
+With a backend that runs on device arrays (``infer_device``, the TensorRT backend) the frame goes
+up once, the network input is written by one kernel into a device buffer that TensorRT reads in
+place, and only the labels come back. Other backends (ONNX Runtime) get the tensor as a host copy
+and return host outputs, which are uploaded for the GPU decoders.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import numpy.typing as npt
+
+from trt_perception.decoders import filter_detections
+from trt_perception.gpu._cupy import require_cupy
+from trt_perception.gpu.detection import filter_detections_gpu
+from trt_perception.gpu.preprocess import GpuPreprocessor
+from trt_perception.gpu.segmentation import GpuSegmentationDecoder
+from trt_perception.pipeline import STAGES, Pipeline
+from trt_perception.results import DetectionResult, Detections, SegmentationResult, StageTimings
+
+# From this many candidate boxes on, NMS runs on the GPU (bench/run_bench.py: below it the CPU
+# filter on a handful of boxes is as fast as the GPU's launch and copy overhead).
+GPU_NMS_MIN_BOXES = 500
+
+
+class GpuPipeline:
+    """Runs a ``Pipeline``'s model with GPU pre/post-processing; same results as ``pipeline.run``."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.cupy = require_cupy()
+        self.pipeline = pipeline
+        self.preprocessor = GpuPreprocessor(pipeline.spec.input)
+        self.segmentation_decoder = (
+            GpuSegmentationDecoder(pipeline.decoder) if pipeline.spec.task == "segmentation" else None  # type: ignore[arg-type]
+        )
+        backend = pipeline.backend
+        self._on_device = callable(getattr(backend, "infer_device", None))
+        # Enqueue on the backend's stream so TensorRT sees the input without an extra wait.
+        self._stream = getattr(backend, "stream", None) if self._on_device else None
+
+    def run(self, pixels: npt.NDArray, channel_order: str) -> SegmentationResult | DetectionResult:
+        """Labels or detections for one image, as ``Pipeline.run`` returns them."""
+        pipeline, cupy = self.pipeline, self.cupy
+        timings = StageTimings()
+        with self._stream if self._stream is not None else nullcontext():
+            start = time.perf_counter()
+            tensor, geometry = self.preprocessor(pixels, channel_order)
+            cupy.cuda.get_current_stream().synchronize()
+            preprocessed = time.perf_counter()
+            outputs = self._infer(tensor)
+            inferred = time.perf_counter()
+            result: SegmentationResult | DetectionResult
+            if self.segmentation_decoder is not None:
+                at_source = pipeline.spec.output_resolution == "source"
+                labels = self.segmentation_decoder.decode(self._on_gpu(outputs), geometry, at_source)
+                result = SegmentationResult(cupy.asnumpy(labels), pipeline.class_names, geometry, timings)
+            else:
+                detection_filter = pipeline.detection_filter
+                host = {name: cupy.asnumpy(value) for name, value in outputs.items()}
+                network = pipeline.decoder.decode(host, geometry, detection_filter.score_threshold)  # type: ignore[call-arg]
+                in_source = Detections(geometry.boxes_to_source(network.boxes), network.scores, network.class_ids)
+                if len(in_source) >= GPU_NMS_MIN_BOXES:
+                    kept = filter_detections_gpu(in_source.boxes, in_source.scores, in_source.class_ids, detection_filter)
+                else:
+                    kept = filter_detections(in_source, detection_filter)
+                result = DetectionResult(kept, pipeline.class_names, geometry, timings)
+            finished = time.perf_counter()
+        timings.milliseconds.update(
+            zip(STAGES, ((preprocessed - start) * 1e3, (inferred - preprocessed) * 1e3, (finished - inferred) * 1e3))
+        )
+        return result
+
+    def _infer(self, tensor: Any) -> dict[str, Any]:
+        pipeline = self.pipeline
+        if self._on_device:
+            return pipeline.backend.infer_device({pipeline.input_name: tensor})  # type: ignore[attr-defined, no-any-return]
+        host = self.cupy.asnumpy(tensor)
+        return pipeline.backend.infer({pipeline.input_name: host}, pipeline._outputs_for(host.shape))  # noqa: SLF001
+
+    def _on_gpu(self, outputs: dict[str, Any]) -> dict[str, Any]:
+        return outputs if self._on_device else {name: self.cupy.asarray(value) for name, value in outputs.items()}
