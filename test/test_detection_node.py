@@ -28,7 +28,7 @@ from trt_perception.pipeline import Pipeline
 from trt_perception.results import DetectionResult, Detections
 from trt_perception.ros.cdr import MessageHeader
 from trt_perception.ros.messages import detection_array
-from trt_perception.ros.perception_node import header_message
+from trt_perception.ros.image_conversion import header_msg
 from trt_perception.spec import load_model_spec
 
 NODE = "/det_test/detection"
@@ -198,7 +198,7 @@ def test_best_effort_camera_against_reliable_input_is_reported(client: RosClient
 
 
 def test_detection_array_class_id_is_index_text_without_labels() -> None:
-    header = header_message(MessageHeader(12, 34, "cam"))
+    header = header_msg(MessageHeader(12, 34, "cam"))
     found = Detections(np.array([[10, 20, 50, 80]], np.float32), np.array([0.5], np.float32), np.array([7]))
     message = detection_array(header, found, None)
     (detection,) = message.detections

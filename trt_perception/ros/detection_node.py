@@ -23,7 +23,8 @@ from trt_perception.image_decoding import DecodedImage
 from trt_perception.ros.cdr import MessageHeader
 from trt_perception.ros.messages import detection_array
 from trt_perception.ros.parameters import ParameterDefinition, detection_parameters
-from trt_perception.ros.perception_node import PerceptionNode, Settings, header_message, main_for
+from trt_perception.ros.image_conversion import header_msg
+from trt_perception.ros.perception_node import PerceptionNode, Settings, main_for
 
 DEFAULT_MODEL_SPEC = "centernet_mobilenetv3_coco"
 
@@ -93,7 +94,7 @@ class DetectionNode(PerceptionNode):
 
     def publish_results(self, header: MessageHeader, image: DecodedImage, result: Any, settings: Settings) -> None:
         if settings["publish_detections"]:
-            self._detections.publish(detection_array(header_message(header), result.detections, self.class_names))
+            self._detections.publish(detection_array(header_msg(header), result.detections, self.class_names))
         if settings["publish_overlay"]:
             rgb = visualize.as_rgb(image.pixels, image.channel_order)
             drawn = visualize.draw_detections(rgb, result.detections, tuple(self.class_names or ()))

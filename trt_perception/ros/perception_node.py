@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import rclpy
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
@@ -33,10 +32,11 @@ from std_msgs.msg import Header
 from vision_msgs.msg import LabelInfo
 
 from trt_perception.errors import ImageDecodeError, InferenceError, TrtPerceptionError
-from trt_perception.image_decoding import DecodedImage, decode_compressed, decode_image, encode_image
+from trt_perception.image_decoding import DecodedImage, encode_image
 from trt_perception.pipeline import Pipeline
 from trt_perception.ros.cdr import MessageHeader, parse_compressed_image, parse_image, serialize_image
 from trt_perception.ros.frame_slot import LatestFrameSlot
+from trt_perception.ros.image_conversion import compressed_image_from_msg, image_from_msg, message_header
 from trt_perception.ros.messages import diagnostic_status, label_info
 from trt_perception.ros.parameters import COMMON_PARAMETERS, ParameterDefinition, check_value
 from trt_perception.ros.statistics import NodeStatistics
@@ -65,16 +65,6 @@ RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": Reliabi
 FrameReader = Callable[[], tuple[MessageHeader, DecodedImage]]
 
 
-def header_fields(header: Header) -> MessageHeader:
-    """The stamp and frame id of an rclpy ``std_msgs/Header``."""
-    return MessageHeader(header.stamp.sec, header.stamp.nanosec, header.frame_id)
-
-
-def header_message(header: MessageHeader) -> Header:
-    """An rclpy ``std_msgs/Header`` with the given stamp and frame id."""
-    return Header(stamp=Time(sec=header.stamp_sec, nanosec=header.stamp_nanosec), frame_id=header.frame_id)
-
-
 def read_serialized_image(data: bytes) -> tuple[MessageHeader, DecodedImage]:
     """Header and pixels (a view of ``data``) of a serialized ``sensor_msgs/Image``."""
     image = parse_image(data)
@@ -89,15 +79,12 @@ def read_serialized_compressed(data: bytes) -> tuple[MessageHeader, DecodedImage
 
 def read_image_message(message: Image) -> tuple[MessageHeader, DecodedImage]:
     """Header and pixels (a view of ``message.data``) of an rclpy ``sensor_msgs/Image``."""
-    pixels = decode_image(
-        message.data, message.height, message.width, message.encoding, message.step, message.is_bigendian
-    )
-    return header_fields(message.header), pixels
+    return message_header(message.header), image_from_msg(message)
 
 
 def read_compressed_message(message: CompressedImage) -> tuple[MessageHeader, DecodedImage]:
     """Header and decoded pixels of an rclpy ``sensor_msgs/CompressedImage``."""
-    return header_fields(message.header), decode_compressed(message.data, message.format)
+    return message_header(message.header), compressed_image_from_msg(message)
 
 
 def volatile_qos(reliability: str, depth: int) -> QoSProfile:
