@@ -40,8 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import update_section  # noqa: E402
-from trt_perception.decoders import create_decoder  # noqa: E402
-from trt_perception.pipeline import Pipeline, detection_filter_from_spec  # noqa: E402
+from trt_perception.pipeline import Pipeline  # noqa: E402
 from trt_perception.preprocess import affine_normalization  # noqa: E402
 from trt_perception.spec import ModelSpec, load_model_spec  # noqa: E402
 from trt_perception.visualize import colorize, make_palette  # noqa: E402
@@ -58,6 +57,7 @@ def median_ms(samples: list[float]) -> float:
 def camera_frame(model: str, size: tuple[int, int]) -> np.ndarray:
     """The model's sample image resized to a camera resolution, as bgr8."""
     image = cv2.imread(str(IMAGES / MODELS[model]))
+    assert image is not None, MODELS[model]
     return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
@@ -117,7 +117,7 @@ class Naive:
             if score > threshold:
                 boxes.append([x1 / sx, y1 / sy, x2 / sx, y2 / sy, score, int(cls)])
         boxes.sort(key=lambda b: -b[4])
-        kept = []
+        kept: list[list[float]] = []
         for box in boxes:
             suppressed = False
             for other in kept:
@@ -148,6 +148,22 @@ def time_stages(stages: list[tuple[str, Callable]], repeat: int, warmup: int = 3
     return {name: median_ms(values) for name, values in samples.items()}
 
 
+def pipeline_times(run: Callable, colour: Callable | None, repeat: int, warmup: int = 3) -> dict[str, float]:
+    """Median stage times of ``run()`` (a pipeline's own timings), colouring the labels as part of
+    the postprocess stage when ``colour`` is given."""
+    samples: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
+    for iteration in range(warmup + repeat):
+        result = run()
+        start = time.perf_counter()
+        if colour is not None:
+            colour(result.labels)
+        colour_s = time.perf_counter() - start
+        if iteration >= warmup:
+            for stage, value in result.timings.milliseconds.items():
+                samples[stage].append(value / 1e3 + (colour_s if stage == "postprocess" else 0.0))
+    return {stage: median_ms(values) for stage, values in samples.items()}
+
+
 def bench_model(name: str, repeat: int, gpu) -> list[dict]:
     spec = load_model_spec(name)
     pipeline = Pipeline.from_spec(spec)
@@ -168,17 +184,8 @@ def bench_model(name: str, repeat: int, gpu) -> list[dict]:
 
         naive_times = time_stages([("preprocess", naive_pre), ("inference", lambda _: naive.infer(state["tensor"])),
                                    ("postprocess", naive_post)], repeat)
-        cpu_samples: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
-        for iteration in range(3 + repeat):
-            result = pipeline.run(frame, "BGR")
-            start = time.perf_counter()
-            if spec.task == "segmentation":
-                colorize(result.labels, palette)
-            colour_ms = time.perf_counter() - start
-            if iteration >= 3:
-                for stage, value in result.timings.milliseconds.items():
-                    cpu_samples[stage].append(value / 1e3 + (colour_ms if stage == "postprocess" else 0.0))
-        cpu_times = {stage: median_ms(values) for stage, values in cpu_samples.items()}
+        colour = (lambda labels: colorize(labels, palette)) if spec.task == "segmentation" else None
+        cpu_times = pipeline_times(lambda: pipeline.run(frame, "BGR"), colour, repeat)
         rows.append({**base, "path": "naive", **naive_times})
         rows.append({**base, "path": "ours-cpu", **cpu_times})
         if gpu is not None:
@@ -188,52 +195,28 @@ def bench_model(name: str, repeat: int, gpu) -> list[dict]:
 
 
 def bench_gpu(spec: ModelSpec, pipeline: Pipeline, frame: np.ndarray, palette: np.ndarray, repeat: int, gpu) -> dict:
-    """GPU stages, synchronized, plus kernel-only device times and the bandwidth floors."""
-    from trt_perception.gpu.detection import filter_detections_gpu
-    from trt_perception.gpu.preprocess import GpuPreprocessor
-    from trt_perception.gpu.segmentation import GpuSegmentationDecoder
+    """``GpuPipeline`` stage times (colour mask made on the GPU and fetched, for segmentation), plus
+    the device-only times of the GPU stages and their bandwidth floors."""
+    from trt_perception.gpu.pipeline import GpuPipeline
     from trt_perception.gpu.visualize import GpuVisualizer
 
     cupy = gpu["cupy"]
-    sync = cupy.cuda.get_current_stream().synchronize
-    preprocessor = GpuPreprocessor(spec.input)
-    state: dict = {}
-    decoder = create_decoder(spec.task, spec.decoder, spec.num_classes)
-    if spec.task == "segmentation":
-        gpu_decoder, visualizer = GpuSegmentationDecoder(decoder), GpuVisualizer(palette)
-    detection_filter = detection_filter_from_spec(spec) if spec.task == "detection" else None
-
-    def pre(_):
-        state["tensor"], state["geometry"] = preprocessor(frame, "BGR")
-        sync()
-
-    def infer(_):
-        host = cupy.asnumpy(state["tensor"])
-        outputs = pipeline.backend.infer({pipeline.input_name: host})
-        state["device_outputs"] = {k: cupy.asarray(v) for k, v in outputs.items()}
-        sync()
-        return outputs
-
-    def post(outputs):
-        if detection_filter is not None:
-            network = decoder.decode(outputs, state["geometry"], detection_filter.score_threshold)
-            return filter_detections_gpu(state["geometry"].boxes_to_source(network.boxes), network.scores,
-                                         network.class_ids, detection_filter)
-        labels = gpu_decoder.decode(state["device_outputs"], state["geometry"], True)
-        colours = visualizer.colorize(labels)
-        return cupy.asnumpy(labels), cupy.asnumpy(colours)
-
-    times = time_stages([("preprocess", pre), ("inference", infer), ("postprocess", post)], repeat)
+    gpu_pipeline = GpuPipeline(pipeline)
+    visualizer = GpuVisualizer(palette)
+    colour = (lambda labels: visualizer.colorize(cupy.asarray(labels)).get()) if spec.task == "segmentation" else None
+    times = pipeline_times(lambda: gpu_pipeline.run(frame, "BGR"), colour, repeat)
+    preprocessor, gpu_decoder = gpu_pipeline.preprocessor, gpu_pipeline.segmentation_decoder
+    tensor, geometry = preprocessor(frame, "BGR")
     # Device-only times (CUDA events) of the GPU stages and their floors: bytes / measured bandwidth.
-    geometry = state["geometry"]
     device_bw, event_ms = gpu["device_bw"], gpu["event_ms"]
     device_image, step = preprocessor.upload(frame)
     times["upload_ms"] = event_ms(lambda: preprocessor.upload(frame))
     times["upload_floor_ms"] = frame.nbytes / gpu["upload_bw"] * 1e3
     times["pre_kernel_ms"] = gpu["graph_ms"](lambda: preprocessor.run_on_device(device_image, step, geometry, "BGR"))
-    times["pre_kernel_floor_ms"] = (frame.nbytes + state["tensor"].nbytes) / device_bw * 1e3
-    if spec.task == "segmentation":
-        outputs = state["device_outputs"]
+    times["pre_kernel_floor_ms"] = (frame.nbytes + tensor.nbytes) / device_bw * 1e3
+    if gpu_decoder is not None:
+        host_outputs = pipeline.backend.infer({pipeline.input_name: cupy.asnumpy(tensor)})
+        outputs = {name: cupy.asarray(value) for name, value in host_outputs.items()}
         scores = outputs[spec.decoder["output"]]
         labels = gpu_decoder.decode(outputs, geometry, True)
         colours = visualizer.colorize(labels)
@@ -262,8 +245,9 @@ def bench_nms(repeat: int, gpu) -> list[dict]:
             from trt_perception.gpu.detection import filter_detections_gpu
 
             cupy = gpu["cupy"]
-            on_device = [cupy.asarray(a) for a in (boxes, scores, classes)]
-            row["gpu_ms"] = median_ms(_samples(lambda: filter_detections_gpu(*on_device, detection_filter), repeat))
+            device_boxes, device_scores, device_classes = (cupy.asarray(a) for a in (boxes, scores, classes))
+            row["gpu_ms"] = median_ms(_samples(
+                lambda: filter_detections_gpu(device_boxes, device_scores, device_classes, detection_filter), repeat))
         rows.append(row)
     return rows
 

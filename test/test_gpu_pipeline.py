@@ -56,11 +56,11 @@ def test_gpu_pipeline_over_tensorrt_keeps_tensors_on_the_device(tmp_path: Path, 
     from trt_perception.backends.tensorrt import TensorRTBackend
     from trt_perception.gpu.pipeline import GpuPipeline
 
+    spec = load_model_spec("selfie_segmentation")
+    reference = Pipeline.from_spec(spec, backend_kind="onnxruntime")
     monkeypatch.setenv("TRT_DOUBLE_REAL_CUPY", "1")
     install(monkeypatch)
-    spec = load_model_spec("selfie_segmentation")
     backend = TensorRTBackend(build_engine_file(tmp_path, spec))
-    reference = Pipeline.from_spec(spec)
     gpu_pipeline = GpuPipeline(Pipeline(spec, backend))
     frame = bgr_frame("astronaut.png", (720, 1280))
     assert_same_result(gpu_pipeline.run(frame, "BGR"), reference.run(frame, "BGR"))

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy.typing as npt
 
-from trt_perception.decoders import filter_detections
+from trt_perception.decoders import DetectionDecoder, filter_detections
 from trt_perception.gpu._cupy import require_cupy
 from trt_perception.gpu.detection import filter_detections_gpu
 from trt_perception.gpu.preprocess import GpuPreprocessor
@@ -61,7 +61,9 @@ class GpuPipeline:
             else:
                 detection_filter = pipeline.detection_filter
                 host = {name: cupy.asnumpy(value) for name, value in outputs.items()}
-                network = pipeline.decoder.decode(host, geometry, detection_filter.score_threshold)  # type: ignore[call-arg]
+                decoder = pipeline.decoder
+                assert isinstance(decoder, DetectionDecoder)
+                network = decoder.decode(host, geometry, detection_filter.score_threshold)
                 in_source = Detections(geometry.boxes_to_source(network.boxes), network.scores, network.class_ids)
                 if len(in_source) >= GPU_NMS_MIN_BOXES:
                     kept = filter_detections_gpu(in_source.boxes, in_source.scores, in_source.class_ids, detection_filter)
@@ -77,7 +79,7 @@ class GpuPipeline:
     def _infer(self, tensor: Any) -> dict[str, Any]:
         pipeline = self.pipeline
         if self._on_device:
-            return pipeline.backend.infer_device({pipeline.input_name: tensor})  # type: ignore[attr-defined, no-any-return]
+            return pipeline.backend.infer_device({pipeline.input_name: tensor})  # type: ignore[attr-defined]
         host = self.cupy.asnumpy(tensor)
         return pipeline.backend.infer({pipeline.input_name: host}, pipeline._outputs_for(host.shape))  # noqa: SLF001
 

@@ -66,7 +66,9 @@ class GpuPreprocessor:
         self.spec = spec
         self._reference = Preprocessor(spec)  # geometry rules and image checks shared with the CPU path
         self._per_image = spec.normalization.type == "per_image_standardization"
-        if self._per_image:
+        self._scale: npt.NDArray[np.float32]
+        self._offset: npt.NDArray[np.float32]
+        if self._per_image:  # raw values first; the standardization pass normalizes in place
             self._scale, self._offset = np.ones(3, np.float32), np.zeros(3, np.float32)
         else:
             self._scale, self._offset = affine_normalization(spec.normalization)
