@@ -195,7 +195,7 @@ def bench_model(name: str, repeat: int, gpu) -> list[dict]:
 
 
 def bench_gpu(spec: ModelSpec, pipeline: Pipeline, frame: np.ndarray, palette: np.ndarray, repeat: int, gpu) -> dict:
-    """``GpuPipeline`` stage times (colour mask made on the GPU and fetched, for segmentation), plus
+    """``GpuPipeline`` stage times (colour mask made on the GPU from its device labels and fetched), plus
     the device-only times of the GPU stages and their bandwidth floors."""
     from trt_perception.gpu.pipeline import GpuPipeline
     from trt_perception.gpu.visualize import GpuVisualizer
@@ -203,7 +203,7 @@ def bench_gpu(spec: ModelSpec, pipeline: Pipeline, frame: np.ndarray, palette: n
     cupy = gpu["cupy"]
     gpu_pipeline = GpuPipeline(pipeline)
     visualizer = GpuVisualizer(palette)
-    colour = (lambda labels: visualizer.colorize(cupy.asarray(labels)).get()) if spec.task == "segmentation" else None
+    colour = (lambda _: visualizer.colorize(gpu_pipeline.device_labels).get()) if spec.task == "segmentation" else None
     times = pipeline_times(lambda: gpu_pipeline.run(frame, "BGR"), colour, repeat)
     preprocessor, gpu_decoder = gpu_pipeline.preprocessor, gpu_pipeline.segmentation_decoder
     tensor, geometry = preprocessor(frame, "BGR")

@@ -28,7 +28,12 @@ GPU_NMS_MIN_BOXES = 500
 
 
 class GpuPipeline:
-    """Runs a ``Pipeline``'s model with GPU pre/post-processing; same results as ``pipeline.run``."""
+    """Runs a ``Pipeline``'s model with GPU pre/post-processing; same results as ``pipeline.run``.
+
+    After a segmentation ``run``, ``device_labels`` holds the labels on the GPU and ``device_image``
+    / ``image_step`` the frame as received, until the next ``run``: colour masks and overlays
+    (``GpuVisualizer``) can be made from them without copying anything up again.
+    """
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.cupy = require_cupy()
@@ -41,6 +46,9 @@ class GpuPipeline:
         self._on_device = callable(getattr(backend, "infer_device", None))
         # Enqueue on the backend's stream so TensorRT sees the input without an extra wait.
         self._stream = getattr(backend, "stream", None) if self._on_device else None
+        self.device_labels: Any = None
+        self.device_image: Any = None
+        self.image_step = 0
 
     def run(self, pixels: npt.NDArray, channel_order: str) -> SegmentationResult | DetectionResult:
         """Labels or detections for one image, as ``Pipeline.run`` returns them."""
@@ -57,6 +65,8 @@ class GpuPipeline:
             if self.segmentation_decoder is not None:
                 at_source = pipeline.spec.output_resolution == "source"
                 labels = self.segmentation_decoder.decode(self._on_gpu(outputs), geometry, at_source)
+                self.device_labels = labels
+                self.device_image, self.image_step = self.preprocessor.last_upload
                 result = SegmentationResult(cupy.asnumpy(labels), pipeline.class_names, geometry, timings)
             else:
                 detection_filter = pipeline.detection_filter

@@ -75,6 +75,7 @@ class GpuPreprocessor:
         self._module = preprocess_module(spec.dtype, spec.layout == "NHWC", spec.interpolation == "nearest")
         self._kernel = self._module.get_function("preprocess")
         self._upload: Any = None
+        self.last_upload: tuple[Any, int] = (None, 0)  # (device bytes, step) of the last uploaded image
         self._output: Any = None
         self._tables: dict[tuple[tuple[int, int], tuple[int, int]], Any] = {}
         self._sums = self.cupy.zeros(2, self.cupy.float64) if self._per_image else None
@@ -95,6 +96,7 @@ class GpuPreprocessor:
             self._upload = self.cupy.empty(span.size, self.cupy.uint8)
         device = self._upload[: span.size]
         device.set(span)
+        self.last_upload = (device, step)
         return device, step
 
     def __call__(
