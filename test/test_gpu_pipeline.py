@@ -50,8 +50,8 @@ def test_gpu_pipeline_equals_cpu_pipeline(model: str, image: str) -> None:
         assert_same_result(result, pipeline.run(frame, "BGR"))
         if hasattr(result, "labels"):  # the device copies kept for colour masks and overlays
             np.testing.assert_array_equal(gpu_pipeline.device_labels.get(), result.labels)
-            image, step = gpu_pipeline.device_image, gpu_pipeline.image_step
-            np.testing.assert_array_equal(image.get().reshape(frame.shape[0], step)[:, : frame.shape[1] * 3].reshape(frame.shape), frame)
+            uploaded, step = gpu_pipeline.device_image.get(), gpu_pipeline.image_step
+            np.testing.assert_array_equal(uploaded.reshape(frame.shape[0], step)[:, : frame.shape[1] * 3].reshape(frame.shape), frame)
     pipeline.close()
 
 
