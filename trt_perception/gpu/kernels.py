@@ -11,6 +11,15 @@ from typing import Any
 
 from trt_perception.gpu._cupy import require_cupy
 
+# Threads per block of the 2-D (one thread per pixel) kernels.
+BLOCK_2D = (32, 8)
+
+
+def grid_2d(height: int, width: int) -> tuple[int, int]:
+    """Blocks covering a ``height x width`` image with ``BLOCK_2D`` threads each."""
+    return ((width + BLOCK_2D[0] - 1) // BLOCK_2D[0], (height + BLOCK_2D[1] - 1) // BLOCK_2D[1])
+
+
 # C types the kernels are specialized for, keyed by numpy dtype name.
 C_TYPES = {"float32": "float", "float16": "unsigned short", "uint8": "unsigned char", "uint16": "unsigned short"}
 

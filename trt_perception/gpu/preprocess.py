@@ -17,7 +17,7 @@ import numpy.typing as npt
 from trt_perception.errors import ImageDecodeError
 from trt_perception.geometry import ResizeGeometry
 from trt_perception.gpu._cupy import require_cupy
-from trt_perception.gpu.kernels import preprocess_module
+from trt_perception.gpu.kernels import BLOCK_2D, grid_2d, preprocess_module
 from trt_perception.gpu.resize_tables import linear_taps, nearest_indices
 from trt_perception.preprocess import CHANNELS_PER_ORDER, Preprocessor, affine_normalization
 from trt_perception.spec import InputSpec
@@ -30,8 +30,6 @@ SOURCE_CHANNELS = {
     "BGRA": {"RGB": (2, 1, 0), "BGR": (0, 1, 2)},
     "MONO": {"RGB": (0, 0, 0), "BGR": (0, 0, 0)},
 }
-
-_BLOCK = (32, 8)
 
 
 def raw_bytes(pixels: npt.NDArray) -> tuple[npt.NDArray[np.uint8], int]:
@@ -115,7 +113,6 @@ class GpuPreprocessor:
         self, image: Any, step: int, geometry: ResizeGeometry, channel_order: str, out: Any = None
     ) -> Any:
         """Preprocess an image already on the device (``step`` bytes per row) for ``geometry``."""
-        cupy = self.cupy
         shape = self.input_shape(geometry.network_size)
         out = self._output_buffer(shape, out)
         x0, x1, a0, a1, y0, y1, b0, b1 = self._tables_for(geometry)
@@ -123,11 +120,10 @@ class GpuPreprocessor:
         pad = np.asarray(self.spec.pad_value, np.float32) * self._scale + self._offset
         scale, offset = self._scale, self._offset
         channels = SOURCE_CHANNELS[channel_order][self.spec.color_order]
-        grid = ((net_w + _BLOCK[0] - 1) // _BLOCK[0], (net_h + _BLOCK[1] - 1) // _BLOCK[1])
         f32 = np.float32
         self._kernel(
-            grid,
-            _BLOCK,
+            grid_2d(net_h, net_w),
+            BLOCK_2D,
             (
                 image, np.int64(step), np.int32(CHANNELS_PER_ORDER[channel_order]),
                 *(np.int32(c) for c in channels),
@@ -143,7 +139,6 @@ class GpuPreprocessor:
         return out
 
     def _output_buffer(self, shape: tuple[int, ...], out: Any) -> Any:
-        cupy = self.cupy
         dtype = np.dtype(self.spec.dtype)
         if out is not None:
             if tuple(out.shape) != shape or out.dtype != dtype or not out.flags.c_contiguous:
@@ -153,7 +148,7 @@ class GpuPreprocessor:
                 )
             return out
         if self._output is None or tuple(self._output.shape) != shape:
-            self._output = cupy.empty(shape, dtype)
+            self._output = self.cupy.empty(shape, dtype)
         return self._output
 
     def _tables_for(self, geometry: ResizeGeometry) -> list[Any]:

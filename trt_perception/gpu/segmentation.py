@@ -23,15 +23,8 @@ from trt_perception.decoders.tensors import require_rank, single_channel_map
 from trt_perception.errors import InferenceError
 from trt_perception.geometry import ResizeGeometry
 from trt_perception.gpu._cupy import require_cupy
-from trt_perception.gpu.kernels import postprocess_module
+from trt_perception.gpu.kernels import BLOCK_2D, grid_2d, postprocess_module
 from trt_perception.gpu.resize_tables import linear_taps, nearest_indices
-
-_BLOCK = (32, 8)
-
-
-def _grid(height: int, width: int) -> tuple[int, int]:
-    return ((width + _BLOCK[0] - 1) // _BLOCK[0], (height + _BLOCK[1] - 1) // _BLOCK[1])
-
 
 class GpuSegmentationDecoder:
     """Labels on the GPU for the same spec and outputs as ``decoder`` produces on the CPU."""
@@ -145,7 +138,7 @@ class GpuSegmentationDecoder:
         out = self.cupy.empty((out_h, out_w), labels.dtype)
         module = postprocess_module("float32", labels.dtype.name)
         module.get_function("gather_labels")(
-            _grid(out_h, out_w), _BLOCK,
+            grid_2d(out_h, out_w), BLOCK_2D,
             (labels, np.int32(labels.shape[1]), np.int32(row0), np.int32(col0), row_table, col_table,
              np.int32(out_h), np.int32(out_w), out),
         )
@@ -167,7 +160,7 @@ class GpuSegmentationDecoder:
         labels = self.cupy.empty((out_h, out_w), dtype)
         i32 = np.int32
         module.get_function("upsample_decide_labels")(
-            _grid(out_h, out_w), _BLOCK,
+            grid_2d(out_h, out_w), BLOCK_2D,
             (scores, i32(channels), i32(height), i32(width), i32(channels_last), i32(row0), i32(col0),
              *self._tables[key], i32(out_h), i32(out_w), np.float32(threshold), labels),
         )

@@ -8,12 +8,10 @@ import numpy as np
 import numpy.typing as npt
 
 from trt_perception.gpu._cupy import require_cupy
-from trt_perception.gpu.kernels import postprocess_module
+from trt_perception.gpu.kernels import BLOCK_2D, grid_2d, postprocess_module
 from trt_perception.gpu.preprocess import SOURCE_CHANNELS
 from trt_perception.preprocess import CHANNELS_PER_ORDER
 from trt_perception.visualize import default_palette
-
-_BLOCK = (32, 8)
 
 
 def full_palette(palette: npt.NDArray[np.uint8], label_dtype: np.dtype) -> npt.NDArray[np.uint8]:
@@ -56,9 +54,8 @@ class GpuVisualizer:
         out = cupy.empty((height, width, 3), cupy.uint8)
         blend = image is not None
         red, green, blue = SOURCE_CHANNELS[channel_order]["RGB"]
-        grid = ((width + _BLOCK[0] - 1) // _BLOCK[0], (height + _BLOCK[1] - 1) // _BLOCK[1])
         postprocess_module("float32", dtype).get_function("colorize_overlay")(
-            grid, _BLOCK,
+            grid_2d(height, width), BLOCK_2D,
             (cupy.ascontiguousarray(labels), np.int32(height), np.int32(width), self._tables[dtype],
              image if blend else out, np.int64(step), np.int32(CHANNELS_PER_ORDER[channel_order]),
              np.int32(red), np.int32(green), np.int32(blue),
