@@ -30,7 +30,10 @@ WRAPPER_TEMPLATE = '''#!/usr/bin/env python3
 """ROS 2 executable `{name}` of {package} (calls {target})."""
 import sys
 
-from {module} import {function}
+try:
+    from {module} import {function}
+except KeyboardInterrupt:  # Ctrl-C while the node is still importing: stop quietly, like the node does
+    sys.exit(0)
 
 sys.exit({function}())
 '''

@@ -367,6 +367,10 @@ def run_node(create: Callable[[], PerceptionNode], logger_name: str, args: Seque
     except STARTUP_ERRORS as error:
         rclpy.logging.get_logger(logger_name).fatal(f"cannot start: {error}")
         return 1
+    except Exception:
+        if rclpy.ok():
+            raise
+        # SIGINT/SIGTERM shut the context down while the node was being created: a clean stop
     finally:
         if node is not None:
             node.destroy_node()
