@@ -16,9 +16,7 @@ import pytest
 from trt_perception.errors import ImageDecodeError
 from trt_perception.gpu.preprocess import SOURCE_CHANNELS, raw_bytes
 from trt_perception.gpu.resize_tables import linear_taps, nearest_indices
-from trt_perception.gpu.visualize import full_palette
 from trt_perception.preprocess import convert_color
-from trt_perception.visualize import colorize, default_palette
 
 IMAGES = Path(__file__).parent / "fixtures" / "images"
 
@@ -130,10 +128,3 @@ def test_channel_tables_equal_opencv_colour_conversion(order: str, model_order: 
     pixels = image[:, :, 0] if order == "MONO" else image
     expected = convert_color(pixels, order, model_order)
     np.testing.assert_array_equal(image[:, :, list(SOURCE_CHANNELS[order][model_order])], expected)
-
-
-def test_full_palette_matches_colorize_beyond_the_palette() -> None:
-    palette = np.array([[1, 2, 3], [4, 5, 6]], np.uint8)
-    labels = np.arange(256, dtype=np.uint8).reshape(16, 16)
-    np.testing.assert_array_equal(full_palette(palette, np.dtype(np.uint8))[labels], colorize(labels, palette))
-    assert len(full_palette(default_palette(3), np.dtype(np.uint16))) == 65536

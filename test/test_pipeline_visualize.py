@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
 
-from trt_perception.results import Detections
+from trt_perception.pipeline import Pipeline
+from trt_perception.results import Detections, SegmentationResult
 from trt_perception.visualize import (
     CITYSCAPES_COLORS,
     as_rgb,
     colorize,
     default_palette,
     draw_detections,
+    full_palette,
     make_palette,
     overlay,
 )
+
+IMAGES = Path(__file__).resolve().parent / "fixtures" / "images"
+
+
+def indexed_colours(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Reference colouring: plain indexing into the palette, extended by ``make_palette`` when labels
+    go beyond it."""
+    return make_palette(palette.tolist(), max(len(palette), int(labels.max()) + 1))[labels]
 
 
 def test_default_palette_starts_with_cityscapes_and_stays_distinct():
@@ -44,6 +57,53 @@ def test_colorize_and_overlay():
     np.testing.assert_array_equal(blended, expected)
     with pytest.raises(ValueError, match="alpha must be in"):
         overlay(image, colours, alpha=1.5)
+
+
+def test_full_palette_extends_with_default_colours_to_every_label_value():
+    palette = np.array([[1, 2, 3], [4, 5, 6]], np.uint8)
+    table = full_palette(palette, np.dtype(np.uint8))
+    assert table.shape == (256, 3) and table.dtype == np.uint8
+    np.testing.assert_array_equal(table, make_palette(palette.tolist(), 256))
+    assert len(full_palette(default_palette(3), np.dtype(np.uint16))) == 65536
+    long_palette = default_palette(300)
+    np.testing.assert_array_equal(full_palette(long_palette, np.dtype(np.uint8)), long_palette[:256])
+
+
+@pytest.mark.parametrize("palette_size", [1, 2, 19, 256, 300])
+def test_colorize_uint8_equals_palette_indexing_on_random_labels(palette_size: int):
+    rng = np.random.default_rng(palette_size)
+    palette = rng.integers(0, 256, (palette_size, 3), dtype=np.uint8)
+    labels = rng.integers(0, 256, (61, 83), dtype=np.uint8)  # mostly beyond the shorter palettes
+    np.testing.assert_array_equal(colorize(labels, palette), indexed_colours(labels, palette))
+    strided = labels[::2, 1::3]
+    np.testing.assert_array_equal(colorize(strided, palette), indexed_colours(strided, palette))
+
+
+def test_colorize_uint8_equals_palette_indexing_on_real_label_maps():
+    result = Pipeline.from_spec("selfie_segmentation", intra_op_threads=1).run(
+        cv2.imread(str(IMAGES / "astronaut.png")), "BGR"
+    )
+    assert isinstance(result, SegmentationResult)
+    person = result.labels
+    assert person.dtype == np.uint8 and set(np.unique(person)) == {0, 1}
+    for palette in (make_palette(None, 2), np.array([[9, 8, 7]], np.uint8)):  # the second: label 1 beyond it
+        np.testing.assert_array_equal(colorize(person, palette), indexed_colours(person, palette))
+    # a map with every label value in real image structure: the quokka photo's grey levels
+    grey = cv2.imread(str(IMAGES / "quokka.jpg"), cv2.IMREAD_GRAYSCALE)
+    assert grey is not None and len(np.unique(grey)) > 200
+    palette = default_palette(19)
+    np.testing.assert_array_equal(colorize(grey, palette), indexed_colours(grey, palette))
+
+
+def test_colorize_follows_palette_changes_and_keeps_uint16_labels():
+    labels = np.array([[0, 1], [2, 1]], np.uint8)
+    palette = np.array([[10, 20, 30], [40, 50, 60]], np.uint8)
+    first = colorize(labels, palette)
+    palette[1] = (7, 7, 7)  # same array object, new colours: the cached lookup table must not be stale
+    second = colorize(labels, palette)
+    assert first[0, 1].tolist() == [40, 50, 60] and second[0, 1].tolist() == [7, 7, 7]
+    wide = np.array([[0, 300], [70000 % 65536, 1]], np.uint16)
+    np.testing.assert_array_equal(colorize(wide, palette), indexed_colours(wide, palette))
 
 
 def test_overlay_resizes_network_size_colours_to_the_image():

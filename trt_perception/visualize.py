@@ -7,6 +7,7 @@ arrays; inputs are never modified.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -66,8 +67,30 @@ def as_rgb(pixels: npt.NDArray, channel_order: str) -> npt.NDArray[np.uint8]:
     return rgb.copy() if rgb is pixels or not rgb.flags.writeable else rgb
 
 
+def full_palette(palette: npt.NDArray[np.uint8], label_dtype: np.dtype) -> npt.NDArray[np.uint8]:
+    """``palette`` extended with the default colours to one entry per value of ``label_dtype``
+    (256 for uint8), the colours ``colorize`` gives labels beyond the palette."""
+    entries = int(np.iinfo(label_dtype).max) + 1
+    if len(palette) >= entries:
+        return np.ascontiguousarray(palette[:entries], np.uint8)
+    return np.concatenate([np.asarray(palette, np.uint8), default_palette(entries)[len(palette) :]])
+
+
+@lru_cache(maxsize=32)
+def _uint8_lookup_table(palette_bytes: bytes) -> npt.NDArray[np.uint8]:
+    """``cv2.LUT``'s ``1x256x3`` table for a palette given as its RGB bytes; built once per palette."""
+    palette = np.frombuffer(palette_bytes, np.uint8).reshape(-1, 3)
+    table = full_palette(palette, np.dtype(np.uint8))[None]
+    table.flags.writeable = False  # shared between calls through the cache
+    return table
+
+
 def colorize(labels: npt.NDArray[np.unsignedinteger], palette: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """``HxW`` class indices to ``HxWx3`` RGB colours; indices beyond the palette get default colours."""
+    if labels.dtype == np.uint8 and labels.ndim == 2 and labels.size:
+        # a table lookup in OpenCV: same colours as indexing, an order of magnitude faster
+        table = _uint8_lookup_table(np.ascontiguousarray(palette, np.uint8).tobytes())
+        return np.asarray(cv2.LUT(cv2.cvtColor(labels, cv2.COLOR_GRAY2RGB), table), np.uint8)
     highest = int(labels.max(initial=0))
     if highest >= len(palette):
         palette = make_palette(palette.tolist(), highest + 1)

@@ -11,16 +11,7 @@ from trt_perception.gpu._cupy import require_cupy
 from trt_perception.gpu.kernels import BLOCK_2D, grid_2d, postprocess_module
 from trt_perception.gpu.preprocess import SOURCE_CHANNELS
 from trt_perception.preprocess import CHANNELS_PER_ORDER
-from trt_perception.visualize import default_palette
-
-
-def full_palette(palette: npt.NDArray[np.uint8], label_dtype: np.dtype) -> npt.NDArray[np.uint8]:
-    """``palette`` extended with the default colours to cover every value of ``label_dtype``, as
-    ``visualize.colorize`` extends it for labels beyond the palette."""
-    entries = int(np.iinfo(label_dtype).max) + 1
-    if len(palette) >= entries:
-        return np.ascontiguousarray(palette[:entries], np.uint8)
-    return np.concatenate([np.asarray(palette, np.uint8), default_palette(entries)[len(palette) :]])
+from trt_perception.visualize import full_palette
 
 
 class GpuVisualizer:
