@@ -168,7 +168,7 @@ def check_segmentation(rng: np.random.Generator, cupy) -> list[dict]:
                     if bad.any() and config["type"] == "binary" and config["upsample"] == "before_threshold":
                         raw = tensor[0, 0]
                         resized = geometry.map_to_source(raw, cv2.INTER_LINEAR) if at_source else cv2.resize(raw, geometry.network_size[::-1])
-                        cut = decoder._cut  # noqa: SLF001
+                        cut = decoder.threshold_cut
                         margin = max(margin, float(np.max(np.abs(resized[bad] - cut))))
         rows.append({"decoder": json.dumps(config), "classes": channels, "pixels": total, "mismatches": mismatched,
                      "max_reference_margin_at_mismatch": margin, "ok": mismatched == 0 or margin < 1e-4})

@@ -17,7 +17,7 @@ from onnx_builders import (
     run_model,
 )
 from trt_perception.decoders import create_decoder
-from trt_perception.decoders.segmentation import SegmentationDecoder
+from trt_perception.decoders.segmentation import BinaryDecoder, SegmentationDecoder
 from trt_perception.errors import InferenceError, SpecError
 from trt_perception.geometry import ResizeGeometry
 
@@ -225,6 +225,9 @@ def test_binary_sigmoid_logits_compare_as_probabilities() -> None:
     labels = decoder.decode({"logits": logits}, ResizeGeometry.stretch((20, 20), (20, 20)), at_source=False)
     np.testing.assert_array_equal(labels, probability[0, 0] > 0.7)
     assert 0 < labels.sum() < labels.size
+    # the public cut (read by the GPU decoder) is the same threshold in logit units
+    assert isinstance(decoder, BinaryDecoder)
+    assert 1 / (1 + np.exp(-decoder.threshold_cut)) == pytest.approx(0.7)
 
 
 def test_binary_before_threshold_interpolates() -> None:

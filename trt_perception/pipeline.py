@@ -94,7 +94,7 @@ class Pipeline:
         start = time.perf_counter()
         tensor, geometry = self.preprocessor(pixels, channel_order)
         preprocessed = time.perf_counter()
-        outputs = self.backend.infer({self.input_name: tensor}, self._outputs_for(tensor.shape))
+        outputs = self.backend.infer({self.input_name: tensor}, self.outputs_for(tensor.shape))
         inferred = time.perf_counter()
         result: SegmentationResult | DetectionResult
         timings = StageTimings()
@@ -117,8 +117,8 @@ class Pipeline:
         """Release the backend."""
         self.backend.close()
 
-    def _outputs_for(self, input_shape: tuple[int, ...]) -> dict[str, npt.NDArray]:
-        """Output buffers reused while the input shape stays the same."""
+    def outputs_for(self, input_shape: tuple[int, ...]) -> dict[str, npt.NDArray]:
+        """The backend's output buffers for ``input_shape``, reused while the input shape stays the same."""
         if input_shape != self._buffers_for_shape:
             self._output_buffers = self.backend.allocate_outputs({self.input_name: input_shape})
             self._buffers_for_shape = input_shape

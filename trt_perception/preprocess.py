@@ -124,7 +124,7 @@ class Preprocessor:
 
     def __call__(self, pixels: npt.NDArray, channel_order: str) -> tuple[npt.NDArray, ResizeGeometry]:
         """Network input tensor for ``pixels`` (HxWxC, or HxW for MONO) and the resize geometry."""
-        self._check_image(pixels, channel_order)
+        self.check_image(pixels, channel_order)
         geometry = self.geometry((pixels.shape[0], pixels.shape[1]))
         content_h, content_w = geometry.content_size
         if (content_h, content_w) != geometry.source_size:
@@ -139,7 +139,9 @@ class Preprocessor:
             self._fill_padding(buffer, geometry, pad)
         return buffer, geometry
 
-    def _check_image(self, pixels: npt.NDArray, channel_order: str) -> None:
+    def check_image(self, pixels: npt.NDArray, channel_order: str) -> None:
+        """Raise ImageDecodeError unless ``pixels`` is a non-empty uint8/uint16 image with the channels
+        ``channel_order`` names (and 8-bit when the model input is uint8)."""
         if channel_order not in CHANNELS_PER_ORDER:
             raise ImageDecodeError(
                 f"unknown channel order {channel_order!r}; expected one of {', '.join(CHANNELS_PER_ORDER)}"

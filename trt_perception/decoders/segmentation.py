@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -159,10 +159,11 @@ class BinaryDecoder(SegmentationDecoder):
     threshold: float
     activation: str
     upsample: str
+    # derived from ``threshold``: the cut in the output's own units (a logit for activation sigmoid)
+    threshold_cut: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # The threshold in the units of the output (logit space for activation sigmoid).
-        self._cut = (
+        self.threshold_cut = (
             self.threshold
             if self.activation == "none"
             else float(np.log(self.threshold / (1 - self.threshold)))
@@ -190,7 +191,7 @@ class BinaryDecoder(SegmentationDecoder):
         scores = single_channel_map(name, tensor)
         finite_range(name, scores)
         if self.upsample == "after_threshold":
-            foreground = (scores > self._cut).astype(np.uint8)
+            foreground = (scores > self.threshold_cut).astype(np.uint8)
             return resize_to_output(foreground, geometry, at_source, LABEL_INTERPOLATION)
         resized = resize_to_output(scores.astype(np.float32), geometry, at_source, cv2.INTER_LINEAR)
-        return (resized > self._cut).astype(np.uint8)
+        return (resized > self.threshold_cut).astype(np.uint8)

@@ -91,7 +91,7 @@ class GpuPipeline:
         if self._on_device:
             return pipeline.backend.infer_device({pipeline.input_name: tensor})  # type: ignore[attr-defined]
         host = self.cupy.asnumpy(tensor)
-        return pipeline.backend.infer({pipeline.input_name: host}, pipeline._outputs_for(host.shape))  # noqa: SLF001
+        return pipeline.backend.infer({pipeline.input_name: host}, pipeline.outputs_for(host.shape))
 
     def _on_gpu(self, outputs: dict[str, Any]) -> dict[str, Any]:
         return outputs if self._on_device else {name: self.cupy.asarray(value) for name, value in outputs.items()}

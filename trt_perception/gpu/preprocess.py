@@ -102,7 +102,7 @@ class GpuPreprocessor:
     ) -> tuple[Any, ResizeGeometry]:
         """Network input (a cupy array of batch 1) for ``pixels``; written into ``out`` when given
         (a C-contiguous cupy array of the input shape and dtype), else into a reused buffer."""
-        self._reference._check_image(pixels, channel_order)  # shared validation (see requests-core.md)
+        self._reference.check_image(pixels, channel_order)  # the CPU path's validation
         if pixels.dtype != np.uint8:
             raise ImageDecodeError(f"the GPU preprocessor takes 8-bit images, got {pixels.dtype}; use the CPU path")
         geometry = self.geometry((pixels.shape[0], pixels.shape[1]))

@@ -70,7 +70,7 @@ class GpuSegmentationDecoder:
             channels_last, channels, dtype = False, 1, np.uint8
             (height, width) = scores.shape
             before = decoder.upsample == "before_threshold"
-            threshold = decoder._cut  # noqa: SLF001  (threshold in the map's own units; see requests-decoders.md)
+            threshold = decoder.threshold_cut
         if scores.dtype not in (np.float32, np.float16):
             scores = scores.astype(np.float32)
         module = postprocess_module(str(scores.dtype), np.dtype(dtype).name)
