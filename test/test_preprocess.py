@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 
 from trt_perception.errors import ImageDecodeError
-from trt_perception.preprocess import Preprocessor, dynamic_network_size
+from trt_perception.preprocess import Preprocessor, affine_normalization, dynamic_network_size
 from trt_perception.spec import DynamicSize, InputSpec, NormalizationSpec
 
 RNG = np.random.default_rng(7)
+IMAGES = Path(__file__).resolve().parent / "fixtures" / "images"
 
 
 def make(size=(2, 2), **options) -> Preprocessor:
@@ -126,6 +129,37 @@ def test_uint8_and_float16_inputs():
     half, _ = make(size=(4, 6), dtype="float16", normalization=norm("symmetric"))(image, "RGB")
     assert half.dtype == np.float16
     np.testing.assert_allclose(half[0].astype(np.float64), image / 127.5 - 1, atol=1e-3)
+
+
+BIT_EXACT_NORMALIZATIONS = {
+    "unit": norm("unit"),
+    "symmetric": norm("symmetric"),
+    "mean_std_unit": norm("mean_std", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), range="unit"),
+    "mean_std_byte_uniform": norm("mean_std", mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0), range="byte"),
+}
+
+
+@pytest.mark.parametrize("normalization", list(BIT_EXACT_NORMALIZATIONS), ids=str)
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("resize", ["fixed_shape", "keep_aspect_ratio"])
+def test_normalized_tensor_has_the_bits_of_the_direct_float32_formula_on_real_images(normalization, dtype, layout, resize):
+    """Content window == ``float32(pixel) * scale + offset`` (float32 multiply, then add, rounded once to
+    the model dtype), bit for bit, on the real sample images (letterbox top-left: strided windows)."""
+    spec = BIT_EXACT_NORMALIZATIONS[normalization]
+    preprocessor = make(size=(96, 160), layout=layout, dtype=dtype, normalization=spec, resize=resize,
+                        pad_placement="top_left", color_order="RGB")
+    scale, offset = affine_normalization(spec)
+    for name in ("astronaut.png", "page.png", "quokka.jpg"):
+        bgr = cv2.imread(str(IMAGES / name), cv2.IMREAD_COLOR)
+        assert bgr is not None, name
+        tensor, geometry = preprocessor(bgr, "BGR")
+        height, width = geometry.content_size
+        resized = cv2.cvtColor(cv2.resize(bgr, (width, height), interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB)
+        expected = (resized.astype(np.float32) * scale + offset).astype(dtype)
+        content = tensor[0, :height, :width] if layout == "NHWC" else tensor[0, :, :height, :width].transpose(1, 2, 0)
+        np.testing.assert_array_equal(content.view(np.uint16 if dtype == "float16" else np.uint32),
+                                      expected.view(np.uint16 if dtype == "float16" else np.uint32), err_msg=name)
 
 
 # --------------------------------------------------------------------------- resize

@@ -167,11 +167,11 @@ class Preprocessor:
             self._buffer = np.empty(shape, self._dtype)
         return self._buffer
 
-    def _content_planes(self, buffer: npt.NDArray, top: int, left: int, height: int, width: int) -> list[npt.NDArray]:
-        """Per-channel views (NCHW) or one interleaved ``h x (w*3)`` view (NHWC) of the content window."""
+    def _content_window(self, buffer: npt.NDArray, top: int, left: int, height: int, width: int) -> list[npt.NDArray]:
+        """Per-channel ``h x w`` views (NCHW) or one interleaved ``h x w x 3`` view (NHWC) of the content window."""
         if self.spec.layout == "NCHW":
             return [buffer[0, channel, top : top + height, left : left + width] for channel in range(3)]
-        return [buffer[0, top : top + height, left : left + width, :].reshape(height, width * 3)]
+        return [buffer[0, top : top + height, left : left + width, :]]
 
     def _write(
         self,
@@ -184,19 +184,62 @@ class Preprocessor:
     ) -> None:
         """``buffer[content] = image * scale + offset`` in the buffer's layout and dtype."""
         height, width = image.shape[:2]
-        targets = self._content_planes(buffer, top, left, height, width)
+        targets = self._content_window(buffer, top, left, height, width)
+        nchw = self.spec.layout == "NCHW"
+        sources = list(cv2.split(image)) if nchw else [image]
+        if self._dtype == np.uint8:
+            for source, target in zip(sources, targets):
+                np.copyto(target, source)
+        elif image.dtype == np.uint8:
+            self._write_by_table(sources, targets, scale, offset)
+        else:
+            self._write_16bit(sources, targets, scale, offset, width)
+
+    def _write_by_table(
+        self,
+        sources: list[npt.NDArray],
+        targets: list[npt.NDArray],
+        scale: npt.NDArray[np.float32],
+        offset: npt.NDArray[np.float32],
+    ) -> None:
+        """The normalizing write for 8-bit images as an OpenCV table lookup (one pass, threaded).
+
+        The table holds ``value * scale + offset`` for the 256 values per channel, made with the
+        same float32 operations as the direct computation (multiply, then add; one rounding to
+        float16), so the tensor has the same bits.
+        """
+        table = (np.arange(256, dtype=np.float32)[:, None] * scale + offset).astype(self._dtype)
         if self.spec.layout == "NCHW":
-            sources = list(cv2.split(image))
+            tables = [np.ascontiguousarray(column) for column in table.T]
+        elif bool(np.all(table == table[:, :1])):  # the same for every channel: one table, rows as flat lines
+            height, width = sources[0].shape[:2]
+            sources = [sources[0].reshape(height, width * 3)]
+            targets = [targets[0].reshape(height, width * 3)]
+            tables = [np.ascontiguousarray(table[:, 0])]
+        else:
+            tables = [table[None]]
+        for source, target, channel_table in zip(sources, targets, tables):
+            cv2.LUT(source, channel_table, dst=target)
+
+    def _write_16bit(
+        self,
+        sources: list[npt.NDArray],
+        targets: list[npt.NDArray],
+        scale: npt.NDArray[np.float32],
+        offset: npt.NDArray[np.float32],
+        width: int,
+    ) -> None:
+        """The normalizing write for 16-bit images (too many values for a lookup table)."""
+        if self.spec.layout == "NCHW":
             scales, offsets = list(scale), list(offset)
         else:
-            sources = [image.reshape(height, width * 3)]
+            sources = [sources[0].reshape(-1, width * 3)]
+            targets = [targets[0].reshape(-1, width * 3)]
             uniform = bool(np.all(scale == scale[0]) and np.all(offset == offset[0]))
             scales = [scale[0]] if uniform else [np.tile(scale, width)]
             offsets = [offset[0]] if uniform else [np.tile(offset, width)]
         for source, target, channel_scale, channel_offset in zip(sources, targets, scales, offsets):
-            if self._dtype == np.uint8:
-                np.copyto(target, source)
-            elif self._dtype == np.float16:
+            if self._dtype == np.float16:
                 target[...] = source * channel_scale + channel_offset  # float32 math, one rounding
             else:
                 np.multiply(source, channel_scale, out=target)
