@@ -77,10 +77,13 @@ def full_palette(palette: npt.NDArray[np.uint8], label_dtype: np.dtype) -> npt.N
 
 
 @lru_cache(maxsize=32)
-def _uint8_lookup_table(palette_bytes: bytes) -> npt.NDArray[np.uint8]:
-    """``cv2.LUT``'s ``1x256x3`` table for a palette given as its RGB bytes; built once per palette."""
+def _packed_lookup_table(palette_bytes: bytes) -> npt.NDArray[np.int32]:
+    """``cv2.LUT``'s table for a palette given as its RGB bytes: per uint8 label one int32 whose bytes
+    in memory are R, G, B, 0; built once per palette."""
     palette = np.frombuffer(palette_bytes, np.uint8).reshape(-1, 3)
-    table = full_palette(palette, np.dtype(np.uint8))[None]
+    rgba = np.zeros((256, 4), np.uint8)
+    rgba[:, :3] = full_palette(palette, np.dtype(np.uint8))
+    table = rgba.view(np.int32).ravel()
     table.flags.writeable = False  # shared between calls through the cache
     return table
 
@@ -88,9 +91,11 @@ def _uint8_lookup_table(palette_bytes: bytes) -> npt.NDArray[np.uint8]:
 def colorize(labels: npt.NDArray[np.unsignedinteger], palette: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """``HxW`` class indices to ``HxWx3`` RGB colours; indices beyond the palette get default colours."""
     if labels.dtype == np.uint8 and labels.ndim == 2 and labels.size:
-        # a table lookup in OpenCV: same colours as indexing, an order of magnitude faster
-        table = _uint8_lookup_table(np.ascontiguousarray(palette, np.uint8).tobytes())
-        return np.asarray(cv2.LUT(cv2.cvtColor(labels, cv2.COLOR_GRAY2RGB), table), np.uint8)
+        # OpenCV table lookups, same colours as indexing: uint8 label -> packed RGBA word, then drop A
+        # (measured several times faster than cv2.LUT with a 3-channel uint8 table)
+        table = _packed_lookup_table(np.ascontiguousarray(palette, np.uint8).tobytes())
+        rgba = np.asarray(cv2.LUT(labels, table)).view(np.uint8).reshape(*labels.shape, 4)
+        return np.asarray(cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB), np.uint8)
     highest = int(labels.max(initial=0))
     if highest >= len(palette):
         palette = make_palette(palette.tolist(), highest + 1)
