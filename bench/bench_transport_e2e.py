@@ -20,14 +20,17 @@ The camera publishes best-effort (sensor-data QoS), the node and relay subscribe
 (best-effort) and publish reliable. Latency = labels (or relayed image) received minus the frame's
 stamp (same clock); the node's own stage times (mean over its last 100 frames) come from its
 /diagnostics, so the transport overhead (latency minus preprocess + inference + postprocess) is
-visible next to the relay hop. Run once with the shipped profile (+ malloc tuning) and once with
-Fast DDS and glibc defaults. This process always tunes its own malloc (it is the instrument).
+visible next to the relay hop. Three runs: the shipped profile with glibc malloc tuned
+(GLIBC_TUNABLES) in every process; the shipped profile with default malloc in the node/relay (the
+nodes do not tune it yet); Fast DDS and glibc defaults. The camera/sink process always tunes its own
+malloc (it is the instrument).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
@@ -40,7 +43,7 @@ import threading
 import time
 import xml.etree.ElementTree as ElementTree
 from importlib.metadata import version
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +82,14 @@ XML_MEASUREMENTS_BEGIN = "Measured by bench/bench_transport_e2e.py"
 XML_MEASUREMENTS_END = "(end of measurements)"
 
 
+def load_photo() -> np.ndarray:
+    """The test photo (BGR)."""
+    photo = cv2.imread(str(PHOTO))
+    if photo is None:
+        raise FileNotFoundError(PHOTO)
+    return photo
+
+
 def size_name(size: tuple[int, int]) -> str:
     return f"{size[1]}x{size[0]}"
 
@@ -92,6 +103,7 @@ def profile_variant(folder: Path, name: str, segment_size: int | None, udp_buffe
     """The shipped profile with another SHM segment size (``None``: no SHM) or UDP socket buffers, as a file."""
     tree = ElementTree.parse(PROFILE)
     namespace = {"d": tree.getroot().tag.split("}")[0].strip("{")}
+    ElementTree.register_namespace("", namespace["d"])  # Fast DDS wants an unprefixed <dds> root
     for descriptor in tree.getroot().iterfind(".//d:transport_descriptor", namespace):
         kind = descriptor.find("d:type", namespace).text  # type: ignore[union-attr]
         if kind == "SHM" and segment_size is not None:
@@ -135,19 +147,21 @@ def dds_settings(folder: Path) -> list[DdsSetting]:
     ]
 
 
-def probe_topics() -> list[tuple[str, str, tuple[int, int]]]:
-    return [(f"probe_{reliability}_{size_name(size)}", reliability, size) for reliability in RELIABILITIES for size in RESOLUTIONS]
+def probe_topics(reliabilities: Sequence[str] = RELIABILITIES) -> list[tuple[str, str, tuple[int, int]]]:
+    """(topic, reliability, size) of every probe stream, smallest frames first."""
+    return [(f"probe_{reliability}_{size_name(size)}", reliability, size) for reliability in reliabilities for size in RESOLUTIONS]
 
 
-def probe_publisher(node: Node, seconds: float, depth: int) -> dict[str, int]:
+def probe_publisher(node: Node, seconds: float, depth: int, reliabilities: Sequence[str]) -> dict[str, int]:
     """Publish each probe topic's frames for ``seconds`` at 30 Hz in turn; frames sent per topic."""
-    publishers = {topic: node.create_publisher(Image, topic, volatile_qos(reliability, depth)) for topic, reliability, _ in probe_topics()}
+    topics = probe_topics(reliabilities)
+    publishers = {topic: node.create_publisher(Image, topic, volatile_qos(reliability, depth)) for topic, reliability, _ in topics}
     deadline = time.monotonic() + 20.0
     while any(p.get_subscription_count() == 0 for p in publishers.values()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    photo = cv2.cvtColor(cv2.imread(str(PHOTO)), cv2.COLOR_BGR2RGB)
+    photo = cv2.cvtColor(load_photo(), cv2.COLOR_BGR2RGB)
     sent = {}
-    for topic, _, size in probe_topics():
+    for topic, _, size in topics:
         pixels = encode_image(np.ascontiguousarray(cv2.resize(photo, (size[1], size[0]))), "rgb8")
 
         def publish(frame_id: str) -> None:
@@ -163,7 +177,12 @@ def probe_publisher(node: Node, seconds: float, depth: int) -> dict[str, int]:
     return sent
 
 
-def publish_at_rate(publish: Callable[[int], None], seconds: float) -> int:
+def percentile_90(values: list[float]) -> float:
+    """Nearest-rank 90th percentile of sorted ``values``."""
+    return values[math.ceil(0.9 * len(values)) - 1]
+
+
+def publish_at_rate(publish: Callable[[int], object], seconds: float) -> int:
     """Call ``publish(index)`` at RATE_HZ for ``seconds``; the number of calls."""
     start, count = time.monotonic(), 0
     while time.monotonic() - start < seconds:
@@ -173,9 +192,10 @@ def publish_at_rate(publish: Callable[[int], None], seconds: float) -> int:
     return count
 
 
-def probe_subscriber(node: Node, depth: int, stop: threading.Event) -> dict[str, list[float]]:
+def probe_subscriber(node: Node, depth: int, reliabilities: Sequence[str], stop: threading.Event) -> dict[str, list[float]]:
     """Latencies (ms) of the frames received per probe topic until ``stop`` is set."""
-    latencies: dict[str, list[float]] = {topic: [] for topic, _, _ in probe_topics()}
+    topics = probe_topics(reliabilities)
+    latencies: dict[str, list[float]] = {topic: [] for topic, _, _ in topics}
 
     def receiver(topic: str) -> Callable[[bytes], None]:
         def on_frame(data: bytes) -> None:
@@ -185,23 +205,24 @@ def probe_subscriber(node: Node, depth: int, stop: threading.Event) -> dict[str,
                 latencies[topic].append((now - header.stamp_sec * 10**9 - header.stamp_nanosec) / 1e6)
         return on_frame
 
-    for topic, reliability, _ in probe_topics():
+    for topic, reliability, _ in topics:
         node.create_subscription(Image, topic, receiver(topic), volatile_qos(reliability, depth), raw=True)
     while not stop.is_set():
         rclpy.spin_once(node, timeout_sec=0.1)
     return latencies
 
 
-def run_probe_role(role: str, out: Path, seconds: float, depth: int, tune_malloc: bool) -> None:
+def run_probe_role(role: str, out: Path, seconds: float, depth: int, reliabilities: Sequence[str], tune_malloc: bool) -> None:
     """Body of a probe child process (``--probe-role``)."""
     if tune_malloc:
         tune_malloc_for_large_messages()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     rclpy.init()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # after init: replaces rclpy's shutdown-on-SIGTERM
     node = rclpy.create_node(f"transport_probe_{role}")
     try:
-        result: Any = probe_publisher(node, seconds, depth) if role == "pub" else probe_subscriber(node, depth, stop)
+        result: Any = (probe_publisher(node, seconds, depth, reliabilities) if role == "pub"
+                       else probe_subscriber(node, depth, reliabilities, stop))
         out.write_text(json.dumps(result))
     finally:
         node.destroy_node()
@@ -209,26 +230,38 @@ def run_probe_role(role: str, out: Path, seconds: float, depth: int, tune_malloc
 
 
 def measure_dds_setting(setting: DdsSetting, base_env: Mapping[str, str], folder: Path, seconds: float) -> dict[str, Any]:
+    """Run the probe pair(s) for ``setting``; delivered frames and latency per (reliability, size).
+
+    With glibc's default malloc each reliability gets fresh processes: its dynamic mmap threshold
+    grows to the largest buffer freed so far, so frames after bigger ones would look cheaper than
+    a camera of one size gets them.
+    """
     env = {**base_env, **setting.env}
-    command = [sys.executable, __file__, "--seconds", str(seconds), "--probe-depth", str(setting.depth)]
-    if setting.tune_malloc:
-        command.append("--probe-tune-malloc")
-    sub_out, pub_out = folder / "sub.json", folder / "pub.json"
-    subscriber = subprocess.Popen([*command, "--probe-role", "sub", "--probe-out", str(sub_out)], env=env)
-    publisher = subprocess.run([*command, "--probe-role", "pub", "--probe-out", str(pub_out)], env=env, timeout=120, check=False)
-    time.sleep(0.5)
-    subscriber.send_signal(signal.SIGTERM)
-    subscriber.wait(timeout=30)
-    if publisher.returncode != 0 or subscriber.returncode != 0:
-        raise RuntimeError(f"probe processes failed for {setting.name}")
-    sent, latencies = json.loads(pub_out.read_text()), json.loads(sub_out.read_text())
+    groups = [RELIABILITIES] if setting.tune_malloc else [(reliability,) for reliability in RELIABILITIES]
+    sent: dict[str, int] = {}
+    latencies: dict[str, list[float]] = {}
+    for group in groups:
+        command = [sys.executable, __file__, "--seconds", str(seconds), "--probe-depth", str(setting.depth),
+                   "--probe-reliability", *group]
+        if setting.tune_malloc:
+            command.append("--probe-tune-malloc")
+        sub_out, pub_out = folder / "sub.json", folder / "pub.json"
+        subscriber = subprocess.Popen([*command, "--probe-role", "sub", "--probe-out", str(sub_out)], env=env)
+        publisher = subprocess.run([*command, "--probe-role", "pub", "--probe-out", str(pub_out)], env=env, timeout=120, check=False)
+        time.sleep(0.5)
+        subscriber.send_signal(signal.SIGTERM)
+        subscriber.wait(timeout=30)
+        if publisher.returncode != 0 or subscriber.returncode != 0:
+            raise RuntimeError(f"probe processes failed for {setting.name}")
+        sent.update(json.loads(pub_out.read_text()))
+        latencies.update(json.loads(sub_out.read_text()))
     rows = {}
     for topic, reliability, size in probe_topics():
         values = sorted(latencies[topic])
         rows[(reliability, size_name(size))] = {
             "sent": sent[topic], "received": len(values),
             "p50": statistics.median(values) if values else None,
-            "p90": values[int(0.9 * (len(values) - 1))] if values else None,
+            "p90": percentile_90(values) if values else None,
         }
     return {"setting": setting, "rows": rows}
 
@@ -331,7 +364,7 @@ class Camera:
     """Publishes one photo at a given size, as pre-serialized rgb8 Image bytes or a jpeg CompressedImage."""
 
     def __init__(self, node: Node) -> None:
-        self._photo = cv2.imread(str(PHOTO))
+        self._photo = load_photo()
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
         self._raw = node.create_publisher(Image, "image", qos)
         self._compressed = node.create_publisher(CompressedImage, "image/compressed", qos)
@@ -400,7 +433,7 @@ def measure_variant(node: Node, camera: Camera, sink: Sink, variant: Variant, en
                 "variant": variant.name, "frame": size_name(size), "sent": len(sent), "received": len(latencies),
                 "output_hz": len(latencies) / elapsed,
                 "p50": statistics.median(latencies) if latencies else None,
-                "p90": latencies[int(0.9 * (len(latencies) - 1))] if latencies else None,
+                "p90": percentile_90(latencies) if latencies else None,
                 "stages": stages if variant.output_topic.endswith("labels") else None,
             })
             print(rows[-1], flush=True)
@@ -471,16 +504,17 @@ def machine() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("all", "dds", "e2e"), default="all")
-    parser.add_argument("--seconds", type=float, default=None, help="measured seconds per size (dds: 1, e2e: 3)")
-    parser.add_argument("--no-defaults-run", action="store_true", help="e2e: skip the run with Fast DDS/glibc defaults")
+    parser.add_argument("--seconds", type=float, default=None, help="measured seconds per size (dds: 1, e2e: 2.5)")
+    parser.add_argument("--no-defaults-run", action="store_true", help="e2e: only the run with the shipped profile + malloc tuning")
     parser.add_argument("--probe-role", choices=("pub", "sub"), help=argparse.SUPPRESS)
     parser.add_argument("--e2e-run", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--probe-out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--probe-depth", type=int, default=5, help=argparse.SUPPRESS)
+    parser.add_argument("--probe-reliability", nargs="+", choices=RELIABILITIES, default=RELIABILITIES, help=argparse.SUPPRESS)
     parser.add_argument("--probe-tune-malloc", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe_role:
-        run_probe_role(args.probe_role, args.probe_out, args.seconds, args.probe_depth, args.probe_tune_malloc)
+        run_probe_role(args.probe_role, args.probe_out, args.seconds, args.probe_depth, args.probe_reliability, args.probe_tune_malloc)
         return 0
     tune_malloc_for_large_messages()  # this process is the instrument (camera and sink) in every run
     if args.e2e_run:
@@ -505,13 +539,15 @@ def main() -> int:
         update_section("transport-dds", text, DOC)
         update_xml_comment(xml_measurements(results))
     if args.part in ("all", "e2e"):
-        runs = [("shipped profile + malloc tuned", {**base_env, **profile_env(PROFILE), "GLIBC_TUNABLES": MALLOC_TUNABLES})]
+        runs = [("shipped profile, malloc tuned in every process (GLIBC_TUNABLES)",
+                 {**base_env, **profile_env(PROFILE), "GLIBC_TUNABLES": MALLOC_TUNABLES})]
         if not args.no_defaults_run:
-            runs.append(("Fast DDS and glibc defaults", base_env))
+            runs += [("shipped profile, default malloc in the node/relay (as the nodes start today)", {**base_env, **profile_env(PROFILE)}),
+                     ("Fast DDS and glibc defaults", base_env)]
         sections = []
         for title, env in runs:
             out = folder / "e2e.json"
-            subprocess.run([sys.executable, __file__, "--e2e-run", "--seconds", str(args.seconds or 3.0), "--probe-out", str(out)],
+            subprocess.run([sys.executable, __file__, "--e2e-run", "--seconds", str(args.seconds or 2.5), "--probe-out", str(out)],
                            env=env, check=True, timeout=600)
             rows = json.loads(out.read_text())
             sections.append(f"**{title}**\n\n{e2e_table(rows)}")
