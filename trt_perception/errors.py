@@ -19,3 +19,7 @@ class ImageDecodeError(TrtPerceptionError):
 
 class InferenceError(TrtPerceptionError):
     """Inference failed or produced unusable outputs (wrong tensor name, rank, NaN, ...)."""
+
+
+class GpuUnavailableError(TrtPerceptionError, ImportError):
+    """The GPU path was asked for but CuPy is missing or sees no usable CUDA device."""

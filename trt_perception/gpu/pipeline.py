@@ -14,13 +14,15 @@ from typing import Any
 
 import numpy.typing as npt
 
-from trt_perception.decoders import DetectionDecoder, filter_detections
+from trt_perception.backends import Backend
+from trt_perception.decoders import DetectionDecoder, DetectionFilter, filter_detections
 from trt_perception.gpu._cupy import require_cupy
 from trt_perception.gpu.detection import filter_detections_gpu
 from trt_perception.gpu.preprocess import GpuPreprocessor
 from trt_perception.gpu.segmentation import GpuSegmentationDecoder
 from trt_perception.pipeline import STAGES, Pipeline
 from trt_perception.results import DetectionResult, Detections, SegmentationResult, StageTimings
+from trt_perception.spec import ModelSpec
 
 # From this many candidate boxes on, the filter and NMS run on the GPU. bench/run_bench.py's NMS
 # table (H200, host input): ~14 boxes above the threshold are faster on the CPU, ~70 on the GPU.
@@ -33,7 +35,12 @@ class GpuPipeline:
     After a segmentation ``run``, ``device_labels`` holds the labels on the GPU and ``device_image``
     / ``image_step`` the frame as received, until the next ``run``: colour masks and overlays
     (``GpuVisualizer``) can be made from them without copying anything up again.
+
+    It offers ``Pipeline``'s public interface (``run``, ``spec``, ``backend``, ``class_names``,
+    ``detection_filter``, ``close``), so callers take either from ``create_pipeline``.
     """
+
+    device = "gpu"
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.cupy = require_cupy()
@@ -49,6 +56,34 @@ class GpuPipeline:
         self.device_labels: Any = None
         self.device_image: Any = None
         self.image_step = 0
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model spec."""
+        return self.pipeline.spec
+
+    @property
+    def backend(self) -> Backend:
+        """The inference backend."""
+        return self.pipeline.backend
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Class names from the spec's labels (empty when it has none)."""
+        return self.pipeline.class_names
+
+    @property
+    def detection_filter(self) -> DetectionFilter:
+        """``Pipeline.detection_filter`` (settable; detection models only)."""
+        return self.pipeline.detection_filter
+
+    @detection_filter.setter
+    def detection_filter(self, value: DetectionFilter) -> None:
+        self.pipeline.detection_filter = value
+
+    def close(self) -> None:
+        """Release the backend."""
+        self.pipeline.close()
 
     def run(self, pixels: npt.NDArray, channel_order: str) -> SegmentationResult | DetectionResult:
         """Labels or detections for one image, as ``Pipeline.run`` returns them."""
