@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 
+from cupy_stand_ins import fresh_cupy_check, no_cupy  # noqa: F401 (fixtures)
 from onnx_builders import colour_scores_model
 from trt_perception.cli import main as cli
 from trt_perception.evaluation import bag_io
@@ -304,6 +305,20 @@ def test_unknown_topic_and_empty_topic_are_clear_errors(
         pass
     assert cli.main([*args[:2], str(no_topics), *args[3:], "--image-topic", "/cam"]) == 1
     assert "'/cam' is not in bag" in (err := capsys.readouterr().err) and "the bag has no topics" in err
+
+
+def test_device_option(tmp_path: Path, colour_spec: Path, capsys: pytest.CaptureFixture[str], no_cupy: None) -> None:
+    """Offline ``--device``: gpu without CuPy is a clear error, auto falls back to (and reports) cpu; not with --live."""
+    bag = tmp_path / "bag"
+    make_bag([QUOKKA], bag, "/cam", 1.0)
+    args = ["bag-eval", "--bag", str(bag), "--model-spec", str(colour_spec), "--image-topic", "/cam", "--no-progress"]
+    assert cli.main([*args, "--out", str(tmp_path / "gpu"), "--device", "gpu"]) == 1
+    assert "needs CuPy, which is not installed" in capsys.readouterr().err
+    assert cli.main([*args, "--out", str(tmp_path / "auto"), "--device", "auto"]) == 0
+    assert json.loads((tmp_path / "auto" / "metrics.json").read_text())["device"] == "cpu"
+    assert "- device: `cpu`" in (tmp_path / "auto" / "report.md").read_text()
+    assert cli.main([*args, "--out", str(tmp_path / "live"), "--device", "cpu", "--live"]) == 1
+    assert "--device applies to offline mode" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- detection

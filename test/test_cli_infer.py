@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from cupy_stand_ins import fresh_cupy_check, no_cupy  # noqa: F401 (fixtures)
 
 from trt_perception.cli.main import main
 
@@ -113,3 +114,12 @@ def test_missing_input_and_bad_spec_exit_with_a_message(tmp_path, capsys):
     assert main(["infer", "--model-spec", "no_such_spec", str(IMAGES / "page.png"),
                  "--output", str(tmp_path / "out")]) == 2
     assert "'no_such_spec' is neither a file nor a bundled spec" in capsys.readouterr().err
+
+
+def test_device_gpu_without_cupy_fails_clearly_and_auto_runs_on_the_cpu(tmp_path, capsys, no_cupy):
+    common = ["infer", "--model-spec", "selfie_segmentation", str(IMAGES / "astronaut.png"), "--no-progress"]
+    assert main([*common, "--output", str(tmp_path / "gpu"), "--device", "gpu"]) == 2
+    assert "needs CuPy, which is not installed" in capsys.readouterr().err
+    assert main([*common, "--output", str(tmp_path / "auto"), "--device", "auto"]) == 0
+    assert "selfie_segmentation (segmentation, onnxruntime, cpu): 1 images processed" in capsys.readouterr().out
+    assert json.loads((tmp_path / "auto" / "results.json").read_text())["device"] == "cpu"

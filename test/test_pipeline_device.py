@@ -1,53 +1,24 @@
 """``create_pipeline``: where pre/post-processing runs (cpu | gpu | auto), on a machine with or without CuPy.
 
-CuPy's availability is set per test (an unimportable ``cupy``, or a stand-in whose CUDA runtime
-sees no device), so the results do not depend on the machine the suite runs on.
+CuPy's availability is set per test (``cupy_stand_ins``), so the results do not depend on the
+machine the suite runs on.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
-import types
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from cupy_stand_ins import cupy_without_device, fresh_cupy_check, no_cupy  # noqa: F401 (fixtures)
 
 from trt_perception.errors import GpuUnavailableError, TrtPerceptionError
-from trt_perception.gpu import require_cupy
 from trt_perception.pipeline import Pipeline, create_pipeline
 from trt_perception.spec import load_model_spec
 
 IMAGES = Path(__file__).resolve().parent / "fixtures" / "images"
-
-
-@pytest.fixture
-def fresh_cupy_check() -> Iterator[None]:
-    require_cupy.cache_clear()
-    yield
-    require_cupy.cache_clear()
-
-
-@pytest.fixture
-def no_cupy(monkeypatch: pytest.MonkeyPatch, fresh_cupy_check: None) -> None:
-    monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` raises ImportError
-
-
-@pytest.fixture
-def cupy_without_device(monkeypatch: pytest.MonkeyPatch, fresh_cupy_check: None) -> None:
-    class CUDARuntimeError(RuntimeError):
-        pass
-
-    def no_device() -> int:
-        raise CUDARuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
-
-    runtime = types.SimpleNamespace(CUDARuntimeError=CUDARuntimeError, getDeviceCount=no_device)
-    cupy = types.ModuleType("cupy")
-    cupy.cuda = types.SimpleNamespace(runtime=runtime)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cupy", cupy)
 
 
 def missing_model_spec(tmp_path: Path):

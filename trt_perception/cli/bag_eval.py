@@ -10,6 +10,7 @@ from trt_perception.errors import TrtPerceptionError
 from trt_perception.evaluation.bag_eval import BagEvalOptions, run_bag_eval
 from trt_perception.evaluation.bag_io import STORAGES
 from trt_perception.evaluation.report import write_report
+from trt_perception.pipeline import DEVICES
 
 
 def _ignore_index(text: str) -> int | None:
@@ -39,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detections-topic", default="/detections", help="output topic for detections")
     parser.add_argument("--storage", choices=sorted(STORAGES), default="mcap", help="output bag storage")
     parser.add_argument("--worst-frames", type=int, default=4, help="how many worst frames to draw")
+    parser.add_argument("--device", choices=DEVICES,
+                        help="offline mode: where pre/post-processing runs (gpu needs CuPy; auto: gpu when "
+                             "usable; default cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     live = parser.add_argument_group("live mode (needs ROS 2 and the running node)")
     live.add_argument("--live", action="store_true",
@@ -59,10 +63,14 @@ def run(args: argparse.Namespace) -> int:
         gt_topic=args.gt_topic, gt_coco=args.gt_coco, gt_masks=args.gt_masks,
         ignore_index=args.ignore_index, labels_topic=args.labels_topic,
         detections_topic=args.detections_topic, storage=args.storage,
-        worst_frames=args.worst_frames, progress=not args.no_progress,
+        worst_frames=args.worst_frames, progress=not args.no_progress, device=args.device or "cpu",
     )
     if args.rate is not None and (args.rate <= 0 or not args.live):
         print(f"bag-eval: --rate must be positive and goes with --live, got {args.rate}", file=sys.stderr)
+        return 1
+    if args.live and args.device is not None:
+        print("bag-eval: --device applies to offline mode; in --live mode the node's own settings decide",
+              file=sys.stderr)
         return 1
     try:
         if args.live:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from trt_perception.errors import ImageDecodeError, InferenceError
 from trt_perception.evaluation.metrics import LatencyStats
 from trt_perception.image_decoding import decode_compressed
-from trt_perception.pipeline import STAGES, Pipeline
+from trt_perception.pipeline import DEVICES, STAGES, create_pipeline
 from trt_perception.results import DetectionResult, SegmentationResult, class_name
 from trt_perception.visualize import as_rgb, colorize, draw_detections, make_palette, overlay
 
@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", type=Path, required=True, help="folder for the results")
     parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"),
                         help="override the spec's backend")
+    parser.add_argument("--device", choices=DEVICES, default="cpu",
+                        help="where pre/post-processing runs: cpu (default), gpu (CuPy) or auto (gpu when usable)")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: default)")
     parser.add_argument("--score-threshold", type=float, help="detection: override the spec's score threshold")
     parser.add_argument("--alpha", type=float, default=0.5, help="segmentation overlay opacity (default 0.5)")
@@ -139,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
     if not images:
         print("trt-perception infer: no .png/.jpg images in the inputs", file=sys.stderr)
         return 1
-    pipeline = Pipeline.from_spec(args.model_spec, backend_kind=args.backend, intra_op_threads=args.threads)
+    pipeline = create_pipeline(args.model_spec, backend_kind=args.backend, intra_op_threads=args.threads,
+                               device=args.device)
     spec = pipeline.spec
     if args.score_threshold is not None:
         if spec.task != "detection":
@@ -171,11 +174,11 @@ def run(args: argparse.Namespace) -> int:
         records.append(record)
     stats = latency.summary()
     timings = {stage: {key: round(stats[stage][key], 3) for key in ("mean", "p50", "p90")} for stage in STAGES if stage in stats}
-    summary = {"model": spec.name, "task": spec.task, "backend": pipeline.backend.name,
+    summary = {"model": spec.name, "task": spec.task, "backend": pipeline.backend.name, "device": pipeline.device,
                "processed": len(records), "failed": failures, "timings_ms": timings}
     results_path = args.output / f"results.{args.format}"
     _write_results(results_path, spec.task, records, summary)
-    print(f"{spec.name} ({spec.task}, {pipeline.backend.name}): {len(records)} images processed, "
+    print(f"{spec.name} ({spec.task}, {pipeline.backend.name}, {pipeline.device}): {len(records)} images processed, "
           f"{failures} failed; results in {results_path}")
     for stage, values in timings.items():
         print(f"  {stage:<12} mean {values['mean']:8.2f} ms   p50 {values['p50']:8.2f} ms   p90 {values['p90']:8.2f} ms")

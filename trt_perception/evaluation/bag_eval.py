@@ -12,7 +12,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -22,9 +22,12 @@ from trt_perception.evaluation import bag_io
 from trt_perception.evaluation.evaluator import EvaluationResult, Evaluator, FramePrediction, OrderedTruth
 from trt_perception.evaluation.ground_truth import BoxTruth, CocoFile, MaskFolder, MaskTruth, Truth
 from trt_perception.evaluation.report import thumbnail
-from trt_perception.pipeline import Pipeline
+from trt_perception.pipeline import Pipeline, create_pipeline
 from trt_perception.results import SegmentationResult
 from trt_perception.spec import ModelSpec, load_model_spec
+
+if TYPE_CHECKING:
+    from trt_perception.gpu.pipeline import GpuPipeline
 
 
 @dataclass
@@ -44,6 +47,7 @@ class BagEvalOptions:
     storage: str = "mcap"
     worst_frames: int = 4
     progress: bool = True
+    device: str = "cpu"  # where pre/post-processing runs: cpu | gpu | auto (see create_pipeline)
 
 
 def evaluation_spec(model_spec: str | Path | ModelSpec) -> ModelSpec:
@@ -146,7 +150,8 @@ def run_bag_eval(options: BagEvalOptions) -> EvaluationResult:
     """Replay the bag through the pipeline, write the output bag under ``options.out`` and score."""
     setup = prepare_evaluation(options)
     try:
-        pipeline = Pipeline.from_spec(setup.spec)
+        pipeline = create_pipeline(setup.spec, device=options.device)
+        device = pipeline.device
         try:
             start = time.perf_counter()
             with bag_io.BagWriter(options.out / "bag", options.storage, bag_io.bag_distro(setup.reader)) as writer:
@@ -159,10 +164,10 @@ def run_bag_eval(options: BagEvalOptions) -> EvaluationResult:
             pipeline.close()
     finally:
         setup.close()
-    return setup.evaluator.finish(wall_seconds)
+    return dataclasses.replace(setup.evaluator.finish(wall_seconds), device=device)
 
 
-def _replay(setup: EvaluationSetup, options: BagEvalOptions, pipeline: Pipeline, writer: bag_io.BagWriter) -> None:
+def _replay(setup: EvaluationSetup, options: BagEvalOptions, pipeline: Pipeline | GpuPipeline, writer: bag_io.BagWriter) -> None:
     evaluator = setup.evaluator
     store = bag_io.typestore(bag_io.bag_distro(setup.reader))
     topics = [options.image_topic] + ([options.gt_topic] if options.gt_topic else [])

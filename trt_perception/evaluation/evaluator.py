@@ -85,6 +85,7 @@ class EvaluationResult:
     latency: LatencyStats
     wall_seconds: float
     worst_frames: list[WorstFrame]
+    device: str | None = None  # where pre/post-processing ran (offline: cpu | gpu; live: the node's business)
 
     @property
     def fps(self) -> float:

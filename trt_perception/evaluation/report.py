@@ -48,6 +48,7 @@ def metrics_dict(result: EvaluationResult, context: Mapping[str, Any]) -> dict[s
     data.update(
         model=result.model,
         task=result.task,
+        **({"device": result.device} if result.device is not None else {}),
         ground_truth=result.ground_truth,
         frames={
             "on_topic": result.frames_on_topic,
@@ -114,7 +115,7 @@ def write_report(result: EvaluationResult, out: Path, context: Mapping[str, Any]
 def _markdown(data: dict[str, Any], plots: dict[str, str], worst: list[dict[str, Any]]) -> str:
     frames = data["frames"]
     lines = [f"# Evaluation of {data['model']} on {data.get('bag', 'a bag')}", ""]
-    for key in ("model_spec", "image_topic", "output_bag", "mode"):
+    for key in ("model_spec", "image_topic", "output_bag", "mode", "device"):
         if key in data:
             lines.append(f"- {key.replace('_', ' ')}: `{data[key]}`")
     lines.append(f"- ground truth: {data['ground_truth'] or 'none given (no accuracy metrics)'}")
