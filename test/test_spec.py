@@ -89,6 +89,12 @@ def test_defaults_fill_missing_optional_keys(tmp_path):
     assert spec.name == "model" and spec.backend == "auto" and spec.output_resolution == "source"
     assert spec.input.layout == "NCHW" and spec.input.normalization.type == "unit"
     assert spec.labels is None and spec.num_classes is None
+    assert spec.tensorrt.cuda_graph is False
+
+
+def test_tensorrt_section(tmp_path):
+    spec = parse_model_spec(with_change("tensorrt", {"cuda_graph": True}), tmp_path)
+    assert spec.tensorrt.cuda_graph is True
 
 
 @pytest.mark.parametrize(
@@ -126,6 +132,9 @@ def test_defaults_fill_missing_optional_keys(tmp_path):
         ("detection.classes", [True], "detection.classes[0]: expected a class name or index"),
         ("output_resolution", "half", "output_resolution: expected one of source, network"),
         ("labls", ["a"], "labls: unknown key"),
+        ("tensorrt", {"cuda_graph": "yes"}, "tensorrt.cuda_graph: expected true or false, got str 'yes'"),
+        ("tensorrt", {"cuda_graphs": True}, "tensorrt.cuda_graphs: unknown key"),
+        ("tensorrt", True, "tensorrt: expected a mapping, got bool True"),
     ],
 )
 def test_bad_spec_names_the_key(tmp_path, key, value, message):

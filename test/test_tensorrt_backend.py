@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import yaml
 from onnx import TensorProto, helper
 from tensorrt_double import build_engine_file, fake_cupy, install, unpack_plan, uses_real_cupy
 from tensorrt_double.fake_tensorrt import _pack_plan
 
-from trt_perception.backends import Backend
+from trt_perception.backends import Backend, create_backend
 from trt_perception.backends.onnxruntime import OnnxRuntimeBackend
 from trt_perception.backends.tensorrt import (
     EngineMismatchError,
@@ -199,6 +200,33 @@ def test_cuda_graph_capture_failure_falls_back(
     for _ in range(2):
         np.testing.assert_array_equal(backend.infer({"x": frame})["sigmoid_0.tmp_0"], expected)
     assert backend.cuda_graph is False
+
+
+@pytest.mark.parametrize("cuda_graph", [True, False])
+def test_spec_cuda_graph_setting_reaches_the_backend(
+    trt10: types.ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cuda_graph: bool
+) -> None:
+    """``tensorrt: {cuda_graph: ...}`` in a spec file decides whether the engine's frames replay as a graph,
+    for a given engine and for one built through the engine cache."""
+    selfie = load_model_spec("selfie_segmentation")
+    engine = build_engine_file(tmp_path, selfie)
+    monkeypatch.setenv("TRT_PERCEPTION_ENGINE_CACHE", str(tmp_path / "cache"))
+    frame = network_input(selfie, "astronaut.png")
+    expected = OnnxRuntimeBackend(selfie.model).infer({"input_1": frame})["activation_10"]
+    data = yaml.safe_load(selfie.source.read_text())
+    data.update(model=str(selfie.model), tensorrt={"cuda_graph": cuda_graph})
+    for given_engine in (engine, None):
+        data["engine"] = None if given_engine is None else str(given_engine)
+        spec_file = tmp_path / "spec.yaml"
+        spec_file.write_text(yaml.safe_dump(data))
+        backend = create_backend(load_model_spec(spec_file), "tensorrt")
+        assert isinstance(backend, TensorRTBackend) and backend.cuda_graph is cuda_graph
+        assert (backend.engine_path == engine) is (given_engine is not None)  # else built by the cache
+        for _ in range(3):
+            np.testing.assert_array_equal(backend.infer({"input_1": frame})["activation_10"], expected)
+        if not uses_real_cupy():  # the shim captures everything; real capture of the double may fail
+            assert (backend._graph is not None) is cuda_graph
+        backend.close()
 
 
 def test_shape_outside_profile_names_input_and_limits(

@@ -89,6 +89,18 @@ class DetectionSpec:
 
 
 @dataclass(frozen=True)
+class TensorRTSpec:
+    """Settings of the TensorRT backend (ignored by ONNX Runtime).
+
+    ``cuda_graph``: record each input shape's copies and engine execution as a CUDA graph on its
+    first frame and replay it afterwards (less launch overhead; a new input shape is recorded again,
+    so it pays off when the image size stays the same from frame to frame).
+    """
+
+    cuda_graph: bool = False
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A validated model spec; paths are absolute."""
 
@@ -103,6 +115,7 @@ class ModelSpec:
     palette: tuple[tuple[int, int, int], ...] | None = None
     output_resolution: str = "source"
     detection: DetectionSpec = field(default_factory=DetectionSpec)
+    tensorrt: TensorRTSpec = field(default_factory=TensorRTSpec)
     source: Path | None = None
 
     @property
@@ -322,6 +335,12 @@ def _parse_detection(section: _Section) -> DetectionSpec:
     return detection
 
 
+def _parse_tensorrt(section: _Section) -> TensorRTSpec:
+    tensorrt = TensorRTSpec(cuda_graph=section.boolean("cuda_graph", False))
+    section.finish()
+    return tensorrt
+
+
 def parse_model_spec(data: object, base_dir: Path, source: Path | None = None) -> ModelSpec:
     """Validate a spec already read from YAML; relative paths resolve from ``base_dir``."""
     root = _Section(data, "")
@@ -348,6 +367,7 @@ def parse_model_spec(data: object, base_dir: Path, source: Path | None = None) -
         output_resolution=root.choice("output_resolution", OUTPUT_RESOLUTIONS, "source"),
         decoder=MappingProxyType(dict(decoder)),
         detection=_parse_detection(root.section("detection")),
+        tensorrt=_parse_tensorrt(root.section("tensorrt")),
         source=source,
     )
     root.finish()
@@ -356,18 +376,23 @@ def parse_model_spec(data: object, base_dir: Path, source: Path | None = None) -
     return spec
 
 
-def bundled_spec_dirs() -> list[Path]:
-    """Folders holding the bundled specs: the source tree's, then the installed share folder
-    (found through the ament index on ROS, else under this Python's prefix after ``pip install``)."""
-    dirs = [Path(__file__).resolve().parent.parent / "config" / "models"]
+def package_config_dirs(subfolder: str) -> list[Path]:
+    """The existing folders ``config/<subfolder>`` of this package: the source tree's, then the installed
+    share folder (found through the ament index on ROS, else under this Python's prefix after ``pip install``)."""
+    dirs = [Path(__file__).resolve().parent.parent / "config" / subfolder]
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        dirs.append(Path(get_package_share_directory("trt_perception")) / "config" / "models")
+        dirs.append(Path(get_package_share_directory("trt_perception")) / "config" / subfolder)
     except (ImportError, LookupError, ValueError, OSError):  # OSError: AMENT_PREFIX_PATH unset
         pass
-    dirs.append(Path(sys.prefix) / "share" / "trt_perception" / "config" / "models")
+    dirs.append(Path(sys.prefix) / "share" / "trt_perception" / "config" / subfolder)
     return list(dict.fromkeys(folder for folder in dirs if folder.is_dir()))
+
+
+def bundled_spec_dirs() -> list[Path]:
+    """Folders holding the bundled specs (``config/models``, see ``package_config_dirs``)."""
+    return package_config_dirs("models")
 
 
 def bundled_spec_names() -> list[str]:

@@ -48,7 +48,8 @@ def create_backend(
 ) -> Backend:
     """Load the spec's model on the chosen backend (see ``resolve_backend_kind``).
 
-    ``providers`` and ``intra_op_threads`` configure ONNX Runtime.
+    ``providers`` and ``intra_op_threads`` configure ONNX Runtime, the spec's ``tensorrt`` section
+    TensorRT (``cuda_graph``).
     """
     kind = resolve_backend_kind(spec, backend)
     if kind == "tensorrt":
@@ -56,7 +57,7 @@ def create_backend(
             tensorrt_backend = importlib.import_module("trt_perception.backends.tensorrt")
         except ImportError as error:
             raise ModelLoadError(f"the TensorRT backend cannot be loaded for {spec.engine or spec.model}: {error}") from error
-        return tensorrt_backend.create_tensorrt_backend(spec)
+        return tensorrt_backend.create_tensorrt_backend(spec, cuda_graph=spec.tensorrt.cuda_graph)
     from trt_perception.backends.onnxruntime import OnnxRuntimeBackend
 
     assert spec.model is not None
