@@ -128,3 +128,35 @@ def test_channel_tables_equal_opencv_colour_conversion(order: str, model_order: 
     pixels = image[:, :, 0] if order == "MONO" else image
     expected = convert_color(pixels, order, model_order)
     np.testing.assert_array_equal(image[:, :, list(SOURCE_CHANNELS[order][model_order])], expected)
+
+
+def test_packed_detections_come_back_bit_for_bit() -> None:
+    """One float64 Nx6 array carries float32 boxes/scores and int64 class ids without any change."""
+    from trt_perception.gpu.detection import pack_detections, unpack_detections
+
+    rng = np.random.default_rng(7)
+    boxes = rng.standard_normal((50, 4)).astype(np.float32) * 1e3
+    boxes[0] = [np.finfo(np.float32).max, np.finfo(np.float32).tiny, -0.0, np.float32(1e-45)]
+    scores = rng.random(50).astype(np.float32)
+    class_ids = rng.integers(0, 2**53, 50, dtype=np.int64)
+    packed = pack_detections(boxes, scores, class_ids)
+    assert packed.shape == (50, 6) and packed.dtype == np.float64
+    unpacked = unpack_detections(packed)
+    assert unpacked.boxes.tobytes() == boxes.tobytes()
+    assert unpacked.scores.tobytes() == scores.tobytes()
+    np.testing.assert_array_equal(unpacked.class_ids, class_ids)
+    empty = unpack_detections(pack_detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)))
+    assert len(empty) == 0 and empty.boxes.shape == (0, 4)
+
+
+def test_array_module_picks_cupy_only_for_cupy_arrays(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    from trt_perception.gpu import array_module
+
+    stand_in = types.ModuleType("cupy")
+    device_array = type("ndarray", (), {"__module__": "cupy._core.core"})()
+    assert array_module(np.zeros(3)) is np and array_module([1, 2]) is np
+    monkeypatch.setitem(sys.modules, "cupy", stand_in)
+    assert array_module(device_array) is stand_in and array_module(np.zeros(3)) is np

@@ -55,19 +55,23 @@ def test_gpu_pipeline_equals_cpu_pipeline(model: str, image: str) -> None:
     pipeline.close()
 
 
-def test_gpu_pipeline_over_tensorrt_keeps_tensors_on_the_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("model", "image"), [("selfie_segmentation", "astronaut.png"), ("centernet_mobilenetv3_coco", "coffee.png")])
+def test_gpu_pipeline_over_tensorrt_keeps_tensors_on_the_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str, image: str
+) -> None:
+    """Segmentation labels, or detections decoded and filtered on the device, equal the CPU pipeline's."""
     from tensorrt_double import build_engine_file, install
 
     from trt_perception.backends.tensorrt import TensorRTBackend
     from trt_perception.gpu.pipeline import GpuPipeline
 
-    spec = load_model_spec("selfie_segmentation")
+    spec = load_model_spec(model)
     reference = Pipeline.from_spec(spec, backend_kind="onnxruntime")
     monkeypatch.setenv("TRT_DOUBLE_REAL_CUPY", "1")
     install(monkeypatch)
     backend = TensorRTBackend(build_engine_file(tmp_path, spec))
     gpu_pipeline = GpuPipeline(Pipeline(spec, backend))
-    frame = bgr_frame("astronaut.png", (720, 1280))
+    frame = bgr_frame(image, (720, 1280))
     assert_same_result(gpu_pipeline.run(frame, "BGR"), reference.run(frame, "BGR"))
     backend.close()
     reference.close()

@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from trt_perception.gpu._cupy import array_module
+
 Placement = Literal["centered", "top_left"]
 
 
@@ -57,16 +59,19 @@ class ResizeGeometry:
         )
 
     def boxes_to_source(self, boxes: npt.ArrayLike, clip: bool = True) -> npt.NDArray[np.float32]:
-        """Map ``xyxy`` boxes from network-input pixels to source pixels (clipped to the image)."""
-        out = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+        """Map ``xyxy`` boxes from network-input pixels to source pixels (clipped to the image).
+
+        CuPy boxes are mapped on the device (same float64 arithmetic, same results)."""
+        xp = array_module(boxes)
+        out = xp.array(boxes, dtype=xp.float64).reshape(-1, 4)
         sy, sx = self.scale
         top, left = self.offset
         out[:, 0::2] = (out[:, 0::2] - left) / sx
         out[:, 1::2] = (out[:, 1::2] - top) / sy
         if clip:
-            np.clip(out[:, 0::2], 0, self.source_size[1], out=out[:, 0::2])
-            np.clip(out[:, 1::2], 0, self.source_size[0], out=out[:, 1::2])
-        return out.astype(np.float32)
+            xp.clip(out[:, 0::2], 0, self.source_size[1], out=out[:, 0::2])
+            xp.clip(out[:, 1::2], 0, self.source_size[0], out=out[:, 1::2])
+        return out.astype(xp.float32)
 
     def boxes_to_network(self, boxes: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Map ``xyxy`` boxes from source pixels to network-input pixels."""

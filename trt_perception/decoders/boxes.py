@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from trt_perception.gpu._cupy import array_module
+
 # Coordinate order of each coding; "xywh" is the top-left corner plus width and height.
 BOX_FORMATS: dict[str, tuple[str, str, str, str]] = {
     "xyxy": ("x1", "y1", "x2", "y2"),
@@ -22,21 +24,23 @@ def to_xyxy(
 ) -> npt.NDArray[np.float32]:
     """Convert ``Nx4`` boxes in ``box_format`` to ``xyxy`` float32 pixels of the network input.
 
-    ``normalized`` boxes are fractions of the network input's width and height.
+    ``normalized`` boxes are fractions of the network input's width and height. CuPy boxes give
+    CuPy results.
     """
-    values = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    xp = array_module(boxes)
+    values = xp.asarray(boxes, dtype=xp.float32).reshape(-1, 4)
     a, b, c, d = values.T
     if box_format == "xyxy":
-        out = np.stack([a, b, c, d], axis=1)
+        out = xp.stack([a, b, c, d], axis=1)
     elif box_format == "yxyx":
-        out = np.stack([b, a, d, c], axis=1)
+        out = xp.stack([b, a, d, c], axis=1)
     elif box_format == "cxcywh":
-        out = np.stack([a - c / 2, b - d / 2, a + c / 2, b + d / 2], axis=1)
+        out = xp.stack([a - c / 2, b - d / 2, a + c / 2, b + d / 2], axis=1)
     elif box_format == "xywh":
-        out = np.stack([a, b, a + c, b + d], axis=1)
+        out = xp.stack([a, b, a + c, b + d], axis=1)
     else:
         raise ValueError(f"unknown box format {box_format!r}; expected one of {', '.join(BOX_FORMATS)}")
     if normalized:
         height, width = network_size
-        out *= np.array([width, height, width, height], dtype=np.float32)
+        out *= xp.asarray([width, height, width, height], dtype=xp.float32)
     return out

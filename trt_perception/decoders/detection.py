@@ -1,7 +1,9 @@
 """Detection decoders: model outputs to ``Detections`` (``xyxy`` in network-input pixels).
 
 Each decoder keeps the detections whose score reaches ``score_threshold``; NMS, the detection limit
-and the class allow-list are applied afterwards by ``filter_detections``.
+and the class allow-list are applied afterwards by ``filter_detections``. Decoders with
+``device_exact`` set also run on CuPy outputs (``decode_arrays`` then returns CuPy arrays) with
+results identical to the host's: they only select, compare and do single IEEE operations.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +21,7 @@ from trt_perception.decoders.params import DecoderParams
 from trt_perception.decoders.tensors import finite_range, require_finite, require_rank, select_output
 from trt_perception.errors import InferenceError, SpecError
 from trt_perception.geometry import ResizeGeometry
+from trt_perception.gpu._cupy import array_module
 from trt_perception.results import Detections
 
 
@@ -31,16 +35,25 @@ class DetectionDecoder(ABC):
 
     class_offset: int
     num_classes: int | None
+    device_exact: ClassVar[bool] = True
 
-    @abstractmethod
     def decode(
         self, outputs: Mapping[str, npt.NDArray], geometry: ResizeGeometry, score_threshold: float
     ) -> Detections:
         """Detections with score >= ``score_threshold``, boxes ``xyxy`` in network-input pixels."""
+        return Detections(*self.decode_arrays(outputs, geometry, score_threshold))
 
-    def _class_ids(self, name: str, values: npt.NDArray) -> npt.NDArray[np.int64]:
+    @abstractmethod
+    def decode_arrays(
+        self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float
+    ) -> tuple[Any, Any, Any]:
+        """``decode``'s boxes ``Nx4``, scores ``N`` and int64 class ids ``N`` as arrays of the outputs'
+        array module (numpy, or CuPy for device outputs when ``device_exact``)."""
+
+    def _class_ids(self, name: str, values: Any) -> Any:
         """Class indices from ``values`` (integer or float) minus the offset, checked against the labels."""
-        raw = values if np.issubdtype(values.dtype, np.integer) else np.rint(values)
+        xp = array_module(values)
+        raw = values if np.issubdtype(values.dtype, np.integer) else xp.rint(values)
         ids = raw.astype(np.int64) - self.class_offset
         if ids.size:
             low, high = int(ids.min()), int(ids.max())
@@ -116,9 +129,9 @@ class SeparateTensorsDecoder(DetectionDecoder):
             num_classes=num_classes,
         )
 
-    def decode(
-        self, outputs: Mapping[str, npt.NDArray], geometry: ResizeGeometry, score_threshold: float
-    ) -> Detections:
+    def decode_arrays(
+        self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float
+    ) -> tuple[Any, Any, Any]:
         boxes_name, boxes_tensor = select_output(outputs, self.boxes, "decoder.boxes")
         boxes = _batch_item(boxes_name, boxes_tensor, 2, "[N,4] or [B,N,4]")
         if boxes.shape[1] != 4:
@@ -129,12 +142,12 @@ class SeparateTensorsDecoder(DetectionDecoder):
         scores_name, scores = self._per_box(outputs, self.scores, "decoder.scores", len(boxes), boxes_name)
         scores = scores[:count]
         require_finite(scores_name, scores)
-        keep = np.flatnonzero(scores >= score_threshold)
+        xp = array_module(scores)
+        keep = xp.flatnonzero(scores >= score_threshold)
         kept_boxes = boxes[keep]
         require_finite(boxes_name, kept_boxes)
-        class_ids: npt.NDArray[np.int64]
         if self.classes is None:
-            class_ids = np.zeros(len(keep), np.int64)
+            class_ids = xp.zeros(len(keep), np.int64)
         else:
             classes_name, classes = self._per_box(
                 outputs, self.classes, "decoder.classes", len(boxes), boxes_name
@@ -142,7 +155,7 @@ class SeparateTensorsDecoder(DetectionDecoder):
             require_finite(classes_name, classes[keep])
             class_ids = self._class_ids(classes_name, classes[keep])
         xyxy = to_xyxy(kept_boxes, self.box_format, self.normalized, geometry.network_size)
-        return Detections(xyxy, scores[keep], class_ids)
+        return xyxy, scores[keep], class_ids
 
     def _valid_count(self, outputs: Mapping[str, npt.NDArray], capacity: int) -> int:
         if self.num_detections is None:
@@ -229,9 +242,9 @@ class RowsDecoder(DetectionDecoder):
             normalized=params.boolean("normalized", False),
         )
 
-    def decode(
-        self, outputs: Mapping[str, npt.NDArray], geometry: ResizeGeometry, score_threshold: float
-    ) -> Detections:
+    def decode_arrays(
+        self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float
+    ) -> tuple[Any, Any, Any]:
         name, tensor = select_output(outputs, self.output, "decoder.output")
         rows = _batch_item(name, tensor, 2, "[N,K] or [B,N,K]")
         used = [*self.box_columns, self.score_column] + (
@@ -246,15 +259,14 @@ class RowsDecoder(DetectionDecoder):
         require_finite(name, scores)
         selected = rows[scores >= score_threshold]
         require_finite(name, selected[:, used])
-        class_ids: npt.NDArray[np.int64]
         if self.class_column is None:
-            class_ids = np.zeros(len(selected), np.int64)
+            class_ids = array_module(rows).zeros(len(selected), np.int64)
         else:
             class_ids = self._class_ids(name, selected[:, self.class_column])
         boxes = to_xyxy(
             selected[:, self.box_columns], self.box_format, self.normalized, geometry.network_size
         )
-        return Detections(boxes, selected[:, self.score_column], class_ids)
+        return boxes, selected[:, self.score_column], class_ids
 
 
 @dataclass
@@ -281,29 +293,30 @@ class YoloDecoder(DetectionDecoder):
             normalized=params.boolean("normalized", False),
         )
 
-    def decode(
-        self, outputs: Mapping[str, npt.NDArray], geometry: ResizeGeometry, score_threshold: float
-    ) -> Detections:
+    def decode_arrays(
+        self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float
+    ) -> tuple[Any, Any, Any]:
         name, tensor = select_output(outputs, self.output, "decoder.output")
         require_rank(name, tensor, (3,), "[B,N,5+C] (YOLOv5) or [B,4+C,N] (YOLOv8)")
         version = self._version(name, tensor.shape)
         table = tensor[0]
         if table.size:
             finite_range(name, table)
+        xp = array_module(table)
         if version == "v8":
             class_scores = table[4:]
             best = class_scores.max(axis=0)
-            keep = np.flatnonzero(best >= score_threshold)
-            classes = np.argmax(class_scores[:, keep], axis=0)
+            keep = xp.flatnonzero(best >= score_threshold)
+            classes = xp.argmax(class_scores[:, keep], axis=0)
             boxes = table[:4, keep].T
         else:
             class_scores = table[:, 5:]
             best = table[:, 4] * class_scores.max(axis=1)
-            keep = np.flatnonzero(best >= score_threshold)
-            classes = np.argmax(class_scores[keep], axis=1)
+            keep = xp.flatnonzero(best >= score_threshold)
+            classes = xp.argmax(class_scores[keep], axis=1)
             boxes = table[keep, :4]
         xyxy = to_xyxy(boxes, "cxcywh", self.normalized, geometry.network_size)
-        return Detections(xyxy, best[keep], self._class_ids(name, classes))
+        return xyxy, best[keep], self._class_ids(name, classes)
 
     def _version(self, name: str, shape: tuple[int, ...]) -> str:
         _, rows, columns = shape
@@ -332,10 +345,12 @@ class DetrDecoder(DetectionDecoder):
 
     Boxes are ``cx,cy,w,h`` normalized to the network input. Scores are the softmax probabilities
     of the best real class (no-object excluded, as in DETR's own post-processing); no NMS needed.
+    Host only (``device_exact`` false): a device ``exp`` may round differently from numpy's.
     """
 
     logits: str
     boxes: str
+    device_exact: ClassVar[bool] = False
 
     @classmethod
     def from_params(cls, params: DecoderParams, num_classes: int | None) -> DetrDecoder:
@@ -347,9 +362,9 @@ class DetrDecoder(DetectionDecoder):
             boxes=params.string("boxes", "pred_boxes"),
         )
 
-    def decode(
-        self, outputs: Mapping[str, npt.NDArray], geometry: ResizeGeometry, score_threshold: float
-    ) -> Detections:
+    def decode_arrays(
+        self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float
+    ) -> tuple[Any, Any, Any]:
         logits_name, logits_tensor = select_output(outputs, self.logits, "decoder.logits")
         boxes_name, boxes_tensor = select_output(outputs, self.boxes, "decoder.boxes")
         logits = _batch_item(logits_name, logits_tensor, 2, "[B,Q,C+1]")
@@ -373,4 +388,4 @@ class DetrDecoder(DetectionDecoder):
         require_finite(boxes_name, kept_boxes)
         classes = self._class_ids(logits_name, np.argmax(probabilities[keep], axis=1))
         xyxy = to_xyxy(kept_boxes, "cxcywh", True, geometry.network_size)
-        return Detections(xyxy, scores[keep], classes)
+        return xyxy, scores[keep], classes

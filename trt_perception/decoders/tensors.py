@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from trt_perception.errors import InferenceError
+from trt_perception.gpu._cupy import array_module
 
 
 def select_output(
@@ -16,6 +17,7 @@ def select_output(
     """The output called ``name``; with ``name`` None, the model's only output.
 
     ``param`` is the decoder parameter that names the tensor (e.g. ``decoder.output``), for messages.
+    CuPy arrays stay on the device; anything else becomes a numpy array.
     """
     if name is None:
         if len(outputs) != 1:
@@ -28,7 +30,8 @@ def select_output(
         raise InferenceError(
             f"model output '{name}' ({param}) not found; available outputs: {', '.join(outputs) or 'none'}"
         )
-    return name, np.asarray(outputs[name])
+    tensor = outputs[name]
+    return name, tensor if array_module(tensor) is not np else np.asarray(tensor)
 
 
 def require_rank(name: str, array: npt.NDArray, ranks: tuple[int, ...], expected: str) -> None:
@@ -39,9 +42,10 @@ def require_rank(name: str, array: npt.NDArray, ranks: tuple[int, ...], expected
 
 def finite_range(name: str, array: npt.NDArray) -> tuple[float, float]:
     """Minimum and maximum of a non-empty array; raise if it holds NaN or infinity."""
-    low, high = float(np.min(array)), float(np.max(array))
+    xp = array_module(array)
+    low, high = float(array.min()), float(array.max())
     if not (np.isfinite(low) and np.isfinite(high)):
-        bad = int(np.count_nonzero(~np.isfinite(array)))
+        bad = int(xp.count_nonzero(~xp.isfinite(array)))
         raise InferenceError(f"output '{name}' contains {bad} NaN or infinite values")
     return low, high
 

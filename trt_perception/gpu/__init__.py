@@ -13,6 +13,6 @@ raise ``ImportError`` explaining how to install it. ``resize_tables`` (numpy onl
 math the kernels use, tested on CPU against OpenCV.
 """
 
-from trt_perception.gpu._cupy import gpu_available, require_cupy
+from trt_perception.gpu._cupy import array_module, gpu_available, require_cupy
 
-__all__ = ["gpu_available", "require_cupy"]
+__all__ = ["array_module", "gpu_available", "require_cupy"]

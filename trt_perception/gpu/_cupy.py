@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from types import ModuleType
+from typing import Any
+
+import numpy as np
 
 from trt_perception.errors import GpuUnavailableError
 
@@ -27,6 +31,14 @@ def require_cupy() -> ModuleType:
     if device_count == 0:
         raise GpuUnavailableError("CuPy is installed but no CUDA device is usable: the CUDA runtime reports 0 devices")
     return cupy
+
+
+def array_module(array: Any) -> ModuleType:
+    """``cupy`` for a CuPy array, else ``numpy``: code written against the returned module runs
+    unchanged on host and device arrays (CuPy is never imported here)."""
+    if type(array).__module__.partition(".")[0] == "cupy" and "cupy" in sys.modules:
+        return sys.modules["cupy"]
+    return np
 
 
 def gpu_available() -> bool:

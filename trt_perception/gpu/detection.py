@@ -1,5 +1,5 @@
 """GPU twin of ``decoders.filter_detections``: score threshold, class allow-list, NMS and top-k on
-device arrays, so only the kept boxes travel back to the host."""
+device arrays, so only the kept boxes travel back to the host, packed into one array."""
 
 from __future__ import annotations
 
@@ -8,16 +8,38 @@ from typing import Any
 import numpy as np
 
 from trt_perception.decoders import DetectionFilter
-from trt_perception.gpu._cupy import require_cupy
+from trt_perception.gpu._cupy import array_module, require_cupy
 from trt_perception.gpu.kernels import postprocess_module
 from trt_perception.results import Detections
 
 _NMS_THREADS = 256
 
 
+# Columns of a packed detection row: x1, y1, x2, y2, score, class id (float64 holds float32 values
+# and class ids below 2**53 exactly).
+PACKED_COLUMNS = 6
+
+
+def pack_detections(boxes: Any, scores: Any, class_ids: Any) -> Any:
+    """Boxes ``Nx4``, scores ``N`` and class ids ``N`` (numpy or CuPy) as one float64 ``Nx6``
+    array of the same module, so that kept detections cross to the host in one copy."""
+    xp = array_module(boxes)
+    packed = xp.empty((len(scores), PACKED_COLUMNS), xp.float64)
+    packed[:, :4] = boxes.reshape(-1, 4)
+    packed[:, 4] = scores
+    packed[:, 5] = class_ids
+    return packed
+
+
+def unpack_detections(packed: np.ndarray) -> Detections:
+    """The ``Detections`` (float32 boxes and scores, int64 class ids) of a host ``pack_detections`` array."""
+    return Detections(packed[:, :4], packed[:, 4], packed[:, 5].astype(np.int64))
+
+
 def filter_detections_gpu(boxes: Any, scores: Any, class_ids: Any, detection_filter: DetectionFilter) -> Detections:
     """``filter_detections`` for ``xyxy`` boxes ``Nx4``, scores ``N`` and class ids ``N`` given as
-    cupy (or numpy) arrays: the same boxes in the same order, best score first, as host arrays."""
+    cupy (or numpy) arrays: the same boxes in the same order, best score first, as host arrays
+    (the kept rows come back in one packed copy)."""
     cupy = require_cupy()
     boxes = cupy.asarray(boxes, dtype=cupy.float32).reshape(-1, 4)
     scores = cupy.asarray(scores, dtype=cupy.float32).reshape(-1)
@@ -32,7 +54,7 @@ def filter_detections_gpu(boxes: Any, scores: Any, class_ids: Any, detection_fil
         order = order[: detection_filter.max_detections]
     elif len(order):
         order = order[_nms_positions(cupy, boxes[order], class_ids[order], detection_filter)]
-    return Detections(cupy.asnumpy(boxes[order]), cupy.asnumpy(scores[order]), cupy.asnumpy(class_ids[order]))
+    return unpack_detections(cupy.asnumpy(pack_detections(boxes[order], scores[order], class_ids[order])))
 
 
 def _nms_positions(cupy: Any, sorted_boxes: Any, sorted_classes: Any, detection_filter: DetectionFilter) -> Any:

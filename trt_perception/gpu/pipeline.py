@@ -2,8 +2,9 @@
 
 With a backend that runs on device arrays (``infer_device``, the TensorRT backend) the frame goes
 up once, the network input is written by one kernel into a device buffer that TensorRT reads in
-place, and only the labels come back. Other backends (ONNX Runtime) get the tensor as a host copy
-and return host outputs, which are uploaded for the GPU decoders.
+place, and only the labels (or the kept detections, in one packed array) come back. Other backends
+(ONNX Runtime) get the tensor as a host copy and return host outputs, which are uploaded for the
+GPU segmentation decoders and decoded on the host for detection.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy.typing as npt
 
 from trt_perception.backends import Backend
 from trt_perception.decoders import DetectionDecoder, DetectionFilter, filter_detections
+from trt_perception.geometry import ResizeGeometry
 from trt_perception.gpu._cupy import require_cupy
 from trt_perception.gpu.detection import filter_detections_gpu
 from trt_perception.gpu.preprocess import GpuPreprocessor
@@ -104,22 +106,28 @@ class GpuPipeline:
                 self.device_image, self.image_step = self.preprocessor.last_upload
                 result = SegmentationResult(cupy.asnumpy(labels), pipeline.class_names, geometry, timings)
             else:
-                detection_filter = pipeline.detection_filter
-                host = {name: cupy.asnumpy(value) for name, value in outputs.items()}
-                decoder = pipeline.decoder
-                assert isinstance(decoder, DetectionDecoder)
-                network = decoder.decode(host, geometry, detection_filter.score_threshold)
-                in_source = Detections(geometry.boxes_to_source(network.boxes), network.scores, network.class_ids)
-                if len(in_source) >= GPU_NMS_MIN_BOXES:
-                    kept = filter_detections_gpu(in_source.boxes, in_source.scores, in_source.class_ids, detection_filter)
-                else:
-                    kept = filter_detections(in_source, detection_filter)
-                result = DetectionResult(kept, pipeline.class_names, geometry, timings)
+                result = DetectionResult(self._detections(outputs, geometry), pipeline.class_names, geometry, timings)
             finished = time.perf_counter()
         timings.milliseconds.update(
             zip(STAGES, ((preprocessed - start) * 1e3, (inferred - preprocessed) * 1e3, (finished - inferred) * 1e3))
         )
         return result
+
+    def _detections(self, outputs: dict[str, Any], geometry: ResizeGeometry) -> Detections:
+        """Decode, map to source pixels and filter. Device outputs of a ``device_exact`` decoder stay
+        on the GPU throughout and only the kept rows come back (one packed copy); otherwise the
+        outputs are decoded on the host and the filter runs on the GPU from ``GPU_NMS_MIN_BOXES`` on."""
+        detection_filter = self.pipeline.detection_filter
+        decoder = self.pipeline.decoder
+        assert isinstance(decoder, DetectionDecoder)
+        on_device = self._on_device and decoder.device_exact
+        if not on_device:
+            outputs = {name: self.cupy.asnumpy(value) for name, value in outputs.items()}
+        boxes, scores, class_ids = decoder.decode_arrays(outputs, geometry, detection_filter.score_threshold)
+        boxes = geometry.boxes_to_source(boxes)
+        if on_device or len(scores) >= GPU_NMS_MIN_BOXES:
+            return filter_detections_gpu(boxes, scores, class_ids, detection_filter)
+        return filter_detections(Detections(boxes, scores, class_ids), detection_filter)
 
     def _infer(self, tensor: Any) -> dict[str, Any]:
         pipeline = self.pipeline
