@@ -75,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.live:
             try:
-                from trt_perception.evaluation.live import LiveOptions, run_live_eval
-                import rclpy  # noqa: F401
+                from trt_perception.ros.bag_player import LiveOptions, run_live_eval
             except ImportError as error:
                 print(f"bag-eval: --live needs ROS 2 (rclpy): {error}; source scripts/ros_env.sh", file=sys.stderr)
                 return 1

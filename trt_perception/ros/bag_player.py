@@ -5,7 +5,8 @@ the recorded rate or a fixed one; the node's outputs are matched to the played f
 stamp, so the evaluation includes ROS transport, the node's frame dropping and real timing. Latency
 is publish-to-receive per frame ("end_to_end"). Frames the node never answers are counted.
 
-This is the only evaluation module that needs ROS (rclpy); it imports it when called.
+It lives in ``ros/`` because it needs ROS (rclpy and the message packages); ``cli/bag_eval.py``
+imports it only for ``--live``, and everything else of the evaluation runs without ROS.
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from vision_msgs.msg import Detection2DArray
 
 from trt_perception.errors import ImageDecodeError
 from trt_perception.evaluation import bag_io
@@ -49,10 +56,6 @@ class PlayedFrame:
 
 def run_live_eval(options: BagEvalOptions, live: LiveOptions) -> EvaluationResult:
     """Play the bag into the node, record its outputs under ``options.out`` and score them."""
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
-
     setup = prepare_evaluation(options)
     context = Context()
     rclpy.init(context=context)
@@ -80,10 +83,6 @@ class _Player:
         self, setup: EvaluationSetup, options: BagEvalOptions, live: LiveOptions, node: Any, executor: Any,
         writer: bag_io.BagWriter,
     ) -> None:
-        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CompressedImage, Image
-        from vision_msgs.msg import Detection2DArray
-
         self.setup, self.options, self.live = setup, options, live
         self.node, self.executor, self.writer = node, executor, writer
         self.store = bag_io.typestore(bag_io.bag_distro(setup.reader))
