@@ -139,6 +139,27 @@ def test_backend_metadata_and_dynamic_output_buffers(identity_backend):
     np.testing.assert_array_equal(identity_backend.infer({"x": data})["y"], data)
 
 
+def test_bound_buffers_follow_new_contents_shapes_and_arrays(identity_backend):
+    """The IOBinding is reused across calls; what it computes always follows the arrays passed now."""
+    rng = np.random.default_rng(3)
+    frame = np.empty((1, 3, 5, 7), np.float32)
+    buffers = identity_backend.allocate_outputs({"x": frame.shape})
+    for _ in range(3):  # same buffers, new contents each time (as Pipeline's reused input buffer)
+        frame[...] = rng.standard_normal(frame.shape)
+        np.testing.assert_array_equal(identity_backend.infer({"x": frame}, buffers)["y"], frame)
+    other = rng.standard_normal((1, 3, 5, 7)).astype(np.float32)  # another input array, same shape
+    np.testing.assert_array_equal(identity_backend.infer({"x": other}, buffers)["y"], other)
+    other_buffers = identity_backend.allocate_outputs({"x": frame.shape})  # another output array
+    assert identity_backend.infer({"x": frame}, other_buffers)["y"] is other_buffers["y"]
+    np.testing.assert_array_equal(other_buffers["y"], frame)
+    larger = rng.standard_normal((1, 3, 9, 4)).astype(np.float32)  # new shape
+    np.testing.assert_array_equal(
+        identity_backend.infer({"x": larger}, identity_backend.allocate_outputs({"x": larger.shape}))["y"], larger
+    )
+    strided = np.asarray(rng.standard_normal((1, 5, 7, 3)), np.float32).transpose(0, 3, 1, 2)  # not contiguous
+    np.testing.assert_array_equal(identity_backend.infer({"x": strided}, buffers)["y"], strided)
+
+
 @pytest.mark.parametrize(
     ("inputs", "message"),
     [

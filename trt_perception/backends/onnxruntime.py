@@ -88,6 +88,9 @@ class OnnxRuntimeBackend:
             if isinstance(dim, str)
         ]
         self._symbolic_outputs = {node.name: list(node.shape) for node in self._session.get_outputs()}
+        self._binding: ort.IOBinding | None = None
+        self._bound_layout: dict[str, tuple[int, tuple[int, ...], np.dtype]] = {}
+        self._bound_arrays: dict[str, npt.NDArray] = {}
 
     @property
     def inputs(self) -> list[TensorInfo]:
@@ -125,23 +128,39 @@ class OnnxRuntimeBackend:
         unknown = set(outputs) - {info.name for info in self._outputs}
         if unknown:
             raise InferenceError(f"output buffer {sorted(unknown)[0]!r} is not an output of {self.model_path.name}")
-        binding = self._session.io_binding()
-        contiguous = {name: np.ascontiguousarray(array) for name, array in inputs.items()}
-        for name, array in contiguous.items():
-            binding.bind_input(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
         for info in self._outputs:
-            buffer = outputs.get(info.name)
-            if buffer is None:
-                binding.bind_output(info.name, "cpu")
-                continue
-            self._check_buffer(info, buffer)
-            binding.bind_output(info.name, "cpu", 0, buffer.dtype, buffer.shape, buffer.ctypes.data)
+            if info.name in outputs:
+                self._check_buffer(info, outputs[info.name])
+        binding = self._binding_for(inputs, outputs)
         self._session.run_with_iobinding(binding)
+        if len(outputs) == len(self._outputs):
+            return {info.name: outputs[info.name] for info in self._outputs}
         results = dict(outputs)
         for info, value in zip(self._outputs, binding.get_outputs()):
             if info.name not in results:
                 results[info.name] = value.numpy()
         return {info.name: results[info.name] for info in self._outputs}
+
+    def _binding_for(self, inputs: Mapping[str, npt.NDArray], outputs: Mapping[str, npt.NDArray]) -> ort.IOBinding:
+        """The session's IOBinding with these arrays bound, reused (no new binds) while the arrays'
+        memory, shapes and dtypes stay the same, as with ``Pipeline``'s reused buffers. The bound
+        arrays are kept referenced, so their memory cannot be freed and reused while bound."""
+        bound = {name: np.ascontiguousarray(array) for name, array in inputs.items()}
+        bound.update(outputs)
+        layout = {name: (array.ctypes.data, array.shape, array.dtype) for name, array in bound.items()}
+        if self._binding is not None and layout == self._bound_layout:
+            return self._binding
+        binding = self._session.io_binding()
+        for name, array in bound.items():
+            if name in inputs:
+                binding.bind_input(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
+            else:
+                binding.bind_output(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
+        for info in self._outputs:
+            if info.name not in outputs:
+                binding.bind_output(info.name, "cpu")
+        self._binding, self._bound_layout, self._bound_arrays = binding, layout, bound
+        return binding
 
     def allocate_outputs(self, input_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, npt.NDArray]:
         """Arrays for the outputs whose shapes follow from ``input_shapes`` (static dimensions or
@@ -160,6 +179,7 @@ class OnnxRuntimeBackend:
 
     def close(self) -> None:
         """Release the session."""
+        self._binding, self._bound_arrays = None, {}
         del self._session
 
     def _check_inputs(self, inputs: Mapping[str, npt.NDArray]) -> None:
