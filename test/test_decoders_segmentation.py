@@ -17,7 +17,7 @@ from onnx_builders import (
     run_model,
 )
 from trt_perception.decoders import create_decoder
-from trt_perception.decoders.segmentation import BinaryDecoder, SegmentationDecoder
+from trt_perception.decoders.segmentation import BinaryDecoder, SegmentationDecoder, label_dtype, planar_argmax
 from trt_perception.errors import InferenceError, SpecError
 from trt_perception.geometry import ResizeGeometry
 
@@ -347,3 +347,12 @@ def test_bad_config_raises_spec_error(config, num_classes, message) -> None:
 def test_unknown_task_raises_spec_error() -> None:
     with pytest.raises(SpecError, match="task: 'tracking'"):
         create_decoder("tracking", {"type": "labels"}, None)
+
+
+@pytest.mark.parametrize(("channels", "dtype"), [(2, np.float32), (21, np.float32), (300, np.float16)])
+def test_planar_argmax_equals_numpy_argmax_including_ties(channels: int, dtype: type) -> None:
+    rng = np.random.default_rng(channels)
+    scores = rng.integers(-3, 4, (channels, 37, 53)).astype(dtype)  # few distinct values: many ties
+    labels = planar_argmax(scores, label_dtype(channels))
+    assert labels.dtype == label_dtype(channels)
+    np.testing.assert_array_equal(labels, np.argmax(scores, axis=0))

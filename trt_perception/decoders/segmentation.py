@@ -111,8 +111,9 @@ class LogitsDecoder(SegmentationDecoder):
     ) -> npt.NDArray[np.unsignedinteger]:
         name, tensor = select_output(outputs, self.output, "decoder.output")
         require_rank(name, tensor, (4,), "[B,C,H,W]" if self.layout == "NCHW" else "[B,H,W,C]")
-        scores = np.ascontiguousarray(tensor[0].transpose(1, 2, 0)) if self.layout == "NCHW" else tensor[0]
-        channels = scores.shape[2]
+        scores = tensor[0]
+        channel_axis = 0 if self.layout == "NCHW" else 2
+        channels = scores.shape[channel_axis]
         if channels < 2 or scores.size == 0:
             raise InferenceError(
                 f"output '{name}' has shape {list(tensor.shape)} ({self.layout}): the logits decoder needs "
@@ -125,9 +126,25 @@ class LogitsDecoder(SegmentationDecoder):
         finite_range(name, scores)
         dtype = label_dtype(channels)
         if self.upsample == "after_argmax":
-            labels = np.argmax(scores, axis=2).astype(dtype)
+            labels = planar_argmax(scores, dtype) if self.layout == "NCHW" else np.argmax(scores, axis=2).astype(dtype)
             return resize_to_output(labels, geometry, at_source, LABEL_INTERPOLATION)
+        if self.layout == "NCHW":  # the bilinear resize needs the channels last
+            scores = np.ascontiguousarray(scores.transpose(1, 2, 0))
         return _argmax_of_resized(scores, geometry, at_source).astype(dtype)
+
+
+def planar_argmax(scores: npt.NDArray, dtype: type[np.unsignedinteger]) -> npt.NDArray[np.unsignedinteger]:
+    """``np.argmax(scores, axis=0).astype(dtype)`` for finite ``CxHxW`` scores, one channel plane at
+    a time (a running maximum; the first channel wins ties, as with argmax). numpy's argmax over the
+    first axis copies the scores to channels-last first; this reads each plane once in place."""
+    best = scores[0].copy()
+    labels = np.zeros(scores.shape[1:], dtype)
+    greater = np.empty(scores.shape[1:], np.bool_)
+    for channel in range(1, scores.shape[0]):
+        np.greater(scores[channel], best, out=greater)
+        np.copyto(labels, channel, where=greater)
+        np.maximum(best, scores[channel], out=best)
+    return labels
 
 
 def _argmax_of_resized(
