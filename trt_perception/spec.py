@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
@@ -124,9 +124,6 @@ class ModelSpec:
         return None if self.labels is None else len(self.labels)
 
 
-T = TypeVar("T")
-
-
 class _Section:
     """Reads the keys of one mapping of the spec, remembering its dotted path for error messages."""
 
@@ -137,12 +134,16 @@ class _Section:
         self.path = path
 
     def key(self, name: str) -> str:
+        """The dotted key of ``name`` in this section (e.g. ``input.size``), for messages."""
         return f"{self.path}.{name}" if self.path else name
 
     def has(self, name: str) -> bool:
+        """Whether ``name`` is present and not null."""
         return name in self.data and self.data[name] is not None
 
     def take(self, name: str, default: object = None, required: bool = False) -> Any:
+        """Remove and return ``name``'s value (null counts as missing: ``default``, or an error when
+        ``required``)."""
         value = self.data.pop(name, None)
         if value is None:
             if required:
@@ -151,36 +152,43 @@ class _Section:
         return value
 
     def choice(self, name: str, choices: tuple[str, ...], default: str | None = None) -> str:
+        """One of ``choices`` (required when ``default`` is None)."""
         value = self.take(name, default, required=default is None)
         if value not in choices:
             raise SpecError(f"{self.key(name)}: expected one of {', '.join(choices)}, got {value!r}")
         return str(value)
 
     def integer(self, name: str, default: int | None = None, minimum: int = 1) -> int:
+        """An integer >= ``minimum`` (required when ``default`` is None)."""
         value = self.take(name, default, required=default is None)
         return _integer(value, self.key(name), minimum)
 
     def number(self, name: str, default: float | None, low: float, high: float) -> float:
+        """A finite number in ``[low, high]`` (required when ``default`` is None)."""
         value = self.take(name, default, required=default is None)
         return _number(value, self.key(name), low, high)
 
     def boolean(self, name: str, default: bool) -> bool:
+        """``true`` or ``false`` (YAML booleans only)."""
         value = self.take(name, default)
         if not isinstance(value, bool):
             raise SpecError(f"{self.key(name)}: expected true or false, got {_describe(value)}")
         return value
 
     def text(self, name: str, default: str | None = None) -> str | None:
+        """A non-empty string, or ``default`` when missing."""
         value = self.take(name, default)
         if value is not None and (not isinstance(value, str) or not value):
             raise SpecError(f"{self.key(name)}: expected a non-empty string, got {_describe(value)}")
         return value
 
     def file_path(self, name: str, base_dir: Path) -> Path | None:
+        """A path, resolved from ``base_dir`` when relative; None when missing."""
         value = self.take(name)
         return None if value is None else _resolve(value, self.key(name), base_dir)
 
     def section(self, name: str, required: bool = False) -> _Section:
+        """The nested mapping ``name`` as a section (empty when missing and not ``required``)."""
         return _Section(self.take(name, {}, required), self.key(name))
 
     def finish(self) -> None:
@@ -191,10 +199,12 @@ class _Section:
 
 
 def _describe(value: object) -> str:
+    """A value with its type for messages, e.g. ``str 'yes'``."""
     return f"{type(value).__name__} {value!r}"
 
 
 def _integer(value: object, key: str, minimum: int) -> int:
+    """``value`` as an integer >= ``minimum`` (booleans refused); errors name ``key``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise SpecError(f"{key}: expected an integer, got {_describe(value)}")
     if value < minimum:
@@ -203,6 +213,7 @@ def _integer(value: object, key: str, minimum: int) -> int:
 
 
 def _number(value: object, key: str, low: float = -math.inf, high: float = math.inf) -> float:
+    """``value`` as a finite float in ``[low, high]`` (booleans refused); errors name ``key``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise SpecError(f"{key}: expected a number, got {_describe(value)}")
     if not low <= value <= high:
@@ -211,6 +222,7 @@ def _number(value: object, key: str, low: float = -math.inf, high: float = math.
 
 
 def _numbers(value: object, key: str, count: int) -> tuple[float, ...]:
+    """A list of exactly ``count`` finite numbers; errors name ``key`` or ``key[i]``."""
     if not isinstance(value, (list, tuple)):
         raise SpecError(f"{key}: expected {count} numbers, got {_describe(value)}")
     if len(value) != count:
@@ -219,6 +231,7 @@ def _numbers(value: object, key: str, count: int) -> tuple[float, ...]:
 
 
 def _resolve(path_value: object, key: str, base_dir: Path) -> Path:
+    """A non-empty path string, ``~`` expanded, relative paths resolved from ``base_dir``."""
     if not isinstance(path_value, str) or not path_value:
         raise SpecError(f"{key}: expected a file path, got {_describe(path_value)}")
     path = Path(path_value).expanduser()
@@ -226,6 +239,7 @@ def _resolve(path_value: object, key: str, base_dir: Path) -> Path:
 
 
 def _parse_size(value: object, key: str) -> tuple[int, int] | DynamicSize:
+    """``input.size``: ``[height, width]`` or a dynamic ``{short_side, multiple_of, max_long_side}``."""
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
             raise SpecError(f"{key}: expected [height, width], got {len(value)} numbers")
@@ -243,6 +257,7 @@ def _parse_size(value: object, key: str) -> tuple[int, int] | DynamicSize:
 
 
 def _parse_normalization(section: _Section) -> NormalizationSpec:
+    """``input.normalization``; ``mean_std`` needs 3 means and 3 positive stds."""
     kind = section.choice("type", NORMALIZATIONS, "unit")
     if kind != "mean_std":
         section.finish()
@@ -257,6 +272,7 @@ def _parse_normalization(section: _Section) -> NormalizationSpec:
 
 
 def _parse_input(section: _Section) -> InputSpec:
+    """The ``input`` section; a uint8 input must have normalization none."""
     size = _parse_size(section.take("size", required=True), section.key("size"))
     pad = section.take("pad_value", 0)
     pad_key = section.key("pad_value")
@@ -283,6 +299,7 @@ def _parse_input(section: _Section) -> InputSpec:
 
 
 def _parse_labels(value: object, key: str, base_dir: Path) -> tuple[str, ...]:
+    """Inline label list, or a file with one name per line (trailing empty lines ignored)."""
     if isinstance(value, (list, tuple)):
         names = [str(item) for item in value]
     else:
@@ -303,6 +320,7 @@ def _parse_labels(value: object, key: str, base_dir: Path) -> tuple[str, ...]:
 
 
 def _parse_palette(value: object, key: str) -> tuple[tuple[int, int, int], ...]:
+    """A non-empty list of ``[r, g, b]`` integers 0..255."""
     if not isinstance(value, (list, tuple)) or not value:
         raise SpecError(f"{key}: expected a list of [r, g, b] colours, got {_describe(value)}")
     colours = []
@@ -315,6 +333,7 @@ def _parse_palette(value: object, key: str) -> tuple[tuple[int, int, int], ...]:
 
 
 def _parse_detection(section: _Section) -> DetectionSpec:
+    """The ``detection`` section (an explicit ``nms_iou: null`` turns host NMS off)."""
     classes = section.take("classes")
     if classes is not None:
         if not isinstance(classes, (list, tuple)) or not classes:
@@ -336,6 +355,7 @@ def _parse_detection(section: _Section) -> DetectionSpec:
 
 
 def _parse_tensorrt(section: _Section) -> TensorRTSpec:
+    """The ``tensorrt`` section."""
     tensorrt = TensorRTSpec(cuda_graph=section.boolean("cuda_graph", False))
     section.finish()
     return tensorrt
@@ -401,6 +421,7 @@ def bundled_spec_names() -> list[str]:
 
 
 def _find_spec_file(path_or_name: str | Path) -> Path:
+    """A spec file path as given, or a bundled spec's file by name."""
     path = Path(path_or_name).expanduser()
     if path.suffix in SPEC_SUFFIXES or len(path.parts) > 1 or path.exists():
         if not path.is_file():

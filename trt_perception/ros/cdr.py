@@ -130,18 +130,24 @@ class _CdrReader:
         return offset
 
     def _unpack(self, fmt: struct.Struct, field: str) -> Any:
+        """The next value of ``fmt`` (aligned to its own size)."""
         return fmt.unpack_from(self._view, self._take(fmt.size, fmt.size, field))[0]
 
     def int32(self, field: str) -> int:
+        """The next ``int32``; ``field`` names it in truncation errors."""
         return int(self._unpack(_INT32[self._order], field))
 
     def uint32(self, field: str) -> int:
+        """The next ``uint32``; ``field`` names it in truncation errors."""
         return int(self._unpack(_UINT32[self._order], field))
 
     def boolean_byte(self, field: str) -> bool:
+        """The next byte as a ``bool`` (any non-zero value is true)."""
         return bool(self._unpack(_UINT8, field))
 
     def string(self, field: str) -> str:
+        """The next CDR string (uint32 length including the NUL, bytes, NUL) as UTF-8 text; raises
+        ``MalformedCdrError`` when it lacks the final NUL, holds another NUL or is not UTF-8."""
         length = self.uint32(f"{field} length")
         offset = self._take(length, 1, field)
         if length == 0:  # tolerated by Fast CDR as the empty string
@@ -164,6 +170,7 @@ class _CdrReader:
             ) from None
 
     def byte_sequence(self, field: str) -> npt.NDArray[np.uint8]:
+        """The next ``uint8[]`` sequence as a read-only view of the buffer (no copy)."""
         length = self.uint32(f"{field} length")
         offset = self._take(length, 1, field)
         data = self._bytes[offset : offset + length]
@@ -171,6 +178,7 @@ class _CdrReader:
         return data
 
     def header(self) -> MessageHeader:
+        """The next ``std_msgs/Header`` (stamp seconds, nanoseconds, frame id)."""
         return MessageHeader(
             stamp_sec=self.int32("header.stamp.sec"),
             stamp_nanosec=self.uint32("header.stamp.nanosec"),
