@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import onnx
 import pytest
+import yaml
 from onnx import TensorProto, helper
 from onnx_builders import activation_model, build_model
 
@@ -102,6 +103,19 @@ def test_backend_choice(tmp_path):
 
 
 # --------------------------------------------------------------------------- outputs
+
+def test_spec_errors_found_by_the_pipeline_name_the_spec_file(tmp_path):
+    """Errors only the model reveals (input name), or in a spec changed after loading, name its file."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_spec(tmp_path, sqrt_of_mean_model(), input__name="image")))
+    spec = load_model_spec(path)
+    with pytest.raises(SpecError, match=rf"^{path}: input.name: the model has no input 'image' \(inputs: x\)$"):
+        Pipeline.from_spec(spec)
+    changed = dataclasses.replace(spec, input=dataclasses.replace(spec.input, name=None),
+                                  decoder={"type": "binary", "output": "y", "threshold": "high"})
+    with pytest.raises(SpecError, match=f"^{path}: decoder.threshold: expected a number, got 'high'$"):
+        Pipeline.from_spec(changed)
+
 
 def test_nan_output_is_an_inference_error_naming_the_tensor(tmp_path):
     pipeline = tiny_pipeline(tmp_path, sqrt_of_mean_model())

@@ -92,6 +92,15 @@ def test_defaults_fill_missing_optional_keys(tmp_path):
     assert spec.tensorrt.cuda_graph is False
 
 
+def test_decoder_errors_name_the_spec_file_before_the_model_is_loaded(tmp_path):
+    data = with_change("task", "segmentation")
+    del data["detection"]
+    data["decoder"] = {"type": "binary", "threshold": "high"}  # and model.onnx does not exist
+    path = write_spec(tmp_path, data)
+    with pytest.raises(SpecError, match=f"^{path}: decoder.threshold: expected a number, got 'high'$"):
+        load_model_spec(path)
+
+
 def test_tensorrt_section(tmp_path):
     spec = parse_model_spec(with_change("tensorrt", {"cuda_graph": True}), tmp_path)
     assert spec.tensorrt.cuda_graph is True
@@ -132,6 +141,8 @@ def test_tensorrt_section(tmp_path):
         ("detection.classes", [True], "detection.classes[0]: expected a class name or index"),
         ("output_resolution", "half", "output_resolution: expected one of source, network"),
         ("labls", ["a"], "labls: unknown key"),
+        ("decoder", {"type": "yolo", "version": "v9"}, "decoder.version: 'v9' is not one of auto, v5, v8"),
+        ("decoder", {"type": "rows", "threshold": 0.5}, "decoder.threshold: unknown parameter"),
         ("tensorrt", {"cuda_graph": "yes"}, "tensorrt.cuda_graph: expected true or false, got str 'yes'"),
         ("tensorrt", {"cuda_graphs": True}, "tensorrt.cuda_graphs: unknown key"),
         ("tensorrt", True, "tensorrt: expected a mapping, got bool True"),

@@ -57,12 +57,17 @@ class Pipeline:
     def __init__(self, spec: ModelSpec, backend: Backend) -> None:
         self.spec = spec
         self.backend = backend
-        self.input_name = self._input_name()
-        self._check_input_tensor()
+        try:  # spec errors found against the model (or in a changed spec) name the spec file too
+            self.input_name = self._input_name()
+            self._check_input_tensor()
+            self.decoder = create_decoder(spec.task, spec.decoder, spec.num_classes)
+            self._detection_filter = detection_filter_from_spec(spec) if spec.task == "detection" else None
+        except SpecError as error:
+            if spec.source is None or str(error).startswith(f"{spec.source}:"):
+                raise
+            raise SpecError(f"{spec.source}: {error}") from error
         self.preprocessor = Preprocessor(spec.input)
-        self.decoder = create_decoder(spec.task, spec.decoder, spec.num_classes)
         self.class_names: tuple[str, ...] = spec.labels or ()
-        self._detection_filter = detection_filter_from_spec(spec) if spec.task == "detection" else None
         self._output_buffers: dict[str, npt.NDArray] = {}
         self._buffers_for_shape: tuple[int, ...] | None = None
 

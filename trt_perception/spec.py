@@ -3,8 +3,8 @@
 ``load_model_spec`` reads a spec file (or a bundled spec by name, from ``config/models``), checks
 every key and returns a frozen ``ModelSpec``. Any problem raises ``SpecError`` naming the key, e.g.
 ``input.normalization.mean: expected 3 numbers, got 2``. Relative paths resolve from the folder of
-the spec file. The ``decoder`` mapping is passed through unchanged: ``decoders.create_decoder``
-validates it.
+the spec file. The ``decoder`` mapping is kept as written, after ``decoders.create_decoder`` has
+validated it (so its errors, too, come with the spec file's path).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from trt_perception.decoders import create_decoder
 from trt_perception.errors import SpecError
 
 TASKS = ("segmentation", "detection")
@@ -393,6 +394,7 @@ def parse_model_spec(data: object, base_dir: Path, source: Path | None = None) -
     root.finish()
     if spec.backend == "onnxruntime" and spec.model is None:
         raise SpecError("model: required when backend is onnxruntime")
+    create_decoder(spec.task, spec.decoder, spec.num_classes)  # decoder.<key> errors now, before any model loads
     return spec
 
 
