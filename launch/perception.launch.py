@@ -3,6 +3,10 @@ det.launch.py include it with their node and defaults.
 
     ros2 launch trt_perception perception.launch.py executable:=detection_node node_name:=detection \
         model_spec:=yolov8n_coco params_file:=/path/to/detection.yaml image_topic:=/camera/image_raw
+
+No Fast DDS environment is set here: the node itself picks the shipped large-images profile unless
+FASTRTPS_DEFAULT_PROFILES_FILE / FASTDDS_DEFAULT_PROFILES_FILE is set (docs/nodes.md, QoS), so
+`ros2 run` and `ros2 launch` behave the same.
 """
 
 from launch import LaunchDescription

@@ -46,7 +46,8 @@ def camera_image_answered(output_topic: str, message_type: type, timeout: float 
         node.create_subscription(message_type, output_topic, received.append, 10)
         camera = node.create_publisher(Image, IMAGE_TOPIC, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
         bgr = cv2.imread(str(REPO / "test" / "fixtures" / "images" / "motorcycle_left.png"))
-        # Half size: small enough for best-effort delivery with Fast DDS's default shared memory.
+        # Half size: this camera runs with Fast DDS's defaults, whose shared memory loses best-effort
+        # samples above ~512 KB (the sender's segment decides; docs/nodes.md, QoS).
         rgb = np.ascontiguousarray(cv2.resize(bgr, None, fx=0.5, fy=0.5)[:, :, ::-1])
         image = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=rgb.shape[1] * 3,
                       data=rgb.tobytes())

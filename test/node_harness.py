@@ -233,6 +233,11 @@ def read_rgb(name: str) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def camera_frame(name: str, height: int, width: int) -> np.ndarray:
+    """A sample image scaled to a camera size (rgb8), the same in every process."""
+    return np.ascontiguousarray(cv2.resize(read_rgb(name), (width, height), interpolation=cv2.INTER_AREA))
+
+
 def image_message(pixels: np.ndarray, encoding: str, frame_id: str, stamp: tuple[int, int]) -> Image:
     """A ``sensor_msgs/Image`` of ``pixels`` (rows unpadded)."""
     message = Image(height=pixels.shape[0], width=pixels.shape[1], encoding=encoding, is_bigendian=False)

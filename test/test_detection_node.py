@@ -43,8 +43,8 @@ def env() -> dict[str, str]:
 def node(env: dict[str, str]) -> Iterator[NodeProcess]:
     process = NodeProcess(
         "detection_node",
-        # Reliable input: the test images are bigger than what Fast DDS's default shared-memory
-        # transport delivers best effort (~512 KB).
+        # Reliable input: the test's camera runs in the pytest process with Fast DDS's defaults, which
+        # lose best-effort samples above ~512 KB such as these full-size images (docs/nodes.md, QoS).
         ["-r", "__ns:=/det_test", "-r", "image:=/camera/image", "-p", "input_reliability:=reliable",
          "-p", "diagnostics_period:=0.2"],
         env,

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from trt_perception.ros.dds_profile import PROFILE_VARIABLES, large_images_profile, use_large_images_profile
 from trt_perception.ros.frame_slot import LatestFrameSlot
 from trt_perception.ros.parameters import (
     COMMON_PARAMETERS,
@@ -159,3 +160,24 @@ def test_detection_parameters_take_defaults_from_spec() -> None:
 def test_constraints_text_describes_rules() -> None:
     definition = ParameterDefinition("x", 0.5, "x", runtime=True, minimum=0.0, maximum=1.0)
     assert definition.constraints == "range [0.0, 1.0]; changeable at run time"
+
+
+def test_large_images_profile_is_set_for_fast_dds_when_no_profile_is_chosen() -> None:
+    profile = large_images_profile()
+    assert profile is not None and "<segment_size>33554432</segment_size>" in profile.read_text()
+    for rmw in ({}, {"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"}):
+        environ = dict(rmw)
+        assert str(profile) in use_large_images_profile(environ)
+        assert all(environ[name] == str(profile) for name in PROFILE_VARIABLES)
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [{"FASTRTPS_DEFAULT_PROFILES_FILE": "/my/profile.xml"}, {"FASTDDS_DEFAULT_PROFILES_FILE": ""},
+     {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}],
+)
+def test_large_images_profile_leaves_a_chosen_profile_or_other_rmw_alone(environ: dict[str, str]) -> None:
+    before = dict(environ)
+    line = use_large_images_profile(environ)
+    assert environ == before
+    assert all(f"{name}={value!r}" in line or value in line for name, value in before.items())

@@ -35,8 +35,14 @@ from trt_perception.errors import ImageDecodeError, InferenceError, TrtPerceptio
 from trt_perception.image_decoding import DecodedImage, encode_image
 from trt_perception.pipeline import Pipeline
 from trt_perception.ros.cdr import MessageHeader, parse_compressed_image, parse_image, serialize_image
+from trt_perception.ros.dds_profile import use_large_images_profile
 from trt_perception.ros.frame_slot import LatestFrameSlot
-from trt_perception.ros.image_conversion import compressed_image_from_msg, image_from_msg, message_header
+from trt_perception.ros.image_conversion import (
+    compressed_image_from_msg,
+    image_from_msg,
+    message_header,
+    tune_malloc_for_large_messages,
+)
 from trt_perception.ros.messages import diagnostic_status, label_info
 from trt_perception.ros.parameters import COMMON_PARAMETERS, ParameterDefinition, check_value
 from trt_perception.ros.statistics import NodeStatistics
@@ -356,8 +362,17 @@ class PerceptionNode(Node):
 
 
 def run_node(create: Callable[[], PerceptionNode], logger_name: str, args: Sequence[str] | None = None) -> int:
-    """Create and spin a node until SIGINT/SIGTERM; the exit code (1 for a fatal start-up error)."""
+    """Create and spin a node until SIGINT/SIGTERM; the exit code (1 for a fatal start-up error).
+
+    Before ``rclpy.init``: points Fast DDS at the shipped large-images profile (unless the user chose
+    one) and tunes malloc for image-sized buffers, which covers Fast DDS's own allocations too.
+    """
+    profile = use_large_images_profile()
+    malloc_tuned = tune_malloc_for_large_messages()
     rclpy.init(args=None if args is None else list(args))
+    logger = rclpy.logging.get_logger(logger_name)
+    logger.info(profile)
+    logger.debug(f"malloc tuned for large messages: {malloc_tuned}")
     node: PerceptionNode | None = None
     try:
         node = create()
@@ -365,7 +380,7 @@ def run_node(create: Callable[[], PerceptionNode], logger_name: str, args: Seque
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except STARTUP_ERRORS as error:
-        rclpy.logging.get_logger(logger_name).fatal(f"cannot start: {error}")
+        logger.fatal(f"cannot start: {error}")
         return 1
     except Exception:
         if rclpy.ok():
