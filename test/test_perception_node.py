@@ -113,11 +113,27 @@ def test_throttle_logs_each_distinct_message_once_per_period_with_repeat_count()
     assert throttle.admit("bad step") is None
 
 
+def test_throttle_treats_messages_differing_only_in_numbers_as_one_kind() -> None:
+    clock = FakeClock()
+    throttle = MessageThrottle(period=5.0, clock=clock)
+    texts = [
+        f"rgb8 image data truncated: {size} bytes, step 1152 x height 384 needs 442368" for size in range(100, 2100, 100)
+    ]
+    admitted = [throttle.admit(text) for text in texts]
+    assert admitted[0] == texts[0]
+    assert admitted[1:] == [None] * 19
+    assert throttle.admit("unknown image encoding 'yuv9'") == "unknown image encoding 'yuv9'"
+    clock.now += 5.0
+    assert throttle.admit("rgb8 image data truncated: 7 bytes, step 3 x height 5 needs 15") == (
+        "rgb8 image data truncated: 7 bytes, step 3 x height 5 needs 15 (19 more since last report)"
+    )
+
+
 def test_throttle_forgets_old_messages_when_many_distinct_ones_arrive() -> None:
     clock = FakeClock()
     throttle = MessageThrottle(period=1.0, clock=clock)
-    for i in range(throttle.max_messages + 1):
-        throttle.admit(f"frame {i} truncated")
+    kinds = [f"unknown encoding {'x' * length}" for length in range(throttle.max_messages + 1)]
+    assert all(throttle.admit(kind) == kind for kind in kinds)
     clock.now += 2.0
     throttle.admit("another")
     assert len(throttle._last_logged) == 1

@@ -237,17 +237,52 @@ def test_bad_input_is_skipped_and_next_frame_answered(
     assert node.process.poll() is None
 
 
-def test_repeated_bad_input_warning_is_throttled(
-    node: NodeProcess, camera: Any, labels: TopicRecorder
-) -> None:
-    # The same problem within warning_period (5 s) is logged once; the repeats are only counted.
-    rgb = astronaut_rgb()
-    camera.publish(image_message(rgb, "throttle_test_encoding", "camera", (102, 0)))
-    node.wait_for_output("throttle_test_encoding", timeout=10)
-    for _ in range(3):
-        camera.publish(image_message(rgb, "throttle_test_encoding", "camera", (102, 1)))
-    send_and_receive(camera, labels, image_message(rgb, "rgb8", "camera", (103, 0)))
-    assert node.output.count("throttle_test_encoding") == 1
+def test_repeated_bad_input_warning_is_throttled_by_kind(env: dict[str, str]) -> None:
+    # Reliable input (guaranteed delivery) and each bad frame sent only after the node counted the one
+    # before (no frame replaced unprocessed); warning_period long enough to hold on a slow machine.
+    process = NodeProcess(
+        "segmentation_node",
+        ["-r", "__ns:=/seg_throttle", "-r", "image:=/camera/throttle", "-p", "input_reliability:=reliable",
+         "-p", "warning_period:=3600.0", "-p", "diagnostics_period:=0.1"],
+        env,
+    )
+    ros = RosClient("seg_throttle_client")
+    node = "/seg_throttle/segmentation"
+    try:
+        process.wait_for_output("selfie_segmentation")
+        camera, labels = ros.camera_and_output(Image, "/camera/throttle", Image, f"{node}/labels")
+        diagnostics = ros.record(DiagnosticArray, "/diagnostics", qos(reliable=True))
+        rgb = astronaut_rgb()
+        sent = 0
+
+        def send_bad(message: Image) -> None:
+            nonlocal sent
+            camera.publish(message)
+            sent += 1
+
+            def counted(array: DiagnosticArray) -> bool:
+                values = diagnostic_values(array, node)
+                return values is not None and int(values["frames_bad_input"]) >= sent
+
+            diagnostics.wait_for(counted)
+
+        sizes = (1000, 2000, 3000, 4000)
+        for index, size in enumerate(sizes):  # one kind of problem, a different byte count each time
+            send_bad(_with(image_message(rgb, "rgb8", "camera", (120, index)), data=rgb.tobytes()[:size]))
+        send_bad(image_message(rgb, "throttle_test_encoding", "camera", (121, 0)))  # another kind
+        send_and_receive(camera, labels, image_message(rgb, "rgb8", "camera", (122, 0)))
+        output = process.output
+        assert output.count("truncated") == 1 and f"truncated: {sizes[0]} bytes" in output
+        assert output.count("throttle_test_encoding") == 1
+        assert all(r.successful for r in ros.set_parameters(node, {"warning_period": 0.0}))
+        send_bad(_with(image_message(rgb, "rgb8", "camera", (123, 0)), data=rgb.tobytes()[:5000]))
+        process.wait_for_output(
+            f"truncated: 5000 bytes, step {rgb.shape[1] * 3} x height {rgb.shape[0]} needs {rgb.nbytes} "
+            f"({len(sizes) - 1} more since last report)"
+        )
+    finally:
+        ros.close()
+        assert process.stop() == 0
 
 
 def test_overlay_with_alpha_one_is_the_colour_mask(

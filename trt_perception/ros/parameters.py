@@ -113,7 +113,7 @@ COMMON_PARAMETERS: tuple[ParameterDefinition, ...] = (
         "diagnostics_period", 1.0, "Seconds between /diagnostics messages", minimum=0.05, maximum=3600.0
     ),
     ParameterDefinition(
-        "warning_period", 5.0, "Seconds before the same bad-input warning is logged again", runtime=True,
+        "warning_period", 5.0, "Seconds before a bad-input warning of the same kind is logged again", runtime=True,
         minimum=0.0, maximum=3600.0,
     ),
 )
