@@ -1,49 +1,67 @@
-"""One perception node (segmentation or detection) on a camera topic; seg.launch.py and
-det.launch.py include it with their node and defaults.
+"""One perception node (segmentation or detection) on a camera topic; seg.launch.py and det.launch.py
+include it with their node.
 
     ros2 launch trt_perception perception.launch.py executable:=detection_node node_name:=detection \
         model_spec:=yolov8n_coco params_file:=/path/to/detection.yaml image_topic:=/camera/image_raw
+
+`params_file` defaults to the package's config/params/<node_name>.yaml. `model_spec`, `backend` and
+`use_compressed` override the parameters file only when given (empty by default), so the model spec
+and other values in the parameters file count unless the command line says otherwise.
 
 No Fast DDS environment is set here: the node itself picks the shipped large-images profile unless
 FASTRTPS_DEFAULT_PROFILES_FILE / FASTDDS_DEFAULT_PROFILES_FILE is set (docs/nodes.md, QoS), so
 `ros2 run` and `ros2 launch` behave the same.
 """
 
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch import LaunchContext, LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.descriptions import ParameterValue
+from launch_ros.substitutions import FindPackageShare
+
+# Launch arguments that override the parameters file when not empty, with their parameter types.
+OVERRIDES = {"model_spec": str, "backend": str, "use_compressed": bool}
+
+
+def perception_node(context: LaunchContext) -> list[Node]:
+    """The node with its parameters file, then an override for each non-empty argument of OVERRIDES."""
+    overrides = {
+        name: ParameterValue(LaunchConfiguration(name), value_type=value_type)
+        for name, value_type in OVERRIDES.items()
+        if LaunchConfiguration(name).perform(context)
+    }
+    image_topic = LaunchConfiguration("image_topic")
+    return [Node(
+        package="trt_perception",
+        executable=LaunchConfiguration("executable"),
+        name=LaunchConfiguration("node_name"),
+        namespace=LaunchConfiguration("namespace"),
+        output="screen",
+        parameters=[LaunchConfiguration("params_file"), *([overrides] if overrides else [])],
+        remappings=[("image", image_topic), ("image/compressed", [image_topic, "/compressed"])],
+    )]
 
 
 def generate_launch_description() -> LaunchDescription:
-    """The node with its parameters file, spec/backend/compressed overrides and topic remappings."""
-    image_topic = LaunchConfiguration("image_topic")
+    """The launch arguments and the node."""
     return LaunchDescription([
         DeclareLaunchArgument("executable", description="segmentation_node or detection_node"),
         DeclareLaunchArgument("node_name", description="Name of the node (its outputs are ~/...)"),
-        DeclareLaunchArgument("model_spec", description="Model spec file, or the name of a bundled spec"),
-        DeclareLaunchArgument("params_file", description="Node parameters YAML"),
+        DeclareLaunchArgument(
+            "params_file",
+            default_value=[FindPackageShare("trt_perception"), "/config/params/", LaunchConfiguration("node_name"),
+                           ".yaml"],
+            description="Node parameters YAML (default: the package's config/params/<node_name>.yaml)"),
+        DeclareLaunchArgument("model_spec", default_value="",
+                              description="Model spec file, or the name of a bundled spec; empty keeps the "
+                                          "parameters file's"),
         DeclareLaunchArgument("image_topic", default_value="image_raw", description="Camera image topic"),
         DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node"),
         DeclareLaunchArgument("backend", default_value="",
-                              description="auto, onnxruntime or tensorrt; empty keeps the spec's"),
-        DeclareLaunchArgument("use_compressed", default_value="false",
-                              description="Subscribe <image_topic>/compressed (jpeg/png) instead"),
-        Node(
-            package="trt_perception",
-            executable=LaunchConfiguration("executable"),
-            name=LaunchConfiguration("node_name"),
-            namespace=LaunchConfiguration("namespace"),
-            output="screen",
-            parameters=[
-                LaunchConfiguration("params_file"),
-                {
-                    "model_spec": ParameterValue(LaunchConfiguration("model_spec"), value_type=str),
-                    "backend": ParameterValue(LaunchConfiguration("backend"), value_type=str),
-                    "use_compressed": ParameterValue(LaunchConfiguration("use_compressed"), value_type=bool),
-                },
-            ],
-            remappings=[("image", image_topic), ("image/compressed", [image_topic, "/compressed"])],
-        ),
+                              description="auto, onnxruntime or tensorrt; empty keeps the parameters file's"),
+        DeclareLaunchArgument("use_compressed", default_value="",
+                              description="true: subscribe <image_topic>/compressed (jpeg/png) instead; empty "
+                                          "keeps the parameters file's"),
+        OpaqueFunction(function=perception_node),
     ])
