@@ -149,6 +149,9 @@ def test_runtime_score_threshold_and_class_filter(
     assert len(expected.detections) >= 1
     assert_matches(message, expected)
     assert all(d.results[0].hypothesis.score >= 0.45 for d in message.detections)
+    # ~/label_info is published again with the node's threshold (latched: a late subscriber sees it).
+    info = client.record(LabelInfo, f"{NODE}/label_info", qos(reliable=True, depth=1, transient_local=True))
+    assert info.wait_for(lambda m: True, timeout=10).threshold == pytest.approx(0.45)
     restored = client.set_parameters(NODE, {"score_threshold": 0.3, "classes": ""})
     assert all(r.successful for r in restored)
 

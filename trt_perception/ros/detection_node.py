@@ -27,6 +27,7 @@ from trt_perception.ros.image_conversion import header_msg
 from trt_perception.ros.perception_node import PerceptionNode, Settings, main_for
 
 DEFAULT_MODEL_SPEC = "centernet_mobilenetv3_coco"
+FILTER_PARAMETERS = frozenset({"score_threshold", "nms_iou", "class_agnostic", "max_detections", "classes"})
 
 
 def parse_classes(text: str, class_names: Sequence[str] | None) -> frozenset[int] | None:
@@ -55,7 +56,6 @@ class DetectionNode(PerceptionNode):
     task = "detection"
 
     def __init__(self) -> None:
-        self._applied_filter: DetectionFilter | None = None
         super().__init__("detection", DEFAULT_MODEL_SPEC)
 
     def task_parameters(self) -> Sequence[ParameterDefinition]:
@@ -77,20 +77,22 @@ class DetectionNode(PerceptionNode):
                 return str(error)
         return None
 
-    def apply_settings(self, settings: Settings) -> None:
-        wanted = DetectionFilter(
-            score_threshold=settings["score_threshold"],
-            nms_iou=None if settings["nms_iou"] >= 1.0 else settings["nms_iou"],
-            class_agnostic=settings["class_agnostic"],
-            max_detections=settings["max_detections"],
-            allowed_class_ids=parse_classes(settings["classes"], self.class_names),
-        )
-        if wanted != self._applied_filter:
-            self.pipeline.detection_filter = wanted
-            self._applied_filter = wanted
+    def settings_changed(self, changes: Settings) -> None:
+        if not FILTER_PARAMETERS.isdisjoint(changes):
+            settings = self._settings
+            # One assignment: the worker reads the filter once per frame.
+            self.pipeline.detection_filter = DetectionFilter(
+                score_threshold=settings["score_threshold"],
+                nms_iou=None if settings["nms_iou"] >= 1.0 else settings["nms_iou"],
+                class_agnostic=settings["class_agnostic"],
+                max_detections=settings["max_detections"],
+                allowed_class_ids=parse_classes(settings["classes"], self.class_names),
+            )
+        if "score_threshold" in changes and self._running:
+            self.publish_label_info()
 
     def label_info_threshold(self) -> float:
-        return self.spec.detection.score_threshold
+        return float(self._settings["score_threshold"])
 
     def publish_results(self, header: MessageHeader, image: DecodedImage, result: Any, settings: Settings) -> None:
         if settings["publish_detections"]:

@@ -141,6 +141,7 @@ class PerceptionNode(Node):
         super().__init__(node_name)
         self._definitions: dict[str, ParameterDefinition] = {}
         self._settings: Settings = {}
+        self._running = False  # set once the pipeline and outputs exist: from then on changes are applied
         self._throttle = MessageThrottle(period=0.0)  # period set from warning_period when declared
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._declare(COMMON_PARAMETERS, {"model_spec": default_model_spec})
@@ -166,7 +167,10 @@ class PerceptionNode(Node):
         output_qos = volatile_qos(self._settings["output_reliability"], self._settings["output_depth"])
         self._outputs: list[tuple[str, Publisher]] = []
         self.create_outputs(output_qos)
-        self._publish_label_info()
+        self._label_info = self.create_publisher(LabelInfo, "~/label_info", LABEL_INFO_QOS)
+        self.settings_changed(self._settings)
+        self._running = True
+        self.publish_label_info()
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self._settings["diagnostics_period"], self._publish_diagnostics)
         self._input_topic = self._subscribe()
@@ -194,8 +198,9 @@ class PerceptionNode(Node):
         """Task-specific validation beyond type and range; the reason a value is rejected, or ``None``."""
         return None
 
-    def apply_settings(self, settings: Settings) -> None:
-        """Bring the pipeline up to date with the current settings (called on the worker before each frame)."""
+    def settings_changed(self, changes: Settings) -> None:
+        """Bring the pipeline up to date with changed settings (from the parameter callback, once at
+        start-up with all settings); ``self._settings`` holds the new values already."""
 
     def publish_results(self, header: MessageHeader, image: DecodedImage, result: Any, settings: Settings) -> None:
         """Publish the results of one frame on the enabled outputs, with the input ``header``."""
@@ -244,6 +249,8 @@ class PerceptionNode(Node):
             self._settings = {**self._settings, **changes}
             if "warning_period" in changes:
                 self._throttle.period = changes["warning_period"]
+            if self._running:
+                self.settings_changed(changes)
         return SetParametersResult(successful=True)
 
     # ---- intake ----------------------------------------------------------------------------
@@ -310,7 +317,6 @@ class PerceptionNode(Node):
         start = time.perf_counter()
         header, image = frame()
         decoded = time.perf_counter()
-        self.apply_settings(settings)
         result = self.pipeline.run(image.pixels, image.channel_order)
         published = time.perf_counter()
         self.publish_results(header, image, result, settings)
@@ -326,8 +332,8 @@ class PerceptionNode(Node):
             self.get_logger().warning(text)
 
     # ---- outputs -----------------------------------------------------------------------------
-    def _publish_label_info(self) -> None:
-        self._label_info = self.create_publisher(LabelInfo, "~/label_info", LABEL_INFO_QOS)
+    def publish_label_info(self) -> None:
+        """Publish the class names (and ``label_info_threshold``) on the latched ``~/label_info``."""
         names = self.class_names if self.class_names is not None else []
         header = Header(stamp=self.get_clock().now().to_msg())
         self._label_info.publish(label_info(header, names, self.label_info_threshold()))
