@@ -100,6 +100,10 @@ class NodeProcess:
                 return int(line.split()[1]) * 1024
         raise AssertionError("VmRSS not found")
 
+    def thread_count(self) -> int:
+        """Threads of the node process."""
+        return len(list(Path(f"/proc/{self.process.pid}/task").iterdir()))
+
     def wait(self, timeout: float = 60.0) -> int:
         """Wait for the process to exit by itself; its exit code."""
         self.process.wait(timeout)

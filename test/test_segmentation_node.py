@@ -378,6 +378,22 @@ def test_unloadable_model_or_bad_parameter_is_a_clear_fatal_error(
     assert "Traceback" not in output
 
 
+def test_intra_op_threads_sizes_onnx_runtime_thread_pool(env: dict[str, str]) -> None:
+    processes = {
+        threads: NodeProcess(
+            "segmentation_node", ["-r", f"__ns:=/seg_threads_{threads}", "-p", f"intra_op_threads:={threads}"], env
+        )
+        for threads in (1, 6)
+    }
+    try:
+        for process in processes.values():
+            process.wait_for_output("selfie_segmentation")
+        # ONNX Runtime's intra-op pool runs n - 1 threads besides the calling one; the rest is the same.
+        assert processes[6].thread_count() - processes[1].thread_count() == 5
+    finally:
+        assert all(process.stop() == 0 for process in processes.values())
+
+
 def test_compressed_input_corrupt_frames_and_network_resolution(env: dict[str, str]) -> None:
     process = NodeProcess(
         "segmentation_node",

@@ -79,6 +79,10 @@ COMMON_PARAMETERS: tuple[ParameterDefinition, ...] = (
         choices=("", "auto", "onnxruntime", "tensorrt"),
     ),
     ParameterDefinition(
+        "intra_op_threads", 0, "ONNX Runtime intra-op threads for inference; 0 keeps ONNX Runtime's default",
+        minimum=0, maximum=1024,
+    ),
+    ParameterDefinition(
         "input_reliability",
         "best_effort",
         "Reliability of the image subscription (best_effort accepts reliable and best-effort publishers)",

@@ -158,7 +158,7 @@ class PerceptionNode(Node):
         self.class_names: Sequence[str] | None = self.spec.labels
         self._declare(self.task_parameters(), {})
         self.spec = self.adjust_spec(self.spec)
-        self.pipeline = Pipeline.from_spec(self.spec)
+        self.pipeline = Pipeline.from_spec(self.spec, intra_op_threads=self._settings["intra_op_threads"])
 
         self._stats = NodeStatistics()
         self._slot: LatestFrameSlot[FrameReader] = LatestFrameSlot()
