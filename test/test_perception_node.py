@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from trt_perception.ros.dds_profile import PROFILE_VARIABLES, large_images_profile, use_large_images_profile
 from trt_perception.ros.frame_slot import LatestFrameSlot
@@ -197,3 +199,15 @@ def test_large_images_profile_leaves_a_chosen_profile_or_other_rmw_alone(environ
     line = use_large_images_profile(environ)
     assert environ == before
     assert all(f"{name}={value!r}" in line or value in line for name, value in before.items())
+
+
+@pytest.mark.parametrize("node", ["segmentation", "detection"])
+def test_params_files_give_every_parameter_its_default(node: str) -> None:
+    # The detection filter defaults come from the model spec, so detection.yaml leaves them out.
+    task = SEGMENTATION_PARAMETERS if node == "segmentation" else detection_parameters(0.3, None, 100, False, [])
+    spec_defaults = {"score_threshold", "nms_iou", "max_detections", "class_agnostic"} if node == "detection" else set()
+    params_file = Path(__file__).resolve().parents[1] / "config" / "params" / f"{node}.yaml"
+    values = yaml.safe_load(params_file.read_text())["/**"]["ros__parameters"]
+    expected = {d.name: d.default for d in COMMON_PARAMETERS + task if d.name not in spec_defaults}
+    expected["model_spec"] = {"segmentation": "selfie_segmentation", "detection": "centernet_mobilenetv3_coco"}[node]
+    assert values == expected

@@ -37,6 +37,7 @@ from node_harness import (
 )
 from onnx_builders import build_model
 from trt_perception import visualize
+from trt_perception.gpu import gpu_available
 from trt_perception.pipeline import Pipeline
 from trt_perception.ros.dds_profile import PROFILE_VARIABLES, large_images_profile
 from trt_perception.spec import load_model_spec
@@ -360,20 +361,26 @@ def test_sigterm_shuts_down_cleanly(env: dict[str, str]) -> None:
 
 @pytest.mark.parametrize(
     "case, expected",
-    [("missing", "not found"), ("corrupt", "cannot load ONNX model"), ("bad_alpha", "overlay_alpha out of range")],
+    [("missing", "not found"), ("corrupt", "cannot load ONNX model"), ("bad_alpha", "overlay_alpha out of range"),
+     ("gpu", "processing_device 'gpu': the GPU pre/post-processing path needs CuPy")],
 )
 def test_unloadable_model_or_bad_parameter_is_a_clear_fatal_error(
     env: dict[str, str], tmp_path: Path, case: str, expected: str
 ) -> None:
+    if case == "gpu" and gpu_available():
+        pytest.skip("CuPy sees a CUDA device here, so processing_device gpu starts")
     model = tmp_path / "model.onnx"
     if case == "corrupt":
         model.write_bytes(b"this is not an ONNX file")
-    parameters = ["-p", "overlay_alpha:=3.0"] if case == "bad_alpha" else ["-p", f"model_path:={model}"]
+    parameters = {
+        "bad_alpha": ["-p", "overlay_alpha:=3.0"], "gpu": ["-p", "processing_device:=gpu"]
+    }.get(case, ["-p", f"model_path:={model}"])
     process = NodeProcess("segmentation_node", ["-r", f"__ns:=/seg_{case}", *parameters], env)
     assert process.wait(60) == 1
     output = process.output
     assert "cannot start" in output and expected in output
-    if case != "bad_alpha":
+    assert len([line for line in output.splitlines() if "[FATAL]" in line]) == 1
+    if case in ("missing", "corrupt"):
         assert str(model) in output
     assert "Traceback" not in output
 
@@ -429,7 +436,7 @@ def test_more_than_256_classes_give_mono16_labels_via_rclpy_messages(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     # A model spec with 300 classes whose graph labels each pixel R + G + B; raw_intake off, so the
-    # node builds rclpy messages instead of reading CDR bytes.
+    # node builds rclpy messages instead of reading CDR bytes; processing_device auto (CPU here).
     graph = build_model(
         [helper.make_node("ReduceSum", ["image", "channel_axis"], ["sum"], keepdims=0),
          helper.make_node("Cast", ["sum"], ["labels"], to=TensorProto.INT32)],
@@ -447,12 +454,13 @@ def test_more_than_256_classes_give_mono16_labels_via_rclpy_messages(
     process = NodeProcess(
         "segmentation_node",
         ["-r", "__ns:=/seg_many", "-r", "image:=/camera/small", "-p", f"model_spec:={tmp_path / 'many.yaml'}",
-         "-p", "raw_intake:=false"],
+         "-p", "raw_intake:=false", "-p", "processing_device:=auto"],
         env,
     )
     ros = RosClient("seg_many_client")
     try:
-        process.wait_for_output("many_classes")
+        device = "gpu" if gpu_available() else "cpu"
+        process.wait_for_output(f"many_classes (segmentation, backend onnxruntime, {device} pre/post-processing)")
         camera, labels = ros.camera_and_output(Image, "/camera/small", Image, "/seg_many/segmentation/labels")
         image = np.zeros((20, 30, 3), np.uint8)
         image[:, :15] = (200, 57, 0)  # class 257: needs 16 bits

@@ -79,6 +79,12 @@ COMMON_PARAMETERS: tuple[ParameterDefinition, ...] = (
         choices=("", "auto", "onnxruntime", "tensorrt"),
     ),
     ParameterDefinition(
+        "processing_device", "cpu",
+        "Where pre/post-processing runs: cpu, gpu (CuPy and a CUDA device, else the node does not start) "
+        "or auto (gpu when available, else cpu)",
+        choices=("cpu", "gpu", "auto"),
+    ),
+    ParameterDefinition(
         "intra_op_threads", 0, "ONNX Runtime intra-op threads for inference; 0 keeps ONNX Runtime's default",
         minimum=0, maximum=1024,
     ),

@@ -31,9 +31,9 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import LabelInfo
 
-from trt_perception.errors import ImageDecodeError, InferenceError, TrtPerceptionError
+from trt_perception.errors import GpuUnavailableError, ImageDecodeError, InferenceError, TrtPerceptionError
 from trt_perception.image_decoding import DecodedImage, encode_image
-from trt_perception.pipeline import Pipeline
+from trt_perception.pipeline import create_pipeline
 from trt_perception.ros.cdr import MessageHeader, parse_compressed_image, parse_image, serialize_image
 from trt_perception.ros.dds_profile import use_large_images_profile
 from trt_perception.ros.frame_slot import LatestFrameSlot
@@ -158,7 +158,13 @@ class PerceptionNode(Node):
         self.class_names: Sequence[str] | None = self.spec.labels
         self._declare(self.task_parameters(), {})
         self.spec = self.adjust_spec(self.spec)
-        self.pipeline = Pipeline.from_spec(self.spec, intra_op_threads=self._settings["intra_op_threads"])
+        device = self._settings["processing_device"]
+        try:
+            self.pipeline = create_pipeline(
+                self.spec, intra_op_threads=self._settings["intra_op_threads"], device=device
+            )
+        except GpuUnavailableError as error:
+            raise GpuUnavailableError(f"processing_device {device!r}: {error}") from error
 
         self._stats = NodeStatistics()
         self._slot: LatestFrameSlot[FrameReader] = LatestFrameSlot()
@@ -178,7 +184,8 @@ class PerceptionNode(Node):
         self._worker = threading.Thread(target=self._work, name=f"{node_name}_worker", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"{self.spec.name} ({self.task}, backend {self.pipeline.backend.name}) on {self._input_topic}"
+            f"{self.spec.name} ({self.task}, backend {self.pipeline.backend.name}, "
+            f"{self.pipeline.device} pre/post-processing) on {self._input_topic}"
         )
 
     # ---- hooks for subclasses -------------------------------------------------------------
@@ -347,6 +354,7 @@ class PerceptionNode(Node):
         values = [
             ("model", self.spec.name),
             ("backend", self.pipeline.backend.name),
+            ("processing_device", self.pipeline.device),
             ("input_topic", self._input_topic),
             *report.key_values,
         ]
