@@ -20,10 +20,9 @@ The camera publishes best-effort (sensor-data QoS), the node and relay subscribe
 (best-effort) and publish reliable. Latency = labels (or relayed image) received minus the frame's
 stamp (same clock); the node's own stage times (mean over its last 100 frames) come from its
 /diagnostics, so the transport overhead (latency minus preprocess + inference + postprocess) is
-visible next to the relay hop. Three runs: the shipped profile with glibc malloc tuned
-(GLIBC_TUNABLES) in every process; the shipped profile with default malloc in the node/relay (the
-nodes do not tune it yet); Fast DDS and glibc defaults. The camera/sink process always tunes its own
-malloc (it is the instrument).
+visible next to the relay hop. Two runs: the shipped profile in every process, and Fast DDS's
+defaults in every process (profile variables set empty, which the nodes respect). Malloc is tuned
+in every process: the camera/sink here, the node and relay by ``run_node``.
 """
 
 from __future__ import annotations
@@ -72,7 +71,6 @@ DOC = ROOT / "docs" / "performance-transport.md"
 PROFILE = ROOT / "config" / "dds" / "fastdds_large_images.xml"
 PHOTO = ROOT / "test" / "fixtures" / "images" / "astronaut.png"
 RELAY = ROOT / "bench" / "relay_node.py"
-MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=67108864:glibc.malloc.trim_threshold=268435456"
 RELIABILITIES = ("best_effort", "reliable")
 NODE_NAME = "bench_segmentation"
 RELAY_NAME = "bench_relay"
@@ -291,7 +289,6 @@ def xml_measurements(results: list[dict[str, Any]]) -> str:
     lines = [XML_MEASUREMENTS_BEGIN + " (" + time.strftime("%Y-%m-%d", time.gmtime()) + "): frames delivered of sent, latency p50 ms;",
              "best-effort (BE) and reliable (R), " + " / ".join(sizes) + ":"]
     for result in results:
-        setting = result["setting"]
         parts = []
         for reliability, short in zip(RELIABILITIES, ("BE", "R")):
             cells = []
@@ -299,8 +296,7 @@ def xml_measurements(results: list[dict[str, Any]]) -> str:
                 row = result["rows"][(reliability, size)]
                 cells.append(f"{row['received']}/{row['sent']} {row['p50']:.1f}" if row["p50"] is not None else f"0/{row['sent']}")
             parts.append(f"{short} " + ", ".join(cells))
-        extra = ("" if setting.tune_malloc else ", default malloc") + ("" if setting.depth == 5 else f", depth {setting.depth}")
-        lines.append(f"  {setting.name}{extra}: " + "; ".join(parts))
+        lines.append(f"  {result['setting'].name}: " + "; ".join(parts))
     lines.append(XML_MEASUREMENTS_END)
     return "\n".join(line.replace("--", "- -") for line in lines)
 
@@ -440,8 +436,10 @@ def measure_variant(node: Node, camera: Camera, sink: Sink, variant: Variant, en
     return rows
 
 
-def run_e2e(seconds: float, folder: Path) -> list[dict[str, Any]]:
-    """All variants at all sizes; camera, sink and node processes share this process's environment."""
+def run_e2e(seconds: float, out: Path) -> None:
+    """All variants at all sizes, rows written to ``out`` (JSON); camera, sink and node processes share
+    this process's environment."""
+    folder = out.parent
     env = dict(os.environ)
     rclpy.init()
     node = rclpy.create_node("bench_transport_e2e")
@@ -460,11 +458,12 @@ def run_e2e(seconds: float, folder: Path) -> list[dict[str, Any]]:
         for variant in VARIANTS:
             sink.diagnostics = {}
             rows += measure_variant(node, camera, sink, variant, env, seconds, folder / f"{variant.output_topic.strip('/').replace('/', '_')}.log")
+        out.write_text(json.dumps(rows))
     finally:
         executor.shutdown()
+        spinner.join(timeout=5.0)
         node.destroy_node()
         rclpy.try_shutdown()
-    return rows
 
 
 def e2e_table(rows: list[dict[str, Any]]) -> str:
@@ -505,7 +504,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("all", "dds", "e2e"), default="all")
     parser.add_argument("--seconds", type=float, default=None, help="measured seconds per size (dds: 1, e2e: 2.5)")
-    parser.add_argument("--no-defaults-run", action="store_true", help="e2e: only the run with the shipped profile + malloc tuning")
+    parser.add_argument("--no-defaults-run", action="store_true", help="e2e: only the run with the shipped profile")
     parser.add_argument("--probe-role", choices=("pub", "sub"), help=argparse.SUPPRESS)
     parser.add_argument("--e2e-run", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--probe-out", type=Path, help=argparse.SUPPRESS)
@@ -518,7 +517,7 @@ def main() -> int:
         return 0
     tune_malloc_for_large_messages()  # this process is the instrument (camera and sink) in every run
     if args.e2e_run:
-        args.probe_out.write_text(json.dumps(run_e2e(args.seconds, args.probe_out.parent)))
+        run_e2e(args.seconds, args.probe_out)
         return 0
 
     folder = Path(tempfile.mkdtemp(prefix="bench_transport_e2e_"))
@@ -539,11 +538,10 @@ def main() -> int:
         update_section("transport-dds", text, DOC)
         update_xml_comment(xml_measurements(results))
     if args.part in ("all", "e2e"):
-        runs = [("shipped profile, malloc tuned in every process (GLIBC_TUNABLES)",
-                 {**base_env, **profile_env(PROFILE), "GLIBC_TUNABLES": MALLOC_TUNABLES})]
+        runs = [("shipped profile in every process (camera/sink, node or relay)", {**base_env, **profile_env(PROFILE)})]
         if not args.no_defaults_run:
-            runs += [("shipped profile, default malloc in the node/relay (as the nodes start today)", {**base_env, **profile_env(PROFILE)}),
-                     ("Fast DDS and glibc defaults", base_env)]
+            # Empty variables: the nodes (ros/dds_profile.py) then keep Fast DDS's defaults too.
+            runs.append(("Fast DDS defaults in every process", {**base_env, **{name: "" for name in profile_env(PROFILE)}}))
         sections = []
         for title, env in runs:
             out = folder / "e2e.json"
