@@ -126,6 +126,7 @@ class DdsSetting:
     env: dict[str, str]
     tune_malloc: bool = True
     depth: int = 5
+    only_in: str | None = None  # "pub" | "sub": ``env`` applies to that process only
 
 
 def dds_settings(folder: Path) -> list[DdsSetting]:
@@ -139,6 +140,8 @@ def dds_settings(folder: Path) -> list[DdsSetting]:
         DdsSetting("XML: SHM 4 MiB + UDPv4", profile_env(profile_variant(folder, "shm4", 4 * mib, None))),
         DdsSetting("XML: SHM 8 MiB + UDPv4", profile_env(profile_variant(folder, "shm8", 8 * mib, None))),
         DdsSetting("shipped profile (SHM 32 MiB + UDPv4)", profile_env(PROFILE)),
+        DdsSetting("shipped profile in the publisher only", profile_env(PROFILE), only_in="pub"),
+        DdsSetting("shipped profile in the subscriber only", profile_env(PROFILE), only_in="sub"),
         DdsSetting("shipped profile, QoS depth 1", profile_env(PROFILE), depth=1),
         DdsSetting("shipped profile, default malloc", profile_env(PROFILE), tune_malloc=False),
         DdsSetting("Fast DDS defaults, default malloc", {}, tune_malloc=False),
@@ -234,7 +237,7 @@ def measure_dds_setting(setting: DdsSetting, base_env: Mapping[str, str], folder
     grows to the largest buffer freed so far, so frames after bigger ones would look cheaper than
     a camera of one size gets them.
     """
-    env = {**base_env, **setting.env}
+    env = {role: {**base_env, **(setting.env if setting.only_in in (None, role) else {})} for role in ("pub", "sub")}
     groups = [RELIABILITIES] if setting.tune_malloc else [(reliability,) for reliability in RELIABILITIES]
     sent: dict[str, int] = {}
     latencies: dict[str, list[float]] = {}
@@ -244,8 +247,8 @@ def measure_dds_setting(setting: DdsSetting, base_env: Mapping[str, str], folder
         if setting.tune_malloc:
             command.append("--probe-tune-malloc")
         sub_out, pub_out = folder / "sub.json", folder / "pub.json"
-        subscriber = subprocess.Popen([*command, "--probe-role", "sub", "--probe-out", str(sub_out)], env=env)
-        publisher = subprocess.run([*command, "--probe-role", "pub", "--probe-out", str(pub_out)], env=env, timeout=120, check=False)
+        subscriber = subprocess.Popen([*command, "--probe-role", "sub", "--probe-out", str(sub_out)], env=env["sub"])
+        publisher = subprocess.run([*command, "--probe-role", "pub", "--probe-out", str(pub_out)], env=env["pub"], timeout=120, check=False)
         time.sleep(0.5)
         subscriber.send_signal(signal.SIGTERM)
         subscriber.wait(timeout=30)
