@@ -4,6 +4,8 @@
 
 Writes docs/performance-transport.md (its own sections; the rest of the page is left alone) and
 the measurement lines of config/dds/fastdds_large_images.xml. One run takes ~5 minutes.
+``bench/run_bench.py`` (issue 7's one command) runs the e2e part with the shipped profile through
+``measure_e2e`` and reports it in docs/performance.md.
 
 Part ``dds``: one publisher process -> one subscriber process (both children of this script, both
 raw: the publisher sends pre-serialized bytes, the subscriber takes serialized messages), rgb8
@@ -11,14 +13,15 @@ raw: the publisher sends pre-serialized bytes, the subscriber takes serialized m
 environment (FASTDDS_BUILTIN_TRANSPORTS, the shipped XML profile and variants of it written to a
 temporary folder, glibc malloc tuning). Reports frames delivered and publish -> callback latency.
 
-Part ``e2e``: this process is the camera (rgb8 frames published at 30 Hz as pre-serialized Image
+Part ``e2e``: this process is the camera (rgb8 frames published at 30 Hz (``--rate-hz``) as pre-serialized Image
 bytes, or jpeg q90 CompressedImage) and the sink (raw subscription to the results, stamps matched),
 with one node process between: the plain relay (bench/relay_node.py, the baseline hop: same bytes
 out), the segmentation node (bundled selfie_segmentation spec, ONNX Runtime CPU) with
 ``raw_intake:=false`` (rclpy messages), with ``raw_intake:=true``, and with ``use_compressed:=true``.
 The camera publishes best-effort (sensor-data QoS), the node and relay subscribe with their default
 (best-effort) and publish reliable. Latency = labels (or relayed image) received minus the frame's
-stamp (same clock); the node's own stage times (mean over its last 100 frames) come from its
+stamp (same clock); throughput = results received per second against frames published per second
+(a node that falls behind drops older frames rather than queueing them); the node's own stage times (mean over its last 100 frames) come from its
 /diagnostics, so the transport overhead (latency minus preprocess + inference + postprocess) is
 visible next to the relay hop. Two runs: the shipped profile in every process, and Fast DDS's
 defaults in every process (profile variables set empty, which the nodes respect). Malloc is tuned
@@ -60,8 +63,8 @@ from sensor_msgs.msg import CompressedImage, Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_node_latency import RATE_HZ, RESOLUTIONS  # noqa: E402
 from bench.report import update_section  # noqa: E402
+from bench.run_bench import RESOLUTIONS, parse_size, size_name  # noqa: E402
 from trt_perception.image_decoding import encode_image  # noqa: E402
 from trt_perception.ros.cdr import MessageHeader, parse_image, serialize_image  # noqa: E402
 from trt_perception.ros.image_conversion import tune_malloc_for_large_messages  # noqa: E402
@@ -78,6 +81,8 @@ STAGES = ("decode", "preprocess", "inference", "postprocess", "publish")
 PIPELINE_STAGES = ("preprocess", "inference", "postprocess")
 XML_MEASUREMENTS_BEGIN = "Measured by bench/bench_transport_e2e.py"
 XML_MEASUREMENTS_END = "(end of measurements)"
+RATE_HZ = 30.0
+E2E_SECONDS = 2.5
 
 
 def load_photo() -> np.ndarray:
@@ -86,10 +91,6 @@ def load_photo() -> np.ndarray:
     if photo is None:
         raise FileNotFoundError(PHOTO)
     return photo
-
-
-def size_name(size: tuple[int, int]) -> str:
-    return f"{size[1]}x{size[0]}"
 
 
 def profile_env(path: Path) -> dict[str, str]:
@@ -183,13 +184,13 @@ def percentile_90(values: list[float]) -> float:
     return values[math.ceil(0.9 * len(values)) - 1]
 
 
-def publish_at_rate(publish: Callable[[int], object], seconds: float) -> int:
-    """Call ``publish(index)`` at RATE_HZ for ``seconds``; the number of calls."""
+def publish_at_rate(publish: Callable[[int], object], seconds: float, rate_hz: float = RATE_HZ) -> int:
+    """Call ``publish(index)`` at ``rate_hz`` for ``seconds``; the number of calls."""
     start, count = time.monotonic(), 0
     while time.monotonic() - start < seconds:
         publish(count)
         count += 1
-        time.sleep(max(0.0, start + count / RATE_HZ - time.monotonic()))
+        time.sleep(max(0.0, start + count / rate_hz - time.monotonic()))
     return count
 
 
@@ -408,7 +409,8 @@ def started(command: list[str], env: Mapping[str, str], log: Path) -> Iterator[s
                 process.wait()
 
 
-def measure_variant(node: Node, camera: Camera, sink: Sink, variant: Variant, env: Mapping[str, str], seconds: float, log: Path) -> list[dict[str, Any]]:
+def measure_variant(node: Node, camera: Camera, sink: Sink, variant: Variant, env: Mapping[str, str],
+                    sizes: Sequence[tuple[int, int]], rate_hz: float, seconds: float, log: Path) -> list[dict[str, Any]]:
     rows = []
     with started(variant.command, env, log) as process:
         deadline = time.monotonic() + 60.0
@@ -416,32 +418,33 @@ def measure_variant(node: Node, camera: Camera, sink: Sink, variant: Variant, en
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{variant.name} did not come up; see {log}")
             time.sleep(0.1)
-        for size in RESOLUTIONS:
+        for size in sizes:
             publish = camera.frames(size, variant.compressed)
-            publish_at_rate(publish, 1.0)  # warm-up: matching, first inference, buffers
+            publish_at_rate(publish, 1.0, rate_hz)  # warm-up: matching, first inference, buffers
             time.sleep(0.3)
             sink.received.clear()
             sent: list[int] = []
             start = time.monotonic()
-            publish_at_rate(lambda index: sent.append(publish(index)), seconds)
+            publish_at_rate(lambda index: sent.append(publish(index)), seconds, rate_hz)
             elapsed = time.monotonic() - start
             time.sleep(0.8)  # last results, and one more /diagnostics
             latencies = sorted((sink.received[stamp] - stamp / 1e9) * 1e3 for stamp in sent if stamp in sink.received)
             stages = {stage: float(sink.diagnostics.get(f"latency_{stage}_ms_mean", "nan")) for stage in STAGES}
             rows.append({
                 "variant": variant.name, "frame": size_name(size), "sent": len(sent), "received": len(latencies),
-                "output_hz": len(latencies) / elapsed,
+                "input_hz": len(sent) / elapsed, "output_hz": len(latencies) / elapsed,
                 "p50": statistics.median(latencies) if latencies else None,
                 "p90": percentile_90(latencies) if latencies else None,
+                "max": latencies[-1] if latencies else None,
                 "stages": stages if variant.output_topic.endswith("labels") else None,
             })
             print(rows[-1], flush=True)
     return rows
 
 
-def run_e2e(seconds: float, out: Path) -> None:
-    """All variants at all sizes, rows written to ``out`` (JSON); camera, sink and node processes share
-    this process's environment."""
+def run_e2e(sizes: Sequence[tuple[int, int]], rate_hz: float, seconds: float, out: Path) -> None:
+    """Body of the ``--e2e-run`` child: all variants at all sizes, rows written to ``out`` (JSON);
+    camera, sink and node processes share this process's environment."""
     folder = out.parent
     env = dict(os.environ)
     rclpy.init()
@@ -460,7 +463,8 @@ def run_e2e(seconds: float, out: Path) -> None:
     try:
         for variant in VARIANTS:
             sink.diagnostics = {}
-            rows += measure_variant(node, camera, sink, variant, env, seconds, folder / f"{variant.output_topic.strip('/').replace('/', '_')}.log")
+            log = folder / f"{variant.output_topic.strip('/').replace('/', '_')}.log"
+            rows += measure_variant(node, camera, sink, variant, env, sizes, rate_hz, seconds, log)
         out.write_text(json.dumps(rows))
     finally:
         executor.shutdown()
@@ -469,15 +473,48 @@ def run_e2e(seconds: float, out: Path) -> None:
         rclpy.try_shutdown()
 
 
+def private_ros_env(folder: Path) -> dict[str, str]:
+    """This process's environment on a random private ROS domain (localhost only, ROS_HOME in
+    ``folder``), without the caller's Fast DDS profile, transport or malloc settings."""
+    env = {**os.environ, "ROS_DOMAIN_ID": str(random.randint(150, 230)), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+           "ROS_HOME": str(folder / "ros_home")}
+    for key in ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS", "GLIBC_TUNABLES"):
+        env.pop(key, None)
+    return env
+
+
+def shipped_profile_env(base_env: Mapping[str, str]) -> dict[str, str]:
+    """``base_env`` with the shipped Fast DDS profile for every process started with it."""
+    return {**base_env, **profile_env(PROFILE)}
+
+
+def measure_e2e(env: Mapping[str, str], folder: Path, sizes: Sequence[tuple[int, int]] = RESOLUTIONS,
+                rate_hz: float = RATE_HZ, seconds: float = E2E_SECONDS) -> list[dict[str, Any]]:
+    """Camera -> relay / node -> sink, every variant at every size: frames published at ``rate_hz``,
+    ``seconds`` measured per size after 1 s of warm-up; one row per (variant, size).
+
+    The camera/sink runs as a child process (this script with ``--e2e-run``) with ``env``: Fast DDS
+    reads its profile when a process creates its first participant, and the relay and node processes
+    inherit the same environment. Their logs go to ``folder``.
+    """
+    out = folder / "e2e.json"
+    command = [sys.executable, __file__, "--e2e-run", "--seconds", str(seconds), "--rate-hz", str(rate_hz),
+               "--sizes", *(size_name(size) for size in sizes), "--probe-out", str(out)]
+    timeout = len(VARIANTS) * (60.0 + len(sizes) * (seconds + 5.0)) + 60.0
+    subprocess.run(command, env=dict(env), check=True, timeout=timeout)
+    return json.loads(out.read_text())
+
+
 def e2e_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of ``measure_e2e`` rows, each node row against the relay hop of its frame size."""
     relay = {row["frame"]: row for row in rows if row["stages"] is None}
     lines = [
-        "| path | frame | delivered | labels Hz | latency p50 ms (p90) | node: decode / pipeline (inference) / publish ms "
+        "| path | frame | delivered | input / labels Hz | latency p50 ms (p90, max) | node: decode / pipeline (inference) / publish ms "
         "| p50 minus pipeline ms | p50 / relay p50 | (p50 minus pipeline) / relay p50 |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        latency = f"{row['p50']:.1f} ({row['p90']:.1f})" if row["p50"] is not None else "-"
+        latency = f"{row['p50']:.1f} ({row['p90']:.1f}, {row['max']:.1f})" if row["p50"] is not None else "-"
         base = relay.get(row["frame"], {}).get("p50")
         node_cells = ["", "", "", ""]
         if row["stages"] is not None and row["p50"] is not None:
@@ -492,12 +529,14 @@ def e2e_table(rows: list[dict[str, Any]]) -> str:
             ]
         elif row["p50"] is not None:
             node_cells = ["(no work)", f"{row['p50']:.1f}", "1.00", "1.00"]
-        lines.append(f"| {row['variant']} | {row['frame']} | {row['received']}/{row['sent']} | {row['output_hz']:.1f} | {latency} | "
+        lines.append(f"| {row['variant']} | {row['frame']} | {row['received']}/{row['sent']} | "
+                     f"{row['input_hz']:.1f} / {row['output_hz']:.1f} | {latency} | "
                      + " | ".join(node_cells) + " |")
     return "\n".join(lines)
 
 
 def machine() -> str:
+    """This machine and the versions that matter for the DDS numbers."""
     return (f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs shared with other work), Python "
             f"{platform.python_version()}, Fast DDS {version('ros-fastrtps')} (rclpy {version('ros-rclpy')}), "
             f"onnxruntime {version('onnxruntime')}; net.core.rmem_max = {Path('/proc/sys/net/core/rmem_max').read_text().strip()}")
@@ -506,7 +545,9 @@ def machine() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("all", "dds", "e2e"), default="all")
-    parser.add_argument("--seconds", type=float, default=None, help="measured seconds per size (dds: 1, e2e: 2.5)")
+    parser.add_argument("--seconds", type=float, default=None, help=f"measured seconds per size (dds: 1, e2e: {E2E_SECONDS:g})")
+    parser.add_argument("--rate-hz", type=float, default=RATE_HZ, help="e2e: camera frame rate")
+    parser.add_argument("--sizes", nargs="+", type=parse_size, default=RESOLUTIONS, metavar="WxH", help="e2e: frame sizes")
     parser.add_argument("--no-defaults-run", action="store_true", help="e2e: only the run with the shipped profile")
     parser.add_argument("--probe-role", choices=("pub", "sub"), help=argparse.SUPPRESS)
     parser.add_argument("--e2e-run", action="store_true", help=argparse.SUPPRESS)
@@ -520,14 +561,11 @@ def main() -> int:
         return 0
     tune_malloc_for_large_messages()  # this process is the instrument (camera and sink) in every run
     if args.e2e_run:
-        run_e2e(args.seconds, args.probe_out)
+        run_e2e(args.sizes, args.rate_hz, args.seconds, args.probe_out)
         return 0
 
     folder = Path(tempfile.mkdtemp(prefix="bench_transport_e2e_"))
-    base_env = {**os.environ, "ROS_DOMAIN_ID": str(random.randint(150, 230)), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-                "ROS_HOME": str(folder / "ros_home")}
-    for key in ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS", "GLIBC_TUNABLES"):
-        base_env.pop(key, None)
+    base_env = private_ros_env(folder)
     started_at = time.time()
     command = "python bench/bench_transport_e2e.py" + "".join(f" {a}" for a in sys.argv[1:])
     update_section("transport-intro", (
@@ -541,16 +579,13 @@ def main() -> int:
         update_section("transport-dds", text, DOC)
         update_xml_comment(xml_measurements(results))
     if args.part in ("all", "e2e"):
-        runs = [("shipped profile in every process (camera/sink, node or relay)", {**base_env, **profile_env(PROFILE)})]
+        runs = [("shipped profile in every process (camera/sink, node or relay)", shipped_profile_env(base_env))]
         if not args.no_defaults_run:
             # Empty variables: the nodes (ros/dds_profile.py) then keep Fast DDS's defaults too.
             runs.append(("Fast DDS defaults in every process", {**base_env, **{name: "" for name in profile_env(PROFILE)}}))
         sections = []
         for title, env in runs:
-            out = folder / "e2e.json"
-            subprocess.run([sys.executable, __file__, "--e2e-run", "--seconds", str(args.seconds or 2.5), "--probe-out", str(out)],
-                           env=env, check=True, timeout=600)
-            rows = json.loads(out.read_text())
+            rows = measure_e2e(env, folder, args.sizes, args.rate_hz, args.seconds or E2E_SECONDS)
             sections.append(f"**{title}**\n\n{e2e_table(rows)}")
         text = "\n\n".join(sections)
         print(text, flush=True)

@@ -1,8 +1,11 @@
-"""Our pipeline vs a naive baseline, per stage, on the real models at three camera resolutions.
+"""Issue 7's benchmark: our pipeline vs a naive baseline per stage, then the node end to end over DDS.
 
-    python bench/run_bench.py [--repeat 30] [--out bench/results] [--update-doc]
+    source scripts/ros_env.sh && python bench/run_bench.py [--part all|pipeline|node] [--repeat 30]
+        [--sizes 640x480 1280x720 1920x1080] [--node-seconds 2.5] [--node-rate-hz 30] [--out DIR] [--no-doc]
 
-One process, one run: for selfie_segmentation, ppocrv4_det and centernet_mobilenetv3_coco at
+One command, one run, two parts (``--part`` picks one):
+
+Part ``pipeline``: for selfie_segmentation, ppocrv4_det and centernet_mobilenetv3_coco at
 640x480, 1280x720 and 1920x1080 (bgr8 frames, as a camera driver sends them) it times
 
 * ``naive``: what seed scripts do: cv2.resize -> numpy normalize/transposes -> backend (fresh
@@ -17,14 +20,24 @@ One process, one run: for selfie_segmentation, ppocrv4_det and centernet_mobilen
 
 Medians over ``--repeat`` frames after warm-up, in milliseconds. For the GPU stages it also gives
 the physical floor: bytes each stage must move over the memory bandwidth measured here with a
-CuPy copy (device stages) or a host->device copy (uploads). Writes ``bench.json`` and
-``bench.md`` to ``--out``; ``--update-doc`` puts the table into docs/performance.md.
+CuPy copy (device stages) or a host->device copy (uploads).
+
+Part ``node``: end-to-end latency (frame published -> labels received) and throughput of the real
+``segmentation_node`` process over DDS at ``--node-rate-hz`` input, next to a plain relay hop, with
+rclpy intake, raw CDR intake and jpeg input: ``bench_transport_e2e.measure_e2e`` with the shipped
+Fast DDS profile in every process. Needs rclpy (the repo's .venv); without it the part is skipped
+with the reason printed (e.g. on a GPU machine without ROS).
+
+Writes ``bench.json``/``bench.md`` and ``node_e2e.json``/``node_e2e.md`` to ``--out`` and, unless
+``--no-doc``, the tables into docs/performance.md (sections ``run_bench-cpu`` or ``run_bench-gpu``,
+and ``run_bench-node``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -48,6 +61,29 @@ from trt_perception.visualize import colorize, make_palette  # noqa: E402
 MODELS = {"selfie_segmentation": "astronaut.png", "ppocrv4_det": "page.png", "centernet_mobilenetv3_coco": "coffee.png"}
 RESOLUTIONS = [(480, 640), (720, 1280), (1080, 1920)]
 IMAGES = ROOT / "test" / "fixtures" / "images"
+NODE_RATE_HZ = 30.0
+NODE_SECONDS = 2.5
+
+
+def size_name(size: tuple[int, int]) -> str:
+    """``(height, width)`` as ``WxH``."""
+    return f"{size[1]}x{size[0]}"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``WxH`` (e.g. ``1280x720``) as ``(height, width)``."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"frame size {text!r} is not WIDTHxHEIGHT, e.g. 1280x720") from None
+    if width <= 0 or height <= 0:
+        raise argparse.ArgumentTypeError(f"frame size {text!r} must be positive")
+    return height, width
+
+
+def command_line() -> str:
+    """How this script was started, for the reports."""
+    return " ".join(["python bench/run_bench.py", *sys.argv[1:]])
 
 
 def median_ms(samples: list[float]) -> float:
@@ -164,16 +200,16 @@ def pipeline_times(run: Callable, colour: Callable | None, repeat: int, warmup: 
     return {stage: median_ms(values) for stage, values in samples.items()}
 
 
-def bench_model(name: str, repeat: int, gpu) -> list[dict]:
+def bench_model(name: str, sizes: list[tuple[int, int]], repeat: int, gpu) -> list[dict]:
     spec = load_model_spec(name)
     pipeline = Pipeline.from_spec(spec)
     naive = Naive(spec, pipeline)
     palette = naive.palette
     rows = []
-    for size in RESOLUTIONS:
+    for size in sizes:
         frame = camera_frame(name, size)
         geometry = pipeline.preprocessor.geometry(size)
-        base = {"model": name, "resolution": f"{size[1]}x{size[0]}", "network": "x".join(map(str, geometry.network_size[::-1]))}
+        base = {"model": name, "resolution": size_name(size), "network": "x".join(map(str, geometry.network_size[::-1]))}
         state: dict = {}
 
         def naive_pre(_):
@@ -339,9 +375,9 @@ def measure_gpu():
 def markdown(rows: list[dict], gpu_info: dict | None, repeat: int, nms_rows: list[dict]) -> str:
     lines = [
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.node()} "
-        f"({platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs"
+        f"({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
         + (f", GPU {gpu_info['name']}" if gpu_info else ", no GPU") + f"); OpenCV {cv2.__version__}; "
-        f"median of {repeat} frames; `python bench/run_bench.py --repeat {repeat}`.",
+        f"median of {repeat} frames; `{command_line()}`.",
         "",
     ]
     if gpu_info:
@@ -372,36 +408,83 @@ def markdown(rows: list[dict], gpu_info: dict | None, repeat: int, nms_rows: lis
                                                    "post_kernel_ms", "post_kernel_floor_ms", "download_ms", "download_floor_ms")]
             lines.append(f"| {row['model']} | {row['resolution']} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
     lines += ["", "Detection filter + per-class NMS alone (score 0.3, IoU 0.45, top 100; random boxes, 80 classes; "
-              "result on the host; GPU with the boxes already on the device, and uploaded from the host first):", "",
-              "| candidate boxes | CPU ms | GPU ms | GPU ms, host input |", "|---|---|---|---|"]
-    nan = float("nan")
-    for row in nms_rows:
-        lines.append(f"| {row['boxes']} | {row['cpu_ms']:.2f} | {row.get('gpu_ms', nan):.2f} | {row.get('gpu_host_input_ms', nan):.2f} |")
+              "result on the host" + ("; GPU with the boxes already on the device, and uploaded from the host first):"
+                                      if gpu_info else "):"), ""]
+    if gpu_info:
+        lines += ["| candidate boxes | CPU ms | GPU ms | GPU ms, host input |", "|---|---|---|---|"]
+        lines += [f"| {row['boxes']} | {row['cpu_ms']:.2f} | {row['gpu_ms']:.2f} | {row['gpu_host_input_ms']:.2f} |" for row in nms_rows]
+    else:
+        lines += ["| candidate boxes | CPU ms |", "|---|---|"]
+        lines += [f"| {row['boxes']} | {row['cpu_ms']:.2f} |" for row in nms_rows]
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=30)
-    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "trt_perception_bench")
-    parser.add_argument("--models", nargs="*", default=list(MODELS))
-    parser.add_argument("--update-doc", action="store_true", help="write the table into docs/performance.md")
-    args = parser.parse_args()
+def pipeline_part(args: argparse.Namespace) -> None:
+    """Ours vs naive per stage (CPU path, and the GPU path when CuPy sees a GPU)."""
     gpu = measure_gpu()
     rows = []
     for model in args.models:
         start = time.perf_counter()
-        rows += bench_model(model, args.repeat, gpu)
+        rows += bench_model(model, args.sizes, args.repeat, gpu)
         print(f"{model}: {time.perf_counter() - start:.1f} s", flush=True)
     nms_rows = bench_nms(args.repeat, gpu)
-    args.out.mkdir(parents=True, exist_ok=True)
     text = markdown(rows, gpu, args.repeat, nms_rows)
     (args.out / "bench.json").write_text(json.dumps({"pipelines": rows, "nms": nms_rows}, indent=1))
     (args.out / "bench.md").write_text(text)
-    if args.update_doc:
+    if not args.no_doc:
         update_section("run_bench" + ("-gpu" if gpu else "-cpu"), text)
-    print(text)
-    return 0
+    print(text, flush=True)
+
+
+def node_part(args: argparse.Namespace) -> bool:
+    """Node end to end over DDS against a relay hop; False (reason printed) when rclpy is not importable."""
+    try:
+        import rclpy  # noqa: F401  (only to know whether ROS 2 is there)
+    except ImportError as error:
+        print(f"Node end-to-end part skipped: rclpy is not importable ({error}). It needs the ROS 2 wheels of "
+              "the repo's .venv: `source scripts/ros_env.sh` (scripts/setup_env.sh builds it).", flush=True)
+        return False
+    from bench import bench_transport_e2e as transport
+
+    folder = Path(tempfile.mkdtemp(prefix="run_bench_node_"))
+    env = transport.shipped_profile_env(transport.private_ros_env(folder))
+    start = time.perf_counter()
+    rows = transport.measure_e2e(env, folder, args.sizes, args.node_rate_hz, args.node_seconds)
+    print(f"node end to end: {time.perf_counter() - start:.1f} s; node logs in {folder}", flush=True)
+    text = (
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {transport.machine()}; `{command_line()}`: "
+        f"camera frames (rgb8 `Image`, or jpeg q90 `CompressedImage`) published best-effort at {args.node_rate_hz:g} Hz, "
+        f"1 s warm-up then {args.node_seconds:g} s measured per size; the shipped Fast DDS profile "
+        "(`config/dds/fastdds_large_images.xml`) in every process; `segmentation_node` with `selfie_segmentation` "
+        "on ONNX Runtime (CPU), labels published reliable.\n\n" + transport.e2e_table(rows) + "\n"
+    )
+    (args.out / "node_e2e.json").write_text(json.dumps(rows, indent=1))
+    (args.out / "node_e2e.md").write_text(text)
+    if not args.no_doc:
+        update_section("run_bench-node", text)
+    print(text, flush=True)
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=("all", "pipeline", "node"), default="all",
+                        help="all (default): pipeline then node; node is skipped, with the reason, where rclpy is missing")
+    parser.add_argument("--repeat", type=int, default=30, help="pipeline: frames measured per row")
+    parser.add_argument("--sizes", nargs="+", type=parse_size, default=RESOLUTIONS, metavar="WxH", help="frame sizes (both parts)")
+    parser.add_argument("--models", nargs="*", default=list(MODELS), help="pipeline: models")
+    parser.add_argument("--node-seconds", type=float, default=NODE_SECONDS, help="node: measured seconds per size")
+    parser.add_argument("--node-rate-hz", type=float, default=NODE_RATE_HZ, help="node: camera frame rate")
+    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "trt_perception_bench")
+    parser.add_argument("--no-doc", action="store_true", help="leave docs/performance.md alone")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    if args.part in ("all", "pipeline"):
+        pipeline_part(args)
+    node_ran = node_part(args) if args.part in ("all", "node") else True
+    print(f"run_bench done in {time.perf_counter() - start:.0f} s", flush=True)
+    return 0 if node_ran or args.part == "all" else 1
 
 
 if __name__ == "__main__":
