@@ -54,6 +54,11 @@ def tiny_pipeline(folder: Path, model: onnx.ModelProto | None, **changes) -> Pip
 
 # --------------------------------------------------------------------------- model files
 
+def test_model_path_that_is_a_folder_is_named_as_such(tmp_path):
+    with pytest.raises(ModelLoadError, match=f"ONNX model path is not a file: {tmp_path}"):
+        OnnxRuntimeBackend(tmp_path)
+
+
 def test_missing_model_file_names_the_path(tmp_path):
     with pytest.raises(ModelLoadError, match=f"ONNX model file not found: {tmp_path / 'tiny.onnx'}"):
         tiny_pipeline(tmp_path, None)

@@ -173,6 +173,11 @@ def test_empty_line_inside_labels_file_is_rejected(tmp_path):
         parse_model_spec(with_change("labels", "labels.txt"), tmp_path)
 
 
+def test_size_that_is_neither_list_nor_mapping_names_both_forms(tmp_path):
+    with pytest.raises(SpecError, match=r"input.size: expected \[height, width\] or \{short_side, multiple_of, max_long_side\}, got"):
+        parse_model_spec(with_change("input.size", "256"), tmp_path)
+
+
 def test_tensorrt_backend_accepts_an_onnx_model_alone(tmp_path):
     spec = parse_model_spec(with_change("backend", "tensorrt"), tmp_path)
     assert spec.backend == "tensorrt" and spec.engine is None and spec.model is not None

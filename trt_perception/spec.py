@@ -245,6 +245,10 @@ def _parse_size(value: object, key: str) -> tuple[int, int] | DynamicSize:
         if len(value) != 2:
             raise SpecError(f"{key}: expected [height, width], got {len(value)} numbers")
         return (_integer(value[0], f"{key}[0]", 1), _integer(value[1], f"{key}[1]", 1))
+    if not isinstance(value, Mapping):
+        raise SpecError(
+            f"{key}: expected [height, width] or {{short_side, multiple_of, max_long_side}}, got {_describe(value)}"
+        )
     section = _Section(value, key)
     dynamic = DynamicSize(
         short_side=section.integer("short_side"),

@@ -62,8 +62,10 @@ class OnnxRuntimeBackend:
         intra_op_threads: int = 0,
     ) -> None:
         self.model_path = Path(model_path)
-        if not self.model_path.is_file():
+        if not self.model_path.exists():
             raise ModelLoadError(f"ONNX model file not found: {self.model_path}")
+        if not self.model_path.is_file():
+            raise ModelLoadError(f"ONNX model path is not a file: {self.model_path}")
         available = ort.get_available_providers()
         chosen = list(providers) if providers else default_providers()
         missing = [provider for provider in chosen if provider not in available]
