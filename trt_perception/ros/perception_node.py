@@ -366,12 +366,17 @@ class PerceptionNode(Node):
 
     # ---- shutdown ----------------------------------------------------------------------------
     def destroy_node(self) -> None:
-        """Stop the worker, release the model, then destroy the ROS node."""
-        self._stopping = True
-        self._slot.close()
-        if self._worker.is_alive():
-            self._worker.join(timeout=10.0)
-        self.pipeline.close()
+        """Stop the worker, release the model, then destroy the ROS node.
+
+        rclpy >= 9 (Kilted) also calls this at shutdown for a node whose ``__init__`` failed (its context
+        destroys every node it still tracks): such a node has no worker yet, only the ROS node.
+        """
+        if hasattr(self, "_worker"):
+            self._stopping = True
+            self._slot.close()
+            if self._worker.is_alive():
+                self._worker.join(timeout=10.0)
+            self.pipeline.close()
         super().destroy_node()
 
 
