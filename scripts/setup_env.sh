@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Build the repo's Python environment (.venv) from the package registries alone:
 #   1. a venv with Python >= 3.10,
-#   2. ROS 2 Jazzy wheels (rclpy + Fast DDS, sensor/std/geometry/diagnostic msgs): requirements-ros.txt,
-#   3. vision_msgs built from interfaces/vision_msgs with the rosidl/ament_cmake wheels and the
-#      system's cmake and C/C++ compiler -- only when vision_msgs is not importable already,
+#   2. ROS 2 wheels (rclpy + Fast DDS, sensor/std/geometry/diagnostic msgs): requirements-ros.txt
+#      (Jazzy) or requirements-ros-kilted.txt (Kilted),
+#   3. vision_msgs built from interfaces/vision_msgs with the rosidl/ament_cmake wheels
+#      (requirements-interfaces[-kilted].txt) and the system's cmake and C/C++ compiler -- only when
+#      vision_msgs is not importable already,
 #   4. the project's Python dependencies (requirements-dev.txt) and trt_perception itself
 #      (editable, so share/trt_perception and lib/trt_perception land in the venv prefix).
 # Idempotent: a stamp keyed on the hash of every input makes a second run take about a second.
 #
 # Environment: TRT_PERCEPTION_VENV (venv path, default <repo>/.venv), PYTHON (interpreter to
-# build the venv from, default python3), TRT_PERCEPTION_FORCE_SETUP=1 (ignore the stamp).
+# build the venv from, default python3), TRT_PERCEPTION_FORCE_SETUP=1 (ignore the stamp),
+# TRT_PERCEPTION_ROS_DISTRO=jazzy|kilted (which ROS 2 wheels, default jazzy; one distribution per venv).
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +21,8 @@ PYTHON="${PYTHON:-python3}"
 STAMP="$VENV/.trt_perception_setup_stamp"
 INTERFACES_DIR="$REPO_ROOT/interfaces/vision_msgs"
 INTERFACES_STAMP="$VENV/share/vision_msgs/.built_by_trt_perception"
+DISTRO_STAMP="$VENV/.trt_perception_ros_distro"
+ROS_DISTRO_NAME="${TRT_PERCEPTION_ROS_DISTRO:-jazzy}"
 
 say() { printf '[setup_env] %s\n' "$*"; }
 die() { printf '[setup_env] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -45,6 +50,12 @@ pip_install() {
   rm -f "$log"
 }
 
+case "$ROS_DISTRO_NAME" in
+  jazzy) ROS_REQUIREMENTS=requirements-ros.txt INTERFACES_REQUIREMENTS=requirements-interfaces.txt ;;
+  kilted) ROS_REQUIREMENTS=requirements-ros-kilted.txt INTERFACES_REQUIREMENTS=requirements-interfaces-kilted.txt ;;
+  *) die "TRT_PERCEPTION_ROS_DISTRO=$ROS_DISTRO_NAME: expected jazzy or kilted" ;;
+esac
+
 cd "$REPO_ROOT"
 # One setup at a time per venv (parallel test runs would otherwise pip-install into it together).
 exec 9>"$VENV.lock"
@@ -52,10 +63,10 @@ if ! flock -n 9; then
   say "waiting for another setup_env.sh run on $VENV to finish"
   flock 9
 fi
-SETUP_HASH="$(hash_inputs scripts/setup_env.sh scripts/ros_env.sh requirements.txt requirements-dev.txt \
-  requirements-ros.txt requirements-interfaces.txt setup.py setup.cfg package.xml resource launch config \
-  test/fixtures/models interfaces)"
-INTERFACES_HASH="$(hash_inputs interfaces requirements-interfaces.txt)"
+SETUP_HASH="$ROS_DISTRO_NAME-$(hash_inputs scripts/setup_env.sh scripts/ros_env.sh requirements.txt \
+  requirements-dev.txt "$ROS_REQUIREMENTS" "$INTERFACES_REQUIREMENTS" setup.py setup.cfg package.xml resource \
+  launch config test/fixtures/models interfaces)"
+INTERFACES_HASH="$ROS_DISTRO_NAME-$(hash_inputs interfaces "$INTERFACES_REQUIREMENTS")"
 
 # Everything below runs the venv's own python with its ROS environment.
 activate() {
@@ -80,12 +91,17 @@ command -v gcc >/dev/null && command -v g++ >/dev/null || die "gcc/g++ not found
 if [[ ! -x "$VENV/bin/python" ]]; then
   say "creating venv $VENV with $("$PYTHON" --version 2>&1)"
   "$PYTHON" -m venv "$VENV"
+  echo "$ROS_DISTRO_NAME" >"$DISTRO_STAMP"
 fi
+# One ROS 2 distribution per venv: wheels of two would mix (e.g. two ament_package copies).
+venv_distro="$(cat "$DISTRO_STAMP" 2>/dev/null || echo jazzy)"  # venvs made before the switch hold Jazzy
+[[ "$venv_distro" == "$ROS_DISTRO_NAME" ]] \
+  || die "$VENV holds ROS 2 $venv_distro wheels, not $ROS_DISTRO_NAME: set TRT_PERCEPTION_VENV to another path or delete $VENV"
 rm -f "$STAMP"
 
 # 2. + 4. ROS 2 wheels, the project's dependencies and the tools to build interfaces, in one resolve.
-say "installing ROS 2 Jazzy wheels and Python dependencies (requirements-ros.txt, requirements-dev.txt)"
-pip_install -r requirements-ros.txt -r requirements-dev.txt
+say "installing ROS 2 $ROS_DISTRO_NAME wheels and Python dependencies ($ROS_REQUIREMENTS, requirements-dev.txt)"
+pip_install -r "$ROS_REQUIREMENTS" -r requirements-dev.txt
 # TensorRT's type stubs, for mypy only: in a folder of their own, since installed normally they
 # would shadow a real TensorRT and their dependencies try to download TensorRT itself.
 say "installing tensorrt-stubs into $VENV/tensorrt-stubs (type checking of the TensorRT backend)"
@@ -100,12 +116,12 @@ elif vision_msgs_importable && [[ "$(cat "$INTERFACES_STAMP")" == "$INTERFACES_H
   say "vision_msgs already built from interfaces/vision_msgs"
 else
   say "building vision_msgs from interfaces/vision_msgs (rosidl + ament_cmake wheels, cmake, gcc)"
-  pip_install -r requirements-interfaces.txt
+  pip_install -r "$INTERFACES_REQUIREMENTS"
   # The wheels' CMake exports hard-code the include paths of the machine that built them.
   python_include="$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
   numpy_include="$(python -c 'import numpy; print(numpy.get_include())')"
   [[ -f "$python_include/Python.h" ]] || die "Python headers missing in $python_include (Debian: apt-get install python3-dev)"
-  grep -rlZ --include='*.cmake' '/opt/python/cp3' "$VENV/share" | xargs -0 -r sed -i -E \
+  { grep -rlZ --include='*.cmake' '/opt/python/cp3' "$VENV/share" || true; } | xargs -0 -r sed -i -E \
     -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+#$python_include#g" \
     -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages/numpy/_core/include#$numpy_include#g"
   build_dir="$VENV/.build/vision_msgs"
