@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trt_perception.ros.dds_profile import PROFILE_VARIABLES, large_images_profile, use_large_images_profile
+from trt_perception.ros.dds_profile import (
+    PROFILE_VARIABLES,
+    large_images_profile,
+    profile_variables,
+    use_large_images_profile,
+)
 from trt_perception.ros.frame_slot import LatestFrameSlot
 from trt_perception.ros.parameters import (
     COMMON_PARAMETERS,
@@ -187,6 +192,21 @@ def test_large_images_profile_is_set_for_fast_dds_when_no_profile_is_chosen() ->
         environ = dict(rmw)
         assert str(profile) in use_large_images_profile(environ)
         assert all(environ[name] == str(profile) for name in PROFILE_VARIABLES)
+
+
+@pytest.mark.parametrize(
+    ("library", "variable"),
+    [("libfastrtps.so.2.14", "FASTRTPS_DEFAULT_PROFILES_FILE"), ("libfastdds.so.3.2", "FASTDDS_DEFAULT_PROFILES_FILE")],
+)
+def test_profile_goes_to_the_variable_the_installed_fast_dds_reads(tmp_path: Path, library: str, variable: str) -> None:
+    (tmp_path / "ros" / "lib").mkdir(parents=True)
+    (tmp_path / "ros" / "lib" / library).touch()
+    (tmp_path / "ros" / "lib" / library.split(".so")[0]).with_suffix(".so").touch()
+    environ = {"AMENT_PREFIX_PATH": f"{tmp_path / 'empty'}:{tmp_path / 'ros'}"}
+    assert profile_variables(environ) == (variable,)
+    line = use_large_images_profile(environ)
+    assert set(environ) == {"AMENT_PREFIX_PATH", variable} and variable in line
+    assert profile_variables({"AMENT_PREFIX_PATH": str(tmp_path / "empty")}) == PROFILE_VARIABLES
 
 
 @pytest.mark.parametrize(
