@@ -109,6 +109,8 @@ class Preprocessor:
         if not self._per_image:
             self._scale, self._offset = affine_normalization(spec.normalization)
         self._buffer: npt.NDArray | None = None
+        self._table_key = b""  # scale and offset the normalization table below was made for
+        self._table: npt.NDArray = np.empty(0)
 
     def geometry(self, source_size: tuple[int, int]) -> ResizeGeometry:
         """Where an image of ``source_size`` (height, width) lands in the network input."""
@@ -208,7 +210,11 @@ class Preprocessor:
         same float32 operations as the direct computation (multiply, then add; one rounding to
         float16), so the tensor has the same bits.
         """
-        table = (np.arange(256, dtype=np.float32)[:, None] * scale + offset).astype(self._dtype)
+        key = scale.tobytes() + offset.tobytes()
+        if self._table_key != key:  # constant unless per-image standardization changes it per frame
+            self._table = (np.arange(256, dtype=np.float32)[:, None] * scale + offset).astype(self._dtype)
+            self._table_key = key
+        table = self._table
         if self.spec.layout == "NCHW":
             tables = [np.ascontiguousarray(column) for column in table.T]
         elif bool(np.all(table == table[:, :1])):  # the same for every channel: one table, rows as flat lines
