@@ -23,7 +23,8 @@ from tqdm import tqdm
 from trt_perception.errors import ImageDecodeError, InferenceError
 from trt_perception.evaluation.metrics import LatencyStats
 from trt_perception.image_decoding import decode_compressed
-from trt_perception.pipeline import DEVICES, STAGES, create_pipeline
+from trt_perception.pipeline import STAGES
+from trt_perception.pipeline_factory import DEVICES, create_pipeline
 from trt_perception.results import DetectionResult, SegmentationResult, class_name
 from trt_perception.visualize import as_rgb, colorize, draw_detections, make_palette, overlay
 
