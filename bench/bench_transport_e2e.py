@@ -63,8 +63,8 @@ from sensor_msgs.msg import CompressedImage, Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_common import RESOLUTIONS, parse_size, size_name  # noqa: E402
 from bench.report import update_section  # noqa: E402
-from bench.run_bench import RESOLUTIONS, parse_size, size_name  # noqa: E402
 from trt_perception.image_decoding import encode_image  # noqa: E402
 from trt_perception.ros.cdr import MessageHeader, parse_image, serialize_image  # noqa: E402
 from trt_perception.ros.image_conversion import tune_malloc_for_large_messages  # noqa: E402

@@ -52,33 +52,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_common import MODELS, RESOLUTIONS, camera_frame, parse_size, size_name  # noqa: E402
 from bench.report import update_section  # noqa: E402
 from trt_perception.pipeline import Pipeline  # noqa: E402
 from trt_perception.preprocess import affine_normalization  # noqa: E402
 from trt_perception.spec import ModelSpec, load_model_spec  # noqa: E402
 from trt_perception.visualize import colorize, make_palette  # noqa: E402
 
-MODELS = {"selfie_segmentation": "astronaut.png", "ppocrv4_det": "page.png", "centernet_mobilenetv3_coco": "coffee.png"}
-RESOLUTIONS = [(480, 640), (720, 1280), (1080, 1920)]
-IMAGES = ROOT / "test" / "fixtures" / "images"
 NODE_RATE_HZ = 30.0
 NODE_SECONDS = 2.5
-
-
-def size_name(size: tuple[int, int]) -> str:
-    """``(height, width)`` as ``WxH``."""
-    return f"{size[1]}x{size[0]}"
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``WxH`` (e.g. ``1280x720``) as ``(height, width)``."""
-    try:
-        width, height = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"frame size {text!r} is not WIDTHxHEIGHT, e.g. 1280x720") from None
-    if width <= 0 or height <= 0:
-        raise argparse.ArgumentTypeError(f"frame size {text!r} must be positive")
-    return height, width
 
 
 def command_line() -> str:
@@ -88,13 +70,6 @@ def command_line() -> str:
 
 def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1e3
-
-
-def camera_frame(model: str, size: tuple[int, int]) -> np.ndarray:
-    """The model's sample image resized to a camera resolution, as bgr8."""
-    image = cv2.imread(str(IMAGES / MODELS[model]))
-    assert image is not None, MODELS[model]
-    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
 class Naive:

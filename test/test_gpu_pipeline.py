@@ -62,7 +62,7 @@ def test_gpu_pipeline_over_tensorrt_keeps_tensors_on_the_device(
     """Segmentation labels, or detections decoded and filtered on the device, equal the CPU pipeline's."""
     from tensorrt_double import build_engine_file, install
 
-    from trt_perception.backends.tensorrt import TensorRTBackend
+    from trt_perception.tensorrt.backend import TensorRTBackend
     from trt_perception.gpu.pipeline import GpuPipeline
 
     spec = load_model_spec(model)

@@ -15,7 +15,8 @@ import pytest
 from cupy_stand_ins import cupy_without_device, fresh_cupy_check, no_cupy  # noqa: F401 (fixtures)
 
 from trt_perception.errors import GpuUnavailableError, TrtPerceptionError
-from trt_perception.pipeline import Pipeline, create_pipeline
+from trt_perception.pipeline import Pipeline
+from trt_perception.pipeline_factory import create_pipeline
 from trt_perception.spec import load_model_spec
 
 IMAGES = Path(__file__).resolve().parent / "fixtures" / "images"

@@ -22,19 +22,13 @@ from tensorrt_double.fake_tensorrt import _pack_plan
 
 from trt_perception.backends import Backend, create_backend
 from trt_perception.backends.onnxruntime import OnnxRuntimeBackend
-from trt_perception.backends.tensorrt import (
-    EngineMismatchError,
-    TensorRTBackend,
-    classify_load_failure,
-    import_cupy,
-    profile_shapes,
-    require_tensorrt,
-)
-from trt_perception.cli.infer import read_image
-from trt_perception.engine_builder import BuildOptions, build_engine
 from trt_perception.errors import InferenceError, ModelLoadError
+from trt_perception.image_files import read_image
 from trt_perception.preprocess import Preprocessor
 from trt_perception.spec import ModelSpec, load_model_spec
+from trt_perception.tensorrt.backend import EngineMismatchError, TensorRTBackend, classify_load_failure, profile_shapes
+from trt_perception.tensorrt.engine_builder import BuildOptions, build_engine
+from trt_perception.tensorrt.runtime_support import import_cupy, require_tensorrt
 
 IMAGES = Path(__file__).parent / "fixtures" / "images"
 

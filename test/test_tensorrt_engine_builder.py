@@ -17,8 +17,10 @@ import pytest
 from onnx import TensorProto, helper
 from tensorrt_double import build_engine_file, install, unpack_plan
 
-from trt_perception.cli.infer import read_image
-from trt_perception.engine_builder import (
+from trt_perception.image_files import read_image
+from trt_perception.preprocess import Preprocessor, dynamic_network_size
+from trt_perception.spec import DynamicSize, ModelSpec, load_model_spec
+from trt_perception.tensorrt.engine_builder import (
     BuildOptions,
     EngineBuildError,
     ShapeRange,
@@ -26,8 +28,6 @@ from trt_perception.engine_builder import (
     network_flags,
     resolve_shape_ranges,
 )
-from trt_perception.preprocess import Preprocessor, dynamic_network_size
-from trt_perception.spec import DynamicSize, ModelSpec, load_model_spec
 
 IMAGES = Path(__file__).parent / "fixtures" / "images"
 
@@ -210,7 +210,7 @@ def test_missing_onnx_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 
 
 def test_engine_built_on_each_version_runs(monkeypatch: pytest.MonkeyPatch, selfie: ModelSpec, tmp_path: Path) -> None:
-    from trt_perception.backends.tensorrt import TensorRTBackend
+    from trt_perception.tensorrt.backend import TensorRTBackend
 
     frame = np.linspace(0, 1, 256 * 256 * 3, dtype=np.float32).reshape(1, 256, 256, 3)
     results = []

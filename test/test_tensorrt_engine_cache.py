@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from tensorrt_double import build_engine_file, fake_cupy, install, unpack_plan, uses_real_cupy
 
-from trt_perception import engine_cache
-from trt_perception.backends.tensorrt import EngineMismatchError, TensorRTBackend, create_tensorrt_backend
-from trt_perception.engine_builder import BuildOptions
-from trt_perception.engine_cache import EngineCache
 from trt_perception.errors import ModelLoadError
 from trt_perception.spec import ModelSpec, load_model_spec
+from trt_perception.tensorrt import engine_cache
+from trt_perception.tensorrt.backend import EngineMismatchError, TensorRTBackend, create_tensorrt_backend
+from trt_perception.tensorrt.engine_builder import BuildOptions
+from trt_perception.tensorrt.engine_cache import EngineCache
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -99,7 +99,7 @@ def test_precision_and_shapes_get_their_own_engines(
         cached_backend(cache, spec).engine_path,
         cached_backend(cache, spec, BuildOptions(precision="fp16")).engine_path,
     }
-    from trt_perception.engine_builder import ShapeRange
+    from trt_perception.tensorrt.engine_builder import ShapeRange
 
     small = ShapeRange((1, 3, 32, 32), (1, 3, 320, 320), (1, 3, 640, 640))
     paths.add(cached_backend(cache, spec, BuildOptions(shapes={"x": small})).engine_path)
@@ -154,9 +154,9 @@ LOCK_SCRIPT = textwrap.dedent(
     sys.modules["tensorrt"] = make_tensorrt("10.3.0")
     sys.modules["cupy"] = fake_cupy
     from pathlib import Path
-    from trt_perception import engine_cache
-    from trt_perception.backends.tensorrt import TensorRTBackend
-    from trt_perception.engine_builder import BuildOptions
+    from trt_perception.tensorrt import engine_cache
+    from trt_perception.tensorrt.backend import TensorRTBackend
+    from trt_perception.tensorrt.engine_builder import BuildOptions
     from trt_perception.spec import load_model_spec
 
     folder = Path({cache!r}).parent

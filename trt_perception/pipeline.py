@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy.typing as npt
 
@@ -16,11 +15,7 @@ from trt_perception.preprocess import Preprocessor
 from trt_perception.results import DetectionResult, Detections, SegmentationResult, StageTimings
 from trt_perception.spec import DynamicSize, ModelSpec, load_model_spec
 
-if TYPE_CHECKING:
-    from trt_perception.gpu.pipeline import GpuPipeline
-
 STAGES = ("preprocess", "inference", "postprocess")
-DEVICES = ("cpu", "gpu", "auto")
 
 
 def detection_filter_from_spec(spec: ModelSpec) -> DetectionFilter:
@@ -167,36 +162,3 @@ class Pipeline:
                     f"input.size: the spec gives {list(spec.size)} but the model input {info.name!r} "
                     f"has shape {list(info.shape)} ({spec.layout})"
                 )
-
-
-
-def create_pipeline(
-    spec: ModelSpec | str | Path,
-    backend: Backend | None = None,
-    backend_kind: str | None = None,
-    intra_op_threads: int = 0,
-    device: str = "cpu",
-) -> Pipeline | GpuPipeline:
-    """A pipeline with its pre/post-processing on ``device``: ``cpu`` (``Pipeline``), ``gpu``
-    (``GpuPipeline``, CuPy; raises ``GpuUnavailableError`` naming what is missing before the model
-    loads) or ``auto`` (``gpu`` when CuPy sees a CUDA device, else ``cpu``). The other arguments are
-    those of ``Pipeline.from_spec``."""
-    if device not in DEVICES:
-        raise ValueError(f"device: expected one of {', '.join(DEVICES)}, got {device!r}")
-    if device != "cpu":
-        from trt_perception.gpu import gpu_available, require_cupy
-
-        if device == "gpu":
-            require_cupy()
-        elif not gpu_available():
-            device = "cpu"
-    pipeline = Pipeline.from_spec(spec, backend, backend_kind, intra_op_threads=intra_op_threads)
-    if device == "cpu":
-        return pipeline
-    from trt_perception.gpu.pipeline import GpuPipeline
-
-    try:
-        return GpuPipeline(pipeline)
-    except BaseException:
-        pipeline.close()
-        raise

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from trt_perception.engine_builder import BuildOptions, build_engine
 from trt_perception.spec import ModelSpec
+from trt_perception.tensorrt.engine_builder import BuildOptions, build_engine
 
 from . import fake_cupy
 from .fake_tensorrt import make_tensorrt, unpack_plan
@@ -33,7 +33,7 @@ def install(monkeypatch: pytest.MonkeyPatch, version: str = "10.3.0") -> types.M
     """Make ``import tensorrt`` (and ``import cupy``) give the doubles for this test."""
     trt = make_tensorrt(version)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr("trt_perception.backends.tensorrt._plugins_loaded", False)
+    monkeypatch.setattr("trt_perception.tensorrt.runtime_support._plugins_loaded", False)
     if uses_real_cupy():
         monkeypatch.setitem(sys.modules, "cupy", importlib.import_module("cupy"))
     else:

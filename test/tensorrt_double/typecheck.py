@@ -23,9 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKED = [
-    "trt_perception/backends/tensorrt.py",
-    "trt_perception/engine_builder.py",
-    "trt_perception/engine_cache.py",
+    "trt_perception/tensorrt",
     "trt_perception/cli/build.py",
     "trt_perception/cli/compare.py",
 ]

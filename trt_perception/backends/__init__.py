@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 from collections.abc import Sequence
 
@@ -31,7 +30,7 @@ def _tensorrt_usable() -> bool:
     """Whether a real TensorRT >= 8.5 imports (type stubs or placeholders do not count)."""
     if importlib.util.find_spec("tensorrt") is None:
         return False
-    from trt_perception.backends.tensorrt import require_tensorrt
+    from trt_perception.tensorrt.runtime_support import require_tensorrt
 
     try:
         require_tensorrt()
@@ -54,10 +53,10 @@ def create_backend(
     kind = resolve_backend_kind(spec, backend)
     if kind == "tensorrt":
         try:
-            tensorrt_backend = importlib.import_module("trt_perception.backends.tensorrt")
+            from trt_perception.tensorrt.backend import create_tensorrt_backend
         except ImportError as error:
             raise ModelLoadError(f"the TensorRT backend cannot be loaded for {spec.engine or spec.model}: {error}") from error
-        return tensorrt_backend.create_tensorrt_backend(spec, cuda_graph=spec.tensorrt.cuda_graph)
+        return create_tensorrt_backend(spec, cuda_graph=spec.tensorrt.cuda_graph)
     from trt_perception.backends.onnxruntime import OnnxRuntimeBackend
 
     assert spec.model is not None

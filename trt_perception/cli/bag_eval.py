@@ -10,7 +10,7 @@ from trt_perception.errors import TrtPerceptionError
 from trt_perception.evaluation.bag_eval import BagEvalOptions, run_bag_eval
 from trt_perception.evaluation.bag_io import STORAGES
 from trt_perception.evaluation.report import write_report
-from trt_perception.pipeline import DEVICES
+from trt_perception.pipeline_factory import DEVICES
 
 
 def _ignore_index(text: str) -> int | None:

@@ -1,7 +1,7 @@
 """Build TensorRT engines from model specs' ONNX models (into the engine cache, or one --output file).
 
 Without ``--output`` the engine goes where nodes look for it (the engine cache, see
-``engine_cache.py``) and is rebuilt only when stale. Each engine is then loaded and run once on
+``tensorrt/engine_cache.py``) and is rebuilt only when stale. Each engine is then loaded and run once on
 zeros at the profile's opt shape, unless ``--build-only`` (provisioning) skips that check.
 """
 
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from trt_perception.engine_builder import PRECISIONS, BuildOptions, EngineBuildError, ShapeRange, build_engine
-from trt_perception.engine_cache import CACHE_DIR_ENV, EngineCache, EngineKey, store_engine
 from trt_perception.errors import SpecError
 from trt_perception.spec import ModelSpec, load_model_spec
+from trt_perception.tensorrt.engine_builder import PRECISIONS, BuildOptions, EngineBuildError, ShapeRange, build_engine
+from trt_perception.tensorrt.engine_cache import CACHE_DIR_ENV, EngineCache, EngineKey, store_engine
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,7 +104,7 @@ def _onnx_path(spec: ModelSpec, override: Path | None) -> Path:
 
 def check_engine(engine_path: Path) -> str:
     """Load the engine and run it once on zeros at each input's opt shape; a one-line report."""
-    from trt_perception.backends.tensorrt import TensorRTBackend
+    from trt_perception.tensorrt.backend import TensorRTBackend
 
     backend = TensorRTBackend(engine_path)
     try:

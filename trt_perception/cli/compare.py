@@ -19,8 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from trt_perception.backends import Backend, create_backend
-from trt_perception.cli.infer import collect_images, read_image
 from trt_perception.evaluation.metrics import box_iou
+from trt_perception.image_files import collect_images, read_image
 from trt_perception.pipeline import Pipeline
 from trt_perception.results import DetectionResult, Detections, SegmentationResult
 from trt_perception.spec import load_model_spec
@@ -147,7 +147,7 @@ def _line(record: dict[str, Any]) -> str:
 
 def tensorrt_backend(spec_name: str, engine: Path | None) -> Backend:
     """The TensorRT side: ``engine`` when given, else the spec's engine or the engine cache's."""
-    from trt_perception.backends.tensorrt import TensorRTBackend
+    from trt_perception.tensorrt.backend import TensorRTBackend
 
     if engine is not None:
         return TensorRTBackend(engine)

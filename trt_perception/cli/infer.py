@@ -22,12 +22,11 @@ from tqdm import tqdm
 
 from trt_perception.errors import ImageDecodeError, InferenceError
 from trt_perception.evaluation.metrics import LatencyStats
-from trt_perception.image_decoding import decode_compressed
-from trt_perception.pipeline import DEVICES, STAGES, create_pipeline
+from trt_perception.image_files import collect_images, read_image
+from trt_perception.pipeline import STAGES
+from trt_perception.pipeline_factory import DEVICES, create_pipeline
 from trt_perception.results import DetectionResult, SegmentationResult, class_name
 from trt_perception.visualize import as_rgb, colorize, draw_detections, make_palette, overlay
-
-IMAGE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,31 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=0.5, help="segmentation overlay opacity (default 0.5)")
     parser.add_argument("--format", choices=("json", "tsv"), default="json", help="results file format")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def collect_images(inputs: list[Path]) -> list[Path]:
-    """Image files named directly, then those found in the named folders (sorted per folder)."""
-    images = []
-    for path in inputs:
-        if path.is_dir():
-            images.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_FORMATS and p.is_file()))
-        elif path.is_file():
-            images.append(path)
-        else:
-            raise FileNotFoundError(f"input not found: {path}")
-    return images
-
-
-def read_image(path: Path) -> tuple[np.ndarray, str]:
-    """Pixels and channel order of a png or jpeg file."""
-    image_format = IMAGE_FORMATS.get(path.suffix.lower())
-    if image_format is None:
-        raise ImageDecodeError(f"{path}: unsupported image file type (use {', '.join(IMAGE_FORMATS)})")
-    try:
-        decoded = decode_compressed(path.read_bytes(), image_format)
-    except ImageDecodeError as error:
-        raise ImageDecodeError(f"{path}: {error}") from error
-    return decoded.pixels, decoded.channel_order
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:

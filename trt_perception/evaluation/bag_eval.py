@@ -22,7 +22,8 @@ from trt_perception.evaluation import bag_io
 from trt_perception.evaluation.evaluator import EvaluationResult, Evaluator, FramePrediction, OrderedTruth
 from trt_perception.evaluation.ground_truth import BoxTruth, CocoFile, MaskFolder, MaskTruth, Truth
 from trt_perception.evaluation.report import thumbnail
-from trt_perception.pipeline import Pipeline, create_pipeline
+from trt_perception.pipeline import Pipeline
+from trt_perception.pipeline_factory import create_pipeline
 from trt_perception.results import SegmentationResult
 from trt_perception.spec import ModelSpec, load_model_spec
 

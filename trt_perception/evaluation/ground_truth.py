@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from trt_perception.errors import TrtPerceptionError
+from trt_perception.image_files import folder_images
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp")
 
@@ -53,7 +54,7 @@ Truth = MaskTruth | BoxTruth
 def image_files(paths: list[Path]) -> list[Path]:
     """Image files named directly, or found (sorted by name) in the single folder given."""
     if len(paths) == 1 and paths[0].is_dir():
-        found = sorted(p for p in paths[0].iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        found = folder_images(paths[0], IMAGE_SUFFIXES, recursive=False)
         if not found:
             raise GroundTruthError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {paths[0]}")
         return found

@@ -33,7 +33,7 @@ from vision_msgs.msg import LabelInfo
 
 from trt_perception.errors import GpuUnavailableError, ImageDecodeError, InferenceError, TrtPerceptionError
 from trt_perception.image_decoding import DecodedImage, encode_image
-from trt_perception.pipeline import create_pipeline
+from trt_perception.pipeline_factory import create_pipeline
 from trt_perception.ros.cdr import MessageHeader, parse_compressed_image, parse_image, serialize_image
 from trt_perception.ros.dds_profile import use_large_images_profile
 from trt_perception.ros.frame_slot import LatestFrameSlot

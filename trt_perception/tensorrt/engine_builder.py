@@ -1,9 +1,9 @@
 """Build a TensorRT engine from an ONNX model (TensorRT 8.5 to 11).
 
 Precision: with TensorRT 10 and older, ``fp16`` / ``int8`` set builder flags (INT8 calibrated with
-an entropy calibrator fed by images through the model spec's own preprocessing). TensorRT 11 only
-builds strongly typed networks: precision then comes from the ONNX model itself (see
-``STRONG_TYPING_HELP``). Dynamic inputs get one optimization profile, by default derived from the
+an entropy calibrator fed by images through the model spec's own preprocessing: ``calibrator``).
+TensorRT 11 only builds strongly typed networks: precision then comes from the ONNX model itself
+(see ``STRONG_TYPING_HELP``). Dynamic inputs get one optimization profile, by default derived from the
 spec's input size rule. Differences between TensorRT versions are confined to the functions marked
 "version branch".
 """
@@ -13,23 +13,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
-
-from trt_perception.backends.tensorrt import (
+from trt_perception.tensorrt.calibrator import calibration_images, calibration_preprocessor, make_entropy_calibrator
+from trt_perception.tensorrt.runtime_support import (
+    EngineBuildError,
+    Shape,
     TensorRTMessages,
-    import_cupy,
     load_standard_plugins,
     make_logger,
     require_tensorrt,
     shape_of,
 )
-from trt_perception.errors import ModelLoadError
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -42,8 +40,6 @@ PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_LONG_SIDE_FACTOR = 4  # dynamic sizes without max_long_side: long side up to 4x the short side
 OPT_SOURCE_SIZE = (480, 640)  # dynamic sizes are tuned for a VGA camera frame unless --opt-shape says otherwise
 
-Shape = tuple[int, ...]
-
 STRONG_TYPING_HELP = (
     "TensorRT {version} builds strongly typed networks only: every layer runs in the data type the "
     "ONNX model gives it, and the FP16/INT8 builder flags and INT8 calibrators no longer exist. Build "
@@ -51,10 +47,6 @@ STRONG_TYPING_HELP = (
     "NVIDIA ModelOpt AutoCast) or, for INT8, quantized with explicit QuantizeLinear/DequantizeLinear "
     "(Q/DQ) nodes (e.g. ModelOpt quantization); --calib-images cannot be used."
 )
-
-
-class EngineBuildError(ModelLoadError):
-    """An engine could not be built; the message names the option, node or TensorRT's reason."""
 
 
 @dataclass(frozen=True)
@@ -237,85 +229,6 @@ def _onnx_node_names(onnx_path: Path) -> list[tuple[str, str]]:
     except Exception:  # the parser's own message already says what is wrong with the file
         return []
     return [(node.name, node.op_type) for node in graph.node]
-
-
-# --------------------------------------------------------------------------- INT8 calibration
-
-
-def calibration_images(folder: Path) -> list[Path]:
-    """Image files (.png, .jpg) in ``folder`` and below, or an error naming the folder."""
-    from trt_perception.cli.infer import collect_images
-
-    if not folder.is_dir():
-        raise EngineBuildError(f"--calib-images {folder}: not a folder")
-    images = collect_images([folder])
-    if not images:
-        raise EngineBuildError(f"--calib-images {folder}: no .png/.jpg images")
-    return images
-
-
-def calibration_tensor(path: Path, preprocess: Callable[[npt.NDArray[np.uint8], str], Any]) -> npt.NDArray:
-    """One calibration image through the model's preprocessing."""
-    from trt_perception.cli.infer import read_image
-
-    pixels, channel_order = read_image(path)
-    tensor, _ = preprocess(pixels, channel_order)
-    return np.ascontiguousarray(tensor)
-
-
-def make_entropy_calibrator(
-    images: Sequence[Path],
-    preprocess: Callable[[npt.NDArray[np.uint8], str], Any],
-    cache_path: Path | None,
-) -> trt.IInt8EntropyCalibrator2:
-    """An entropy calibrator feeding ``images`` one by one; reads and writes ``cache_path``."""
-    import tensorrt as trt
-
-    cupy = import_cupy()
-
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.pending = list(images)
-            self.device: Any = None
-            self.capacity = 0
-
-        def get_batch_size(self) -> int:
-            return 1
-
-        def get_batch(self, names: list[str]) -> list[int]:
-            if not self.pending:
-                return []
-            tensor = calibration_tensor(self.pending.pop(0), preprocess)
-            if tensor.nbytes > self.capacity:
-                self.device, self.capacity = cupy.cuda.alloc(tensor.nbytes), tensor.nbytes
-            runtime = cupy.cuda.runtime
-            runtime.memcpy(self.device.ptr, tensor.ctypes.data, tensor.nbytes, runtime.memcpyHostToDevice)
-            return [int(self.device.ptr)]
-
-        def read_calibration_cache(self) -> bytes | None:  # None: no cache, calibrate
-            if cache_path is not None and cache_path.is_file():
-                return cache_path.read_bytes()
-            return None
-
-        def write_calibration_cache(self, cache: Any) -> None:
-            if cache_path is not None:
-                cache_path.parent.mkdir(parents=True, exist_ok=True)
-                cache_path.write_bytes(bytes(cache))
-
-    return EntropyCalibrator()
-
-
-def calibration_preprocessor(
-    input_spec: InputSpec, opt_hw: tuple[int, int]
-) -> Callable[[npt.NDArray[np.uint8], str], Any]:
-    """The spec's preprocessing at the profile's opt size (calibration batches need one shape)."""
-    from trt_perception.preprocess import Preprocessor
-    from trt_perception.spec import DynamicSize
-
-    if isinstance(input_spec.size, DynamicSize):
-        input_spec = dataclasses.replace(input_spec, size=opt_hw, resize="keep_aspect_ratio")
-    return Preprocessor(input_spec)
 
 
 # --------------------------------------------------------------------------- build

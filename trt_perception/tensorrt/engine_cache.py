@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from trt_perception.backends.tensorrt import current_gpu, require_tensorrt
-from trt_perception.engine_builder import BuildOptions, build_engine
 from trt_perception.errors import ModelLoadError
+from trt_perception.tensorrt.engine_builder import BuildOptions, build_engine
+from trt_perception.tensorrt.runtime_support import current_gpu, require_tensorrt
 
 if TYPE_CHECKING:
     from trt_perception.spec import InputSpec
