@@ -67,6 +67,7 @@ def check_value(definition: ParameterDefinition, value: object) -> str | None:
 
 
 RELIABILITY_CHOICES = ("best_effort", "reliable")
+CLASS_ID_FORMATS = ("index", "name")
 
 COMMON_PARAMETERS: tuple[ParameterDefinition, ...] = (
     ParameterDefinition(
@@ -161,4 +162,9 @@ def detection_parameters(
         ),
         ParameterDefinition("publish_detections", True, "Publish ~/detections (vision_msgs/Detection2DArray)",
                             runtime=True),
+        ParameterDefinition(
+            "class_id_format", "index",
+            "What results[].hypothesis.class_id carries: the class index as text (names in ~/label_info) or the "
+            "class name", runtime=True, choices=CLASS_ID_FORMATS,
+        ),
     )
