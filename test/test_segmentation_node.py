@@ -387,7 +387,8 @@ def test_sigterm_shuts_down_cleanly(env: dict[str, str]) -> None:
 @pytest.mark.parametrize(
     "case, expected",
     [("missing", "not found"), ("corrupt", "cannot load ONNX model"), ("bad_alpha", "overlay_alpha out of range"),
-     ("gpu", "processing_device 'gpu': the GPU pre/post-processing path needs CuPy")],
+     ("gpu", "processing_device 'gpu': the GPU pre/post-processing path needs CuPy"),
+     ("int8", "precision 'int8' needs the parameter calibration_images")],
 )
 def test_unloadable_model_or_bad_parameter_is_a_clear_fatal_error(
     env: dict[str, str], tmp_path: Path, case: str, expected: str
@@ -398,7 +399,8 @@ def test_unloadable_model_or_bad_parameter_is_a_clear_fatal_error(
     if case == "corrupt":
         model.write_bytes(b"this is not an ONNX file")
     parameters = {
-        "bad_alpha": ["-p", "overlay_alpha:=3.0"], "gpu": ["-p", "processing_device:=gpu"]
+        "bad_alpha": ["-p", "overlay_alpha:=3.0"], "gpu": ["-p", "processing_device:=gpu"],
+        "int8": ["-p", "precision:=int8", "-p", "backend:=tensorrt"],
     }.get(case, ["-p", f"model_path:={model}"])
     process = NodeProcess("segmentation_node", ["-r", f"__ns:=/seg_{case}", *parameters], env)
     assert process.wait(60) == 1

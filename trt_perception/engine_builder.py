@@ -30,6 +30,7 @@ from trt_perception.backends.tensorrt import (
     shape_of,
 )
 from trt_perception.errors import ModelLoadError
+from trt_perception.spec import TENSORRT_PRECISIONS
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = TENSORRT_PRECISIONS
 DEFAULT_LONG_SIDE_FACTOR = 4  # dynamic sizes without max_long_side: long side up to 4x the short side
 OPT_SOURCE_SIZE = (480, 640)  # dynamic sizes are tuned for a VGA camera frame unless --opt-shape says otherwise
 

@@ -80,6 +80,19 @@ COMMON_PARAMETERS: tuple[ParameterDefinition, ...] = (
         choices=("", "auto", "onnxruntime", "tensorrt"),
     ),
     ParameterDefinition(
+        "precision", "",
+        "TensorRT: precision of an engine built at start-up from the ONNX model (engine cache); empty keeps the "
+        "spec's tensorrt.precision (default fp32). int8 needs calibration_images or calibration_cache",
+        choices=("", "fp32", "fp16", "int8"),
+    ),
+    ParameterDefinition(
+        "calibration_images", "", "TensorRT INT8: folder of calibration images; empty keeps the spec's"
+    ),
+    ParameterDefinition(
+        "calibration_cache", "", "TensorRT INT8: calibration cache file (read if it exists, else written); "
+        "empty keeps the spec's"
+    ),
+    ParameterDefinition(
         "processing_device", "cpu",
         "Where pre/post-processing runs: cpu, gpu (CuPy and a CUDA device, else the node does not start) "
         "or auto (gpu when available, else cpu)",
