@@ -207,7 +207,7 @@ def test_bad_frames_are_counted_per_reason_and_left_out(tmp_path: Path, colour_s
             elif frame == 2:
                 data = data[:30]  # cut inside the header
             elif frame == 3:
-                message.encoding = "yuv422"
+                message.encoding = "32FC1"
                 data = bytes(store.serialize_cdr(message, bag_io.IMAGE_TYPE))
             elif frame == 4:
                 message.step = WIDTH * 3 + 2  # claims row padding the data does not have
@@ -231,7 +231,7 @@ def test_bad_frames_are_counted_per_reason_and_left_out(tmp_path: Path, colour_s
     skipped = result.skipped
     assert sum(skipped.values()) == 4
     assert skipped.get("corrupt sensor_msgs/msg/Image message (cannot deserialize)", 0) >= 1
-    assert any("yuv422" in reason for reason in skipped)
+    assert any("32FC1" in reason for reason in skipped)
     assert result.truth_unusable == {
         "ground-truth image encoding 'rgb8' is not a class-index image (mono8/mono16)": 1
     }

@@ -91,11 +91,11 @@ def send_and_receive(
     return recorder.wait_for(lambda m: (m.header.stamp.sec, m.header.stamp.nanosec) == stamp)
 
 
-def assert_matches(message: Detection2DArray, expected: DetectionResult) -> None:
+def assert_matches(message: Detection2DArray, expected: DetectionResult, as_names: bool = False) -> None:
     assert len(message.detections) == len(expected.detections)
-    names = expected.names()
+    ids = expected.names() if as_names else [str(i) for i in expected.detections.class_ids.tolist()]
     for detection, box, score, name in zip(
-        message.detections, expected.detections.boxes, expected.detections.scores, names
+        message.detections, expected.detections.boxes, expected.detections.scores, ids
     ):
         x1, y1, x2, y2 = (float(v) for v in box)
         assert detection.header == message.header
@@ -134,6 +134,24 @@ def test_label_info_lists_coco_classes_for_late_subscriber(
     names = load_model_spec("centernet_mobilenetv3_coco").labels
     assert [c.class_name for c in message.class_map] == list(names or ())
     assert message.threshold == pytest.approx(0.3)
+
+
+def test_class_id_is_the_label_info_index_and_names_on_request(
+    client: RosClient, camera: Any, detections: TopicRecorder
+) -> None:
+    rgb = read_rgb("motorcycle_left.png")
+    info = client.record(LabelInfo, f"{NODE}/label_info", qos(reliable=True, depth=1, transient_local=True))
+    names_by_id = {c.class_id: c.class_name for c in info.wait_for(lambda m: True, timeout=10).class_map}
+    by_index = send_and_receive(camera, detections, rgb, (410, 1))
+    ids = [d.results[0].hypothesis.class_id for d in by_index.detections]
+    assert ids and all(i.isdigit() for i in ids)
+    assert "motorcycle" in [names_by_id[int(i)] for i in ids]
+    assert client.set_parameters(NODE, {"class_id_format": "name"})[0].successful
+    by_name = send_and_receive(camera, detections, rgb, (410, 2))
+    assert [d.results[0].hypothesis.class_id for d in by_name.detections] == [names_by_id[int(i)] for i in ids]
+    rejected = client.set_parameters(NODE, {"class_id_format": "label"})[0]
+    assert not rejected.successful and "class_id_format" in rejected.reason
+    assert client.set_parameters(NODE, {"class_id_format": "index"})[0].successful
 
 
 def test_runtime_score_threshold_and_class_filter(
@@ -210,3 +228,8 @@ def test_detection_array_class_id_is_index_text_without_labels() -> None:
     assert (detection.bbox.size_x, detection.bbox.size_y) == (40.0, 60.0)
     assert detection.header.frame_id == "cam" and detection.header.stamp.nanosec == 34
     assert detection_array(header, found, ("a", "b")).detections[0].results[0].hypothesis.class_id == "7"
+    names = tuple(f"class {i}" for i in range(10))
+    assert detection_array(header, found, names).detections[0].results[0].hypothesis.class_id == "7"
+    assert detection_array(header, found, names, "name").detections[0].results[0].hypothesis.class_id == "class 7"
+    # a name asked for but missing: the index
+    assert detection_array(header, found, ("a",), "name").detections[0].results[0].hypothesis.class_id == "7"

@@ -83,8 +83,8 @@ def test_bad_messages_raise_image_decode_error() -> None:
     msg = Image(height=4, width=4, encoding="mono8", step=4, data=array.array("B", bytes(15)))
     with pytest.raises(ImageDecodeError, match="truncated"):
         image_from_msg(msg)
-    msg = Image(height=4, width=4, encoding="bayer_rggb8", step=4, data=array.array("B", bytes(16)))
-    with pytest.raises(ImageDecodeError, match="unknown image encoding 'bayer_rggb8'"):
+    msg = Image(height=4, width=4, encoding="32FC1", step=4, data=array.array("B", bytes(16)))
+    with pytest.raises(ImageDecodeError, match="unknown image encoding '32FC1'"):
         image_from_msg(msg)
     with pytest.raises(ImageDecodeError, match="zero size"):
         image_from_msg(Image(encoding="rgb8"))

@@ -35,6 +35,7 @@ from node_harness import (
     qos,
     read_rgb,
 )
+from camera_encoding_samples import BAYER_ENCODINGS, YUV_ENCODINGS, pack_bayer, pack_yuv
 from onnx_builders import build_model
 from trt_perception import visualize
 from trt_perception.gpu import gpu_available
@@ -139,6 +140,30 @@ def test_bgr_input_with_row_padding_gives_same_labels(
     message.data = padded.tobytes()
     received = send_and_receive(camera, labels, message)
     np.testing.assert_array_equal(received_pixels(received, 1), pipeline.run(rgb, "RGB").labels)
+
+
+@pytest.mark.parametrize("encoding", YUV_ENCODINGS + BAYER_ENCODINGS)
+def test_camera_encodings_give_the_labels_of_opencvs_conversion(
+    camera: Any, labels: TopicRecorder, pipeline: Pipeline, encoding: str
+) -> None:
+    rgb = astronaut_rgb()
+    rows = pack_bayer(rgb, encoding) if encoding.startswith("bayer") else pack_yuv(rgb, encoding)
+    code = {
+        "yuv422": cv2.COLOR_YUV2BGR_UYVY, "uyvy": cv2.COLOR_YUV2BGR_UYVY, "yuv422_yuy2": cv2.COLOR_YUV2BGR_YUYV,
+        "yuyv": cv2.COLOR_YUV2BGR_YUYV, "nv21": cv2.COLOR_YUV2BGR_NV21, "nv12": cv2.COLOR_YUV2BGR_NV12,
+        "rggb": cv2.COLOR_BayerBG2BGR, "bggr": cv2.COLOR_BayerRG2BGR, "gbrg": cv2.COLOR_BayerGR2BGR,
+        "grbg": cv2.COLOR_BayerGB2BGR,
+    }[encoding[6:10] if encoding.startswith("bayer") else encoding]
+    source = rows.reshape(rgb.shape[0], rgb.shape[1], 2) if encoding in ("yuv422", "uyvy", "yuv422_yuy2", "yuyv") else rows
+    if encoding.endswith("16"):
+        source = rows.view("<u2")
+    expected = pipeline.run(cv2.cvtColor(np.ascontiguousarray(source), code), "BGR").labels
+    stamp = (7, (YUV_ENCODINGS + BAYER_ENCODINGS).index(encoding))
+    message = image_message(rgb, "rgb8", "camera", stamp)
+    message.encoding, message.step, message.data = encoding, rows.shape[1], rows.tobytes()
+    received = send_and_receive(camera, labels, message)
+    np.testing.assert_array_equal(received_pixels(received, 1), expected)
+    assert 0.05 < expected.mean() < 0.95
 
 
 def test_label_info_reaches_late_subscriber(client: RosClient, labels: TopicRecorder) -> None:
@@ -362,7 +387,8 @@ def test_sigterm_shuts_down_cleanly(env: dict[str, str]) -> None:
 @pytest.mark.parametrize(
     "case, expected",
     [("missing", "not found"), ("corrupt", "cannot load ONNX model"), ("bad_alpha", "overlay_alpha out of range"),
-     ("gpu", "processing_device 'gpu': the GPU pre/post-processing path needs CuPy")],
+     ("gpu", "processing_device 'gpu': the GPU pre/post-processing path needs CuPy"),
+     ("int8", "precision 'int8' needs the parameter calibration_images")],
 )
 def test_unloadable_model_or_bad_parameter_is_a_clear_fatal_error(
     env: dict[str, str], tmp_path: Path, case: str, expected: str
@@ -373,7 +399,8 @@ def test_unloadable_model_or_bad_parameter_is_a_clear_fatal_error(
     if case == "corrupt":
         model.write_bytes(b"this is not an ONNX file")
     parameters = {
-        "bad_alpha": ["-p", "overlay_alpha:=3.0"], "gpu": ["-p", "processing_device:=gpu"]
+        "bad_alpha": ["-p", "overlay_alpha:=3.0"], "gpu": ["-p", "processing_device:=gpu"],
+        "int8": ["-p", "precision:=int8", "-p", "backend:=tensorrt"],
     }.get(case, ["-p", f"model_path:={model}"])
     process = NodeProcess("segmentation_node", ["-r", f"__ns:=/seg_{case}", *parameters], env)
     assert process.wait(60) == 1

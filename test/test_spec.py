@@ -104,6 +104,13 @@ def test_decoder_errors_name_the_spec_file_before_the_model_is_loaded(tmp_path):
 def test_tensorrt_section(tmp_path):
     spec = parse_model_spec(with_change("tensorrt", {"cuda_graph": True}), tmp_path)
     assert spec.tensorrt.cuda_graph is True
+    assert spec.tensorrt.precision == "fp32"
+    spec = parse_model_spec(
+        with_change("tensorrt", {"precision": "int8", "calibration_images": "calib", "calibration_cache": "c.cache"}),
+        tmp_path,
+    )
+    assert spec.tensorrt.precision == "int8"
+    assert (spec.tensorrt.calibration_images, spec.tensorrt.calibration_cache) == (tmp_path / "calib", tmp_path / "c.cache")
 
 
 @pytest.mark.parametrize(
@@ -145,6 +152,8 @@ def test_tensorrt_section(tmp_path):
         ("decoder", {"type": "rows", "threshold": 0.5}, "decoder.threshold: unknown parameter"),
         ("tensorrt", {"cuda_graph": "yes"}, "tensorrt.cuda_graph: expected true or false, got str 'yes'"),
         ("tensorrt", {"cuda_graphs": True}, "tensorrt.cuda_graphs: unknown key"),
+        ("tensorrt", {"precision": "bf16"}, "tensorrt.precision: expected one of fp32, fp16, int8, got 'bf16'"),
+        ("tensorrt", {"precision": "int8"}, "tensorrt.precision: int8 needs tensorrt.calibration_images"),
         ("tensorrt", True, "tensorrt: expected a mapping, got bool True"),
     ],
 )

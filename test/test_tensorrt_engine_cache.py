@@ -220,3 +220,42 @@ def test_cached_engine_outputs_match_a_direct_build(
     cached = cached_backend(EngineCache(tmp_path / "cache"), selfie).infer({"input_1": frame})
     direct = TensorRTBackend(build_engine_file(tmp_path, selfie)).infer({"input_1": frame})
     np.testing.assert_array_equal(cached["activation_10"], direct["activation_10"])
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0"])
+def test_spec_precision_builds_its_engine_through_the_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, version: str
+) -> None:
+    import dataclasses
+    import shutil
+
+    install(monkeypatch, version)
+    monkeypatch.setenv("TRT_PERCEPTION_ENGINE_CACHE", str(tmp_path / "cache"))
+    spec = load_model_spec("ppocrv4_det")
+    fp16 = create_tensorrt_backend(dataclasses.replace(spec, tensorrt=dataclasses.replace(spec.tensorrt, precision="fp16")))
+    header, _ = unpack_plan(fp16.engine_path.read_bytes())
+    sidecar = json.loads(fp16.engine_path.with_name(fp16.engine_path.name + ".json").read_text())
+    assert header["flags"] == ["FP16"] and sidecar["key"]["precision"] == "fp16"
+    images = tmp_path / "calib"
+    images.mkdir()
+    for name in ("page.png", "coffee.png"):
+        shutil.copy(REPO / "test" / "fixtures" / "images" / name, images / name)
+    int8_settings = dataclasses.replace(
+        spec.tensorrt, precision="int8", calibration_images=images, calibration_cache=tmp_path / "calib.cache"
+    )
+    int8 = create_tensorrt_backend(dataclasses.replace(spec, tensorrt=int8_settings))
+    header, _ = unpack_plan(int8.engine_path.read_bytes())
+    assert header["flags"] == ["FP16", "INT8"] and len(header["calibration_sums"]) == 2
+    assert (tmp_path / "calib.cache").is_file() and int8.engine_path != fp16.engine_path
+
+
+def test_spec_precision_on_tensorrt_11_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import dataclasses
+
+    install(monkeypatch, "11.0.0")
+    monkeypatch.setenv("TRT_PERCEPTION_ENGINE_CACHE", str(tmp_path / "cache"))
+    spec = load_model_spec("selfie_segmentation")
+    from trt_perception.tensorrt.engine_builder import EngineBuildError
+
+    with pytest.raises(EngineBuildError, match="--precision fp16: TensorRT 11.0.0 builds strongly typed"):
+        create_tensorrt_backend(dataclasses.replace(spec, tensorrt=dataclasses.replace(spec.tensorrt, precision="fp16")))

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from trt_perception.camera_encodings import CAMERA_ENCODINGS, convert_to_bgr
 from trt_perception.errors import ImageDecodeError
 
 # Objects whose bytes we view without copying (a numpy array must be C-contiguous uint8).
@@ -108,7 +109,8 @@ def pixel_format(encoding: str) -> PixelFormat:
         return PIXEL_FORMATS[encoding]
     except KeyError:
         raise ImageDecodeError(
-            f"unknown image encoding {encoding!r}; supported: {', '.join(PIXEL_FORMATS)}"
+            f"unknown image encoding {encoding!r}; supported: "
+            f"{', '.join([*PIXEL_FORMATS, *CAMERA_ENCODINGS])}"
         ) from None
 
 
@@ -133,10 +135,17 @@ def decode_image(
     """View raw image bytes as HxWxC pixels without copying.
 
     Rows are ``step`` bytes apart (row padding is skipped, not copied). 16-bit data is copied
-    (byte-swapped) only when its byte order differs from this machine's. Raises ImageDecodeError
-    for an unknown encoding, zero size, ``step`` shorter than a row of pixels, or data whose length
-    is not ``step * height``.
+    (byte-swapped) only when its byte order differs from this machine's. YUV 4:2:2, NV21/NV12 and
+    Bayer encodings (``camera_encodings``) are converted to BGR, the one copy they need. Raises
+    ImageDecodeError for an unknown encoding, zero size, ``step`` shorter than a row of pixels, or
+    data whose length is not ``step * height``.
     """
+    if encoding in CAMERA_ENCODINGS:
+        if height <= 0 or width <= 0:
+            raise ImageDecodeError(f"{encoding} image has zero size: {width}x{height}")
+        bgr = convert_to_bgr(byte_view(data), height, width, encoding, step, is_bigendian)
+        bgr.flags.writeable = False
+        return DecodedImage(bgr, "BGR")
     fmt = pixel_format(encoding)
     if height <= 0 or width <= 0:
         raise ImageDecodeError(f"{encoding} image has zero size: {width}x{height} (width x height)")

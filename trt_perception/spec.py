@@ -33,6 +33,7 @@ INTERPOLATIONS = ("nearest", "linear", "cubic", "area")
 NORMALIZATIONS = ("none", "unit", "symmetric", "mean_std", "per_image_standardization")
 VALUE_RANGES = ("unit", "byte")
 OUTPUT_RESOLUTIONS = ("source", "network")
+TENSORRT_PRECISIONS = ("fp32", "fp16", "int8")
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 
@@ -96,9 +97,15 @@ class TensorRTSpec:
     ``cuda_graph``: record each input shape's copies and engine execution as a CUDA graph on its
     first frame and replay it afterwards (less launch overhead; a new input shape is recorded again,
     so it pays off when the image size stays the same from frame to frame).
+    ``precision``: what an engine built from the ONNX model (engine cache) computes in: ``fp32``,
+    ``fp16`` or ``int8`` (TensorRT <= 10; INT8 calibrated from ``calibration_images`` through this
+    spec's preprocessing, or read from / written to ``calibration_cache``).
     """
 
     cuda_graph: bool = False
+    precision: str = "fp32"
+    calibration_images: Path | None = None
+    calibration_cache: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -359,9 +366,19 @@ def _parse_detection(section: _Section) -> DetectionSpec:
     return detection
 
 
-def _parse_tensorrt(section: _Section) -> TensorRTSpec:
+def _parse_tensorrt(section: _Section, base_dir: Path) -> TensorRTSpec:
     """The ``tensorrt`` section."""
-    tensorrt = TensorRTSpec(cuda_graph=section.boolean("cuda_graph", False))
+    tensorrt = TensorRTSpec(
+        cuda_graph=section.boolean("cuda_graph", False),
+        precision=section.choice("precision", TENSORRT_PRECISIONS, "fp32"),
+        calibration_images=section.file_path("calibration_images", base_dir),
+        calibration_cache=section.file_path("calibration_cache", base_dir),
+    )
+    if tensorrt.precision == "int8" and tensorrt.calibration_images is None and tensorrt.calibration_cache is None:
+        raise SpecError(
+            f"{section.key('precision')}: int8 needs {section.key('calibration_images')} (a folder of "
+            f"images like the camera's) or {section.key('calibration_cache')} (an existing calibration cache)"
+        )
     section.finish()
     return tensorrt
 
@@ -392,7 +409,7 @@ def parse_model_spec(data: object, base_dir: Path, source: Path | None = None) -
         output_resolution=root.choice("output_resolution", OUTPUT_RESOLUTIONS, "source"),
         decoder=MappingProxyType(dict(decoder)),
         detection=_parse_detection(root.section("detection")),
-        tensorrt=_parse_tensorrt(root.section("tensorrt")),
+        tensorrt=_parse_tensorrt(root.section("tensorrt"), base_dir),
         source=source,
     )
     root.finish()

@@ -1,7 +1,7 @@
 """Detection node: camera images in, ``vision_msgs/Detection2DArray`` (and optional overlay) out.
 
-Publishes ``~/detections`` (boxes in source pixels, ``class_id`` = class name or index, ``id``
-empty), ``~/overlay`` (rgb8, boxes drawn on the input) when enabled, and ``~/label_info``; every
+Publishes ``~/detections`` (boxes in source pixels, ``class_id`` = class index as text, or the
+class name with ``class_id_format: name``; ``id`` empty), ``~/overlay`` (rgb8, boxes drawn on the input) when enabled, and ``~/label_info``; every
 output carries the input image's header. Score threshold, NMS IoU, max detections, class-agnostic
 NMS and the class allow-list change at run time.
 """
@@ -96,7 +96,9 @@ class DetectionNode(PerceptionNode):
 
     def publish_results(self, header: MessageHeader, image: DecodedImage, result: Any, settings: Settings) -> None:
         if settings["publish_detections"]:
-            self._detections.publish(detection_array(header_msg(header), result.detections, self.class_names))
+            self._detections.publish(
+                detection_array(header_msg(header), result.detections, self.class_names, settings["class_id_format"])
+            )
         if settings["publish_overlay"]:
             rgb = visualize.as_rgb(image.pixels, image.channel_order)
             drawn = visualize.draw_detections(rgb, result.detections, tuple(self.class_names or ()))

@@ -17,17 +17,24 @@ from vision_msgs.msg import (
 from trt_perception.results import Detections
 
 
-def class_id_text(class_index: int, class_names: Sequence[str] | None) -> str:
-    """The ``class_id`` string of a detection: the class name, or the index when there are no names."""
-    if class_names is not None and 0 <= class_index < len(class_names):
+def class_id_text(class_index: int, class_names: Sequence[str] | None, class_id_format: str = "index") -> str:
+    """The ``class_id`` string of a detection.
+
+    ``index`` (vision_msgs 4's convention, names through ``LabelInfo``): the class index as text;
+    ``name``: the class name, or the index when the model has no name for it.
+    """
+    if class_id_format == "name" and class_names is not None and 0 <= class_index < len(class_names):
         return class_names[class_index]
     return str(class_index)
 
 
 def detection_array(
-    header: Header, detections: Detections, class_names: Sequence[str] | None
+    header: Header, detections: Detections, class_names: Sequence[str] | None, class_id_format: str = "index"
 ) -> Detection2DArray:
-    """A ``Detection2DArray`` of ``xyxy`` boxes in source pixels; every detection gets ``header``."""
+    """A ``Detection2DArray`` of ``xyxy`` boxes in source pixels; every detection gets ``header``.
+
+    ``class_id_format`` (``index`` | ``name``) is what ``class_id`` carries (``class_id_text``).
+    """
     message = Detection2DArray(header=header)
     for (x1, y1, x2, y2), score, class_index in zip(
         detections.boxes.tolist(), detections.scores.tolist(), detections.class_ids.tolist()
@@ -38,7 +45,7 @@ def detection_array(
         detection.bbox.size_x = x2 - x1
         detection.bbox.size_y = y2 - y1
         hypothesis = ObjectHypothesisWithPose()
-        hypothesis.hypothesis.class_id = class_id_text(class_index, class_names)
+        hypothesis.hypothesis.class_id = class_id_text(class_index, class_names, class_id_format)
         hypothesis.hypothesis.score = score
         detection.results.append(hypothesis)
         message.detections.append(detection)

@@ -67,6 +67,7 @@ def check_value(definition: ParameterDefinition, value: object) -> str | None:
 
 
 RELIABILITY_CHOICES = ("best_effort", "reliable")
+CLASS_ID_FORMATS = ("index", "name")
 
 COMMON_PARAMETERS: tuple[ParameterDefinition, ...] = (
     ParameterDefinition(
@@ -77,6 +78,19 @@ COMMON_PARAMETERS: tuple[ParameterDefinition, ...] = (
     ParameterDefinition(
         "backend", "", "Overrides the spec's `backend`; empty keeps the spec's",
         choices=("", "auto", "onnxruntime", "tensorrt"),
+    ),
+    ParameterDefinition(
+        "precision", "",
+        "TensorRT: precision of an engine built at start-up from the ONNX model (engine cache); empty keeps the "
+        "spec's tensorrt.precision (default fp32). int8 needs calibration_images or calibration_cache",
+        choices=("", "fp32", "fp16", "int8"),
+    ),
+    ParameterDefinition(
+        "calibration_images", "", "TensorRT INT8: folder of calibration images; empty keeps the spec's"
+    ),
+    ParameterDefinition(
+        "calibration_cache", "", "TensorRT INT8: calibration cache file (read if it exists, else written); "
+        "empty keeps the spec's"
     ),
     ParameterDefinition(
         "processing_device", "cpu",
@@ -161,4 +175,9 @@ def detection_parameters(
         ),
         ParameterDefinition("publish_detections", True, "Publish ~/detections (vision_msgs/Detection2DArray)",
                             runtime=True),
+        ParameterDefinition(
+            "class_id_format", "index",
+            "What results[].hypothesis.class_id carries: the class index as text (names in ~/label_info) or the "
+            "class name", runtime=True, choices=CLASS_ID_FORMATS,
+        ),
     )

@@ -101,16 +101,33 @@ def volatile_qos(reliability: str, depth: int) -> QoSProfile:
     )
 
 
-def with_overrides(spec: ModelSpec, model_path: str, engine_path: str, backend: str) -> ModelSpec:
-    """The spec with the node's ``model_path`` / ``engine_path`` / ``backend`` parameters applied (empty: keep)."""
+def _path(text: str) -> Path:
+    return Path(text).expanduser().resolve()
+
+
+def with_overrides(spec: ModelSpec, settings: Settings) -> ModelSpec:
+    """The spec with the node's ``model_path`` / ``engine_path`` / ``backend`` and TensorRT ``precision`` /
+    ``calibration_images`` / ``calibration_cache`` parameters applied (empty: keep the spec's)."""
     changes: dict[str, Any] = {}
-    if model_path:
-        changes["model"] = Path(model_path).expanduser().resolve()
-    if engine_path:
-        changes["engine"] = Path(engine_path).expanduser().resolve()
-    if backend:
-        changes["backend"] = backend
-    return replace(spec, **changes)
+    if settings["model_path"]:
+        changes["model"] = _path(settings["model_path"])
+    if settings["engine_path"]:
+        changes["engine"] = _path(settings["engine_path"])
+    if settings["backend"]:
+        changes["backend"] = settings["backend"]
+    tensorrt = spec.tensorrt
+    if settings["precision"]:
+        tensorrt = replace(tensorrt, precision=settings["precision"])
+    if settings["calibration_images"]:
+        tensorrt = replace(tensorrt, calibration_images=_path(settings["calibration_images"]))
+    if settings["calibration_cache"]:
+        tensorrt = replace(tensorrt, calibration_cache=_path(settings["calibration_cache"]))
+    if tensorrt.precision == "int8" and tensorrt.calibration_images is None and tensorrt.calibration_cache is None:
+        raise TrtPerceptionError(
+            "precision 'int8' needs the parameter calibration_images (a folder of camera-like images) or "
+            "calibration_cache (an existing calibration cache), or the spec's tensorrt section naming one"
+        )
+    return replace(spec, tensorrt=tensorrt, **changes)
 
 
 def descriptor_of(definition: ParameterDefinition) -> ParameterDescriptor:
@@ -148,9 +165,7 @@ class PerceptionNode(Node):
 
         spec_name = self._settings["model_spec"]
         spec = load_model_spec(spec_name)
-        self.spec = with_overrides(
-            spec, self._settings["model_path"], self._settings["engine_path"], self._settings["backend"]
-        )
+        self.spec = with_overrides(spec, self._settings)
         if self.spec.task != self.task:
             raise TrtPerceptionError(
                 f"model spec {spec.source or spec_name} is for {self.spec.task}, but this is the {self.task} node"

@@ -461,7 +461,8 @@ def create_tensorrt_backend(spec: ModelSpec, *, cuda_graph: bool = False) -> Ten
 
     An ``engine`` that exists and loads is used as is. When it is missing, or was built by another
     TensorRT version or for another GPU, and the spec also names its ONNX ``model``, the engine
-    cache builds (once, under a lock) and reuses an engine for this machine instead.
+    cache builds (once, under a lock) and reuses an engine for this machine instead, in the spec's
+    ``tensorrt.precision`` (part of the cache key, so each precision has its own engine).
     """
     if spec.engine is not None:
         if spec.engine.is_file() or spec.model is None:
@@ -476,5 +477,12 @@ def create_tensorrt_backend(spec: ModelSpec, *, cuda_graph: bool = False) -> Ten
     if spec.model is None:
         raise ModelLoadError(f"spec {spec.name}: neither a loadable engine nor an ONNX model to build one from")
     return EngineCache().get_or_build(
-        spec.model, BuildOptions(), spec.input, lambda path: TensorRTBackend(path, cuda_graph=cuda_graph)
+        spec.model,
+        BuildOptions(
+            precision=spec.tensorrt.precision,
+            calib_images=spec.tensorrt.calibration_images,
+            calib_cache=spec.tensorrt.calibration_cache,
+        ),
+        spec.input,
+        lambda path: TensorRTBackend(path, cuda_graph=cuda_graph),
     )

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from trt_perception.spec import TENSORRT_PRECISIONS
 from trt_perception.tensorrt.calibrator import calibration_images, calibration_preprocessor, make_entropy_calibrator
 from trt_perception.tensorrt.runtime_support import (
     EngineBuildError,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = TENSORRT_PRECISIONS
 DEFAULT_LONG_SIDE_FACTOR = 4  # dynamic sizes without max_long_side: long side up to 4x the short side
 OPT_SOURCE_SIZE = (480, 640)  # dynamic sizes are tuned for a VGA camera frame unless --opt-shape says otherwise
 
