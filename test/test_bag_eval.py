@@ -18,6 +18,7 @@ from trt_perception.evaluation import bag_io
 from trt_perception.evaluation.bag_eval import BagEvalOptions, run_bag_eval
 from trt_perception.evaluation.make_bag import make_bag
 from trt_perception.pipeline import Pipeline
+from trt_perception.spec import load_model_spec
 
 FIXTURES = Path(__file__).parent / "fixtures"
 QUOKKA = FIXTURES / "images" / "quokka.jpg"
@@ -499,8 +500,10 @@ def test_live_detection_with_compressed_frames_equals_offline(tmp_path: Path) ->
     live_detections = _messages(tmp_path / "live" / "bag", "/detection/detections")
     offline_detections = _messages(tmp_path / "offline" / "bag", "/detections")
     for (_, got), (_, want) in zip(live_detections, offline_detections, strict=True):
-        boxes, names, scores = bag_io.detections_from_message(got)
+        boxes, class_ids, scores = bag_io.detections_from_message(got)
         want_boxes, want_names, want_scores = bag_io.detections_from_message(want)
-        assert got.header == want.header and names == want_names
+        coco_names = load_model_spec(spec).labels or ()
+        # the node publishes the class index (class_id_format: index); the offline bag carries names
+        assert got.header == want.header and [coco_names[int(i)] for i in class_ids] == want_names
         np.testing.assert_allclose(boxes, want_boxes, atol=1e-3)
         np.testing.assert_allclose(scores, want_scores, rtol=1e-5)

@@ -30,6 +30,14 @@ from trt_perception.evaluation.evaluator import EvaluationResult, FramePredictio
 from trt_perception.evaluation.report import thumbnail
 from trt_perception.results import Detections
 
+def class_index(class_id: str, class_names: list[str]) -> int:
+    """The class index a node's ``class_id`` stands for: the index as text (the nodes' default,
+    ``class_id_format: index``) or a class name; ``len(class_names)`` for a class the model lacks."""
+    if class_id.isdigit() and int(class_id) < len(class_names):
+        return int(class_id)
+    return class_names.index(class_id) if class_id in class_names else len(class_names)
+
+
 DEFAULT_OUTPUT_TOPICS = {"segmentation": "/segmentation/labels", "detection": "/detection/detections"}
 
 
@@ -221,11 +229,11 @@ class _Player:
                 evaluator.skip(frame.index, f"the node's label image does not decode: {error}")
                 return None
         else:
-            boxes, names, scores = bag_io.detections_from_message(msg)
+            boxes, class_ids, scores = bag_io.detections_from_message(msg)
             known = list(evaluator.class_names)
-            ids = [known.index(name) if name in known else len(known) for name in names]
+            ids = [class_index(class_id, known) for class_id in class_ids]
             prediction.detections = Detections(
                 boxes.astype(np.float32), np.asarray(scores, np.float32), np.asarray(ids, np.int64)
             )
-            prediction.class_names = names
+            prediction.class_names = [known[i] if i < len(known) else c for i, c in zip(ids, class_ids)]
         return prediction
