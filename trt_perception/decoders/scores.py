@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 
 from trt_perception.decoders.params import DecoderParams
+from trt_perception.decoders.tensors import finite_range
 from trt_perception.errors import InferenceError
 from trt_perception.gpu._cupy import array_module
 
@@ -48,10 +48,7 @@ def require_probabilities(name: str, scores: npt.NDArray, activation: str) -> No
     decoder reads the wrong tensor or column, or the spec's ``score_activation`` is wrong."""
     if not scores.size:
         return
-    low, high = float(scores.min()), float(scores.max())
-    if not (np.isfinite(low) and np.isfinite(high)):
-        bad = int(array_module(scores).count_nonzero(~array_module(scores).isfinite(scores)))
-        raise InferenceError(f"output '{name}' gives {bad} NaN or infinite scores")
+    low, high = finite_range(name, scores)
     if low < 0.0 or high > 1.0:
         hint = (
             "set decoder.score_activation (sigmoid or softmax) if the model gives logits"
