@@ -249,9 +249,10 @@ class GridHeadDecoder(DetectionDecoder):
         require_finite(first, rows)
         return first, rows
 
-    def class_scores(self, name: str, rows: npt.NDArray, first_class: int) -> npt.NDArray:
-        """Activated class scores ``[N,C]`` (trailing ``extra_columns`` dropped), checked to be probabilities."""
-        stop = rows.shape[1] - self.extra_columns
+    def class_scores(self, name: str, rows: npt.NDArray, first_class: int, after: int = 0) -> npt.NDArray:
+        """Activated class scores ``[N,C]`` from column ``first_class`` up to the ``after`` columns that follow
+        them and the trailing ``extra_columns``, checked to be probabilities."""
+        stop = rows.shape[1] - self.extra_columns - after
         if stop <= first_class:
             raise InferenceError(
                 f"output '{name}' has {rows.shape[1]} values per box: no class scores after {first_class} box values "
@@ -366,11 +367,13 @@ class YoloxDecoder(GridHeadDecoder):
 class DistributionDecoder(GridHeadDecoder):
     """``dfl``: per side (left, top, right, bottom) ``bins`` logits; distance = softmax expectation over
     ``0..bins-1`` times the stride, from the point ``(cell + cell_offset) * stride`` (GFL and NanoDet: offset
-    0; YOLOv8: 0.5). Class scores follow the box values, or come from separate ``scores`` tensors."""
+    0; YOLOv8: 0.5). Class scores follow the box values (``order: boxes_first``), precede them
+    (``scores_first``, NanoDet's single output), or come from separate ``scores`` tensors."""
 
     bins: int = 8
     cell_offset: float = 0.0
     scores: list[str] | str | None = None
+    order: str = "boxes_first"
 
     @classmethod
     def from_params(cls, params: DecoderParams, num_classes: int | None) -> DistributionDecoder:
@@ -381,7 +384,8 @@ class DistributionDecoder(GridHeadDecoder):
             isinstance(scores, list) and len(scores) != len(common["outputs"]))):
             raise SpecError(f"{params.key('scores')}: expected the same number of tensors as decoder.outputs")
         return cls(num_classes=num_classes, **common, bins=params.integer("bins", minimum=2),
-                   cell_offset=params.number("cell_offset", 0.0), scores=scores)
+                   cell_offset=params.number("cell_offset", 0.0), scores=scores,
+                   order=params.string("order", "boxes_first", ("boxes_first", "scores_first")))
 
     def box_columns(self) -> int:
         return 4 * self.bins
@@ -401,7 +405,11 @@ class DistributionDecoder(GridHeadDecoder):
     def decode_arrays(self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float) -> tuple[Any, Any, Any]:
         size = geometry.network_size
         name, rows = self.gather(outputs, size, self.outputs, "decoder.outputs", self.columns())
-        if self.scores is None:
+        box_start = 0
+        if self.scores is None and self.order == "scores_first":
+            scores = self.class_scores(name, rows, 0, after=self.box_columns())
+            box_start = scores.shape[1]
+        elif self.scores is None:
             scores = self.class_scores(name, rows, self.box_columns())
         else:
             scores_name, score_rows = self.gather(outputs, size, self.scores, "decoder.scores", self.tensor_groups()[1][2])
@@ -413,7 +421,7 @@ class DistributionDecoder(GridHeadDecoder):
             name, scores = scores_name, self.class_scores(scores_name, score_rows, 0)
         kept, classes, best = self.select(scores, score_threshold)
         cells = self.cells(size)
-        logits = rows[kept, : self.box_columns()].reshape(len(kept), 4, self.bins)
+        logits = rows[kept, box_start : box_start + self.box_columns()].reshape(len(kept), 4, self.bins)
         distances = softmax(logits, axis=2) @ np.arange(self.bins, dtype=np.float32)
         stride = cells.stride[kept, None]
         point = (np.stack([cells.x[kept], cells.y[kept]], axis=1) + np.float32(self.cell_offset)) * stride
