@@ -136,16 +136,18 @@ class AnchorBoxDecoder(DetectionDecoder):
             boxes_shape[-1] is not None and boxes_shape[-1] < 4
         ) or (len(boxes_shape) == 4 and not dims_agree(boxes_shape[2], 1)):
             raise shape_mismatch("decoder.boxes", boxes_name, boxes_shape, "[B,N,4] or [B,N,1,4] box encodings", shapes)
-        columns = self._class_columns()
-        if len(scores_shape) != 3 or not dims_agree(scores_shape[2], columns):
-            expected = f"[B,N,{'C' if columns is None else columns}] class scores"
-            if columns is not None:
-                expected += f" ({self.num_classes} labels{' + background' if self.background_column is not None else ''})"
-            raise shape_mismatch("decoder.scores", scores_name, scores_shape, expected, shapes)
-        if self.background_column is not None and scores_shape[2] is not None and self.background_column >= scores_shape[2]:
+        columns = scores_shape[2] if len(scores_shape) == 3 else None
+        reserved = (self.background_column is not None) + self.class_offset
+        if len(scores_shape) != 3 or (columns is not None and columns <= reserved):
+            raise shape_mismatch("decoder.scores", scores_name, scores_shape, "[B,N,C] class scores", shapes)
+        if self.background_column is not None and columns is not None and self.background_column >= columns:
             raise SpecError(
-                f"decoder.background_column: {self.background_column} is beyond the {scores_shape[2]} columns of "
-                f"{scores_name!r}"
+                f"decoder.background_column: {self.background_column} is beyond the {columns} columns of {scores_name!r}"
+            )
+        if columns is not None and self.num_classes is not None and columns - reserved > self.num_classes:
+            raise SpecError(
+                f"labels: {self.num_classes} labels, but the model output {scores_name!r} has {columns} class columns "
+                f"({columns - reserved} classes after background_column and class_offset); name every class"
             )
         count = None if network_size is None else len(self.anchors(network_size))
         for param, name, shape in (("decoder.boxes", boxes_name, boxes_shape), ("decoder.scores", scores_name, scores_shape)):
@@ -154,11 +156,6 @@ class AnchorBoxDecoder(DetectionDecoder):
                     f"{param}: the model output {name!r} has {shape[1]} rows but decoder.anchors gives {count} anchors "
                     f"for a {network_size[0]}x{network_size[1]} input"  # type: ignore[index]
                 )
-
-    def _class_columns(self) -> int | None:
-        if self.num_classes is None:
-            return None
-        return self.num_classes + (self.background_column is not None) + self.class_offset
 
     def decode_arrays(
         self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float
