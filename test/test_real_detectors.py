@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 import pytest
 
+from test_pipeline_models import iou
 from trt_perception.decoders import create_decoder
 from trt_perception.pipeline import Pipeline
 from trt_perception.results import DetectionResult
@@ -71,13 +72,6 @@ def detect(spec_name: str, model_file: str, image: str) -> DetectionResult:
     result = bundled_pipeline(spec_name, model_file).run(pixels, "BGR")
     assert isinstance(result, DetectionResult)
     return result
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 # --------------------------------------------------------------------------- YOLOv3-tiny vs OpenCV Darknet

@@ -228,6 +228,10 @@ def _numbers(params: DecoderParams, name: str, default: object = None, count: in
     return tuple(float(v) for v in value)
 
 
+def _pair(values: tuple[float, ...]) -> tuple[float, float]:
+    return values[0], values[1]
+
+
 def _positive_ratios(params: DecoderParams, default: object) -> tuple[float, ...]:
     ratios = _numbers(params, "aspect_ratios", default)
     if min(ratios) <= 0:
@@ -237,7 +241,7 @@ def _positive_ratios(params: DecoderParams, default: object) -> tuple[float, ...
 
 def _feature_map_sizes(params: DecoderParams) -> tuple[tuple[int, int], ...]:
     value = params.value("feature_map_sizes")
-    sizes = []
+    sizes: list[tuple[int, int]] = []
     if isinstance(value, list) and value:
         for item in value:
             pair = [item, item] if isinstance(item, int) and not isinstance(item, bool) else item
@@ -318,5 +322,5 @@ def anchors_from_params(params: DecoderParams, base_dir: Path | None) -> AnchorG
         interpolated_scale_aspect_ratio=params.number("interpolated_scale_aspect_ratio", 1.0),
         reduce_boxes_in_lowest_layer=params.boolean("reduce_boxes_in_lowest_layer", True),
         scales=None if scales is None else _numbers(params, "scales", count=len(sizes)),
-        base_anchor_size=_numbers(params, "base_anchor_size", [1.0, 1.0], count=2),
+        base_anchor_size=_pair(_numbers(params, "base_anchor_size", [1.0, 1.0], count=2)),
     )

@@ -370,9 +370,10 @@ class YoloDecoder(DetectionDecoder):
         name, shape = declared_output(shapes, self.output, "decoder.output")
         if len(shape) != 3:
             raise shape_mismatch("decoder.output", name, shape, "[B,N,5+C] (YOLOv5) or [B,4+C,N] (YOLOv8)", shapes)
-        if None not in shape:
+        static = tuple(dim for dim in shape if dim is not None)
+        if len(static) == 3:
             try:
-                self._version(name, shape)
+                self._version(name, static)
             except InferenceError as error:
                 raise shape_mismatch("decoder.output", name, shape, str(error).split("expected ", 1)[-1], shapes) from error
 

@@ -16,6 +16,7 @@ ignored. Objectness and class scores pass through ``score_activation``.
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -26,7 +27,7 @@ import numpy.typing as npt
 from trt_perception.decoders.boxes import to_xyxy
 from trt_perception.decoders.detection import DetectionDecoder, class_offset_param
 from trt_perception.decoders.params import DecoderParams
-from trt_perception.decoders.scores import activate, require_probabilities, score_activation, softmax
+from trt_perception.decoders.scores import activate, require_probabilities, score_activation, sigmoid, softmax
 from trt_perception.decoders.tensors import Shape, declared_output, require_finite, select_output, shape_mismatch
 from trt_perception.errors import InferenceError, SpecError
 from trt_perception.geometry import ResizeGeometry
@@ -274,7 +275,30 @@ class GridHeadDecoder(DetectionDecoder):
 
 
 @dataclass
-class YoloAnchorDecoder(GridHeadDecoder):
+class ObjectnessGridDecoder(GridHeadDecoder):
+    """Heads with ``tx, ty, tw, th, objectness, classes`` per box: score = objectness * class score."""
+
+    def decode_arrays(self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float) -> tuple[Any, Any, Any]:
+        name, rows = self.gather(outputs, geometry.network_size, self.outputs, "decoder.outputs", self.columns())
+        objectness = activate(rows[:, 4], self.activation)
+        require_probabilities(name, objectness, self.activation)
+        scores = self.class_scores(name, rows, 5) * objectness[:, None]
+        kept, classes, best = self.select(scores, score_threshold)
+        cells = self.cells(geometry.network_size)
+        grid = np.stack([cells.x[kept], cells.y[kept]], axis=1)
+        boxes = self.cxcywh(rows[kept, :4].astype(np.float32), grid, cells.stride[kept, None], cells, kept)
+        return to_xyxy(boxes, "cxcywh", False, geometry.network_size), best, self._class_ids(name, classes)
+
+    @abstractmethod
+    def cxcywh(
+        self, t: npt.NDArray[np.float32], grid: npt.NDArray, stride: npt.NDArray, cells: GridCells, kept: npt.NDArray
+    ) -> npt.NDArray[np.float32]:
+        """Boxes ``cx, cy, w, h`` (input pixels) from the raw values ``t`` of the kept rows, their cells
+        (column, row) and strides."""
+
+
+@dataclass
+class YoloAnchorDecoder(ObjectnessGridDecoder):
     """``yolo_anchors``: per-stride YOLO heads with anchors in input pixels.
 
     ``v3`` (v3, v4, v7-tiny style): centre ``((sigmoid(t) * scale_x_y - (scale_x_y - 1) / 2) + cell) * stride``,
@@ -296,7 +320,7 @@ class YoloAnchorDecoder(GridHeadDecoder):
         try:
             sizes = np.asarray(anchors, dtype=np.float32)
         except (TypeError, ValueError):
-            sizes = np.zeros(0)
+            sizes = np.zeros(0, np.float32)
         if sizes.ndim != 3 or sizes.shape[0] != levels or sizes.shape[2] != 2 or not (sizes > 0).all():
             raise SpecError(
                 f"{params.key('anchors')}: expected one list of [width, height] pairs (input pixels) per stride, "
@@ -314,18 +338,11 @@ class YoloAnchorDecoder(GridHeadDecoder):
     def anchors_per_cell(self) -> int:
         return int(self.anchor_sizes.shape[1])
 
-    def decode_arrays(self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float) -> tuple[Any, Any, Any]:
-        name, rows = self.gather(outputs, geometry.network_size, self.outputs, "decoder.outputs", self.columns())
-        objectness = activate(rows[:, 4], self.activation)
-        require_probabilities(name, objectness, self.activation)
-        scores = self.class_scores(name, rows, 5) * objectness[:, None]
-        kept, classes, best = self.select(scores, score_threshold)
-        cells = self.cells(geometry.network_size)
-        t = rows[kept, :4].astype(np.float32)
+    def cxcywh(
+        self, t: npt.NDArray[np.float32], grid: npt.NDArray, stride: npt.NDArray, cells: GridCells, kept: npt.NDArray
+    ) -> npt.NDArray[np.float32]:
         size = self.anchor_sizes[cells.level[kept], cells.anchor[kept]]
-        grid = np.stack([cells.x[kept], cells.y[kept]], axis=1)
-        stride = cells.stride[kept, None]
-        sig = 0.5 * (np.tanh(0.5 * t) + 1.0)
+        sig = sigmoid(t)
         if self.version == "v5":
             centre = (2.0 * sig[:, :2] - 0.5 + grid) * stride
             extent = (2.0 * sig[:, 2:]) ** 2 * size
@@ -333,12 +350,11 @@ class YoloAnchorDecoder(GridHeadDecoder):
             factor = np.float32(self.scale_x_y)
             centre = (sig[:, :2] * factor - (factor - 1) / 2 + grid) * stride
             extent = np.exp(t[:, 2:]) * size
-        boxes = to_xyxy(np.concatenate([centre, extent], axis=1), "cxcywh", False, geometry.network_size)
-        return boxes, best, self._class_ids(name, classes)
+        return np.concatenate([centre, extent], axis=1)
 
 
 @dataclass
-class YoloxDecoder(GridHeadDecoder):
+class YoloxDecoder(ObjectnessGridDecoder):
     """``yolox``: anchor-free ``tx, ty, tw, th, objectness, classes`` per cell; centre ``(t + cell + cell_offset)
     * stride``, size ``exp(t) * stride``; score = objectness * class score."""
 
@@ -349,18 +365,11 @@ class YoloxDecoder(GridHeadDecoder):
         """Build from ``outputs``, ``strides``, ``cell_offset`` and the common keys."""
         return cls(num_classes=num_classes, **cls.common_params(params), cell_offset=params.number("cell_offset", 0.0))
 
-    def decode_arrays(self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float) -> tuple[Any, Any, Any]:
-        name, rows = self.gather(outputs, geometry.network_size, self.outputs, "decoder.outputs", self.columns())
-        objectness = activate(rows[:, 4], self.activation)
-        require_probabilities(name, objectness, self.activation)
-        scores = self.class_scores(name, rows, 5) * objectness[:, None]
-        kept, classes, best = self.select(scores, score_threshold)
-        cells = self.cells(geometry.network_size)
-        t = rows[kept, :4].astype(np.float32)
-        stride = cells.stride[kept, None]
-        grid = np.stack([cells.x[kept], cells.y[kept]], axis=1) + np.float32(self.cell_offset)
-        boxes = np.concatenate([(t[:, :2] + grid) * stride, np.exp(t[:, 2:]) * stride], axis=1)
-        return to_xyxy(boxes, "cxcywh", False, geometry.network_size), best, self._class_ids(name, classes)
+    def cxcywh(
+        self, t: npt.NDArray[np.float32], grid: npt.NDArray, stride: npt.NDArray, cells: GridCells, kept: npt.NDArray
+    ) -> npt.NDArray[np.float32]:
+        centre = (t[:, :2] + grid + np.float32(self.cell_offset)) * stride
+        return np.concatenate([centre, np.exp(t[:, 2:]) * stride], axis=1)
 
 
 @dataclass
