@@ -263,3 +263,17 @@ def test_dfl_nanodet_style_single_output_with_scores_first():
     assert result.class_ids.tolist() == [1]
     with pytest.raises(SpecError, match=r"decoder.outputs: the model output 'out' has shape \[1,81,35\]; expected \[B,80,35\]"):
         decoder.check_outputs({"out": (1, 81, 35)}, (64, 64))
+
+
+def test_every_decoder_example_in_the_docs_is_a_valid_decoder():
+    """docs/model_spec.md's examples per family stay valid specs."""
+    import yaml
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "model_spec.md").read_text()
+    section = text.split("## Raw detection heads", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    examples = [yaml.safe_load(chunk) for chunk in block.split("\n\n")]
+    assert len(examples) == 7
+    for example in examples:
+        assert isinstance(decoder_for(example["decoder"]), DetectionDecoder)
