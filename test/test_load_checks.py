@@ -45,20 +45,34 @@ def test_a_wrong_decoder_tensor_is_named_with_the_spec_file_and_the_models_outpu
 
 
 def test_a_rows_column_beyond_the_tensor_is_found_at_load(tmp_path):
-    spec = edited_spec(tmp_path, "centernet_mobilenetv3_coco", "centernet_mobilenetv3_coco.onnx",
-                       columns={"x1": 0, "y1": 1, "x2": 2, "y2": 3, "score": 6})
-    with pytest.raises(SpecError, match=r"decoder.output: the model output 'tower_0/detections' has shape \[1,100,6\]; "
-                                        r"expected \[B,N,K\] rows with K > 6"):
+    spec = edited_spec(
+        tmp_path,
+        "centernet_mobilenetv3_coco",
+        "centernet_mobilenetv3_coco.onnx",
+        columns={"x1": 0, "y1": 1, "x2": 2, "y2": 3, "score": 6},
+    )
+    with pytest.raises(
+        SpecError,
+        match=r"decoder.output: the model output 'tower_0/detections' has shape \[1,100,6\]; "
+        r"expected \[B,N,K\] rows with K > 6",
+    ):
         Pipeline.from_spec(spec, intra_op_threads=1)
 
 
 def test_scores_that_are_not_probabilities_are_an_error_not_detections(tmp_path):
     """The decoder reads box coordinates (column 2, x2 in pixels) as scores: an error, not detections."""
-    spec = edited_spec(tmp_path, "centernet_mobilenetv3_coco", "centernet_mobilenetv3_coco.onnx",
-                       columns={"x1": 0, "y1": 1, "x2": 2, "y2": 3, "score": 2})
+    spec = edited_spec(
+        tmp_path,
+        "centernet_mobilenetv3_coco",
+        "centernet_mobilenetv3_coco.onnx",
+        columns={"x1": 0, "y1": 1, "x2": 2, "y2": 3, "score": 2},
+    )
     pipeline = Pipeline.from_spec(spec, intra_op_threads=1)
-    with pytest.raises(InferenceError, match=r"'tower_0/detections' gives scores .* must be probabilities in \[0, 1\]: "
-                                             "set decoder.score_activation"):
+    with pytest.raises(
+        InferenceError,
+        match=r"'tower_0/detections' gives scores .* must be probabilities in \[0, 1\]: "
+        "set decoder.score_activation",
+    ):
         pipeline.run(cv2.imread(str(IMAGES / "coffee.png")), "BGR")
 
 
@@ -72,8 +86,10 @@ def test_scores_that_are_not_probabilities_are_an_error_not_detections(tmp_path)
 def test_a_spec_without_labels_runs_in_infer_with_indices_as_class_names(tmp_path, capsys, bundled, model, drop):
     spec = edited_spec(tmp_path, bundled, model, drop)
     out = tmp_path / "out"
-    assert main(["infer", "--model-spec", str(spec), str(IMAGES / "coffee.png"), "--output", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(["infer", "--model-spec", str(spec), str(IMAGES / "coffee.png"), "--output", str(out), "--no-progress"])
+        == 0
+    )
     assert "1 images processed, 0 failed" in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
     image = results["images"][0]

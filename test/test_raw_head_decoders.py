@@ -31,11 +31,22 @@ def logit(p: float) -> float:
 def test_multiscale_anchors_follow_the_retinanet_rule():
     """TF OD API multiscale_anchor_generator, min_level 3..max_level 7, anchor_scale 4, 2 scales per octave,
     aspect ratios 1, 2, 0.5: per cell aspect-major, scale-minor; base size 4 * 2**level pixels."""
-    decoder = decoder_for({
-        "type": "ssd", "boxes": "b", "scores": "s", "score_activation": "sigmoid",
-        "anchors": {"type": "multiscale", "min_level": 3, "max_level": 7, "anchor_scale": 4.0,
-                    "aspect_ratios": [1.0, 2.0, 0.5], "scales_per_octave": 2},
-    })
+    decoder = decoder_for(
+        {
+            "type": "ssd",
+            "boxes": "b",
+            "scores": "s",
+            "score_activation": "sigmoid",
+            "anchors": {
+                "type": "multiscale",
+                "min_level": 3,
+                "max_level": 7,
+                "anchor_scale": 4.0,
+                "aspect_ratios": [1.0, 2.0, 0.5],
+                "scales_per_octave": 2,
+            },
+        }
+    )
     assert isinstance(decoder, AnchorBoxDecoder)
     anchors = decoder.anchors((640, 640))
     assert len(anchors) == (80 * 80 + 40 * 40 + 20 * 20 + 10 * 10 + 5 * 5) * 6
@@ -54,9 +65,20 @@ def test_multiscale_anchors_follow_the_retinanet_rule():
 
 def test_multiscale_anchors_on_a_side_the_stride_does_not_divide_start_at_zero():
     """The generator centres cells at stride/2 only where the image side is a multiple of the stride."""
-    decoder = decoder_for({"type": "ssd", "boxes": "b", "scores": "s",
-                           "anchors": {"type": "multiscale", "min_level": 7, "max_level": 7,
-                                       "aspect_ratios": [1.0], "scales_per_octave": 1}})
+    decoder = decoder_for(
+        {
+            "type": "ssd",
+            "boxes": "b",
+            "scores": "s",
+            "anchors": {
+                "type": "multiscale",
+                "min_level": 7,
+                "max_level": 7,
+                "aspect_ratios": [1.0],
+                "scales_per_octave": 1,
+            },
+        }
+    )
     anchors = decoder.anchors((320, 576))  # 320 % 128 = 64, 576 % 128 = 64: ceil -> 3 x 5 cells
     assert len(anchors) == 15
     np.testing.assert_allclose(anchors[0], [0.0, 0.0, 512 / 320, 512 / 576], rtol=1e-6)
@@ -66,11 +88,21 @@ def test_multiscale_anchors_on_a_side_the_stride_does_not_divide_start_at_zero()
 def test_mediapipe_blazeface_anchors():
     """MediaPipe's face_detection_short_range options: 128x128, strides 8,16,16,16, fixed anchor size:
     2 anchors per 16x16 cell, then 6 per 8x8 cell (three layers share stride 16), 896 in all."""
-    decoder = decoder_for({
-        "type": "ssd", "boxes": "b", "scores": "s",
-        "anchors": {"type": "mediapipe", "strides": [8, 16, 16, 16], "min_scale": 0.1484375, "max_scale": 0.75,
-                    "aspect_ratios": [1.0], "fixed_anchor_size": True},
-    })
+    decoder = decoder_for(
+        {
+            "type": "ssd",
+            "boxes": "b",
+            "scores": "s",
+            "anchors": {
+                "type": "mediapipe",
+                "strides": [8, 16, 16, 16],
+                "min_scale": 0.1484375,
+                "max_scale": 0.75,
+                "aspect_ratios": [1.0],
+                "fixed_anchor_size": True,
+            },
+        }
+    )
     anchors = decoder.anchors((128, 128))
     assert len(anchors) == 896
     np.testing.assert_allclose(anchors[0], [0.5 / 16, 0.5 / 16, 1, 1])
@@ -85,13 +117,16 @@ def test_anchors_from_npy_and_text_files(tmp_path):
     np.save(tmp_path / "anchors.npy", table)
     np.savetxt(tmp_path / "anchors.txt", table)
     for name in ("anchors.npy", "anchors.txt"):
-        decoder = decoder_for({"type": "ssd", "boxes": "b", "scores": "s", "anchors": {"type": "file", "path": name}},
-                              base_dir=tmp_path)
+        decoder = decoder_for(
+            {"type": "ssd", "boxes": "b", "scores": "s", "anchors": {"type": "file", "path": name}}, base_dir=tmp_path
+        )
         np.testing.assert_allclose(decoder.anchors((10, 10)), table)
     (tmp_path / "bad.txt").write_text("1 2 3\n")
     with pytest.raises(SpecError, match=r"decoder.anchors.path: .*bad.txt holds shape \[1, 3\]"):
-        decoder_for({"type": "ssd", "boxes": "b", "scores": "s", "anchors": {"type": "file", "path": "bad.txt"}},
-                    base_dir=tmp_path)
+        decoder_for(
+            {"type": "ssd", "boxes": "b", "scores": "s", "anchors": {"type": "file", "path": "bad.txt"}},
+            base_dir=tmp_path,
+        )
 
 
 # --------------------------------------------------------------------------- ssd decoding
@@ -99,31 +134,49 @@ def test_anchors_from_npy_and_text_files(tmp_path):
 
 def file_anchor_decoder(tmp_path, anchors, num_classes=None, **config) -> DetectionDecoder:
     np.save(tmp_path / "a.npy", np.asarray(anchors, np.float32))
-    return decoder_for({"type": "ssd", "boxes": "box", "scores": "cls",
-                        "anchors": {"type": "file", "path": "a.npy"}, **config}, num_classes, tmp_path)
+    return decoder_for(
+        {"type": "ssd", "boxes": "box", "scores": "cls", "anchors": {"type": "file", "path": "a.npy"}, **config},
+        num_classes,
+        tmp_path,
+    )
 
 
 def test_ssd_box_coder_yx_with_softmax_and_background(tmp_path):
-    decoder = file_anchor_decoder(tmp_path, [[0.5, 0.5, 0.2, 0.4], [0.2, 0.2, 0.1, 0.1]],
-                                  score_activation="softmax", background_column=0)
+    decoder = file_anchor_decoder(
+        tmp_path, [[0.5, 0.5, 0.2, 0.4], [0.2, 0.2, 0.1, 0.1]], score_activation="softmax", background_column=0
+    )
     boxes = np.array([[[1.0, -2.0, 0.5, 0.0]], [[0, 0, 0, 0]]], np.float32)[None]  # [1,2,1,4]
     logits = np.array([[[0.0, 3.0, 0.0], [5.0, 0.0, 0.0]]], np.float32)
     result = decoder.decode({"box": boxes, "cls": logits}, ResizeGeometry.stretch((100, 200), (100, 200)), 0.5)
     # cy = 1/10*0.2 + 0.5 = 0.52, cx = -2/10*0.4 + 0.5 = 0.42, h = exp(0.5/5)*0.2, w = 0.4
     cy, cx, h, w = 0.52, 0.42, math.exp(0.1) * 0.2, 0.4
-    np.testing.assert_allclose(result.boxes, [[(cx - w / 2) * 200, (cy - h / 2) * 100, (cx + w / 2) * 200,
-                                               (cy + h / 2) * 100]], rtol=1e-5)
+    np.testing.assert_allclose(
+        result.boxes, [[(cx - w / 2) * 200, (cy - h / 2) * 100, (cx + w / 2) * 200, (cy + h / 2) * 100]], rtol=1e-5
+    )
     np.testing.assert_allclose(result.scores, [math.exp(3) / (math.exp(3) + 2)], rtol=1e-5)
     assert result.class_ids.tolist() == [0]  # column 1, background column 0 dropped
 
 
 def test_ssd_mediapipe_style_xy_linear_coder_ignores_keypoint_columns(tmp_path):
-    decoder = file_anchor_decoder(tmp_path, [[0.5, 0.25, 1.0, 1.0]], score_activation="sigmoid",
-                                  box_coder={"x_scale": 128, "y_scale": 128, "width_scale": 128,
-                                             "height_scale": 128, "order": "xy", "size": "linear"})
+    decoder = file_anchor_decoder(
+        tmp_path,
+        [[0.5, 0.25, 1.0, 1.0]],
+        score_activation="sigmoid",
+        box_coder={
+            "x_scale": 128,
+            "y_scale": 128,
+            "width_scale": 128,
+            "height_scale": 128,
+            "order": "xy",
+            "size": "linear",
+        },
+    )
     row = [12.8, -6.4, 32.0, 64.0, 99, 99, 99, 99]  # cx offset, cy offset, w, h, two keypoints
-    result = decoder.decode({"box": np.array([[row]], np.float32), "cls": np.array([[[logit(0.9)]]], np.float32)},
-                            ResizeGeometry.stretch((128, 128), (128, 128)), 0.5)
+    result = decoder.decode(
+        {"box": np.array([[row]], np.float32), "cls": np.array([[[logit(0.9)]]], np.float32)},
+        ResizeGeometry.stretch((128, 128), (128, 128)),
+        0.5,
+    )
     cx, cy, w, h = 0.25 + 0.1, 0.5 - 0.05, 0.25, 0.5
     np.testing.assert_allclose(result.boxes[0] / 128, [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], rtol=1e-5)
     np.testing.assert_allclose(result.scores, [0.9], rtol=1e-5)
@@ -132,25 +185,39 @@ def test_ssd_mediapipe_style_xy_linear_coder_ignores_keypoint_columns(tmp_path):
 def test_ssd_logits_without_activation_are_an_error_not_detections(tmp_path):
     decoder = file_anchor_decoder(tmp_path, [[0.5, 0.5, 0.2, 0.2]])
     with pytest.raises(InferenceError, match=r"'cls' gives scores .*5\.7.* set decoder.score_activation"):
-        decoder.decode({"box": np.zeros((1, 1, 4), np.float32), "cls": np.array([[[5.7, 18.0]]], np.float32)},
-                       ResizeGeometry.stretch((10, 10), (10, 10)), 0.3)
+        decoder.decode(
+            {"box": np.zeros((1, 1, 4), np.float32), "cls": np.array([[[5.7, 18.0]]], np.float32)},
+            ResizeGeometry.stretch((10, 10), (10, 10)),
+            0.3,
+        )
 
 
 def test_ssd_load_check_counts_anchors_and_names_outputs(tmp_path):
     decoder = file_anchor_decoder(tmp_path, [[0.5, 0.5, 0.2, 0.2]] * 3, num_classes=2, background_column=0)
     decoder.check_outputs({"box": (1, 3, 4), "cls": (1, 3, 3)}, (10, 10))
-    with pytest.raises(SpecError, match=r"decoder.boxes: the model output 'box' has 5 rows but decoder.anchors gives 3"):
+    with pytest.raises(
+        SpecError, match=r"decoder.boxes: the model output 'box' has 5 rows but decoder.anchors gives 3"
+    ):
         decoder.check_outputs({"box": (1, 5, 4), "cls": (1, 5, 3)}, (10, 10))
-    with pytest.raises(SpecError, match=r"decoder.scores: the model has no output 'cls'; its outputs: box \[1,3,4\], x \[\?,3\]"):
+    with pytest.raises(
+        SpecError, match=r"decoder.scores: the model has no output 'cls'; its outputs: box \[1,3,4\], x \[\?,3\]"
+    ):
         decoder.check_outputs({"box": (1, 3, 4), "x": (None, 3)}, (10, 10))
-    with pytest.raises(SpecError, match=r"labels: 2 labels, but the model output 'cls' has 24 class columns \(23 classes"):
+    with pytest.raises(
+        SpecError, match=r"labels: 2 labels, but the model output 'cls' has 24 class columns \(23 classes"
+    ):
         decoder.check_outputs({"box": (1, 3, 4), "cls": (1, 3, 24)}, (10, 10))
 
 
 # --------------------------------------------------------------------------- YOLO with anchors
 
-YOLO_CONFIG = {"type": "yolo_anchors", "outputs": ["p5", "p4"], "strides": [32, 16], "score_activation": "sigmoid",
-               "anchors": [[[81, 82], [135, 169]], [[10, 14], [23, 27]]]}
+YOLO_CONFIG = {
+    "type": "yolo_anchors",
+    "outputs": ["p5", "p4"],
+    "strides": [32, 16],
+    "score_activation": "sigmoid",
+    "anchors": [[[81, 82], [135, 169]], [[10, 14], [23, 27]]],
+}
 
 
 def yolo_heads(classes: int = 3) -> tuple[dict, tuple]:
@@ -190,7 +257,10 @@ def test_yolo_anchor_heads_in_nhwc_and_five_dimensional_layouts_decode_the_same(
     geometry = ResizeGeometry.stretch((64, 64), (64, 64))
     expected = decoder_for(YOLO_CONFIG, 3).decode(outputs, geometry, 0.5)
     nhwc = {name: np.ascontiguousarray(t.transpose(0, 2, 3, 1)) for name, t in outputs.items()}
-    five = {name: np.ascontiguousarray(t.reshape(1, 2, 8, *t.shape[2:]).transpose(0, 1, 3, 4, 2)) for name, t in outputs.items()}
+    five = {
+        name: np.ascontiguousarray(t.reshape(1, 2, 8, *t.shape[2:]).transpose(0, 1, 3, 4, 2))
+        for name, t in outputs.items()
+    }
     for variant in (nhwc, five):
         got = decoder_for(YOLO_CONFIG, 3).decode(variant, geometry, 0.5)
         np.testing.assert_array_equal(got.boxes, expected.boxes)
@@ -200,8 +270,10 @@ def test_yolo_anchor_heads_in_nhwc_and_five_dimensional_layouts_decode_the_same(
 def test_yolo_anchor_load_check_gives_the_expected_grid():
     decoder = decoder_for(YOLO_CONFIG, 3)
     decoder.check_outputs({"p5": (1, 16, 2, 2), "p4": (1, 16, 4, 4)}, (64, 64))
-    with pytest.raises(SpecError, match=r"decoder.outputs\[1\]: the model output 'p4' has shape \[1,16,8,8\]; "
-                                        r"expected \[B,2\*8,4,4\]"):
+    with pytest.raises(
+        SpecError,
+        match=r"decoder.outputs\[1\]: the model output 'p4' has shape \[1,16,8,8\]; " r"expected \[B,2\*8,4,4\]",
+    ):
         decoder.check_outputs({"p5": (1, 16, 2, 2), "p4": (1, 16, 8, 8)}, (64, 64))
 
 
@@ -236,9 +308,19 @@ def test_dfl_yolov8_style_with_separate_scores_and_extra_columns():
             box[0, side * bins + target, 0, 1] = 0.0
     scores = np.full((1, classes + 1, 2, 2), -9.0, np.float32)  # one extra (e.g. a mask coefficient) column
     scores[0, 0, 0, 1] = logit(0.7)
-    config = {"type": "dfl", "outputs": ["box"], "scores": ["cls"], "strides": [16], "bins": bins,
-              "cell_offset": 0.5, "score_activation": "sigmoid", "extra_columns": 1}
-    result = decoder_for(config, classes).decode({"box": box, "cls": scores}, ResizeGeometry.stretch((32, 32), (32, 32)), 0.5)
+    config = {
+        "type": "dfl",
+        "outputs": ["box"],
+        "scores": ["cls"],
+        "strides": [16],
+        "bins": bins,
+        "cell_offset": 0.5,
+        "score_activation": "sigmoid",
+        "extra_columns": 1,
+    }
+    result = decoder_for(config, classes).decode(
+        {"box": box, "cls": scores}, ResizeGeometry.stretch((32, 32), (32, 32)), 0.5
+    )
     px, py = (1 + 0.5) * 16, (0 + 0.5) * 16
     left, top, right, bottom = 1 * 16, 2 * 16, 2.5 * 16, 0 * 16
     np.testing.assert_allclose(result.boxes, [[px - left, py - top, px + right, py + bottom]], atol=1e-3)
@@ -261,7 +343,9 @@ def test_dfl_nanodet_style_single_output_with_scores_first():
     px, py = 2 * 16, 1 * 16
     np.testing.assert_allclose(result.boxes, [[px - 3 * 16, py - 1 * 16, px + 2 * 16, py + 5 * 16]], atol=1e-3)
     assert result.class_ids.tolist() == [1]
-    with pytest.raises(SpecError, match=r"decoder.outputs: the model output 'out' has shape \[1,81,35\]; expected \[B,80,35\]"):
+    with pytest.raises(
+        SpecError, match=r"decoder.outputs: the model output 'out' has shape \[1,81,35\]; expected \[B,80,35\]"
+    ):
         decoder.check_outputs({"out": (1, 81, 35)}, (64, 64))
 
 

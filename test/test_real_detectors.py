@@ -111,7 +111,9 @@ def test_ssd_oidv4_finds_the_astronaut_as_the_manifest_says():
     assert iou(result.detections.boxes[top], astronaut) >= 0.9
 
 
-@pytest.mark.parametrize(("image", "label", "score"), [("coffee.png", "Coffee cup", 0.56), ("chelsea.png", "Cat", 0.85)])
+@pytest.mark.parametrize(
+    ("image", "label", "score"), [("coffee.png", "Coffee cup", 0.56), ("chelsea.png", "Cat", 0.85)]
+)
 def test_ssd_oidv4_gives_the_manifests_single_detection(image, label, score):
     result = detect("ssd_mobilenetv2_oidv4", "ssd_mobilenetv2_oidv4.onnx", image)
     assert result.names() == [label]
@@ -149,11 +151,27 @@ def test_ssd_oidv4_anchors_equal_a_hand_computation_of_the_tf_rule():
     decoder = create_decoder(spec.task, spec.decoder, spec.num_classes, spec.base_dir)
     anchors = decoder.anchors((300, 300))
     assert anchors.shape == (1917, 4)
-    picks = [(0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 0, 2), (0, 7, 11, 2), (0, 18, 18, 1), (1, 0, 0, 0), (1, 3, 9, 3),
-             (1, 9, 9, 5), (2, 2, 4, 4), (3, 1, 2, 5), (4, 1, 0, 1), (5, 0, 0, 0), (5, 0, 0, 4), (5, 0, 0, 5)]
+    picks = [
+        (0, 0, 0, 0),
+        (0, 0, 0, 1),
+        (0, 0, 0, 2),
+        (0, 7, 11, 2),
+        (0, 18, 18, 1),
+        (1, 0, 0, 0),
+        (1, 3, 9, 3),
+        (1, 9, 9, 5),
+        (2, 2, 4, 4),
+        (3, 1, 2, 5),
+        (4, 1, 0, 1),
+        (5, 0, 0, 0),
+        (5, 0, 0, 4),
+        (5, 0, 0, 5),
+    ]
     for layer, row, col, box in picks:
         index, expected = hand_anchor(layer, row, col, box)
-        np.testing.assert_allclose(anchors[index], expected, rtol=1e-5, err_msg=f"layer {layer} ({row},{col}) box {box}")
+        np.testing.assert_allclose(
+            anchors[index], expected, rtol=1e-5, err_msg=f"layer {layer} ({row},{col}) box {box}"
+        )
     assert hand_anchor(5, 0, 0, 5)[0] == 1916  # the last anchor: the counting above covers all 1917
 
 

@@ -45,9 +45,13 @@ def planted_graph(
     mask = np.zeros_like(base)
     mask[score_index] = 1.0
     initializers = [
-        ints("starts", [0, 0, 0]), ints("ends", [1, 8, 8]), ints("axes", [channel_axis, *spatial]),
-        numpy_helper.from_array(np.float32(gain), "gain"), numpy_helper.from_array(np.float32(bias), "bias"),
-        numpy_helper.from_array(mask, "mask"), numpy_helper.from_array(base, "base"),
+        ints("starts", [0, 0, 0]),
+        ints("ends", [1, 8, 8]),
+        ints("axes", [channel_axis, *spatial]),
+        numpy_helper.from_array(np.float32(gain), "gain"),
+        numpy_helper.from_array(np.float32(bias), "bias"),
+        numpy_helper.from_array(mask, "mask"),
+        numpy_helper.from_array(base, "base"),
     ]
     nodes = [
         helper.make_node("Slice", [input_name, "starts", "ends", "axes"], ["patch"]),
@@ -59,7 +63,9 @@ def planted_graph(
     ]
     for name, array in constants.items():
         if name != score_output:
-            nodes.append(helper.make_node("Constant", [], [name], value=numpy_helper.from_array(array, f"{name}_value")))
+            nodes.append(
+                helper.make_node("Constant", [], [name], value=numpy_helper.from_array(array, f"{name}_value"))
+            )
     declared = {name: (helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape)) for name, a in constants.items()}
     return build_model(nodes, {input_name: input_shape}, declared, initializers)
 
@@ -103,22 +109,42 @@ def test_seed_002_retinanet_regression_and_classification_decoded_with_anchors(t
     regression = np.zeros((1, count, 4), np.float32)
     regression[0, index] = [0.0, 0.0, 5 * math.log(1.5), 0.0]  # th: height x exp(th / 5) = 1.5 x 64
     classification = np.full((1, count, classes), -10.0, np.float32)
-    names = ("model/object_detection/box_predictor/regression:0", "model/object_detection/box_predictor/classification:0")
+    names = (
+        "model/object_detection/box_predictor/regression:0",
+        "model/object_detection/box_predictor/classification:0",
+    )
     # logit = 8 x mean(channel 0) - 4: channel 0 is blue (10/255) in BGR, red (200/255) if the spec said RGB.
-    model = planted_graph("model/image:0", [1, 320, 576, 3], 3, dict(zip(names, (regression, classification))),
-                          names[1], (0, index, 3), 8.0, -4.0)
+    model = planted_graph(
+        "model/image:0",
+        [1, 320, 576, 3],
+        3,
+        dict(zip(names, (regression, classification))),
+        names[1],
+        (0, index, 3),
+        8.0,
+        -4.0,
+    )
     result = run_bundled("sidewalk_retinanet", model, tmp_path, 640, 1152)
     assert len(result.detections) == 0, "channel 0 must be blue (BGR): a red channel 0 gives a score of 0.9"
     # Same graph, planted score from the blue channel is low; flip the rule: logit = 4 - 8 x mean(channel 0).
-    model = planted_graph("model/image:0", [1, 320, 576, 3], 3, dict(zip(names, (regression, classification))),
-                          names[1], (0, index, 3), -8.0, 4.0)
+    model = planted_graph(
+        "model/image:0",
+        [1, 320, 576, 3],
+        3,
+        dict(zip(names, (regression, classification))),
+        names[1],
+        (0, index, 3),
+        -8.0,
+        4.0,
+    )
     result = run_bundled("sidewalk_retinanet", model, tmp_path, 640, 1152)
     score = 1 / (1 + math.exp(-(4.0 - 8.0 * BLUE / 255)))
     np.testing.assert_allclose(result.detections.scores, [score], rtol=1e-4)
     assert result.detections.class_ids.tolist() == [3] and result.names() == ["3"]  # no labels: indices
     cx, cy, w, h = 168, 88, 64, 96
-    np.testing.assert_allclose(result.detections.boxes, [[(cx - w / 2) * 2, (cy - h / 2) * 2, (cx + w / 2) * 2,
-                                                          (cy + h / 2) * 2]], atol=0.01)
+    np.testing.assert_allclose(
+        result.detections.boxes, [[(cx - w / 2) * 2, (cy - h / 2) * 2, (cx + w / 2) * 2, (cy + h / 2) * 2]], atol=0.01
+    )
 
 
 # --------------------------------------------------------------------------- 001: TF2 OD API + EfficientNMS
@@ -147,8 +173,9 @@ def test_seed_001_tf2_od_api_efficient_nms_exports(tmp_path, spec_name, size):
     R-CNN ResNet50 640x640: 640x640) and outputs EfficientNMS's tensors. SSD uses fixed_shape_resizer
     (stretch), Faster R-CNN keep_aspect_ratio_resizer (the sample pads bottom/right)."""
     # score = mean(red channel, 0..255) / 255: 0.784 with RGB 0..255 input; BGR or scaled input loses it.
-    model = planted_graph("input_tensor", [1, size, size, 3], 3, efficient_nms_outputs(), "detection_scores", (0, 0),
-                          1 / 255, 0.0)
+    model = planted_graph(
+        "input_tensor", [1, size, size, 3], 3, efficient_nms_outputs(), "detection_scores", (0, 0), 1 / 255, 0.0
+    )
     result = run_bundled(spec_name, model, tmp_path, 480, 640)
     np.testing.assert_allclose(result.detections.scores, [RED / 255], rtol=1e-5)
     assert result.names() == ["dog"]
@@ -162,16 +189,26 @@ def test_seed_001_tf2_od_api_efficient_nms_exports(tmp_path, spec_name, size):
 def test_seed_001_efficient_nms_plugin_graph_says_it_needs_tensorrt(tmp_path):
     """The real exports contain the EfficientNMS_TRT plugin node, which ONNX Runtime cannot run."""
     graph = helper.make_graph(
-        [helper.make_node("EfficientNMS_TRT", ["boxes", "scores"],
-                          ["num_detections", "detection_boxes", "detection_scores", "detection_classes"],
-                          plugin_version="1", max_output_boxes=100)],
+        [
+            helper.make_node(
+                "EfficientNMS_TRT",
+                ["boxes", "scores"],
+                ["num_detections", "detection_boxes", "detection_scores", "detection_classes"],
+                plugin_version="1",
+                max_output_boxes=100,
+            )
+        ],
         "tfod",
-        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 10, 4]),
-         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 10, 90])],
-        [helper.make_tensor_value_info("num_detections", TensorProto.INT32, [1, 1]),
-         helper.make_tensor_value_info("detection_boxes", TensorProto.FLOAT, [1, 100, 4]),
-         helper.make_tensor_value_info("detection_scores", TensorProto.FLOAT, [1, 100]),
-         helper.make_tensor_value_info("detection_classes", TensorProto.INT32, [1, 100])],
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 10, 4]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 10, 90]),
+        ],
+        [
+            helper.make_tensor_value_info("num_detections", TensorProto.INT32, [1, 1]),
+            helper.make_tensor_value_info("detection_boxes", TensorProto.FLOAT, [1, 100, 4]),
+            helper.make_tensor_value_info("detection_scores", TensorProto.FLOAT, [1, 100]),
+            helper.make_tensor_value_info("detection_classes", TensorProto.INT32, [1, 100]),
+        ],
     )
     path = tmp_path / "with_plugin.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
@@ -192,13 +229,23 @@ def test_seed_004_uff_ssd_mobilenet_v2_as_onnx(tmp_path):
     boxes[0, 1413, 0] = [1.0, -1.0, 0.0, 0.0]  # cy += 0.1 x 0.35, cx -= 0.1 x 0.35
     logits = np.full((1, 1917, 91), -10.0, np.float32)
     # class column 18 (COCO id 18: dog); logit = 4 x mean(channel 0 normalized): red 200 -> 2 x 200/255 - 1
-    model = planted_graph("Preprocessor/sub:0", [1, 3, 300, 300], 1, {"concat:0": boxes, "concat_1:0": logits},
-                          "concat_1:0", (0, 1413, 18), 4.0, 0.0)
+    model = planted_graph(
+        "Preprocessor/sub:0",
+        [1, 3, 300, 300],
+        1,
+        {"concat:0": boxes, "concat_1:0": logits},
+        "concat_1:0",
+        (0, 1413, 18),
+        4.0,
+        0.0,
+    )
     result = run_bundled("ssd_mobilenet_v2_coco_raw", model, tmp_path, 300, 600)
     red = 2 * RED / 255 - 1
     np.testing.assert_allclose(result.detections.scores, [1 / (1 + math.exp(-4 * red))], rtol=1e-4)
     assert result.names() == ["dog"]
     cy, cx, side = 0.55 + 0.035, 0.55 - 0.035, 0.35
     np.testing.assert_allclose(
-        result.detections.boxes, [[(cx - side / 2) * 600, (cy - side / 2) * 300, (cx + side / 2) * 600,
-                                   (cy + side / 2) * 300]], atol=0.01)
+        result.detections.boxes,
+        [[(cx - side / 2) * 600, (cy - side / 2) * 300, (cx + side / 2) * 600, (cy + side / 2) * 300]],
+        atol=0.01,
+    )

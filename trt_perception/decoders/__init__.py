@@ -31,7 +31,8 @@ score outside [0, 1] after it is an error, not a detection)
                         ``version`` [v3] | v5, ``scale_x_y`` [1]
   yolox                 anchor-free YOLOX grid heads: ``outputs`` (per stride or concatenated), ``strides``
   dfl                   distribution heads (GFL, NanoDet, YOLOv8 raw): ``outputs``, ``scores``, ``strides``, ``bins``,
-                        ``cell_offset`` [0]; grid heads also take ``class_selection`` [best] | all, ``extra_columns`` [0]
+                        ``cell_offset`` [0], ``order``; grid heads also take ``class_selection`` [best] | all
+                        and ``extra_columns`` [0]
 """
 
 from __future__ import annotations

@@ -108,7 +108,9 @@ class AnchorBoxDecoder(DetectionDecoder):
         box_coder = BoxCoder.from_params(coder)
         coder.finish()
         background = params.value("background_column", None)
-        if background is not None and (isinstance(background, bool) or not isinstance(background, int) or background < 0):
+        if background is not None and (
+            isinstance(background, bool) or not isinstance(background, int) or background < 0
+        ):
             raise SpecError(f"{params.key('background_column')}: expected a column index or null, got {background!r}")
         return cls(
             class_offset=class_offset_param(params),
@@ -132,9 +134,12 @@ class AnchorBoxDecoder(DetectionDecoder):
     def check_outputs(self, shapes: Mapping[str, Shape], network_size: tuple[int, int] | None) -> None:
         boxes_name, boxes_shape = declared_output(shapes, self.boxes, "decoder.boxes")
         scores_name, scores_shape = declared_output(shapes, self.scores, "decoder.scores")
-        if len(boxes_shape) not in (3, 4) or not dims_agree(boxes_shape[-1], None) or (
-            boxes_shape[-1] is not None and boxes_shape[-1] < 4
-        ) or (len(boxes_shape) == 4 and not dims_agree(boxes_shape[2], 1)):
+        values = boxes_shape[-1] if boxes_shape else None
+        if (
+            len(boxes_shape) not in (3, 4)
+            or (values is not None and values < 4)
+            or (len(boxes_shape) == 4 and not dims_agree(boxes_shape[2], 1))
+        ):
             raise shape_mismatch("decoder.boxes", boxes_name, boxes_shape, "[B,N,4] or [B,N,1,4] box encodings", shapes)
         columns = scores_shape[2] if len(scores_shape) == 3 else None
         reserved = (self.background_column is not None) + self.class_offset
@@ -142,19 +147,25 @@ class AnchorBoxDecoder(DetectionDecoder):
             raise shape_mismatch("decoder.scores", scores_name, scores_shape, "[B,N,C] class scores", shapes)
         if self.background_column is not None and columns is not None and self.background_column >= columns:
             raise SpecError(
-                f"decoder.background_column: {self.background_column} is beyond the {columns} columns of {scores_name!r}"
+                f"decoder.background_column: {self.background_column} is beyond the {columns} columns "
+                f"of {scores_name!r}"
             )
         if columns is not None and self.num_classes is not None and columns - reserved > self.num_classes:
             raise SpecError(
                 f"labels: {self.num_classes} labels, but the model output {scores_name!r} has {columns} class columns "
                 f"({columns - reserved} classes after background_column and class_offset); name every class"
             )
-        count = None if network_size is None else len(self.anchors(network_size))
-        for param, name, shape in (("decoder.boxes", boxes_name, boxes_shape), ("decoder.scores", scores_name, scores_shape)):
+        if network_size is None:
+            return
+        count = len(self.anchors(network_size))
+        for param, name, shape in (
+            ("decoder.boxes", boxes_name, boxes_shape),
+            ("decoder.scores", scores_name, scores_shape),
+        ):
             if not dims_agree(shape[1], count):
                 raise SpecError(
                     f"{param}: the model output {name!r} has {shape[1]} rows but decoder.anchors gives {count} anchors "
-                    f"for a {network_size[0]}x{network_size[1]} input"  # type: ignore[index]
+                    f"for a {network_size[0]}x{network_size[1]} input"
                 )
 
     def decode_arrays(

@@ -301,7 +301,11 @@ class RowsDecoder(DetectionDecoder):
         name, shape = declared_output(shapes, self.output, "decoder.output")
         if len(shape) not in (2, 3) or (shape[-1] is not None and shape[-1] <= max(self._used_columns())):
             raise shape_mismatch(
-                "decoder.output", name, shape, f"[B,N,K] rows with K > {max(self._used_columns())} (decoder.columns)", shapes
+                "decoder.output",
+                name,
+                shape,
+                f"[B,N,K] rows with K > {max(self._used_columns())} (decoder.columns)",
+                shapes,
             )
 
     def decode_arrays(
@@ -375,7 +379,8 @@ class YoloDecoder(DetectionDecoder):
             try:
                 self._version(name, static)
             except InferenceError as error:
-                raise shape_mismatch("decoder.output", name, shape, str(error).split("expected ", 1)[-1], shapes) from error
+                expected = str(error).split("expected ", 1)[-1]
+                raise shape_mismatch("decoder.output", name, shape, expected, shapes) from error
 
     def decode_arrays(
         self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float

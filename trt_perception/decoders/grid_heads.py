@@ -105,7 +105,11 @@ def level_rows(item: npt.NDArray, layout: str, anchors: int) -> npt.NDArray:
     """One level's batch item as ``[H*W*A, K]`` rows ordered by cell row, column, then anchor."""
     if layout == "NCHW":
         channels, height, width = item.shape
-        return item.reshape(anchors, channels // anchors, height, width).transpose(2, 3, 0, 1).reshape(-1, channels // anchors)
+        return (
+            item.reshape(anchors, channels // anchors, height, width)
+            .transpose(2, 3, 0, 1)
+            .reshape(-1, channels // anchors)
+        )
     if layout == "NHWC":
         return item.reshape(-1, item.shape[2] // anchors)
     if layout == "AHWK":
@@ -229,17 +233,27 @@ class GridHeadDecoder(DetectionDecoder):
                 if self._tensor_layout(shape[1:], grid, anchors, columns) is None:
                     raise shape_mismatch(key, name, shape, self._expected(grid, anchors, columns), shapes)
 
-    def gather(self, outputs: Mapping[str, Any], network_size: tuple[int, int], names: list[str] | str, param: str, columns: int | None) -> tuple[str, npt.NDArray]:
+    def gather(
+        self,
+        outputs: Mapping[str, Any],
+        network_size: tuple[int, int],
+        names: list[str] | str,
+        param: str,
+        columns: int | None,
+    ) -> tuple[str, npt.NDArray]:
         """Rows ``[N,K]`` of every level of ``names`` concatenated (first tensor's name for messages)."""
         parts = []
         first = ""
-        for index, ((grid, anchors), name) in enumerate(zip(self._levels(network_size), [names] if isinstance(names, str) else names)):
+        for index, ((grid, anchors), name) in enumerate(
+            zip(self._levels(network_size), [names] if isinstance(names, str) else names)
+        ):
             name, tensor = select_output(outputs, name, param)
             first = first or name
             layout = self._tensor_layout(tensor.shape[1:], grid, anchors, columns) if tensor.ndim >= 3 else None
             if layout is None:
                 raise InferenceError(
-                    f"output '{name}' has shape {list(tensor.shape)}; expected {self._expected(grid, anchors, columns)} "
+                    f"output '{name}' has shape {list(tensor.shape)}; "
+                    f"expected {self._expected(grid, anchors, columns)} "
                     f"for a {network_size[0]}x{network_size[1]} input"
                 )
             parts.append(level_rows(tensor[0], layout, anchors))
@@ -278,7 +292,9 @@ class GridHeadDecoder(DetectionDecoder):
 class ObjectnessGridDecoder(GridHeadDecoder):
     """Heads with ``tx, ty, tw, th, objectness, classes`` per box: score = objectness * class score."""
 
-    def decode_arrays(self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float) -> tuple[Any, Any, Any]:
+    def decode_arrays(
+        self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float
+    ) -> tuple[Any, Any, Any]:
         name, rows = self.gather(outputs, geometry.network_size, self.outputs, "decoder.outputs", self.columns())
         objectness = activate(rows[:, 4], self.activation)
         require_probabilities(name, objectness, self.activation)
@@ -389,12 +405,19 @@ class DistributionDecoder(GridHeadDecoder):
         """Build from ``outputs``, ``scores`` (optional), ``strides``, ``bins``, ``cell_offset`` and the common keys."""
         common = cls.common_params(params)
         scores = _names(params, "scores", required=False)
-        if scores is not None and (isinstance(scores, str) != isinstance(common["outputs"], str) or (
-            isinstance(scores, list) and len(scores) != len(common["outputs"]))):
+        if scores is not None and (
+            isinstance(scores, str) != isinstance(common["outputs"], str)
+            or (isinstance(scores, list) and len(scores) != len(common["outputs"]))
+        ):
             raise SpecError(f"{params.key('scores')}: expected the same number of tensors as decoder.outputs")
-        return cls(num_classes=num_classes, **common, bins=params.integer("bins", minimum=2),
-                   cell_offset=params.number("cell_offset", 0.0), scores=scores,
-                   order=params.string("order", "boxes_first", ("boxes_first", "scores_first")))
+        return cls(
+            num_classes=num_classes,
+            **common,
+            bins=params.integer("bins", minimum=2),
+            cell_offset=params.number("cell_offset", 0.0),
+            scores=scores,
+            order=params.string("order", "boxes_first", ("boxes_first", "scores_first")),
+        )
 
     def box_columns(self) -> int:
         return 4 * self.bins
@@ -411,7 +434,9 @@ class DistributionDecoder(GridHeadDecoder):
             groups.append(("decoder.scores", self.scores, classes))
         return groups
 
-    def decode_arrays(self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float) -> tuple[Any, Any, Any]:
+    def decode_arrays(
+        self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float
+    ) -> tuple[Any, Any, Any]:
         size = geometry.network_size
         name, rows = self.gather(outputs, size, self.outputs, "decoder.outputs", self.columns())
         box_start = 0
@@ -421,7 +446,9 @@ class DistributionDecoder(GridHeadDecoder):
         elif self.scores is None:
             scores = self.class_scores(name, rows, self.box_columns())
         else:
-            scores_name, score_rows = self.gather(outputs, size, self.scores, "decoder.scores", self.tensor_groups()[1][2])
+            scores_name, score_rows = self.gather(
+                outputs, size, self.scores, "decoder.scores", self.tensor_groups()[1][2]
+            )
             if len(score_rows) != len(rows) or rows.shape[1] != self.box_columns():
                 raise InferenceError(
                     f"outputs '{name}' and '{scores_name}' give {rows.shape} box values and {score_rows.shape} scores; "

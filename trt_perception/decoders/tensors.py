@@ -76,8 +76,8 @@ Shape = tuple[int | None, ...]
 
 def describe_outputs(shapes: Mapping[str, Shape]) -> str:
     """The model's outputs as ``name [d0,d1,...]`` (``?`` for a dynamic dimension), for messages."""
-    listed = ", ".join(f"{name} [{','.join('?' if d is None else str(d) for d in shape)}]" for name, shape in shapes.items())
-    return listed or "none"
+    listed = (f"{name} [{','.join('?' if d is None else str(d) for d in shape)}]" for name, shape in shapes.items())
+    return ", ".join(listed) or "none"
 
 
 def declared_output(shapes: Mapping[str, Shape], name: str | None, param: str) -> tuple[str, Shape]:
@@ -86,7 +86,8 @@ def declared_output(shapes: Mapping[str, Shape], name: str | None, param: str) -
     if name is None:
         if len(shapes) != 1:
             raise SpecError(
-                f"{param} is not set and the model has {len(shapes)} outputs; set it to one of: {describe_outputs(shapes)}"
+                f"{param} is not set and the model has {len(shapes)} outputs; "
+                f"set it to one of: {describe_outputs(shapes)}"
             )
         name = next(iter(shapes))
     elif name not in shapes:
