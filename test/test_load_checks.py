@@ -44,13 +44,14 @@ def test_a_wrong_decoder_tensor_is_named_with_the_spec_file_and_the_models_outpu
     assert "tower_0/detections [1,100,6]" in message
 
 
+def centernet_scores_from_column(folder: Path, column: int) -> Path:
+    """The CenterNet spec with its score read from ``column`` of the detection rows."""
+    columns = {"x1": 0, "y1": 1, "x2": 2, "y2": 3, "score": column}
+    return edited_spec(folder, "centernet_mobilenetv3_coco", "centernet_mobilenetv3_coco.onnx", columns=columns)
+
+
 def test_a_rows_column_beyond_the_tensor_is_found_at_load(tmp_path):
-    spec = edited_spec(
-        tmp_path,
-        "centernet_mobilenetv3_coco",
-        "centernet_mobilenetv3_coco.onnx",
-        columns={"x1": 0, "y1": 1, "x2": 2, "y2": 3, "score": 6},
-    )
+    spec = centernet_scores_from_column(tmp_path, 6)
     with pytest.raises(
         SpecError,
         match=r"decoder.output: the model output 'tower_0/detections' has shape \[1,100,6\]; "
@@ -61,12 +62,7 @@ def test_a_rows_column_beyond_the_tensor_is_found_at_load(tmp_path):
 
 def test_scores_that_are_not_probabilities_are_an_error_not_detections(tmp_path):
     """The decoder reads box coordinates (column 2, x2 in pixels) as scores: an error, not detections."""
-    spec = edited_spec(
-        tmp_path,
-        "centernet_mobilenetv3_coco",
-        "centernet_mobilenetv3_coco.onnx",
-        columns={"x1": 0, "y1": 1, "x2": 2, "y2": 3, "score": 2},
-    )
+    spec = centernet_scores_from_column(tmp_path, 2)
     pipeline = Pipeline.from_spec(spec, intra_op_threads=1)
     with pytest.raises(
         InferenceError,

@@ -113,31 +113,16 @@ def test_seed_002_retinanet_regression_and_classification_decoded_with_anchors(t
         "model/object_detection/box_predictor/regression:0",
         "model/object_detection/box_predictor/classification:0",
     )
-    # logit = 8 x mean(channel 0) - 4: channel 0 is blue (10/255) in BGR, red (200/255) if the spec said RGB.
-    model = planted_graph(
-        "model/image:0",
-        [1, 320, 576, 3],
-        3,
-        dict(zip(names, (regression, classification))),
-        names[1],
-        (0, index, 3),
-        8.0,
-        -4.0,
-    )
-    result = run_bundled("sidewalk_retinanet", model, tmp_path, 640, 1152)
-    assert len(result.detections) == 0, "channel 0 must be blue (BGR): a red channel 0 gives a score of 0.9"
-    # Same graph, planted score from the blue channel is low; flip the rule: logit = 4 - 8 x mean(channel 0).
-    model = planted_graph(
-        "model/image:0",
-        [1, 320, 576, 3],
-        3,
-        dict(zip(names, (regression, classification))),
-        names[1],
-        (0, index, 3),
-        -8.0,
-        4.0,
-    )
-    result = run_bundled("sidewalk_retinanet", model, tmp_path, 640, 1152)
+    outputs = dict(zip(names, (regression, classification)))
+
+    def run(gain: float, bias: float) -> DetectionResult:
+        """The planted logit is gain x mean(channel 0) + bias."""
+        model = planted_graph("model/image:0", [1, 320, 576, 3], 3, outputs, names[1], (0, index, 3), gain, bias)
+        return run_bundled("sidewalk_retinanet", model, tmp_path, 640, 1152)
+
+    # 8 x mean(channel 0) - 4: channel 0 is blue (10/255) in BGR, no detection; red (200/255) would give 0.9.
+    assert len(run(8.0, -4.0).detections) == 0, "channel 0 must be blue (BGR)"
+    result = run(-8.0, 4.0)
     score = 1 / (1 + math.exp(-(4.0 - 8.0 * BLUE / 255)))
     np.testing.assert_allclose(result.detections.scores, [score], rtol=1e-4)
     assert result.detections.class_ids.tolist() == [3] and result.names() == ["3"]  # no labels: indices
