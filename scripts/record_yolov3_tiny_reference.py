@@ -54,7 +54,6 @@ def fetch_sdist(folder: Path) -> Path:
             "--no-deps",
             "--no-binary",
             ":all:",
-            "--no-build-isolation",
             "-d",
             str(folder),
             SDIST,
