@@ -306,8 +306,9 @@ def test_bad_outputs_raise_inference_error(config, outputs, message) -> None:
     ("config", "message"),
     [
         (
-            {"type": "ssd"},
-            "decoder.type: 'ssd' is not one of efficient_nms, rows, boxes_scores_classes, yolo, detr",
+            {"type": "retinanet"},
+            "decoder.type: 'retinanet' is not one of efficient_nms, rows, boxes_scores_classes, yolo, detr, ssd, "
+            "yolo_anchors, yolox, dfl",
         ),
         ({"type": "rows", "columns": {"x1": 0, "y1": 1, "x2": 2}}, "decoder.columns: needs box columns"),
         (

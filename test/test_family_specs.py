@@ -157,7 +157,7 @@ def run_detection(spec: ModelSpec, model: onnx.ModelProto, folder: Path, height:
 
 def test_ssd_fixed_shape_efficient_nms(tmp_path: Path) -> None:
     spec = load_model_spec("ssd_mobilenet_v2_coco")
-    model = constant_graph(spec, [1, 320, 320, 3], efficient_nms_outputs())
+    model = constant_graph(spec, [1, 300, 300, 3], efficient_nms_outputs())
     result = run_detection(spec, model, tmp_path, 480, 640)
     # Stretched input: normalized coordinates scale straight to the source size.
     np.testing.assert_allclose(

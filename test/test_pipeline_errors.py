@@ -131,10 +131,9 @@ def test_nan_output_is_an_inference_error_naming_the_tensor(tmp_path):
         pipeline.run(black, "RGB")
 
 
-def test_wrong_decoder_output_name_is_named(tmp_path):
-    pipeline = tiny_pipeline(tmp_path, sqrt_of_mean_model(), decoder={"type": "binary", "output": "probability"})
-    with pytest.raises(InferenceError, match="model output 'probability' .* not found; available outputs: y"):
-        pipeline.run(np.full((8, 8, 3), 255, np.uint8), "RGB")
+def test_wrong_decoder_output_name_is_named_before_the_first_frame(tmp_path):
+    with pytest.raises(SpecError, match=r"decoder.output: the model has no output 'probability'; its outputs: y \[1,1,8,8\]"):
+        tiny_pipeline(tmp_path, sqrt_of_mean_model(), decoder={"type": "binary", "output": "probability"})
 
 
 # --------------------------------------------------------------------------- backend contract

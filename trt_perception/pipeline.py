@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 from trt_perception.backends import Backend, create_backend
 from trt_perception.decoders import DetectionFilter, SegmentationDecoder, create_decoder, filter_detections
+from trt_perception.decoders.tensors import declared_output
 from trt_perception.errors import SpecError
 from trt_perception.preprocess import Preprocessor
 from trt_perception.results import DetectionResult, Detections, SegmentationResult, StageTimings
@@ -55,7 +56,8 @@ class Pipeline:
         try:  # spec errors found against the model (or in a changed spec) name the spec file too
             self.input_name = self._input_name()
             self._check_input_tensor()
-            self.decoder = create_decoder(spec.task, spec.decoder, spec.num_classes)
+            self.decoder = create_decoder(spec.task, spec.decoder, spec.num_classes, spec.base_dir)
+            self._check_output_tensors()
             self._detection_filter = detection_filter_from_spec(spec) if spec.task == "detection" else None
         except SpecError as error:
             if spec.source is None or str(error).startswith(f"{spec.source}:"):
@@ -140,6 +142,16 @@ class Pipeline:
         if self.spec.input.name not in names:
             raise SpecError(f"input.name: the model has no input {self.spec.input.name!r} (inputs: {', '.join(names)})")
         return self.spec.input.name
+
+    def _check_output_tensors(self) -> None:
+        """Fail before the first frame when the decoder names a tensor the model lacks or that cannot have
+        the shape it needs (the message lists the model's outputs)."""
+        shapes = {info.name: info.shape for info in self.backend.outputs}
+        size = None if isinstance(self.spec.input.size, DynamicSize) else self.spec.input.size
+        if isinstance(self.decoder, SegmentationDecoder):
+            declared_output(shapes, self.decoder.output, "decoder.output")
+        else:
+            self.decoder.check_outputs(shapes, size)
 
     def _check_input_tensor(self) -> None:
         """Fail early when the spec's input layout, size or dtype cannot fit the model's input."""

@@ -125,6 +125,7 @@ class ModelSpec:
     detection: DetectionSpec = field(default_factory=DetectionSpec)
     tensorrt: TensorRTSpec = field(default_factory=TensorRTSpec)
     source: Path | None = None
+    base_dir: Path | None = None  # where the decoder's relative paths (anchors file) resolve from
 
     @property
     def num_classes(self) -> int | None:
@@ -411,11 +412,12 @@ def parse_model_spec(data: object, base_dir: Path, source: Path | None = None) -
         detection=_parse_detection(root.section("detection")),
         tensorrt=_parse_tensorrt(root.section("tensorrt"), base_dir),
         source=source,
+        base_dir=base_dir,
     )
     root.finish()
     if spec.backend == "onnxruntime" and spec.model is None:
         raise SpecError("model: required when backend is onnxruntime")
-    create_decoder(spec.task, spec.decoder, spec.num_classes)  # decoder.<key> errors now, before any model loads
+    create_decoder(spec.task, spec.decoder, spec.num_classes, base_dir)  # decoder.<key> errors now, before any model loads
     return spec
 
 

@@ -40,7 +40,8 @@ def default_palette(num_classes: int) -> npt.NDArray[np.uint8]:
     """``num_classes x 3`` RGB colours: Cityscapes' for the first 19, then distinct fixed colours."""
     palette = np.zeros((num_classes, 3), np.uint8)
     known = min(num_classes, len(CITYSCAPES_COLORS))
-    palette[:known] = CITYSCAPES_COLORS[:known]
+    if known:  # a spec without labels has no classes to colour in advance
+        palette[:known] = CITYSCAPES_COLORS[:known]
     if num_classes > known:
         # bit-interleaved colours of the following indices, skipping the few equal to a Cityscapes one
         extra = num_classes - known

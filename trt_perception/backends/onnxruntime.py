@@ -42,6 +42,17 @@ def _tensor_info(node: ort.NodeArg) -> TensorInfo:
     return TensorInfo(node.name, shape, np.dtype(dtype))
 
 
+def tensorrt_plugin_ops(model_path: Path) -> list[str]:
+    """The TensorRT plugin op types (``*_TRT``, e.g. ``EfficientNMS_TRT``) used in an ONNX model's graph."""
+    try:
+        import onnx  # only needed to explain a failed load
+
+        model = onnx.load(str(model_path), load_external_data=False)
+    except Exception:  # no onnx package, or not readable as ONNX: the caller reports ONNX Runtime's own error
+        return []
+    return sorted({node.op_type for node in model.graph.node if node.op_type.endswith("_TRT")})
+
+
 def _format_shape(shape: Sequence[int | None]) -> str:
     return "[" + ", ".join("?" if dim is None else str(dim) for dim in shape) + "]"
 
@@ -80,6 +91,12 @@ class OnnxRuntimeBackend:
         try:
             self._session = ort.InferenceSession(str(self.model_path), sess_options=options, providers=chosen)
         except Exception as error:  # ONNX Runtime raises its own pybind exception types
+            plugins = tensorrt_plugin_ops(self.model_path)
+            if plugins:
+                raise ModelLoadError(
+                    f"{self.model_path} uses the TensorRT plugin op(s) {', '.join(plugins)}, which ONNX Runtime "
+                    "cannot run: this model runs only with backend tensorrt (set `backend: tensorrt` in the spec)"
+                ) from error
             raise ModelLoadError(f"cannot load ONNX model {self.model_path}: {error}") from error
         self._inputs = [_tensor_info(node) for node in self._session.get_inputs()]
         self._outputs = [_tensor_info(node) for node in self._session.get_outputs()]

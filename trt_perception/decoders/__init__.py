@@ -11,7 +11,9 @@ Segmentation (labels are uint8, or uint16 beyond 256 classes)
   binary   one-channel map, label 1 where value > threshold: ``output``, ``threshold`` [0.5],
            ``activation`` [none] | sigmoid (output is a logit), ``upsample`` [after_threshold] | before_threshold
 
-Detection (every type also takes ``class_offset`` [0], subtracted from the model's class index)
+Detection (every type also takes ``class_offset`` [0], subtracted from the model's class index, and
+``score_activation`` [none] | sigmoid (| softmax where listed): how score values become probabilities; a
+score outside [0, 1] after it is an error, not a detection)
   efficient_nms         ``num_detections`` [num_detections] (null: all rows), ``boxes`` [detection_boxes],
                         ``scores`` [detection_scores], ``classes`` [detection_classes] (null: class 0),
                         ``box_format`` [xyxy] | yxyx | cxcywh | xywh, ``normalized`` [false]
@@ -19,15 +21,27 @@ Detection (every type also takes ``class_offset`` [0], subtracted from the model
   rows                  ``output``, ``columns`` [[x1, y1, x2, y2, score, class]] (list in column order,
                         null skips a column, or a mapping name -> index; boxes x1,y1,x2,y2 | cx,cy,w,h |
                         x1,y1,w,h; class optional), ``normalized`` [false]
-  yolo                  ``output``, ``version`` [auto] | v5 | v8, ``normalized`` [false]; needs host NMS
-  detr                  ``logits`` [pred_logits], ``boxes`` [pred_boxes]
+  yolo                  ``output``, ``version`` [auto] | v5 | v8, ``normalized`` [false], ``extra_columns`` [0]
+                        (trailing values per box to ignore, e.g. keypoints); needs host NMS
+  detr                  ``logits`` [pred_logits], ``boxes`` [pred_boxes], ``score_activation`` [softmax] | sigmoid
+  ssd                   raw SSD / RetinaNet / MediaPipe heads (``anchor_heads``): ``boxes``, ``scores``, ``anchors``
+                        (``anchors.AnchorGenerator``: ssd | multiscale | mediapipe | file), ``box_coder``,
+                        ``score_activation`` (+ softmax), ``background_column`` [null], ``class_selection`` [all] | best
+  yolo_anchors          raw YOLO heads per stride with anchors (``grid_heads``): ``outputs``, ``strides``, ``anchors``,
+                        ``version`` [v3] | v5, ``scale_x_y`` [1]
+  yolox                 anchor-free YOLOX grid heads: ``outputs`` (per stride or concatenated), ``strides``
+  dfl                   distribution heads (GFL, NanoDet, YOLOv8 raw): ``outputs``, ``scores``, ``strides``, ``bins``,
+                        ``cell_offset`` [0], ``order``; grid heads also take ``class_selection`` [best] | all
+                        and ``extra_columns`` [0]
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+from trt_perception.decoders.anchor_heads import AnchorBoxDecoder
 from trt_perception.decoders.detection import (
     DetectionDecoder,
     DetrDecoder,
@@ -35,6 +49,7 @@ from trt_perception.decoders.detection import (
     SeparateTensorsDecoder,
     YoloDecoder,
 )
+from trt_perception.decoders.grid_heads import DistributionDecoder, YoloAnchorDecoder, YoloxDecoder
 from trt_perception.decoders.nms import DetectionFilter, filter_detections, nms
 from trt_perception.decoders.params import DecoderParams
 from trt_perception.decoders.segmentation import (
@@ -75,17 +90,22 @@ DECODERS: dict[str, dict[str, Factory]] = {
         "boxes_scores_classes": SeparateTensorsDecoder.boxes_scores_classes_from_params,
         "yolo": YoloDecoder.from_params,
         "detr": DetrDecoder.from_params,
+        "ssd": AnchorBoxDecoder.from_params,
+        "yolo_anchors": YoloAnchorDecoder.from_params,
+        "yolox": YoloxDecoder.from_params,
+        "dfl": DistributionDecoder.from_params,
     },
 }
 
 
 def create_decoder(
-    task: str, config: Mapping[str, Any], num_classes: int | None
+    task: str, config: Mapping[str, Any], num_classes: int | None, base_dir: Path | None = None
 ) -> SegmentationDecoder | DetectionDecoder:
     """The decoder for ``task`` described by ``config`` (``type`` plus that decoder's parameters).
 
     ``num_classes`` is the number of labels in the spec (None when it has none); decoders use it to
-    check class indices and to choose the label image dtype.
+    check class indices and to choose the label image dtype. Relative file paths in ``config`` (an
+    anchors file) resolve from ``base_dir`` (the spec's folder).
     """
     if task not in DECODERS:
         raise SpecError(f"task: {task!r} is not one of {', '.join(DECODERS)}")
@@ -97,7 +117,7 @@ def create_decoder(
         raise SpecError(
             f"labels: {num_classes} classes; label images hold at most {MAX_SEGMENTATION_CLASSES}"
         )
-    params = DecoderParams(config)
+    params = DecoderParams(config, base_dir=base_dir)
     kind = params.string("type", choices=tuple(DECODERS[task]))
     decoder = DECODERS[task][kind](params, num_classes)
     params.finish()

@@ -18,7 +18,16 @@ import numpy.typing as npt
 
 from trt_perception.decoders.boxes import BOX_FORMATS, to_xyxy
 from trt_perception.decoders.params import DecoderParams
-from trt_perception.decoders.tensors import finite_range, require_finite, require_rank, select_output
+from trt_perception.decoders.scores import activate, require_probabilities, score_activation, sigmoid, softmax
+from trt_perception.decoders.tensors import (
+    Shape,
+    declared_output,
+    finite_range,
+    require_finite,
+    require_rank,
+    select_output,
+    shape_mismatch,
+)
 from trt_perception.errors import InferenceError, SpecError
 from trt_perception.geometry import ResizeGeometry
 from trt_perception.gpu._cupy import array_module
@@ -50,6 +59,17 @@ class DetectionDecoder(ABC):
         """``decode``'s boxes ``Nx4``, scores ``N`` and int64 class ids ``N`` as arrays of the outputs'
         array module (numpy, or CuPy for device outputs when ``device_exact``)."""
 
+    def check_outputs(self, shapes: Mapping[str, Shape], network_size: tuple[int, int] | None) -> None:
+        """Raise ``SpecError`` before the first frame when a tensor this decoder reads is missing from the
+        model's outputs (``shapes``: declared shapes, None for dynamic dimensions) or cannot have the shape
+        it needs; ``network_size`` is the input (height, width), None when dynamic."""
+        for param, name in self.named_outputs().items():
+            declared_output(shapes, name, param)
+
+    def named_outputs(self) -> dict[str, str | None]:
+        """The decoder parameter and tensor name (None: the model's only output) of each tensor it reads."""
+        return {}
+
     def _class_ids(self, name: str, values: Any) -> Any:
         """Class indices from ``values`` (integer or float) minus the offset, checked against the labels."""
         xp = array_module(values)
@@ -67,7 +87,8 @@ class DetectionDecoder(ABC):
         return ids
 
 
-def _class_offset(params: DecoderParams) -> int:
+def class_offset_param(params: DecoderParams) -> int:
+    """``decoder.class_offset`` (default 0), subtracted from the model's class indices."""
     return params.integer("class_offset", 0)
 
 
@@ -91,6 +112,12 @@ class SeparateTensorsDecoder(DetectionDecoder):
     num_detections: str | None
     box_format: str
     normalized: bool
+    activation: str
+
+    @property
+    def device_exact(self) -> bool:  # type: ignore[override]
+        """Exact on the device only without an activation (a device ``exp`` may round differently)."""
+        return self.activation == "none"
 
     @classmethod
     def efficient_nms_from_params(
@@ -125,9 +152,24 @@ class SeparateTensorsDecoder(DetectionDecoder):
             num_detections=params.optional_string("num_detections", num_detections),
             box_format=params.string("box_format", "xyxy", tuple(BOX_FORMATS)),
             normalized=params.boolean("normalized", False),
-            class_offset=_class_offset(params),
+            activation=score_activation(params, choices=("none", "sigmoid")),
+            class_offset=class_offset_param(params),
             num_classes=num_classes,
         )
+
+    def named_outputs(self) -> dict[str, str | None]:
+        named: dict[str, str | None] = {"decoder.boxes": self.boxes, "decoder.scores": self.scores}
+        if self.classes is not None:
+            named["decoder.classes"] = self.classes
+        if self.num_detections is not None:
+            named["decoder.num_detections"] = self.num_detections
+        return named
+
+    def check_outputs(self, shapes: Mapping[str, Shape], network_size: tuple[int, int] | None) -> None:
+        super().check_outputs(shapes, network_size)
+        name, shape = declared_output(shapes, self.boxes, "decoder.boxes")
+        if len(shape) not in (2, 3) or shape[-1] not in (None, 4):
+            raise shape_mismatch("decoder.boxes", name, shape, "[B,N,4] or [N,4] boxes", shapes)
 
     def decode_arrays(
         self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float
@@ -140,8 +182,8 @@ class SeparateTensorsDecoder(DetectionDecoder):
             )
         count = self._valid_count(outputs, len(boxes))
         scores_name, scores = self._per_box(outputs, self.scores, "decoder.scores", len(boxes), boxes_name)
-        scores = scores[:count]
-        require_finite(scores_name, scores)
+        scores = activate(scores[:count], self.activation)
+        require_probabilities(scores_name, scores, self.activation)
         xp = array_module(scores)
         keep = xp.flatnonzero(scores >= score_threshold)
         kept_boxes = boxes[keep]
@@ -214,6 +256,12 @@ class RowsDecoder(DetectionDecoder):
     score_column: int
     class_column: int | None
     normalized: bool
+    activation: str
+
+    @property
+    def device_exact(self) -> bool:  # type: ignore[override]
+        """Exact on the device only without an activation (a device ``exp`` may round differently)."""
+        return self.activation == "none"
 
     @classmethod
     def from_params(cls, params: DecoderParams, num_classes: int | None) -> RowsDecoder:
@@ -232,7 +280,7 @@ class RowsDecoder(DetectionDecoder):
         class_column = columns.integer("class", minimum=0) if "class" in present else None
         columns.finish()
         return cls(
-            class_offset=_class_offset(params),
+            class_offset=class_offset_param(params),
             num_classes=num_classes,
             output=output,
             box_format=box_format,
@@ -240,24 +288,41 @@ class RowsDecoder(DetectionDecoder):
             score_column=score_column,
             class_column=class_column,
             normalized=params.boolean("normalized", False),
+            activation=score_activation(params, choices=("none", "sigmoid")),
         )
+
+    def named_outputs(self) -> dict[str, str | None]:
+        return {"decoder.output": self.output}
+
+    def _used_columns(self) -> list[int]:
+        return [*self.box_columns, self.score_column] + ([] if self.class_column is None else [self.class_column])
+
+    def check_outputs(self, shapes: Mapping[str, Shape], network_size: tuple[int, int] | None) -> None:
+        name, shape = declared_output(shapes, self.output, "decoder.output")
+        if len(shape) not in (2, 3) or (shape[-1] is not None and shape[-1] <= max(self._used_columns())):
+            raise shape_mismatch(
+                "decoder.output",
+                name,
+                shape,
+                f"[B,N,K] rows with K > {max(self._used_columns())} (decoder.columns)",
+                shapes,
+            )
 
     def decode_arrays(
         self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float
     ) -> tuple[Any, Any, Any]:
         name, tensor = select_output(outputs, self.output, "decoder.output")
         rows = _batch_item(name, tensor, 2, "[N,K] or [B,N,K]")
-        used = [*self.box_columns, self.score_column] + (
-            [] if self.class_column is None else [self.class_column]
-        )
+        used = self._used_columns()
         if rows.shape[1] <= max(used):
             raise InferenceError(
                 f"output '{name}' has shape {list(tensor.shape)}: {rows.shape[1]} columns, but decoder.columns "
                 f"uses column {max(used)}"
             )
-        scores = rows[:, self.score_column]
-        require_finite(name, scores)
-        selected = rows[scores >= score_threshold]
+        scores = activate(rows[:, self.score_column], self.activation)
+        require_probabilities(name, scores, self.activation)
+        keep = array_module(scores).flatnonzero(scores >= score_threshold)
+        selected = rows[keep]
         require_finite(name, selected[:, used])
         if self.class_column is None:
             class_ids = array_module(rows).zeros(len(selected), np.int64)
@@ -266,7 +331,7 @@ class RowsDecoder(DetectionDecoder):
         boxes = to_xyxy(
             selected[:, self.box_columns], self.box_format, self.normalized, geometry.network_size
         )
-        return boxes, selected[:, self.score_column], class_ids
+        return boxes, scores[keep], class_ids
 
 
 @dataclass
@@ -281,17 +346,41 @@ class YoloDecoder(DetectionDecoder):
     output: str | None
     version: str
     normalized: bool
+    activation: str
+    extra_columns: int
+
+    @property
+    def device_exact(self) -> bool:  # type: ignore[override]
+        """Exact on the device only without an activation (a device ``exp`` may round differently)."""
+        return self.activation == "none"
 
     @classmethod
     def from_params(cls, params: DecoderParams, num_classes: int | None) -> YoloDecoder:
         """Build from ``decoder.output``, ``version`` (auto | v5 | v8), ``normalized``, ``class_offset``."""
         return cls(
-            class_offset=_class_offset(params),
+            class_offset=class_offset_param(params),
             num_classes=num_classes,
             output=params.optional_string("output"),
             version=params.string("version", "auto", ("auto", "v5", "v8")),
             normalized=params.boolean("normalized", False),
+            activation=score_activation(params, choices=("none", "sigmoid")),
+            extra_columns=params.integer("extra_columns", 0, minimum=0),
         )
+
+    def named_outputs(self) -> dict[str, str | None]:
+        return {"decoder.output": self.output}
+
+    def check_outputs(self, shapes: Mapping[str, Shape], network_size: tuple[int, int] | None) -> None:
+        name, shape = declared_output(shapes, self.output, "decoder.output")
+        if len(shape) != 3:
+            raise shape_mismatch("decoder.output", name, shape, "[B,N,5+C] (YOLOv5) or [B,4+C,N] (YOLOv8)", shapes)
+        static = tuple(dim for dim in shape if dim is not None)
+        if len(static) == 3:
+            try:
+                self._version(name, static)
+            except InferenceError as error:
+                expected = str(error).split("expected ", 1)[-1]
+                raise shape_mismatch("decoder.output", name, shape, expected, shapes) from error
 
     def decode_arrays(
         self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float
@@ -304,14 +393,18 @@ class YoloDecoder(DetectionDecoder):
             finite_range(name, table)
         xp = array_module(table)
         if version == "v8":
-            class_scores = table[4:]
-            best = class_scores.max(axis=0)
+            class_scores = activate(table[4 : len(table) - self.extra_columns].T, self.activation)
+            require_probabilities(name, class_scores, self.activation)
+            best = class_scores.max(axis=1)
             keep = xp.flatnonzero(best >= score_threshold)
-            classes = xp.argmax(class_scores[:, keep], axis=0)
+            classes = xp.argmax(class_scores[keep], axis=1)
             boxes = table[:4, keep].T
         else:
-            class_scores = table[:, 5:]
-            best = table[:, 4] * class_scores.max(axis=1)
+            class_scores = activate(table[:, 5 : table.shape[1] - self.extra_columns], self.activation)
+            objectness = activate(table[:, 4], self.activation)
+            require_probabilities(name, class_scores, self.activation)
+            require_probabilities(name, objectness, self.activation)
+            best = objectness * class_scores.max(axis=1)
             keep = xp.flatnonzero(best >= score_threshold)
             classes = xp.argmax(class_scores[keep], axis=1)
             boxes = table[keep, :4]
@@ -322,8 +415,8 @@ class YoloDecoder(DetectionDecoder):
         _, rows, columns = shape
         known = self.num_classes
         fits = {
-            "v8": rows >= 5 and (known is None or rows == 4 + known),
-            "v5": columns >= 6 and (known is None or columns == 5 + known),
+            "v8": rows >= 5 + self.extra_columns and (known is None or rows == 4 + known + self.extra_columns),
+            "v5": columns >= 6 + self.extra_columns and (known is None or columns == 5 + known + self.extra_columns),
         }
         if self.version != "auto":
             candidates = [self.version] if fits[self.version] else []
@@ -345,22 +438,28 @@ class DetrDecoder(DetectionDecoder):
 
     Boxes are ``cx,cy,w,h`` normalized to the network input. Scores are the softmax probabilities
     of the best real class (no-object excluded, as in DETR's own post-processing); no NMS needed.
+    ``score_activation: sigmoid`` (Deformable DETR, RT-DETR): every column is a class, no no-object column.
     Host only (``device_exact`` false): a device ``exp`` may round differently from numpy's.
     """
 
     logits: str
     boxes: str
+    activation: str
     device_exact: ClassVar[bool] = False
 
     @classmethod
     def from_params(cls, params: DecoderParams, num_classes: int | None) -> DetrDecoder:
         """Build from ``decoder.logits`` (pred_logits), ``decoder.boxes`` (pred_boxes), ``class_offset``."""
         return cls(
-            class_offset=_class_offset(params),
+            class_offset=class_offset_param(params),
             num_classes=num_classes,
             logits=params.string("logits", "pred_logits"),
             boxes=params.string("boxes", "pred_boxes"),
+            activation=score_activation(params, "softmax", ("softmax", "sigmoid")),
         )
+
+    def named_outputs(self) -> dict[str, str | None]:
+        return {"decoder.logits": self.logits, "decoder.boxes": self.boxes}
 
     def decode_arrays(
         self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float
@@ -369,7 +468,8 @@ class DetrDecoder(DetectionDecoder):
         boxes_name, boxes_tensor = select_output(outputs, self.boxes, "decoder.boxes")
         logits = _batch_item(logits_name, logits_tensor, 2, "[B,Q,C+1]")
         boxes = _batch_item(boxes_name, boxes_tensor, 2, "[B,Q,4]")
-        if logits.shape[1] < 2:
+        minimum = 2 if self.activation == "softmax" else 1
+        if logits.shape[1] < minimum:
             raise InferenceError(
                 f"output '{logits_name}' has shape {list(logits_tensor.shape)}; expected [B,Q,C+1] with C >= 1"
             )
@@ -379,9 +479,10 @@ class DetrDecoder(DetectionDecoder):
                 f"to match '{logits_name}'"
             )
         require_finite(logits_name, logits)
-        logits = logits.astype(np.float32, copy=False)
-        exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities = exponentials[:, :-1] / exponentials.sum(axis=1, keepdims=True)
+        if self.activation == "softmax":  # the last class is "no object"
+            probabilities = softmax(logits, axis=1)[:, :-1]
+        else:
+            probabilities = sigmoid(logits)
         scores = probabilities.max(axis=1)
         keep = np.flatnonzero(scores >= score_threshold)
         kept_boxes = boxes[keep]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from trt_perception.errors import SpecError
@@ -17,12 +18,13 @@ class DecoderParams:
     so misspelt parameters are reported instead of silently ignored.
     """
 
-    def __init__(self, config: Any, prefix: str = "decoder") -> None:
+    def __init__(self, config: Any, prefix: str = "decoder", base_dir: Path | None = None) -> None:
         if not isinstance(config, Mapping):
             raise SpecError(f"{prefix}: expected a mapping, got {type(config).__name__}")
         self._config: Mapping[str, Any] = config
         self._prefix = prefix
         self._read: set[str] = set()
+        self.base_dir = base_dir  # where relative file paths (e.g. an anchors file) resolve from
 
     def key(self, name: str) -> str:
         """The full name of a parameter for messages, e.g. ``decoder.threshold``."""

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
-from trt_perception.errors import InferenceError
+from trt_perception.errors import InferenceError, SpecError
 from trt_perception.gpu._cupy import array_module
 
 
@@ -69,3 +69,41 @@ def single_channel_map(name: str, array: npt.NDArray) -> npt.NDArray:
     if array.shape[3] == 1:
         return array[0, :, :, 0]
     raise InferenceError(f"output '{name}' has shape {list(array.shape)}; expected one channel: {expected}")
+
+
+Shape = tuple[int | None, ...]
+
+
+def describe_outputs(shapes: Mapping[str, Shape]) -> str:
+    """The model's outputs as ``name [d0,d1,...]`` (``?`` for a dynamic dimension), for messages."""
+    listed = (f"{name} [{','.join('?' if d is None else str(d) for d in shape)}]" for name, shape in shapes.items())
+    return ", ".join(listed) or "none"
+
+
+def declared_output(shapes: Mapping[str, Shape], name: str | None, param: str) -> tuple[str, Shape]:
+    """Name and declared shape of the output ``name`` (None: the model's only output), checked before the
+    first frame; raises ``SpecError`` naming ``param`` and the model's actual outputs."""
+    if name is None:
+        if len(shapes) != 1:
+            raise SpecError(
+                f"{param} is not set and the model has {len(shapes)} outputs; "
+                f"set it to one of: {describe_outputs(shapes)}"
+            )
+        name = next(iter(shapes))
+    elif name not in shapes:
+        raise SpecError(f"{param}: the model has no output {name!r}; its outputs: {describe_outputs(shapes)}")
+    return name, shapes[name]
+
+
+def shape_mismatch(param: str, name: str, shape: Shape, expected: str, shapes: Mapping[str, Shape]) -> SpecError:
+    """The error for an output whose declared shape cannot be what ``param`` expects."""
+    shown = ",".join("?" if d is None else str(d) for d in shape)
+    return SpecError(
+        f"{param}: the model output {name!r} has shape [{shown}]; expected {expected} "
+        f"(model outputs: {describe_outputs(shapes)})"
+    )
+
+
+def dims_agree(dim: int | None, expected: int | None) -> bool:
+    """Whether a declared dimension (None: dynamic) can equal ``expected`` (None: anything)."""
+    return dim is None or expected is None or dim == expected
