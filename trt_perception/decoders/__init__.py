@@ -21,6 +21,9 @@ Detection (every type also takes ``class_offset`` [0], subtracted from the model
                         x1,y1,w,h; class optional), ``normalized`` [false]
   yolo                  ``output``, ``version`` [auto] | v5 | v8, ``normalized`` [false]; needs host NMS
   detr                  ``logits`` [pred_logits], ``boxes`` [pred_boxes]
+  db_text               DBNet text map to text boxes as PaddleOCR does (``decoders/text.py``): ``output``,
+                        ``threshold`` [0.3], ``unclip_ratio`` [1.5], ``min_size`` [3], ``max_candidates``
+                        [1000], ``dilate`` [false]; the box score threshold is ``detection.score_threshold``
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from trt_perception.decoders.segmentation import (
     SegmentationDecoder,
     label_dtype,
 )
+from trt_perception.decoders.text import DbTextDecoder
 from trt_perception.errors import SpecError
 
 __all__ = [
@@ -75,6 +79,7 @@ DECODERS: dict[str, dict[str, Factory]] = {
         "boxes_scores_classes": SeparateTensorsDecoder.boxes_scores_classes_from_params,
         "yolo": YoloDecoder.from_params,
         "detr": DetrDecoder.from_params,
+        "db_text": DbTextDecoder.from_params,
     },
 }
 

@@ -19,7 +19,7 @@ from trt_perception.geometry import ResizeGeometry
 from trt_perception.gpu._cupy import require_cupy
 from trt_perception.gpu.kernels import BLOCK_2D, grid_2d, preprocess_module
 from trt_perception.gpu.resize_tables import linear_taps, nearest_indices
-from trt_perception.preprocess import CHANNELS_PER_ORDER, Preprocessor, affine_normalization
+from trt_perception.preprocess import CHANNELS_PER_ORDER, Preprocessor, affine_normalization, cpu_only_input_options
 from trt_perception.spec import InputSpec
 
 # Model channel k (in the model's colour order) is source channel SOURCE_CHANNELS[order][model][k].
@@ -60,6 +60,9 @@ class GpuPreprocessor:
             raise ValueError(
                 f"input.interpolation: the GPU preprocessor supports linear and nearest, got {spec.interpolation}"
             )
+        unsupported = cpu_only_input_options(spec)
+        if unsupported:
+            raise ValueError(f"{unsupported}: not implemented by the GPU preprocessor; use the CPU path")
         self.cupy = require_cupy()
         self.spec = spec
         self._reference = Preprocessor(spec)  # geometry rules and image checks shared with the CPU path
