@@ -61,8 +61,10 @@ def test_bundled_specs_load_by_name_and_point_at_the_fixture_models():
     assert centernet.labels is not None and len(centernet.labels) == 80
     assert centernet.labels[0] == coco[0] == "person" and centernet.labels[79] == coco[79]
     ocr = load_model_spec("ppocrv4_det")
-    assert ocr.input.size == DynamicSize(short_side=736, multiple_of=32, max_long_side=2048)
-    assert ocr.input.color_order == "BGR" and ocr.input.resize == "keep_aspect_ratio"
+    assert ocr.input.size == DynamicSize(
+        short_side=736, multiple_of=32, max_long_side=2000, rounding="nearest", upscale_only=True
+    )
+    assert ocr.input.color_order == "BGR" and ocr.input.resize == "fixed_shape"  # RapidOCR stretches
 
 
 def test_relative_paths_resolve_from_the_spec_folder(tmp_path, monkeypatch):

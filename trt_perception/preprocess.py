@@ -136,7 +136,7 @@ def cpu_only_input_options(spec: InputSpec) -> str | None:
     if normalization.post_affine is not None:
         return "input.normalization.post_affine"
     if normalization.type == "per_image_standardization" and (
-        normalization.range != "byte" or normalization.reciprocal_std_cap != (1.0, "sqrt_count")
+        normalization.statistics_range != "byte" or normalization.reciprocal_std_cap != (1.0, "sqrt_count")
     ):
         return "input.normalization range / reciprocal_std_cap other than byte / TensorFlow's"
     return None
@@ -321,7 +321,7 @@ class Preprocessor:
         normalization = self.spec.normalization
         channel_means, channel_stds = cv2.meanStdDev(image)
         to_8bit = 255.0 / _FULL_SCALE[image.dtype]
-        to_range = 1.0 / 255.0 if normalization.range == "unit" else 1.0
+        to_range = 1.0 / 255.0 if normalization.statistics_range == "unit" else 1.0
         mean = float(channel_means.mean()) * to_8bit
         variance = float((np.square(channel_stds) + np.square(channel_means)).mean()) * to_8bit**2 - mean**2
         std = math.sqrt(max(variance, 0.0)) * to_range

@@ -74,8 +74,8 @@ class NormalizationSpec:
     with mean and std given per model channel for values in 0..1 (``range: unit``) or 0..255
     (``range: byte``); ``per_image_standardization``: like ``tf.image.per_image_standardization``.
 
-    For ``per_image_standardization``, ``range`` says whether the statistics are taken on 0..1 or
-    0..255 values and ``reciprocal_std_cap`` caps ``1/std``: ``(factor, "sqrt_count")`` is
+    For ``per_image_standardization``, ``statistics_range`` (YAML key ``range``, default ``byte``)
+    says whether the statistics are taken on 0..1 or 0..255 values and ``reciprocal_std_cap`` caps ``1/std``: ``(factor, "sqrt_count")`` is
     ``factor * sqrt(N)`` (TensorFlow, factor 1), ``(factor, "count")`` is ``factor * N``, N = values
     in the image. ``post_affine`` (any type) is applied last.
     """
@@ -84,6 +84,7 @@ class NormalizationSpec:
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     range: str = "unit"
+    statistics_range: str = "byte"
     reciprocal_std_cap: tuple[float, str] = (1.0, "sqrt_count")
     post_affine: PostAffine | None = None
 
@@ -328,7 +329,7 @@ def _parse_normalization(section: _Section) -> NormalizationSpec:
         value_range = section.choice("range", VALUE_RANGES, "byte")
         cap = _parse_std_cap(section)
         section.finish()
-        return NormalizationSpec(kind, range=value_range, reciprocal_std_cap=cap, post_affine=post_affine)
+        return NormalizationSpec(kind, statistics_range=value_range, reciprocal_std_cap=cap, post_affine=post_affine)
     if kind != "mean_std":
         section.finish()
         return NormalizationSpec(kind, post_affine=post_affine)
