@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from trt_perception.errors import ImageDecodeError
-from trt_perception.preprocess import Preprocessor, affine_normalization, dynamic_network_size
+from trt_perception.preprocess import (
+    Preprocessor,
+    affine_normalization,
+    cpu_only_input_options,
+    dynamic_network_size,
+)
 from trt_perception.spec import DynamicSize, InputSpec, NormalizationSpec, PostAffine
 
 RNG = np.random.default_rng(7)
@@ -335,18 +340,21 @@ def test_post_affine_folds_into_fixed_normalizations_and_clips_padding():
 
 
 @pytest.mark.parametrize(
-    "spec",
+    ("spec", "key"),
     [
-        InputSpec(size=(8, 8), sampling="align_corners"),
-        InputSpec(size=(8, 8), normalization=norm("unit", post_affine=PostAffine(clip=(0.0, 1.0)))),
-        InputSpec(size=(8, 8), normalization=norm("per_image_standardization", statistics_range="unit")),
+        (InputSpec(size=(8, 8), sampling="asymmetric"), "input.sampling asymmetric"),
+        (InputSpec(size=(8, 8), normalization=norm("unit", post_affine=PostAffine(clip=(0.0, 1.0)))),
+         "input.normalization.post_affine"),
+        (InputSpec(size=(8, 8), normalization=norm("per_image_standardization", statistics_range="unit")),
+         "input.normalization range"),
+        (InputSpec(size=(8, 8), normalization=norm("per_image_standardization")), None),
+        (InputSpec(size=(8, 8)), None),
     ],
 )
-def test_the_gpu_preprocessor_refuses_options_it_does_not_implement(spec):
-    from trt_perception.gpu.preprocess import GpuPreprocessor
-
-    with pytest.raises(ValueError, match="not implemented by the GPU preprocessor; use the CPU path"):
-        GpuPreprocessor(spec)
+def test_options_the_gpu_kernel_lacks_are_named(spec, key):
+    """The GPU preprocessor serves these through the CPU preprocessor (never a different tensor)."""
+    found = cpu_only_input_options(spec)
+    assert found == key if key is None else found.startswith(key)
 
 
 # --------------------------------------------------------------------------- input handling

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from trt_perception.errors import ImageDecodeError
-from trt_perception.geometry import ResizeGeometry
+from trt_perception.geometry import ResizeGeometry, sampling_grid
 from trt_perception.spec import DynamicSize, InputSpec, NormalizationSpec, PostAffine
 
 CHANNELS_PER_ORDER = {"RGB": 3, "BGR": 3, "RGBA": 4, "BGRA": 4, "MONO": 1}
@@ -106,25 +106,20 @@ def with_post_affine(
     return (scale * np.float32(post.scale)).astype(np.float32), (offset * np.float32(post.scale) + np.float32(post.offset)).astype(np.float32)
 
 
-def resize_with_sampling(pixels: npt.NDArray, size: tuple[int, int], interpolation: int, sampling: str) -> npt.NDArray:
-    """``pixels`` resized to ``size`` (height, width) with a sampling grid other than OpenCV's half-pixel one.
-
-    ``align_corners`` (TF1 ``resize_bilinear(align_corners=True)``): output pixel ``x`` samples source
-    ``x * (w - 1) / (out_w - 1)``, so the corner pixel centres meet. ``asymmetric`` (MediaPipe's
-    ImageToTensor, TF1's default ``align_corners=False``): the image rectangle's corners meet, output
-    ``x`` samples source ``x * w / out_w``. Neither filters when shrinking (neither do those
-    pipelines); samples past the last pixel repeat it.
+def resize_with_sampling(pixels: npt.NDArray, size: tuple[int, int], sampling: str) -> npt.NDArray:
+    """``pixels`` resized bilinearly to ``size`` (height, width) on a sampling grid other than
+    OpenCV's half-pixel one (``geometry.sampling_grid``): ``align_corners`` (TF1
+    ``align_corners=True``) or ``asymmetric`` (MediaPipe's ImageToTensor, TF1's default), with
+    OpenCV's warpAffine (positions to 1/32 pixel). No area filtering when shrinking (neither do
+    those pipelines); samples past the last pixel repeat it.
     """
     height, width = pixels.shape[:2]
     out_h, out_w = size
-    if sampling == "align_corners":
-        step_x = (width - 1) / (out_w - 1) if out_w > 1 else 0.0
-        step_y = (height - 1) / (out_h - 1) if out_h > 1 else 0.0
-    else:
-        step_x, step_y = width / out_w, height / out_h
-    to_source = np.array([[step_x, 0.0, 0.0], [0.0, step_y, 0.0]])
+    step_x, offset_x = sampling_grid(width, out_w, sampling)
+    step_y, offset_y = sampling_grid(height, out_h, sampling)
+    to_source = np.array([[step_x, 0.0, offset_x], [0.0, step_y, offset_y]])
     return cv2.warpAffine(
-        pixels, to_source, (out_w, out_h), flags=interpolation | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+        pixels, to_source, (out_w, out_h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
     )
 
 
@@ -184,7 +179,7 @@ class Preprocessor:
         geometry = self.geometry((pixels.shape[0], pixels.shape[1]))
         content_h, content_w = geometry.content_size
         if self.spec.sampling != "half_pixel":
-            pixels = resize_with_sampling(pixels, (content_h, content_w), self._interpolation, self.spec.sampling)
+            pixels = resize_with_sampling(pixels, (content_h, content_w), self.spec.sampling)
         elif (content_h, content_w) != geometry.source_size:
             pixels = cv2.resize(pixels, (content_w, content_h), interpolation=self._interpolation)
         image = convert_color(pixels, channel_order, self.spec.color_order)

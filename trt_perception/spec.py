@@ -362,9 +362,9 @@ def _parse_input(section: _Section) -> InputSpec:
         normalization=_parse_normalization(section.section("normalization")),
     )
     section.finish()
-    if spec.sampling != "half_pixel" and spec.interpolation not in ("linear", "nearest"):
+    if spec.sampling != "half_pixel" and spec.interpolation != "linear":
         raise SpecError(
-            f"{section.key('sampling')}: {spec.sampling} works with interpolation linear or nearest, "
+            f"{section.key('sampling')}: {spec.sampling} works with interpolation linear, "
             f"got {spec.interpolation}"
         )
     if spec.dtype == "uint8" and spec.normalization.post_affine is not None:
