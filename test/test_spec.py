@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from trt_perception.errors import SpecError
-from trt_perception.spec import DynamicSize, bundled_spec_names, load_model_spec, parse_model_spec
+from trt_perception.spec import DynamicSize, PostAffine, bundled_spec_names, load_model_spec, parse_model_spec
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "test" / "fixtures" / "models"
@@ -108,6 +108,21 @@ def test_tensorrt_section(tmp_path):
     assert spec.tensorrt.cuda_graph is True
 
 
+def test_reproduction_keys_parse():
+    data = with_change("input.size", {"short_side": 736, "multiple_of": 32, "rounding": "nearest", "upscale_only": True})
+    data["input"]["sampling"] = "asymmetric"
+    data["input"]["normalization"] = {
+        "type": "per_image_standardization", "range": "unit", "reciprocal_std_cap": {"factor": 3, "of": "count"},
+        "post_affine": {"scale": 0.2, "offset": 0.5, "clip": [0, 1]},
+    }
+    spec = parse_model_spec(data, REPO)
+    assert spec.input.size == DynamicSize(736, 32, None, "nearest", True)
+    assert spec.input.sampling == "asymmetric"
+    normalization = spec.input.normalization
+    assert (normalization.statistics_range, normalization.reciprocal_std_cap) == ("unit", (3.0, "count"))
+    assert normalization.post_affine == PostAffine(0.2, 0.5, (0.0, 1.0))
+
+
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
@@ -127,6 +142,17 @@ def test_tensorrt_section(tmp_path):
         ("input.resize", "crop", "input.resize: expected one of"),
         ("input.pad_value", [1, 2], "input.pad_value: expected 3 numbers, got 2"),
         ("input.interpolation", "lanczos", "input.interpolation: expected one of"),
+        ("input.sampling", "corners", "input.sampling: expected one of half_pixel, align_corners, asymmetric"),
+        ("input.size", {"short_side": 736, "rounding": "down"}, "input.size.rounding: expected one of nearest, up"),
+        ("input.size", {"short_side": 736, "upscale_only": "yes"}, "input.size.upscale_only: expected true or false"),
+        ("input.normalization", {"type": "unit", "post_affine": {"clip": [1, 0]}},
+         "input.normalization.post_affine.clip: low must not exceed high"),
+        ("input.normalization", {"type": "unit", "post_affine": {"scael": 2}}, "input.normalization.post_affine.scael: unknown key"),
+        ("input.normalization", {"type": "per_image_standardization", "reciprocal_std_cap": {"of": "n"}},
+         "input.normalization.reciprocal_std_cap.of: expected one of sqrt_count, count"),
+        ("input.normalization", {"type": "per_image_standardization", "reciprocal_std_cap": {"factor": 0}},
+         "input.normalization.reciprocal_std_cap.factor: must be positive"),
+        ("input.normalization", {"type": "unit", "range": "byte"}, "input.normalization.range: unknown key"),
         ("input.colour_order", "RGB", "input.colour_order: unknown key"),
         ("input", ..., "input: required key is missing"),
         ("task", "classification", "task: expected one of segmentation, detection"),
