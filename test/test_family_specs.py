@@ -109,9 +109,10 @@ def sidewalk_deeplab_input(bgr: np.ndarray) -> np.ndarray:
 
 
 def segformer_sidewalk_input(bgr: np.ndarray) -> np.ndarray:
-    """Seed 003: cv2.imread's BGR, cv::resize to 512x512 (INTER_LINEAR), range 0..1, mean
-    (0.485, 0.456, 0.406) / std (0.229, 0.224, 0.225) applied to the channels in order, BGR kept, NCHW."""
-    image = cv2.resize(bgr, (512, 512), interpolation=cv2.INTER_LINEAR) / 255.0
+    """Seed 003: cv2.imread's BGR, cv::resize to 512x512 (INTER_LINEAR), then jetson-inference's
+    cudaTensorNormMeanBGR on the BGR8 image: each pixel's bytes swapped (planes R, G, B), range
+    0..1, mean (0.485, 0.456, 0.406) / std (0.229, 0.224, 0.225) per plane in that order, NCHW."""
+    image = cv2.resize(bgr, (512, 512), interpolation=cv2.INTER_LINEAR)[:, :, ::-1] / 255.0
     return ((image - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)[None].astype(np.float32)
 
 
