@@ -296,15 +296,16 @@ def _parse_size(value: object, key: str) -> tuple[int, int] | DynamicSize:
 
 def _parse_post_affine(section: _Section) -> PostAffine:
     """``input.normalization.post_affine``: ``{scale, offset, clip: [low, high]}``."""
-    clip = section.take("clip")
-    if clip is not None:
-        clip = _numbers(clip, section.key("clip"), 2)
-        if clip[0] > clip[1]:
-            raise SpecError(f"{section.key('clip')}: low must not exceed high, got {list(clip)}")
+    clip: tuple[float, float] | None = None
+    if section.has("clip"):
+        low, high = _numbers(section.take("clip"), section.key("clip"), 2)
+        if low > high:
+            raise SpecError(f"{section.key('clip')}: low must not exceed high, got {[low, high]}")
+        clip = (low, high)
     affine = PostAffine(
         scale=_number(section.take("scale", 1.0), section.key("scale")),
         offset=_number(section.take("offset", 0.0), section.key("offset")),
-        clip=clip,  # type: ignore[arg-type]
+        clip=clip,
     )
     section.finish()
     return affine

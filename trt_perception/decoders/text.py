@@ -74,16 +74,17 @@ def text_rectangles(
     probability: npt.NDArray[np.float32], settings: DbTextDecoder, box_threshold: float
 ) -> list[tuple[Rectangle, float]]:
     """The grown text rectangles of a ``HxW`` probability map with their box scores (>= ``box_threshold``)."""
-    bitmap = (probability > settings.threshold).astype(np.uint8)
+    bitmap: npt.NDArray = (probability > settings.threshold).astype(np.uint8)
     if settings.dilate:
         bitmap = cv2.dilate(bitmap, _DILATION_KERNEL)
     contours, _ = cv2.findContours(bitmap, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
     found = []
     for contour in contours[: settings.max_candidates]:
-        rectangle = cv2.minAreaRect(contour)
-        if min(rectangle[1]) < settings.min_size:
+        (centre_x, centre_y), (width, height), angle = cv2.minAreaRect(contour)
+        rectangle: Rectangle = ((centre_x, centre_y), (width, height), angle)
+        if min(width, height) < settings.min_size:
             continue
-        score = box_score(probability, cv2.boxPoints(rectangle))
+        score = box_score(probability, np.asarray(cv2.boxPoints(rectangle), np.float32))
         if score < box_threshold:
             continue
         grown = grow_rectangle(rectangle, settings.unclip_ratio)
