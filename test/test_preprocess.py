@@ -357,6 +357,37 @@ def test_options_the_gpu_kernel_lacks_are_named(spec, key):
     assert found == key if key is None else found.startswith(key)
 
 
+class HostArray(np.ndarray):
+    """A numpy array standing in for a CuPy device array (``set`` copies a host array in)."""
+
+    def set(self, host: np.ndarray) -> None:
+        self[...] = host
+
+
+def test_the_gpu_preprocessor_serves_cpu_only_options_with_the_cpu_tensor(monkeypatch):
+    """No CUDA needed: CuPy's allocation calls are numpy here and the kernel is never built or run;
+    the GPU path returns exactly the CPU preprocessor's tensor and refuses device-side images."""
+    import types
+
+    import trt_perception.gpu.preprocess as gpu_preprocess
+
+    fake_cupy = types.SimpleNamespace(
+        empty=lambda shape, dtype: np.empty(shape, dtype).view(HostArray), uint8=np.uint8, float64=np.float64,
+        zeros=lambda shape, dtype: np.zeros(shape, dtype).view(HostArray),
+    )
+    monkeypatch.setattr(gpu_preprocess, "require_cupy", lambda: fake_cupy)
+    monkeypatch.setattr(gpu_preprocess, "preprocess_module", lambda *args: types.SimpleNamespace(get_function=lambda name: None))
+    spec = InputSpec(size=(256, 256), layout="NHWC", sampling="asymmetric", normalization=norm("unit"))
+    gpu = gpu_preprocess.GpuPreprocessor(spec)
+    bgr = cv2.imread(str(IMAGES / "quokka.jpg"), cv2.IMREAD_COLOR)
+    tensor, geometry = gpu(bgr, "BGR")
+    expected, expected_geometry = Preprocessor(spec)(bgr, "BGR")
+    np.testing.assert_array_equal(np.asarray(tensor), expected)
+    assert geometry == expected_geometry
+    with pytest.raises(ValueError, match="input.sampling asymmetric: not implemented by the GPU kernel"):
+        gpu.run_on_device(*gpu.upload(bgr), geometry, "BGR")
+
+
 # --------------------------------------------------------------------------- input handling
 
 def test_strided_row_views_give_the_same_tensor_and_stay_untouched():
