@@ -106,21 +106,32 @@ def with_post_affine(
     return (scale * np.float32(post.scale)).astype(np.float32), (offset * np.float32(post.scale) + np.float32(post.offset)).astype(np.float32)
 
 
-def resize_with_sampling(pixels: npt.NDArray, size: tuple[int, int], sampling: str) -> npt.NDArray:
-    """``pixels`` resized bilinearly to ``size`` (height, width) on a sampling grid other than
-    OpenCV's half-pixel one (``geometry.sampling_grid``): ``align_corners`` (TF1
-    ``align_corners=True``) or ``asymmetric`` (MediaPipe's ImageToTensor, TF1's default), with
-    OpenCV's warpAffine (positions to 1/32 pixel). No area filtering when shrinking (neither do
-    those pipelines); samples past the last pixel repeat it.
-    """
-    height, width = pixels.shape[:2]
-    out_h, out_w = size
+def sampling_maps(
+    source_size: tuple[int, int], size: tuple[int, int], sampling: str
+) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.uint16]]:
+    """``cv2.remap`` maps (fixed point, 1/32 pixel, the layout ``cv2.convertMaps`` makes for
+    ``CV_16SC2``) that resample an image of ``source_size`` to ``size`` (height, width) on the grid
+    ``sampling`` (``geometry.sampling_grid``), positions rounded to 1/32 pixel as OpenCV's warps do."""
+    (height, width), (out_h, out_w) = source_size, size
     step_x, offset_x = sampling_grid(width, out_w, sampling)
     step_y, offset_y = sampling_grid(height, out_h, sampling)
-    to_source = np.array([[step_x, 0.0, offset_x], [0.0, step_y, offset_y]])
-    return cv2.warpAffine(
-        pixels, to_source, (out_w, out_h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
-    )
+    columns = np.rint((np.arange(out_w) * step_x + offset_x) * 32).astype(np.int64)
+    rows = np.rint((np.arange(out_h) * step_y + offset_y) * 32).astype(np.int64)
+    whole = np.empty((out_h, out_w, 2), np.int16)
+    whole[:, :, 0] = columns >> 5
+    whole[:, :, 1] = (rows >> 5)[:, None]
+    fractions = ((rows & 31)[:, None] * 32 + (columns & 31)[None, :]).astype(np.uint16)
+    return whole, fractions
+
+
+def resize_with_sampling(
+    pixels: npt.NDArray, maps: tuple[npt.NDArray[np.int16], npt.NDArray[np.uint16]]
+) -> npt.NDArray:
+    """``pixels`` resampled bilinearly with ``sampling_maps`` (OpenCV's fixed-point remap, the
+    arithmetic of its classic warpAffine / warpPerspective, which MediaPipe's ImageToTensor uses).
+    No area filtering when shrinking (neither do those pipelines); samples past the last pixel
+    repeat it."""
+    return cv2.remap(pixels, *maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def cpu_only_input_options(spec: InputSpec) -> str | None:
@@ -160,6 +171,8 @@ class Preprocessor:
         self._buffer: npt.NDArray | None = None
         self._table_key = b""  # scale and offset the normalization table below was made for
         self._table: npt.NDArray = np.empty(0)
+        self._maps_key: tuple[tuple[int, int], tuple[int, int]] | None = None  # geometry of the maps below
+        self._maps: tuple[npt.NDArray[np.int16], npt.NDArray[np.uint16]] | None = None
 
     def geometry(self, source_size: tuple[int, int]) -> ResizeGeometry:
         """Where an image of ``source_size`` (height, width) lands in the network input."""
@@ -179,7 +192,7 @@ class Preprocessor:
         geometry = self.geometry((pixels.shape[0], pixels.shape[1]))
         content_h, content_w = geometry.content_size
         if self.spec.sampling != "half_pixel":
-            pixels = resize_with_sampling(pixels, (content_h, content_w), self.spec.sampling)
+            pixels = resize_with_sampling(pixels, self._sampling_maps_for(geometry))
         elif (content_h, content_w) != geometry.source_size:
             pixels = cv2.resize(pixels, (content_w, content_h), interpolation=self._interpolation)
         image = convert_color(pixels, channel_order, self.spec.color_order)
@@ -191,6 +204,14 @@ class Preprocessor:
             pad = np.asarray(self.spec.pad_value, np.float32) * scale + offset
             self._fill_padding(buffer, geometry, pad if self._clip is None else np.clip(pad, *self._clip))
         return buffer, geometry
+
+    def _sampling_maps_for(self, geometry: ResizeGeometry) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.uint16]]:
+        """The remap maps of ``input.sampling`` for this source and content size (the last ones kept)."""
+        key = (geometry.source_size, geometry.content_size)
+        if self._maps is None or self._maps_key != key:
+            self._maps = sampling_maps(geometry.source_size, geometry.content_size, self.spec.sampling)
+            self._maps_key = key
+        return self._maps
 
     def check_image(self, pixels: npt.NDArray, channel_order: str) -> None:
         """Raise ImageDecodeError unless ``pixels`` is a non-empty uint8/uint16 image with the channels
