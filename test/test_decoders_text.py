@@ -87,3 +87,19 @@ def test_dilation_joins_regions_one_pixel_apart():
 def test_bad_parameters_name_the_key(params, message):
     with pytest.raises(SpecError, match=message):
         decoder(**params)
+
+
+def test_the_segmentation_db_text_decoder_labels_the_grown_text_boxes():
+    pmap = probability_map((20, 30, 60, 10, 0.9), (120, 60, 40, 12, 0.4))
+    decoder_ = create_decoder("segmentation", {"type": "db_text", "output": "maps", "unclip_ratio": 1.5}, 2)
+    labels = decoder_.decode({"maps": pmap}, GEOMETRY, at_source=True)
+    # the first region grown as in test_a_text_region_becomes_its_grown_rectangle; the 0.4 one is
+    # under box_threshold 0.5 and stays background, like the rest of the image
+    distance = 59 * 9 * 1.5 / (2 * (59 + 9))
+    x1, y1, x2, y2 = 49.5 - 29.5 - distance, 34.5 - 4.5 - distance, 49.5 + 29.5 + distance, 34.5 + 4.5 + distance
+    expected = np.zeros((100, 200), np.uint8)
+    expected[round(y1) : round(y2) + 1, round(x1) : round(x2) + 1] = 1
+    assert labels.dtype == np.uint8 and labels.shape == (100, 200)
+    np.testing.assert_array_equal(labels, expected)  # corners rounded to whole pixels, filled
+    assert labels[34, 49] == 1 and labels[66, 140] == 0 and labels[90, 10] == 0
+    assert np.count_nonzero(labels) > np.count_nonzero(pmap[0, 0] > 0.8)  # more than the kernel: the text boxes

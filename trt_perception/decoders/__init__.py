@@ -10,6 +10,8 @@ Segmentation (labels are uint8, or uint16 beyond 256 classes)
            ``upsample`` [after_argmax] | before_argmax (bilinear scores, then argmax)
   binary   one-channel map, label 1 where value > threshold: ``output``, ``threshold`` [0.5],
            ``activation`` [none] | sigmoid (output is a logit), ``upsample`` [after_threshold] | before_threshold
+  db_text  DBNet text map, label 1 inside each text box (``decoders/text.py``): ``output``, ``box_threshold``
+           [0.5] and the detection db_text keys
 
 Detection (every type also takes ``class_offset`` [0], subtracted from the model's class index)
   efficient_nms         ``num_detections`` [num_detections] (null: all rows), ``boxes`` [detection_boxes],
@@ -47,7 +49,7 @@ from trt_perception.decoders.segmentation import (
     SegmentationDecoder,
     label_dtype,
 )
-from trt_perception.decoders.text import DbTextDecoder
+from trt_perception.decoders.text import DbTextDecoder, DbTextRegionsDecoder
 from trt_perception.errors import SpecError
 
 __all__ = [
@@ -72,6 +74,7 @@ DECODERS: dict[str, dict[str, Factory]] = {
         "labels": LabelsDecoder.from_params,
         "logits": LogitsDecoder.from_params,
         "binary": BinaryDecoder.from_params,
+        "db_text": DbTextRegionsDecoder.from_params,
     },
     "detection": {
         "efficient_nms": SeparateTensorsDecoder.efficient_nms_from_params,

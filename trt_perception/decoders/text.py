@@ -6,8 +6,9 @@ box score = mean probability inside that rectangle (the detection filter's ``sco
 PaddleOCR's ``box_thresh``), the rectangle grown outward by ``area * unclip_ratio / perimeter`` on
 every side (PaddleOCR offsets the polygon with round joins; for a rectangle the minimum-area
 rectangle of that offset is the rectangle grown by the same distance, which is what is computed
-here), skipped when its short side is below ``min_size + 2``. Boxes are the axis-aligned envelopes
-of the grown rectangles, in network-input pixels.
+here), skipped when its short side is below ``min_size + 2``. ``DbTextDecoder`` (detection) gives
+the axis-aligned envelopes of the grown rectangles, in network-input pixels; ``DbTextRegionsDecoder``
+(segmentation) a label image with the grown rectangles filled.
 """
 
 from __future__ import annotations
@@ -22,32 +23,27 @@ import numpy.typing as npt
 
 from trt_perception.decoders.detection import DetectionDecoder
 from trt_perception.decoders.params import DecoderParams
+from trt_perception.decoders.segmentation import LABEL_INTERPOLATION, SegmentationDecoder, resize_to_output
 from trt_perception.decoders.tensors import finite_range, select_output, single_channel_map
 from trt_perception.geometry import ResizeGeometry
 
 _DILATION_KERNEL = np.ones((2, 2), np.uint8)
 
 
-@dataclass
-class DbTextDecoder(DetectionDecoder):
-    """Text boxes from a DBNet probability map ``[B,1,H,W]`` / ``[B,H,W,1]`` / ``[B,H,W]`` (class 0)."""
+@dataclass(frozen=True)
+class TextBoxSettings:
+    """PaddleOCR's DB post-processing parameters (``box_thresh`` aside)."""
 
-    output: str | None
     threshold: float
     unclip_ratio: float
     min_size: float
     max_candidates: int
     dilate: bool
-    device_exact: ClassVar[bool] = False  # contours run on the host
 
     @classmethod
-    def from_params(cls, params: DecoderParams, num_classes: int | None) -> DbTextDecoder:
-        """Build from ``output``, ``threshold`` [0.3], ``unclip_ratio`` [1.5], ``min_size`` [3],
-        ``max_candidates`` [1000] and ``dilate`` [false]."""
+    def from_params(cls, params: DecoderParams) -> TextBoxSettings:
+        """``threshold`` [0.3], ``unclip_ratio`` [1.5], ``min_size`` [3], ``max_candidates`` [1000], ``dilate`` [false]."""
         return cls(
-            class_offset=0,
-            num_classes=num_classes,
-            output=params.optional_string("output"),
             threshold=params.number("threshold", 0.3, 0.0, 1.0),
             unclip_ratio=params.number("unclip_ratio", 1.5, 0.0),
             min_size=params.number("min_size", 3.0, 0.0),
@@ -55,23 +51,67 @@ class DbTextDecoder(DetectionDecoder):
             dilate=params.boolean("dilate", False),
         )
 
+
+def _probability_map(outputs: Mapping[str, Any], output: str | None) -> npt.NDArray[np.float32]:
+    """The ``HxW`` text probability of batch item 0, checked finite."""
+    name, tensor = select_output(outputs, output, "decoder.output")
+    probability = np.asarray(single_channel_map(name, np.asarray(tensor)), np.float32)
+    finite_range(name, probability)
+    return probability
+
+
+@dataclass
+class DbTextDecoder(DetectionDecoder):
+    """Text boxes from a DBNet probability map ``[B,1,H,W]`` / ``[B,H,W,1]`` / ``[B,H,W]`` (class 0)."""
+
+    output: str | None
+    settings: TextBoxSettings
+    device_exact: ClassVar[bool] = False  # contours run on the host
+
+    @classmethod
+    def from_params(cls, params: DecoderParams, num_classes: int | None) -> DbTextDecoder:
+        """Build from ``output`` and the ``TextBoxSettings`` keys."""
+        return cls(class_offset=0, num_classes=num_classes, output=params.optional_string("output"),
+                   settings=TextBoxSettings.from_params(params))
+
     def decode_arrays(
         self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-        name, tensor = select_output(outputs, self.output, "decoder.output")
-        probability = np.asarray(single_channel_map(name, np.asarray(tensor)), np.float32)
-        finite_range(name, probability)
-        rectangles = text_rectangles(probability, self, score_threshold)
+        rectangles = text_rectangles(_probability_map(outputs, self.output), self.settings, score_threshold)
         boxes = np.array([_envelope(rectangle) for rectangle, _ in rectangles], np.float32).reshape(-1, 4)
         scores = np.array([score for _, score in rectangles], np.float32)
         return boxes, scores, np.zeros(len(scores), np.int64)
+
+
+@dataclass
+class DbTextRegionsDecoder(SegmentationDecoder):
+    """Label image of the text boxes (label 1 inside each grown text rectangle) instead of DBNet's
+    shrunk text kernel; ``box_threshold`` [0.5] is PaddleOCR's ``box_thresh``."""
+
+    settings: TextBoxSettings
+    box_threshold: float
+
+    @classmethod
+    def from_params(cls, params: DecoderParams, num_classes: int | None) -> DbTextRegionsDecoder:
+        """Build from ``output``, ``box_threshold`` and the ``TextBoxSettings`` keys."""
+        return cls(output=params.optional_string("output"), num_classes=2, settings=TextBoxSettings.from_params(params),
+                   box_threshold=params.number("box_threshold", 0.5, 0.0, 1.0))
+
+    def decode(
+        self, outputs: Mapping[str, npt.NDArray], geometry: ResizeGeometry, at_source: bool
+    ) -> npt.NDArray[np.unsignedinteger]:
+        probability = _probability_map(outputs, self.output)
+        labels = np.zeros(probability.shape, np.uint8)
+        for rectangle, _ in text_rectangles(probability, self.settings, self.box_threshold):
+            cv2.fillPoly(labels, [np.rint(cv2.boxPoints(rectangle)).astype(np.int32)], 1)
+        return resize_to_output(labels, geometry, at_source, LABEL_INTERPOLATION)
 
 
 Rectangle = tuple[tuple[float, float], tuple[float, float], float]  # cv2.minAreaRect: centre, size, angle
 
 
 def text_rectangles(
-    probability: npt.NDArray[np.float32], settings: DbTextDecoder, box_threshold: float
+    probability: npt.NDArray[np.float32], settings: TextBoxSettings, box_threshold: float
 ) -> list[tuple[Rectangle, float]]:
     """The grown text rectangles of a ``HxW`` probability map with their box scores (>= ``box_threshold``)."""
     bitmap: npt.NDArray = (probability > settings.threshold).astype(np.uint8)
