@@ -1,31 +1,46 @@
 """The model-family specs in config/models load, and run end to end through the Pipeline on tiny
-ONNX graphs that have each family's tensor names, shapes and layouts (served by configuration).
+ONNX graphs that have each exporter's tensor names, shapes, layouts, value ranges and class offsets.
 
-Segmentation graphs score each class by one channel of the preprocessed input (class 0: red,
-1: green, 2: blue, the rest far below), so on an image of red / green / blue stripes the expected
-labels follow from the image alone. Detection graphs emit fixed outputs in the family's format; the
+Segmentation: the graphs and the expected input tensors are written here from each exporter's
+documented conventions (torchvision, TF DeepLab frozen graphs, the seed documents in
+shared/seeds/), never read from the specs. Each graph classifies every pixel with the same fixed
+random 1x1 "convolution" of its input as the exporter delivers it (after undoing nothing), so the
+labels come out as the test expects only when the spec feeds exactly the documented tensor: colour
+order, value range, normalization, layout and size. Compared at network resolution (no label
+resizing in the comparison). Detection graphs emit fixed outputs in the family's format; the
 expected source-pixel boxes are computed here from the format's definition.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnx_builders import build_model
+from onnx_builders import OPSET, build_model
 from trt_perception.pipeline import Pipeline
 from trt_perception.results import DetectionResult, SegmentationResult
 from trt_perception.spec import ModelSpec, load_model_spec
 
-FAMILY_SPECS = [
-    "mosaic_cityscapes",
-    "deeplabv3_pascal",
-    "segformer_b0_cityscapes",
+IMAGES = Path(__file__).parent / "fixtures" / "images"
+SHARED_LABELS = Path(__file__).parent.parent / "config" / "models"
+
+# name -> (number of classes, first label, last label) as each model's label set defines them
+SEGMENTATION_FAMILIES = {
+    "mosaic_cityscapes": (19, "road", "bicycle"),
+    "deeplabv3_torchvision_voc": (21, "background", "tvmonitor"),
+    "deeplabv3_tf_voc": (21, "background", "tvmonitor"),
+    "segformer_b0_cityscapes": (19, "road", "bicycle"),
+    "deeplabv3_sidewalk": (7, "general_obstacle", "zebra_crossing"),
+    "segformer_b4_sidewalk": (35, "unlabeled", "void-unclear"),
+}
+DETECTION_FAMILIES = [
     "ssd_mobilenet_v2_coco",
     "faster_rcnn_resnet50_coco",
     "yolov8n_coco",
@@ -33,64 +48,172 @@ FAMILY_SPECS = [
 ]
 
 
-@pytest.mark.parametrize("name", FAMILY_SPECS)
+@pytest.mark.parametrize("name", [*SEGMENTATION_FAMILIES, *DETECTION_FAMILIES])
 def test_family_spec_loads_with_labels_and_provenance_comment(name: str) -> None:
     spec = load_model_spec(name)
     assert spec.name == name
-    assert spec.labels is not None and len(spec.labels) >= 19
+    assert spec.labels is not None
+    if name in SEGMENTATION_FAMILIES:
+        count, first, last = SEGMENTATION_FAMILIES[name]
+        assert (len(spec.labels), spec.labels[0], spec.labels[-1]) == (count, first, last)
+    else:
+        assert len(spec.labels) >= 19
     assert spec.source is not None
     text = spec.source.read_text()
     assert "Source:" in text and "Tensors:" in text
 
 
-def stripes(height: int, width: int) -> np.ndarray:
-    """RGB image: left third red, middle third green, right third blue."""
-    image = np.zeros((height, width, 3), np.uint8)
-    thirds = np.array_split(np.arange(width), 3)
-    for channel, columns in enumerate(thirds):
-        image[:, columns, channel] = 255
-    return image
+# --------------------------------------------------------------------------- exporters' tensors
+
+IMAGENET_MEAN, IMAGENET_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 
 
-def expected_stripe_labels(height: int, width: int) -> np.ndarray:
-    labels = np.zeros((height, width), np.int64)
-    for channel, columns in enumerate(np.array_split(np.arange(width), 3)):
-        labels[:, columns] = channel
-    return labels
+def torchvision_input(bgr: np.ndarray) -> np.ndarray:
+    """torchvision DeepLabv3 weights' transforms: short side to 520 (long side int(520 * long / short)),
+    RGB, /255, ImageNet mean/std, NCHW float32."""
+    height, width = bgr.shape[:2]
+    scale = 520 / min(height, width)
+    resized = cv2.resize(bgr, (int(width * scale), int(height * scale)), interpolation=cv2.INTER_LINEAR)
+    rgb = resized[:, :, ::-1] / 255.0
+    return ((rgb - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)[None].astype(np.float32)
 
 
-def class_scores_nodes(spec: ModelSpec, num_classes: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """Nodes turning the NCHW-or-NHWC input into NCHW ``scores`` [1,C,H,W]: class c = channel c (c < 3)."""
-    nodes = []
-    current = spec.input.name or "input"
-    if spec.input.layout == "NHWC":
+def tf_deeplab_input(bgr: np.ndarray) -> np.ndarray:
+    """TF DeepLab frozen graph, as DeepLab's demo feeds it: long side to 513 (sizes truncated), RGB
+    uint8 NHWC (the graph normalizes itself)."""
+    height, width = bgr.shape[:2]
+    scale = 513 / max(height, width)
+    resized = cv2.resize(bgr, (int(width * scale), int(height * scale)), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(resized[:, :, ::-1])[None]
+
+
+def mosaic_input(bgr: np.ndarray) -> np.ndarray:
+    """MOSAIC (seed 000): 2048x1024 stretched, RGB, (x - 127.5) / 127.5, NCHW float32."""
+    rgb = cv2.resize(bgr, (2048, 1024), interpolation=cv2.INTER_LINEAR)[:, :, ::-1]
+    return ((rgb - 127.5) / 127.5).transpose(2, 0, 1)[None].astype(np.float32)
+
+
+def segformer_cityscapes_input(bgr: np.ndarray) -> np.ndarray:
+    """SegformerImageProcessor (cityscapes 1024): 1024x1024 stretched, RGB, /255, ImageNet mean/std, NCHW."""
+    rgb = cv2.resize(bgr, (1024, 1024), interpolation=cv2.INTER_LINEAR)[:, :, ::-1] / 255.0
+    return ((rgb - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)[None].astype(np.float32)
+
+
+def sidewalk_deeplab_input(bgr: np.ndarray) -> np.ndarray:
+    """Seed 002: cv2.imread's BGR, INTER_AREA to 576x320, /255, normalise_input, NHWC float32."""
+    image = cv2.resize(bgr, (576, 320), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    mean = np.mean(image, keepdims=True)
+    rsd = 1.0 / np.sqrt(np.mean(np.square(image), keepdims=True) - np.square(mean))
+    rsd = np.minimum(rsd, 3 * np.prod(image.shape))
+    return np.clip(0.2 * ((image - mean) * rsd) + 0.5, 0.0, 1.0).astype(np.float32)[None]
+
+
+def segformer_sidewalk_input(bgr: np.ndarray) -> np.ndarray:
+    """Seed 003: cv2.imread's BGR, cv::resize to 512x512 (INTER_LINEAR), then jetson-inference's
+    cudaTensorNormMeanBGR on the BGR8 image: each pixel's bytes swapped (planes R, G, B), range
+    0..1, mean (0.485, 0.456, 0.406) / std (0.229, 0.224, 0.225) per plane in that order, NCHW."""
+    image = cv2.resize(bgr, (512, 512), interpolation=cv2.INTER_LINEAR)[:, :, ::-1] / 255.0
+    return ((image - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)[None].astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Exporter:
+    """What an exporter's graph looks like from outside."""
+
+    input_name: str
+    layout: str  # NCHW | NHWC
+    input_type: int  # TensorProto element type
+    input_shape: list[int | str]
+    output_name: str
+    output: str  # labels_int64 | logits | logits_quarter
+    num_classes: int
+    reference_input: Callable[[np.ndarray], np.ndarray]
+
+
+EXPORTERS = {
+    "deeplabv3_torchvision_voc": Exporter(
+        "input", "NCHW", TensorProto.FLOAT, [1, 3, "height", "width"], "out", "logits", 21, torchvision_input
+    ),
+    "deeplabv3_tf_voc": Exporter(
+        "ImageTensor:0", "NHWC", TensorProto.UINT8, [1, "height", "width", 3], "SemanticPredictions:0",
+        "labels_int64", 21, tf_deeplab_input,
+    ),
+    "mosaic_cityscapes": Exporter(
+        "inputs_0", "NCHW", TensorProto.FLOAT, [1, 3, 1024, 2048], "Identity", "labels_int64", 19, mosaic_input
+    ),
+    "segformer_b0_cityscapes": Exporter(
+        "pixel_values", "NCHW", TensorProto.FLOAT, [1, 3, 1024, 1024], "logits", "logits_quarter", 19,
+        segformer_cityscapes_input,
+    ),
+    "deeplabv3_sidewalk": Exporter(
+        "model/image:0", "NHWC", TensorProto.FLOAT, [1, 320, 576, 3],
+        "model/semantic_segmentation/semantic_segmentation/ArgMax:0", "labels_int64", 7, sidewalk_deeplab_input,
+    ),
+    "segformer_b4_sidewalk": Exporter(
+        "pixel_values", "NCHW", TensorProto.FLOAT, [1, 3, 512, 512], "3071", "logits_quarter", 35,
+        segformer_sidewalk_input,
+    ),
+}
+
+
+def classifier_weights(exporter: Exporter) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed random per-pixel class scores ``w @ x + b`` scaled to the input's value range."""
+    rng = np.random.default_rng(11)
+    weights = rng.normal(size=(exporter.num_classes, 3)).astype(np.float32)
+    bias = rng.normal(size=exporter.num_classes).astype(np.float32)
+    if exporter.input_type == TensorProto.UINT8:
+        bias *= 128
+    return weights, bias
+
+
+def exporter_graph(exporter: Exporter) -> onnx.ModelProto:
+    """The exporter's input and output tensors around the fixed per-pixel classifier."""
+    weights, bias = classifier_weights(exporter)
+    nodes, current = [], exporter.input_name
+    if exporter.input_type != TensorProto.FLOAT:
+        nodes.append(helper.make_node("Cast", [current], ["as_float"], to=TensorProto.FLOAT))
+        current = "as_float"
+    if exporter.layout == "NHWC":
         nodes.append(helper.make_node("Transpose", [current], ["nchw"], perm=[0, 3, 1, 2]))
         current = "nchw"
-    weights = np.zeros((num_classes, 3, 1, 1), np.float32)
-    for channel in range(3):
-        weights[channel, channel] = 1.0
-    bias = np.where(np.arange(num_classes) < 3, 0.0, -1000.0).astype(np.float32)
     nodes.append(helper.make_node("Conv", [current, "class_weights", "class_bias"], ["scores"]))
-    return nodes, [numpy_helper.from_array(weights, "class_weights"), numpy_helper.from_array(bias, "class_bias")]
+    initializers = [
+        numpy_helper.from_array(weights[:, :, None, None], "class_weights"),
+        numpy_helper.from_array(bias, "class_bias"),
+    ]
+    if exporter.output == "labels_int64":
+        nodes.append(helper.make_node("ArgMax", ["scores"], [exporter.output_name], axis=1, keepdims=0))
+        shape = [1, *exporter.input_shape[1:3]] if exporter.layout == "NHWC" else [1, *exporter.input_shape[2:]]
+        declared = (TensorProto.INT64, shape)
+    elif exporter.output == "logits":
+        nodes.append(helper.make_node("Identity", ["scores"], [exporter.output_name]))
+        declared = (TensorProto.FLOAT, [1, exporter.num_classes, "height", "width"])
+    else:  # logits at 1/4 of the input resolution
+        nodes.append(helper.make_node("AveragePool", ["scores"], [exporter.output_name], kernel_shape=[4, 4], strides=[4, 4]))
+        declared = (TensorProto.FLOAT, [1, exporter.num_classes, exporter.input_shape[2] // 4, exporter.input_shape[3] // 4])
+    graph = helper.make_graph(
+        nodes, "exporter", [helper.make_tensor_value_info(exporter.input_name, exporter.input_type, exporter.input_shape)],
+        [helper.make_tensor_value_info(exporter.output_name, *declared)], initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
 
 
-def segmentation_graph(spec: ModelSpec) -> onnx.ModelProto:
-    """A graph with the family's input and output tensors, computing stripe classes."""
-    num_classes = len(spec.labels or ())
-    height, width = spec.input.size  # type: ignore[misc]
-    input_shape = [1, 3, height, width] if spec.input.layout == "NCHW" else [1, height, width, 3]
-    nodes, initializers = class_scores_nodes(spec, num_classes)
-    decoder = spec.decoder
-    if decoder["type"] == "labels":
-        output = decoder.get("output", "labels")
-        nodes.append(helper.make_node("ArgMax", ["scores"], ["argmax"], axis=1, keepdims=0))
-        nodes.append(helper.make_node("Cast", ["argmax"], [output], to=TensorProto.INT32))
-        outputs = {output: (TensorProto.INT32, [1, height, width])}
-    else:  # logits at 1/4 resolution (SegFormer)
-        output = decoder["output"]
-        nodes.append(helper.make_node("AveragePool", ["scores"], [output], kernel_shape=[4, 4], strides=[4, 4]))
-        outputs = {output: (TensorProto.FLOAT, [1, num_classes, height // 4, width // 4])}
-    return build_model(nodes, {spec.input.name or "input": input_shape}, outputs, initializers)
+def expected_labels(exporter: Exporter, tensor: np.ndarray) -> np.ndarray:
+    """The graph's labels for the exporter's documented input tensor, computed with numpy / OpenCV."""
+    weights, bias = classifier_weights(exporter)
+    pixels = tensor[0].astype(np.float64)
+    channels_last = pixels if exporter.layout == "NHWC" else pixels.transpose(1, 2, 0)
+    scores = channels_last @ weights.T.astype(np.float64) + bias
+    if exporter.output == "logits_quarter":  # 4x4 means, then bilinear back to the input size
+        height, width = scores.shape[:2]
+        quarter = scores.reshape(height // 4, 4, width // 4, 4, -1).mean(axis=(1, 3)).astype(np.float32)
+        resized = [cv2.resize(np.ascontiguousarray(quarter[:, :, c]), (width, height), interpolation=cv2.INTER_LINEAR)
+                   for c in range(quarter.shape[2])]
+        scores = np.stack(resized, axis=2)
+    return np.argmax(scores, axis=2)
 
 
 def with_model(spec: ModelSpec, model: onnx.ModelProto, folder: Path) -> ModelSpec:
@@ -99,24 +222,23 @@ def with_model(spec: ModelSpec, model: onnx.ModelProto, folder: Path) -> ModelSp
     return dataclasses.replace(spec, model=path, engine=None, backend="onnxruntime")
 
 
-@pytest.mark.parametrize("name", ["mosaic_cityscapes", "deeplabv3_pascal", "segformer_b0_cityscapes"])
-def test_segmentation_family_runs_end_to_end(name: str, tmp_path: Path) -> None:
-    spec = load_model_spec(name)
-    pipeline = Pipeline.from_spec(with_model(spec, segmentation_graph(spec), tmp_path))
+@pytest.mark.parametrize("name", list(EXPORTERS))
+def test_segmentation_spec_feeds_the_exporters_documented_tensor(name: str, tmp_path: Path) -> None:
+    exporter = EXPORTERS[name]
+    spec = dataclasses.replace(load_model_spec(name), output_resolution="network")
+    bgr = cv2.imread(str(IMAGES / "motorcycle_left.png"), cv2.IMREAD_COLOR)
+    pipeline = Pipeline.from_spec(with_model(spec, exporter_graph(exporter), tmp_path), intra_op_threads=1)
     try:
-        height, width = 480, 640
-        result = pipeline.run(stripes(height, width), "RGB")
+        result = pipeline.run(bgr, "BGR")
     finally:
         pipeline.close()
     assert isinstance(result, SegmentationResult)
-    assert result.labels.shape == (height, width) and result.labels.dtype == np.uint8
-    expected = expected_stripe_labels(height, width)
-    margin = 24  # resize blur at the stripe borders
-    for border in (width // 3, 2 * width // 3):
-        expected[:, border - margin : border + margin] = -1
-    known = expected >= 0
-    np.testing.assert_array_equal(result.labels[known], expected[known])
-    assert [result.class_names[i] for i in (0, 1, 2)] == list((spec.labels or ())[:3])
+    tensor = exporter.reference_input(bgr)
+    expected = expected_labels(exporter, tensor)
+    assert result.labels.shape == expected.shape  # the exporter's network size
+    agreement = np.mean(result.labels == expected)
+    assert agreement >= 0.995, f"{name}: {agreement:.4f} of the labels agree"
+    assert len(np.unique(expected)) >= 3  # the classifier really separates the image's pixels
 
 
 def constant_graph(spec: ModelSpec, input_shape: list[int | str], outputs: dict[str, np.ndarray]) -> onnx.ModelProto:

@@ -169,14 +169,12 @@ def page_text() -> tuple[np.ndarray, SegmentationResult]:
     return page, result
 
 
-def test_ppocr_uses_a_dynamic_size_with_the_aspect_ratio_kept(page_text):
+def test_ppocr_uses_rapidocrs_resize_rule(page_text):
     page, result = page_text
-    geometry = result.geometry
-    net_h, net_w = geometry.network_size
-    assert net_h % 32 == 0 and net_w % 32 == 0
-    assert min(geometry.content_size) == 736, "short side scaled to 736"
-    content_ratio = geometry.content_size[1] / geometry.content_size[0]
-    assert abs(content_ratio - page.shape[1] / page.shape[0]) < 0.01
+    # page.png is 191x384: short side below 736, so RapidOCR scales by 736/191 -> 736.0 x 1479.7,
+    # truncates to 736 x 1479, rounds each to the nearest multiple of 32 (23, 46.2 -> 46) and stretches.
+    assert page.shape == (191, 384)
+    assert result.geometry.network_size == result.geometry.content_size == (736, 1472)
     assert result.labels.shape == page.shape
 
 

@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 
 from trt_perception.errors import ImageDecodeError
-from trt_perception.preprocess import Preprocessor, affine_normalization, dynamic_network_size
-from trt_perception.spec import DynamicSize, InputSpec, NormalizationSpec
+from trt_perception.preprocess import (
+    Preprocessor,
+    affine_normalization,
+    cpu_only_input_options,
+    dynamic_network_size,
+)
+from trt_perception.spec import DynamicSize, InputSpec, NormalizationSpec, PostAffine
 
 RNG = np.random.default_rng(7)
 IMAGES = Path(__file__).resolve().parent / "fixtures" / "images"
@@ -213,6 +218,15 @@ def test_letterbox_padding_is_refilled_when_the_aspect_ratio_changes():
         ((191, 384), DynamicSize(736, 32, 1024), False, (512, 1024)),
         ((1080, 1920), DynamicSize(720, 1), False, (720, 1280)),
         ((10, 10), DynamicSize(5, 32), False, (32, 32)),  # never below one multiple
+        # RapidOCR's detector rule (limit_type min, 736, nearest multiple of 32, by hand from its
+        # resize(): ratio = 736 / short side only when that side is below 736, int() each side, then
+        # int(round(side / 32) * 32) with Python's round):
+        ((191, 384), DynamicSize(736, 32, rounding="nearest", upscale_only=True), True, (736, 1472)),
+        ((764, 1536), DynamicSize(736, 32, rounding="nearest", upscale_only=True), False, (768, 1536)),
+        ((800, 1000), DynamicSize(736, 32, rounding="nearest", upscale_only=True), False, (800, 992)),
+        ((720, 720), DynamicSize(736, 32, rounding="nearest", upscale_only=True), False, (736, 736)),
+        ((750, 720), DynamicSize(700, 32, rounding="nearest", upscale_only=True), False, (736, 704)),  # 22.5 -> 22
+        ((100, 300), DynamicSize(736, 32, rounding="up"), False, (736, 2208)),
     ],
 )
 def test_dynamic_network_size(source, rule, keep_aspect, expected):
@@ -228,6 +242,150 @@ def test_dynamic_size_letterbox_geometry_and_buffer_shapes():
     assert geometry.content_size == (64, 149) and geometry.offset == (0, 0)
     tensor, geometry = pre(np.zeros((64, 64, 3), np.uint8), "RGB")
     assert tensor.shape == (1, 3, 64, 64) and geometry.content_size == (64, 64)
+
+
+# --------------------------------------------------------------------------- sampling grids
+
+def bilinear_reference(image: np.ndarray, out_size: tuple[int, int], source_of) -> np.ndarray:
+    """Float bilinear resampling with the source coordinate ``source_of(x, in_len, out_len)`` per
+    axis, clamped at the borders (TF1's resize_bilinear written out)."""
+    height, width = image.shape[:2]
+    ys = np.clip(source_of(np.arange(out_size[0]), height, out_size[0]), 0, height - 1)
+    xs = np.clip(source_of(np.arange(out_size[1]), width, out_size[1]), 0, width - 1)
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    y1, x1 = np.minimum(y0 + 1, height - 1), np.minimum(x0 + 1, width - 1)
+    fy, fx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+    pixels = image.astype(np.float64)
+    top = pixels[y0][:, x0] * (1 - fx) + pixels[y0][:, x1] * fx
+    bottom = pixels[y1][:, x0] * (1 - fx) + pixels[y1][:, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+SAMPLING_GRIDS = {
+    "align_corners": lambda x, n_in, n_out: x * (n_in - 1) / (n_out - 1),
+    "asymmetric": lambda x, n_in, n_out: x * n_in / n_out,
+    "half_pixel": lambda x, n_in, n_out: (x + 0.5) * n_in / n_out - 0.5,
+}
+
+
+@pytest.mark.parametrize("sampling", list(SAMPLING_GRIDS))
+@pytest.mark.parametrize("out_size", [(256, 256), (97, 311)])
+def test_sampling_grids_match_their_definition(sampling, out_size):
+    """Each sampling grid against float bilinear interpolation at its own source coordinates (OpenCV
+    interpolates with 1/32-pixel weights and rounds to 8 bits: within 1.5 grey levels)."""
+    image = cv2.imread(str(IMAGES / "dog.jpg"), cv2.IMREAD_COLOR)
+    image = cv2.GaussianBlur(image, (0, 0), 2)[:200, :300]  # smooth, so half-pixel shrinking equals point sampling
+    tensor, _ = make(size=out_size, interpolation="linear", sampling=sampling, normalization=norm("none"),
+                     color_order="BGR")(image, "BGR")
+    expected = bilinear_reference(image, out_size, SAMPLING_GRIDS[sampling])
+    assert np.abs(tensor[0] - expected).max() <= 1.5
+    others = [name for name in SAMPLING_GRIDS if name != sampling]
+    for other in others:  # and the grids really differ
+        assert np.abs(tensor[0] - bilinear_reference(image, out_size, SAMPLING_GRIDS[other])).max() > 3
+
+
+def test_asymmetric_sampling_with_an_integer_factor_picks_every_nth_pixel():
+    image = RNG.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    tensor, _ = make(size=(32, 32), sampling="asymmetric", normalization=norm("none"), color_order="BGR")(image, "BGR")
+    np.testing.assert_array_equal(tensor[0], image[::2, ::3])
+
+
+# --------------------------------------------------------------------------- seed 002's normalise_input
+
+def normalise_input(im_float32: np.ndarray) -> np.ndarray:
+    """The normalization of seed 002 (sidewalk DeepLabv3), as its document writes it."""
+    mean = np.mean(im_float32, keepdims=True)
+    rsd = 1.0 / np.sqrt(np.mean(np.square(im_float32), keepdims=True) - np.square(mean))
+    rsd = np.minimum(rsd, 3 * np.prod(im_float32.shape))
+    im_float32 = (im_float32 - mean) * rsd
+    return np.clip(0.2 * im_float32 + 0.5, 0.0, 1.0).astype(np.float32)
+
+
+SEED_002_NORMALIZATION = norm(
+    "per_image_standardization", statistics_range="unit", reciprocal_std_cap=(3.0, "count"),
+    post_affine=PostAffine(scale=0.2, offset=0.5, clip=(0.0, 1.0)),
+)
+
+
+@pytest.mark.parametrize("name", ["motorcycle_left.png", "quokka.jpg"])
+def test_standardization_with_post_affine_and_clip_matches_seed_002(name):
+    bgr = cv2.imread(str(IMAGES / name), cv2.IMREAD_COLOR)
+    pre = make(size=(320, 576), color_order="BGR", interpolation="area", normalization=SEED_002_NORMALIZATION)
+    tensor, _ = pre(bgr, "BGR")
+    expected = normalise_input(cv2.resize(bgr, (576, 320), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0)
+    np.testing.assert_allclose(tensor[0], expected, atol=2e-6)
+    assert 0.0 <= tensor.min() and tensor.max() <= 1.0
+
+
+def test_the_reciprocal_std_cap_applies_to_flat_images():
+    flat = np.full((320, 576, 3), 77, np.uint8)
+    tensor, _ = make(size=(320, 576), color_order="BGR", normalization=SEED_002_NORMALIZATION)(flat, "BGR")
+    np.testing.assert_array_equal(tensor, 0.5)
+    # one grey level of difference in one pixel: 1/std below the cap 3N, so the pixel stands out
+    flat[0, 0] = 78
+    tensor, _ = make(size=(320, 576), color_order="BGR", normalization=SEED_002_NORMALIZATION)(flat, "BGR")
+    expected = normalise_input(flat.astype(np.float32) / 255.0)
+    np.testing.assert_allclose(tensor[0], expected, atol=1e-4)
+    assert tensor[0, 0, 0, 0] == 1.0  # about sqrt(N / 3) = 429 standard deviations: clipped
+
+
+def test_post_affine_folds_into_fixed_normalizations_and_clips_padding():
+    image = np.array([[[0, 128, 255]]], np.uint8)
+    pre = make(size=(1, 3), resize="keep_aspect_ratio", pad_value=255, color_order="RGB",
+               normalization=norm("symmetric", post_affine=PostAffine(scale=2.0, offset=0.5, clip=(-1.0, 1.0))))
+    tensor, geometry = pre(np.repeat(image, 1, axis=0)[:, :1], "RGB")  # a 1x1 image: padded left and right
+    assert geometry.content_size == (1, 1)
+    np.testing.assert_allclose(tensor[0, 0, 1], [-1.0, 2 * (128 / 127.5 - 1) + 0.5, 1.0], rtol=1e-6)  # clipped
+    np.testing.assert_allclose(tensor[0, 0, 0], 1.0)  # padding 255 -> 2.5 -> clipped to 1
+
+
+@pytest.mark.parametrize(
+    ("spec", "key"),
+    [
+        (InputSpec(size=(8, 8), sampling="asymmetric"), "input.sampling asymmetric"),
+        (InputSpec(size=(8, 8), normalization=norm("unit", post_affine=PostAffine(clip=(0.0, 1.0)))),
+         "input.normalization.post_affine"),
+        (InputSpec(size=(8, 8), normalization=norm("per_image_standardization", statistics_range="unit")),
+         "input.normalization range"),
+        (InputSpec(size=(8, 8), normalization=norm("per_image_standardization")), None),
+        (InputSpec(size=(8, 8)), None),
+    ],
+)
+def test_options_the_gpu_kernel_lacks_are_named(spec, key):
+    """The GPU preprocessor serves these through the CPU preprocessor (never a different tensor)."""
+    found = cpu_only_input_options(spec)
+    assert found == key if key is None else found.startswith(key)
+
+
+class HostArray(np.ndarray):
+    """A numpy array standing in for a CuPy device array (``set`` copies a host array in)."""
+
+    def set(self, host: np.ndarray) -> None:
+        self[...] = host
+
+
+def test_the_gpu_preprocessor_serves_cpu_only_options_with_the_cpu_tensor(monkeypatch):
+    """No CUDA needed: CuPy's allocation calls are numpy here and the kernel is never built or run;
+    the GPU path returns exactly the CPU preprocessor's tensor and refuses device-side images."""
+    import types
+
+    import trt_perception.gpu.preprocess as gpu_preprocess
+
+    fake_cupy = types.SimpleNamespace(
+        empty=lambda shape, dtype: np.empty(shape, dtype).view(HostArray), uint8=np.uint8, float64=np.float64,
+        zeros=lambda shape, dtype: np.zeros(shape, dtype).view(HostArray),
+    )
+    monkeypatch.setattr(gpu_preprocess, "require_cupy", lambda: fake_cupy)
+    monkeypatch.setattr(gpu_preprocess, "preprocess_module", lambda *args: types.SimpleNamespace(get_function=lambda name: None))
+    spec = InputSpec(size=(256, 256), layout="NHWC", sampling="asymmetric", normalization=norm("unit"))
+    gpu = gpu_preprocess.GpuPreprocessor(spec)
+    bgr = cv2.imread(str(IMAGES / "quokka.jpg"), cv2.IMREAD_COLOR)
+    tensor, geometry = gpu(bgr, "BGR")
+    expected, expected_geometry = Preprocessor(spec)(bgr, "BGR")
+    np.testing.assert_array_equal(np.asarray(tensor), expected)
+    assert geometry == expected_geometry
+    with pytest.raises(ValueError, match="input.sampling asymmetric: not implemented by the GPU kernel"):
+        gpu.run_on_device(*gpu.upload(bgr), geometry, "BGR")
 
 
 # --------------------------------------------------------------------------- input handling

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from trt_perception.errors import SpecError
-from trt_perception.spec import DynamicSize, bundled_spec_names, load_model_spec, parse_model_spec
+from trt_perception.spec import DynamicSize, PostAffine, bundled_spec_names, load_model_spec, parse_model_spec
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "test" / "fixtures" / "models"
@@ -61,8 +61,10 @@ def test_bundled_specs_load_by_name_and_point_at_the_fixture_models():
     assert centernet.labels is not None and len(centernet.labels) == 80
     assert centernet.labels[0] == coco[0] == "person" and centernet.labels[79] == coco[79]
     ocr = load_model_spec("ppocrv4_det")
-    assert ocr.input.size == DynamicSize(short_side=736, multiple_of=32, max_long_side=2048)
-    assert ocr.input.color_order == "BGR" and ocr.input.resize == "keep_aspect_ratio"
+    assert ocr.input.size == DynamicSize(
+        short_side=736, multiple_of=32, max_long_side=2000, rounding="nearest", upscale_only=True
+    )
+    assert ocr.input.color_order == "BGR" and ocr.input.resize == "fixed_shape"  # RapidOCR stretches
 
 
 def test_relative_paths_resolve_from_the_spec_folder(tmp_path, monkeypatch):
@@ -113,6 +115,21 @@ def test_tensorrt_section(tmp_path):
     assert (spec.tensorrt.calibration_images, spec.tensorrt.calibration_cache) == (tmp_path / "calib", tmp_path / "c.cache")
 
 
+def test_reproduction_keys_parse():
+    data = with_change("input.size", {"short_side": 736, "multiple_of": 32, "rounding": "nearest", "upscale_only": True})
+    data["input"]["sampling"] = "asymmetric"
+    data["input"]["normalization"] = {
+        "type": "per_image_standardization", "range": "unit", "reciprocal_std_cap": {"factor": 3, "of": "count"},
+        "post_affine": {"scale": 0.2, "offset": 0.5, "clip": [0, 1]},
+    }
+    spec = parse_model_spec(data, REPO)
+    assert spec.input.size == DynamicSize(736, 32, None, "nearest", True)
+    assert spec.input.sampling == "asymmetric"
+    normalization = spec.input.normalization
+    assert (normalization.statistics_range, normalization.reciprocal_std_cap) == ("unit", (3.0, "count"))
+    assert normalization.post_affine == PostAffine(0.2, 0.5, (0.0, 1.0))
+
+
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
@@ -132,6 +149,17 @@ def test_tensorrt_section(tmp_path):
         ("input.resize", "crop", "input.resize: expected one of"),
         ("input.pad_value", [1, 2], "input.pad_value: expected 3 numbers, got 2"),
         ("input.interpolation", "lanczos", "input.interpolation: expected one of"),
+        ("input.sampling", "corners", "input.sampling: expected one of half_pixel, align_corners, asymmetric"),
+        ("input.size", {"short_side": 736, "rounding": "down"}, "input.size.rounding: expected one of nearest, up"),
+        ("input.size", {"short_side": 736, "upscale_only": "yes"}, "input.size.upscale_only: expected true or false"),
+        ("input.normalization", {"type": "unit", "post_affine": {"clip": [1, 0]}},
+         "input.normalization.post_affine.clip: low must not exceed high"),
+        ("input.normalization", {"type": "unit", "post_affine": {"scael": 2}}, "input.normalization.post_affine.scael: unknown key"),
+        ("input.normalization", {"type": "per_image_standardization", "reciprocal_std_cap": {"of": "n"}},
+         "input.normalization.reciprocal_std_cap.of: expected one of sqrt_count, count"),
+        ("input.normalization", {"type": "per_image_standardization", "reciprocal_std_cap": {"factor": 0}},
+         "input.normalization.reciprocal_std_cap.factor: must be positive"),
+        ("input.normalization", {"type": "unit", "range": "byte"}, "input.normalization.range: unknown key"),
         ("input.colour_order", "RGB", "input.colour_order: unknown key"),
         ("input", ..., "input: required key is missing"),
         ("task", "classification", "task: expected one of segmentation, detection"),

@@ -19,6 +19,21 @@ from trt_perception.gpu._cupy import array_module
 Placement = Literal["centered", "top_left"]
 
 
+def sampling_grid(source_length: int, destination_length: int, sampling: str) -> tuple[float, float]:
+    """``(step, offset)``: destination index ``d`` samples source position ``d * step + offset`` (pixels).
+
+    ``half_pixel``: ``(d + 0.5) * src / dst - 0.5`` (OpenCV ``cv2.resize``); ``align_corners``:
+    ``d * (src - 1) / (dst - 1)`` (TF1 ``align_corners=True``); ``asymmetric``: ``d * src / dst``
+    (MediaPipe's ImageToTensor, TF1's default).
+    """
+    scale = source_length / destination_length
+    if sampling == "align_corners":
+        return ((source_length - 1) / (destination_length - 1) if destination_length > 1 else 0.0), 0.0
+    if sampling == "asymmetric":
+        return scale, 0.0
+    return scale, 0.5 * scale - 0.5
+
+
 @dataclass(frozen=True)
 class ResizeGeometry:
     """The resize of one source image into the network input."""

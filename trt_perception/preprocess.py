@@ -15,8 +15,8 @@ import numpy as np
 import numpy.typing as npt
 
 from trt_perception.errors import ImageDecodeError
-from trt_perception.geometry import ResizeGeometry
-from trt_perception.spec import DynamicSize, InputSpec, NormalizationSpec
+from trt_perception.geometry import ResizeGeometry, sampling_grid
+from trt_perception.spec import DynamicSize, InputSpec, NormalizationSpec, PostAffine
 
 CHANNELS_PER_ORDER = {"RGB": 3, "BGR": 3, "RGBA": 4, "BGRA": 4, "MONO": 1}
 
@@ -54,19 +54,24 @@ def dynamic_network_size(
 ) -> tuple[int, int]:
     """Network size for one source image under a dynamic size rule.
 
-    Scale so the short side becomes ``short_side`` (less when the long side would exceed
-    ``max_long_side``), then make each side a multiple of ``multiple_of``: rounded to the nearest
-    multiple when stretching, rounded up (room for letterbox padding) when keeping the aspect ratio.
+    Scale so the short side becomes ``short_side`` (never below 1 with ``upscale_only``; less when
+    the long side would exceed ``max_long_side``), truncate each scaled side to whole pixels (as
+    PaddleOCR / RapidOCR do), then make it a multiple of ``multiple_of``: the nearest multiple
+    (Python's ``round``, halves to even) or the next one up (``rule.rounding``; by default up when
+    keeping the aspect ratio, for the letterbox padding, else nearest). Never below one multiple.
     """
     height, width = source_size
     scale = rule.short_side / min(height, width)
+    if rule.upscale_only:
+        scale = max(scale, 1.0)
     if rule.max_long_side is not None:
         scale = min(scale, rule.max_long_side / max(height, width))
     step = rule.multiple_of
-    to_multiple = math.ceil if keep_aspect_ratio else round
+    rounding = rule.rounding or ("up" if keep_aspect_ratio else "nearest")
+    to_multiple = math.ceil if rounding == "up" else round
     return (
-        max(step, int(to_multiple(height * scale / step)) * step),
-        max(step, int(to_multiple(width * scale / step)) * step),
+        max(step, int(to_multiple(int(height * scale) / step)) * step),
+        max(step, int(to_multiple(int(width * scale) / step)) * step),
     )
 
 
@@ -92,6 +97,57 @@ def affine_normalization(normalization: NormalizationSpec) -> tuple[npt.NDArray[
     return np.array(scale, np.float32), np.array(offset, np.float32)
 
 
+def with_post_affine(
+    scale: npt.NDArray[np.float32], offset: npt.NDArray[np.float32], post: PostAffine | None
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """``(scale, offset)`` followed by ``post``'s affine step (its clip is applied separately)."""
+    if post is None:
+        return scale, offset
+    return (scale * np.float32(post.scale)).astype(np.float32), (offset * np.float32(post.scale) + np.float32(post.offset)).astype(np.float32)
+
+
+def sampling_maps(
+    source_size: tuple[int, int], size: tuple[int, int], sampling: str
+) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.uint16]]:
+    """``cv2.remap`` maps (fixed point, 1/32 pixel, the layout ``cv2.convertMaps`` makes for
+    ``CV_16SC2``) that resample an image of ``source_size`` to ``size`` (height, width) on the grid
+    ``sampling`` (``geometry.sampling_grid``), positions rounded to 1/32 pixel as OpenCV's warps do."""
+    (height, width), (out_h, out_w) = source_size, size
+    step_x, offset_x = sampling_grid(width, out_w, sampling)
+    step_y, offset_y = sampling_grid(height, out_h, sampling)
+    columns = np.rint((np.arange(out_w) * step_x + offset_x) * 32).astype(np.int64)
+    rows = np.rint((np.arange(out_h) * step_y + offset_y) * 32).astype(np.int64)
+    whole = np.empty((out_h, out_w, 2), np.int16)
+    whole[:, :, 0] = columns >> 5
+    whole[:, :, 1] = (rows >> 5)[:, None]
+    fractions = ((rows & 31)[:, None] * 32 + (columns & 31)[None, :]).astype(np.uint16)
+    return whole, fractions
+
+
+def resize_with_sampling(
+    pixels: npt.NDArray, maps: tuple[npt.NDArray[np.int16], npt.NDArray[np.uint16]]
+) -> npt.NDArray:
+    """``pixels`` resampled bilinearly with ``sampling_maps`` (OpenCV's fixed-point remap, the
+    arithmetic of its classic warpAffine / warpPerspective, which MediaPipe's ImageToTensor uses).
+    No area filtering when shrinking (neither do those pipelines); samples past the last pixel
+    repeat it."""
+    return cv2.remap(pixels, *maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def cpu_only_input_options(spec: InputSpec) -> str | None:
+    """The first spec key (dotted) set to a value only this CPU preprocessor implements, or None."""
+    normalization = spec.normalization
+    if spec.sampling != "half_pixel":
+        return f"input.sampling {spec.sampling}"
+    if normalization.post_affine is not None:
+        return "input.normalization.post_affine"
+    if normalization.type == "per_image_standardization" and (
+        normalization.statistics_range != "byte" or normalization.reciprocal_std_cap != (1.0, "sqrt_count")
+    ):
+        return "input.normalization range / reciprocal_std_cap other than byte / TensorFlow's"
+    return None
+
+
 class Preprocessor:
     """Turns source images into network input tensors (batch 1) for one model input.
 
@@ -107,10 +163,16 @@ class Preprocessor:
         self._scale: npt.NDArray[np.float32] = np.ones(3, np.float32)
         self._offset: npt.NDArray[np.float32] = np.zeros(3, np.float32)
         if not self._per_image:
-            self._scale, self._offset = affine_normalization(spec.normalization)
+            self._scale, self._offset = with_post_affine(
+                *affine_normalization(spec.normalization), spec.normalization.post_affine
+            )
+        post = spec.normalization.post_affine
+        self._clip = None if post is None else post.clip
         self._buffer: npt.NDArray | None = None
         self._table_key = b""  # scale and offset the normalization table below was made for
         self._table: npt.NDArray = np.empty(0)
+        self._maps_key: tuple[tuple[int, int], tuple[int, int]] | None = None  # geometry of the maps below
+        self._maps: tuple[npt.NDArray[np.int16], npt.NDArray[np.uint16]] | None = None
 
     def geometry(self, source_size: tuple[int, int]) -> ResizeGeometry:
         """Where an image of ``source_size`` (height, width) lands in the network input."""
@@ -129,7 +191,9 @@ class Preprocessor:
         self.check_image(pixels, channel_order)
         geometry = self.geometry((pixels.shape[0], pixels.shape[1]))
         content_h, content_w = geometry.content_size
-        if (content_h, content_w) != geometry.source_size:
+        if self.spec.sampling != "half_pixel":
+            pixels = resize_with_sampling(pixels, self._sampling_maps_for(geometry))
+        elif (content_h, content_w) != geometry.source_size:
             pixels = cv2.resize(pixels, (content_w, content_h), interpolation=self._interpolation)
         image = convert_color(pixels, channel_order, self.spec.color_order)
         scale, offset = self._image_statistics(image) if self._per_image else (self._scale, self._offset)
@@ -138,8 +202,16 @@ class Preprocessor:
         self._write(image, pixel_scale, offset, buffer, *geometry.offset)
         if geometry.content_size != geometry.network_size:
             pad = np.asarray(self.spec.pad_value, np.float32) * scale + offset
-            self._fill_padding(buffer, geometry, pad)
+            self._fill_padding(buffer, geometry, pad if self._clip is None else np.clip(pad, *self._clip))
         return buffer, geometry
+
+    def _sampling_maps_for(self, geometry: ResizeGeometry) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.uint16]]:
+        """The remap maps of ``input.sampling`` for this source and content size (the last ones kept)."""
+        key = (geometry.source_size, geometry.content_size)
+        if self._maps is None or self._maps_key != key:
+            self._maps = sampling_maps(geometry.source_size, geometry.content_size, self.spec.sampling)
+            self._maps_key = key
+        return self._maps
 
     def check_image(self, pixels: npt.NDArray, channel_order: str) -> None:
         """Raise ImageDecodeError unless ``pixels`` is a non-empty uint8/uint16 image with the channels
@@ -212,7 +284,10 @@ class Preprocessor:
         """
         key = scale.tobytes() + offset.tobytes()
         if self._table_key != key:  # constant unless per-image standardization changes it per frame
-            self._table = (np.arange(256, dtype=np.float32)[:, None] * scale + offset).astype(self._dtype)
+            table = np.arange(256, dtype=np.float32)[:, None] * scale + offset
+            if self._clip is not None:
+                np.clip(table, *self._clip, out=table)
+            self._table = table.astype(self._dtype)
             self._table_key = key
         table = self._table
         if self.spec.layout == "NCHW":
@@ -251,20 +326,27 @@ class Preprocessor:
                 np.multiply(source, channel_scale, out=target)
                 if np.any(channel_offset):
                     np.add(target, channel_offset, out=target)
+            if self._clip is not None:
+                np.clip(target, *self._clip, out=target)
 
-    @staticmethod
-    def _image_statistics(image: npt.NDArray) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    def _image_statistics(self, image: npt.NDArray) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """``(scale, offset)`` (for 8-bit pixel units) of ``tf.image.per_image_standardization``
-        over the resized image, all pixels and channels: ``(x - mean) / max(std, 1/sqrt(N))``."""
+        over the resized image, all pixels and channels: ``(v - mean) * min(1/std, cap)`` with ``v``
+        the pixel in the spec's range (0..1 or 0..255) and the spec's cap on ``1/std`` (TensorFlow:
+        ``sqrt(N)``), followed by ``post_affine``."""
+        normalization = self.spec.normalization
         channel_means, channel_stds = cv2.meanStdDev(image)
         to_8bit = 255.0 / _FULL_SCALE[image.dtype]
-        mean = float(channel_means.mean())
-        variance = float((np.square(channel_stds) + np.square(channel_means)).mean()) - mean**2
-        adjusted_std = max(math.sqrt(max(variance, 0.0)) * to_8bit, 1.0 / math.sqrt(image.size))
-        return (
-            np.full(3, 1.0 / adjusted_std, np.float32),
-            np.full(3, -mean * to_8bit / adjusted_std, np.float32),
-        )
+        to_range = 1.0 / 255.0 if normalization.statistics_range == "unit" else 1.0
+        mean = float(channel_means.mean()) * to_8bit
+        variance = float((np.square(channel_stds) + np.square(channel_means)).mean()) * to_8bit**2 - mean**2
+        std = math.sqrt(max(variance, 0.0)) * to_range
+        factor, of = normalization.reciprocal_std_cap
+        cap = factor * (math.sqrt(image.size) if of == "sqrt_count" else image.size)
+        reciprocal_std = cap if std * cap <= 1.0 else 1.0 / std
+        scale = np.full(3, to_range * reciprocal_std, np.float32)
+        offset = np.full(3, -mean * to_range * reciprocal_std, np.float32)
+        return with_post_affine(scale, offset, normalization.post_affine)
 
     def _fill_padding(self, buffer: npt.NDArray, geometry: ResizeGeometry, values: npt.NDArray[np.float32]) -> None:
         """Set everything outside the content window to the normalized pad value."""

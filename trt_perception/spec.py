@@ -30,6 +30,9 @@ COLOR_ORDERS = ("RGB", "BGR")
 RESIZE_MODES = ("fixed_shape", "keep_aspect_ratio")
 PAD_PLACEMENTS = ("centered", "top_left")
 INTERPOLATIONS = ("nearest", "linear", "cubic", "area")
+SAMPLINGS = ("half_pixel", "align_corners", "asymmetric")
+MULTIPLE_ROUNDINGS = ("nearest", "up")
+STD_CAPS = ("sqrt_count", "count")
 NORMALIZATIONS = ("none", "unit", "symmetric", "mean_std", "per_image_standardization")
 VALUE_RANGES = ("unit", "byte")
 OUTPUT_RESOLUTIONS = ("source", "network")
@@ -41,11 +44,27 @@ SPEC_SUFFIXES = (".yaml", ".yml")
 @dataclass(frozen=True)
 class DynamicSize:
     """Network input size chosen per image: short side scaled to ``short_side``, then each side
-    rounded to a multiple of ``multiple_of``; the long side is capped at ``max_long_side``."""
+    rounded to a multiple of ``multiple_of``; the long side is capped at ``max_long_side``.
+
+    ``rounding``: ``nearest`` multiple (the image is stretched to it, as PaddleOCR / RapidOCR do) or
+    ``up`` (room for letterbox padding); None: ``up`` with keep_aspect_ratio, else ``nearest``.
+    ``upscale_only``: images whose short side already reaches ``short_side`` keep their scale (1).
+    """
 
     short_side: int
     multiple_of: int = 1
     max_long_side: int | None = None
+    rounding: str | None = None
+    upscale_only: bool = False
+
+
+@dataclass(frozen=True)
+class PostAffine:
+    """``clip(value * scale + offset, low, high)`` applied after the normalization."""
+
+    scale: float = 1.0
+    offset: float = 0.0
+    clip: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -55,12 +74,20 @@ class NormalizationSpec:
     ``none``: unchanged; ``unit``: /255; ``symmetric``: /127.5 - 1; ``mean_std``: (x - mean) / std
     with mean and std given per model channel for values in 0..1 (``range: unit``) or 0..255
     (``range: byte``); ``per_image_standardization``: like ``tf.image.per_image_standardization``.
+
+    For ``per_image_standardization``, ``statistics_range`` (YAML key ``range``, default ``byte``)
+    says whether the statistics are taken on 0..1 or 0..255 values and ``reciprocal_std_cap`` caps ``1/std``: ``(factor, "sqrt_count")`` is
+    ``factor * sqrt(N)`` (TensorFlow, factor 1), ``(factor, "count")`` is ``factor * N``, N = values
+    in the image. ``post_affine`` (any type) is applied last.
     """
 
     type: str = "unit"
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     range: str = "unit"
+    statistics_range: str = "byte"
+    reciprocal_std_cap: tuple[float, str] = (1.0, "sqrt_count")
+    post_affine: PostAffine | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +103,7 @@ class InputSpec:
     pad_value: tuple[float, float, float] = (0.0, 0.0, 0.0)
     pad_placement: str = "centered"
     interpolation: str = "linear"
+    sampling: str = "half_pixel"
     normalization: NormalizationSpec = field(default_factory=NormalizationSpec)
 
 
@@ -258,10 +286,15 @@ def _parse_size(value: object, key: str) -> tuple[int, int] | DynamicSize:
             f"{key}: expected [height, width] or {{short_side, multiple_of, max_long_side}}, got {_describe(value)}"
         )
     section = _Section(value, key)
+    rounding = section.take("rounding")
+    if rounding is not None and rounding not in MULTIPLE_ROUNDINGS:
+        raise SpecError(f"{key}.rounding: expected one of {', '.join(MULTIPLE_ROUNDINGS)}, got {rounding!r}")
     dynamic = DynamicSize(
         short_side=section.integer("short_side"),
         multiple_of=section.integer("multiple_of", 1),
-        max_long_side=section.integer("max_long_side", 0) or None,
+        max_long_side=None if not section.has("max_long_side") else section.integer("max_long_side"),
+        rounding=rounding,
+        upscale_only=section.boolean("upscale_only", False),
     )
     section.finish()
     if dynamic.max_long_side is not None and dynamic.max_long_side < dynamic.short_side:
@@ -269,19 +302,53 @@ def _parse_size(value: object, key: str) -> tuple[int, int] | DynamicSize:
     return dynamic
 
 
+def _parse_post_affine(section: _Section) -> PostAffine:
+    """``input.normalization.post_affine``: ``{scale, offset, clip: [low, high]}``."""
+    clip: tuple[float, float] | None = None
+    if section.has("clip"):
+        low, high = _numbers(section.take("clip"), section.key("clip"), 2)
+        if low > high:
+            raise SpecError(f"{section.key('clip')}: low must not exceed high, got {[low, high]}")
+        clip = (low, high)
+    affine = PostAffine(
+        scale=_number(section.take("scale", 1.0), section.key("scale")),
+        offset=_number(section.take("offset", 0.0), section.key("offset")),
+        clip=clip,
+    )
+    section.finish()
+    return affine
+
+
+def _parse_std_cap(section: _Section) -> tuple[float, str]:
+    """``reciprocal_std_cap: {factor, of: sqrt_count | count}`` (default TensorFlow's 1 * sqrt(N))."""
+    cap = section.section("reciprocal_std_cap")
+    factor = _number(cap.take("factor", 1.0), cap.key("factor"), 0.0)
+    if factor <= 0:
+        raise SpecError(f"{cap.key('factor')}: must be positive, got {factor}")
+    of = cap.choice("of", STD_CAPS, "sqrt_count")
+    cap.finish()
+    return factor, of
+
+
 def _parse_normalization(section: _Section) -> NormalizationSpec:
     """``input.normalization``; ``mean_std`` needs 3 means and 3 positive stds."""
     kind = section.choice("type", NORMALIZATIONS, "unit")
+    post_affine = _parse_post_affine(section.section("post_affine")) if section.has("post_affine") else None
+    if kind == "per_image_standardization":
+        value_range = section.choice("range", VALUE_RANGES, "byte")
+        cap = _parse_std_cap(section)
+        section.finish()
+        return NormalizationSpec(kind, statistics_range=value_range, reciprocal_std_cap=cap, post_affine=post_affine)
     if kind != "mean_std":
         section.finish()
-        return NormalizationSpec(kind)
+        return NormalizationSpec(kind, post_affine=post_affine)
     mean = _numbers(section.take("mean", required=True), section.key("mean"), 3)
     std = _numbers(section.take("std", required=True), section.key("std"), 3)
     if any(value <= 0 for value in std):
         raise SpecError(f"{section.key('std')}: every value must be positive, got {list(std)}")
     value_range = section.choice("range", VALUE_RANGES, "unit")
     section.finish()
-    return NormalizationSpec(kind, mean, std, value_range)  # type: ignore[arg-type]
+    return NormalizationSpec(kind, mean, std, value_range, post_affine=post_affine)  # type: ignore[arg-type]
 
 
 def _parse_input(section: _Section) -> InputSpec:
@@ -300,9 +367,17 @@ def _parse_input(section: _Section) -> InputSpec:
         pad_value=pad_value,  # type: ignore[arg-type]
         pad_placement=section.choice("pad_placement", PAD_PLACEMENTS, "centered"),
         interpolation=section.choice("interpolation", INTERPOLATIONS, "linear"),
+        sampling=section.choice("sampling", SAMPLINGS, "half_pixel"),
         normalization=_parse_normalization(section.section("normalization")),
     )
     section.finish()
+    if spec.sampling != "half_pixel" and spec.interpolation != "linear":
+        raise SpecError(
+            f"{section.key('sampling')}: {spec.sampling} works with interpolation linear, "
+            f"got {spec.interpolation}"
+        )
+    if spec.dtype == "uint8" and spec.normalization.post_affine is not None:
+        raise SpecError(f"{section.key('normalization.post_affine')}: a uint8 input takes raw pixels")
     if spec.dtype == "uint8" and spec.normalization.type != "none":
         raise SpecError(
             f"{section.key('normalization.type')}: a uint8 input takes raw pixels, so the "

@@ -10,6 +10,8 @@ Segmentation (labels are uint8, or uint16 beyond 256 classes)
            ``upsample`` [after_argmax] | before_argmax (bilinear scores, then argmax)
   binary   one-channel map, label 1 where value > threshold: ``output``, ``threshold`` [0.5],
            ``activation`` [none] | sigmoid (output is a logit), ``upsample`` [after_threshold] | before_threshold
+  db_text  DBNet text map, label 1 inside each text box (``decoders/text.py``): ``output``, ``box_threshold``
+           [0.5] and the detection db_text keys
 
 Detection (every type also takes ``class_offset`` [0], subtracted from the model's class index, and
 ``score_activation`` [none] | sigmoid (| softmax where listed): how score values become probabilities; a
@@ -33,6 +35,9 @@ score outside [0, 1] after it is an error, not a detection)
   dfl                   distribution heads (GFL, NanoDet, YOLOv8 raw): ``outputs``, ``scores``, ``strides``, ``bins``,
                         ``cell_offset`` [0], ``order``; grid heads also take ``class_selection`` [best] | all
                         and ``extra_columns`` [0]
+  db_text               DBNet text map to text boxes as PaddleOCR does (``decoders/text.py``): ``output``,
+                        ``threshold`` [0.3], ``unclip_ratio`` [1.5], ``min_size`` [3], ``max_candidates``
+                        [1000], ``dilate`` [false]; the box score threshold is ``detection.score_threshold``
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from trt_perception.decoders.segmentation import (
     SegmentationDecoder,
     label_dtype,
 )
+from trt_perception.decoders.text import DbTextDecoder, DbTextRegionsDecoder
 from trt_perception.errors import SpecError
 
 __all__ = [
@@ -83,6 +89,7 @@ DECODERS: dict[str, dict[str, Factory]] = {
         "labels": LabelsDecoder.from_params,
         "logits": LogitsDecoder.from_params,
         "binary": BinaryDecoder.from_params,
+        "db_text": DbTextRegionsDecoder.from_params,
     },
     "detection": {
         "efficient_nms": SeparateTensorsDecoder.efficient_nms_from_params,
@@ -94,6 +101,7 @@ DECODERS: dict[str, dict[str, Factory]] = {
         "yolo_anchors": YoloAnchorDecoder.from_params,
         "yolox": YoloxDecoder.from_params,
         "dfl": DistributionDecoder.from_params,
+        "db_text": DbTextDecoder.from_params,
     },
 }
 

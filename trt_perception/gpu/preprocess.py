@@ -19,7 +19,7 @@ from trt_perception.geometry import ResizeGeometry
 from trt_perception.gpu._cupy import require_cupy
 from trt_perception.gpu.kernels import BLOCK_2D, grid_2d, preprocess_module
 from trt_perception.gpu.resize_tables import linear_taps, nearest_indices
-from trt_perception.preprocess import CHANNELS_PER_ORDER, Preprocessor, affine_normalization
+from trt_perception.preprocess import CHANNELS_PER_ORDER, Preprocessor, affine_normalization, cpu_only_input_options
 from trt_perception.spec import InputSpec
 
 # Model channel k (in the model's colour order) is source channel SOURCE_CHANNELS[order][model][k].
@@ -53,6 +53,9 @@ class GpuPreprocessor:
     Same spec, same geometry and same values as the CPU ``Preprocessor`` (normalized values equal
     to float32 rounding; the resize is OpenCV's fixed-point arithmetic). Only 8-bit images and the
     ``linear`` and ``nearest`` interpolations are supported here; others raise ``ValueError``.
+    Spec options only the CPU preprocessor implements (``cpu_only_input_options``: sampling grids
+    other than half_pixel, ``post_affine``, non-default standardization statistics) are served by
+    the CPU preprocessor and an upload of its tensor (same values; ``run_on_device`` refuses them).
     """
 
     def __init__(self, spec: InputSpec) -> None:
@@ -60,6 +63,8 @@ class GpuPreprocessor:
             raise ValueError(
                 f"input.interpolation: the GPU preprocessor supports linear and nearest, got {spec.interpolation}"
             )
+        # A spec option the kernel lacks: the CPU preprocessor makes the tensor, which is uploaded.
+        self.host_fallback = cpu_only_input_options(spec)
         self.cupy = require_cupy()
         self.spec = spec
         self._reference = Preprocessor(spec)  # geometry rules and image checks shared with the CPU path
@@ -107,12 +112,19 @@ class GpuPreprocessor:
             raise ImageDecodeError(f"the GPU preprocessor takes 8-bit images, got {pixels.dtype}; use the CPU path")
         geometry = self.geometry((pixels.shape[0], pixels.shape[1]))
         device, step = self.upload(pixels)
+        if self.host_fallback:
+            tensor, geometry = self._reference(pixels, channel_order)
+            out = self._output_buffer(tensor.shape, out)
+            out.set(tensor)
+            return out, geometry
         return self.run_on_device(device, step, geometry, channel_order, out), geometry
 
     def run_on_device(
         self, image: Any, step: int, geometry: ResizeGeometry, channel_order: str, out: Any = None
     ) -> Any:
         """Preprocess an image already on the device (``step`` bytes per row) for ``geometry``."""
+        if self.host_fallback:
+            raise ValueError(f"{self.host_fallback}: not implemented by the GPU kernel; pass host images")
         shape = self.input_shape(geometry.network_size)
         out = self._output_buffer(shape, out)
         x0, x1, a0, a1, y0, y1, b0, b1 = self._tables_for(geometry)

@@ -86,7 +86,7 @@ def make_entropy_calibrator(
 def calibration_preprocessor(
     input_spec: InputSpec, opt_hw: tuple[int, int]
 ) -> Callable[[npt.NDArray[np.uint8], str], Any]:
-    """The spec's preprocessing at the profile's opt size (calibration batches need one shape)."""
+    """The spec's preprocessing (its resize mode) at the profile's opt size (calibration batches need one shape)."""
     if isinstance(input_spec.size, DynamicSize):
-        input_spec = dataclasses.replace(input_spec, size=opt_hw, resize="keep_aspect_ratio")
+        input_spec = dataclasses.replace(input_spec, size=opt_hw)
     return Preprocessor(input_spec)
