@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -72,10 +73,11 @@ def write_bags(folder: Path, bags: int, frames: int, size: tuple[int, int]) -> l
     box = json.loads((IMAGES / QUOKKA_BOX).read_text())["bounding_boxes"][0]
     frame_dir = folder / "frames"
     frame_dir.mkdir()
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     for index in range(frames):
         source = sources[index % len(sources)]
-        picture = cv2.imread(str(source))
+        picture = np.asarray(cv2.imread(str(source)))
         path = frame_dir / f"frame{index:04d}.png"
         cv2.imwrite(str(path), cv2.resize(picture, size, interpolation=cv2.INTER_AREA))
         images.append({"id": index + 1, "file_name": path.name})
@@ -115,7 +117,7 @@ def main() -> int:
     frames = args.bags * args.frames_per_bag
     per_bag = BagEvalOptions(bag=bags[0], model_spec=args.model_spec, image_topic="/cam", out=work / "out",
                              gt_topic="/gt", progress=False, device=args.device, worst_frames=0)
-    rows = []
+    rows: list[tuple[str, float | None, float]] = []
     if not args.no_baseline:
         start = time.perf_counter()
         for bag in bags:

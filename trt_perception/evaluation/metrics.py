@@ -244,7 +244,8 @@ class DetectionMetrics:
             )
         if len(det_scores) > COCO_MAX_DETECTIONS:
             best = np.argsort(-det_scores, kind="stable")[:COCO_MAX_DETECTIONS]
-            det_boxes, det_scores, classes = det_boxes[best], det_scores[best], [classes[i] for i in best]
+            det_boxes, det_scores = det_boxes[best].reshape(-1, 4), det_scores[best].reshape(-1)
+            classes = [classes[i] for i in best]
         crowd = np.zeros(len(truth_boxes)) if gt_crowd is None else np.asarray(gt_crowd, np.float64)
         truth_areas = _box_areas(truth_boxes) if gt_areas is None else np.asarray(gt_areas, np.float64).reshape(-1)
         if len(crowd) != len(truth_boxes) or len(truth_areas) != len(truth_boxes):
@@ -278,7 +279,8 @@ class DetectionMetrics:
         truth, detections = _stacked(self._truth_rows), _stacked(self._detection_rows)
         gt_category_ids = sorted({int(c) for c in truth[:, 1]})
         if not gt_category_ids:
-            return DetectionScores(*[math.nan] * 7, {}, self.frames, 0, len(detections))  # type: ignore[arg-type]
+            nan = math.nan
+            return DetectionScores(nan, nan, nan, nan, nan, nan, nan, {}, self.frames, 0, len(detections))
         evaluation = self._coco_evaluation(truth, detections, gt_category_ids)
         iou_thresholds = evaluation.params.iouThrs
         # COCOeval: precision [iou, recall, class, area, max dets], recall [iou, class, area, max dets];
