@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -17,7 +18,16 @@ import ray
 from test_bag_eval import colour_spec, quokka_box, scene_classes, scene_image, scene_truth  # noqa: F401 (fixture)
 from trt_perception.cli import main as cli
 from trt_perception.evaluation import bag_io
-from trt_perception.evaluation.fleet import expand_bag_arguments, load_bag_result
+from trt_perception.evaluation.bag_eval import BagEvalOptions
+from trt_perception.evaluation.fleet import (
+    BagOutcome,
+    FleetError,
+    FleetOptions,
+    JobProgress,
+    check_local_resources,
+    expand_bag_arguments,
+    load_bag_result,
+)
 from trt_perception.evaluation.make_bag import make_bag
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -187,3 +197,37 @@ def test_detection_fleet_from_a_list_and_a_glob_equals_one_process(tmp_path: Pat
     per_bag = [row["map"] for row in merged["bags"]]
     assert merged["detection"]["map"] != pytest.approx(np.mean(per_bag))  # not an average of per-bag APs
     assert [row["status"] for row in merged["bags"]] == ["ok", "ok", "ok"]
+
+
+def test_bag_arguments_folders_globs_lists_and_missing_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fleet = tmp_path / "fleet"
+    (fleet / "day1").mkdir(parents=True)
+    (fleet / "day1" / "metadata.yaml").write_text("")  # a bag folder: one bag, not looked into
+    (fleet / "day1" / "day1_0.mcap").write_bytes(b"")
+    (fleet / "b.db3").write_bytes(b"")
+    (fleet / "a.mcap").write_bytes(b"")
+    (fleet / "notes.md").write_text("")
+    (tmp_path / "list.txt").write_text("fleet/a.mcap  # again\nmissing_bag\n\nfleet/*.db3\n")
+    monkeypatch.chdir(tmp_path)
+
+    bags = expand_bag_arguments(["fleet", "list.txt", str(tmp_path / "nothing_*.mcap")])
+
+    assert bags == [fleet / "a.mcap", fleet / "b.db3", fleet / "day1", tmp_path / "missing_bag",
+                    tmp_path / "nothing_*.mcap"]  # duplicates once; what does not exist stays, to be reported
+
+
+def test_progress_line_and_impossible_resources() -> None:
+    now = [100.0]
+    progress = JobProgress(4, None, clock=lambda: now[0])
+    now[0] = 110.0
+    assert progress.line(50) == "bag-eval: bags 0/4, frames 50, 5.0 fps"
+    progress.bag_done(BagOutcome("a", "a", SimpleNamespace(frames_on_topic=40), None))  # type: ignore[arg-type]
+    progress.bag_done(BagOutcome("b", "b", None, "missing"))  # says nothing about bag lengths
+    # 2 bags left of 40 frames each, 20 frames of them done already, at 6 fps: 10 s
+    assert progress.line(60) == "bag-eval: bags 2/4, frames 60, 6.0 fps, ETA 10 s"
+    per_bag = BagEvalOptions(Path("a"), DETECTOR, "/cam", Path("out"))
+    with pytest.raises(FleetError, match="--gpus-per-task 1: the local Ray cluster has 0 GPUs"):
+        check_local_resources({"CPU": 2.0}, FleetOptions([Path("a")], per_bag, gpus_per_task=1))
+    with pytest.raises(FleetError, match="--cpus-per-task 4: the local Ray cluster has 2 CPUs"):
+        check_local_resources({"CPU": 2.0}, FleetOptions([Path("a")], per_bag, cpus_per_task=4))
+    check_local_resources({"CPU": 2.0, "GPU": 1.0}, FleetOptions([Path("a")], per_bag, gpus_per_task=0.5))

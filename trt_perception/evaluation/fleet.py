@@ -254,9 +254,22 @@ def start_ray(ray: Any, options: FleetOptions) -> bool:
     settings: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if options.ray_address is not None:
         ray.init(address=options.ray_address, **settings)
-    else:
-        ray.init(num_cpus=options.workers, object_store_memory=OBJECT_STORE_BYTES, **settings)
+        return True
+    ray.init(num_cpus=options.workers, object_store_memory=OBJECT_STORE_BYTES, **settings)
+    try:
+        check_local_resources(ray.cluster_resources(), options)
+    except FleetError:
+        ray.shutdown()
+        raise
     return True
+
+
+def check_local_resources(resources: dict[str, float], options: FleetOptions) -> None:
+    """FleetError when one task asks for more than the local cluster has (it would wait forever)."""
+    for name, wanted, option in (("CPU", options.cpus_per_task, "--cpus-per-task"),
+                                 ("GPU", options.gpus_per_task, "--gpus-per-task")):
+        if wanted > resources.get(name, 0.0):
+            raise FleetError(f"{option} {wanted:g}: the local Ray cluster has {resources.get(name, 0.0):g} {name}s")
 
 
 def run_fleet_eval(options: FleetOptions, stream: TextIO | None = None) -> FleetResult:
@@ -338,7 +351,7 @@ class JobProgress:
 
     def __init__(self, bags: int, stream: TextIO | None, clock: Callable[[], float] = time.monotonic) -> None:
         self.bags, self.stream, self.clock = bags, stream, clock
-        self.bags_done, self.frames_done, self.frames_finished = 0, 0, 0
+        self.bags_done, self.bags_evaluated, self.frames_done, self.frames_finished = 0, 0, 0, 0
         self.start = clock()
         self.last_line = ""
 
@@ -346,19 +359,23 @@ class JobProgress:
         """A bag finished (or failed)."""
         self.bags_done += 1
         if outcome.result is not None:
+            self.bags_evaluated += 1
             self.frames_finished += outcome.result.frames_on_topic
         if self.stream is not None and outcome.error is not None:
             print(f"bag-eval: {outcome.bag}: {outcome.error}", file=self.stream, flush=True)
 
     def line(self, frames_done: int) -> str:
-        """``bags 3/6, frames 120, 45.2 fps, ETA 4 s`` (ETA from the frames per finished bag)."""
+        """``bags 3/6, frames 120, 45.2 fps, ETA 4 s``: the ETA assumes the bags not finished yet are as
+        long as the evaluated ones on average, less what is done of them already."""
         self.frames_done = max(frames_done, self.frames_done)
         elapsed = self.clock() - self.start
         fps = self.frames_done / elapsed if elapsed > 0 else 0.0
         text = f"bag-eval: bags {self.bags_done}/{self.bags}, frames {self.frames_done}, {fps:.1f} fps"
-        if self.bags_done and fps > 0 and self.bags_done < self.bags:
-            expected = self.frames_finished / self.bags_done * self.bags
-            text += f", ETA {max(0.0, expected - self.frames_done) / fps:.0f} s"
+        if self.bags_evaluated and fps > 0 and self.bags_done < self.bags:
+            per_bag = self.frames_finished / self.bags_evaluated
+            in_flight = self.frames_done - self.frames_finished
+            remaining = max(0.0, per_bag * (self.bags - self.bags_done) - in_flight)
+            text += f", ETA {remaining / fps:.0f} s"
         return text
 
     def show(self, frames_done: int) -> None:
