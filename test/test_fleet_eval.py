@@ -143,6 +143,24 @@ def test_segmentation_fleet_equals_one_process_and_reports_the_broken_bag(
     assert forced["segmentation"] == merged["segmentation"]
 
 
+def test_a_long_bag_in_time_slices_equals_one_process(tmp_path: Path, colour_spec: Path) -> None:
+    scene_bag(tmp_path, tmp_path / "long", range(0, 9), "mcap", "rgb8", 5)  # 0.9 s at 10 Hz
+    common = ["--bag", str(tmp_path / "long"), "--model-spec", str(colour_spec), "--image-topic", "/cam",
+              "--gt-topic", "/gt", "--no-progress"]
+
+    code, sliced = evaluate([*common, "--out", str(tmp_path / "sliced"), "--slice-seconds", "0.25"])
+    single_code, single = evaluate([*common, "--out", str(tmp_path / "single")])
+
+    assert (code, single_code) == (0, 0)
+    assert sliced["segmentation"] == single["segmentation"]
+    assert sliced["frames"] == single["frames"]
+    ((row,),) = [sliced["bags"]]
+    assert row["status"] == "ok" and row["frames_processed"] == 9
+    slices = sorted((tmp_path / "sliced" / row["output"]).glob("slice-*/bag"))
+    assert len(slices) == 4  # frames 0-2, 3-4, 5-7, 8 by log time (0.25 s windows from the first message)
+    assert sliced["latency_ms"]["total"]["count"] == 9
+
+
 def detection_images(folder: Path) -> tuple[dict[str, Path], Path]:
     """Six frames from the fixture images (three at half size) and COCO ground truth drawn by hand."""
     folder.mkdir()

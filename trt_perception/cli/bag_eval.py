@@ -62,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fleet.add_argument("--cpus-per-task", type=int, default=1, help="CPUs (and inference threads) per bag task")
     fleet.add_argument("--gpus-per-task", type=float, default=0.0, help="GPUs each bag task requests (default 0)")
     fleet.add_argument("--force", action="store_true", help="re-evaluate bags whose results exist in --out")
+    fleet.add_argument("--slice-seconds", type=float,
+                       help="split each bag into tasks of this many seconds of recording (default: a task per bag)")
     live = parser.add_argument_group("live mode (needs ROS 2 and the running node)")
     live.add_argument("--live", action="store_true",
                       help="play the images into the running node over DDS and evaluate what it publishes")
@@ -77,7 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write the report and print the headline numbers."""
     bags = expand_bag_arguments(args.bag)
-    fleet = len(bags) > 1 or bags != [Path(args.bag[0]).absolute()] or args.ray_address is not None
+    fleet = (len(bags) > 1 or bags != [Path(args.bag[0]).absolute()] or args.ray_address is not None
+             or args.slice_seconds is not None)
     options = BagEvalOptions(
         bag=Path(args.bag[0]), model_spec=args.model_spec, image_topic=args.image_topic,
         out=args.out, gt_topic=args.gt_topic, gt_coco=args.gt_coco, gt_masks=args.gt_masks,
@@ -131,7 +134,7 @@ def _run_fleet(args: argparse.Namespace, bags: list[Path], options: BagEvalOptio
     result = run_fleet_eval(FleetOptions(
         bags=bags, per_bag=options, ray_address=args.ray_address, workers=args.workers,
         cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task, force=args.force,
-        progress=not args.no_progress,
+        progress=not args.no_progress, slice_seconds=args.slice_seconds,
     ))
     for outcome in result.failed:
         print(f"bag-eval: {outcome.bag}: {outcome.error or outcome.result and outcome.result.read_error}",

@@ -61,6 +61,7 @@ class BagEvalOptions:
     eval_score_threshold: float = DEFAULT_EVAL_SCORE_THRESHOLD  # detection: lowest score the COCO metrics see
     threads: int = 0  # ONNX Runtime intra-op threads (0: its default)
     frame_done: Callable[[], None] | None = None  # called after each image message (fleet progress)
+    time_range: tuple[int, int] | None = None  # only messages logged in [start, stop) ns (a fleet task's slice)
 
 
 def evaluation_spec(model_spec: str | Path | ModelSpec) -> ModelSpec:
@@ -216,7 +217,7 @@ def _replay(
     topics = [options.image_topic] + ([options.gt_topic] if options.gt_topic else [])
     index, warmed_up = -1, False
     progress = tqdm(total=setup.image_count, unit="frame", disable=not options.progress, desc="bag-eval")
-    for message in bag_io.iter_messages(setup.reader, topics):
+    for message in bag_io.iter_messages(setup.reader, topics, *(options.time_range or (None, None))):
         if message.topic != options.image_topic:
             add_truth_message(message, store, evaluator)
             continue

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from trt_perception.errors import TrtPerceptionError
+from trt_perception.evaluation import bag_io
 from trt_perception.evaluation.bag_eval import BagEvalOptions, run_bag_eval
 from trt_perception.evaluation.evaluator import EvaluationResult, merge_results
 from trt_perception.evaluation.report import metrics_dict
@@ -54,6 +55,7 @@ class FleetOptions:
     cpus_per_task: int = 1
     gpus_per_task: float = 0.0
     force: bool = False  # re-run bags whose results exist
+    slice_seconds: float | None = None  # split bags into tasks of this much recording (None: one task per bag)
     progress: bool = True
 
 
@@ -149,14 +151,14 @@ def _one_line(error: BaseException) -> str:
 
 
 class ProgressBoard:
-    """Frames done per bag, shared by the tasks (a Ray actor) and read by the driver."""
+    """Frames done per task, shared by the tasks (a Ray actor) and read by the driver."""
 
     def __init__(self) -> None:
         self.frames: dict[str, int] = {}
 
-    def add(self, label: str, frames: int) -> None:
-        """``frames`` more frames of bag ``label`` are done."""
-        self.frames[label] = self.frames.get(label, 0) + frames
+    def add(self, task: str, frames: int) -> None:
+        """``frames`` more frames of ``task`` are done."""
+        self.frames[task] = self.frames.get(task, 0) + frames
 
     def total(self) -> int:
         """Frames done over all bags."""
@@ -166,8 +168,8 @@ class ProgressBoard:
 class FrameReporter:
     """``BagEvalOptions.frame_done`` for a task: tells the board, at most every half second."""
 
-    def __init__(self, board: Any, label: str, period_s: float = 0.5) -> None:
-        self.board, self.label, self.period_s = board, label, period_s
+    def __init__(self, board: Any, task: str, period_s: float = 0.5) -> None:
+        self.board, self.task, self.period_s = board, task, period_s
         self.pending, self.last = 0, time.monotonic()
 
     def __call__(self) -> None:
@@ -178,16 +180,16 @@ class FrameReporter:
     def flush(self) -> None:
         """Report what is pending."""
         if self.pending:
-            self.board.add.remote(self.label, self.pending)
+            self.board.add.remote(self.task, self.pending)
             self.pending, self.last = 0, time.monotonic()
 
 
 def _ray_task(options: BagEvalOptions, label: str, board: Any, cpus: int) -> BagOutcome:
-    """What a Ray worker runs: one bag with ``cpus`` threads, frames reported to ``board``."""
+    """What a Ray worker runs: one bag (or slice) with ``cpus`` threads, frames reported to ``board``."""
     import cv2
 
     cv2.setNumThreads(cpus)
-    reporter = FrameReporter(board, label)
+    reporter = FrameReporter(board, str(options.out))
     outcome = evaluate_bag(dataclasses.replace(options, frame_done=reporter), label)
     reporter.flush()
     return outcome
@@ -207,7 +209,7 @@ def settings_key(options: BagEvalOptions) -> dict[str, Any]:
         "spec_sha1": hashlib.sha1(spec_path.read_bytes()).hexdigest() if spec_path.is_file() else None,
         **{field: str(getattr(options, field)) for field in (
             "image_topic", "gt_topic", "ignore_index", "labels_topic", "detections_topic", "storage",
-            "worst_frames", "device", "eval_score_threshold")},
+            "worst_frames", "device", "eval_score_threshold", "time_range")},
     }
 
 
@@ -272,6 +274,60 @@ def check_local_resources(resources: dict[str, float], options: FleetOptions) ->
             raise FleetError(f"{option} {wanted:g}: the local Ray cluster has {resources.get(name, 0.0):g} {name}s")
 
 
+@dataclass
+class WorkUnit:
+    """One task: a bag or a time slice of it (``options`` say which and where its outputs go)."""
+
+    label: str  # the bag's label
+    options: BagEvalOptions
+    key: dict[str, Any] | None  # what its stored result depends on; None when the bag does not exist
+    outcome: BagOutcome | None = None
+
+
+def time_slices(bag: Path, seconds: float) -> list[tuple[int, int]]:
+    """Log-time windows ``[start, stop)`` of ``seconds`` covering the bag; [] when it cannot be opened."""
+    try:
+        reader = bag_io.open_reader(bag)
+    except bag_io.BagError:
+        return []  # evaluated whole, so its task reports why it cannot be read
+    try:
+        start, stop = reader.start_time, reader.end_time + 1
+    finally:
+        reader.close()
+    step = max(1, round(seconds * 1e9))
+    return [(first, min(first + step, stop)) for first in range(start, stop, step)]
+
+
+def plan_units(bag: Path, options: FleetOptions) -> list[WorkUnit]:
+    """The tasks of one bag: the whole bag, or one per ``slice_seconds`` of its recording."""
+    label = bag_label(bag)
+    whole = dataclasses.replace(options.per_bag, bag=bag, out=options.per_bag.out / "bags" / label,
+                                progress=False, threads=options.cpus_per_task)
+    windows = time_slices(bag, options.slice_seconds) if options.slice_seconds else []
+    units = [whole] if len(windows) < 2 else [
+        dataclasses.replace(whole, out=whole.out / f"slice-{k:04d}", time_range=window)
+        for k, window in enumerate(windows)
+    ]
+    return [WorkUnit(label, unit, settings_key(unit) if bag.exists() else None) for unit in units]
+
+
+def bag_outcome(units: Sequence[WorkUnit], worst_frames: int) -> BagOutcome:
+    """One bag's outcome from its finished units: slices merged in time order; a failed slice fails it."""
+    outcomes = [unit.outcome for unit in units]
+    if any(o is None for o in outcomes):
+        raise ValueError(f"bag {units[0].options.bag} is not finished")
+    first = outcomes[0]
+    assert first is not None
+    if len(outcomes) == 1:
+        return first
+    failed = next((o for o in outcomes if o is not None and o.result is None), None)
+    if failed is not None:
+        return BagOutcome(first.bag, first.label, None, failed.error)
+    parts = [(f"slice {k}", o.result) for k, o in enumerate(outcomes) if o is not None and o.result is not None]
+    merged = merge_results(parts, sum(result.wall_seconds for _, result in parts), worst_frames)
+    return BagOutcome(first.bag, first.label, merged, None, reused=all(o is not None and o.reused for o in outcomes))
+
+
 def run_fleet_eval(options: FleetOptions, stream: TextIO | None = None) -> FleetResult:
     """Evaluate every bag on Ray (reusing stored results unless ``force``) and merge them in bag order.
 
@@ -282,34 +338,25 @@ def run_fleet_eval(options: FleetOptions, stream: TextIO | None = None) -> Fleet
     if options.per_bag.gt_coco is not None or options.per_bag.gt_masks is not None:
         raise FleetError("with several bags, ground truth comes from a topic in each bag (--gt-topic); "
                          "--gt-coco / --gt-masks match frames by position within one bag")
+    if options.slice_seconds is not None and not options.slice_seconds > 0:
+        raise FleetError(f"slice length must be positive, got {options.slice_seconds} s")
     start = time.perf_counter()
-    work: list[tuple[BagEvalOptions, str, dict[str, Any] | None]] = []
-    outcomes: dict[str, BagOutcome] = {}
-    for bag in options.bags:
-        label = bag_label(bag)
-        bag_options = dataclasses.replace(options.per_bag, bag=bag, out=options.per_bag.out / "bags" / label,
-                                          progress=False, threads=options.cpus_per_task)
-        key = settings_key(bag_options) if bag.exists() else None
-        stored = None if options.force or key is None else load_bag_result(bag_options.out, key)
+    units_of = {bag: plan_units(bag, options) for bag in options.bags}
+    for unit in (u for units in units_of.values() for u in units):
+        stored = None if options.force or unit.key is None else load_bag_result(unit.options.out, unit.key)
         if stored is not None:
-            outcomes[label] = BagOutcome(str(bag), label, stored, None, reused=True)
-        else:
-            work.append((bag_options, label, key))
-    if work:
-        _run_on_ray(work, options, outcomes, stream or sys.stderr)
-    ordered = [outcomes[bag_label(bag)] for bag in options.bags]
+            unit.outcome = BagOutcome(str(unit.options.bag), unit.label, stored, None, reused=True)
+    if any(u.outcome is None for units in units_of.values() for u in units):
+        _run_on_ray(list(units_of.values()), options, stream or sys.stderr)
+    ordered = [bag_outcome(units_of[bag], options.per_bag.worst_frames) for bag in options.bags]
     wall_seconds = time.perf_counter() - start
     succeeded = [(o.label, o.result) for o in ordered if o.result is not None]
     merged = merge_results(succeeded, wall_seconds, options.per_bag.worst_frames) if succeeded else None
     return FleetResult(merged, ordered, wall_seconds)
 
 
-def _run_on_ray(
-    work: Sequence[tuple[BagEvalOptions, str, dict[str, Any] | None]],
-    options: FleetOptions,
-    outcomes: dict[str, BagOutcome],
-    stream: TextIO,
-) -> None:
+def _run_on_ray(bags: Sequence[Sequence[WorkUnit]], options: FleetOptions, stream: TextIO) -> None:
+    """Run every unit without an outcome, one Ray task each, and give each its outcome."""
     ray = import_ray()
     started_here = start_ray(ray, options)
     try:
@@ -317,18 +364,19 @@ def _run_on_ray(
         task = ray.remote(_ray_task).options(
             num_cpus=options.cpus_per_task, num_gpus=options.gpus_per_task, max_retries=0
         )
-        pending = {task.remote(bag_options, label, board, options.cpus_per_task): (label, key)
-                   for bag_options, label, key in work}
-        progress = JobProgress(len(work), stream if options.progress else None)
+        waiting = [units for units in bags if any(u.outcome is None for u in units)]
+        pending = {task.remote(unit.options, unit.label, board, options.cpus_per_task): (units, unit)
+                   for units in waiting for unit in units if unit.outcome is None}
+        progress = JobProgress(len(waiting), stream if options.progress else None)
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_PERIOD_S)
             for reference in ready:
-                label, key = pending.pop(reference)
-                outcome = _outcome(ray, reference, label, work)
-                if outcome.result is not None and key is not None:
-                    store_bag_result(options.per_bag.out / "bags" / label, key, outcome.result)
-                outcomes[label] = outcome
-                progress.bag_done(outcome)
+                units, unit = pending.pop(reference)
+                unit.outcome = _outcome(ray, reference, unit)
+                if unit.outcome.result is not None and unit.key is not None:
+                    store_bag_result(unit.options.out, unit.key, unit.outcome.result)
+                if all(u.outcome is not None for u in units):
+                    progress.bag_done(bag_outcome(units, 0))
             progress.show(ray.get(board.total.remote()))
         progress.finish()
     finally:
@@ -336,13 +384,13 @@ def _run_on_ray(
             ray.shutdown()
 
 
-def _outcome(ray: Any, reference: Any, label: str, work: Sequence[tuple[BagEvalOptions, str, Any]]) -> BagOutcome:
+def _outcome(ray: Any, reference: Any, unit: WorkUnit) -> BagOutcome:
     """The task's outcome; a task that died (worker crash, out of memory) becomes a failed bag."""
     try:
         outcome: BagOutcome = ray.get(reference)
     except ray.exceptions.RayError as error:
-        bag = next(str(o.bag) for o, name, _ in work if name == label)
-        return BagOutcome(bag, label, None, f"the task failed: {_one_line(error).splitlines()[0][:300]}")
+        reason = f"the task failed: {_one_line(error).splitlines()[0][:300]}"
+        return BagOutcome(str(unit.options.bag), unit.label, None, reason)
     return outcome
 
 
