@@ -10,7 +10,7 @@ from typing import Any
 from trt_perception.errors import TrtPerceptionError
 from trt_perception.evaluation.bag_eval import DEFAULT_EVAL_SCORE_THRESHOLD, BagEvalOptions, run_bag_eval
 from trt_perception.evaluation.bag_io import STORAGES
-from trt_perception.evaluation.fleet import FleetOptions, bag_rows, expand_bag_arguments, run_fleet_eval
+from trt_perception.evaluation.fleet import FleetError, FleetOptions, bag_rows, expand_bag_arguments, run_fleet_eval
 from trt_perception.evaluation.report import COCO_KEYS, write_report
 from trt_perception.pipeline import DEVICES
 
@@ -78,7 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write the report and print the headline numbers."""
-    bags = expand_bag_arguments(args.bag)
+    try:
+        bags = expand_bag_arguments(args.bag)
+    except FleetError as error:
+        print(f"bag-eval: {error}", file=sys.stderr)
+        return 1
     fleet = (len(bags) > 1 or bags != [Path(args.bag[0]).absolute()] or args.ray_address is not None
              or args.slice_seconds is not None)
     options = BagEvalOptions(

@@ -1,4 +1,5 @@
-"""Fleet evaluation: one model over many bags, one Ray task per bag, merged into one exact result.
+"""Fleet evaluation: one model over many bags, one Ray task per bag (or per time slice of a long
+bag), merged into one exact result.
 
 Each task runs ``run_bag_eval`` on one bag (the same pipeline and spec the node uses) and returns
 its ``EvaluationResult`` with the metric accumulators behind it; the driver merges them in the
@@ -114,7 +115,11 @@ def _expand(item: str, base: Path, allow_lists: bool) -> list[Path]:
         return [bag for match in matches for bag in _expand(str(match), base, False)] or [Path(pattern)]
     path = Path(item) if Path(item).is_absolute() else base / item
     if path.is_file() and path.suffix == ".txt" and allow_lists:
-        lines = (line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines())
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise FleetError(f"cannot read the list of bags {path}: {error}") from None
+        lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
         return [bag for line in lines if line for bag in _expand(line, path.parent, False)]
     if path.is_dir() and not is_bag_folder(path):
         children = sorted(c for c in path.iterdir() if is_bag_folder(c) or c.suffix in BAG_SUFFIXES)
@@ -254,10 +259,14 @@ def start_ray(ray: Any, options: FleetOptions) -> bool:
     if ray.is_initialized():
         return False
     settings: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-    if options.ray_address is not None:
-        ray.init(address=options.ray_address, **settings)
-        return True
-    ray.init(num_cpus=options.workers, object_store_memory=OBJECT_STORE_BYTES, **settings)
+    try:
+        if options.ray_address is not None:
+            ray.init(address=options.ray_address, **settings)
+            return True
+        ray.init(num_cpus=options.workers, object_store_memory=OBJECT_STORE_BYTES, **settings)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
+        where = f"the Ray cluster at {options.ray_address}" if options.ray_address else "a local Ray cluster"
+        raise FleetError(f"cannot start or join {where}: {_one_line(error)}") from None
     try:
         check_local_resources(ray.cluster_resources(), options)
     except FleetError:
