@@ -1,7 +1,7 @@
 """Fleet bag-eval throughput: frames per second of one job over the same bags with 1, 2, ... Ray workers.
 
     python bench/bench_fleet_eval.py [--workers 1 2] [--bags 4] [--frames-per-bag 12]
-        [--model-spec centernet_mobilenetv3_coco] [--size 640x480] [--device cpu] [--gpus-per-task 0]
+        [--model-spec centernet_mobilenetv3_coco] [--size 640 480] [--device cpu] [--gpus-per-task 0]
         [--no-baseline] [--out DIR] [--no-doc]
 
 Needs neither ROS nor a GPU: the offline bag-eval path uses rosbags (pure Python), the model runs
@@ -46,12 +46,6 @@ from trt_perception.evaluation.make_bag import make_bag  # noqa: E402
 IMAGES = ROOT / "test" / "fixtures" / "images"
 DOC = ROOT / "docs" / "evaluation.md"
 QUOKKA_BOX = "quokka_annotations.json"
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``WxH`` -> (width, height)."""
-    width, height = (int(v) for v in text.lower().split("x"))
-    return width, height
 
 
 def machine() -> str:
@@ -103,7 +97,7 @@ def main() -> int:
     parser.add_argument("--bags", type=int, default=4)
     parser.add_argument("--frames-per-bag", type=int, default=12)
     parser.add_argument("--model-spec", default="centernet_mobilenetv3_coco")
-    parser.add_argument("--size", type=parse_size, default=(640, 480), metavar="WxH", help="frame size")
+    parser.add_argument("--size", type=int, nargs=2, default=(640, 480), metavar=("W", "H"), help="frame size")
     parser.add_argument("--device", default="cpu", help="pre/post-processing device of each task (cpu|gpu|auto)")
     parser.add_argument("--gpus-per-task", type=float, default=0.0)
     parser.add_argument("--no-baseline", action="store_true", help="skip plain bag-eval in this process")
@@ -113,7 +107,7 @@ def main() -> int:
 
     ray = import_ray()
     work = Path(args.out or tempfile.mkdtemp(prefix="bench_fleet_eval_"))
-    bags = write_bags(work, args.bags, args.frames_per_bag, args.size)
+    bags = write_bags(work, args.bags, args.frames_per_bag, (args.size[0], args.size[1]))
     frames = args.bags * args.frames_per_bag
     per_bag = BagEvalOptions(bag=bags[0], model_spec=args.model_spec, image_topic="/cam", out=work / "out",
                              gt_topic="/gt", progress=False, device=args.device, worst_frames=0)
