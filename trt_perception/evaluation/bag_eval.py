@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
+from trt_perception.decoders.nms import DetectionFilter, filter_detections
 from trt_perception.errors import ImageDecodeError, InferenceError
 from trt_perception.evaluation import bag_io
 from trt_perception.evaluation.evaluator import EvaluationResult, Evaluator, FramePrediction, OrderedTruth
 from trt_perception.evaluation.ground_truth import BoxTruth, CocoFile, MaskFolder, MaskTruth, Truth
-from trt_perception.evaluation.report import thumbnail
-from trt_perception.decoders.nms import DetectionFilter, filter_detections
 from trt_perception.evaluation.metrics import COCO_MAX_DETECTIONS
+from trt_perception.evaluation.report import thumbnail
 from trt_perception.pipeline import Pipeline, create_pipeline
 from trt_perception.results import SegmentationResult
 from trt_perception.spec import ModelSpec, load_model_spec

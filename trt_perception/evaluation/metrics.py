@@ -21,9 +21,9 @@ frame sequence gives bit for bit what one accumulator fed the whole sequence giv
 from __future__ import annotations
 
 import contextlib
-from array import array
 import io
 import math
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
