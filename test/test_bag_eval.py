@@ -452,6 +452,16 @@ def test_coco_metrics_of_the_real_detector_equal_pycocotools(tmp_path: Path) -> 
     assert f"At the deployment threshold (score >= 0.3" in report
 
 
+def test_evaluation_threshold_above_the_deployment_threshold_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bag = tmp_path / "bag"
+    make_bag([QUOKKA], bag, "/cam", 1.0)
+    assert cli.main(["bag-eval", "--bag", str(bag), "--model-spec", "centernet_mobilenetv3_coco", "--image-topic",
+                     "/cam", "--out", str(tmp_path / "out"), "--no-progress", "--eval-score-threshold", "0.5"]) == 1
+    assert "evaluation score threshold 0.5 must lie in [0, 0.3]" in capsys.readouterr().err
+
+
 def test_output_detections_deserialize_in_rclpy(tmp_path: Path) -> None:
     """The bag's Detection2DArray bytes are what rclpy (ROS 2 vision_msgs) reads."""
     serialization = pytest.importorskip("rclpy.serialization", reason="needs the repo's .venv (rclpy)")
