@@ -104,6 +104,8 @@ setup(
         (f"lib/{PACKAGE_NAME}", node_wrappers()),
     ],
     install_requires=["setuptools"],
+    # bag-eval over many bags on a Ray cluster (trt_perception/evaluation/fleet.py)
+    extras_require={"fleet": ["ray>=2.9"]},
     zip_safe=False,
     python_requires=">=3.10",
     maintainer="trt_perception maintainers",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
+from coco_reference import best_per_image, pycocotools_stats, xywh
 from cupy_stand_ins import fresh_cupy_check, no_cupy  # noqa: F401 (fixtures)
 from onnx_builders import colour_scores_model
 from trt_perception.cli import main as cli
@@ -343,13 +345,17 @@ def test_detection_on_the_quokka_box_gives_hand_computed_ap(tmp_path: Path) -> N
     bag = tmp_path / "bag"
     make_bag([QUOKKA], bag, "/cam", 1.0, storage="sqlite3", encoding="jpeg", coco=coco, gt_topic="/gt")
 
-    # independent: the pipeline on the decoded file; AP at IoU t = 1 / rank of the first bear box
-    # matching at t (COCO's interpolated precision is then 1/rank at every recall), else 0
+    # independent: the pipeline on the decoded file, at the spec's threshold (what the output bag
+    # holds) and at the COCO protocol's 0.001 (what is scored); AP at IoU t = 1 / rank of the first
+    # bear box matching at t (COCO's interpolated precision is then 1/rank at every recall), else 0
     image = cv2.cvtColor(cv2.imread(str(QUOKKA)), cv2.COLOR_BGR2RGB)
     pipeline = Pipeline.from_spec(spec)
     direct = pipeline.run(image, "RGB")
+    pipeline.detection_filter = dataclasses.replace(pipeline.detection_filter, score_threshold=0.001)
+    scored = pipeline.run(image, "RGB")
     pipeline.close()
-    bears = [box for box, name in zip(direct.detections.boxes, direct.names(), strict=True) if name == "bear"]
+    assert len(scored.detections) > len(direct.detections)
+    bears = [box for box, name in zip(scored.detections.boxes, scored.names(), strict=True) if name == "bear"]
     ious = []
     for bx1, by1, bx2, by2 in bears:
         inter = max(0, min(x2, bx2) - max(x1, bx1)) * max(0, min(y2, by2) - max(y1, by1))
@@ -370,7 +376,8 @@ def test_detection_on_the_quokka_box_gives_hand_computed_ap(tmp_path: Path) -> N
         assert det["ap75"] == pytest.approx(ap_at(0.75))
         assert det["map"] == pytest.approx(np.mean([ap_at(t) for t in thresholds]))
         assert det["class_ap"] == pytest.approx({"bear": det["map"]})
-        assert det["ground_truth_boxes"] == 1 and det["detections"] == len(direct.detections)
+        assert det["ground_truth_boxes"] == 1 and det["detections"] == len(scored.detections)
+        assert det["deployment"]["detections"] == len(direct.detections)
 
     # output bag: Detection2DArray with source-pixel boxes, class names, scores, header copied
     ((message, detections),) = _messages(out / "bag", "/detections")
@@ -380,6 +387,80 @@ def test_detection_on_the_quokka_box_gives_hand_computed_ap(tmp_path: Path) -> N
     np.testing.assert_allclose(boxes, direct.detections.boxes, atol=1e-3)
     assert names == direct.names()
     np.testing.assert_allclose(scores, direct.detections.scores, rtol=1e-6)
+
+
+def test_coco_metrics_of_the_real_detector_equal_pycocotools(tmp_path: Path) -> None:
+    """centernet on the fixture images, full size and quarter size (small and medium objects): every
+    COCO number of bag-eval equals pycocotools' own evaluation of the detector's output above 0.001.
+
+    The ground truth is generated: the confident detections moved a little (hits) or a lot (misses),
+    some renamed, COCO areas below the box areas, a crowd region and an object the detector misses."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("astronaut.png", "coffee.png", "motorcycle_left.png", "quokka.jpg"):
+        picture = cv2.imread(str(FIXTURES / "images" / name))
+        cv2.imwrite(str(images / f"{Path(name).stem}.png"), picture)
+        cv2.imwrite(str(images / f"{Path(name).stem}_quarter.png"),
+                    cv2.resize(picture, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA))
+    files = sorted(images.iterdir())
+    labels = (FIXTURES / "models" / "coco80_labels.txt").read_text().split("\n")
+    category_of = {name: k + 1 for k, name in enumerate(n for n in labels if n)}
+    rng = np.random.default_rng(3)
+    pipeline = Pipeline.from_spec("centernet_mobilenetv3_coco")
+    pipeline.detection_filter = dataclasses.replace(pipeline.detection_filter, score_threshold=0.001)
+    gt_images, annotations, results = [], [], []
+    for image_id, path in enumerate(files, start=1):
+        picture = cv2.imread(str(path))
+        height, width = picture.shape[:2]
+        result = pipeline.run(cv2.cvtColor(picture, cv2.COLOR_BGR2RGB), "RGB")
+        gt_images.append({"id": image_id, "file_name": path.name, "width": width, "height": height})
+        truth = [(box, name) for box, score, name in zip(result.detections.boxes, result.detections.scores,
+                                                          result.names(), strict=True) if score >= 0.2]
+        truth.append((np.array([0.1, 0.1, 0.3, 0.4]) * [width, height, width, height], "person"))  # missed
+        for box, name in truth:
+            size = np.tile(box[2:] - box[:2], 2)
+            moved = box + rng.normal(0, 0.04 if rng.random() < 0.7 else 0.3, 4) * size
+            moved[2:] = np.maximum(moved[2:], moved[:2] + 2)
+            renamed = name if rng.random() < 0.8 else str(rng.choice(["dog", "cat", "car"]))
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": category_of[renamed],
+                "bbox": xywh(moved), "area": float(np.prod(moved[2:] - moved[:2]) * rng.uniform(0.5, 1.0)),
+                "iscrowd": int(len(annotations) == 3),
+            })
+        results += [{"image_id": image_id, "category_id": category_of[name], "bbox": xywh(box), "score": float(score)}
+                    for box, score, name in zip(result.detections.boxes, result.detections.scores,
+                                                result.names(), strict=True)]
+    pipeline.close()
+    ground_truth = {"images": gt_images, "annotations": annotations,
+                    "categories": [{"id": i, "name": n} for n, i in category_of.items()]}
+    coco = tmp_path / "gt.json"
+    coco.write_text(json.dumps(ground_truth))
+    expected = pycocotools_stats(ground_truth, best_per_image(results), tmp_path)
+
+    bag = tmp_path / "bag"
+    make_bag([images], bag, "/cam", 5.0)
+    out = tmp_path / "eval"
+    assert cli.main(["bag-eval", "--bag", str(bag), "--model-spec", "centernet_mobilenetv3_coco",
+                     "--image-topic", "/cam", "--gt-coco", str(coco), "--out", str(out), "--no-progress"]) == 0
+
+    det = json.loads((out / "metrics.json").read_text())["detection"]
+    assert {key: det[key] for key in expected} == pytest.approx(expected, abs=1e-12)
+    assert None not in (expected["ap_small"], expected["ap_medium"], expected["ap_large"])
+    assert 0.05 < expected["map"] < 0.95  # neither trivial nor hopeless
+    assert det["detections"] == len(results) > det["deployment"]["detections"]
+    report = (out / "report.md").read_text()
+    assert "| AP | AP50 | AP75 | APs | APm | APl | AR@100 |" in report
+    assert f"At the deployment threshold (score >= 0.3" in report
+
+
+def test_evaluation_threshold_above_the_deployment_threshold_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bag = tmp_path / "bag"
+    make_bag([QUOKKA], bag, "/cam", 1.0)
+    assert cli.main(["bag-eval", "--bag", str(bag), "--model-spec", "centernet_mobilenetv3_coco", "--image-topic",
+                     "/cam", "--out", str(tmp_path / "out"), "--no-progress", "--eval-score-threshold", "0.5"]) == 1
+    assert "evaluation score threshold 0.5 must lie in [0, 0.3]" in capsys.readouterr().err
 
 
 def test_output_detections_deserialize_in_rclpy(tmp_path: Path) -> None:
@@ -494,8 +575,11 @@ def test_live_detection_with_compressed_frames_equals_offline(tmp_path: Path) ->
     offline = json.loads((tmp_path / "offline" / "metrics.json").read_text())
     live = json.loads((tmp_path / "live" / "metrics.json").read_text())
     assert live["frames"]["processed"] == 2 and live["frames"]["evaluated"] == 2, live["frames"]
-    assert live["detection"].pop("class_ap") == pytest.approx(offline["detection"].pop("class_ap"))
-    assert live["detection"] == pytest.approx(offline["detection"])
+    # the node publishes what passes its threshold: the live scores are the offline deployment view
+    deployed = offline["detection"]["deployment"]
+    assert deployed.pop("score_threshold") == 0.3
+    assert set(live["detection"].pop("class_ap")) == set(offline["detection"]["class_ap"])
+    assert live["detection"] == pytest.approx(deployed)
     assert live["detection"]["map"] > 0.5
     live_detections = _messages(tmp_path / "live" / "bag", "/detection/detections")
     offline_detections = _messages(tmp_path / "offline" / "bag", "/detections")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from coco_reference import best_per_image, pycocotools_stats, xywh
 from trt_perception.evaluation.metrics import (
     DetectionMetrics,
     LatencyStats,
@@ -230,6 +232,89 @@ def test_detection_metrics_match_reference_coco_ap_on_random_data(seed: int) -> 
     assert scores.mean_ap == pytest.approx(
         np.mean([v for t in per_threshold.values() for v in t.values()]), abs=1e-9
     )
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_coco_numbers_equal_pycocotools_with_areas_crowds_and_100_per_image(seed: int, tmp_path: Path) -> None:
+    """AP, AP50, AP75, APs/m/l and AR@100 equal pycocotools' summarize() on the same boxes, with COCO
+    ``area``s unlike the box areas, crowd regions, and 150 detections per image (only 100 count)."""
+    rng = np.random.default_rng(seed)
+    names = ["person", "car", "dog", "cat"]
+    metrics = DetectionMetrics()
+    images, annotations, results = [], [], []
+    for image_id in range(1, 6):
+        count = int(rng.integers(1, 12))
+        sides = rng.choice([14.0, 50.0, 160.0], count) * rng.uniform(0.7, 1.3, count)  # small, medium, large
+        sizes = np.column_stack([sides, sides * rng.uniform(0.5, 2.0, count)])
+        corners = rng.uniform(0, 400, (count, 2))
+        truth = np.hstack([corners, corners + sizes])
+        classes = list(rng.choice(names, count))
+        crowd = rng.random(count) < 0.15
+        areas = sizes.prod(axis=1) * rng.uniform(0.4, 1.0, count)  # object areas, smaller than the boxes
+        clutter = int(150 - count)
+        clutter_corners = rng.uniform(0, 400, (clutter, 2))
+        boxes = np.vstack([truth + rng.normal(0, 3, truth.shape),
+                           np.hstack([clutter_corners, clutter_corners + rng.uniform(8, 120, (clutter, 2))])])
+        boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
+        det_classes = classes + list(rng.choice(names, clutter))
+        scores = np.concatenate([rng.uniform(0.0, 1.0, count), rng.uniform(0.1, 0.9, clutter)])
+        metrics.add_frame(truth, classes, boxes, scores, det_classes, gt_crowd=list(crowd), gt_areas=areas)
+
+        images.append({"id": image_id, "width": 640, "height": 480, "file_name": f"{image_id}.png"})
+        annotations += [
+            {"id": len(annotations) + k + 1, "image_id": image_id, "category_id": names.index(classes[k]) + 1,
+             "bbox": xywh(truth[k]), "area": float(areas[k]), "iscrowd": int(crowd[k])}
+            for k in range(count)
+        ]
+        results += [{"image_id": image_id, "category_id": names.index(c) + 1, "bbox": xywh(b), "score": float(s)}
+                    for b, c, s in zip(boxes, det_classes, scores, strict=True)]
+    ground_truth = {"images": images, "annotations": annotations,
+                    "categories": [{"id": k + 1, "name": n} for k, n in enumerate(names)]}
+
+    expected = pycocotools_stats(ground_truth, best_per_image(results), tmp_path)
+    scores_ = metrics.scores()
+    actual = {"map": scores_.mean_ap, "ap50": scores_.ap50, "ap75": scores_.ap75, "ap_small": scores_.ap_small,
+              "ap_medium": scores_.ap_medium, "ap_large": scores_.ap_large, "ar100": scores_.ar100}
+    assert all(v is not None for v in expected.values())
+    assert actual == pytest.approx(expected, abs=1e-12)
+    # the per-image limit matters here: all 150 scored would give other numbers
+    assert pycocotools_stats(ground_truth, results, tmp_path) != pytest.approx(expected, abs=1e-6)
+
+
+def test_merged_accumulators_equal_one_accumulator_bit_for_bit() -> None:
+    rng = np.random.default_rng(7)
+    whole_seg, parts_seg = SegmentationMetrics(3, 255), [SegmentationMetrics(3, 255) for _ in range(3)]
+    whole_det, parts_det = DetectionMetrics(), [DetectionMetrics() for _ in range(3)]
+    whole_lat, parts_lat = LatencyStats(), [LatencyStats() for _ in range(3)]
+    names = ["a", "b", "c", "d"]
+    for frame in range(12):
+        part = frame // 4
+        truth = rng.integers(0, 3, (6, 7))
+        truth[0] = 255
+        prediction = rng.integers(0, 3, (6, 7))
+        corners = rng.uniform(0, 50, (3, 2))
+        boxes = np.hstack([corners, corners + rng.uniform(5, 30, (3, 2))])
+        classes = list(rng.choice(names[part:], 3))  # later parts bring classes the earlier ones lacked
+        det = boxes + rng.normal(0, 2, boxes.shape)
+        det_classes = list(rng.choice(names, 3))
+        scores = rng.random(3)
+        timings = {"inference": float(rng.uniform(1, 9)), "total": float(rng.uniform(9, 20))}
+        for seg, det_metrics, latency in ((whole_seg, whole_det, whole_lat),
+                                          (parts_seg[part], parts_det[part], parts_lat[part])):
+            seg.add_frame(truth, prediction)
+            det_metrics.add_frame(boxes, classes, det, scores, det_classes)
+            latency.add(timings)
+    for seg, det_metrics, latency in zip(parts_seg[1:], parts_det[1:], parts_lat[1:], strict=True):
+        parts_seg[0].merge(seg)
+        parts_det[0].merge(det_metrics)
+        parts_lat[0].merge(latency)
+
+    np.testing.assert_array_equal(parts_seg[0].confusion, whole_seg.confusion)
+    assert parts_seg[0].scores().mean_iou == whole_seg.scores().mean_iou
+    assert parts_det[0].scores() == whole_det.scores()  # every number, exactly
+    assert parts_lat[0].summary() == whole_lat.summary()
+    with pytest.raises(ValueError, match="cannot merge"):
+        whole_seg.merge(SegmentationMetrics(4, 255))
 
 
 def test_box_iou_and_frame_errors() -> None:

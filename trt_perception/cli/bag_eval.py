@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from trt_perception.errors import TrtPerceptionError
-from trt_perception.evaluation.bag_eval import BagEvalOptions, run_bag_eval
+from trt_perception.evaluation.bag_eval import DEFAULT_EVAL_SCORE_THRESHOLD, BagEvalOptions, run_bag_eval
 from trt_perception.evaluation.bag_io import STORAGES
-from trt_perception.evaluation.report import write_report
+from trt_perception.evaluation.fleet import FleetError, FleetOptions, bag_rows, expand_bag_arguments, run_fleet_eval
+from trt_perception.evaluation.report import COCO_KEYS, write_report
 from trt_perception.pipeline_factory import DEVICES
+
+
+COCO_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR@100")
 
 
 def _ignore_index(text: str) -> int | None:
@@ -24,7 +29,9 @@ def _ignore_index(text: str) -> int | None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``bag-eval``."""
-    parser.add_argument("--bag", type=Path, required=True, help="input rosbag2 (folder, .mcap or .db3)")
+    parser.add_argument("--bag", nargs="+", required=True, metavar="BAG",
+                        help="input rosbag2 (folder, .mcap or .db3); several bags, glob patterns, folders of "
+                             "bags or .txt files listing bags run as a fleet job on Ray")
     parser.add_argument("--model-spec", required=True, help="model spec file or bundled spec name")
     parser.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage topic")
     truth = parser.add_mutually_exclusive_group()
@@ -43,7 +50,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICES,
                         help="offline mode: where pre/post-processing runs (gpu needs CuPy; auto: gpu when "
                              "usable; default cpu)")
+    parser.add_argument("--eval-score-threshold", type=float, default=DEFAULT_EVAL_SCORE_THRESHOLD,
+                        help="detection: lowest score the COCO metrics see (default "
+                             f"{DEFAULT_EVAL_SCORE_THRESHOLD}; at most 100 per image; the output bag keeps the "
+                             "spec's deployment threshold)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fleet = parser.add_argument_group("many bags (Ray; `pip install trt_perception[fleet]`)")
+    fleet.add_argument("--ray-address", help="existing Ray cluster (e.g. ray://head:10001 or auto); "
+                                             "default: start a local one")
+    fleet.add_argument("--workers", type=int, help="local cluster: CPUs to use (default: all cores)")
+    fleet.add_argument("--cpus-per-task", type=int, default=1, help="CPUs (and inference threads) per bag task")
+    fleet.add_argument("--gpus-per-task", type=float, default=0.0, help="GPUs each bag task requests (default 0)")
+    fleet.add_argument("--force", action="store_true", help="re-evaluate bags whose results exist in --out")
+    fleet.add_argument("--slice-seconds", type=float,
+                       help="split each bag into tasks of this many seconds of recording (default: a task per bag)")
     live = parser.add_argument_group("live mode (needs ROS 2 and the running node)")
     live.add_argument("--live", action="store_true",
                       help="play the images into the running node over DDS and evaluate what it publishes")
@@ -58,12 +78,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write the report and print the headline numbers."""
+    try:
+        bags = expand_bag_arguments(args.bag)
+    except FleetError as error:
+        print(f"bag-eval: {error}", file=sys.stderr)
+        return 1
+    fleet = (len(bags) > 1 or bags != [Path(args.bag[0]).absolute()] or args.ray_address is not None
+             or args.slice_seconds is not None)
     options = BagEvalOptions(
-        bag=args.bag, model_spec=args.model_spec, image_topic=args.image_topic, out=args.out,
-        gt_topic=args.gt_topic, gt_coco=args.gt_coco, gt_masks=args.gt_masks,
+        bag=Path(args.bag[0]), model_spec=args.model_spec, image_topic=args.image_topic,
+        out=args.out, gt_topic=args.gt_topic, gt_coco=args.gt_coco, gt_masks=args.gt_masks,
         ignore_index=args.ignore_index, labels_topic=args.labels_topic,
         detections_topic=args.detections_topic, storage=args.storage,
         worst_frames=args.worst_frames, progress=not args.no_progress, device=args.device or "cpu",
+        eval_score_threshold=args.eval_score_threshold,
     )
     if args.rate is not None and (args.rate <= 0 or not args.live):
         print(f"bag-eval: --rate must be positive and goes with --live, got {args.rate}", file=sys.stderr)
@@ -72,7 +100,12 @@ def run(args: argparse.Namespace) -> int:
         print("bag-eval: --device applies to offline mode; in --live mode the node's own settings decide",
               file=sys.stderr)
         return 1
+    if fleet and args.live:
+        print("bag-eval: --live plays one bag into the running node; give one bag", file=sys.stderr)
+        return 1
     try:
+        if fleet:
+            return _run_fleet(args, bags, options)
         if args.live:
             try:
                 from trt_perception.ros.bag_player import LiveOptions, run_live_eval
@@ -86,21 +119,61 @@ def run(args: argparse.Namespace) -> int:
         else:
             result = run_bag_eval(options)
         data = write_report(result, args.out, {
-            "bag": str(args.bag), "model_spec": str(args.model_spec), "image_topic": args.image_topic,
+            "bag": str(options.bag), "model_spec": str(args.model_spec), "image_topic": args.image_topic,
             "output_bag": str(args.out / "bag"), "mode": "live" if args.live else "offline",
         })
     except TrtPerceptionError as error:
         print(f"bag-eval: {error}", file=sys.stderr)
         return 1
+    return _summarize(data, args.out)
+
+
+def _run_fleet(args: argparse.Namespace, bags: list[Path], options: BagEvalOptions) -> int:
+    """Many bags on Ray: one report over all of them, exit 1 when any bag failed."""
+    for name, value, least in (("--workers", args.workers, 1), ("--cpus-per-task", args.cpus_per_task, 1),
+                               ("--gpus-per-task", args.gpus_per_task, 0)):
+        if value is not None and not value >= least:
+            print(f"bag-eval: {name} must be at least {least}, got {value}", file=sys.stderr)
+            return 1
+    result = run_fleet_eval(FleetOptions(
+        bags=bags, per_bag=options, ray_address=args.ray_address, workers=args.workers,
+        cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task, force=args.force,
+        progress=not args.no_progress, slice_seconds=args.slice_seconds,
+    ))
+    for outcome in result.failed:
+        print(f"bag-eval: {outcome.bag}: {outcome.error or outcome.result and outcome.result.read_error}",
+              file=sys.stderr)
+    if result.merged is None:
+        print(f"bag-eval: none of the {len(bags)} bags could be evaluated", file=sys.stderr)
+        return 1
+    data = write_report(result.merged, args.out, {
+        "bag": f"{len(bags)} bags", "model_spec": str(args.model_spec), "image_topic": args.image_topic,
+        "output_bag": str(args.out / "bags" / "*" / "bag"), "mode": "offline",
+    }, bag_rows(result))
+    code = _summarize(data, args.out)
+    if result.failed:
+        print(f"bag-eval: {len(result.failed)} of {len(bags)} bags failed or are incomplete (see the report)",
+              file=sys.stderr)
+        return 1
+    return code
+
+
+def _summarize(data: dict[str, Any], out: Path) -> int:
+    """Print the headline numbers; 1 when the bag could not be read through or no frame was processed."""
     frames = data["frames"]
     print(f"{frames['processed']} of {frames['on_topic']} frames processed, {frames['evaluated']} evaluated; "
-          f"report in {args.out / 'report.md'}")
+          f"report in {out / 'report.md'}")
     for reason, count in frames["skipped"].items():
         print(f"skipped {count}: {reason}")
     if "segmentation" in data:
         print(f"mIoU {data['segmentation']['mean_iou']}, pixel accuracy {data['segmentation']['pixel_accuracy']}")
     if "detection" in data:
-        print(f"mAP {data['detection']['map']}, AP50 {data['detection']['ap50']}, AP75 {data['detection']['ap75']}")
+        det = data["detection"]
+        print("COCO: " + ", ".join(f"{name} {det[key]}" for name, key in zip(COCO_NAMES, COCO_KEYS, strict=True)))
+        if "deployment" in det:
+            deployed = det["deployment"]
+            print(f"at the deployment threshold {deployed['score_threshold']}: AP {deployed['map']}, "
+                  f"AP50 {deployed['ap50']}, AR@100 {deployed['ar100']}")
     if data["read_error"]:
         print(f"bag-eval: {data['read_error']}; the report covers the messages before that", file=sys.stderr)
         return 1

@@ -2,14 +2,19 @@
 
 The output bag holds the original image messages (bytes unchanged) plus, stamped with each
 image's header, ``labels`` (mono8 / mono16 ``sensor_msgs/Image``) or ``detections``
-(``vision_msgs/Detection2DArray``). Frames that cannot be read or processed are counted per
-reason and never enter the metrics.
+(``vision_msgs/Detection2DArray``, what the node would publish). Frames that cannot be read or
+processed are counted per reason and never enter the metrics.
+
+Detection is scored by the COCO protocol: every detection down to the evaluation's own low score
+threshold (at most 100 per image), independent of the spec's deployment threshold; the detections
+at the deployment threshold are scored as well, as an extra view.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,10 +22,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
+from trt_perception.decoders.nms import DetectionFilter, filter_detections
 from trt_perception.errors import ImageDecodeError, InferenceError
 from trt_perception.evaluation import bag_io
 from trt_perception.evaluation.evaluator import EvaluationResult, Evaluator, FramePrediction, OrderedTruth
 from trt_perception.evaluation.ground_truth import BoxTruth, CocoFile, MaskFolder, MaskTruth, Truth
+from trt_perception.evaluation.metrics import COCO_MAX_DETECTIONS
 from trt_perception.evaluation.report import thumbnail
 from trt_perception.pipeline import Pipeline
 from trt_perception.pipeline_factory import create_pipeline
@@ -29,6 +36,9 @@ from trt_perception.spec import ModelSpec, load_model_spec
 
 if TYPE_CHECKING:
     from trt_perception.gpu.pipeline import GpuPipeline
+
+
+DEFAULT_EVAL_SCORE_THRESHOLD = 0.001  # as COCO evaluations of YOLO-style detectors use
 
 
 @dataclass
@@ -49,6 +59,10 @@ class BagEvalOptions:
     worst_frames: int = 4
     progress: bool = True
     device: str = "cpu"  # where pre/post-processing runs: cpu | gpu | auto (see create_pipeline)
+    eval_score_threshold: float = DEFAULT_EVAL_SCORE_THRESHOLD  # detection: lowest score the COCO metrics see
+    threads: int = 0  # ONNX Runtime intra-op threads (0: its default)
+    frame_done: Callable[[], None] | None = None  # called after each image message (fleet progress)
+    time_range: tuple[int, int] | None = None  # only messages logged in [start, stop) ns (a fleet task's slice)
 
 
 def evaluation_spec(model_spec: str | Path | ModelSpec) -> ModelSpec:
@@ -65,6 +79,23 @@ def checked_ignore_index(num_classes: int, requested: int | None) -> int | None:
             "choose another or none"
         )
     return requested
+
+
+def evaluation_filter(deployed: DetectionFilter, score_threshold: float) -> DetectionFilter:
+    """The deployment filter (NMS, classes) with the evaluation's lower threshold and at least 100 per image.
+
+    What this keeps includes everything the deployment filter keeps: ``filter_detections`` with the
+    deployment filter gives the node's detections back from it (NMS survivors above the deployment
+    threshold only depend on higher-scoring boxes).
+    """
+    if not 0.0 <= score_threshold <= deployed.score_threshold:
+        raise bag_io.BagError(
+            f"evaluation score threshold {score_threshold} must lie in [0, {deployed.score_threshold}] "
+            "(the spec's deployment threshold): the COCO protocol scores every detection above a low threshold"
+        )
+    return dataclasses.replace(
+        deployed, score_threshold=score_threshold, max_detections=max(deployed.max_detections, COCO_MAX_DETECTIONS)
+    )
 
 
 def ground_truth_from_options(options: BagEvalOptions, task: str) -> OrderedTruth | None:
@@ -108,8 +139,11 @@ class EvaluationSetup:
         self.reader.close()
 
 
-def prepare_evaluation(options: BagEvalOptions) -> EvaluationSetup:
-    """Load the spec, open the bag, check topics and ground truth; the caller closes the result."""
+def prepare_evaluation(options: BagEvalOptions, deployment_view: bool = False) -> EvaluationSetup:
+    """Load the spec, open the bag, check topics and ground truth; the caller closes the result.
+
+    ``deployment_view``: detection frames will also carry the detections at the spec's threshold.
+    """
     spec = evaluation_spec(options.model_spec)
     gt_options = [o for o in (options.gt_topic, options.gt_coco, options.gt_masks) if o is not None]
     if len(gt_options) > 1:
@@ -128,7 +162,7 @@ def prepare_evaluation(options: BagEvalOptions) -> EvaluationSetup:
         ignore_index=(
             checked_ignore_index(len(class_names), options.ignore_index) if spec.task == "segmentation" else None
         ),
-        max_detections=spec.detection.max_detections,
+        deployment_threshold=spec.detection.score_threshold if deployment_view else None,
         worst_frames=options.worst_frames,
     )
     reader = bag_io.open_reader(options.bag)
@@ -149,15 +183,19 @@ def prepare_evaluation(options: BagEvalOptions) -> EvaluationSetup:
 
 def run_bag_eval(options: BagEvalOptions) -> EvaluationResult:
     """Replay the bag through the pipeline, write the output bag under ``options.out`` and score."""
-    setup = prepare_evaluation(options)
+    setup = prepare_evaluation(options, deployment_view=True)
     try:
-        pipeline = create_pipeline(setup.spec, device=options.device)
+        pipeline = create_pipeline(setup.spec, intra_op_threads=options.threads, device=options.device)
         device = pipeline.device
         try:
+            deployed_filter = None
+            if setup.spec.task == "detection":
+                deployed_filter = pipeline.detection_filter
+                pipeline.detection_filter = evaluation_filter(deployed_filter, options.eval_score_threshold)
             start = time.perf_counter()
             with bag_io.BagWriter(options.out / "bag", options.storage, bag_io.bag_distro(setup.reader)) as writer:
                 try:
-                    _replay(setup, options, pipeline, writer)
+                    _replay(setup, options, pipeline, writer, deployed_filter)
                 except bag_io.BagReadError as error:
                     setup.evaluator.read_error = str(error)
             wall_seconds = time.perf_counter() - start
@@ -168,18 +206,26 @@ def run_bag_eval(options: BagEvalOptions) -> EvaluationResult:
     return dataclasses.replace(setup.evaluator.finish(wall_seconds), device=device)
 
 
-def _replay(setup: EvaluationSetup, options: BagEvalOptions, pipeline: Pipeline | GpuPipeline, writer: bag_io.BagWriter) -> None:
+def _replay(
+    setup: EvaluationSetup,
+    options: BagEvalOptions,
+    pipeline: Pipeline | GpuPipeline,
+    writer: bag_io.BagWriter,
+    deployed_filter: DetectionFilter | None,
+) -> None:
     evaluator = setup.evaluator
     store = bag_io.typestore(bag_io.bag_distro(setup.reader))
     topics = [options.image_topic] + ([options.gt_topic] if options.gt_topic else [])
     index, warmed_up = -1, False
     progress = tqdm(total=setup.image_count, unit="frame", disable=not options.progress, desc="bag-eval")
-    for message in bag_io.iter_messages(setup.reader, topics):
+    for message in bag_io.iter_messages(setup.reader, topics, *(options.time_range or (None, None))):
         if message.topic != options.image_topic:
             add_truth_message(message, store, evaluator)
             continue
         index += 1
         progress.update(1)
+        if options.frame_done is not None:
+            options.frame_done()
         writer.write_raw(message.topic, message.msgtype, message.log_time, message.data)
         try:
             msg = bag_io.deserialize(message, store)
@@ -213,10 +259,13 @@ def _replay(setup: EvaluationSetup, options: BagEvalOptions, pipeline: Pipeline 
             writer.write(options.labels_topic, bag_io.IMAGE_TYPE, message.log_time,
                          bag_io.image_message(writer.store, msg.header, result.labels, encoding))
         else:
+            assert deployed_filter is not None
             frame.detections, frame.class_names = result.detections, result.names()
+            deployed = dataclasses.replace(result, detections=filter_detections(result.detections, deployed_filter))
+            frame.deployed, frame.deployed_names = deployed.detections, deployed.names()
             writer.write(options.detections_topic, bag_io.DETECTIONS_TYPE, message.log_time,
-                         bag_io.detection_array_message(writer.store, msg.header, result.detections.boxes,
-                                                        frame.class_names, result.detections.scores.tolist()))
+                         bag_io.detection_array_message(writer.store, msg.header, deployed.detections.boxes,
+                                                        frame.deployed_names, deployed.detections.scores.tolist()))
         evaluator.add_prediction(frame, milliseconds)
     progress.close()
 

@@ -145,13 +145,16 @@ def require_topic(reader: Reader, topic: str, allowed_types: Sequence[str]) -> s
     return types[topic]
 
 
-def iter_messages(reader: Reader, topics: Sequence[str]) -> Iterator[BagMessage]:
-    """The messages of ``topics`` in log-time order, one at a time (constant memory)."""
+def iter_messages(
+    reader: Reader, topics: Sequence[str], start: int | None = None, stop: int | None = None
+) -> Iterator[BagMessage]:
+    """The messages of ``topics`` in log-time order, one at a time (constant memory); with ``start`` /
+    ``stop`` only those logged in ``[start, stop)`` ns."""
     connections = [c for c in reader.connections if c.topic in topics]
     if not connections:
         return
     count = 0
-    stream = reader.messages(connections=connections)
+    stream = reader.messages(connections=connections, start=start, stop=stop)
     while True:
         try:
             connection, log_time, data = next(stream)

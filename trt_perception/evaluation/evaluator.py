@@ -3,13 +3,18 @@
 Shared by the offline replay (``bag_eval``) and the live mode (``live``): they produce
 ``FramePrediction`` objects; this module pairs them with ground truth (by frame order or header
 stamp), feeds the metrics, remembers the worst frames and counts skips per reason.
+``merge_results`` joins the results of consecutive parts (bags of a fleet) into the result one
+evaluator fed all their frames in that order would give.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import heapq
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -37,8 +42,17 @@ class FramePrediction:
     source_size: tuple[int, int]
     thumbnail: npt.NDArray[np.uint8] | None
     labels: npt.NDArray[np.unsignedinteger] | None = None
-    detections: Detections | None = None
+    detections: Detections | None = None  # everything the COCO protocol scores (low threshold)
     class_names: list[str] = field(default_factory=list)
+    deployed: Detections | None = None  # offline: what the node publishes (the spec's threshold)
+    deployed_names: list[str] = field(default_factory=list)
+
+    def shown_detections(self) -> tuple[Detections, list[str]]:
+        """The detections a user sees (deployed ones where known) with their class names."""
+        assert self.detections is not None
+        if self.deployed is not None:
+            return self.deployed, self.deployed_names
+        return self.detections, self.class_names
 
 
 class OrderedTruth(Protocol):
@@ -59,6 +73,24 @@ class WorstFrame:
     score_text: str
     prediction: FramePrediction
     truth: Truth
+
+
+@dataclass
+class Accumulators:
+    """The metric state behind a result, kept so results of several parts can be merged exactly."""
+
+    segmentation: SegmentationMetrics | None
+    detection: DetectionMetrics | None
+    deployment: DetectionMetrics | None  # detections at the deployment threshold (offline only)
+
+    def merge(self, other: Accumulators) -> None:
+        """Append the frames behind ``other`` (evaluated with the same settings)."""
+        for mine, theirs in ((self.segmentation, other.segmentation), (self.detection, other.detection),
+                             (self.deployment, other.deployment)):
+            if (mine is None) != (theirs is None):
+                raise ValueError("cannot merge results of differently configured evaluations")
+            if mine is not None:
+                mine.merge(theirs)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -86,6 +118,9 @@ class EvaluationResult:
     wall_seconds: float
     worst_frames: list[WorstFrame]
     device: str | None = None  # where pre/post-processing ran (offline: cpu | gpu; live: the node's business)
+    deployment: DetectionScores | None = None  # COCO metrics of the detections at the deployment threshold
+    deployment_threshold: float | None = None
+    accumulators: Accumulators | None = None
 
     @property
     def fps(self) -> float:
@@ -106,7 +141,7 @@ class Evaluator:
         ordered_truth: OrderedTruth | None = None,
         truth_topic: str | None = None,
         ignore_index: int | None = None,
-        max_detections: int = 100,
+        deployment_threshold: float | None = None,
         worst_frames: int = 4,
     ) -> None:
         if ordered_truth is not None and truth_topic is not None:
@@ -120,7 +155,9 @@ class Evaluator:
         self.ignore_index = ignore_index
         self.latency = LatencyStats()
         self.segmentation = SegmentationMetrics(max(1, len(class_names)), ignore_index) if task == "segmentation" else None
-        self.detection = DetectionMetrics(max_detections) if task == "detection" else None
+        self.detection = DetectionMetrics() if task == "detection" else None
+        self.deployment_threshold = deployment_threshold if task == "detection" else None
+        self.deployment = DetectionMetrics() if self.deployment_threshold is not None else None
         self.matcher: StampMatcher[FramePrediction] = StampMatcher(max_pending=32)
         self.skipped: Counter[str] = Counter()
         self.truth_unusable: Counter[str] = Counter()
@@ -201,8 +238,13 @@ class Evaluator:
         if not isinstance(truth, BoxTruth):
             raise ValueError("ground truth of a detection model must be boxes, got label masks")
         dets = frame.detections
-        self.detection.add_frame(truth.boxes, truth.classes, dets.boxes, dets.scores, frame.class_names, truth.crowd)
-        errors = frame_detection_errors(truth.boxes, truth.classes, dets.boxes, dets.scores, frame.class_names)
+        self.detection.add_frame(truth.boxes, truth.classes, dets.boxes, dets.scores, frame.class_names, truth.crowd,
+                                 truth.areas)
+        shown, names = frame.shown_detections()
+        if self.deployment is not None and frame.deployed is not None:
+            self.deployment.add_frame(truth.boxes, truth.classes, shown.boxes, shown.scores, names, truth.crowd,
+                                      truth.areas)
+        errors = frame_detection_errors(truth.boxes, truth.classes, shown.boxes, shown.scores, names)
         return float(errors), f"{errors} errors (misses + false positives at IoU 0.5)"
 
     def finish(self, wall_seconds: float) -> EvaluationResult:
@@ -235,4 +277,56 @@ class Evaluator:
             latency=self.latency,
             wall_seconds=wall_seconds,
             worst_frames=[entry[2] for entry in sorted(self._worst, key=lambda e: e[:2], reverse=True)],
+            deployment=self.deployment.scores() if self.deployment and self.frames_evaluated else None,
+            deployment_threshold=self.deployment_threshold,
+            accumulators=Accumulators(self.segmentation, self.detection, self.deployment),
         )
+
+
+def merge_results(
+    parts: Sequence[tuple[str, EvaluationResult]], wall_seconds: float, worst_frames: int = 4
+) -> EvaluationResult:
+    """The result of consecutive named parts, as one evaluator fed their frames in this order gives.
+
+    Counts add; metrics come from the merged accumulators (summed confusion matrix, COCO over all
+    detections and ground truth at once, percentiles over every frame's latency); the worst frames
+    are the worst of all parts, their text prefixed with the part's name.
+    """
+    if not parts:
+        raise ValueError("nothing to merge")
+    first = parts[0][1]
+    merged = copy.deepcopy(first.accumulators)
+    latency = LatencyStats()
+    if merged is None:
+        raise ValueError("results without accumulators (live mode) cannot be merged")
+    for index, (name, part) in enumerate(parts):
+        if part.accumulators is None or (part.model, part.task) != (first.model, first.task):
+            raise ValueError(f"part {name} was not evaluated like the first one ({first.model}, {first.task})")
+        if index:
+            merged.merge(part.accumulators)
+        latency.merge(part.latency)
+    worst = sorted(
+        (dataclasses.replace(w, score_text=f"{name}: {w.score_text}") for name, part in parts for w in part.worst_frames),
+        key=lambda w: w.badness, reverse=True,
+    )[:worst_frames]
+    evaluated = sum(part.frames_evaluated for _, part in parts)
+    read_errors = [f"{name}: {part.read_error}" for name, part in parts if part.read_error]
+    return dataclasses.replace(
+        first,
+        frames_on_topic=sum(part.frames_on_topic for _, part in parts),
+        frames_processed=sum(part.frames_processed for _, part in parts),
+        frames_evaluated=evaluated,
+        skipped=dict(sum((Counter(part.skipped) for _, part in parts), Counter())),
+        frames_without_truth=sum(part.frames_without_truth for _, part in parts),
+        truths_without_frame=sum(part.truths_without_frame for _, part in parts),
+        truth_unusable=dict(sum((Counter(part.truth_unusable) for _, part in parts), Counter())),
+        outputs_without_frame=sum(part.outputs_without_frame for _, part in parts),
+        read_error="; ".join(read_errors) or None,
+        segmentation=merged.segmentation.scores() if merged.segmentation and evaluated else None,
+        detection=merged.detection.scores() if merged.detection and evaluated else None,
+        deployment=merged.deployment.scores() if merged.deployment and evaluated else None,
+        latency=latency,
+        wall_seconds=wall_seconds,
+        worst_frames=worst,
+        accumulators=merged,
+    )

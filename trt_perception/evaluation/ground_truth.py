@@ -37,11 +37,16 @@ class MaskTruth:
 
 @dataclass(frozen=True)
 class BoxTruth:
-    """``xyxy`` boxes (source pixels), their class names and COCO ``iscrowd`` flags."""
+    """``xyxy`` boxes (source pixels), their class names, COCO ``iscrowd`` flags and ``area``s.
+
+    ``areas`` (COCO's object area, e.g. of the segmentation; decides small / medium / large) is
+    None when the source has none: the box areas are used then.
+    """
 
     boxes: npt.NDArray[np.float64]
     classes: list[str]
     crowd: list[bool] = field(default_factory=list)
+    areas: npt.NDArray[np.float64] | None = None
 
     def __post_init__(self) -> None:
         if not self.crowd:
@@ -110,7 +115,7 @@ def read_coco(path: Path) -> list[CocoImage]:
         data = json.loads(path.read_text(encoding="utf-8"))
         categories = {int(c["id"]): str(c["name"]) for c in data["categories"]}
         images = {int(i["id"]): i for i in data["images"]}
-        boxes: dict[int, list[tuple[list[float], str, bool]]] = {image_id: [] for image_id in images}
+        boxes: dict[int, list[tuple[list[float], str, bool, float]]] = {image_id: [] for image_id in images}
         for ann in data.get("annotations", []):
             x, y, w, h = (float(v) for v in ann["bbox"])
             if ann["image_id"] not in boxes:
@@ -119,9 +124,10 @@ def read_coco(path: Path) -> list[CocoImage]:
                 raise GroundTruthError(
                     f"{path}: annotation {ann.get('id')} names unknown category {ann['category_id']}"
                 )
-            boxes[ann["image_id"]].append(
-                ([x, y, x + w, y + h], categories[ann["category_id"]], bool(ann.get("iscrowd", 0)))
-            )
+            boxes[ann["image_id"]].append((
+                [x, y, x + w, y + h], categories[ann["category_id"]], bool(ann.get("iscrowd", 0)),
+                float(ann.get("area", w * h)),
+            ))
     except FileNotFoundError:
         raise GroundTruthError(f"COCO file {path} does not exist") from None
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -130,9 +136,10 @@ def read_coco(path: Path) -> list[CocoImage]:
     for image_id, image in images.items():
         items = boxes[image_id]
         truth = BoxTruth(
-            np.asarray([b for b, _, _ in items], np.float64).reshape(-1, 4),
-            [name for _, name, _ in items],
-            [crowd for _, _, crowd in items],
+            np.asarray([b for b, _, _, _ in items], np.float64).reshape(-1, 4),
+            [name for _, name, _, _ in items],
+            [crowd for _, _, crowd, _ in items],
+            np.asarray([area for _, _, _, area in items], np.float64),
         )
         result.append(CocoImage(str(image.get("file_name", image_id)), image.get("width"), image.get("height"), truth))
     return sorted(result, key=lambda image: image.file_name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +14,12 @@ import numpy.typing as npt
 
 from trt_perception.evaluation.evaluator import EvaluationResult, WorstFrame
 from trt_perception.evaluation.ground_truth import BoxTruth, MaskTruth
+from trt_perception.evaluation.metrics import DetectionScores
 from trt_perception.results import Detections
 from trt_perception.visualize import as_rgb, colorize, draw_detections, make_palette, overlay
 
 THUMBNAIL_SIDE = 640
+COCO_KEYS = ("map", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar100")
 LATENCY_NOTES = {
     "offline": "Per frame, in this process, after one untimed warm-up run (decode = image message to pixels).",
     "live": "Per frame, from publishing the image to receiving the node's answer over DDS.",
@@ -79,15 +81,28 @@ def metrics_dict(result: EvaluationResult, context: Mapping[str, Any]) -> dict[s
             "evaluated_pixels": scores.evaluated_pixels,
         }
     if result.detection is not None:
-        scores_d = result.detection
-        data["detection"] = {
-            "map": _number(scores_d.mean_ap),
-            "ap50": _number(scores_d.ap50),
-            "ap75": _number(scores_d.ap75),
-            "class_ap": {name: _number(ap) for name, ap in scores_d.class_ap.items()},
-            "ground_truth_boxes": scores_d.ground_truth_boxes,
-            "detections": scores_d.detections,
-        }
+        data["detection"] = _detection_dict(result.detection)
+        if result.deployment is not None:
+            data["detection"]["deployment"] = {
+                "score_threshold": result.deployment_threshold, **_detection_dict(result.deployment, with_classes=False)
+            }
+    return data
+
+
+def _detection_dict(scores: DetectionScores, with_classes: bool = True) -> dict[str, Any]:
+    """The COCO numbers of ``scores`` (names as pycocotools prints them, lower case)."""
+    data: dict[str, Any] = {
+        "map": _number(scores.mean_ap),
+        "ap50": _number(scores.ap50),
+        "ap75": _number(scores.ap75),
+        "ap_small": _number(scores.ap_small),
+        "ap_medium": _number(scores.ap_medium),
+        "ap_large": _number(scores.ap_large),
+        "ar100": _number(scores.ar100),
+    }
+    if with_classes:
+        data["class_ap"] = {name: _number(ap) for name, ap in scores.class_ap.items()}
+    data.update(ground_truth_boxes=scores.ground_truth_boxes, detections=scores.detections)
     return data
 
 
@@ -100,10 +115,18 @@ def _format(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def write_report(result: EvaluationResult, out: Path, context: Mapping[str, Any]) -> dict[str, Any]:
-    """Write ``metrics.json``, plots and ``report.md`` into ``out``; returns the metrics dict."""
+def write_report(
+    result: EvaluationResult, out: Path, context: Mapping[str, Any], bags: Sequence[Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Write ``metrics.json``, plots and ``report.md`` into ``out``; returns the metrics dict.
+
+    ``bags``: one row per bag of a fleet job (``bag``, ``status``, ``reason``, frame counts, its
+    own ``mean_iou`` or ``map``, ``fps``, ``output``); ``result`` is then the merged total.
+    """
     out.mkdir(parents=True, exist_ok=True)
     data = metrics_dict(result, context)
+    if bags is not None:
+        data["bags"] = [{k: _number(v) if isinstance(v, float) else v for k, v in row.items()} for row in bags]
     plots = _plots(result, data, out)
     worst = _worst_frames(result, out)
     data["worst_frames"] = worst
@@ -121,6 +144,8 @@ def _markdown(data: dict[str, Any], plots: dict[str, str], worst: list[dict[str,
     lines.append(f"- ground truth: {data['ground_truth'] or 'none given (no accuracy metrics)'}")
     if data["read_error"]:
         lines += ["", f"**{data['read_error']}. Everything below covers only the messages before that.**"]
+    if "bags" in data:
+        lines += _bag_table(data["bags"])
     lines += [
         "", "## Frames", "",
         "| | count |", "| --- | ---: |",
@@ -150,13 +175,22 @@ def _markdown(data: dict[str, Any], plots: dict[str, str], worst: list[dict[str,
     if "detection" in data:
         det = data["detection"]
         lines += [
-            "", "## Detection (COCO box metrics)", "",
+            "", "## Detection (COCO protocol, pycocotools COCOeval)", "",
             f"Over {frames['evaluated']} frames, {det['ground_truth_boxes']} ground-truth boxes, "
-            f"{det['detections']} detections. Classes are matched by name; AP is averaged over "
-            "classes that have ground truth.",
-            "", f"- mAP@[.5:.95]: **{_format(det['map'])}**", f"- AP50: {_format(det['ap50'])}",
-            f"- AP75: {_format(det['ap75'])}", "", "| class | AP@[.5:.95] |", "| --- | ---: |",
+            f"{det['detections']} detections (every detection above the evaluation's own low score "
+            "threshold, at most 100 per image). Classes are matched by name; AP is averaged over "
+            "classes that have ground truth; areas (small < 32², large > 96² pixels) are box areas.",
+            "", "| AP | AP50 | AP75 | APs | APm | APl | AR@100 |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| " + " | ".join(f"{_format(det[key])}" for key in COCO_KEYS) + " |",
         ]
+        if "deployment" in det:
+            deployed = det["deployment"]
+            lines += [
+                "", f"At the deployment threshold (score >= {deployed['score_threshold']}, what the node publishes; "
+                f"{deployed['detections']} detections): AP {_format(deployed['map'])}, AP50 {_format(deployed['ap50'])}, "
+                f"AR@100 {_format(deployed['ar100'])}.",
+            ]
+        lines += ["", "| class | AP@[.5:.95] |", "| --- | ---: |"]
         lines += [f"| {name} | {_format(ap)} |" for name, ap in det["class_ap"].items()]
     if frames["processed"] and frames["evaluated"] == 0 and data["ground_truth"]:
         lines += ["", "**No frame could be matched with ground truth: no accuracy metrics.**"]
@@ -177,6 +211,28 @@ def _markdown(data: dict[str, Any], plots: dict[str, str], worst: list[dict[str,
             lines += [f"- frame {frame['index']} (stamp {frame['stamp']} ns): {frame['score']}", "",
                       f"  ![frame {frame['index']}]({frame['image']})", ""]
     return "\n".join(lines) + "\n"
+
+
+def _bag_table(bags: list[dict[str, Any]]) -> list[str]:
+    """The fleet job's per-bag rows; the sections after it are the total over the bags that ran."""
+    failed = sum(row["status"] in ("failed", "incomplete") for row in bags)
+    lines = [
+        "", "## Bags", "",
+        f"{len(bags)} bags, {failed} failed or incomplete. Everything after this table is the total over "
+        "all bags with results, computed at once (not averaged per bag).", "",
+        "| bag | status | frames processed / on topic | evaluated | mIoU or AP | fps | output |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for row in bags:
+        status = row["status"] + (f": {row['reason']}" if row.get("reason") else "")
+        frames = f"{row['frames_processed']} / {row['frames_on_topic']}" if "frames_processed" in row else ""
+        metric = row.get("mean_iou", row.get("map"))
+        lines.append(
+            f"| `{row['bag']}` | {status.replace('|', '/')} | {frames} | {row.get('frames_evaluated', '')} | "
+            f"{_format(metric) if 'frames_processed' in row else ''} | "
+            f"{_format(row.get('fps'), 1) if 'frames_processed' in row else ''} | `{row['output']}` |"
+        )
+    return lines
 
 
 def _plots(result: EvaluationResult, data: dict[str, Any], out: Path) -> dict[str, str]:
@@ -247,7 +303,7 @@ def render_worst_frame(worst: WorstFrame, result: EvaluationResult) -> npt.NDArr
         right = overlay(image, colorize(truth.labels, palette))
     elif isinstance(truth, BoxTruth) and frame.detections is not None:
         scale = image.shape[1] / frame.source_size[1]
-        left = draw_detections(image, _scaled(frame.detections, scale), names)
+        left = draw_detections(image, _scaled(frame.shown_detections()[0], scale), names)
         extra = tuple(sorted(set(truth.classes) - set(names)))
         all_names = names + extra
         truth_boxes = Detections((truth.boxes * scale).astype(np.float32), np.ones(len(truth.classes), np.float32),

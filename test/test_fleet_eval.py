@@ -1,0 +1,251 @@
+"""bag-eval over many bags on a local Ray cluster: the merged report equals one process over the same frames.
+
+The reference is the single-bag evaluation (``run_bag_eval``, no Ray, no merging) of one bag that holds
+every message of the good bags, byte for byte and in the same order. One Ray cluster serves the module.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import ray
+
+from test_bag_eval import colour_spec, quokka_box, scene_classes, scene_image, scene_truth  # noqa: F401 (fixture)
+from trt_perception.cli import main as cli
+from trt_perception.evaluation import bag_io
+from trt_perception.evaluation.bag_eval import BagEvalOptions
+from trt_perception.evaluation.fleet import (
+    BagOutcome,
+    FleetError,
+    FleetOptions,
+    JobProgress,
+    check_local_resources,
+    expand_bag_arguments,
+    load_bag_result,
+)
+from trt_perception.evaluation.make_bag import make_bag
+
+FIXTURES = Path(__file__).parent / "fixtures"
+DETECTOR = "centernet_mobilenetv3_coco"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster() -> object:
+    """A small local cluster for the whole module (bag-eval uses it instead of starting its own)."""
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=96 * 1024**2, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def scene_bag(folder: Path, bag: Path, frames: range, storage: str, encoding: str, start_s: int) -> None:
+    """The moving-shapes scene of ``frames`` with its ground-truth masks on /gt."""
+    images, masks = folder / f"{bag.name}_images", folder / f"{bag.name}_masks"
+    images.mkdir()
+    masks.mkdir()
+    for frame in frames:
+        cv2.imwrite(str(images / f"frame{frame:03d}.png"), cv2.cvtColor(scene_image(scene_classes(frame)), cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(masks / f"frame{frame:03d}.png"), scene_truth(frame))
+    make_bag([images], bag, "/cam", 10.0, storage=storage, encoding=encoding, labels_dir=masks, gt_topic="/gt",
+             start_ns=start_s * 10**9)
+
+
+def concatenated(bags: list[Path], out: Path) -> Path:
+    """One bag with every /cam and /gt message of ``bags``, bytes unchanged, in order."""
+    with bag_io.BagWriter(out, "mcap") as writer:
+        for bag in bags:
+            reader = bag_io.open_reader(bag)
+            try:
+                for message in bag_io.iter_messages(reader, ["/cam", "/gt"]):
+                    writer.write_raw(message.topic, message.msgtype, message.log_time, message.data)
+            finally:
+                reader.close()
+    return out
+
+
+def evaluate(args: list[str]) -> tuple[int, dict]:
+    out = Path(args[args.index("--out") + 1])
+    code = cli.main(["bag-eval", *args])
+    return code, json.loads((out / "metrics.json").read_text())
+
+
+def latency_from_stored_results(out: Path, labels: list[str]) -> dict:
+    """Percentiles over every frame of the bags, from each bag's stored per-frame latencies."""
+    results = [load_bag_result(out / "bags" / label) for label in labels]
+    summary = {}
+    for stage in results[0].latency.stages:
+        values = np.concatenate([r.latency.values(stage) for r in results])
+        p50, p90, p99 = np.percentile(values, [50, 90, 99])
+        summary[stage] = {"p50": p50, "p90": p90, "p99": p99, "mean": values.mean(), "count": values.size}
+    return summary
+
+
+def test_segmentation_fleet_equals_one_process_and_reports_the_broken_bag(
+    tmp_path: Path, colour_spec: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fleet = tmp_path / "fleet"
+    fleet.mkdir()
+    scene_bag(tmp_path, fleet / "a_mcap", range(0, 3), "mcap", "rgb8", 1)
+    scene_bag(tmp_path, fleet / "b_sqlite", range(3, 6), "sqlite3", "bgr8", 11)
+    scene_bag(tmp_path, fleet / "c_broken", range(6, 8), "mcap", "rgb8", 21)
+    (broken,) = (fleet / "c_broken").glob("*.mcap")
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])  # an interrupted recording
+    common = ["--model-spec", str(colour_spec), "--image-topic", "/cam", "--gt-topic", "/gt"]
+
+    code, merged = evaluate(["--bag", str(fleet), *common, "--out", str(tmp_path / "out")])
+    single_bag = concatenated([fleet / "a_mcap", fleet / "b_sqlite"], tmp_path / "single_bag")
+    single_code, single = evaluate(["--bag", str(single_bag), *common, "--out", str(tmp_path / "single"),
+                                    "--no-progress"])
+
+    assert (code, single_code) == (1, 0)
+    err = capsys.readouterr().err
+    assert f"{fleet / 'c_broken'}: cannot open bag" in err
+    assert "bag-eval: bags 3/3, frames 6" in err  # the whole job's progress line
+    assert merged["segmentation"] == single["segmentation"]  # every digit
+    assert 0.5 < merged["segmentation"]["mean_iou"] < 1.0
+    for count in ("on_topic", "processed", "evaluated", "without_ground_truth", "ground_truth_without_frame"):
+        assert merged["frames"][count] == single["frames"][count], count
+    assert merged["frames"]["processed"] == 6
+
+    rows = {Path(row["bag"]).name: row for row in merged["bags"]}
+    assert [rows[name]["status"] for name in ("a_mcap", "b_sqlite", "c_broken")] == ["ok", "ok", "failed"]
+    assert "cannot open bag" in rows["c_broken"]["reason"]
+    assert rows["a_mcap"]["frames_processed"] == rows["b_sqlite"]["frames_evaluated"] == 3
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Bags" in report and f"`{fleet / 'c_broken'}` | failed: cannot open bag" in report
+    assert f"mIoU: **{merged['segmentation']['mean_iou']:.4f}**" in report
+    for picture in ("class_scores.png", "latency.png"):
+        assert cv2.imread(str(tmp_path / "out" / picture)) is not None
+    labels = [rows[name]["output"].removeprefix("bags/") for name in ("a_mcap", "b_sqlite")]
+    for label, frames in zip(labels, (range(0, 3), range(3, 6)), strict=True):
+        reader = bag_io.open_reader(tmp_path / "out" / "bags" / label / "bag")
+        try:
+            store = bag_io.typestore(bag_io.bag_distro(reader))
+            written = [bag_io.deserialize(m, store) for m in bag_io.iter_messages(reader, ["/labels"])]
+        finally:
+            reader.close()
+        for frame, message in zip(frames, written, strict=True):
+            np.testing.assert_array_equal(bag_io.image_from_message(message, bag_io.IMAGE_TYPE).pixels[:, :, 0],
+                                          scene_classes(frame))
+    assert merged["latency_ms"] == latency_from_stored_results(tmp_path / "out", labels)
+
+    # a second run reuses the finished bags (same numbers), retries the broken one, and --force redoes all
+    code, again = evaluate(["--bag", str(fleet), *common, "--out", str(tmp_path / "out"), "--no-progress"])
+    assert code == 1 and again["segmentation"] == merged["segmentation"]
+    assert [row["status"] for row in again["bags"]] == ["reused", "reused", "failed"]
+    assert again["latency_ms"] == merged["latency_ms"]
+    code, forced = evaluate(["--bag", str(fleet), *common, "--out", str(tmp_path / "out"), "--no-progress", "--force"])
+    assert code == 1 and [row["status"] for row in forced["bags"]] == ["ok", "ok", "failed"]
+    assert forced["segmentation"] == merged["segmentation"]
+
+
+def test_a_long_bag_in_time_slices_equals_one_process(tmp_path: Path, colour_spec: Path) -> None:
+    scene_bag(tmp_path, tmp_path / "long", range(0, 9), "mcap", "rgb8", 5)  # 0.9 s at 10 Hz
+    common = ["--bag", str(tmp_path / "long"), "--model-spec", str(colour_spec), "--image-topic", "/cam",
+              "--gt-topic", "/gt", "--no-progress"]
+
+    code, sliced = evaluate([*common, "--out", str(tmp_path / "sliced"), "--slice-seconds", "0.25"])
+    single_code, single = evaluate([*common, "--out", str(tmp_path / "single")])
+
+    assert (code, single_code) == (0, 0)
+    assert sliced["segmentation"] == single["segmentation"]
+    assert sliced["frames"] == single["frames"]
+    ((row,),) = [sliced["bags"]]
+    assert row["status"] == "ok" and row["frames_processed"] == 9
+    slices = sorted((tmp_path / "sliced" / row["output"]).glob("slice-*/bag"))
+    assert len(slices) == 4  # frames 0-2, 3-4, 5-7, 8 by log time (0.25 s windows from the first message)
+    assert sliced["latency_ms"]["total"]["count"] == 9
+
+
+def detection_images(folder: Path) -> tuple[dict[str, Path], Path]:
+    """Six frames from the fixture images (three at half size) and COCO ground truth drawn by hand."""
+    folder.mkdir()
+    x1, y1, x2, y2 = quokka_box()
+    boxes = {  # class, xyxy at full size; the astronaut also has a dog the detector cannot find
+        "quokka": [("bear", [x1, y1, x2, y2])],
+        "astronaut": [("person", [20, 0, 380, 512]), ("dog", [400, 400, 500, 500])],
+        "coffee": [("cup", [170, 30, 400, 250])],
+        "motorcycle_left": [("motorcycle", [100, 60, 680, 440])],
+    }
+    frames, images, annotations = {}, [], []
+    for name, scale in (("quokka", 1.0), ("astronaut", 1.0), ("coffee", 1.0), ("motorcycle_left", 1.0),
+                        ("quokka", 0.5), ("coffee", 0.5)):
+        source = next((FIXTURES / "images").glob(f"{name}.*"))
+        path = folder / f"{name}{'' if scale == 1.0 else '_half'}.png"
+        cv2.imwrite(str(path), cv2.resize(cv2.imread(str(source)), None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))
+        frames[path.stem] = path
+        images.append({"id": len(images) + 1, "file_name": path.name})
+        for cls, (bx1, by1, bx2, by2) in boxes[name]:
+            annotations.append({"id": len(annotations) + 1, "image_id": len(images), "category_id": cls,
+                                "bbox": [v * scale for v in (bx1, by1, bx2 - bx1, by2 - by1)]})
+    names = sorted({a["category_id"] for a in annotations})
+    for annotation in annotations:
+        annotation["category_id"] = names.index(annotation["category_id"]) + 1
+    coco = folder / "gt.json"
+    coco.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": [{"id": k + 1, "name": n} for k, n in enumerate(names)]}))
+    return frames, coco
+
+
+def test_detection_fleet_from_a_list_and_a_glob_equals_one_process(tmp_path: Path) -> None:
+    frames, coco = detection_images(tmp_path / "images")
+    parts = [("det_d", ["quokka", "astronaut"], "mcap", "rgb8"), ("det_e", ["coffee", "motorcycle_left"], "sqlite3", "rgb8"),
+             ("det_f", ["quokka_half", "coffee_half"], "mcap", "bgr8")]
+    for index, (name, stems, storage, encoding) in enumerate(parts):
+        make_bag([frames[s] for s in stems], tmp_path / name, "/cam", 5.0, storage=storage, encoding=encoding,
+                 coco=coco, gt_topic="/gt", start_ns=(1 + 10 * index) * 10**9)
+    listing = tmp_path / "bags.txt"
+    listing.write_text("# the fleet\ndet_d\ndet_e   # sqlite3\ndet_f*\n")
+    assert expand_bag_arguments([str(listing)]) == [tmp_path / name for name, *_ in parts]
+    common = ["--model-spec", DETECTOR, "--image-topic", "/cam", "--gt-topic", "/gt", "--no-progress"]
+
+    code, merged = evaluate(["--bag", str(listing), *common, "--out", str(tmp_path / "out"), "--workers", "2"])
+    single_bag = concatenated([tmp_path / name for name, *_ in parts], tmp_path / "single_bag")
+    single_code, single = evaluate(["--bag", str(single_bag), *common, "--out", str(tmp_path / "single")])
+
+    assert (code, single_code) == (0, 0)
+    assert merged["detection"] == single["detection"]  # every digit: COCO over all frames at once
+    assert merged["frames"]["evaluated"] == single["frames"]["evaluated"] == 6
+    assert 0.2 < merged["detection"]["map"] < 0.9
+    assert merged["detection"]["deployment"]["detections"] < merged["detection"]["detections"]
+    per_bag = [row["map"] for row in merged["bags"]]
+    assert merged["detection"]["map"] != pytest.approx(np.mean(per_bag))  # not an average of per-bag APs
+    assert [row["status"] for row in merged["bags"]] == ["ok", "ok", "ok"]
+
+
+def test_bag_arguments_folders_globs_lists_and_missing_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fleet = tmp_path / "fleet"
+    (fleet / "day1").mkdir(parents=True)
+    (fleet / "day1" / "metadata.yaml").write_text("")  # a bag folder: one bag, not looked into
+    (fleet / "day1" / "day1_0.mcap").write_bytes(b"")
+    (fleet / "b.db3").write_bytes(b"")
+    (fleet / "a.mcap").write_bytes(b"")
+    (fleet / "notes.md").write_text("")
+    (tmp_path / "list.txt").write_text("fleet/a.mcap  # again\nmissing_bag\n\nfleet/*.db3\n")
+    monkeypatch.chdir(tmp_path)
+
+    bags = expand_bag_arguments(["fleet", "list.txt", str(tmp_path / "nothing_*.mcap")])
+
+    assert bags == [fleet / "a.mcap", fleet / "b.db3", fleet / "day1", tmp_path / "missing_bag",
+                    tmp_path / "nothing_*.mcap"]  # duplicates once; what does not exist stays, to be reported
+
+
+def test_progress_line_and_impossible_resources() -> None:
+    now = [100.0]
+    progress = JobProgress(4, None, clock=lambda: now[0])
+    now[0] = 110.0
+    assert progress.line(50) == "bag-eval: bags 0/4, frames 50, 5.0 fps"
+    progress.bag_done(BagOutcome("a", "a", SimpleNamespace(frames_on_topic=40), None))  # type: ignore[arg-type]
+    progress.bag_done(BagOutcome("b", "b", None, "missing"))  # says nothing about bag lengths
+    # 2 bags left of 40 frames each, 20 frames of them done already, at 6 fps: 10 s
+    assert progress.line(60) == "bag-eval: bags 2/4, frames 60, 6.0 fps, ETA 10 s"
+    per_bag = BagEvalOptions(Path("a"), DETECTOR, "/cam", Path("out"))
+    with pytest.raises(FleetError, match="--gpus-per-task 1: the local Ray cluster has 0 GPUs"):
+        check_local_resources({"CPU": 2.0}, FleetOptions([Path("a")], per_bag, gpus_per_task=1))
+    with pytest.raises(FleetError, match="--cpus-per-task 4: the local Ray cluster has 2 CPUs"):
+        check_local_resources({"CPU": 2.0}, FleetOptions([Path("a")], per_bag, cpus_per_task=4))
+    check_local_resources({"CPU": 2.0, "GPU": 1.0}, FleetOptions([Path("a")], per_bag, gpus_per_task=0.5))
