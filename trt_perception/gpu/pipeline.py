@@ -114,6 +114,8 @@ class GpuPipeline:
         )
         return result
 
+    batch_capacity = 1  # ``run_batch`` runs images one after another
+
     def run_batch(self, images: Sequence[tuple[npt.NDArray, str]]) -> list[SegmentationResult | DetectionResult]:
         """Results for several ``(pixels, channel_order)`` images, one after another on the GPU."""
         return [self.run(pixels, channel_order) for pixels, channel_order in images]
