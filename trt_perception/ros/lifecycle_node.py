@@ -16,8 +16,6 @@ The same parameters, topics and processing as the plain nodes, brought up and do
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 from typing import Any
 
@@ -26,23 +24,9 @@ from rclpy.publisher import Publisher
 from rclpy.qos import QoSProfile
 
 from trt_perception.ros.detection_node import DetectionNode
+from trt_perception.ros.image_conversion import return_free_heap
 from trt_perception.ros.perception_node import STARTUP_ERRORS, PerceptionNode, main_for
 from trt_perception.ros.segmentation_node import SegmentationNode
-
-
-def return_free_heap() -> bool:
-    """Give the C heap's free memory back to the operating system (glibc ``malloc_trim``); the nodes
-    tune malloc to keep freed image buffers, so a released model's memory would otherwise stay in
-    the process. False where the C library has no ``malloc_trim`` (not glibc)."""
-    library = ctypes.util.find_library("c")
-    try:
-        malloc_trim = ctypes.CDLL(library).malloc_trim if library else None
-    except (OSError, AttributeError):
-        malloc_trim = None
-    if malloc_trim is None:
-        return False
-    malloc_trim(0)
-    return True
 
 
 class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
