@@ -17,9 +17,9 @@ The same parameters, topics and processing as the plain nodes, brought up and do
 from __future__ import annotations
 
 import gc
-from typing import Any
+from typing import Any, cast
 
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, LifecycleState, TransitionCallbackReturn
 from rclpy.publisher import Publisher
 from rclpy.qos import QoSProfile
 
@@ -38,7 +38,7 @@ class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
         return self.create_lifecycle_publisher(message_type, topic, qos, **kwargs)
 
     def destroy_output_publisher(self, publisher: Publisher) -> None:
-        self.destroy_lifecycle_publisher(publisher)
+        self.destroy_lifecycle_publisher(cast(LifecyclePublisher, publisher))  # made by create_output_publisher
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:

@@ -150,7 +150,7 @@ class CameraFrame:
     decode_ms: float
 
 
-def status_level(report: StatisticsReport, period: float) -> tuple[int, str]:
+def status_level(report: StatisticsReport, period: float) -> tuple[bytes, str]:
     """Diagnostic level and message: WARN naming the last error while it is recent, else OK."""
     recent_error = report.seconds_since_error is not None and report.seconds_since_error < max(5.0, 2 * period)
     level = DiagnosticStatus.WARN if recent_error else DiagnosticStatus.OK
