@@ -139,7 +139,8 @@ class Pipeline:
         results: list[SegmentationResult | DetectionResult | None] = [None] * len(images)
         by_size: dict[tuple[int, int], list[int]] = {}
         for index, (pixels, _) in enumerate(images):
-            by_size.setdefault(self.preprocessor.geometry((pixels.shape[0], pixels.shape[1])).network_size, []).append(index)
+            network_size = self.preprocessor.geometry((pixels.shape[0], pixels.shape[1])).network_size
+            by_size.setdefault(network_size, []).append(index)
         for indices in by_size.values():
             step = capacity or len(indices)
             for first in range(0, len(indices), step):
