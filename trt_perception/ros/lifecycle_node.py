@@ -88,7 +88,8 @@ class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
         self.release_pipeline()
         gc.collect()
         return_free_heap()
-        self.get_logger().info(f"cleaned up: {name} released")
+        if self.context.ok():  # not while SIGINT/SIGTERM tear the node down: /rosout is gone then
+            self.get_logger().info(f"cleaned up: {name} released")
 
 
 class SegmentationLifecycleNode(ManagedPerceptionNode, SegmentationNode):
