@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parent
 NODE_EXECUTABLES = {
     "segmentation_node": "trt_perception.ros.segmentation_node:main",
     "detection_node": "trt_perception.ros.detection_node:main",
+    "segmentation_lifecycle_node": "trt_perception.ros.lifecycle_node:segmentation_main",
+    "detection_lifecycle_node": "trt_perception.ros.lifecycle_node:detection_main",
 }
 
 WRAPPER_TEMPLATE = '''#!/usr/bin/env python3

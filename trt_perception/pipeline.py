@@ -6,12 +6,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import numpy.typing as npt
 
 from trt_perception.backends import Backend, create_backend
 from trt_perception.decoders import DetectionFilter, SegmentationDecoder, create_decoder, filter_detections
 from trt_perception.decoders.tensors import declared_output
-from trt_perception.errors import SpecError
+from trt_perception.errors import InferenceError, SpecError
+from trt_perception.geometry import ResizeGeometry
 from trt_perception.preprocess import Preprocessor
 from trt_perception.results import DetectionResult, Detections, SegmentationResult, StageTimings
 from trt_perception.spec import DynamicSize, ModelSpec, load_model_spec
@@ -43,7 +45,8 @@ def detection_filter_from_spec(spec: ModelSpec) -> DetectionFilter:
 
 
 class Pipeline:
-    """Runs one model on single images (batch 1) and returns results in source-image pixels.
+    """Runs one model on single images (``run``) or several at once (``run_batch``) and returns results
+    in source-image pixels.
 
     Input and output buffers are reused from frame to frame, so one pipeline serves one thread.
     """
@@ -67,6 +70,7 @@ class Pipeline:
         self.class_names: tuple[str, ...] = spec.labels or ()
         self._output_buffers: dict[str, npt.NDArray] = {}
         self._buffers_for_shape: tuple[int, ...] | None = None
+        self._batch: npt.NDArray | None = None
 
     @classmethod
     def from_spec(
@@ -105,8 +109,91 @@ class Pipeline:
         preprocessed = time.perf_counter()
         outputs = self.backend.infer({self.input_name: tensor}, self.outputs_for(tensor.shape))
         inferred = time.perf_counter()
-        result: SegmentationResult | DetectionResult
         timings = StageTimings()
+        result = self._decode(outputs, geometry, timings)
+        finished = time.perf_counter()
+        timings.milliseconds.update(
+            zip(STAGES, ((preprocessed - start) * 1e3, (inferred - preprocessed) * 1e3, (finished - inferred) * 1e3))
+        )
+        return result
+
+    @property
+    def batch_capacity(self) -> int | None:
+        """Images one inference takes: the model input's fixed batch size, or ``None`` when it is dynamic."""
+        return next(info for info in self.backend.inputs if info.name == self.input_name).shape[0]
+
+    def run_batch(self, images: Sequence[tuple[npt.NDArray, str]]) -> list[SegmentationResult | DetectionResult]:
+        """Results for several ``(pixels, channel_order)`` images (e.g. one per camera), in order.
+
+        Images of the same network size share inferences as the model's batch dimension allows: a
+        dynamic batch takes them all at once, a fixed batch N takes N at a time (unused batch entries
+        zero-filled), batch 1 runs them one after another. Each result's ``inference`` time is that of
+        its whole batch.
+        """
+        capacity = self.batch_capacity
+        if capacity == 1 or len(images) == 1:
+            return [self.run(pixels, channel_order) for pixels, channel_order in images]
+        results: list[SegmentationResult | DetectionResult | None] = [None] * len(images)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for index, (pixels, _) in enumerate(images):
+            network_size = self.preprocessor.geometry((pixels.shape[0], pixels.shape[1])).network_size
+            by_size.setdefault(network_size, []).append(index)
+        for indices in by_size.values():
+            step = capacity or len(indices)
+            for first in range(0, len(indices), step):
+                chunk = indices[first : first + step]
+                for index, result in zip(chunk, self._run_one_batch([images[i] for i in chunk], step)):
+                    results[index] = result
+        return [result for result in results if result is not None]
+
+    def _run_one_batch(
+        self, images: Sequence[tuple[npt.NDArray, str]], batch_size: int
+    ) -> list[SegmentationResult | DetectionResult]:
+        """One inference over ``images`` (all of one network size) in a batch of ``batch_size``."""
+        timings = [StageTimings() for _ in images]
+        geometries = []
+        batch: npt.NDArray | None = None
+        for item, ((pixels, channel_order), item_timings) in enumerate(zip(images, timings)):
+            start = time.perf_counter()
+            tensor, geometry = self.preprocessor(pixels, channel_order)
+            if batch is None:
+                batch = self._batch_buffer(tensor, batch_size)
+            batch[item] = tensor[0]
+            geometries.append(geometry)
+            item_timings.milliseconds["preprocess"] = (time.perf_counter() - start) * 1e3
+        assert batch is not None
+        start = time.perf_counter()
+        outputs = self.backend.infer({self.input_name: batch}, self.outputs_for(batch.shape))
+        inference_ms = (time.perf_counter() - start) * 1e3
+        for name, array in outputs.items():
+            if array.ndim == 0 or array.shape[0] != batch_size:
+                raise InferenceError(
+                    f"output {name!r} of {self.spec.name} has shape {list(array.shape)}, not one entry per batch "
+                    f"item ({batch_size}); this model cannot run images as a batch"
+                )
+        results = []
+        for item, (geometry, item_timings) in enumerate(zip(geometries, timings)):
+            start = time.perf_counter()
+            item_outputs = {name: array[item : item + 1] for name, array in outputs.items()}
+            results.append(self._decode(item_outputs, geometry, item_timings))
+            item_timings.milliseconds["inference"] = inference_ms
+            item_timings.milliseconds["postprocess"] = (time.perf_counter() - start) * 1e3
+        return results
+
+    def _batch_buffer(self, tensor: npt.NDArray, batch_size: int) -> npt.NDArray:
+        """A zeroed input batch of ``batch_size`` items shaped like ``tensor``, reused while the shape stays."""
+        shape = (batch_size, *tensor.shape[1:])
+        if self._batch is None or self._batch.shape != shape or self._batch.dtype != tensor.dtype:
+            self._batch = np.zeros(shape, tensor.dtype)
+        else:
+            self._batch.fill(0)
+        return self._batch
+
+    def _decode(
+        self, outputs: dict[str, npt.NDArray], geometry: ResizeGeometry, timings: StageTimings
+    ) -> SegmentationResult | DetectionResult:
+        """The result of one image from its outputs (batch 1)."""
+        result: SegmentationResult | DetectionResult
         if isinstance(self.decoder, SegmentationDecoder):
             at_source = self.spec.output_resolution == "source"
             labels = self.decoder.decode(outputs, geometry, at_source)
@@ -116,10 +203,6 @@ class Pipeline:
             network = self.decoder.decode(outputs, geometry, detection_filter.score_threshold)
             in_source = Detections(geometry.boxes_to_source(network.boxes), network.scores, network.class_ids)
             result = DetectionResult(filter_detections(in_source, detection_filter), self.class_names, geometry, timings)
-        finished = time.perf_counter()
-        timings.milliseconds.update(
-            zip(STAGES, ((preprocessed - start) * 1e3, (inferred - preprocessed) * 1e3, (finished - inferred) * 1e3))
-        )
         return result
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ GPU segmentation decoders and decoded on the host for detection.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -112,6 +113,12 @@ class GpuPipeline:
             zip(STAGES, ((preprocessed - start) * 1e3, (inferred - preprocessed) * 1e3, (finished - inferred) * 1e3))
         )
         return result
+
+    batch_capacity = 1  # ``run_batch`` runs images one after another
+
+    def run_batch(self, images: Sequence[tuple[npt.NDArray, str]]) -> list[SegmentationResult | DetectionResult]:
+        """Results for several ``(pixels, channel_order)`` images, one after another on the GPU."""
+        return [self.run(pixels, channel_order) for pixels, channel_order in images]
 
     def _detections(self, outputs: dict[str, Any], geometry: ResizeGeometry) -> Detections:
         """Decode, map to source pixels and filter. Device outputs of a ``device_exact`` decoder stay

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import sys
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rclpy.qos import QoSProfile
+from rclpy.publisher import Publisher
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
 
@@ -24,7 +24,7 @@ from trt_perception.ros.cdr import MessageHeader
 from trt_perception.ros.messages import detection_array
 from trt_perception.ros.parameters import ParameterDefinition, detection_parameters
 from trt_perception.ros.image_conversion import header_msg
-from trt_perception.ros.perception_node import PerceptionNode, Settings, main_for
+from trt_perception.ros.perception_node import OutputTopic, PerceptionNode, Settings, main_for
 
 DEFAULT_MODEL_SPEC = "centernet_mobilenetv3_coco"
 FILTER_PARAMETERS = frozenset({"score_threshold", "nms_iou", "class_agnostic", "max_detections", "classes"})
@@ -54,6 +54,10 @@ class DetectionNode(PerceptionNode):
     """Runs a detection model spec on the newest image."""
 
     task = "detection"
+    output_topics = (
+        OutputTopic("detections", Detection2DArray, "publish_detections"),
+        OutputTopic("overlay", Image, "publish_overlay"),
+    )
 
     def __init__(self) -> None:
         super().__init__("detection", DEFAULT_MODEL_SPEC)
@@ -64,10 +68,6 @@ class DetectionNode(PerceptionNode):
             detection.score_threshold, detection.nms_iou, detection.max_detections,
             detection.class_agnostic, [str(c) for c in detection.classes or ()],
         )
-
-    def create_outputs(self, qos: QoSProfile) -> None:
-        self._detections = self.add_output(Detection2DArray, "~/detections", "publish_detections", qos)
-        self._overlay = self.add_output(Image, "~/overlay", "publish_overlay", qos)
 
     def check_setting(self, name: str, value: Any) -> str | None:
         if name == "classes":
@@ -94,15 +94,17 @@ class DetectionNode(PerceptionNode):
     def label_info_threshold(self) -> float:
         return float(self._settings["score_threshold"])
 
-    def publish_results(self, header: MessageHeader, image: DecodedImage, result: Any, settings: Settings) -> None:
+    def publish_results(
+        self, outputs: Mapping[str, Publisher], header: MessageHeader, image: DecodedImage, result: Any, settings: Settings
+    ) -> None:
         if settings["publish_detections"]:
-            self._detections.publish(
+            outputs["detections"].publish(
                 detection_array(header_msg(header), result.detections, self.class_names, settings["class_id_format"])
             )
         if settings["publish_overlay"]:
             rgb = visualize.as_rgb(image.pixels, image.channel_order)
             drawn = visualize.draw_detections(rgb, result.detections, tuple(self.class_names or ()))
-            self.publish_image(self._overlay, header, visualize.overlay(rgb, drawn, settings["overlay_alpha"]), "rgb8")
+            self.publish_image(outputs["overlay"], header, visualize.overlay(rgb, drawn, settings["overlay_alpha"]), "rgb8")
 
 
 def main() -> int:

@@ -79,6 +79,26 @@ def header_msg(header: MessageHeader) -> Header:
     return msg
 
 
+def c_library_function(name: str) -> Any | None:
+    """The C library's function ``name`` (ctypes), or ``None`` where it has none (not glibc)."""
+    library = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(library), name) if library else None
+    except (OSError, AttributeError):
+        return None
+
+
+def return_free_heap() -> bool:
+    """Give the C heap's free memory back to the operating system (glibc ``malloc_trim``): with the
+    tuning below the process keeps freed memory, so a released model's would otherwise stay. False
+    where the C library has no ``malloc_trim``."""
+    malloc_trim = c_library_function("malloc_trim")
+    if malloc_trim is None:
+        return False
+    malloc_trim(0)
+    return True
+
+
 def tune_malloc_for_large_messages() -> bool:
     """Make glibc keep freed image-sized buffers for reuse instead of returning them to the OS.
 
@@ -89,11 +109,7 @@ def tune_malloc_for_large_messages() -> bool:
     --tune-malloc). The cost is that the process keeps its peak heap. Call once at node start-up.
     Returns False where the C library has no ``mallopt`` (not glibc).
     """
-    library = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(library).mallopt if library else None
-    except (OSError, AttributeError):
-        mallopt = None
+    mallopt = c_library_function("mallopt")
     if mallopt is None:
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)) and bool(

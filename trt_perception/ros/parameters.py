@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-ParameterValue = bool | int | float | str
+ParameterValue = bool | int | float | str | tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,10 @@ def check_value(definition: ParameterDefinition, value: object) -> str | None:
             return f"{name} must be a string, got {value!r}"
         if definition.choices is not None and value not in definition.choices:
             return f"{name} must be one of {', '.join(repr(c) for c in definition.choices)}, got {value!r}"
+        return None
+    if isinstance(definition.default, tuple):
+        if value is not None and not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
+            return f"{name} must be a list of strings, got {value!r}"
         return None
     raise TypeError(f"parameter {name}: unsupported default {definition.default!r}")
 
@@ -135,6 +139,12 @@ COMMON_PARAMETERS: tuple[ParameterDefinition, ...] = (
     ),
     ParameterDefinition(
         "diagnostics_period", 1.0, "Seconds between /diagnostics messages", minimum=0.05, maximum=3600.0
+    ),
+    ParameterDefinition(
+        "cameras", (),
+        "Names of several cameras for one node: each subscribes to <camera>/image (or <camera>/image/compressed) "
+        "and publishes on ~/<camera>/<output>; the newest frame of each runs through the network as one batch "
+        "where the model's batch dimension allows. Empty: one camera on `image`, outputs on ~/<output>",
     ),
     ParameterDefinition(
         "warning_period", 5.0, "Seconds before a bad-input warning of the same kind is logged again", runtime=True,

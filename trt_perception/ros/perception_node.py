@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
+from rclpy.subscription import Subscription
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
@@ -35,8 +36,8 @@ from trt_perception.errors import GpuUnavailableError, ImageDecodeError, Inferen
 from trt_perception.image_decoding import DecodedImage, encode_image
 from trt_perception.pipeline_factory import create_pipeline
 from trt_perception.ros.cdr import MessageHeader, parse_compressed_image, parse_image, serialize_image
+from trt_perception.ros.camera_set import Camera, CameraSlots, CameraStatistics, camera_names_problem, camera_topic
 from trt_perception.ros.dds_profile import use_large_images_profile
-from trt_perception.ros.frame_slot import LatestFrameSlot
 from trt_perception.ros.image_conversion import (
     compressed_image_from_msg,
     image_from_msg,
@@ -45,7 +46,7 @@ from trt_perception.ros.image_conversion import (
 )
 from trt_perception.ros.messages import diagnostic_status, label_info
 from trt_perception.ros.parameters import COMMON_PARAMETERS, ParameterDefinition, check_value
-from trt_perception.ros.statistics import NodeStatistics
+from trt_perception.ros.statistics import NodeStatistics, StatisticsReport
 from trt_perception.ros.throttle import MessageThrottle
 from trt_perception.spec import ModelSpec, load_model_spec
 
@@ -130,6 +131,33 @@ def with_overrides(spec: ModelSpec, settings: Settings) -> ModelSpec:
     return replace(spec, tensorrt=tensorrt, **changes)
 
 
+@dataclass(frozen=True)
+class OutputTopic:
+    """A result topic of each camera: ``~/<name>`` (``~/<camera>/<name>``), enabled by the bool parameter ``switch``."""
+
+    name: str
+    message_type: type
+    switch: str
+
+
+@dataclass(frozen=True)
+class CameraFrame:
+    """A camera's frame read for inference, with the milliseconds reading took."""
+
+    camera: Camera
+    header: MessageHeader
+    image: DecodedImage
+    decode_ms: float
+
+
+def status_level(report: StatisticsReport, period: float) -> tuple[bytes, str]:
+    """Diagnostic level and message: WARN naming the last error while it is recent, else OK."""
+    recent_error = report.seconds_since_error is not None and report.seconds_since_error < max(5.0, 2 * period)
+    level = DiagnosticStatus.WARN if recent_error else DiagnosticStatus.OK
+    message = f"last error: {report.last_error}" if recent_error else "running"
+    return level, message
+
+
 def descriptor_of(definition: ParameterDefinition) -> ParameterDescriptor:
     """The ROS parameter descriptor: description, constraints, read-only flag and numeric range."""
     descriptor = ParameterDescriptor(
@@ -153,6 +181,8 @@ class PerceptionNode(Node):
     """Subscribes to ``image`` (or ``image/compressed``), runs the model spec's pipeline on the newest frame."""
 
     task = ""  # "segmentation" | "detection", set by subclasses
+    output_topics: tuple[OutputTopic, ...] = ()  # result topics of each camera, set by subclasses
+    managed = False  # lifecycle variants: configured and started by lifecycle transitions, not at construction
 
     def __init__(self, node_name: str, default_model_spec: str) -> None:
         super().__init__(node_name)
@@ -162,7 +192,15 @@ class PerceptionNode(Node):
         self._throttle = MessageThrottle(period=0.0)  # period set from warning_period when declared
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._declare(COMMON_PARAMETERS, {"model_spec": default_model_spec})
+        self._cameras: list[Camera] = []
+        if not self.managed:
+            self.configure_pipeline()
+            self.start_processing()
 
+    # ---- start and stop (a managed node runs these from its lifecycle transitions) -----------
+    def configure_pipeline(self) -> None:
+        """Load the model spec and the model (a TensorRT engine is loaded or built) and create the
+        outputs; a bad spec, model or parameter raises one of ``STARTUP_ERRORS``."""
         spec_name = self._settings["model_spec"]
         spec = load_model_spec(spec_name)
         self.spec = with_overrides(spec, self._settings)
@@ -171,8 +209,12 @@ class PerceptionNode(Node):
                 f"model spec {spec.source or spec_name} is for {self.spec.task}, but this is the {self.task} node"
             )
         self.class_names: Sequence[str] | None = self.spec.labels
-        self._declare(self.task_parameters(), {})
+        self._declare([definition for definition in self.task_parameters() if definition.name not in self._definitions], {})
         self.spec = self.adjust_spec(self.spec)
+        camera_names = list(self._settings["cameras"] or ())
+        problem = camera_names_problem(camera_names)
+        if problem is not None:
+            raise TrtPerceptionError(problem)
         device = self._settings["processing_device"]
         try:
             self.pipeline = create_pipeline(
@@ -182,26 +224,59 @@ class PerceptionNode(Node):
             raise GpuUnavailableError(f"processing_device {device!r}: {error}") from error
 
         self._stats = NodeStatistics()
-        self._slot: LatestFrameSlot[FrameReader] = LatestFrameSlot()
         self._stopping = False
 
         output_qos = volatile_qos(self._settings["output_reliability"], self._settings["output_depth"])
-        self._outputs: list[tuple[str, Publisher]] = []
-        self.create_outputs(output_qos)
-        self._label_info = self.create_publisher(LabelInfo, "~/label_info", LABEL_INFO_QOS)
+        self._cameras = [
+            Camera(name, index, self._create_outputs(name, output_qos), CameraStatistics(self._stats, bool(camera_names)))
+            for index, name in enumerate(camera_names or [""])
+        ]
+        self._label_info = self.create_output_publisher(LabelInfo, "~/label_info", LABEL_INFO_QOS)
         self.settings_changed(self._settings)
         self._running = True
-        self.publish_label_info()
-        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(self._settings["diagnostics_period"], self._publish_diagnostics)
-        self._input_topic = self._subscribe()
+        self._diagnostics = self.create_output_publisher(DiagnosticArray, "/diagnostics", 10)
 
-        self._worker = threading.Thread(target=self._work, name=f"{node_name}_worker", daemon=True)
+    def start_processing(self) -> None:
+        """Publish ``~/label_info``, subscribe to the camera(s), start the worker and the diagnostics."""
+        self.publish_label_info()
+        self._diagnostics_timer = self.create_timer(self._settings["diagnostics_period"], self._publish_diagnostics)
+        self._stopping = False
+        self._slot: CameraSlots[FrameReader] = CameraSlots(len(self._cameras))
+        self._batch_limit = self.pipeline.batch_capacity  # cameras per inference (None: all waiting)
+        for camera in self._cameras:
+            camera.subscription = self._subscribe(camera)
+            camera.input_topic = camera.subscription.topic_name
+        self._input_topic = ", ".join(camera.input_topic for camera in self._cameras)
+
+        self._worker = threading.Thread(target=self._work, name=f"{self.get_name()}_worker", daemon=True)
         self._worker.start()
         self.get_logger().info(
             f"{self.spec.name} ({self.task}, backend {self.pipeline.backend.name}, "
             f"{self.pipeline.device} pre/post-processing) on {self._input_topic}"
         )
+
+    def stop_processing(self) -> None:
+        """Unsubscribe, stop the worker (it finishes the frames in hand) and the diagnostics."""
+        for camera in self._cameras:
+            self.destroy_subscription(camera.subscription)
+            camera.subscription = None
+        self._stopping = True
+        self._slot.close()
+        self._worker.join(timeout=10.0)
+        del self._worker
+        self.destroy_timer(self._diagnostics_timer)
+
+    def release_pipeline(self) -> None:
+        """Destroy the outputs and release the model (the backend's session or engine and its memory)."""
+        self._running = False
+        for camera in self._cameras:
+            for publisher in camera.outputs.values():
+                self.destroy_output_publisher(publisher)
+        self._cameras = []
+        self.destroy_output_publisher(self._label_info)
+        self.destroy_output_publisher(self._diagnostics)
+        self.pipeline.close()
+        del self.pipeline
 
     # ---- hooks for subclasses -------------------------------------------------------------
     def task_parameters(self) -> Sequence[ParameterDefinition]:
@@ -212,10 +287,6 @@ class PerceptionNode(Node):
         """The spec with start-up task parameters applied (before the model is loaded)."""
         return spec
 
-    def create_outputs(self, qos: QoSProfile) -> None:
-        """Create the result publishers with ``add_output``."""
-        raise NotImplementedError
-
     def check_setting(self, name: str, value: Any) -> str | None:
         """Task-specific validation beyond type and range; the reason a value is rejected, or ``None``."""
         return None
@@ -224,8 +295,11 @@ class PerceptionNode(Node):
         """Bring the pipeline up to date with changed settings (from the parameter callback, once at
         start-up with all settings); ``self._settings`` holds the new values already."""
 
-    def publish_results(self, header: MessageHeader, image: DecodedImage, result: Any, settings: Settings) -> None:
-        """Publish the results of one frame on the enabled outputs, with the input ``header``."""
+    def publish_results(
+        self, outputs: Mapping[str, Publisher], header: MessageHeader, image: DecodedImage, result: Any, settings: Settings
+    ) -> None:
+        """Publish the results of one frame on its camera's enabled ``outputs`` (by output name), with
+        the input ``header``."""
         raise NotImplementedError
 
     def label_info_threshold(self) -> float:
@@ -233,16 +307,29 @@ class PerceptionNode(Node):
         return 0.0
 
     # ---- helpers for subclasses ------------------------------------------------------------
-    def add_output(self, message_type: type, topic: str, switch: str, qos: QoSProfile) -> Publisher:
-        """A result publisher, enabled by the bool parameter ``switch``; warns on incompatible subscribers."""
-        publisher = self.create_publisher(
+    def create_output_publisher(self, message_type: type, topic: str, qos: QoSProfile | int, **kwargs: Any) -> Publisher:
+        """A publisher of results, ``~/label_info`` or diagnostics (a lifecycle publisher in a managed node)."""
+        return self.create_publisher(message_type, topic, qos, **kwargs)
+
+    def destroy_output_publisher(self, publisher: Publisher) -> None:
+        """Destroy a publisher made by ``create_output_publisher``."""
+        self.destroy_publisher(publisher)
+
+    def _create_outputs(self, camera: str, qos: QoSProfile) -> dict[str, Publisher]:
+        """The result publishers of one camera by output name: ``~/<output>`` (``~/<camera>/<output>``)."""
+        return {
+            output.name: self.add_output(output.message_type, camera_topic(camera, f"~/{output.name}"), qos)
+            for output in self.output_topics
+        }
+
+    def add_output(self, message_type: type, topic: str, qos: QoSProfile) -> Publisher:
+        """A result publisher; warns on incompatible subscribers."""
+        return self.create_output_publisher(
             message_type, topic, qos,
             event_callbacks=PublisherEventCallbacks(
                 incompatible_qos=lambda event: self._warn_incompatible_qos(topic, event, "output_reliability")
             ),
         )
-        self._outputs.append((switch, publisher))
-        return publisher
 
     @staticmethod
     def publish_image(publisher: Publisher, header: MessageHeader, pixels: Any, encoding: str) -> None:
@@ -255,7 +342,9 @@ class PerceptionNode(Node):
             if definition.name in defaults:
                 definition = replace(definition, default=defaults[definition.name])
             self._definitions[definition.name] = definition
-            self.declare_parameter(definition.name, definition.default, descriptor_of(definition))
+            # an empty string list has no type of its own in rclpy: declare the type instead
+            default = Parameter.Type.STRING_ARRAY if definition.default == () else definition.default
+            self.declare_parameter(definition.name, default, descriptor_of(definition))
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         changes = {}
@@ -276,7 +365,7 @@ class PerceptionNode(Node):
         return SetParametersResult(successful=True)
 
     # ---- intake ----------------------------------------------------------------------------
-    def _subscribe(self) -> str:
+    def _subscribe(self, camera: Camera) -> Subscription:
         qos = volatile_qos(self._settings["input_reliability"], self._settings["input_depth"])
         raw = self._settings["raw_intake"]
         readers: dict[bool, Callable[[Any], tuple[MessageHeader, DecodedImage]]] = (
@@ -288,18 +377,19 @@ class PerceptionNode(Node):
         message_type, topic = (
             (CompressedImage, "image/compressed") if self._settings["use_compressed"] else (Image, "image")
         )
+        topic = camera_topic(camera.name, topic)
         subscription = self.create_subscription(
-            message_type, topic, lambda message: self._receive(lambda: read(message)), qos, raw=raw,
+            message_type, topic, lambda message: self._receive(camera, lambda: read(message)), qos, raw=raw,
             event_callbacks=SubscriptionEventCallbacks(
                 incompatible_qos=lambda event: self._warn_incompatible_qos(topic, event, "input_reliability")
             ),
         )
-        return subscription.topic_name
+        return subscription
 
-    def _receive(self, frame: FrameReader) -> None:
-        self._stats.frame_received()
-        if self._slot.put(frame):
-            self._stats.frame_dropped()
+    def _receive(self, camera: Camera, frame: FrameReader) -> None:
+        camera.stats.frame_received()
+        if self._slot.put(camera.index, frame):
+            camera.stats.frame_dropped()
 
     def _warn_incompatible_qos(self, topic: str, event: Any, parameter: str) -> None:
         try:
@@ -312,43 +402,71 @@ class PerceptionNode(Node):
         )
 
     # ---- processing ------------------------------------------------------------------------
-    def _anyone_listening(self, settings: Settings) -> bool:
-        return any(settings[switch] and publisher.get_subscription_count() > 0 for switch, publisher in self._outputs)
+    def _anyone_listening(self, camera: Camera, settings: Settings) -> bool:
+        return any(
+            settings[output.switch] and camera.outputs[output.name].get_subscription_count() > 0
+            for output in self.output_topics
+        )
 
     def _work(self) -> None:
         while not self._slot.closed:
-            frame = self._slot.take(timeout=0.5)
-            if frame is None:
+            frames = [(self._cameras[index], frame) for index, frame in self._slot.take(self._batch_limit, timeout=0.5)]
+            if not frames:
                 continue
+            cameras = [camera for camera, _ in frames]
             try:
-                self._process(frame)
+                self._process(frames)
             except ImageDecodeError as error:
-                self._report_problem(f"skipped bad input image: {error}", bad_input=True)
+                self._report_problem(f"skipped bad input image: {error}", bad_input=True, cameras=cameras)
             except InferenceError as error:
-                self._report_problem(f"inference failed: {error}", bad_input=False)
+                self._report_problem(f"inference failed: {error}", bad_input=False, cameras=cameras)
             except Exception as error:  # noqa: BLE001 - one bad frame must not stop the node
                 if self._stopping:
                     return
-                self._report_problem(f"frame processing failed: {type(error).__name__}: {error}", bad_input=False)
+                self._report_problem(
+                    f"frame processing failed: {type(error).__name__}: {error}", bad_input=False, cameras=cameras
+                )
 
-    def _process(self, frame: FrameReader) -> None:
+    def _process(self, frames: Sequence[tuple[Camera, FrameReader]]) -> None:
+        """Read the frames (one per camera), run those with listeners as one batch, publish per camera."""
         settings = self._settings
-        if settings["lazy"] and not self._anyone_listening(settings):
-            self._stats.frame_skipped_no_subscribers()
-            return
-        start = time.perf_counter()
-        header, image = frame()
-        decoded = time.perf_counter()
-        result = self.pipeline.run(image.pixels, image.channel_order)
-        published = time.perf_counter()
-        self.publish_results(header, image, result, settings)
-        done = time.perf_counter()
-        self._stats.frame_processed(
-            {"decode": (decoded - start) * 1e3, **result.timings.milliseconds, "publish": (done - published) * 1e3}
-        )
+        batch = []
+        for camera, frame in frames:
+            if settings["lazy"] and not self._anyone_listening(camera, settings):
+                camera.stats.frame_skipped_no_subscribers()
+                continue
+            start = time.perf_counter()
+            try:
+                header, image = frame()
+            except ImageDecodeError as error:
+                self._report_problem(f"skipped bad input image: {error}", bad_input=True, cameras=[camera])
+                continue
+            batch.append(CameraFrame(camera, header, image, (time.perf_counter() - start) * 1e3))
+        if len(batch) > 1:
+            try:
+                self._run_and_publish(batch, settings)
+                return
+            except ImageDecodeError:  # an image the model cannot take: find it, serve the other cameras
+                pass
+        for item in batch:
+            try:
+                self._run_and_publish([item], settings)
+            except ImageDecodeError as error:
+                self._report_problem(f"skipped bad input image: {error}", bad_input=True, cameras=[item.camera])
 
-    def _report_problem(self, message: str, bad_input: bool) -> None:
-        self._stats.frame_failed(message, bad_input)
+    def _run_and_publish(self, batch: Sequence[CameraFrame], settings: Settings) -> None:
+        results = self.pipeline.run_batch([(item.image.pixels, item.image.channel_order) for item in batch])
+        for item, result in zip(batch, results):
+            published = time.perf_counter()
+            self.publish_results(item.camera.outputs, item.header, item.image, result, settings)
+            done = time.perf_counter()
+            item.camera.stats.frame_processed(
+                {"decode": item.decode_ms, **result.timings.milliseconds, "publish": (done - published) * 1e3}
+            )
+
+    def _report_problem(self, message: str, bad_input: bool, cameras: Sequence[Camera]) -> None:
+        for camera in cameras:
+            camera.stats.frame_failed(message, bad_input)
         text = self._throttle.admit(message)
         if text is not None:
             self.get_logger().warning(text)
@@ -363,9 +481,7 @@ class PerceptionNode(Node):
     def _publish_diagnostics(self) -> None:
         report = self._stats.report()
         period = self._settings["diagnostics_period"]
-        recent_error = report.seconds_since_error is not None and report.seconds_since_error < max(5.0, 2 * period)
-        level = DiagnosticStatus.WARN if recent_error else DiagnosticStatus.OK
-        message = f"last error: {report.last_error}" if recent_error else "running"
+        level, message = status_level(report, period)
         values = [
             ("model", self.spec.name),
             ("backend", self.pipeline.backend.name),
@@ -377,7 +493,21 @@ class PerceptionNode(Node):
             f"{self.get_fully_qualified_name()}: {self.task}", self.spec.name, level, message, values
         )
         header = Header(stamp=self.get_clock().now().to_msg())
-        self._diagnostics.publish(DiagnosticArray(header=header, status=[status]))
+        self._diagnostics.publish(DiagnosticArray(header=header, status=[status, *self._camera_statuses(period)]))
+
+    def _camera_statuses(self, period: float) -> list[DiagnosticStatus]:
+        """One status per named camera (none for a single unnamed camera: the node's status is its)."""
+        statuses = []
+        for camera in self._cameras:
+            if not camera.name:
+                continue
+            report = camera.stats.own.report()
+            level, message = status_level(report, period)
+            statuses.append(diagnostic_status(
+                f"{self.get_fully_qualified_name()}: {self.task} camera {camera.name}", self.spec.name, level, message,
+                [("camera", camera.name), ("input_topic", camera.input_topic), *report.key_values],
+            ))
+        return statuses
 
     # ---- shutdown ----------------------------------------------------------------------------
     def destroy_node(self) -> None:

@@ -1,0 +1,110 @@
+"""Managed (lifecycle) segmentation and detection nodes: executables ``segmentation_lifecycle_node``
+and ``detection_lifecycle_node``.
+
+The same parameters, topics and processing as the plain nodes, brought up and down by
+``ros2 lifecycle set`` (or a lifecycle manager) instead of starting at once:
+
+- configure: load the model spec and the model (ONNX Runtime session, or a TensorRT engine loaded or
+  built) and create the publishers (lifecycle publishers: silent until active). A bad spec or model
+  logs one line and leaves the node unconfigured.
+- activate: publish ``~/label_info``, subscribe to the camera(s), start inference and diagnostics.
+- deactivate: unsubscribe, let the frames in hand finish, stop inference and diagnostics.
+- cleanup: destroy the publishers, release the model (the backend's session or engine with its
+  host and GPU memory) and hand the freed heap back to the operating system.
+- shutdown (from any state) and errors: as far as needed, deactivate and clean up.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Any, cast
+
+from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, LifecycleState, TransitionCallbackReturn
+from rclpy.publisher import Publisher
+from rclpy.qos import QoSProfile
+
+from trt_perception.ros.detection_node import DetectionNode
+from trt_perception.ros.image_conversion import return_free_heap
+from trt_perception.ros.perception_node import STARTUP_ERRORS, PerceptionNode, main_for
+from trt_perception.ros.segmentation_node import SegmentationNode
+
+
+class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
+    """A perception node driven by lifecycle transitions (put it before the task's node class)."""
+
+    managed = True
+
+    def create_output_publisher(self, message_type: type, topic: str, qos: QoSProfile | int, **kwargs: Any) -> Publisher:
+        return self.create_lifecycle_publisher(message_type, topic, qos, **kwargs)
+
+    def destroy_output_publisher(self, publisher: Publisher) -> None:
+        self.destroy_lifecycle_publisher(cast(LifecyclePublisher, publisher))  # made by create_output_publisher
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.configure_pipeline()
+        except STARTUP_ERRORS as error:
+            self.get_logger().error(f"cannot configure: {error}")
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f"configured: {self.spec.name} loaded (backend {self.pipeline.backend.name})")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)  # the lifecycle publishers
+        if result == TransitionCallbackReturn.SUCCESS:
+            self.start_processing()
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.stop_processing()
+        self.get_logger().info("deactivated: no inference, no outputs")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release_model()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_and_release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_and_release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self) -> None:
+        """Stop and release whatever the node's state holds, then destroy the node."""
+        self._stop_and_release()
+        super().destroy_node()
+
+    def _stop_and_release(self) -> None:
+        if hasattr(self, "_worker"):
+            self.stop_processing()
+        if getattr(self, "_running", False):  # absent when the node's own __init__ failed
+            self._release_model()
+
+    def _release_model(self) -> None:
+        name = self.spec.name
+        self.release_pipeline()
+        gc.collect()
+        return_free_heap()
+        if self.context.ok():  # not while SIGINT/SIGTERM tear the node down: /rosout is gone then
+            self.get_logger().info(f"cleaned up: {name} released")
+
+
+class SegmentationLifecycleNode(ManagedPerceptionNode, SegmentationNode):
+    """The segmentation node as a managed node."""
+
+
+class DetectionLifecycleNode(ManagedPerceptionNode, DetectionNode):
+    """The detection node as a managed node."""
+
+
+def segmentation_main() -> int:
+    """Entry point of the ``segmentation_lifecycle_node`` executable; the exit code."""
+    return main_for(SegmentationLifecycleNode, "segmentation")
+
+
+def detection_main() -> int:
+    """Entry point of the ``detection_lifecycle_node`` executable; the exit code."""
+    return main_for(DetectionLifecycleNode, "detection")
