@@ -8,7 +8,6 @@ Publishes a sensor_msgs/Image on `peer/image` and a vision_msgs/Detection2DArray
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -65,8 +64,7 @@ def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
     image = make_image(spec["image"], Path(sys.argv[2]).read_bytes())
     detections = make_detections(spec["detections"])
-    signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
-    rclpy.init()
+    rclpy.init()  # rclpy's own SIGINT/SIGTERM handlers end spin with ExternalShutdownException
     node = rclpy.create_node("dds_peer")
     image_pub = node.create_publisher(Image, "peer/image", 10)
     detections_pub = node.create_publisher(Detection2DArray, "peer/detections", 10)
@@ -81,6 +79,7 @@ def main() -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        node.destroy_node()
         rclpy.try_shutdown()
 
 
