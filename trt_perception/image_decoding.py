@@ -11,6 +11,7 @@ of which the first ``width * channels * bytes_per_channel`` hold pixels (the res
 from __future__ import annotations
 
 import array
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any, Union, cast
@@ -63,9 +64,19 @@ PIXEL_FORMATS: dict[str, PixelFormat] = {
 # Channel order of what OpenCV decodes from a codec that does not say, by channel count.
 _ORDER_OF_CHANNELS = {1: "MONO", 3: "BGR", 4: "BGRA"}
 _JPEG_SIGNATURE = b"\xff\xd8\xff"
-_JPEG_END_OF_IMAGE = b"\xff\xd9"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CODEC_SIGNATURES = {"jpeg": _JPEG_SIGNATURE, "jpg": _JPEG_SIGNATURE, "png": _PNG_SIGNATURE}
+# JPEG markers without a length field: TEM, RST0-7 (SOI and EOI are handled where they may occur).
+_JPEG_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})
+# Start-of-frame markers (they hold the image size): C0-CF except DHT (C4), JPG (C8), DAC (CC).
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_START_OF_SCAN = 0xDA
+_JPEG_END_OF_IMAGE_MARKER = 0xD9
+
+# Default most pixels (width x height) a frame may have: above 8K UHD (7680 x 4320 = 33.2 MP). Checked from
+# the message fields or the compressed header before anything is decoded, so a 100 KB PNG that claims
+# 30000 x 30000 pixels costs nothing.
+DEFAULT_MAX_PIXELS = 40_000_000
 
 
 @dataclass(frozen=True)
@@ -127,19 +138,39 @@ def byte_view(data: Buffer) -> npt.NDArray[np.uint8]:
         raise ImageDecodeError(f"image data is not a byte buffer: {error}") from None
 
 
+class ImageTooLargeError(ImageDecodeError):
+    """An image has more pixels than the configured limit (found before decoding it)."""
+
+
+def check_pixel_count(width: int, height: int, max_pixels: int, what: str) -> None:
+    """Raise ImageTooLargeError when ``width`` x ``height`` exceeds ``max_pixels`` (0: no limit)."""
+    if max_pixels and width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{what} is {width}x{height} = {width * height} pixels, more than max_pixels {max_pixels}; "
+            f"not decoded (raise max_pixels to accept such images)"
+        )
+
+
 def decode_image(
-    data: Buffer, height: int, width: int, encoding: str, step: int, is_bigendian: bool
+    data: Buffer,
+    height: int,
+    width: int,
+    encoding: str,
+    step: int,
+    is_bigendian: bool,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> DecodedImage:
     """View raw image bytes as HxWxC pixels without copying.
 
     Rows are ``step`` bytes apart (row padding is skipped, not copied). 16-bit data is copied
     (byte-swapped) only when its byte order differs from this machine's. Raises ImageDecodeError
-    for an unknown encoding, zero size, ``step`` shorter than a row of pixels, or data whose length
-    is not ``step * height``.
+    for an unknown encoding, zero size, more than ``max_pixels`` pixels (0: no limit), ``step``
+    shorter than a row of pixels, or data whose length is not ``step * height``.
     """
     fmt = pixel_format(encoding)
     if height <= 0 or width <= 0:
         raise ImageDecodeError(f"{encoding} image has zero size: {width}x{height} (width x height)")
+    check_pixel_count(width, height, max_pixels, f"{encoding} image")
     pixel_bytes = fmt.channels * fmt.dtype.itemsize
     row_bytes = width * pixel_bytes
     if step < row_bytes:
@@ -200,13 +231,79 @@ def _parse_compressed_format(format_string: str) -> tuple[str, PixelFormat | Non
     )
 
 
-def decode_compressed(data: Buffer, format: str) -> DecodedImage:  # noqa: A002 (ROS field name)
+_JPEG_NEXT_MARKER = re.compile(rb"\xff(?![\x00\xd0-\xd7\xff])")  # after entropy-coded data: FF00 is a stuffed byte
+
+
+def _jpeg_frame_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's frame header, after walking its markers up to the end-of-image
+    marker (bytes after it, such as camera metadata or padding, are ignored).
+
+    Raises ImageDecodeError for a JPEG that is truncated (no end-of-image marker) or whose marker
+    structure is broken.
+    """
+    size: tuple[int, int] | None = None
+    position = len(_JPEG_SIGNATURE) - 1  # the first marker after SOI
+    while True:
+        if position + 2 > len(data):
+            raise ImageDecodeError(
+                f"compressed jpeg image data ({len(data)} bytes) is truncated: no end-of-image marker"
+            )
+        if data[position] != 0xFF:
+            raise ImageDecodeError(f"compressed jpeg image data is corrupt: no marker at offset {position}")
+        marker = data[position + 1]
+        position += 2
+        if marker == 0xFF:  # fill byte before a marker
+            position -= 1
+            continue
+        if marker == _JPEG_END_OF_IMAGE_MARKER:
+            if size is None:
+                raise ImageDecodeError("compressed jpeg image data has no frame header (SOF)")
+            return size
+        if marker in _JPEG_STANDALONE_MARKERS:
+            continue
+        length = int.from_bytes(data[position : position + 2], "big")
+        if length < 2 or position + length > len(data):
+            raise ImageDecodeError(
+                f"compressed jpeg image data ({len(data)} bytes) is truncated or corrupt: segment 0x{marker:02X} "
+                f"at offset {position - 2} claims {length} bytes"
+            )
+        if marker in _JPEG_FRAME_MARKERS and length >= 8:
+            height = int.from_bytes(data[position + 3 : position + 5], "big")
+            width = int.from_bytes(data[position + 5 : position + 7], "big")
+            size = (width, height)
+        position += length
+        if marker == _JPEG_START_OF_SCAN:
+            if size is None:
+                raise ImageDecodeError("compressed jpeg image data has a scan before its frame header (SOF)")
+            next_marker = _JPEG_NEXT_MARKER.search(data, position)
+            position = len(data) if next_marker is None else next_marker.start()
+
+
+def _png_frame_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk, which must come first."""
+    header = data[len(_PNG_SIGNATURE) : len(_PNG_SIGNATURE) + 16]
+    if len(header) < 16 or header[4:8] != b"IHDR":
+        raise ImageDecodeError("compressed png image data is corrupt: it does not start with an IHDR chunk")
+    return int.from_bytes(header[8:12], "big"), int.from_bytes(header[12:16], "big")
+
+
+def compressed_frame_size(data: Buffer, codec: str) -> tuple[int, int]:
+    """(width, height) of jpeg or png data, read from its header without decoding the pixels."""
+    raw = byte_view(data).tobytes()
+    return _png_frame_size(raw) if codec == "png" else _jpeg_frame_size(raw)
+
+
+def decode_compressed(
+    data: Buffer, format: str, max_pixels: int = DEFAULT_MAX_PIXELS  # noqa: A002 (ROS field name)
+) -> DecodedImage:
     """Decode a jpeg or png ``sensor_msgs/CompressedImage`` payload with OpenCV.
 
     ``format`` is the message's format string ("jpeg", "png", "rgb8; jpeg compressed bgr8", ...).
     The pixels keep the codec's channel order (BGR/BGRA for colour unless the format names
     another). Raises ImageDecodeError for empty, truncated or corrupt data, data that is not of
-    the declared codec or pixel format, and unsupported formats.
+    the declared codec or pixel format, unsupported formats, and images whose header claims more
+    than ``max_pixels`` pixels (0: no limit; checked before decoding). Bytes after a JPEG's
+    end-of-image marker are ignored.
     """
     codec, declared = _parse_compressed_format(format)
     buffer = byte_view(data)
@@ -218,14 +315,10 @@ def decode_compressed(data: Buffer, format: str) -> DecodedImage:  # noqa: A002 
             f"compressed image data ({buffer.size} bytes) does not start with the {codec} "
             f"signature; the format says {format!r}"
         )
-    # libjpeg fills a truncated jpeg with grey and only warns: refuse it instead. Some encoders
-    # pad after the end-of-image marker with zeros.
-    if signature == _JPEG_SIGNATURE and not buffer[-64:].tobytes().rstrip(b"\0").endswith(
-        _JPEG_END_OF_IMAGE
-    ):
-        raise ImageDecodeError(
-            f"compressed jpeg image data ({buffer.size} bytes) is truncated: no end-of-image marker"
-        )
+    width, height = compressed_frame_size(buffer, "png" if signature == _PNG_SIGNATURE else "jpeg")
+    if width <= 0 or height <= 0:
+        raise ImageDecodeError(f"compressed {codec} image header gives a zero size: {width}x{height}")
+    check_pixel_count(width, height, max_pixels, f"compressed {codec} image")
     pixels = cast("Pixels | None", cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED))  # png/jpeg: uint8/16
     if pixels is None:
         raise ImageDecodeError(f"compressed {codec} image data ({buffer.size} bytes) is corrupt")

@@ -11,6 +11,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from trt_perception.image_decoding import DEFAULT_MAX_PIXELS
+
 ParameterValue = bool | int | float | str
 
 
@@ -110,6 +112,12 @@ COMMON_PARAMETERS: tuple[ParameterDefinition, ...] = (
         "raw_intake",
         True,
         "Read incoming images straight from their serialized (CDR) bytes instead of building rclpy messages",
+    ),
+    ParameterDefinition(
+        "max_pixels", DEFAULT_MAX_PIXELS,
+        "Most pixels (width x height) an input image may have, checked from the message or the jpeg/png header "
+        "before decoding; larger frames are skipped with a warning. 0: no limit",
+        minimum=0, maximum=2**40,
     ),
     ParameterDefinition("lazy", True, "Skip inference while no output topic has a subscriber", runtime=True),
     ParameterDefinition(
