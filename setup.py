@@ -11,7 +11,11 @@ Installs, besides the Python package:
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -26,16 +30,21 @@ NODE_EXECUTABLES = {
     "detection_node": "trt_perception.ros.detection_node:main",
 }
 
-WRAPPER_TEMPLATE = '''#!/usr/bin/env python3
+# The interpreter that runs this build is the one the package is installed for (a venv's python, or
+# /usr/bin/python3 on a robot), so the wrappers name it instead of whatever `python3` is first on PATH.
+WRAPPER_TEMPLATE = '''#!{python}
 """ROS 2 executable `{name}` of {package} (calls {target})."""
 import sys
 
+from trt_perception.ros.stop_signals import StopRequested, install_stop_signals
+
+install_stop_signals()  # SIGINT/SIGTERM while the node still imports: exit 0, like a stop later on
 try:
     from {module} import {function}
-except KeyboardInterrupt:  # Ctrl-C while the node is still importing: stop quietly, like the node does
-    sys.exit(0)
 
-sys.exit({function}())
+    sys.exit({function}())
+except StopRequested:
+    sys.exit(0)
 '''
 
 
@@ -51,20 +60,19 @@ class DataFilesInEditableDistribution(Distribution):
 
 
 def node_wrappers() -> list[str]:
-    """Write one executable wrapper per node under build/ and return their paths."""
-    wrapper_dir = ROOT / "build" / "node_wrappers"
-    wrapper_dir.mkdir(parents=True, exist_ok=True)
+    """Write one executable wrapper per node into a temporary folder (removed when the build ends, so a
+    build writes nothing into the source tree) and return their paths."""
+    wrapper_dir = Path(tempfile.mkdtemp(prefix=f"{PACKAGE_NAME}_node_wrappers_"))
+    atexit.register(shutil.rmtree, wrapper_dir, ignore_errors=True)
     paths = []
     for name, target in NODE_EXECUTABLES.items():
         module, function = target.split(":")
         path = wrapper_dir / name
-        text = WRAPPER_TEMPLATE.format(
-            name=name, package=PACKAGE_NAME, target=target, module=module, function=function
-        )
-        if not path.exists() or path.read_text() != text:
-            path.write_text(text)
+        path.write_text(WRAPPER_TEMPLATE.format(
+            python=sys.executable, name=name, package=PACKAGE_NAME, target=target, module=module, function=function
+        ))
         path.chmod(0o755)
-        paths.append(os.path.relpath(path, ROOT))
+        paths.append(str(path))
     return paths
 
 

@@ -21,7 +21,7 @@ from trt_perception import visualize
 from trt_perception.decoders import DetectionFilter
 from trt_perception.image_decoding import DecodedImage
 from trt_perception.ros.cdr import MessageHeader
-from trt_perception.ros.messages import detection_array
+from trt_perception.ros.messages import detection_array, without_inverted_boxes
 from trt_perception.ros.parameters import ParameterDefinition, detection_parameters
 from trt_perception.ros.image_conversion import header_msg
 from trt_perception.ros.perception_node import PerceptionNode, Settings, main_for
@@ -95,11 +95,17 @@ class DetectionNode(PerceptionNode):
         return float(self._settings["score_threshold"])
 
     def publish_results(self, header: MessageHeader, image: DecodedImage, result: Any, settings: Settings) -> None:
+        detections, inverted = without_inverted_boxes(result.detections)
+        if inverted:
+            self.report_problem(
+                f"the model's outputs decoded to {inverted} boxes with negative width or height; not published "
+                f"(check the spec's detection box format)", bad_input=False,
+            )
         if settings["publish_detections"]:
-            self._detections.publish(detection_array(header_msg(header), result.detections, self.class_names))
+            self._detections.publish(detection_array(header_msg(header), detections, self.class_names))
         if settings["publish_overlay"]:
             rgb = visualize.as_rgb(image.pixels, image.channel_order)
-            drawn = visualize.draw_detections(rgb, result.detections, tuple(self.class_names or ()))
+            drawn = visualize.draw_detections(rgb, detections, tuple(self.class_names or ()))
             self.publish_image(self._overlay, header, visualize.overlay(rgb, drawn, settings["overlay_alpha"]), "rgb8")
 
 

@@ -10,6 +10,7 @@ Subclasses declare their outputs and turn pipeline results into messages.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -22,10 +23,12 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.publisher import Publisher
+from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
@@ -46,7 +49,8 @@ from trt_perception.ros.image_conversion import (
 from trt_perception.ros.messages import diagnostic_status, label_info
 from trt_perception.ros.parameters import COMMON_PARAMETERS, ParameterDefinition, check_value
 from trt_perception.ros.statistics import NodeStatistics
-from trt_perception.ros.throttle import MessageThrottle
+from trt_perception.ros.stop_signals import StopRequested, install_stop_signals
+from trt_perception.ros.throttle import MessageThrottle, quote_limited
 from trt_perception.spec import ModelSpec, load_model_spec
 
 try:
@@ -64,6 +68,13 @@ LABEL_INFO_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
+RCLError = _rclpy.RCLError
+# Seconds the executor waits per turn: the longest a stop signal may wait for the main loop.
+SPIN_TIMEOUT = 0.25
+# Seconds a stopping node waits for the frame in progress before abandoning it.
+WORKER_STOP_TIMEOUT = 2.0
+# Seconds between log lines about the same kind of failing callback.
+CALLBACK_ERROR_PERIOD = 5.0
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 
 
@@ -71,26 +82,26 @@ RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": Reliabi
 FrameReader = Callable[[], tuple[MessageHeader, DecodedImage]]
 
 
-def read_serialized_image(data: bytes) -> tuple[MessageHeader, DecodedImage]:
+def read_serialized_image(data: bytes, max_pixels: int) -> tuple[MessageHeader, DecodedImage]:
     """Header and pixels (a view of ``data``) of a serialized ``sensor_msgs/Image``."""
     image = parse_image(data)
-    return image.header, image.decode()
+    return image.header, image.decode(max_pixels)
 
 
-def read_serialized_compressed(data: bytes) -> tuple[MessageHeader, DecodedImage]:
+def read_serialized_compressed(data: bytes, max_pixels: int) -> tuple[MessageHeader, DecodedImage]:
     """Header and decoded pixels of a serialized ``sensor_msgs/CompressedImage``."""
     image = parse_compressed_image(data)
-    return image.header, image.decode()
+    return image.header, image.decode(max_pixels)
 
 
-def read_image_message(message: Image) -> tuple[MessageHeader, DecodedImage]:
+def read_image_message(message: Image, max_pixels: int) -> tuple[MessageHeader, DecodedImage]:
     """Header and pixels (a view of ``message.data``) of an rclpy ``sensor_msgs/Image``."""
-    return message_header(message.header), image_from_msg(message)
+    return message_header(message.header), image_from_msg(message, max_pixels)
 
 
-def read_compressed_message(message: CompressedImage) -> tuple[MessageHeader, DecodedImage]:
+def read_compressed_message(message: CompressedImage, max_pixels: int) -> tuple[MessageHeader, DecodedImage]:
     """Header and decoded pixels of an rclpy ``sensor_msgs/CompressedImage``."""
-    return message_header(message.header), compressed_image_from_msg(message)
+    return message_header(message.header), compressed_image_from_msg(message, max_pixels)
 
 
 def volatile_qos(reliability: str, depth: int) -> QoSProfile:
@@ -264,7 +275,8 @@ class PerceptionNode(Node):
     def _subscribe(self) -> str:
         qos = volatile_qos(self._settings["input_reliability"], self._settings["input_depth"])
         raw = self._settings["raw_intake"]
-        readers: dict[bool, Callable[[Any], tuple[MessageHeader, DecodedImage]]] = (
+        max_pixels = self._settings["max_pixels"]
+        readers: dict[bool, Callable[[Any, int], tuple[MessageHeader, DecodedImage]]] = (
             {True: read_serialized_compressed, False: read_compressed_message}
             if self._settings["use_compressed"]
             else {True: read_serialized_image, False: read_image_message}
@@ -274,7 +286,7 @@ class PerceptionNode(Node):
             (CompressedImage, "image/compressed") if self._settings["use_compressed"] else (Image, "image")
         )
         subscription = self.create_subscription(
-            message_type, topic, lambda message: self._receive(lambda: read(message)), qos, raw=raw,
+            message_type, topic, lambda message: self._receive(lambda: read(message, max_pixels)), qos, raw=raw,
             event_callbacks=SubscriptionEventCallbacks(
                 incompatible_qos=lambda event: self._warn_incompatible_qos(topic, event, "input_reliability")
             ),
@@ -308,13 +320,13 @@ class PerceptionNode(Node):
             try:
                 self._process(frame)
             except ImageDecodeError as error:
-                self._report_problem(f"skipped bad input image: {error}", bad_input=True)
+                self.report_problem(f"skipped bad input image: {error}", bad_input=True)
             except InferenceError as error:
-                self._report_problem(f"inference failed: {error}", bad_input=False)
+                self.report_problem(f"inference failed: {error}", bad_input=False)
             except Exception as error:  # noqa: BLE001 - one bad frame must not stop the node
                 if self._stopping:
                     return
-                self._report_problem(f"frame processing failed: {type(error).__name__}: {error}", bad_input=False)
+                self.report_problem(f"frame processing failed: {type(error).__name__}: {error}", bad_input=False)
 
     def _process(self, frame: FrameReader) -> None:
         settings = self._settings
@@ -332,7 +344,9 @@ class PerceptionNode(Node):
             {"decode": (decoded - start) * 1e3, **result.timings.milliseconds, "publish": (done - published) * 1e3}
         )
 
-    def _report_problem(self, message: str, bad_input: bool) -> None:
+    def report_problem(self, message: str, bad_input: bool) -> None:
+        """Count a problem with a frame in diagnostics and log it, throttled by kind and in total."""
+        message = quote_limited(message)
         self._stats.frame_failed(message, bad_input)
         text = self._throttle.admit(message)
         if text is not None:
@@ -357,6 +371,7 @@ class PerceptionNode(Node):
             ("processing_device", self.pipeline.device),
             ("input_topic", self._input_topic),
             *report.key_values,
+            ("log_lines_suppressed", str(self._throttle.suppressed_total)),
         ]
         status = diagnostic_status(
             f"{self.get_fully_qualified_name()}: {self.task}", self.spec.name, level, message, values
@@ -365,50 +380,86 @@ class PerceptionNode(Node):
         self._diagnostics.publish(DiagnosticArray(header=header, status=[status]))
 
     # ---- shutdown ----------------------------------------------------------------------------
+    def stop(self, timeout: float) -> bool:
+        """Stop taking frames and wait up to ``timeout`` seconds for the worker; whether it ended."""
+        if not hasattr(self, "_worker"):
+            return True
+        self._stopping = True
+        self._slot.close()
+        self._worker.join(timeout=timeout)
+        return not self._worker.is_alive()
+
     def destroy_node(self) -> None:
-        """Stop the worker, release the model, then destroy the ROS node.
+        """Stop the worker, release the model (unless the worker is still inside a frame), then destroy the ROS node.
 
         rclpy >= 9 (Kilted) also calls this at shutdown for a node whose ``__init__`` failed (its context
         destroys every node it still tracks): such a node has no worker yet, only the ROS node.
         """
-        if hasattr(self, "_worker"):
-            self._stopping = True
-            self._slot.close()
-            if self._worker.is_alive():
-                self._worker.join(timeout=10.0)
+        if self.stop(WORKER_STOP_TIMEOUT) and hasattr(self, "pipeline"):
             self.pipeline.close()
         super().destroy_node()
 
 
+def spin_until_stopped(node: PerceptionNode, logger: Any) -> None:
+    """Spin ``node`` until its context shuts down; an exception from any callback (a malformed service
+    request from another participant, a failing timer) is logged, throttled by kind, and spinning goes on."""
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    throttle = MessageThrottle(period=CALLBACK_ERROR_PERIOD)
+    try:
+        while node.context.ok():
+            try:
+                executor.spin_once(timeout_sec=SPIN_TIMEOUT)
+            except ExternalShutdownException:
+                return
+            except Exception as error:  # noqa: BLE001 - no request from the ROS graph may end the node
+                text = throttle.admit(f"a callback failed, the node goes on: {type(error).__name__}: {error}")
+                if text is not None:
+                    logger.error(quote_limited(text))
+    finally:
+        executor.shutdown(timeout_sec=0.0)
+
+
 def run_node(create: Callable[[], PerceptionNode], logger_name: str, args: Sequence[str] | None = None) -> int:
-    """Create and spin a node until SIGINT/SIGTERM; the exit code (1 for a fatal start-up error).
+    """Create and spin a node until SIGINT/SIGTERM; the exit code (0 after a signal, 1 for a fatal start-up error).
 
     Before ``rclpy.init``: points Fast DDS at the shipped large-images profile (unless the user chose
     one) and tunes malloc for image-sized buffers, which covers Fast DDS's own allocations too.
+    The first SIGINT/SIGTERM at any moment (importing, loading the model, spinning) stops the node;
+    it exits 0 within ``WORKER_STOP_TIMEOUT`` seconds plus the rclpy shutdown, even while a frame is
+    being processed (the worker is then abandoned, not waited for).
     """
+    install_stop_signals()
     profile = use_large_images_profile()
     malloc_tuned = tune_malloc_for_large_messages()
-    rclpy.init(args=None if args is None else list(args))
     logger = rclpy.logging.get_logger(logger_name)
-    logger.info(profile)
-    logger.debug(f"malloc tuned for large messages: {malloc_tuned}")
     node: PerceptionNode | None = None
+    abandoned_worker = False
     try:
+        rclpy.init(args=None if args is None else list(args), signal_handler_options=SignalHandlerOptions.NO)
+        logger.info(profile)
+        logger.debug(f"malloc tuned for large messages: {malloc_tuned}")
         node = create()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        spin_until_stopped(node, logger)
+    except StopRequested:
         pass
     except STARTUP_ERRORS as error:
-        logger.fatal(f"cannot start: {error}")
+        logger.fatal(quote_limited(f"cannot start: {error}"))
         return 1
-    except Exception:
-        if rclpy.ok():
-            raise
-        # SIGINT/SIGTERM shut the context down while the node was being created: a clean stop
+    except RCLError as error:  # e.g. a missing --params-file, found by rclpy.init
+        logger.fatal(quote_limited(f"cannot start: {error}".splitlines()[0]))
+        return 1
     finally:
         if node is not None:
+            abandoned_worker = not node.stop(WORKER_STOP_TIMEOUT)
             node.destroy_node()
         rclpy.try_shutdown()
+    if abandoned_worker:
+        # The worker is still inside one frame (inference or a large image): do not wait for it, and do
+        # not let interpreter finalization tear down the runtime under it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

@@ -1,0 +1,147 @@
+"""What other participants of the ROS graph and the operating system can do to a node, and how it copes:
+malformed service requests, frames over the pixel limit, sender-chosen text in warnings, signals at any
+moment, start-up errors. The segmentation node runs as its own process (test/node_harness.py)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from rcl_interfaces.msg import Parameter as ParameterMessage
+from rcl_interfaces.msg import ParameterValue
+from rcl_interfaces.srv import SetParameters
+from sensor_msgs.msg import Image
+
+from node_harness import (
+    NodeProcess,
+    RosClient,
+    TopicRecorder,
+    camera_frame,
+    image_message,
+    isolated_ros_environment,
+    node_command,
+)
+
+NODE = "/hardening/segmentation"
+MAX_PIXELS = 100_000  # 320x240 = 76800 passes, 640x480 = 307200 does not
+# Seconds a stopped node may take to exit (docs/nodes.md, Shutdown: worker wait 2 s + rclpy shutdown).
+STOP_BOUND = 5.0
+
+
+@pytest.fixture(scope="module")
+def env() -> dict[str, str]:
+    return isolated_ros_environment()
+
+
+@pytest.fixture(scope="module")
+def node(env: dict[str, str]) -> Iterator[NodeProcess]:
+    process = NodeProcess(
+        "segmentation_node",
+        ["-r", "__ns:=/hardening", "-r", "image:=/camera/hardening", "-p", "input_reliability:=reliable",
+         "-p", f"max_pixels:={MAX_PIXELS}", "-p", "warning_period:=0.0"],
+        env,
+    )
+    process.wait_for_output("selfie_segmentation")
+    yield process
+    process.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def client(node: NodeProcess) -> Iterator[RosClient]:
+    ros = RosClient("hardening_client")
+    yield ros
+    ros.close()
+
+
+@pytest.fixture(scope="module")
+def connection(client: RosClient) -> tuple[Any, TopicRecorder]:
+    return client.camera_and_output(Image, "/camera/hardening", Image, f"{NODE}/labels")
+
+
+def answered(connection: tuple[Any, TopicRecorder], stamp: int) -> Image:
+    """Send a 320x240 frame stamped ``stamp`` until its labels come back."""
+    camera, labels = connection
+    message = image_message(camera_frame("astronaut.png", 240, 320), "rgb8", "cam", (stamp, 0))
+    camera.publish(message)
+    return labels.wait_for(lambda m: m.header.stamp.sec == stamp)
+
+
+def test_malformed_set_parameters_request_is_logged_and_the_node_goes_on(
+    client: RosClient, node: NodeProcess, connection: tuple[Any, TopicRecorder]
+) -> None:
+    # ParameterValue.type 99 is outside the enum: rclpy's parameter service raises ValueError in the executor.
+    service = client.node.create_client(SetParameters, f"{NODE}/set_parameters")
+    assert service.wait_for_service(timeout_sec=20)
+    bad = ParameterMessage(name="lazy", value=ParameterValue(type=99))
+    service.call_async(SetParameters.Request(parameters=[bad]))
+    node.wait_for_output("a callback failed, the node goes on: ValueError", timeout=20)
+    assert node.process.poll() is None
+    assert [r.successful for r in client.set_parameters(NODE, {"overlay_alpha": 0.25})] == [True]
+    assert answered(connection, 1001).encoding == "mono8"
+    assert "Traceback" not in node.output
+
+
+def test_frame_over_max_pixels_is_skipped_with_a_warning(
+    node: NodeProcess, connection: tuple[Any, TopicRecorder]
+) -> None:
+    camera, labels = connection
+    camera.publish(image_message(camera_frame("astronaut.png", 480, 640), "rgb8", "cam", (1002, 0)))
+    node.wait_for_output(f"640x480 = 307200 pixels, more than max_pixels {MAX_PIXELS}", timeout=20)
+    assert answered(connection, 1003).height == 240
+    assert not any(m.header.stamp.sec == 1002 for m in labels.messages)
+
+
+def test_sender_chosen_text_is_logged_only_truncated(node: NodeProcess, connection: tuple[Any, TopicRecorder]) -> None:
+    camera, _ = connection
+    long_encoding = "x" * 100_000
+    camera.publish(image_message(camera_frame("astronaut.png", 24, 32), long_encoding, "cam", (1004, 0)))
+    node.wait_for_output("unknown image encoding 'xxxx", timeout=20)
+    answered(connection, 1005)
+    assert max(len(line) for line in node.output.splitlines()) < 1000
+    assert node.output.count("x" * 1000) == 0
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a handler for SIGTERM (``SigCgt`` of /proc/<pid>/status)."""
+    for line in open(f"/proc/{pid}/status").read().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    return False
+
+
+@pytest.mark.parametrize("moment", ["importing", "loading the model"])
+def test_sigterm_at_any_moment_of_start_up_exits_zero(env: dict[str, str], moment: str) -> None:
+    # From the first line of the node executable on (before that the interpreter itself is starting).
+    process = NodeProcess("segmentation_node", ["-r", "__ns:=/early"], env)
+    deadline = time.monotonic() + 30
+    while not catches_sigterm(process.process.pid) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    if moment == "loading the model":
+        process.wait_for_output("[INFO]")  # rclpy is up; the spec and model are loaded next
+    assert "selfie_segmentation (segmentation" not in process.output  # still starting
+    process.process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0, process.output
+    assert "Traceback" not in process.output
+
+
+def test_double_sigint_while_running_exits_zero_within_the_bound(env: dict[str, str]) -> None:
+    process = NodeProcess("segmentation_node", ["-r", "__ns:=/double_sigint"], env)
+    process.wait_for_output("selfie_segmentation")
+    process.process.send_signal(signal.SIGINT)
+    start = time.monotonic()
+    process.process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 0, process.output
+    assert time.monotonic() - start < STOP_BOUND
+    assert "Traceback" not in process.output
+
+
+def test_missing_params_file_is_one_fatal_line_and_exit_one(env: dict[str, str]) -> None:
+    process = NodeProcess("segmentation_node", ["--params-file", "/nonexistent/params.yaml"], env)
+    assert process.wait(timeout=60) == 1
+    fatal = [line for line in process.output.splitlines() if "FATAL" in line]
+    assert len(fatal) == 1 and "/nonexistent/params.yaml" in fatal[0], process.output
+    assert "Traceback" not in process.output
