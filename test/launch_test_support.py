@@ -1,4 +1,7 @@
-"""Shared parts of the launch_testing tests (imported only where launch_testing exists)."""
+"""Shared parts of the launch_testing tests (imported only where launch_testing exists).
+
+The test modules put this folder on ``sys.path`` themselves, so ``launch_test test/test_seg_launch.py``
+finds this module as well as pytest does."""
 
 from __future__ import annotations
 
@@ -12,8 +15,10 @@ import numpy as np
 import rclpy
 from launch import LaunchDescription
 from launch.actions import IncludeLaunchDescription
+from launch.events.process import ProcessExited
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,9 +42,20 @@ def perception_launch_description(launch_file: str) -> LaunchDescription:
     ])
 
 
-def camera_image_answered(output_topic: str, message_type: type, timeout: float = 60.0) -> Any:
-    """Publish motorcycle_left.png (reliable) until ``output_topic`` delivers a message; return it."""
-    rclpy.init()
+def exited_processes(proc_info: Any) -> list[str]:
+    """'name (exit code N)' for every launched process that has exited (launch_testing's ``proc_info``)."""
+    return [
+        f"{info.process_name} (exit code {info.returncode})" for info in proc_info if isinstance(info, ProcessExited)
+    ]
+
+
+def camera_image_answered(output_topic: str, message_type: type, proc_info: Any, timeout: float = 60.0) -> Any:
+    """Publish motorcycle_left.png (reliable) until ``output_topic`` delivers a message; return it.
+
+    Fails at once, naming the process, when a launched process exits meanwhile."""
+    # No rclpy signal handlers: their C++ thread would abort the process (exit 134) if launch_test exits
+    # while this test thread still runs, e.g. after the node died.
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("launch_test_camera")
     try:
         received: list[Any] = []
@@ -54,6 +70,8 @@ def camera_image_answered(output_topic: str, message_type: type, timeout: float 
         image.header.frame_id = "launch_camera"
         deadline = time.monotonic() + timeout
         while not received and time.monotonic() < deadline:
+            exited = exited_processes(proc_info)
+            assert not exited, f"launched node exited before answering: {', '.join(exited)}"
             camera.publish(image)
             rclpy.spin_once(node, timeout_sec=0.5)
         assert received, f"nothing on {output_topic} within {timeout} s"
