@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 from rcl_interfaces.msg import Parameter as ParameterMessage
 from rcl_interfaces.msg import ParameterValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.srv import SetParameters
+from rclpy.qos import ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from node_harness import (
@@ -21,9 +23,11 @@ from node_harness import (
     RosClient,
     TopicRecorder,
     camera_frame,
+    diagnostic_values,
     image_message,
     isolated_ros_environment,
     node_command,
+    qos,
 )
 
 NODE = "/hardening/segmentation"
@@ -145,3 +149,38 @@ def test_missing_params_file_is_one_fatal_line_and_exit_one(env: dict[str, str])
     fatal = [line for line in process.output.splitlines() if "FATAL" in line]
     assert len(fatal) == 1 and "/nonexistent/params.yaml" in fatal[0], process.output
     assert "Traceback" not in process.output
+
+
+def test_auto_input_reliability_matches_the_camera_and_loses_no_frame(env: dict[str, str]) -> None:
+    # Default parameters (input_reliability: auto). The camera in this process uses Fast DDS's defaults,
+    # with which best-effort 1280x720 frames are mostly lost (docs/nodes.md, QoS): auto subscribes reliable.
+    node = NodeProcess("segmentation_node", ["-r", "__ns:=/qos_auto", "-r", "image:=/camera/qos_auto",
+                                             "-p", "diagnostics_period:=0.2"], env)
+    ros = RosClient("qos_auto_client")
+    topic = "/camera/qos_auto"
+    try:
+        node.wait_for_output("selfie_segmentation")
+        camera, labels = ros.camera_and_output(Image, topic, Image, "/qos_auto/segmentation/labels")
+        node.wait_for_output(f"subscribed {topic} reliable to match its publishers")
+        (subscription,) = ros.node.get_subscriptions_info_by_topic(topic)
+        assert subscription.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        diagnostics = ros.record(DiagnosticArray, "/diagnostics", qos(reliable=True))
+        frame = image_message(camera_frame("astronaut.png", 720, 1280), "rgb8", "cam", (0, 0))
+        for index in range(10):
+            frame.header.stamp.sec = 2000 + index
+            camera.publish(frame)
+            time.sleep(0.1)
+
+        def all_received(array: DiagnosticArray) -> bool:
+            values = diagnostic_values(array, "/qos_auto/segmentation")
+            return values is not None and int(values["frames_received"]) >= 10
+
+        values = diagnostic_values(diagnostics.wait_for(all_received, timeout=30), "/qos_auto/segmentation")
+        assert values is not None and values["input_reliability"] == "reliable"
+        labels.wait_for(lambda m: m.header.stamp.sec == 2009)
+        # a best-effort camera joins: the node falls back to best effort, which accepts both
+        ros.node.create_publisher(Image, topic, qos(reliable=False))
+        node.wait_for_output(f"subscribed {topic} best_effort to match its publishers")
+    finally:
+        ros.close()
+        assert node.stop() == 0

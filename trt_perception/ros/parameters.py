@@ -92,9 +92,10 @@ COMMON_PARAMETERS: tuple[ParameterDefinition, ...] = (
     ),
     ParameterDefinition(
         "input_reliability",
-        "best_effort",
-        "Reliability of the image subscription (best_effort accepts reliable and best-effort publishers)",
-        choices=RELIABILITY_CHOICES,
+        "auto",
+        "Reliability of the image subscription: auto (what the topic's publishers offer: reliable when all are "
+        "reliable, else best_effort; re-checked every second), best_effort or reliable",
+        choices=("auto", *RELIABILITY_CHOICES),
     ),
     ParameterDefinition("input_depth", 5, "History depth of the image subscription", minimum=1, maximum=1000),
     ParameterDefinition(

@@ -29,6 +29,7 @@ from rclpy.parameter import Parameter
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.publisher import Publisher
 from rclpy.signals import SignalHandlerOptions
+from rclpy.subscription import Subscription
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
@@ -75,6 +76,12 @@ SPIN_TIMEOUT = 0.25
 WORKER_STOP_TIMEOUT = 2.0
 # Seconds between log lines about the same kind of failing callback.
 CALLBACK_ERROR_PERIOD = 5.0
+# Seconds between checks of the input publishers' QoS (input_reliability: auto).
+QOS_MATCH_PERIOD = 1.0
+QOS_FIXES = {
+    "input_reliability": "set input_reliability:=auto (matches the camera) or best_effort, or make the camera reliable",
+    "output_reliability": "set output_reliability:=reliable (serves reliable and best-effort subscribers)",
+}
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 
 
@@ -190,7 +197,15 @@ class PerceptionNode(Node):
         self.publish_label_info()
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self._settings["diagnostics_period"], self._publish_diagnostics)
-        self._input_topic = self._subscribe()
+        # auto: best effort (accepts every publisher) until publishers are seen, then what they offer
+        self._input_reliability = self._settings["input_reliability"]
+        if self._input_reliability == "auto":
+            self._input_reliability = "best_effort"
+            self.create_timer(QOS_MATCH_PERIOD, self._match_input_qos)
+        self._subscription = self._subscribe(self._input_reliability)
+        self._input_topic = self._subscription.topic_name
+        if self._settings["input_reliability"] == "auto":
+            self._match_input_qos()
 
         self._worker = threading.Thread(target=self._work, name=f"{node_name}_worker", daemon=True)
         self._worker.start()
@@ -272,8 +287,9 @@ class PerceptionNode(Node):
         return SetParametersResult(successful=True)
 
     # ---- intake ----------------------------------------------------------------------------
-    def _subscribe(self) -> str:
-        qos = volatile_qos(self._settings["input_reliability"], self._settings["input_depth"])
+    def _subscribe(self, reliability: str) -> Subscription:
+        """The image subscription with ``reliability`` (``best_effort`` | ``reliable``)."""
+        qos = volatile_qos(reliability, self._settings["input_depth"])
         raw = self._settings["raw_intake"]
         max_pixels = self._settings["max_pixels"]
         readers: dict[bool, Callable[[Any, int], tuple[MessageHeader, DecodedImage]]] = (
@@ -285,13 +301,35 @@ class PerceptionNode(Node):
         message_type, topic = (
             (CompressedImage, "image/compressed") if self._settings["use_compressed"] else (Image, "image")
         )
-        subscription = self.create_subscription(
+        return self.create_subscription(
             message_type, topic, lambda message: self._receive(lambda: read(message, max_pixels)), qos, raw=raw,
             event_callbacks=SubscriptionEventCallbacks(
                 incompatible_qos=lambda event: self._warn_incompatible_qos(topic, event, "input_reliability")
             ),
         )
-        return subscription.topic_name
+
+    def _offered_reliability(self) -> str | None:
+        """What the input topic's publishers offer: ``reliable`` when all of them are reliable (so a
+        reliable subscription loses nothing), ``best_effort`` when any is not, ``None`` without publishers.
+        The same rule rosbag2 uses to record a topic."""
+        publishers = self.get_publishers_info_by_topic(self._input_topic)
+        if not publishers:
+            return None
+        if all(info.qos_profile.reliability == ReliabilityPolicy.RELIABLE for info in publishers):
+            return "reliable"
+        return "best_effort"
+
+    def _match_input_qos(self) -> None:
+        """With ``input_reliability: auto``: re-create the subscription when the publishers offer another reliability."""
+        offered = self._offered_reliability()
+        if offered is None or offered == self._input_reliability:
+            return
+        self.destroy_subscription(self._subscription)
+        self._input_reliability = offered
+        self._subscription = self._subscribe(offered)
+        self.get_logger().info(
+            f"input_reliability auto: subscribed {self._input_topic} {offered} to match its publishers"
+        )
 
     def _receive(self, frame: FrameReader) -> None:
         self._stats.frame_received()
@@ -305,7 +343,7 @@ class PerceptionNode(Node):
             policy = str(event.last_policy_kind)
         self.get_logger().warning(
             f"a peer of {self.resolve_topic_name(topic)} has QoS incompatible with this node's (policy {policy}); no messages flow "
-            f"between them. This node uses {parameter}={self._settings[parameter]!r}"
+            f"between them. This node uses {parameter}={self._settings[parameter]!r}; fix: {QOS_FIXES[parameter]}"
         )
 
     # ---- processing ------------------------------------------------------------------------
@@ -370,6 +408,7 @@ class PerceptionNode(Node):
             ("backend", self.pipeline.backend.name),
             ("processing_device", self.pipeline.device),
             ("input_topic", self._input_topic),
+            ("input_reliability", self._input_reliability),
             *report.key_values,
             ("log_lines_suppressed", str(self._throttle.suppressed_total)),
         ]
