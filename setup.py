@@ -4,18 +4,15 @@ Installs, besides the Python package:
 - the ament index marker and package.xml (so `ament_index_python` and `ros2` find the package),
 - `launch/*.launch.py`, everything under `config/` and the bundled real models
   (`test/fixtures/models`, referenced by the bundled specs) into `share/trt_perception`,
-- one small executable wrapper per node into `lib/trt_perception` (where `ros2 run` and
-  launch_ros look), through `data_files`, so that it works after `colcon build` and after a
-  plain `pip install` alike (pip ignores setup.cfg's `install_scripts`).
+- one executable per node into `lib/trt_perception` (where `ros2 run` and launch_ros look), through
+  `data_files`, so that it works after `colcon build` (also `--symlink-install`) and after a plain
+  `pip install` alike (pip ignores setup.cfg's `install_scripts`). They are tracked files
+  (`scripts/nodes/*` -> `scripts/node_executable.sh`): a build writes nothing into the source tree.
 """
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
-import sys
-import tempfile
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -30,23 +27,6 @@ NODE_EXECUTABLES = {
     "detection_node": "trt_perception.ros.detection_node:main",
 }
 
-# The interpreter that runs this build is the one the package is installed for (a venv's python, or
-# /usr/bin/python3 on a robot), so the wrappers name it instead of whatever `python3` is first on PATH.
-WRAPPER_TEMPLATE = '''#!{python}
-"""ROS 2 executable `{name}` of {package} (calls {target})."""
-import sys
-
-from trt_perception.ros.stop_signals import StopRequested, install_stop_signals
-
-install_stop_signals()  # SIGINT/SIGTERM while the node still imports: exit 0, like a stop later on
-try:
-    from {module} import {function}
-
-    sys.exit({function}())
-except StopRequested:
-    sys.exit(0)
-'''
-
 
 class DataFilesInEditableDistribution(Distribution):
     """Also install `data_files` on an editable install (`pip install -e .`).
@@ -57,23 +37,6 @@ class DataFilesInEditableDistribution(Distribution):
 
     def has_data(self) -> bool:
         return self.has_data_files()
-
-
-def node_wrappers() -> list[str]:
-    """Write one executable wrapper per node into a temporary folder (removed when the build ends, so a
-    build writes nothing into the source tree) and return their paths."""
-    wrapper_dir = Path(tempfile.mkdtemp(prefix=f"{PACKAGE_NAME}_node_wrappers_"))
-    atexit.register(shutil.rmtree, wrapper_dir, ignore_errors=True)
-    paths = []
-    for name, target in NODE_EXECUTABLES.items():
-        module, function = target.split(":")
-        path = wrapper_dir / name
-        path.write_text(WRAPPER_TEMPLATE.format(
-            python=sys.executable, name=name, package=PACKAGE_NAME, target=target, module=module, function=function
-        ))
-        path.chmod(0o755)
-        paths.append(str(path))
-    return paths
 
 
 def tree_data_files(folder: str) -> list[tuple[str, list[str]]]:
@@ -109,9 +72,13 @@ setup(
         *tree_data_files("test/fixtures/models"),
         # vision_msgs definitions for rosbags' type store (bag tools without a ROS vision_msgs)
         *tree_data_files("interfaces/vision_msgs/msg"),
-        (f"lib/{PACKAGE_NAME}", node_wrappers()),
+        # tracked, unchanged by the build (scripts/node_executable.sh: they pick the prefix's Python)
+        (f"lib/{PACKAGE_NAME}", [f"scripts/nodes/{name}" for name in NODE_EXECUTABLES]),
     ],
     install_requires=["setuptools"],
+    # `colcon test` runs pytest only when the package declares it (as `ros2 pkg create` writes it);
+    # `cli`: the trt-perception commands' dependencies that rosdep has no key for (README, robot install).
+    extras_require={"test": ["pytest"], "cli": ["rosbags", "pycocotools"]},
     zip_safe=False,
     python_requires=">=3.10",
     maintainer="trt_perception maintainers",

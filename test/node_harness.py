@@ -46,11 +46,12 @@ def isolated_ros_environment() -> dict[str, str]:
 
 
 def node_command(executable: str) -> list[str]:
-    """The installed executable lib/trt_perception/<name> when present, else ``python -m``."""
+    """The installed executable lib/trt_perception/<name> when present (run directly, as ``ros2 run`` does),
+    else the module it runs, with this python."""
     installed = Path(sys.prefix) / "lib" / "trt_perception" / executable
     if installed.is_file():
-        return [sys.executable, str(installed)]
-    return [sys.executable, "-m", f"trt_perception.ros.{executable}"]
+        return [str(installed)]
+    return [sys.executable, "-m", "trt_perception.ros.executable", executable]
 
 
 def qos(reliable: bool, depth: int = 10, transient_local: bool = False) -> QoSProfile:
