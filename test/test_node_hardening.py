@@ -46,7 +46,8 @@ def node(env: dict[str, str]) -> Iterator[NodeProcess]:
     process = NodeProcess(
         "segmentation_node",
         ["-r", "__ns:=/hardening", "-r", "image:=/camera/hardening", "-p", "input_reliability:=reliable",
-         "-p", f"max_pixels:={MAX_PIXELS}", "-p", "warning_period:=0.0"],
+         "-p", f"max_pixels:={MAX_PIXELS}", "-p", "warning_period:=0.0", "-p", "stall_timeout:=1.5",
+         "-p", "diagnostics_period:=0.2"],
         env,
     )
     process.wait_for_output("selfie_segmentation")
@@ -107,6 +108,27 @@ def test_sender_chosen_text_is_logged_only_truncated(node: NodeProcess, connecti
     answered(connection, 1005)
     assert max(len(line) for line in node.output.splitlines()) < 1000
     assert node.output.count("x" * 1000) == 0
+
+
+def test_stalled_input_with_a_publisher_is_a_diagnostics_error(
+    client: RosClient, connection: tuple[Any, TopicRecorder]
+) -> None:
+    diagnostics = client.record(DiagnosticArray, "/diagnostics", qos(reliable=True))
+
+    def node_status(array: DiagnosticArray) -> Any:
+        return next((status for status in array.status if status.name.startswith(f"{NODE}:")), None)
+
+    answered(connection, 1006)  # frames flow: not an error
+    healthy = diagnostics.wait_for(lambda a: node_status(a) is not None and node_status(a).level != b"\x02")
+    assert node_status(healthy).level != b"\x02"
+    stalled = diagnostics.wait_for(lambda a: node_status(a) is not None and node_status(a).level == b"\x02",
+                                   timeout=20)
+    assert "while 1 publishers exist" in node_status(stalled).message
+    assert node_status(stalled).message.startswith("no frame for ")
+    answered(connection, 1007)
+    recovered = len(diagnostics.messages)
+    diagnostics.wait_for(lambda a: diagnostics.messages.index(a) >= recovered and node_status(a) is not None
+                         and node_status(a).level != b"\x02")
 
 
 def catches_sigterm(pid: int) -> bool:

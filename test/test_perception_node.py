@@ -23,7 +23,15 @@ from trt_perception.ros.parameters import (
     check_value,
     detection_parameters,
 )
-from trt_perception.ros.statistics import STAGES, LatencyWindow, NodeStatistics, RateMeter
+from trt_perception.ros.statistics import (
+    STAGES,
+    Health,
+    HealthLimits,
+    HealthMonitor,
+    LatencyWindow,
+    NodeStatistics,
+    RateMeter,
+)
 from trt_perception.ros.throttle import MessageThrottle, quote_limited
 
 
@@ -172,6 +180,40 @@ def test_throttle_limits_total_lines_and_reports_what_it_held_back() -> None:
 def test_quote_limited_cuts_long_text_and_says_how_much() -> None:
     assert quote_limited("abc", limit=5) == "abc"
     assert quote_limited("a" * 12, limit=5) == "aaaaa... (7 more characters)"
+
+
+def test_health_reports_stall_only_while_a_publisher_exists() -> None:
+    clock = FakeClock()
+    stats = NodeStatistics(clock=clock)
+    monitor = HealthMonitor(HealthLimits(stall_seconds=3.0), clock=clock)
+    clock.now += 5.0
+    assert monitor.assess(stats, 0.0, publishers=0) == []
+    assert monitor.assess(stats, 0.0, publishers=2) == [Health("ERROR", "no frame for 5.0 s while 2 publishers exist")]
+    stats.frame_received()
+    clock.now += 2.0
+    assert monitor.assess(stats, 0.0, publishers=2) == []
+    clock.now += 1.5
+    assert monitor.assess(stats, 0.0, publishers=1)[0].level == "ERROR"
+
+
+def test_health_warns_on_rate_out_of_range_and_on_lost_share_per_interval() -> None:
+    clock = FakeClock()
+    stats = NodeStatistics(clock=clock)
+    monitor = HealthMonitor(HealthLimits(min_rate_hz=8.0, max_rate_hz=12.0, max_lost_share=0.5), clock=clock)
+    for _ in range(10):
+        stats.frame_received()
+    for _ in range(6):
+        stats.frame_dropped()
+    assert monitor.assess(stats, 10.0, publishers=1) == [
+        Health("WARN", "6 of 10 frames dropped or skipped since the last report (more than 50%)")
+    ]
+    for _ in range(10):
+        stats.frame_received()
+    stats.frame_failed("bad", bad_input=True)
+    assert monitor.assess(stats, 10.0, publishers=1) == []  # 1 of the 10 new frames
+    assert monitor.assess(stats, 30.0, publishers=1) == [
+        Health("WARN", "input rate 30.00 Hz outside the expected [8, 12] Hz")
+    ]
 
 
 def test_parameter_values_checked_against_type_range_and_choices() -> None:

@@ -132,6 +132,22 @@ COMMON_PARAMETERS: tuple[ParameterDefinition, ...] = (
         "diagnostics_period", 1.0, "Seconds between /diagnostics messages", minimum=0.05, maximum=3600.0
     ),
     ParameterDefinition(
+        "input_rate_min_hz", 0.0, "Diagnostics WARN while frames arrive slower than this; 0: unchecked",
+        minimum=0.0, maximum=10000.0,
+    ),
+    ParameterDefinition(
+        "input_rate_max_hz", 0.0, "Diagnostics WARN while frames arrive faster than this; 0: unchecked",
+        minimum=0.0, maximum=10000.0,
+    ),
+    ParameterDefinition(
+        "stall_timeout", 3.0, "Diagnostics ERROR when no frame arrived for this many seconds while the input "
+        "topic has a publisher", minimum=0.1, maximum=3600.0,
+    ),
+    ParameterDefinition(
+        "max_lost_share", 0.5, "Diagnostics WARN when more than this share of the frames received since the last "
+        "report were dropped (replaced by newer ones) or skipped (bad input, failed)", minimum=0.0, maximum=1.0,
+    ),
+    ParameterDefinition(
         "warning_period", 5.0, "Seconds before a bad-input warning of the same kind is logged again", runtime=True,
         minimum=0.0, maximum=3600.0,
     ),

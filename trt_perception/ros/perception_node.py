@@ -49,7 +49,7 @@ from trt_perception.ros.image_conversion import (
 )
 from trt_perception.ros.messages import diagnostic_status, label_info
 from trt_perception.ros.parameters import COMMON_PARAMETERS, ParameterDefinition, check_value
-from trt_perception.ros.statistics import NodeStatistics
+from trt_perception.ros.statistics import Health, HealthLimits, HealthMonitor, NodeStatistics
 from trt_perception.ros.stop_signals import StopRequested, install_stop_signals
 from trt_perception.ros.throttle import MessageThrottle, quote_limited
 from trt_perception.spec import ModelSpec, load_model_spec
@@ -76,6 +76,7 @@ SPIN_TIMEOUT = 0.25
 WORKER_STOP_TIMEOUT = 2.0
 # Seconds between log lines about the same kind of failing callback.
 CALLBACK_ERROR_PERIOD = 5.0
+DIAGNOSTIC_LEVELS = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN, "ERROR": DiagnosticStatus.ERROR}
 # Seconds between checks of the input publishers' QoS (input_reliability: auto).
 QOS_MATCH_PERIOD = 1.0
 QOS_FIXES = {
@@ -185,6 +186,10 @@ class PerceptionNode(Node):
             raise GpuUnavailableError(f"processing_device {device!r}: {error}") from error
 
         self._stats = NodeStatistics()
+        self._health = HealthMonitor(HealthLimits(
+            min_rate_hz=self._settings["input_rate_min_hz"], max_rate_hz=self._settings["input_rate_max_hz"],
+            stall_seconds=self._settings["stall_timeout"], max_lost_share=self._settings["max_lost_share"],
+        ))
         self._slot: LatestFrameSlot[FrameReader] = LatestFrameSlot()
         self._stopping = False
 
@@ -400,9 +405,13 @@ class PerceptionNode(Node):
     def _publish_diagnostics(self) -> None:
         report = self._stats.report()
         period = self._settings["diagnostics_period"]
-        recent_error = report.seconds_since_error is not None and report.seconds_since_error < max(5.0, 2 * period)
-        level = DiagnosticStatus.WARN if recent_error else DiagnosticStatus.OK
-        message = f"last error: {report.last_error}" if recent_error else "running"
+        problems = self._health.assess(
+            self._stats, self._stats.input_rate_hz(), self.count_publishers(self._input_topic)
+        )
+        if report.seconds_since_error is not None and report.seconds_since_error < max(5.0, 2 * period):
+            problems.append(Health("WARN", f"last error: {report.last_error}"))
+        level = max((DIAGNOSTIC_LEVELS[problem.level] for problem in problems), default=DiagnosticStatus.OK)
+        message = "; ".join(problem.message for problem in problems) if problems else "running"
         values = [
             ("model", self.spec.name),
             ("backend", self.pipeline.backend.name),
