@@ -10,19 +10,22 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 from rcl_interfaces.msg import Parameter as ParameterMessage
 from rcl_interfaces.msg import ParameterValue
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.srv import SetParameters
 from rclpy.qos import ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
 from node_harness import (
     NodeProcess,
     RosClient,
     TopicRecorder,
     camera_frame,
+    compressed_message,
     diagnostic_values,
     image_message,
     isolated_ros_environment,
@@ -65,6 +68,13 @@ def client(node: NodeProcess) -> Iterator[RosClient]:
 @pytest.fixture(scope="module")
 def connection(client: RosClient) -> tuple[Any, TopicRecorder]:
     return client.camera_and_output(Image, "/camera/hardening", Image, f"{NODE}/labels")
+
+
+def png_of_zeros(width: int, height: int) -> bytes:
+    """A greyscale PNG of zeros, encoded with OpenCV (small however large the image)."""
+    ok, encoded = cv2.imencode(".png", np.zeros((height, width), np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    assert ok
+    return encoded.tobytes()
 
 
 def answered(connection: tuple[Any, TopicRecorder], stamp: int) -> Image:
@@ -206,3 +216,36 @@ def test_auto_input_reliability_matches_the_camera_and_loses_no_frame(env: dict[
     finally:
         ros.close()
         assert node.stop() == 0
+
+
+def test_stop_signal_while_a_large_frame_is_processed_exits_zero_within_the_bound(env: dict[str, str]) -> None:
+    # A 12000 x 12000 PNG (~250 KB on the wire) with no pixel limit: decoding, resizing and labelling it
+    # take the worker many seconds on this machine; SIGTERM arrives in the middle.
+    node = NodeProcess("segmentation_node", ["-r", "__ns:=/large", "-r", "image/compressed:=/camera/large",
+                                             "-p", "use_compressed:=true", "-p", "max_pixels:=0",
+                                             "-p", "diagnostics_period:=0.1", "-p", "lazy:=false"], env)
+    ros = RosClient("large_client")
+    try:
+        node.wait_for_output("selfie_segmentation")
+        camera = ros.node.create_publisher(CompressedImage, "/camera/large", qos(reliable=True))
+        ros.wait_for_subscribers(camera)
+        diagnostics = ros.record(DiagnosticArray, "/diagnostics", qos(reliable=True))
+        camera.publish(compressed_message(png_of_zeros(12000, 12000), "png", "cam", (1, 0)))
+
+        def received(array: DiagnosticArray) -> bool:
+            values = diagnostic_values(array, "/large/segmentation")
+            return values is not None and int(values["frames_received"]) >= 1
+
+        diagnostics.wait_for(received, timeout=30)
+        time.sleep(0.5)
+        values = diagnostic_values(diagnostics.messages[-1], "/large/segmentation")
+        assert values is not None and values["frames_processed"] == "0"  # still inside the frame
+        start = time.monotonic()
+        code = node.stop(signal.SIGTERM, timeout=30)
+        elapsed = time.monotonic() - start
+    finally:
+        ros.close()
+        node.stop(signal.SIGKILL)
+    assert code == 0, node.output
+    assert elapsed < STOP_BOUND, elapsed
+    assert "Traceback" not in node.output
