@@ -4,6 +4,7 @@ moment, start-up errors. The segmentation node runs as its own process (test/nod
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -37,6 +38,9 @@ NODE = "/hardening/segmentation"
 MAX_PIXELS = 100_000  # 320x240 = 76800 passes, 640x480 = 307200 does not
 # Seconds a stopped node may take to exit (docs/nodes.md, Shutdown: worker wait 2 s + rclpy shutdown).
 STOP_BOUND = 5.0
+# Seconds of the bad-and-good frame flood in CI.
+FLOOD_SECONDS = 12.0
+WARM_UP_SECONDS = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -249,3 +253,55 @@ def test_stop_signal_while_a_large_frame_is_processed_exits_zero_within_the_boun
     assert code == 0, node.output
     assert elapsed < STOP_BOUND, elapsed
     assert "Traceback" not in node.output
+
+
+def test_flood_of_bad_and_good_frames_keeps_memory_and_log_bounded(env: dict[str, str]) -> None:
+    # Mixed frames at 3x the rate the node processes: good ones, 1 MB made-up encodings, truncated data.
+    # FLOOD_SECONDS in CI; the 60 s run by hand: TRT_PERCEPTION_FLOOD_SECONDS=60.
+    seconds = float(os.environ.get("TRT_PERCEPTION_FLOOD_SECONDS", FLOOD_SECONDS))
+    node = NodeProcess("segmentation_node", ["-r", "__ns:=/flood", "-r", "image:=/camera/flood",
+                                             "-p", "diagnostics_period:=0.5"], env)
+    ros = RosClient("flood_client")
+    try:
+        node.wait_for_output("selfie_segmentation")
+        camera, labels = ros.camera_and_output(Image, "/camera/flood", Image, "/flood/segmentation/labels")
+        diagnostics = ros.record(DiagnosticArray, "/diagnostics", qos(reliable=True))
+        pixels = camera_frame("astronaut.png", 240, 320)
+        good = image_message(pixels, "rgb8", "cam", (0, 0))
+        strange = image_message(pixels, "x" * 1_000_000, "cam", (0, 0))
+        cut = image_message(pixels, "rgb8", "cam", (0, 0))
+        cut.data = pixels.tobytes()[:1000]
+        frames = (good, strange, cut)
+
+        def flood(duration: float, interval: float) -> int:
+            start, sent = time.monotonic(), 0
+            while time.monotonic() - start < duration:
+                camera.publish(frames[sent % len(frames)])
+                sent += 1
+                time.sleep(interval)
+            return sent
+
+        # the node's own rate with good frames
+        frames = (good,)
+        flood(3.0, 0.005)
+        values = diagnostic_values(diagnostics.messages[-1], "/flood/segmentation")
+        assert values is not None
+        interval = 1.0 / (3.0 * max(float(values["processed_rate_hz"]), 1.0))
+        # warm-up with the mix: allocator and DDS buffers reach their working size (1 MB messages too)
+        frames = (good, strange, cut)
+        flood(WARM_UP_SECONDS, interval)
+        time.sleep(1.0)
+        rss_before, log_before = node.rss_bytes(), len(node.output.encode())
+        sent = flood(seconds, interval)
+        time.sleep(1.0)
+        rss_after, log_after = node.rss_bytes(), len(node.output.encode())
+        good.header.stamp.sec = 4242
+        camera.publish(good)
+        labels.wait_for(lambda m: m.header.stamp.sec == 4242)
+    finally:
+        ros.close()
+        assert node.stop() == 0
+    assert sent > 3 * seconds  # a flood, not a trickle
+    assert rss_after - rss_before < 20 * 1024 * 1024, (rss_before, rss_after)
+    # At most 10 warning lines per 10 s, each under ~600 bytes with its prefix (docs/nodes.md, Errors).
+    assert log_after - log_before <= 600 * 10 * (seconds / 10 + 1), log_after - log_before
