@@ -33,6 +33,8 @@ from node_harness import (
     node_command,
     qos,
 )
+from trt_perception.image_decoding import encode_image
+from trt_perception.ros.cdr import MessageHeader, serialize_image
 
 NODE = "/hardening/segmentation"
 MAX_PIXELS = 100_000  # 320x240 = 76800 passes, 640x480 = 307200 does not
@@ -305,3 +307,28 @@ def test_flood_of_bad_and_good_frames_keeps_memory_and_log_bounded(env: dict[str
     assert rss_after - rss_before < 20 * 1024 * 1024, (rss_before, rss_after)
     # At most 10 warning lines per 10 s, each under ~600 bytes with its prefix (docs/nodes.md, Errors).
     assert log_after - log_before <= 600 * 10 * (seconds / 10 + 1), log_after - log_before
+
+
+def test_rclpy_intake_warns_about_and_counts_bytes_it_cannot_read(env: dict[str, str]) -> None:
+    # raw_intake: false reads with rclpy; a cut message used to vanish inside rclpy without a word.
+    node = NodeProcess("segmentation_node", ["-r", "__ns:=/rclpy_intake", "-r", "image:=/camera/rclpy_intake",
+                                             "-p", "raw_intake:=false", "-p", "diagnostics_period:=0.2"], env)
+    ros = RosClient("rclpy_intake_client")
+    try:
+        node.wait_for_output("selfie_segmentation")
+        camera, labels = ros.camera_and_output(Image, "/camera/rclpy_intake", Image, "/rclpy_intake/segmentation/labels")
+        diagnostics = ros.record(DiagnosticArray, "/diagnostics", qos(reliable=True))
+        good = serialize_image(MessageHeader(7, 0, "cam"), encode_image(camera_frame("astronaut.png", 24, 32), "rgb8"))
+        camera.publish(good[:40])
+        node.wait_for_output("skipped bad input image: malformed serialized Image")
+
+        def counted(array: DiagnosticArray) -> bool:
+            values = diagnostic_values(array, "/rclpy_intake/segmentation")
+            return values is not None and values["frames_bad_input"] == "1"
+
+        diagnostics.wait_for(counted)
+        camera.publish(good)
+        assert labels.wait_for(lambda m: m.header.stamp.sec == 7).header.frame_id == "cam"
+    finally:
+        ros.close()
+        assert node.stop() == 0

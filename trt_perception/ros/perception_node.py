@@ -24,13 +24,14 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.publisher import Publisher
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
 from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import Subscription
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import LabelInfo
@@ -70,6 +71,7 @@ LABEL_INFO_QOS = QoSProfile(
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
 RCLError = _rclpy.RCLError
+RMWError = _rclpy.RMWError
 # Seconds the executor waits per turn: the longest a stop signal may wait for the main loop.
 SPIN_TIMEOUT = 0.25
 # Seconds a stopping node waits for the frame in progress before abandoning it.
@@ -102,13 +104,23 @@ def read_serialized_compressed(data: bytes, max_pixels: int) -> tuple[MessageHea
     return image.header, image.decode(max_pixels)
 
 
-def read_image_message(message: Image, max_pixels: int) -> tuple[MessageHeader, DecodedImage]:
-    """Header and pixels (a view of ``message.data``) of an rclpy ``sensor_msgs/Image``."""
+def deserialized(data: bytes, message_type: type) -> Any:
+    """An rclpy message from its serialized bytes; ImageDecodeError when rclpy cannot read them."""
+    try:
+        return deserialize_message(data, message_type)
+    except RMWError as error:
+        raise ImageDecodeError(f"malformed serialized {message_type.__name__}: {error}") from None
+
+
+def read_image_message(data: bytes, max_pixels: int) -> tuple[MessageHeader, DecodedImage]:
+    """Header and pixels (a view of the message's data) of a ``sensor_msgs/Image`` read by rclpy."""
+    message = deserialized(data, Image)
     return message_header(message.header), image_from_msg(message, max_pixels)
 
 
-def read_compressed_message(message: CompressedImage, max_pixels: int) -> tuple[MessageHeader, DecodedImage]:
-    """Header and decoded pixels of an rclpy ``sensor_msgs/CompressedImage``."""
+def read_compressed_message(data: bytes, max_pixels: int) -> tuple[MessageHeader, DecodedImage]:
+    """Header and decoded pixels of a ``sensor_msgs/CompressedImage`` read by rclpy."""
+    message = deserialized(data, CompressedImage)
     return message_header(message.header), compressed_image_from_msg(message, max_pixels)
 
 
@@ -307,7 +319,9 @@ class PerceptionNode(Node):
             (CompressedImage, "image/compressed") if self._settings["use_compressed"] else (Image, "image")
         )
         return self.create_subscription(
-            message_type, topic, lambda message: self._receive(lambda: read(message, max_pixels)), qos, raw=raw,
+            # Always serialized bytes: decoded on the worker, so that bytes neither reader accepts are
+            # warned about and counted (rclpy drops what it cannot take without a word).
+            message_type, topic, lambda message: self._receive(lambda: read(message, max_pixels)), qos, raw=True,
             event_callbacks=SubscriptionEventCallbacks(
                 incompatible_qos=lambda event: self._warn_incompatible_qos(topic, event, "input_reliability")
             ),
