@@ -431,3 +431,22 @@ def test_jpeg_cut_anywhere_is_rejected_as_truncated() -> None:
     for end in (3, 20, len(data) // 3, len(data) - 2, len(data) - 1):
         with pytest.raises(ImageDecodeError, match="truncated"):
             decode_compressed(data[:end], "jpeg")
+
+
+def test_jpeg_that_libjpeg_reports_corrupt_is_rejected_not_grey_filled() -> None:
+    # Cut in half with the end-of-image marker put back: the marker structure is intact, but libjpeg
+    # warns "premature end of data segment" and OpenCV would answer with a half-grey image.
+    data = (IMAGES / "quokka.jpg").read_bytes()
+    cut = data[: len(data) // 2] + b"\xff\xd9"
+    assert cv2.imdecode(np.frombuffer(cut, np.uint8), cv2.IMREAD_COLOR) is not None  # what main answered
+    with pytest.raises(ImageDecodeError, match="is corrupt: Corrupt JPEG data: premature end of data segment"):
+        decode_compressed(cut, "jpeg")
+
+
+def test_grey_jpeg_decodes_like_opencv() -> None:
+    grey = cv2.cvtColor(_bgr("astronaut.png"), cv2.COLOR_BGR2GRAY)
+    ok, encoded = cv2.imencode(".jpg", grey)
+    assert ok
+    decoded = decode_compressed(encoded.tobytes(), "jpeg")
+    assert decoded.channel_order == "MONO"
+    np.testing.assert_array_equal(decoded.pixels[..., 0], cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED))

@@ -19,6 +19,7 @@ from typing import Any, Union, cast
 import cv2
 import numpy as np
 import numpy.typing as npt
+import simplejpeg
 
 from trt_perception.errors import ImageDecodeError
 
@@ -293,6 +294,23 @@ def compressed_frame_size(data: Buffer, codec: str) -> tuple[int, int]:
     return _png_frame_size(raw) if codec == "png" else _jpeg_frame_size(raw)
 
 
+def _decode_jpeg_strictly(buffer: npt.NDArray[np.uint8]) -> Pixels | None:
+    """Grey or BGR pixels of a JPEG, decoded by libjpeg-turbo (simplejpeg: the same pixels as OpenCV's
+    decoder) with its warnings as errors: data that libjpeg reports as corrupt ("premature end of data
+    segment", "bad Huffman code", ...) and would fill with grey raises ImageDecodeError instead of being
+    answered. Other colour spaces (CMYK) go to OpenCV; ``None`` when it cannot decode them."""
+    data = buffer.tobytes()
+    try:
+        colorspace = simplejpeg.decode_jpeg_header(data)[2]
+        if colorspace == "Gray":
+            return cast("Pixels", simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True))
+        if colorspace in ("YCbCr", "RGB"):
+            return cast("Pixels", simplejpeg.decode_jpeg(data, colorspace="BGR", strict=True))
+    except ValueError as error:
+        raise ImageDecodeError(f"compressed jpeg image data ({buffer.size} bytes) is corrupt: {error}") from None
+    return cast("Pixels | None", cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED))
+
+
 def decode_compressed(
     data: Buffer, format: str, max_pixels: int = DEFAULT_MAX_PIXELS  # noqa: A002 (ROS field name)
 ) -> DecodedImage:
@@ -319,7 +337,10 @@ def decode_compressed(
     if width <= 0 or height <= 0:
         raise ImageDecodeError(f"compressed {codec} image header gives a zero size: {width}x{height}")
     check_pixel_count(width, height, max_pixels, f"compressed {codec} image")
-    pixels = cast("Pixels | None", cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED))  # png/jpeg: uint8/16
+    if signature == _JPEG_SIGNATURE:
+        pixels: Pixels | None = _decode_jpeg_strictly(buffer)
+    else:
+        pixels = cast("Pixels | None", cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED))  # png: uint8/16
     if pixels is None:
         raise ImageDecodeError(f"compressed {codec} image data ({buffer.size} bytes) is corrupt")
     if pixels.ndim == 2:
