@@ -96,3 +96,10 @@ def test_make_bag_refuses_an_image_over_max_pixels(tmp_path: Path, capsys: pytes
     assert code == 1
     assert "more than max_pixels 1000" in capsys.readouterr().err
     assert not (tmp_path / "bag").exists()
+
+
+def test_compare_iou_outside_zero_to_one_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["compare", "--model-spec", "selfie_segmentation", str(IMAGES / "page.png"), "--iou", "1.5"])
+    assert stopped.value.code == 2
+    assert "--iou: must be between 0 and 1, got '1.5'" in capsys.readouterr().err
