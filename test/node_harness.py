@@ -1,4 +1,5 @@
-"""Helpers for the node tests: run a node executable as its own process and talk to it over DDS.
+"""The one harness of the node tests and the launch tests: run a node executable as its own process
+(or find the one launch started) and talk to it over DDS.
 
 Each test module uses its own random ROS domain (localhost only), so parallel test runs and other
 ROS processes on the machine do not see each other.
@@ -28,6 +29,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -162,7 +164,9 @@ class RosClient:
 
     def __init__(self, name: str = "node_test_client") -> None:
         self.context = Context()
-        rclpy.init(context=self.context)
+        # No rclpy signal handlers: their C++ thread aborts the process (exit 134) when a runner such as
+        # launch_test exits while a test thread still holds this client.
+        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
         self.node = Node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
