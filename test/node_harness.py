@@ -15,7 +15,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,30 @@ class NodeProcess:
             self._final_output = self.log_path.read_text(errors="replace")
             self.log_path.unlink()
         return self.process.returncode
+
+
+def node_arguments(name: str, parameters: Sequence[str] = (), compressed: bool = False) -> list[str]:
+    """ROS arguments of a test node: namespace /<name>, input remapped to /camera/<name>, ``-p`` per parameter."""
+    remap = f"{'image/compressed' if compressed else 'image'}:=/camera/{name}"
+    return ["-r", f"__ns:=/{name}", "-r", remap, *(item for value in parameters for item in ("-p", value))]
+
+
+@contextmanager
+def node_session(
+    executable: str, name: str, env: Mapping[str, str], parameters: Sequence[str] = (), compressed: bool = False
+) -> Iterator[tuple[NodeProcess, RosClient]]:
+    """A node started with ``node_arguments`` (ready once it logs its input topic) and a client; on leaving,
+    the client closes and the node gets SIGINT (its exit code is then in ``node.process.returncode``)."""
+    node = NodeProcess(executable, node_arguments(name, parameters, compressed), env)
+    ros = None
+    try:
+        node.wait_for_output(f"on /camera/{name}")
+        ros = RosClient(f"{name}_client")
+        yield node, ros
+    finally:
+        if ros is not None:
+            ros.close()
+        node.stop()
 
 
 class TopicRecorder:
@@ -271,3 +296,23 @@ def diagnostic_values(array: Any, node_fqn: str) -> dict[str, str] | None:
         if status.name.startswith(f"{node_fqn}:"):
             return {item.key: item.value for item in status.values}
     return None
+
+
+def wait_for_diagnostics(
+    recorder: TopicRecorder, node_fqn: str, predicate: Callable[[dict[str, str]], bool], timeout: float = 20.0
+) -> dict[str, str]:
+    """The key/values of the first status of ``node_fqn`` on /diagnostics (recorded) satisfying ``predicate``."""
+    def matches(array: Any) -> bool:
+        values = diagnostic_values(array, node_fqn)
+        return values is not None and predicate(values)
+
+    values = diagnostic_values(recorder.wait_for(matches, timeout), node_fqn)
+    assert values is not None
+    return values
+
+
+def latest_diagnostics(recorder: TopicRecorder, node_fqn: str) -> dict[str, str]:
+    """The key/values of the newest status of ``node_fqn`` recorded so far."""
+    found = [values for values in (diagnostic_values(a, node_fqn) for a in recorder.messages) if values is not None]
+    assert found, f"no diagnostics of {node_fqn} yet"
+    return found[-1]

@@ -27,11 +27,14 @@ from node_harness import (
     TopicRecorder,
     camera_frame,
     compressed_message,
-    diagnostic_values,
     image_message,
     isolated_ros_environment,
+    latest_diagnostics,
+    node_arguments,
     node_command,
+    node_session,
     qos,
+    wait_for_diagnostics,
 )
 from trt_perception.image_decoding import encode_image
 from trt_perception.ros.cdr import MessageHeader, serialize_image
@@ -52,14 +55,10 @@ def env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def node(env: dict[str, str]) -> Iterator[NodeProcess]:
-    process = NodeProcess(
-        "segmentation_node",
-        ["-r", "__ns:=/hardening", "-r", "image:=/camera/hardening", "-p", "input_reliability:=reliable",
-         "-p", f"max_pixels:={MAX_PIXELS}", "-p", "warning_period:=0.0", "-p", "stall_timeout:=1.5",
-         "-p", "diagnostics_period:=0.2"],
-        env,
-    )
-    process.wait_for_output("selfie_segmentation")
+    parameters = ["input_reliability:=reliable", f"max_pixels:={MAX_PIXELS}", "warning_period:=0.0",
+                  "stall_timeout:=1.5", "diagnostics_period:=0.2"]
+    process = NodeProcess("segmentation_node", node_arguments("hardening", parameters), env)
+    process.wait_for_output("on /camera/hardening")
     yield process
     process.stop(signal.SIGKILL)
 
@@ -192,12 +191,8 @@ def test_missing_params_file_is_one_fatal_line_and_exit_one(env: dict[str, str])
 def test_auto_input_reliability_matches_the_camera_and_loses_no_frame(env: dict[str, str]) -> None:
     # Default parameters (input_reliability: auto). The camera in this process uses Fast DDS's defaults,
     # with which best-effort 1280x720 frames are mostly lost (docs/nodes.md, QoS): auto subscribes reliable.
-    node = NodeProcess("segmentation_node", ["-r", "__ns:=/qos_auto", "-r", "image:=/camera/qos_auto",
-                                             "-p", "diagnostics_period:=0.2"], env)
-    ros = RosClient("qos_auto_client")
     topic = "/camera/qos_auto"
-    try:
-        node.wait_for_output("selfie_segmentation")
+    with node_session("segmentation_node", "qos_auto", env, ["diagnostics_period:=0.2"]) as (node, ros):
         camera, labels = ros.camera_and_output(Image, topic, Image, "/qos_auto/segmentation/labels")
         node.wait_for_output(f"subscribed {topic} reliable to match its publishers")
         (subscription,) = ros.node.get_subscriptions_info_by_topic(topic)
@@ -208,51 +203,31 @@ def test_auto_input_reliability_matches_the_camera_and_loses_no_frame(env: dict[
             frame.header.stamp.sec = 2000 + index
             camera.publish(frame)
             time.sleep(0.1)
-
-        def all_received(array: DiagnosticArray) -> bool:
-            values = diagnostic_values(array, "/qos_auto/segmentation")
-            return values is not None and int(values["frames_received"]) >= 10
-
-        values = diagnostic_values(diagnostics.wait_for(all_received, timeout=30), "/qos_auto/segmentation")
-        assert values is not None and values["input_reliability"] == "reliable"
+        values = wait_for_diagnostics(diagnostics, "/qos_auto/segmentation",
+                                      lambda v: int(v["frames_received"]) >= 10, timeout=30)
+        assert values["input_reliability"] == "reliable"
         labels.wait_for(lambda m: m.header.stamp.sec == 2009)
         # a best-effort camera joins: the node falls back to best effort, which accepts both
         ros.node.create_publisher(Image, topic, qos(reliable=False))
         node.wait_for_output(f"subscribed {topic} best_effort to match its publishers")
-    finally:
-        ros.close()
-        assert node.stop() == 0
+    assert node.process.returncode == 0, node.output
 
 
 def test_stop_signal_while_a_large_frame_is_processed_exits_zero_within_the_bound(env: dict[str, str]) -> None:
     # A 12000 x 12000 PNG (~250 KB on the wire) with no pixel limit: decoding, resizing and labelling it
     # take the worker many seconds on this machine; SIGTERM arrives in the middle.
-    node = NodeProcess("segmentation_node", ["-r", "__ns:=/large", "-r", "image/compressed:=/camera/large",
-                                             "-p", "use_compressed:=true", "-p", "max_pixels:=0",
-                                             "-p", "diagnostics_period:=0.1", "-p", "lazy:=false"], env)
-    ros = RosClient("large_client")
-    try:
-        node.wait_for_output("selfie_segmentation")
+    parameters = ["use_compressed:=true", "max_pixels:=0", "diagnostics_period:=0.1", "lazy:=false"]
+    with node_session("segmentation_node", "large", env, parameters, compressed=True) as (node, ros):
         camera = ros.node.create_publisher(CompressedImage, "/camera/large", qos(reliable=True))
         ros.wait_for_subscribers(camera)
         diagnostics = ros.record(DiagnosticArray, "/diagnostics", qos(reliable=True))
         camera.publish(compressed_message(png_of_zeros(12000, 12000), "png", "cam", (1, 0)))
-
-        def received(array: DiagnosticArray) -> bool:
-            values = diagnostic_values(array, "/large/segmentation")
-            return values is not None and int(values["frames_received"]) >= 1
-
-        diagnostics.wait_for(received, timeout=30)
+        wait_for_diagnostics(diagnostics, "/large/segmentation", lambda v: int(v["frames_received"]) >= 1, timeout=30)
         time.sleep(0.5)
-        latest = [diagnostic_values(array, "/large/segmentation") for array in diagnostics.messages]
-        values = [found for found in latest if found is not None][-1]
-        assert values["frames_processed"] == "0"  # still inside the frame
+        assert latest_diagnostics(diagnostics, "/large/segmentation")["frames_processed"] == "0"  # inside the frame
         start = time.monotonic()
         code = node.stop(signal.SIGTERM, timeout=30)
         elapsed = time.monotonic() - start
-    finally:
-        ros.close()
-        node.stop(signal.SIGKILL)
     assert code == 0, node.output
     assert elapsed < STOP_BOUND, elapsed
     assert "Traceback" not in node.output
@@ -262,11 +237,7 @@ def test_flood_of_bad_and_good_frames_keeps_memory_and_log_bounded(env: dict[str
     # Mixed frames at 3x the rate the node processes: good ones, 1 MB made-up encodings, truncated data.
     # FLOOD_SECONDS in CI; the 60 s run by hand: TRT_PERCEPTION_FLOOD_SECONDS=60.
     seconds = float(os.environ.get("TRT_PERCEPTION_FLOOD_SECONDS", FLOOD_SECONDS))
-    node = NodeProcess("segmentation_node", ["-r", "__ns:=/flood", "-r", "image:=/camera/flood",
-                                             "-p", "diagnostics_period:=0.5"], env)
-    ros = RosClient("flood_client")
-    try:
-        node.wait_for_output("selfie_segmentation")
+    with node_session("segmentation_node", "flood", env, ["diagnostics_period:=0.5"]) as (node, ros):
         camera, labels = ros.camera_and_output(Image, "/camera/flood", Image, "/flood/segmentation/labels")
         diagnostics = ros.record(DiagnosticArray, "/diagnostics", qos(reliable=True))
         pixels = camera_frame("astronaut.png", 240, 320)
@@ -274,9 +245,8 @@ def test_flood_of_bad_and_good_frames_keeps_memory_and_log_bounded(env: dict[str
         strange = image_message(pixels, "x" * 1_000_000, "cam", (0, 0))
         cut = image_message(pixels, "rgb8", "cam", (0, 0))
         cut.data = pixels.tobytes()[:1000]
-        frames = (good, strange, cut)
 
-        def flood(duration: float, interval: float) -> int:
+        def flood(frames: tuple[Image, ...], duration: float, interval: float) -> int:
             start, sent = time.monotonic(), 0
             while time.monotonic() - start < duration:
                 camera.publish(frames[sent % len(frames)])
@@ -284,25 +254,20 @@ def test_flood_of_bad_and_good_frames_keeps_memory_and_log_bounded(env: dict[str
                 time.sleep(interval)
             return sent
 
-        # the node's own rate with good frames
-        frames = (good,)
-        flood(3.0, 0.005)
-        values = [v for v in (diagnostic_values(a, "/flood/segmentation") for a in diagnostics.messages) if v][-1]
-        interval = 1.0 / (3.0 * max(float(values["processed_rate_hz"]), 1.0))
+        flood((good,), 3.0, 0.005)  # the node's own rate with good frames
+        rate = float(latest_diagnostics(diagnostics, "/flood/segmentation")["processed_rate_hz"])
+        interval = 1.0 / (3.0 * max(rate, 1.0))
         # warm-up with the mix: allocator and DDS buffers reach their working size (1 MB messages too)
-        frames = (good, strange, cut)
-        flood(WARM_UP_SECONDS, interval)
+        flood((good, strange, cut), WARM_UP_SECONDS, interval)
         time.sleep(1.0)
         rss_before, log_before = node.rss_bytes(), len(node.output.encode())
-        sent = flood(seconds, interval)
+        sent = flood((good, strange, cut), seconds, interval)
         time.sleep(1.0)
         rss_after, log_after = node.rss_bytes(), len(node.output.encode())
         good.header.stamp.sec = 4242
         camera.publish(good)
         labels.wait_for(lambda m: m.header.stamp.sec == 4242)
-    finally:
-        ros.close()
-        assert node.stop() == 0
+    assert node.process.returncode == 0, node.output
     assert sent > 3 * seconds  # a flood, not a trickle
     assert rss_after - rss_before < 20 * 1024 * 1024, (rss_before, rss_after)
     # At most 10 warning lines per 10 s, each under ~600 bytes with its prefix (docs/nodes.md, Errors).
@@ -311,24 +276,15 @@ def test_flood_of_bad_and_good_frames_keeps_memory_and_log_bounded(env: dict[str
 
 def test_rclpy_intake_warns_about_and_counts_bytes_it_cannot_read(env: dict[str, str]) -> None:
     # raw_intake: false reads with rclpy; a cut message used to vanish inside rclpy without a word.
-    node = NodeProcess("segmentation_node", ["-r", "__ns:=/rclpy_intake", "-r", "image:=/camera/rclpy_intake",
-                                             "-p", "raw_intake:=false", "-p", "diagnostics_period:=0.2"], env)
-    ros = RosClient("rclpy_intake_client")
-    try:
-        node.wait_for_output("selfie_segmentation")
-        camera, labels = ros.camera_and_output(Image, "/camera/rclpy_intake", Image, "/rclpy_intake/segmentation/labels")
+    parameters = ["raw_intake:=false", "diagnostics_period:=0.2"]
+    with node_session("segmentation_node", "rclpy_intake", env, parameters) as (node, ros):
+        camera, labels = ros.camera_and_output(Image, "/camera/rclpy_intake", Image,
+                                               "/rclpy_intake/segmentation/labels")
         diagnostics = ros.record(DiagnosticArray, "/diagnostics", qos(reliable=True))
         good = serialize_image(MessageHeader(7, 0, "cam"), encode_image(camera_frame("astronaut.png", 24, 32), "rgb8"))
         camera.publish(good[:40])
         node.wait_for_output("skipped bad input image: malformed serialized Image")
-
-        def counted(array: DiagnosticArray) -> bool:
-            values = diagnostic_values(array, "/rclpy_intake/segmentation")
-            return values is not None and values["frames_bad_input"] == "1"
-
-        diagnostics.wait_for(counted)
+        wait_for_diagnostics(diagnostics, "/rclpy_intake/segmentation", lambda v: v["frames_bad_input"] == "1")
         camera.publish(good)
         assert labels.wait_for(lambda m: m.header.stamp.sec == 7).header.frame_id == "cam"
-    finally:
-        ros.close()
-        assert node.stop() == 0
+    assert node.process.returncode == 0, node.output
