@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -31,7 +30,6 @@ from node_harness import (
     isolated_ros_environment,
     latest_diagnostics,
     node_arguments,
-    node_command,
     node_session,
     qos,
     wait_for_diagnostics,
