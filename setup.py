@@ -4,9 +4,10 @@ Installs, besides the Python package:
 - the ament index marker and package.xml (so `ament_index_python` and `ros2` find the package),
 - `launch/*.launch.py`, everything under `config/` and the bundled real models
   (`test/fixtures/models`, referenced by the bundled specs) into `share/trt_perception`,
-- one small executable wrapper per node into `lib/trt_perception` (where `ros2 run` and
-  launch_ros look), through `data_files`, so that it works after `colcon build` and after a
-  plain `pip install` alike (pip ignores setup.cfg's `install_scripts`).
+- one executable per node into `lib/trt_perception` (where `ros2 run` and launch_ros look), through
+  `data_files`, so that it works after `colcon build` (also `--symlink-install`) and after a plain
+  `pip install` alike (pip ignores setup.cfg's `install_scripts`). They are tracked files
+  (`scripts/nodes/*` -> `scripts/node_executable.sh`): a build writes nothing into the source tree.
 """
 
 from __future__ import annotations
@@ -28,18 +29,6 @@ NODE_EXECUTABLES = {
     "detection_lifecycle_node": "trt_perception.ros.lifecycle_node:detection_main",
 }
 
-WRAPPER_TEMPLATE = '''#!/usr/bin/env python3
-"""ROS 2 executable `{name}` of {package} (calls {target})."""
-import sys
-
-try:
-    from {module} import {function}
-except KeyboardInterrupt:  # Ctrl-C while the node is still importing: stop quietly, like the node does
-    sys.exit(0)
-
-sys.exit({function}())
-'''
-
 
 class DataFilesInEditableDistribution(Distribution):
     """Also install `data_files` on an editable install (`pip install -e .`).
@@ -50,24 +39,6 @@ class DataFilesInEditableDistribution(Distribution):
 
     def has_data(self) -> bool:
         return self.has_data_files()
-
-
-def node_wrappers() -> list[str]:
-    """Write one executable wrapper per node under build/ and return their paths."""
-    wrapper_dir = ROOT / "build" / "node_wrappers"
-    wrapper_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, target in NODE_EXECUTABLES.items():
-        module, function = target.split(":")
-        path = wrapper_dir / name
-        text = WRAPPER_TEMPLATE.format(
-            name=name, package=PACKAGE_NAME, target=target, module=module, function=function
-        )
-        if not path.exists() or path.read_text() != text:
-            path.write_text(text)
-        path.chmod(0o755)
-        paths.append(os.path.relpath(path, ROOT))
-    return paths
 
 
 def tree_data_files(folder: str) -> list[tuple[str, list[str]]]:
@@ -103,11 +74,14 @@ setup(
         *tree_data_files("test/fixtures/models"),
         # vision_msgs definitions for rosbags' type store (bag tools without a ROS vision_msgs)
         *tree_data_files("interfaces/vision_msgs/msg"),
-        (f"lib/{PACKAGE_NAME}", node_wrappers()),
+        # tracked, unchanged by the build (scripts/node_executable.sh: they pick the prefix's Python)
+        (f"lib/{PACKAGE_NAME}", [f"scripts/nodes/{name}" for name in NODE_EXECUTABLES]),
     ],
     install_requires=["setuptools"],
-    # bag-eval over many bags on a Ray cluster (trt_perception/evaluation/fleet.py)
-    extras_require={"fleet": ["ray>=2.9"]},
+    # `colcon test` runs pytest only when the package declares it (as `ros2 pkg create` writes it);
+    # `cli`: the trt-perception commands' dependencies that rosdep has no key for (README, robot install);
+    # `fleet`: bag-eval over many bags on a Ray cluster (trt_perception/evaluation/fleet.py).
+    extras_require={"test": ["pytest"], "cli": ["rosbags", "pycocotools"], "fleet": ["ray>=2.9"]},
     zip_safe=False,
     python_requires=">=3.10",
     maintainer="trt_perception maintainers",

@@ -8,13 +8,17 @@ include it with their node.
 `use_compressed` override the parameters file only when given (empty by default), so the model spec
 and other values in the parameters file count unless the command line says otherwise.
 
+When the node exits with an error (a start-up error such as a missing model spec: one FATAL line,
+exit 1; or a crash), the launch shuts down with that reason and `ros2 launch` exits 1.
+
 No Fast DDS environment is set here: the node itself picks the shipped large-images profile unless
 FASTRTPS_DEFAULT_PROFILES_FILE / FASTDDS_DEFAULT_PROFILES_FILE is set (docs/nodes.md, QoS), so
 `ros2 run` and `ros2 launch` behave the same.
 """
 
 from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler, TimerAction
+from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.descriptions import ParameterValue
@@ -24,15 +28,35 @@ from launch_ros.substitutions import FindPackageShare
 OVERRIDES = {"model_spec": str, "backend": str, "use_compressed": bool}
 
 
-def perception_node(context: LaunchContext) -> list[Node]:
-    """The node with its parameters file, then an override for each non-empty argument of OVERRIDES."""
+class NodeExitedWithError(RuntimeError):
+    """The perception node ended with a non-zero exit code (e.g. a start-up error: it logged one FATAL line)."""
+
+
+def fail_on_error_exit(context: LaunchContext) -> list[TimerAction]:
+    """When the node exited non-zero, fail the launch with that reason: launch shuts down and `ros2 launch`
+    exits 1, so a supervisor sees the failure (launch itself would exit 0). The failure is raised a turn
+    later, so that every other handler of the exit event (launch_testing's among them) sees it first."""
+    event = context.locals.event
+    if event.returncode == 0 or context.is_shutdown:
+        return []
+    reason = f"{event.process_name} exited with code {event.returncode} (see its FATAL line above)"
+
+    def fail(_: LaunchContext) -> None:
+        raise NodeExitedWithError(reason)
+
+    return [TimerAction(period=0.0, actions=[OpaqueFunction(function=fail)])]
+
+
+def perception_node(context: LaunchContext) -> list[Node | RegisterEventHandler]:
+    """The node with its parameters file, then an override for each non-empty argument of OVERRIDES, and
+    the handler that fails the launch when the node exits with an error."""
     overrides = {
         name: ParameterValue(LaunchConfiguration(name), value_type=value_type)
         for name, value_type in OVERRIDES.items()
         if LaunchConfiguration(name).perform(context)
     }
     image_topic = LaunchConfiguration("image_topic")
-    return [Node(
+    node = Node(
         package="trt_perception",
         executable=LaunchConfiguration("executable"),
         name=LaunchConfiguration("node_name"),
@@ -40,7 +64,9 @@ def perception_node(context: LaunchContext) -> list[Node]:
         output="screen",
         parameters=[LaunchConfiguration("params_file"), *([overrides] if overrides else [])],
         remappings=[("image", image_topic), ("image/compressed", [image_topic, "/compressed"])],
-    )]
+    )
+    on_exit = OnProcessExit(target_action=node, on_exit=[OpaqueFunction(function=fail_on_error_exit)])
+    return [node, RegisterEventHandler(on_exit)]
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -3,7 +3,8 @@
     ros2 launch trt_perception seg.launch.py image_topic:=/camera/image_raw
     ros2 launch trt_perception seg.launch.py model_spec:=/path/to/mosaic.yaml backend:=tensorrt
 
-Arguments (see perception.launch.py): model_spec, image_topic, namespace, params_file (default
+Arguments (see perception.launch.py): node_name (default segmentation), executable (default
+segmentation_node), model_spec, image_topic, namespace, params_file (default
 config/params/segmentation.yaml, which names the default model spec), backend, use_compressed.
 Outputs: <namespace>/segmentation/labels (and color_mask / overlay when enabled), label_info, and
 /diagnostics.
@@ -12,13 +13,22 @@ Outputs: <namespace>/segmentation/labels (and color_mask / overlay when enabled)
 from pathlib import Path
 
 from launch import LaunchDescription
-from launch.actions import IncludeLaunchDescription
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch.substitutions import LaunchConfiguration
 
 
 def generate_launch_description() -> LaunchDescription:
-    """perception.launch.py for the segmentation node."""
-    return LaunchDescription([IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(str(Path(__file__).with_name("perception.launch.py"))),
-        launch_arguments={"executable": "segmentation_node", "node_name": "segmentation"}.items(),
-    )])
+    """perception.launch.py for the segmentation node; node_name and executable as the user gives them."""
+    return LaunchDescription([
+        DeclareLaunchArgument("executable", default_value="segmentation_node", description="The node executable"),
+        DeclareLaunchArgument(
+            "node_name", default_value="segmentation", description="Name of the node (its outputs are ~/...)"
+        ),
+        IncludeLaunchDescription(
+            PythonLaunchDescriptionSource(str(Path(__file__).with_name("perception.launch.py"))),
+            launch_arguments={
+                "executable": LaunchConfiguration("executable"), "node_name": LaunchConfiguration("node_name")
+            }.items(),
+        ),
+    ])

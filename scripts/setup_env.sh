@@ -65,8 +65,8 @@ if ! flock -n 9; then
 fi
 SETUP_HASH="$ROS_DISTRO_NAME-$(hash_inputs scripts/setup_env.sh scripts/ros_env.sh requirements.txt \
   requirements-dev.txt "$ROS_REQUIREMENTS" "$INTERFACES_REQUIREMENTS" setup.py setup.cfg package.xml resource \
-  launch config test/fixtures/models interfaces)"
-INTERFACES_HASH="$ROS_DISTRO_NAME-$(hash_inputs interfaces "$INTERFACES_REQUIREMENTS")"
+  launch config test/fixtures/models interfaces scripts/node_executable.sh scripts/nodes)"
+INTERFACES_HASH="$ROS_DISTRO_NAME-$(hash_inputs interfaces/vision_msgs "$INTERFACES_REQUIREMENTS")"
 
 # Everything below runs the venv's own python with its ROS environment.
 activate() {

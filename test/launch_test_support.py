@@ -1,4 +1,7 @@
-"""Shared parts of the launch_testing tests (imported only where launch_testing exists)."""
+"""Shared parts of the launch_testing tests (imported only where launch_testing exists).
+
+The test modules put this folder on ``sys.path`` themselves, so ``launch_test test/test_seg_launch.py``
+finds this module as well as pytest does."""
 
 from __future__ import annotations
 
@@ -6,15 +9,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import launch_testing.actions
-import numpy as np
-import rclpy
 from launch import LaunchDescription
 from launch.actions import IncludeLaunchDescription
+from launch.events.process import ProcessExited
 from launch.launch_description_sources import PythonLaunchDescriptionSource
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
+
+from node_harness import RosClient, camera_frame, image_message, qos, read_rgb
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE_TOPIC = "/launch_camera/image"
@@ -37,27 +39,32 @@ def perception_launch_description(launch_file: str) -> LaunchDescription:
     ])
 
 
-def camera_image_answered(output_topic: str, message_type: type, timeout: float = 60.0) -> Any:
-    """Publish motorcycle_left.png (reliable) until ``output_topic`` delivers a message; return it."""
-    rclpy.init()
-    node = rclpy.create_node("launch_test_camera")
+def exited_processes(proc_info: Any) -> list[str]:
+    """'name (exit code N)' for every launched process that has exited (launch_testing's ``proc_info``)."""
+    return [
+        f"{info.process_name} (exit code {info.returncode})" for info in proc_info if isinstance(info, ProcessExited)
+    ]
+
+
+def camera_image_answered(output_topic: str, message_type: type, proc_info: Any, timeout: float = 60.0) -> Any:
+    """Publish motorcycle_left.png (half size, reliable) until ``output_topic`` delivers a message; return it.
+
+    Fails at once, naming the process, when a launched process exits meanwhile."""
+    ros = RosClient("launch_test_camera")
     try:
-        received: list[Any] = []
-        node.create_subscription(message_type, output_topic, received.append, 10)
-        camera = node.create_publisher(Image, IMAGE_TOPIC, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
-        bgr = cv2.imread(str(REPO / "test" / "fixtures" / "images" / "motorcycle_left.png"))
+        answers = ros.record(message_type, output_topic, qos(reliable=True))
+        camera = ros.node.create_publisher(Image, IMAGE_TOPIC, qos(reliable=True, depth=1))
+        height, width = read_rgb("motorcycle_left.png").shape[:2]
         # Half size: this camera runs with Fast DDS's defaults, whose shared memory loses best-effort
         # samples above ~512 KB (the sender's segment decides; docs/nodes.md, QoS).
-        rgb = np.ascontiguousarray(cv2.resize(bgr, None, fx=0.5, fy=0.5)[:, :, ::-1])
-        image = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=rgb.shape[1] * 3,
-                      data=rgb.tobytes())
-        image.header.frame_id = "launch_camera"
+        image = image_message(camera_frame("motorcycle_left.png", height // 2, width // 2), "rgb8", "launch_camera", (0, 0))
         deadline = time.monotonic() + timeout
-        while not received and time.monotonic() < deadline:
+        while not answers.messages and time.monotonic() < deadline:
+            exited = exited_processes(proc_info)
+            assert not exited, f"launched node exited before answering: {', '.join(exited)}"
             camera.publish(image)
-            rclpy.spin_once(node, timeout_sec=0.5)
-        assert received, f"nothing on {output_topic} within {timeout} s"
-        return received[0]
+            time.sleep(0.5)
+        assert answers.messages, f"nothing on {output_topic} within {timeout} s"
+        return answers.messages[0]
     finally:
-        node.destroy_node()
-        rclpy.shutdown()
+        ros.close()

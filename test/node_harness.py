@@ -1,4 +1,5 @@
-"""Helpers for the node tests: run a node executable as its own process and talk to it over DDS.
+"""The one harness of the node tests and the launch tests: run a node executable as its own process
+(or find the one launch started) and talk to it over DDS.
 
 Each test module uses its own random ROS domain (localhost only), so parallel test runs and other
 ROS processes on the machine do not see each other.
@@ -14,7 +15,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,11 +49,12 @@ def isolated_ros_environment() -> dict[str, str]:
 
 
 def node_command(executable: str) -> list[str]:
-    """The installed executable lib/trt_perception/<name> when present, else ``python -m``."""
+    """The installed executable lib/trt_perception/<name> when present (run directly, as ``ros2 run`` does),
+    else the module it runs, with this python."""
     installed = Path(sys.prefix) / "lib" / "trt_perception" / executable
     if installed.is_file():
-        return [sys.executable, str(installed)]
-    return [sys.executable, "-m", f"trt_perception.ros.{executable}"]
+        return [str(installed)]
+    return [sys.executable, "-m", "trt_perception.ros.executable", executable]
 
 
 def qos(reliable: bool, depth: int = 10, transient_local: bool = False) -> QoSProfile:
@@ -128,6 +132,30 @@ class NodeProcess:
         return self.process.returncode
 
 
+def node_arguments(name: str, parameters: Sequence[str] = (), compressed: bool = False) -> list[str]:
+    """ROS arguments of a test node: namespace /<name>, input remapped to /camera/<name>, ``-p`` per parameter."""
+    remap = f"{'image/compressed' if compressed else 'image'}:=/camera/{name}"
+    return ["-r", f"__ns:=/{name}", "-r", remap, *(item for value in parameters for item in ("-p", value))]
+
+
+@contextmanager
+def node_session(
+    executable: str, name: str, env: Mapping[str, str], parameters: Sequence[str] = (), compressed: bool = False
+) -> Iterator[tuple[NodeProcess, RosClient]]:
+    """A node started with ``node_arguments`` (ready once it logs its input topic) and a client; on leaving,
+    the client closes and the node gets SIGINT (its exit code is then in ``node.process.returncode``)."""
+    node = NodeProcess(executable, node_arguments(name, parameters, compressed), env)
+    ros = None
+    try:
+        node.wait_for_output(f"on /camera/{name}")
+        ros = RosClient(f"{name}_client")
+        yield node, ros
+    finally:
+        if ros is not None:
+            ros.close()
+        node.stop()
+
+
 class TopicRecorder:
     """Collects the messages of one topic."""
 
@@ -161,7 +189,9 @@ class RosClient:
 
     def __init__(self, name: str = "node_test_client") -> None:
         self.context = Context()
-        rclpy.init(context=self.context)
+        # No rclpy signal handlers: their C++ thread aborts the process (exit 134) when a runner such as
+        # launch_test exits while a test thread still holds this client.
+        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
         self.node = Node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
@@ -266,3 +296,23 @@ def diagnostic_values(array: Any, node_fqn: str) -> dict[str, str] | None:
         if status.name.startswith(f"{node_fqn}:"):
             return {item.key: item.value for item in status.values}
     return None
+
+
+def wait_for_diagnostics(
+    recorder: TopicRecorder, node_fqn: str, predicate: Callable[[dict[str, str]], bool], timeout: float = 20.0
+) -> dict[str, str]:
+    """The key/values of the first status of ``node_fqn`` on /diagnostics (recorded) satisfying ``predicate``."""
+    def matches(array: Any) -> bool:
+        values = diagnostic_values(array, node_fqn)
+        return values is not None and predicate(values)
+
+    values = diagnostic_values(recorder.wait_for(matches, timeout), node_fqn)
+    assert values is not None
+    return values
+
+
+def latest_diagnostics(recorder: TopicRecorder, node_fqn: str) -> dict[str, str]:
+    """The key/values of the newest status of ``node_fqn`` recorded so far."""
+    found = [values for values in (diagnostic_values(a, node_fqn) for a in recorder.messages) if values is not None]
+    assert found, f"no diagnostics of {node_fqn} yet"
+    return found[-1]

@@ -6,7 +6,9 @@ launch_testing (the PyPI wheels have no launch packages) skips it with the reaso
 
 from __future__ import annotations
 
+import sys
 import unittest
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ launch_testing = pytest.importorskip(
 )
 launch_ros = pytest.importorskip("launch_ros", reason="launch_ros is not installed; run on a ROS 2 install")
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for launch_test, which does not add it
 from launch_test_support import camera_image_answered, perception_launch_description  # noqa: E402
 
 
@@ -25,10 +28,10 @@ def generate_test_description():  # type: ignore[no-untyped-def]
 
 
 class TestDetectionLaunch(unittest.TestCase):
-    def test_detections_published_for_camera_image(self, proc_output) -> None:  # type: ignore[no-untyped-def]
+    def test_detections_published_for_camera_image(self, proc_info) -> None:  # type: ignore[no-untyped-def]
         from vision_msgs.msg import Detection2DArray
 
-        message = camera_image_answered("/launch_det/detection/detections", Detection2DArray)
+        message = camera_image_answered("/launch_det/detection/detections", Detection2DArray, proc_info)
         self.assertEqual(message.header.frame_id, "launch_camera")
         self.assertTrue(any(d.results[0].hypothesis.class_id == "motorcycle" for d in message.detections))
 

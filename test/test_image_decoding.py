@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from trt_perception.errors import ImageDecodeError
-from trt_perception.image_decoding import decode_compressed, decode_image, encode_image
+from trt_perception.image_decoding import (
+    ImageTooLargeError,
+    compressed_frame_size,
+    decode_compressed,
+    decode_image,
+    encode_image,
+)
 
 IMAGES = Path(__file__).parent / "fixtures" / "images"
 ROW_PADDINGS = (0, 1, 13)
@@ -349,3 +355,98 @@ def test_compressed_format_problems_are_named(
 def test_empty_compressed_data_is_rejected() -> None:
     with pytest.raises(ImageDecodeError, match="empty"):
         decode_compressed(b"", "jpeg")
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    """A valid 1-bit greyscale PNG of ``width`` x ``height`` zeros, compressed to a few hundred KB at most
+    (built with zlib, not with the code under test)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    row = b"\0" * (1 + (width + 7) // 8)  # filter byte + packed bits
+    compressor = zlib.compressobj(9)
+    body = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def test_raw_image_over_max_pixels_is_rejected_before_its_data_is_read() -> None:
+    with pytest.raises(ImageTooLargeError, match="30000x30000 = 900000000 pixels, more than max_pixels 40000000"):
+        decode_image(b"", 30000, 30000, "mono8", 30000, False)
+    pixels = LAYOUTS["rgb8"][0]
+    limit = pixels.shape[0] * pixels.shape[1]
+    data, step = _raw_rows(pixels, 0)
+    assert decode_image(data, pixels.shape[0], pixels.shape[1], "rgb8", step, False, max_pixels=limit).width == 131
+    with pytest.raises(ImageTooLargeError, match=f"more than max_pixels {limit - 1}"):
+        decode_image(data, pixels.shape[0], pixels.shape[1], "rgb8", step, False, max_pixels=limit - 1)
+
+
+@pytest.mark.parametrize(("name", "codec"), [("quokka.jpg", "jpeg"), ("page.png", "png")])
+def test_compressed_size_comes_from_the_header_and_is_checked_before_decoding(name: str, codec: str) -> None:
+    data = (IMAGES / name).read_bytes()
+    height, width = cv2.imread(str(IMAGES / name), cv2.IMREAD_UNCHANGED).shape[:2]
+    assert compressed_frame_size(data, codec) == (width, height)
+    assert decode_compressed(data, codec, max_pixels=width * height).width == width
+    with pytest.raises(ImageTooLargeError, match=f"{width}x{height}"):
+        decode_compressed(data, codec, max_pixels=width * height - 1)
+
+
+def test_png_bomb_is_refused_without_decoding_under_a_memory_cap() -> None:
+    # 30000 x 30000 pixels in ~100 KB: decoding it takes 900 MB and more. A child process with its
+    # address space capped at 1 GiB more than it needs at start must refuse it with the default limit.
+    bomb = _png_bomb(30000, 30000)
+    assert len(bomb) < 200_000
+    assert cv2.imdecode(np.frombuffer(bomb[:4096], np.uint8), cv2.IMREAD_UNCHANGED) is None  # not decoded here
+    script = (
+        "import resource, sys\n"
+        "from trt_perception.errors import ImageDecodeError\n"
+        "from trt_perception.image_decoding import decode_compressed\n"
+        "usage = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (usage + 2**30, usage + 2**30))\n"
+        "data = sys.stdin.buffer.read()\n"
+        "try:\n"
+        "    decode_compressed(data, 'png')\n"
+        "except ImageDecodeError as error:\n"
+        "    print(error)\n"
+    )
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", script], input=bomb, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr.decode()
+    assert "30000x30000 = 900000000 pixels, more than max_pixels" in result.stdout.decode()
+
+
+def test_jpeg_with_bytes_after_its_end_marker_decodes_like_without() -> None:
+    data = (IMAGES / "quokka.jpg").read_bytes()
+    expected = decode_compressed(data, "jpeg").pixels
+    for trailer in (b"\0" * 200, b"camera metadata " * 20, b"\xff\xd8\xff\xe1 fake second image"):
+        np.testing.assert_array_equal(decode_compressed(data + trailer, "jpeg").pixels, expected)
+
+
+def test_jpeg_cut_anywhere_is_rejected_as_truncated() -> None:
+    data = (IMAGES / "quokka.jpg").read_bytes()
+    for end in (3, 20, len(data) // 3, len(data) - 2, len(data) - 1):
+        with pytest.raises(ImageDecodeError, match="truncated"):
+            decode_compressed(data[:end], "jpeg")
+
+
+def test_jpeg_that_libjpeg_reports_corrupt_is_rejected_not_grey_filled() -> None:
+    # Cut in half with the end-of-image marker put back: the marker structure is intact, but libjpeg
+    # warns "premature end of data segment" and OpenCV would answer with a half-grey image.
+    data = (IMAGES / "quokka.jpg").read_bytes()
+    cut = data[: len(data) // 2] + b"\xff\xd9"
+    assert cv2.imdecode(np.frombuffer(cut, np.uint8), cv2.IMREAD_COLOR) is not None  # what main answered
+    with pytest.raises(ImageDecodeError, match="is corrupt: Corrupt JPEG data: premature end of data segment"):
+        decode_compressed(cut, "jpeg")
+
+
+def test_grey_jpeg_decodes_like_opencv() -> None:
+    grey = cv2.cvtColor(_bgr("astronaut.png"), cv2.COLOR_BGR2GRAY)
+    ok, encoded = cv2.imencode(".jpg", grey)
+    assert ok
+    decoded = decode_compressed(encoded.tobytes(), "jpeg")
+    assert decoded.channel_order == "MONO"
+    np.testing.assert_array_equal(decoded.pixels[..., 0], cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED))

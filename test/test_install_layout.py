@@ -71,10 +71,11 @@ def test_node_executable_in_lib_starts_the_node(prefix: Path, tmp_path: Path, na
     executable = prefix / "lib" / PACKAGE / name
     assert executable.is_file()
     assert os.access(executable, os.X_OK), f"{executable} is not executable"
-    # Run it as `ros2 run` does (directly, in an environment whose python is this one): the node
-    # starts, and stops with a fatal error naming the model spec it cannot find.
+    # Run it as `ros2 run` does (directly), with this environment's python NOT on PATH (a venv that is
+    # not activated, a supervisor's PATH): the node still starts with the python of its install prefix,
+    # and stops with a fatal error naming the model spec it cannot find.
     missing_spec = tmp_path / "missing_spec.yaml"
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(os.environ, PATH="/usr/bin:/bin")
     completed = subprocess.run(
         [str(executable), "--ros-args", "-p", f"model_spec:={missing_spec}"],
         env=env,

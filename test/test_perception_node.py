@@ -22,8 +22,16 @@ from trt_perception.ros.parameters import (
     check_value,
     detection_parameters,
 )
-from trt_perception.ros.statistics import STAGES, LatencyWindow, NodeStatistics, RateMeter
-from trt_perception.ros.throttle import MessageThrottle
+from trt_perception.ros.statistics import (
+    STAGES,
+    Health,
+    HealthLimits,
+    HealthMonitor,
+    LatencyWindow,
+    NodeStatistics,
+    RateMeter,
+)
+from trt_perception.ros.throttle import MessageThrottle, quote_limited
 
 
 class FakeClock:
@@ -112,12 +120,74 @@ def test_throttle_treats_messages_differing_only_in_numbers_as_one_kind() -> Non
 
 def test_throttle_forgets_old_messages_when_many_distinct_ones_arrive() -> None:
     clock = FakeClock()
-    throttle = MessageThrottle(period=1.0, clock=clock)
-    kinds = [f"unknown encoding {'x' * length}" for length in range(throttle.max_messages + 1)]
+    throttle = MessageThrottle(period=1.0, clock=clock, total_lines=1000)
+    words = ["".join(chr(ord("a") + int(digit)) for digit in str(index)) for index in range(throttle.max_messages + 1)]
+    kinds = [f"unknown encoding {word}" for word in words]
     assert all(throttle.admit(kind) == kind for kind in kinds)
     clock.now += 2.0
     throttle.admit("another")
     assert len(throttle._last_logged) == 1
+
+
+def test_throttle_keys_on_the_kind_not_on_text_a_sender_chose() -> None:
+    clock = FakeClock()
+    throttle = MessageThrottle(period=5.0, clock=clock)
+    encodings = [f"{'z' * 1000}{index}x" for index in range(50)] + ["it's", 'say "hi"']
+    admitted = [throttle.admit(f"unknown image encoding {encoding!r}; supported: rgb8") for encoding in encodings]
+    assert admitted[0] is not None and all(text is None for text in admitted[1:])
+    assert len(admitted[0]) < 500 and admitted[0].endswith("more characters)")
+    assert throttle.admit("compressed image data is empty") == "compressed image data is empty"
+    assert throttle.suppressed_total == len(encodings) - 1
+
+
+def test_throttle_limits_total_lines_and_reports_what_it_held_back() -> None:
+    clock = FakeClock()
+    throttle = MessageThrottle(period=0.0, clock=clock, total_lines=3, total_window=10.0)
+    lines = [throttle.admit(f"problem {letter}") for letter in "abcdef"]
+    assert lines == ["problem a", "problem b", "problem c", None, None, None]
+    assert throttle.suppressed_total == 3
+    clock.now += 10.0
+    assert throttle.admit("problem g") == "problem g (3 other lines suppressed by the log rate limit)"
+    assert throttle.admit("problem h") == "problem h"
+
+
+def test_quote_limited_cuts_long_text_and_says_how_much() -> None:
+    assert quote_limited("abc", limit=5) == "abc"
+    assert quote_limited("a" * 12, limit=5) == "aaaaa... (7 more characters)"
+
+
+def test_health_reports_stall_only_while_a_publisher_exists() -> None:
+    clock = FakeClock()
+    stats = NodeStatistics(clock=clock)
+    monitor = HealthMonitor(HealthLimits(stall_seconds=3.0), clock=clock)
+    clock.now += 5.0
+    assert monitor.assess(stats, 0.0, publishers=0) == []
+    assert monitor.assess(stats, 0.0, publishers=2) == [Health("ERROR", "no frame for 5.0 s while 2 publishers exist")]
+    stats.frame_received()
+    clock.now += 2.0
+    assert monitor.assess(stats, 0.0, publishers=2) == []
+    clock.now += 1.5
+    assert monitor.assess(stats, 0.0, publishers=1)[0].level == "ERROR"
+
+
+def test_health_warns_on_rate_out_of_range_and_on_lost_share_per_interval() -> None:
+    clock = FakeClock()
+    stats = NodeStatistics(clock=clock)
+    monitor = HealthMonitor(HealthLimits(min_rate_hz=8.0, max_rate_hz=12.0, max_lost_share=0.5), clock=clock)
+    for _ in range(10):
+        stats.frame_received()
+    for _ in range(6):
+        stats.frame_dropped()
+    assert monitor.assess(stats, 10.0, publishers=1) == [
+        Health("WARN", "6 of 10 frames dropped or skipped since the last report (more than 50%)")
+    ]
+    for _ in range(10):
+        stats.frame_received()
+    stats.frame_failed("bad", bad_input=True)
+    assert monitor.assess(stats, 10.0, publishers=1) == []  # 1 of the 10 new frames
+    assert monitor.assess(stats, 30.0, publishers=1) == [
+        Health("WARN", "input rate 30.00 Hz outside the expected [8, 12] Hz")
+    ]
 
 
 def test_parameter_values_checked_against_type_range_and_choices() -> None:

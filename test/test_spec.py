@@ -239,3 +239,21 @@ def test_bundled_lookup_works_without_a_sourced_ros_environment(monkeypatch):
     # ament_index_python raises OSError when AMENT_PREFIX_PATH is unset (a plain venv): not fatal
     monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)
     assert load_model_spec("ppocrv4_det").name == "ppocrv4_det"
+
+
+def test_yaml_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    # "billion laughs": nine levels of nine aliases each expand 1 KB into 9^9 strings
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 9)}]" for level in range(1, 10)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    assert path.stat().st_size < 2000
+    with pytest.raises(SpecError, match=r"bomb.yaml: not valid YAML: aliases \(\*a0\) are not allowed in a model spec"):
+        load_model_spec(path)
+
+
+def test_oversized_spec_file_is_refused_before_parsing(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    path.write_text("task: segmentation\n" + "# padding\n" * 200_000)
+    with pytest.raises(SpecError, match=r"huge.yaml: \d+ bytes, more than a model spec may have \(1048576\)"):
+        load_model_spec(path)

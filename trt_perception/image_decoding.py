@@ -11,6 +11,7 @@ of which the first ``width * channels * bytes_per_channel`` hold pixels (the res
 from __future__ import annotations
 
 import array
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any, Union, cast
@@ -18,6 +19,7 @@ from typing import Any, Union, cast
 import cv2
 import numpy as np
 import numpy.typing as npt
+import simplejpeg
 
 from trt_perception.camera_encodings import CAMERA_ENCODINGS, convert_to_bgr
 from trt_perception.errors import ImageDecodeError
@@ -64,9 +66,19 @@ PIXEL_FORMATS: dict[str, PixelFormat] = {
 # Channel order of what OpenCV decodes from a codec that does not say, by channel count.
 _ORDER_OF_CHANNELS = {1: "MONO", 3: "BGR", 4: "BGRA"}
 _JPEG_SIGNATURE = b"\xff\xd8\xff"
-_JPEG_END_OF_IMAGE = b"\xff\xd9"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CODEC_SIGNATURES = {"jpeg": _JPEG_SIGNATURE, "jpg": _JPEG_SIGNATURE, "png": _PNG_SIGNATURE}
+# JPEG markers without a length field: TEM, RST0-7 (SOI and EOI are handled where they may occur).
+_JPEG_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})
+# Start-of-frame markers (they hold the image size): C0-CF except DHT (C4), JPG (C8), DAC (CC).
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_START_OF_SCAN = 0xDA
+_JPEG_END_OF_IMAGE_MARKER = 0xD9
+
+# Default most pixels (width x height) a frame may have: above 8K UHD (7680 x 4320 = 33.2 MP). Checked from
+# the message fields or the compressed header before anything is decoded, so a 100 KB PNG that claims
+# 30000 x 30000 pixels costs nothing.
+DEFAULT_MAX_PIXELS = 40_000_000
 
 
 @dataclass(frozen=True)
@@ -129,26 +141,48 @@ def byte_view(data: Buffer) -> npt.NDArray[np.uint8]:
         raise ImageDecodeError(f"image data is not a byte buffer: {error}") from None
 
 
+class ImageTooLargeError(ImageDecodeError):
+    """An image has more pixels than the configured limit (found before decoding it)."""
+
+
+def check_pixel_count(width: int, height: int, max_pixels: int, what: str) -> None:
+    """Raise ImageTooLargeError when ``width`` x ``height`` exceeds ``max_pixels`` (0: no limit)."""
+    if max_pixels and width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{what} is {width}x{height} = {width * height} pixels, more than max_pixels {max_pixels}; "
+            f"not decoded (raise max_pixels to accept such images)"
+        )
+
+
 def decode_image(
-    data: Buffer, height: int, width: int, encoding: str, step: int, is_bigendian: bool
+    data: Buffer,
+    height: int,
+    width: int,
+    encoding: str,
+    step: int,
+    is_bigendian: bool,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> DecodedImage:
     """View raw image bytes as HxWxC pixels without copying.
 
     Rows are ``step`` bytes apart (row padding is skipped, not copied). 16-bit data is copied
     (byte-swapped) only when its byte order differs from this machine's. YUV 4:2:2, NV21/NV12 and
     Bayer encodings (``camera_encodings``) are converted to BGR, the one copy they need. Raises
-    ImageDecodeError for an unknown encoding, zero size, ``step`` shorter than a row of pixels, or
-    data whose length is not ``step * height``.
+    ImageDecodeError for an unknown encoding, zero size, more than ``max_pixels`` pixels (0: no
+    limit; checked before anything is read), ``step`` shorter than a row of pixels, or data whose
+    length is not ``step * height``.
     """
     if encoding in CAMERA_ENCODINGS:
         if height <= 0 or width <= 0:
             raise ImageDecodeError(f"{encoding} image has zero size: {width}x{height}")
+        check_pixel_count(width, height, max_pixels, f"{encoding} image")
         bgr = convert_to_bgr(byte_view(data), height, width, encoding, step, is_bigendian)
         bgr.flags.writeable = False
         return DecodedImage(bgr, "BGR")
     fmt = pixel_format(encoding)
     if height <= 0 or width <= 0:
         raise ImageDecodeError(f"{encoding} image has zero size: {width}x{height} (width x height)")
+    check_pixel_count(width, height, max_pixels, f"{encoding} image")
     pixel_bytes = fmt.channels * fmt.dtype.itemsize
     row_bytes = width * pixel_bytes
     if step < row_bytes:
@@ -209,13 +243,96 @@ def _parse_compressed_format(format_string: str) -> tuple[str, PixelFormat | Non
     )
 
 
-def decode_compressed(data: Buffer, format: str) -> DecodedImage:  # noqa: A002 (ROS field name)
+_JPEG_NEXT_MARKER = re.compile(rb"\xff(?![\x00\xd0-\xd7\xff])")  # after entropy-coded data: FF00 is a stuffed byte
+
+
+def _jpeg_frame_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's frame header, after walking its markers up to the end-of-image
+    marker (bytes after it, such as camera metadata or padding, are ignored).
+
+    Raises ImageDecodeError for a JPEG that is truncated (no end-of-image marker) or whose marker
+    structure is broken.
+    """
+    size: tuple[int, int] | None = None
+    position = len(_JPEG_SIGNATURE) - 1  # the first marker after SOI
+    while True:
+        if position + 2 > len(data):
+            raise ImageDecodeError(
+                f"compressed jpeg image data ({len(data)} bytes) is truncated: no end-of-image marker"
+            )
+        if data[position] != 0xFF:
+            raise ImageDecodeError(f"compressed jpeg image data is corrupt: no marker at offset {position}")
+        marker = data[position + 1]
+        position += 2
+        if marker == 0xFF:  # fill byte before a marker
+            position -= 1
+            continue
+        if marker == _JPEG_END_OF_IMAGE_MARKER:
+            if size is None:
+                raise ImageDecodeError("compressed jpeg image data has no frame header (SOF)")
+            return size
+        if marker in _JPEG_STANDALONE_MARKERS:
+            continue
+        length = int.from_bytes(data[position : position + 2], "big")
+        if length < 2 or position + length > len(data):
+            raise ImageDecodeError(
+                f"compressed jpeg image data ({len(data)} bytes) is truncated or corrupt: segment 0x{marker:02X} "
+                f"at offset {position - 2} claims {length} bytes"
+            )
+        if marker in _JPEG_FRAME_MARKERS and length >= 8:
+            height = int.from_bytes(data[position + 3 : position + 5], "big")
+            width = int.from_bytes(data[position + 5 : position + 7], "big")
+            size = (width, height)
+        position += length
+        if marker == _JPEG_START_OF_SCAN:
+            if size is None:
+                raise ImageDecodeError("compressed jpeg image data has a scan before its frame header (SOF)")
+            next_marker = _JPEG_NEXT_MARKER.search(data, position)
+            position = len(data) if next_marker is None else next_marker.start()
+
+
+def _png_frame_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk, which must come first."""
+    header = data[len(_PNG_SIGNATURE) : len(_PNG_SIGNATURE) + 16]
+    if len(header) < 16 or header[4:8] != b"IHDR":
+        raise ImageDecodeError("compressed png image data is corrupt: it does not start with an IHDR chunk")
+    return int.from_bytes(header[8:12], "big"), int.from_bytes(header[12:16], "big")
+
+
+def compressed_frame_size(data: Buffer, codec: str) -> tuple[int, int]:
+    """(width, height) of jpeg or png data, read from its header without decoding the pixels."""
+    raw = byte_view(data).tobytes()
+    return _png_frame_size(raw) if codec == "png" else _jpeg_frame_size(raw)
+
+
+def _decode_jpeg_strictly(buffer: npt.NDArray[np.uint8]) -> Pixels | None:
+    """Grey or BGR pixels of a JPEG, decoded by libjpeg-turbo (simplejpeg: the same pixels as OpenCV's
+    decoder) with its warnings as errors: data that libjpeg reports as corrupt ("premature end of data
+    segment", "bad Huffman code", ...) and would fill with grey raises ImageDecodeError instead of being
+    answered. Other colour spaces (CMYK) go to OpenCV; ``None`` when it cannot decode them."""
+    data = buffer.tobytes()
+    try:
+        colorspace = simplejpeg.decode_jpeg_header(data)[2]
+        if colorspace == "Gray":
+            return cast("Pixels", simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True))
+        if colorspace in ("YCbCr", "RGB"):
+            return cast("Pixels", simplejpeg.decode_jpeg(data, colorspace="BGR", strict=True))
+    except ValueError as error:
+        raise ImageDecodeError(f"compressed jpeg image data ({buffer.size} bytes) is corrupt: {error}") from None
+    return cast("Pixels | None", cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED))
+
+
+def decode_compressed(
+    data: Buffer, format: str, max_pixels: int = DEFAULT_MAX_PIXELS  # noqa: A002 (ROS field name)
+) -> DecodedImage:
     """Decode a jpeg or png ``sensor_msgs/CompressedImage`` payload with OpenCV.
 
     ``format`` is the message's format string ("jpeg", "png", "rgb8; jpeg compressed bgr8", ...).
     The pixels keep the codec's channel order (BGR/BGRA for colour unless the format names
     another). Raises ImageDecodeError for empty, truncated or corrupt data, data that is not of
-    the declared codec or pixel format, and unsupported formats.
+    the declared codec or pixel format, unsupported formats, and images whose header claims more
+    than ``max_pixels`` pixels (0: no limit; checked before decoding). Bytes after a JPEG's
+    end-of-image marker are ignored.
     """
     codec, declared = _parse_compressed_format(format)
     buffer = byte_view(data)
@@ -227,15 +344,14 @@ def decode_compressed(data: Buffer, format: str) -> DecodedImage:  # noqa: A002 
             f"compressed image data ({buffer.size} bytes) does not start with the {codec} "
             f"signature; the format says {format!r}"
         )
-    # libjpeg fills a truncated jpeg with grey and only warns: refuse it instead. Some encoders
-    # pad after the end-of-image marker with zeros.
-    if signature == _JPEG_SIGNATURE and not buffer[-64:].tobytes().rstrip(b"\0").endswith(
-        _JPEG_END_OF_IMAGE
-    ):
-        raise ImageDecodeError(
-            f"compressed jpeg image data ({buffer.size} bytes) is truncated: no end-of-image marker"
-        )
-    pixels = cast("Pixels | None", cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED))  # png/jpeg: uint8/16
+    width, height = compressed_frame_size(buffer, "png" if signature == _PNG_SIGNATURE else "jpeg")
+    if width <= 0 or height <= 0:
+        raise ImageDecodeError(f"compressed {codec} image header gives a zero size: {width}x{height}")
+    check_pixel_count(width, height, max_pixels, f"compressed {codec} image")
+    if signature == _JPEG_SIGNATURE:
+        pixels: Pixels | None = _decode_jpeg_strictly(buffer)
+    else:
+        pixels = cast("Pixels | None", cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED))  # png: uint8/16
     if pixels is None:
         raise ImageDecodeError(f"compressed {codec} image data ({buffer.size} bytes) is corrupt")
     if pixels.ndim == 2:

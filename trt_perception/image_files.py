@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from trt_perception.errors import ImageDecodeError
-from trt_perception.image_decoding import decode_compressed
+from trt_perception.image_decoding import DEFAULT_MAX_PIXELS, decode_compressed
 
 IMAGE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
 
@@ -35,13 +35,13 @@ def collect_images(inputs: list[Path]) -> list[Path]:
     return images
 
 
-def read_image(path: Path) -> tuple[np.ndarray, str]:
-    """Pixels and channel order of a png or jpeg file."""
+def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """Pixels and channel order of a png or jpeg file (refused from its header above ``max_pixels``)."""
     image_format = IMAGE_FORMATS.get(path.suffix.lower())
     if image_format is None:
         raise ImageDecodeError(f"{path}: unsupported image file type (use {', '.join(IMAGE_FORMATS)})")
     try:
-        decoded = decode_compressed(path.read_bytes(), image_format)
+        decoded = decode_compressed(path.read_bytes(), image_format, max_pixels)
     except ImageDecodeError as error:
         raise ImageDecodeError(f"{path}: {error}") from error
     return decoded.pixels, decoded.channel_order

@@ -537,11 +537,32 @@ def _find_spec_file(path_or_name: str | Path) -> Path:
     )
 
 
+# Largest spec file read (a spec is a few KB); with aliases refused, parsing costs at most linear time.
+MAX_SPEC_BYTES = 1 << 20
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases: ``*name`` could expand a 1 KB file into gigabytes."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*{event.anchor}) are not allowed in a model spec", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
 def load_model_spec(path_or_name: str | Path) -> ModelSpec:
-    """Load and validate a spec file, or a bundled spec given by name (e.g. ``selfie_segmentation``)."""
+    """Load and validate a spec file, or a bundled spec given by name (e.g. ``selfie_segmentation``).
+
+    The file may not exceed ``MAX_SPEC_BYTES`` nor use YAML aliases.
+    """
     path = _find_spec_file(path_or_name).resolve()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecError(f"{path}: {path.stat().st_size} bytes, more than a model spec may have ({MAX_SPEC_BYTES})")
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_SpecLoader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as error:
         raise SpecError(f"{path}: not valid YAML: {error}") from error
     except OSError as error:

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from trt_perception.backends import Backend, create_backend
+from trt_perception.cli.arguments import unit_interval
 from trt_perception.evaluation.metrics import box_iou
 from trt_perception.image_files import collect_images, read_image
 from trt_perception.pipeline import Pipeline
@@ -33,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--engine", type=Path, help="TensorRT engine (default: the spec's engine, else one built by the engine cache)"
     )
-    parser.add_argument("--iou", type=float, default=0.5, help="IoU at which two boxes of one class match (0.5)")
+    parser.add_argument("--iou", type=unit_interval, default=0.5, help="IoU at which two boxes of one class match (0.5)")
     parser.add_argument("--json", type=Path, help="also write the per-image report to this JSON file")
     parser.add_argument(
         "--min-agreement",

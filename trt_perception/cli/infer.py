@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from trt_perception.errors import ImageDecodeError, InferenceError
 from trt_perception.evaluation.metrics import LatencyStats
+from trt_perception.cli.arguments import add_max_pixels_argument, non_negative_int, unit_interval
 from trt_perception.image_files import collect_images, read_image
 from trt_perception.pipeline import STAGES
 from trt_perception.pipeline_factory import DEVICES, create_pipeline
@@ -39,9 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override the spec's backend")
     parser.add_argument("--device", choices=DEVICES, default="cpu",
                         help="where pre/post-processing runs: cpu (default), gpu (CuPy) or auto (gpu when usable)")
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: default)")
-    parser.add_argument("--score-threshold", type=float, help="detection: override the spec's score threshold")
-    parser.add_argument("--alpha", type=float, default=0.5, help="segmentation overlay opacity (default 0.5)")
+    parser.add_argument("--threads", type=non_negative_int, default=0, help="ONNX Runtime intra-op threads (0: default)")
+    parser.add_argument("--score-threshold", type=unit_interval, help="detection: override the spec's score threshold")
+    parser.add_argument("--alpha", type=unit_interval, default=0.5, help="segmentation overlay opacity (default 0.5)")
+    add_max_pixels_argument(parser)
     parser.add_argument("--format", choices=("json", "tsv"), default="json", help="results file format")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -105,13 +107,27 @@ def _write_results(path: Path, task: str, records: list[dict[str, Any]], summary
                     writer.writerow([record["image"], name, count])
 
 
+def _outside(images: list[Path], folder: Path) -> tuple[list[Path], int]:
+    """The images not inside ``folder`` (infer never reads its own outputs) and how many were left out."""
+    root = folder.resolve()
+    kept = [path for path in images if not path.resolve().is_relative_to(root)]
+    return kept, len(images) - len(kept)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``infer``; 0 when every image was processed, 1 when some failed."""
+    if args.output.exists() and not args.output.is_dir():
+        print(f"trt-perception infer: --output {args.output} exists and is not a folder", file=sys.stderr)
+        return 2
     try:
         images = collect_images(args.inputs)
     except FileNotFoundError as error:
         print(f"trt-perception infer: {error}", file=sys.stderr)
         return 2
+    images, own_outputs = _outside(images, args.output)
+    if own_outputs:
+        print(f"trt-perception infer: left out {own_outputs} images inside the output folder {args.output}",
+              file=sys.stderr)
     if not images:
         print("trt-perception infer: no .png/.jpg images in the inputs", file=sys.stderr)
         return 1
@@ -131,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     show_progress = not args.no_progress and any(path.is_dir() for path in args.inputs)
     for path in tqdm(images, unit="image", disable=not show_progress):
         try:
-            pixels, channel_order = read_image(path)
+            pixels, channel_order = read_image(path, args.max_pixels)
             result = pipeline.run(pixels, channel_order)
         except (ImageDecodeError, InferenceError) as error:
             tqdm.write(f"trt-perception infer: skipped {path}: {error}", file=sys.stderr)

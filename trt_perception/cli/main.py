@@ -52,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrtPerceptionError as error:
         print(f"trt-perception {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a file that cannot be read or written: one line, not a traceback
+        print(f"trt-perception {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from trt_perception.errors import ImageDecodeError
 from trt_perception.evaluation.bag_io import (
     COMPRESSED_IMAGE_TYPE,
     DETECTIONS_TYPE,
@@ -33,6 +34,7 @@ from trt_perception.evaluation.ground_truth import (
     read_coco,
     read_mask,
 )
+from trt_perception.image_decoding import DEFAULT_MAX_PIXELS, check_pixel_count, compressed_frame_size
 
 COMPRESSED_FORMATS = {"jpeg": (".jpg", ".jpeg"), "png": (".png",)}
 # raw encoding -> (imread flag, colour conversion of what imread returns)
@@ -57,8 +59,20 @@ class MakeBagSummary:
     crowd_boxes_dropped: int = 0
 
 
-def load_pixels(path: Path, encoding: str) -> npt.NDArray:
+def check_image_file(path: Path, max_pixels: int) -> None:
+    """Refuse a png/jpeg file whose header claims more than ``max_pixels`` pixels, before decoding it."""
+    codec = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}.get(path.suffix.lower())
+    if codec is not None and max_pixels:
+        try:
+            width, height = compressed_frame_size(path.read_bytes(), codec)
+            check_pixel_count(width, height, max_pixels, str(path))
+        except ImageDecodeError as error:
+            raise GroundTruthError(f"{path}: {error}") from None
+
+
+def load_pixels(path: Path, encoding: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.NDArray:
     """An image file as an array fitting a raw ``encoding``."""
+    check_image_file(path, max_pixels)
     flag, conversion = RAW_ENCODINGS[encoding]
     pixels = cv2.imread(str(path), flag)
     if pixels is None:
@@ -68,8 +82,9 @@ def load_pixels(path: Path, encoding: str) -> npt.NDArray:
     return pixels if conversion is None else cv2.cvtColor(pixels, conversion)
 
 
-def compressed_bytes(path: Path, format_: str) -> tuple[bytes, tuple[int, int]]:
+def compressed_bytes(path: Path, format_: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes, tuple[int, int]]:
     """The file's bytes when it already is ``format_`` (no recompression), else re-encoded; and its (h, w)."""
+    check_image_file(path, max_pixels)
     pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise GroundTruthError(f"cannot read image {path}")
@@ -95,6 +110,7 @@ def make_bag(
     frame_id: str = "camera",
     start_ns: int = 0,
     distro: str = "jazzy",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> MakeBagSummary:
     """Write ``images`` (a folder or files) to a new bag at ``out``, with optional ground truth."""
     if encoding not in ENCODINGS:
@@ -115,11 +131,11 @@ def make_bag(
                 stamp = start_ns + round(index * 1e9 / rate)
                 header = header_message(store, stamp, frame_id)
                 if encoding in COMPRESSED_FORMATS:
-                    data, size = compressed_bytes(path, encoding)
+                    data, size = compressed_bytes(path, encoding, max_pixels)
                     message = compressed_image_message(store, header, data, encoding)
                     writer.write(topic, COMPRESSED_IMAGE_TYPE, stamp, message)
                 else:
-                    pixels = load_pixels(path, encoding)
+                    pixels = load_pixels(path, encoding, max_pixels)
                     size = (int(pixels.shape[0]), int(pixels.shape[1]))
                     writer.write(topic, IMAGE_TYPE, stamp, image_message(store, header, pixels, encoding))
                 summary.frames += 1

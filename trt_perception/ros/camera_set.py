@@ -90,6 +90,7 @@ class Camera:
     stats: CameraStatistics
     subscription: Any = None
     input_topic: str = ""
+    reliability: str = "best_effort"  # of the subscription (input_reliability, or what auto matched)
 
 
 class CameraSlots(Generic[FrameT]):

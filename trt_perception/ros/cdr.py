@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from trt_perception.errors import ImageDecodeError
 from trt_perception.image_decoding import (
+    DEFAULT_MAX_PIXELS,
     Buffer,
     DecodedImage,
     RawImage,
@@ -72,10 +73,10 @@ class CdrImage:
     step: int
     data: npt.NDArray[np.uint8]
 
-    def decode(self) -> DecodedImage:
+    def decode(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
         """The pixels as an HxWxC view (see ``image_decoding.decode_image``)."""
         return decode_image(
-            self.data, self.height, self.width, self.encoding, self.step, self.is_bigendian
+            self.data, self.height, self.width, self.encoding, self.step, self.is_bigendian, max_pixels
         )
 
 
@@ -87,9 +88,9 @@ class CdrCompressedImage:
     format: str
     data: npt.NDArray[np.uint8]
 
-    def decode(self) -> DecodedImage:
+    def decode(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
         """The decoded jpeg/png pixels (see ``image_decoding.decode_compressed``)."""
-        return decode_compressed(self.data, self.format)
+        return decode_compressed(self.data, self.format, max_pixels)
 
 
 class _CdrReader:

@@ -21,7 +21,7 @@ from trt_perception import visualize
 from trt_perception.decoders import DetectionFilter
 from trt_perception.image_decoding import DecodedImage
 from trt_perception.ros.cdr import MessageHeader
-from trt_perception.ros.messages import detection_array
+from trt_perception.ros.messages import detection_array, without_inverted_boxes
 from trt_perception.ros.parameters import ParameterDefinition, detection_parameters
 from trt_perception.ros.image_conversion import header_msg
 from trt_perception.ros.perception_node import OutputTopic, PerceptionNode, Settings, main_for
@@ -97,13 +97,19 @@ class DetectionNode(PerceptionNode):
     def publish_results(
         self, outputs: Mapping[str, Publisher], header: MessageHeader, image: DecodedImage, result: Any, settings: Settings
     ) -> None:
+        detections, inverted = without_inverted_boxes(result.detections)
+        if inverted:
+            self.log_problem(
+                f"the model's outputs decoded to {inverted} boxes with negative width or height; not published "
+                f"(check the spec's detection box format)"
+            )
         if settings["publish_detections"]:
             outputs["detections"].publish(
-                detection_array(header_msg(header), result.detections, self.class_names, settings["class_id_format"])
+                detection_array(header_msg(header), detections, self.class_names, settings["class_id_format"])
             )
         if settings["publish_overlay"]:
             rgb = visualize.as_rgb(image.pixels, image.channel_order)
-            drawn = visualize.draw_detections(rgb, result.detections, tuple(self.class_names or ()))
+            drawn = visualize.draw_detections(rgb, detections, tuple(self.class_names or ()))
             self.publish_image(outputs["overlay"], header, visualize.overlay(rgb, drawn, settings["overlay_alpha"]), "rgb8")
 
 

@@ -22,6 +22,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from trt_perception.image_decoding import (
+    DEFAULT_MAX_PIXELS,
     DecodedImage,
     decode_compressed,
     decode_image,
@@ -36,17 +37,17 @@ _MMAP_THRESHOLD_BYTES = 64 << 20  # above a 4K rgb8 frame (25 MB)
 _TRIM_THRESHOLD_BYTES = 256 << 20
 
 
-def image_from_msg(msg: Image) -> DecodedImage:
+def image_from_msg(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """The pixels of an Image message as an HxWxC view of ``msg.data`` (no copy for 8-bit data
     and for 16-bit data in this machine's byte order). Raises ImageDecodeError for bad images."""
     return decode_image(
-        msg.data, msg.height, msg.width, msg.encoding, msg.step, bool(msg.is_bigendian)
+        msg.data, msg.height, msg.width, msg.encoding, msg.step, bool(msg.is_bigendian), max_pixels
     )
 
 
-def compressed_image_from_msg(msg: CompressedImage) -> DecodedImage:
+def compressed_image_from_msg(msg: CompressedImage, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """The decoded jpeg/png pixels of a CompressedImage message. Raises ImageDecodeError."""
-    return decode_compressed(msg.data, msg.format)
+    return decode_compressed(msg.data, msg.format, max_pixels)
 
 
 def image_to_msg(pixels: npt.NDArray[Any], encoding: str, header: Header) -> Image:

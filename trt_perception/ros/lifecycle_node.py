@@ -25,7 +25,7 @@ from rclpy.qos import QoSProfile
 
 from trt_perception.ros.detection_node import DetectionNode
 from trt_perception.ros.image_conversion import return_free_heap
-from trt_perception.ros.perception_node import STARTUP_ERRORS, PerceptionNode, main_for
+from trt_perception.ros.perception_node import STARTUP_ERRORS, WORKER_STOP_TIMEOUT, PerceptionNode, main_for
 from trt_perception.ros.segmentation_node import SegmentationNode
 
 
@@ -78,6 +78,8 @@ class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
         super().destroy_node()
 
     def _stop_and_release(self) -> None:
+        if not self.stop(WORKER_STOP_TIMEOUT):
+            return  # the worker is still inside a frame (a signal during a long one): the process exits without it
         if hasattr(self, "_worker"):
             self.stop_processing()
         if getattr(self, "_running", False):  # absent when the node's own __init__ failed

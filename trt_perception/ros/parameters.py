@@ -11,6 +11,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from trt_perception.image_decoding import DEFAULT_MAX_PIXELS
+
 ParameterValue = bool | int | float | str | tuple[str, ...]
 
 
@@ -108,9 +110,10 @@ COMMON_PARAMETERS: tuple[ParameterDefinition, ...] = (
     ),
     ParameterDefinition(
         "input_reliability",
-        "best_effort",
-        "Reliability of the image subscription (best_effort accepts reliable and best-effort publishers)",
-        choices=RELIABILITY_CHOICES,
+        "auto",
+        "Reliability of the image subscription: auto (what the topic's publishers offer: reliable when all are "
+        "reliable, else best_effort; re-checked every second), best_effort or reliable",
+        choices=("auto", *RELIABILITY_CHOICES),
     ),
     ParameterDefinition("input_depth", 5, "History depth of the image subscription", minimum=1, maximum=1000),
     ParameterDefinition(
@@ -129,6 +132,12 @@ COMMON_PARAMETERS: tuple[ParameterDefinition, ...] = (
         True,
         "Read incoming images straight from their serialized (CDR) bytes instead of building rclpy messages",
     ),
+    ParameterDefinition(
+        "max_pixels", DEFAULT_MAX_PIXELS,
+        "Most pixels (width x height) an input image may have, checked from the message or the jpeg/png header "
+        "before decoding; larger frames are skipped with a warning. 0: no limit",
+        minimum=0, maximum=2**40,
+    ),
     ParameterDefinition("lazy", True, "Skip inference while no output topic has a subscriber", runtime=True),
     ParameterDefinition(
         "publish_overlay", False, "Publish ~/overlay: the results drawn on the input image", runtime=True
@@ -145,6 +154,22 @@ COMMON_PARAMETERS: tuple[ParameterDefinition, ...] = (
         "Names of several cameras for one node: each subscribes to <camera>/image (or <camera>/image/compressed) "
         "and publishes on ~/<camera>/<output>; the newest frame of each runs through the network as one batch "
         "where the model's batch dimension allows. Empty: one camera on `image`, outputs on ~/<output>",
+    ),
+    ParameterDefinition(
+        "input_rate_min_hz", 0.0, "Diagnostics WARN while frames arrive slower than this; 0: unchecked",
+        minimum=0.0, maximum=10000.0,
+    ),
+    ParameterDefinition(
+        "input_rate_max_hz", 0.0, "Diagnostics WARN while frames arrive faster than this; 0: unchecked",
+        minimum=0.0, maximum=10000.0,
+    ),
+    ParameterDefinition(
+        "stall_timeout", 3.0, "Diagnostics ERROR when no frame arrived for this many seconds while the input "
+        "topic has a publisher", minimum=0.1, maximum=3600.0,
+    ),
+    ParameterDefinition(
+        "max_lost_share", 0.5, "Diagnostics WARN when more than this share of the frames received since the last "
+        "report were dropped (replaced by newer ones) or skipped (bad input, failed)", minimum=0.0, maximum=1.0,
     ),
     ParameterDefinition(
         "warning_period", 5.0, "Seconds before a bad-input warning of the same kind is logged again", runtime=True,

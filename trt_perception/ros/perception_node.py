@@ -10,6 +10,7 @@ Subclasses declare their outputs and turn pipeline results into messages.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -22,12 +23,15 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
-from rclpy.subscription import Subscription
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
+from rclpy.signals import SignalHandlerOptions
+from rclpy.subscription import Subscription
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import LabelInfo
@@ -46,8 +50,9 @@ from trt_perception.ros.image_conversion import (
 )
 from trt_perception.ros.messages import diagnostic_status, label_info
 from trt_perception.ros.parameters import COMMON_PARAMETERS, ParameterDefinition, check_value
-from trt_perception.ros.statistics import NodeStatistics, StatisticsReport
-from trt_perception.ros.throttle import MessageThrottle
+from trt_perception.ros.statistics import Health, HealthLimits, HealthMonitor, NodeStatistics, StatisticsReport
+from trt_perception.ros.stop_signals import StopRequested, install_stop_signals
+from trt_perception.ros.throttle import MessageThrottle, quote_limited
 from trt_perception.spec import ModelSpec, load_model_spec
 
 try:
@@ -65,6 +70,21 @@ LABEL_INFO_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
+RCLError = _rclpy.RCLError
+RMWError = _rclpy.RMWError
+# Seconds the executor waits per turn: the longest a stop signal may wait for the main loop.
+SPIN_TIMEOUT = 0.25
+# Seconds a stopping node waits for the frame in progress before abandoning it.
+WORKER_STOP_TIMEOUT = 2.0
+# Seconds between log lines about the same kind of failing callback.
+CALLBACK_ERROR_PERIOD = 5.0
+DIAGNOSTIC_LEVELS = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN, "ERROR": DiagnosticStatus.ERROR}
+# Seconds between checks of the input publishers' QoS (input_reliability: auto).
+QOS_MATCH_PERIOD = 1.0
+QOS_FIXES = {
+    "input_reliability": "set input_reliability:=auto (matches the camera) or best_effort, or make the camera reliable",
+    "output_reliability": "set output_reliability:=reliable (serves reliable and best-effort subscribers)",
+}
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 
 
@@ -72,26 +92,36 @@ RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": Reliabi
 FrameReader = Callable[[], tuple[MessageHeader, DecodedImage]]
 
 
-def read_serialized_image(data: bytes) -> tuple[MessageHeader, DecodedImage]:
+def read_serialized_image(data: bytes, max_pixels: int) -> tuple[MessageHeader, DecodedImage]:
     """Header and pixels (a view of ``data``) of a serialized ``sensor_msgs/Image``."""
     image = parse_image(data)
-    return image.header, image.decode()
+    return image.header, image.decode(max_pixels)
 
 
-def read_serialized_compressed(data: bytes) -> tuple[MessageHeader, DecodedImage]:
+def read_serialized_compressed(data: bytes, max_pixels: int) -> tuple[MessageHeader, DecodedImage]:
     """Header and decoded pixels of a serialized ``sensor_msgs/CompressedImage``."""
     image = parse_compressed_image(data)
-    return image.header, image.decode()
+    return image.header, image.decode(max_pixels)
 
 
-def read_image_message(message: Image) -> tuple[MessageHeader, DecodedImage]:
-    """Header and pixels (a view of ``message.data``) of an rclpy ``sensor_msgs/Image``."""
-    return message_header(message.header), image_from_msg(message)
+def deserialized(data: bytes, message_type: type) -> Any:
+    """An rclpy message from its serialized bytes; ImageDecodeError when rclpy cannot read them."""
+    try:
+        return deserialize_message(data, message_type)
+    except RMWError as error:
+        raise ImageDecodeError(f"malformed serialized {message_type.__name__}: {error}") from None
 
 
-def read_compressed_message(message: CompressedImage) -> tuple[MessageHeader, DecodedImage]:
-    """Header and decoded pixels of an rclpy ``sensor_msgs/CompressedImage``."""
-    return message_header(message.header), compressed_image_from_msg(message)
+def read_image_message(data: bytes, max_pixels: int) -> tuple[MessageHeader, DecodedImage]:
+    """Header and pixels (a view of the message's data) of a ``sensor_msgs/Image`` read by rclpy."""
+    message = deserialized(data, Image)
+    return message_header(message.header), image_from_msg(message, max_pixels)
+
+
+def read_compressed_message(data: bytes, max_pixels: int) -> tuple[MessageHeader, DecodedImage]:
+    """Header and decoded pixels of a ``sensor_msgs/CompressedImage`` read by rclpy."""
+    message = deserialized(data, CompressedImage)
+    return message_header(message.header), compressed_image_from_msg(message, max_pixels)
 
 
 def volatile_qos(reliability: str, depth: int) -> QoSProfile:
@@ -224,6 +254,10 @@ class PerceptionNode(Node):
             raise GpuUnavailableError(f"processing_device {device!r}: {error}") from error
 
         self._stats = NodeStatistics()
+        self._health = HealthMonitor(HealthLimits(
+            min_rate_hz=self._settings["input_rate_min_hz"], max_rate_hz=self._settings["input_rate_max_hz"],
+            stall_seconds=self._settings["stall_timeout"], max_lost_share=self._settings["max_lost_share"],
+        ))
         self._stopping = False
 
         output_qos = volatile_qos(self._settings["output_reliability"], self._settings["output_depth"])
@@ -243,10 +277,16 @@ class PerceptionNode(Node):
         self._stopping = False
         self._slot: CameraSlots[FrameReader] = CameraSlots(len(self._cameras))
         self._batch_limit = self.pipeline.batch_capacity  # cameras per inference (None: all waiting)
+        # auto: best effort (accepts every publisher) until publishers are seen, then what they offer
+        auto = self._settings["input_reliability"] == "auto"
         for camera in self._cameras:
+            camera.reliability = "best_effort" if auto else self._settings["input_reliability"]
             camera.subscription = self._subscribe(camera)
             camera.input_topic = camera.subscription.topic_name
         self._input_topic = ", ".join(camera.input_topic for camera in self._cameras)
+        self._qos_timer = self.create_timer(QOS_MATCH_PERIOD, self._match_input_qos) if auto else None
+        if auto:
+            self._match_input_qos()
 
         self._worker = threading.Thread(target=self._work, name=f"{self.get_name()}_worker", daemon=True)
         self._worker.start()
@@ -260,11 +300,11 @@ class PerceptionNode(Node):
         for camera in self._cameras:
             self.destroy_subscription(camera.subscription)
             camera.subscription = None
-        self._stopping = True
-        self._slot.close()
-        self._worker.join(timeout=10.0)
+        self.stop(timeout=10.0)
         del self._worker
         self.destroy_timer(self._diagnostics_timer)
+        if self._qos_timer is not None:
+            self.destroy_timer(self._qos_timer)
 
     def release_pipeline(self) -> None:
         """Destroy the outputs and release the model (the backend's session or engine and its memory)."""
@@ -366,9 +406,11 @@ class PerceptionNode(Node):
 
     # ---- intake ----------------------------------------------------------------------------
     def _subscribe(self, camera: Camera) -> Subscription:
-        qos = volatile_qos(self._settings["input_reliability"], self._settings["input_depth"])
+        """The camera's image subscription with its ``reliability`` (``best_effort`` | ``reliable``)."""
+        qos = volatile_qos(camera.reliability, self._settings["input_depth"])
         raw = self._settings["raw_intake"]
-        readers: dict[bool, Callable[[Any], tuple[MessageHeader, DecodedImage]]] = (
+        max_pixels = self._settings["max_pixels"]
+        readers: dict[bool, Callable[[Any, int], tuple[MessageHeader, DecodedImage]]] = (
             {True: read_serialized_compressed, False: read_compressed_message}
             if self._settings["use_compressed"]
             else {True: read_serialized_image, False: read_image_message}
@@ -378,13 +420,42 @@ class PerceptionNode(Node):
             (CompressedImage, "image/compressed") if self._settings["use_compressed"] else (Image, "image")
         )
         topic = camera_topic(camera.name, topic)
-        subscription = self.create_subscription(
-            message_type, topic, lambda message: self._receive(camera, lambda: read(message)), qos, raw=raw,
+        return self.create_subscription(
+            # Always serialized bytes: decoded on the worker, so that bytes neither reader accepts are
+            # warned about and counted (rclpy drops what it cannot take without a word).
+            message_type, topic, lambda message: self._receive(camera, lambda: read(message, max_pixels)), qos,
+            raw=True,
             event_callbacks=SubscriptionEventCallbacks(
                 incompatible_qos=lambda event: self._warn_incompatible_qos(topic, event, "input_reliability")
             ),
         )
-        return subscription
+
+    def _offered_reliability(self, topic: str) -> str | None:
+        """What ``topic``'s publishers offer: ``reliable`` when all of them are reliable (so a reliable
+        subscription loses nothing), ``best_effort`` when any is not, ``None`` without publishers.
+        The same rule rosbag2 uses to record a topic."""
+        publishers = self.get_publishers_info_by_topic(topic)
+        if not publishers:
+            return None
+        if all(info.qos_profile.reliability == ReliabilityPolicy.RELIABLE for info in publishers):
+            return "reliable"
+        return "best_effort"
+
+    def _match_input_qos(self) -> None:
+        """With ``input_reliability: auto``: re-create a camera's subscription when its publishers offer
+        another reliability."""
+        for camera in self._cameras:
+            if camera.subscription is None:
+                continue
+            offered = self._offered_reliability(camera.input_topic)
+            if offered is None or offered == camera.reliability:
+                continue
+            self.destroy_subscription(camera.subscription)
+            camera.reliability = offered
+            camera.subscription = self._subscribe(camera)
+            self.get_logger().info(
+                f"input_reliability auto: subscribed {camera.input_topic} {offered} to match its publishers"
+            )
 
     def _receive(self, camera: Camera, frame: FrameReader) -> None:
         camera.stats.frame_received()
@@ -398,7 +469,7 @@ class PerceptionNode(Node):
             policy = str(event.last_policy_kind)
         self.get_logger().warning(
             f"a peer of {self.resolve_topic_name(topic)} has QoS incompatible with this node's (policy {policy}); no messages flow "
-            f"between them. This node uses {parameter}={self._settings[parameter]!r}"
+            f"between them. This node uses {parameter}={self._settings[parameter]!r}; fix: {QOS_FIXES[parameter]}"
         )
 
     # ---- processing ------------------------------------------------------------------------
@@ -465,9 +536,15 @@ class PerceptionNode(Node):
             )
 
     def _report_problem(self, message: str, bad_input: bool, cameras: Sequence[Camera]) -> None:
+        """Count a problem with the cameras' frames in diagnostics and log it (``log_problem``)."""
+        message = quote_limited(message)
         for camera in cameras:
             camera.stats.frame_failed(message, bad_input)
-        text = self._throttle.admit(message)
+        self.log_problem(message)
+
+    def log_problem(self, message: str) -> None:
+        """Log a warning, throttled by kind of problem and in total; user-supplied text is cut short."""
+        text = self._throttle.admit(quote_limited(message))
         if text is not None:
             self.get_logger().warning(text)
 
@@ -481,13 +558,20 @@ class PerceptionNode(Node):
     def _publish_diagnostics(self) -> None:
         report = self._stats.report()
         period = self._settings["diagnostics_period"]
-        level, message = status_level(report, period)
+        publishers = sum(self.count_publishers(camera.input_topic) for camera in self._cameras)
+        problems = self._health.assess(self._stats, self._stats.input_rate_hz(), publishers)
+        if report.seconds_since_error is not None and report.seconds_since_error < max(5.0, 2 * period):
+            problems.append(Health("WARN", f"last error: {report.last_error}"))
+        level = max((DIAGNOSTIC_LEVELS[problem.level] for problem in problems), default=DiagnosticStatus.OK)
+        message = "; ".join(problem.message for problem in problems) if problems else "running"
         values = [
             ("model", self.spec.name),
             ("backend", self.pipeline.backend.name),
             ("processing_device", self.pipeline.device),
             ("input_topic", self._input_topic),
+            ("input_reliability", ", ".join(camera.reliability for camera in self._cameras)),
             *report.key_values,
+            ("log_lines_suppressed", str(self._throttle.suppressed_total)),
         ]
         status = diagnostic_status(
             f"{self.get_fully_qualified_name()}: {self.task}", self.spec.name, level, message, values
@@ -510,50 +594,90 @@ class PerceptionNode(Node):
         return statuses
 
     # ---- shutdown ----------------------------------------------------------------------------
+    def stop(self, timeout: float) -> bool:
+        """Stop taking frames and wait up to ``timeout`` seconds for the worker; whether it ended.
+
+        Waits only on the first call: a worker still inside a frame after that is not waited for again.
+        """
+        if not hasattr(self, "_worker"):
+            return True
+        if not self._stopping:
+            self._stopping = True
+            self._slot.close()
+            self._worker.join(timeout=timeout)
+        return not self._worker.is_alive()
+
     def destroy_node(self) -> None:
-        """Stop the worker, release the model, then destroy the ROS node.
+        """Stop the worker, release the model (unless the worker is still inside a frame), then destroy the ROS node.
 
         rclpy >= 9 (Kilted) also calls this at shutdown for a node whose ``__init__`` failed (its context
         destroys every node it still tracks): such a node has no worker yet, only the ROS node.
         """
-        if hasattr(self, "_worker"):
-            self._stopping = True
-            self._slot.close()
-            if self._worker.is_alive():
-                self._worker.join(timeout=10.0)
+        if self.stop(WORKER_STOP_TIMEOUT) and hasattr(self, "pipeline"):
             self.pipeline.close()
         super().destroy_node()
 
 
+def spin_until_stopped(node: PerceptionNode, logger: Any) -> None:
+    """Spin ``node`` until its context shuts down; an exception from any callback (a malformed service
+    request from another participant, a failing timer) is logged, throttled by kind, and spinning goes on."""
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    throttle = MessageThrottle(period=CALLBACK_ERROR_PERIOD)
+    try:
+        while node.context.ok():
+            try:
+                executor.spin_once(timeout_sec=SPIN_TIMEOUT)
+            except ExternalShutdownException:
+                return
+            except Exception as error:  # noqa: BLE001 - no request from the ROS graph may end the node
+                text = throttle.admit(f"a callback failed, the node goes on: {type(error).__name__}: {error}")
+                if text is not None:
+                    logger.error(quote_limited(text))
+    finally:
+        executor.shutdown(timeout_sec=0.0)
+
+
 def run_node(create: Callable[[], PerceptionNode], logger_name: str, args: Sequence[str] | None = None) -> int:
-    """Create and spin a node until SIGINT/SIGTERM; the exit code (1 for a fatal start-up error).
+    """Create and spin a node until SIGINT/SIGTERM; the exit code (0 after a signal, 1 for a fatal start-up error).
 
     Before ``rclpy.init``: points Fast DDS at the shipped large-images profile (unless the user chose
     one) and tunes malloc for image-sized buffers, which covers Fast DDS's own allocations too.
+    The first SIGINT/SIGTERM at any moment (importing, loading the model, spinning) stops the node;
+    it exits 0 within ``WORKER_STOP_TIMEOUT`` seconds plus the rclpy shutdown, even while a frame is
+    being processed (the worker is then abandoned, not waited for).
     """
+    install_stop_signals()
     profile = use_large_images_profile()
     malloc_tuned = tune_malloc_for_large_messages()
-    rclpy.init(args=None if args is None else list(args))
     logger = rclpy.logging.get_logger(logger_name)
-    logger.info(profile)
-    logger.debug(f"malloc tuned for large messages: {malloc_tuned}")
     node: PerceptionNode | None = None
+    abandoned_worker = False
     try:
+        rclpy.init(args=None if args is None else list(args), signal_handler_options=SignalHandlerOptions.NO)
+        logger.info(profile)
+        logger.debug(f"malloc tuned for large messages: {malloc_tuned}")
         node = create()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        spin_until_stopped(node, logger)
+    except StopRequested:
         pass
     except STARTUP_ERRORS as error:
-        logger.fatal(f"cannot start: {error}")
+        logger.fatal(quote_limited(f"cannot start: {error}"))
         return 1
-    except Exception:
-        if rclpy.ok():
-            raise
-        # SIGINT/SIGTERM shut the context down while the node was being created: a clean stop
+    except RCLError as error:  # e.g. a missing --params-file, found by rclpy.init
+        logger.fatal(quote_limited(f"cannot start: {error}".splitlines()[0]))
+        return 1
     finally:
         if node is not None:
+            abandoned_worker = not node.stop(WORKER_STOP_TIMEOUT)
             node.destroy_node()
         rclpy.try_shutdown()
+    if abandoned_worker:
+        # The worker is still inside one frame (inference or a large image): do not wait for it, and do
+        # not let interpreter finalization tear down the runtime under it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

@@ -97,11 +97,13 @@ class NodeStatistics:
         self.skipped_no_subscribers = 0
         self._last_error = ""
         self._last_error_time: float | None = None
+        self.last_frame_time: float | None = None  # clock time of the newest received frame
 
     def frame_received(self) -> None:
         """Count an incoming frame."""
         with self._lock:
             self.received += 1
+            self.last_frame_time = self._clock()
             self._input_rate.tick()
 
     def frame_dropped(self) -> None:
@@ -133,6 +135,11 @@ class NodeStatistics:
             self._last_error = message
             self._last_error_time = self._clock()
 
+    def input_rate_hz(self) -> float:
+        """Frames received per second over the window."""
+        with self._lock:
+            return self._input_rate.rate()
+
     def report(self) -> StatisticsReport:
         """Snapshot for /diagnostics: rates in Hz, counts, latency mean/max per stage in ms."""
         with self._lock:
@@ -152,3 +159,60 @@ class NodeStatistics:
             values.append(("last_error", self._last_error))
             since = None if self._last_error_time is None else self._clock() - self._last_error_time
             return StatisticsReport(values, self._last_error, since)
+
+
+@dataclass(frozen=True)
+class HealthLimits:
+    """What counts as healthy input: an expected rate range in Hz (0 leaves that side unchecked), the
+    seconds without a frame that make a stall (while a publisher exists), and the share of frames
+    dropped or skipped (bad input, failed) above which the node warns."""
+
+    min_rate_hz: float = 0.0
+    max_rate_hz: float = 0.0
+    stall_seconds: float = 3.0
+    max_lost_share: float = 0.5
+
+
+@dataclass(frozen=True)
+class Health:
+    """A diagnostics level name (``OK`` | ``WARN`` | ``ERROR``) and the reason."""
+
+    level: str
+    message: str
+
+
+class HealthMonitor:
+    """Judges the input from ``NodeStatistics`` counts between two calls of ``assess`` (plain Python)."""
+
+    def __init__(self, limits: HealthLimits, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits = limits
+        self._clock = clock
+        self._started = clock()
+        self._last_counts = (0, 0)
+
+    def assess(self, statistics: NodeStatistics, input_rate_hz: float, publishers: int) -> list[Health]:
+        """Problems now (most severe first; empty when healthy): stalled input while ``publishers`` > 0,
+        input rate out of range, too many frames dropped or skipped since the last call."""
+        limits = self.limits
+        problems = []
+        last_frame = statistics.last_frame_time
+        idle = self._clock() - (self._started if last_frame is None else last_frame)
+        if publishers > 0 and idle > limits.stall_seconds:
+            problems.append(Health("ERROR", f"no frame for {idle:.1f} s while {publishers} publishers exist"))
+        elif last_frame is not None and (
+            (limits.min_rate_hz > 0 and input_rate_hz < limits.min_rate_hz)
+            or (limits.max_rate_hz > 0 and input_rate_hz > limits.max_rate_hz)
+        ):
+            problems.append(Health(
+                "WARN", f"input rate {input_rate_hz:.2f} Hz outside the expected "
+                        f"[{limits.min_rate_hz:g}, {limits.max_rate_hz:g}] Hz"
+            ))
+        received, lost = statistics.received, statistics.dropped + statistics.bad_input + statistics.failed
+        new_received, new_lost = received - self._last_counts[0], lost - self._last_counts[1]
+        self._last_counts = (received, lost)
+        if new_received > 0 and new_lost / new_received > limits.max_lost_share:
+            problems.append(Health(
+                "WARN", f"{new_lost} of {new_received} frames dropped or skipped since the last report "
+                        f"(more than {limits.max_lost_share:.0%})"
+            ))
+        return problems

@@ -1,0 +1,105 @@
+"""Every user mistake on the command line ends in one clear line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trt_perception.cli.main import main
+
+IMAGES = Path(__file__).parent / "fixtures" / "images"
+
+
+def run_cli(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """``trt-perception`` in a process of its own (as a user runs it)."""
+    return subprocess.run([sys.executable, "-m", "trt_perception.cli.main", *arguments],
+                          capture_output=True, text=True, timeout=120)
+
+
+def infer_arguments(tmp_path: Path, *extra: str) -> list[str]:
+    return ["infer", "--model-spec", "selfie_segmentation", str(IMAGES / "page.png"), "--output",
+            str(tmp_path / "out"), "--no-progress", *extra]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--alpha", "5"], "--alpha: must be between 0 and 1, got '5'"),
+        (["--alpha", "nan"], "--alpha: must be a finite number, got 'nan'"),
+        (["--threads", "-1"], "--threads: must be 0 or more, got '-1'"),
+        (["--max-pixels", "many"], "--max-pixels: not an integer: 'many'"),
+    ],
+)
+def test_infer_option_mistakes_are_one_line_and_exit_2(tmp_path: Path, extra: list[str], message: str,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(infer_arguments(tmp_path, *extra))
+    assert stopped.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_infer_output_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "out").write_text("not a folder")
+    result = run_cli(*infer_arguments(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"trt-perception infer: --output {tmp_path / 'out'} exists and is not a folder"]
+
+
+def test_infer_never_reads_its_own_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "page.png").write_bytes((IMAGES / "page.png").read_bytes())
+    arguments = ["infer", "--model-spec", "selfie_segmentation", str(folder), "--output", str(folder / "out"),
+                 "--no-progress"]
+    assert main(arguments) == 0
+    capsys.readouterr()
+    assert main(arguments) == 0  # second run: the first run's outputs lie inside the input folder
+    assert f"left out 2 images inside the output folder {folder / 'out'}" in capsys.readouterr().err
+    assert sorted(p.name for p in (folder / "out").iterdir()) == ["page_labels.png", "page_overlay.png", "results.json"]
+    assert '"processed": 1' in (folder / "out" / "results.json").read_text()
+
+
+def test_infer_skips_an_image_over_max_pixels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(infer_arguments(tmp_path, "--max-pixels", "1000")) == 1
+    assert "more than max_pixels 1000" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--rate", "nan"], "--rate: must be a finite number, got 'nan'"),
+        (["--rate", "inf"], "--rate: must be a finite number, got 'inf'"),
+        (["--rate", "0"], "--rate: must be above 0, got '0'"),
+        (["--start-time", "1e300"], "--start-time: must be between 0 and 2147483647 (a ROS stamp), got '1e300'"),
+        (["--start-time", "-5"], "--start-time: must be between 0 and 2147483647"),
+        (["--topic", "/camera/2d image"], "--topic: '/camera/2d image' is not a valid ROS topic name"),
+        (["--gt-topic", "gt//truth"], "--gt-topic: 'gt//truth' is not a valid ROS topic name"),
+    ],
+)
+def test_make_bag_option_mistakes_are_one_line_and_exit_2(tmp_path: Path, extra: list[str], message: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    arguments = ["make-bag", "--images", str(IMAGES / "page.png"), "--topic", "/camera/image", "--out",
+                 str(tmp_path / "bag")]
+    with pytest.raises(SystemExit) as stopped:
+        main(arguments + extra)
+    assert stopped.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "bag").exists()
+
+
+def test_make_bag_refuses_an_image_over_max_pixels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["make-bag", "--images", str(IMAGES / "page.png"), "--topic", "/camera/image", "--out",
+                 str(tmp_path / "bag"), "--max-pixels", "1000"])
+    assert code == 1
+    assert "more than max_pixels 1000" in capsys.readouterr().err
+    assert not (tmp_path / "bag").exists()
+
+
+def test_compare_iou_outside_zero_to_one_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["compare", "--model-spec", "selfie_segmentation", str(IMAGES / "page.png"), "--iou", "1.5"])
+    assert stopped.value.code == 2
+    assert "--iou: must be between 0 and 1, got '1.5'" in capsys.readouterr().err

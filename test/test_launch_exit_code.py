@@ -1,0 +1,61 @@
+"""The launch files under the real launch API: a node that cannot start fails the launch (exit code 1
+with the node's reason), and the node_name / executable arguments of seg.launch.py are honoured.
+
+Needs the ROS 2 launch packages (launch, launch_ros), which PyPI does not have: skipped without them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+launch = pytest.importorskip("launch", reason="launch is not installed (no launch packages on PyPI); run on a ROS 2 install")
+pytest.importorskip("launch_ros", reason="launch_ros is not installed; run on a ROS 2 install")
+
+from node_harness import isolated_ros_environment  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+# Runs one launch file in a process of its own (launch's logging and signal handlers stay out of pytest).
+LAUNCH_SCRIPT = """
+import sys
+import launch
+from launch.actions import IncludeLaunchDescription
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+arguments = dict(argument.split(":=", 1) for argument in sys.argv[2:])
+service = launch.LaunchService()
+service.include_launch_description(launch.LaunchDescription([
+    IncludeLaunchDescription(PythonLaunchDescriptionSource(sys.argv[1]), launch_arguments=arguments.items()),
+]))
+sys.exit(service.run())
+"""
+
+
+def run_launch(launch_file: str, arguments: dict[str, str]) -> tuple[int, str]:
+    """Run ``launch/<launch_file>`` with ``arguments`` until it ends: the exit code and the output."""
+    command = [sys.executable, "-c", LAUNCH_SCRIPT, str(REPO / "launch" / launch_file)]
+    result = subprocess.run(
+        command + [f"{name}:={value}" for name, value in arguments.items()],
+        env=isolated_ros_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
+    )
+    return result.returncode, result.stdout
+
+
+@pytest.mark.parametrize("launch_file", ["seg.launch.py", "det.launch.py"])
+def test_missing_model_spec_makes_the_launch_fail_with_the_reason(launch_file: str) -> None:
+    code, output = run_launch(launch_file, {"model_spec": "/nonexistent/spec.yaml", "namespace": "launch_exit"})
+    assert code == 1, output
+    assert "cannot start: model spec file not found: /nonexistent/spec.yaml" in output
+    assert "exited with code 1" in output
+
+
+def test_node_name_and_executable_arguments_are_honoured() -> None:
+    # seg.launch.py with the detection executable and another name; the missing spec ends it at start-up
+    arguments = {"executable": "detection_node", "node_name": "renamed", "model_spec": "/nonexistent/spec.yaml"}
+    code, output = run_launch("seg.launch.py", arguments)
+    assert code == 1, output
+    assert "detection_node-1 exited with code 1" in output
+    assert "__node:=renamed" in output
