@@ -20,6 +20,8 @@ launch_ros = pytest.importorskip("launch_ros", reason="launch_ros is not install
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for launch_test, which does not add it
 from launch_test_support import camera_image_answered, perception_launch_description  # noqa: E402
 
+from trt_perception.spec import load_model_spec  # noqa: E402
+
 
 @pytest.mark.launch_test
 def generate_test_description():  # type: ignore[no-untyped-def]
@@ -33,7 +35,9 @@ class TestDetectionLaunch(unittest.TestCase):
 
         message = camera_image_answered("/launch_det/detection/detections", Detection2DArray, proc_info)
         self.assertEqual(message.header.frame_id, "launch_camera")
-        self.assertTrue(any(d.results[0].hypothesis.class_id == "motorcycle" for d in message.detections))
+        names = load_model_spec("centernet_mobilenetv3_coco").labels or ()
+        # class_id is the class index (names through ~/label_info)
+        self.assertIn("motorcycle", [names[int(d.results[0].hypothesis.class_id)] for d in message.detections])
 
 
 @launch_testing.post_shutdown_test()
