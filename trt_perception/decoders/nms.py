@@ -15,9 +15,9 @@ from trt_perception.results import Detections
 # OpenCV's NMS compares a float32-rounded IoU (error ~1e-7) with a float32 threshold: run at the
 # threshold -/+ this margin, equal results mean no decision depended on the rounding.
 _OPENCV_IOU_MARGIN = 1e-6
-# Boxes narrower or lower than this (pixels) go to the numpy loop: OpenCV treats two empty boxes
-# as overlapping completely, where an IoU with zero union is 0 here.
-_OPENCV_MIN_SIDE = 1e-3
+# OpenCV treats two boxes whose areas sum to (almost) zero as overlapping completely, where an IoU
+# with zero union is 0 here: two such boxes that may suppress each other go to the numpy loop.
+_OPENCV_EMPTY_AREA = 1e-9
 
 
 def nms(
@@ -71,13 +71,16 @@ def _opencv_nms(
     """``nms``'s result from OpenCV's C++ NMS (``cv2.dnn.NMSBoxes`` / ``NMSBoxesBatched``, same
     order and tie rule), or None where it could differ: float64 scores (OpenCV sorts float32), scores
     <= 0 (OpenCV's score threshold cannot go below 0 and drops them), an IoU threshold within the
-    margin of 0 or 1, boxes
-    with (almost) no width or height, or a decision within ``_OPENCV_IOU_MARGIN`` of the threshold
-    (the runs just below and just above the threshold disagree)."""
-    widths, heights = coords[:, 2] - coords[:, 0], coords[:, 3] - coords[:, 1]
+    margin of 0 or 1, inverted boxes, two empty boxes of one class (or any two when class-agnostic),
+    or a decision within ``_OPENCV_IOU_MARGIN`` of the threshold (the runs just below and just above
+    the threshold disagree)."""
     if not _OPENCV_IOU_MARGIN <= iou_threshold <= 1 - _OPENCV_IOU_MARGIN:
         return None
-    if scores.dtype != np.float32 or scores.min() <= 0 or min(widths.min(), heights.min()) < _OPENCV_MIN_SIDE or not np.isfinite(coords).all():
+    widths, heights = coords[:, 2] - coords[:, 0], coords[:, 3] - coords[:, 1]
+    if scores.dtype != np.float32 or scores.min() <= 0 or not np.isfinite(coords).all() or min(widths.min(), heights.min()) < 0:
+        return None
+    empty = widths * heights <= _OPENCV_EMPTY_AREA
+    if empty.sum() > 1 and (class_ids is None or len(np.unique(np.asarray(class_ids).reshape(-1)[empty])) < empty.sum()):
         return None
     rects = np.column_stack([coords[:, :2], widths, heights])
     results = []
