@@ -8,7 +8,8 @@ Part ``gpu`` (CuPy with a CUDA device): for selfie_segmentation and ppocrv4_det 
 overlay) and the download of what is published. The network is replaced by its real output (ONNX
 Runtime on the CPU once, uploaded once), so its input and output stay on the device as with
 TensorRT. Timed per frame with the host clock around the calls (steady state: median after
-warm-up; Python included). Variants: frame already in the page-locked staging buffer (as a
+warm-up; Python included), and between CUDA events: the whole frame, ``upload`` alone and
+``publish`` alone. Variants: frame already in the page-locked staging buffer (as a
 transport writing there), frame in ordinary memory (one host copy more), and ``mapped`` (Jetson's
 zero-copy buffers, as far as a discrete GPU shows it: its kernels read and write host memory over
 the bus). The previous per-stage GPU path (pageable copies, a launch per step) is timed alongside.
@@ -183,6 +184,8 @@ def gpu_rows(repeat: int) -> tuple[list[dict], dict]:
 
                     ours = median_ms(run_frame, repeat)
                     gpu_ms = floor.event_ms(run_frame)
+                    upload_ms = floor.event_ms(lambda: path.upload(source, "BGR"))
+                    publish_ms = floor.event_ms(lambda: path.publish(outputs, geometry, True, visuals, visuals, ALPHA, "BGR"))
                     published = state["published"]
                     got = (published.labels, published.color_mask, published.overlay)
                     identical = np.array_equal(cupy.asnumpy(state["input"]), tensor) or float(
@@ -192,7 +195,8 @@ def gpu_rows(repeat: int) -> tuple[list[dict], dict]:
                     rows.append({**base, "path": f"frame path, {variant}", "ours_ms": ours, "gpu_ms": gpu_ms,
                                  "floor_ms": floor_ms, "ratio": ours / floor_ms,
                                  "goal": f"<= {GPU_GOAL_RATIO}x" + (f", <= {GPU_GOAL_MS} ms" if not visuals and size == (1080, 1920) else ""),
-                                 "identical": identical, **{f"floor_{k}_ms": v for k, v in floor_parts.items()}})
+                                 "identical": identical, "upload_call_ms": upload_ms, "publish_call_ms": publish_ms,
+                                 **{f"floor_{k}_ms": v for k, v in floor_parts.items()}})
                 visualizer = GpuVisualizer(palette)
 
                 def per_stage() -> None:  # the previous GPU path: pageable copies, a launch per step
@@ -207,6 +211,7 @@ def gpu_rows(repeat: int) -> tuple[list[dict], dict]:
                 previous = median_ms(per_stage, repeat)
                 rows.append({**base, "path": "per-stage (before)", "ours_ms": previous, "gpu_ms": float("nan"),
                              "floor_ms": floor_ms, "ratio": previous / floor_ms, "goal": "", "identical": "",
+                             "upload_call_ms": float("nan"), "publish_call_ms": float("nan"),
                              **{f"floor_{k}_ms": v for k, v in floor_parts.items()}})
                 print(markdown_table(rows[-4:]), flush=True)
         pipeline.close()

@@ -79,6 +79,9 @@ def test_frame_path_publishes_what_the_cpu_path_computes(config: dict, channels:
         labels_only = path.publish({"out": cupy.asarray(scores)}, geometry, False)
         np.testing.assert_array_equal(labels_only.labels, decoder.decode({"out": scores}, geometry, False))
         assert labels_only.color_mask is None and labels_only.overlay is None
+    scores.reshape(-1)[rng.integers(scores.size)] = np.inf  # anywhere in the map, sampled or not
+    with pytest.raises(InferenceError, match="NaN or infinite"):
+        path.publish({"out": cupy.asarray(scores)}, geometry, True, True, True, 0.3, "BGR")
 
 
 def test_frame_path_reads_a_frame_staged_in_place_and_rejects_nonfinite_scores() -> None:

@@ -219,13 +219,13 @@ class SegmentationFramePath:
         flag, labels, colours, blended = entry.regions
         plan = entry.plan
         runtime.memsetAsync(flag.data.ptr, 0, 4, self.stream.ptr)
-        self.decoder.enqueue_finite_check(plan.scores, flag.view(np.int32))
         height, width = plan.output_size
         image, step = self.last_image
         self.decoder.launch(
             plan, labels.view(plan.label_dtype).reshape(height, width),
             None if colours is None else colours, None if blended is None else blended,
             self._palette(plan.label_dtype), (image, step, channel_order) if overlay else None, alpha,
+            flag.view(np.int32),
         )
         if not self.mapped:
             runtime.memcpyAsync(entry.host.pointer, entry.device.data.ptr, entry.host.size, runtime.memcpyDeviceToHost, self.stream.ptr)

@@ -164,25 +164,36 @@ extern "C" __global__ void flag_nonfinite(const SCORE_T* __restrict__ scores, lo
     }
 }
 
-// Label per pixel of a [C,H,W] or [H,W,C] score map: index of the first maximum, or for one
-// channel (binary maps) value > threshold.
+// Label of map pixel p of a [C,H,W] or [H,W,C] score map: index of the first maximum, or for one
+// channel (binary maps) value > threshold. Sets *flag (when not null) if a score is NaN or infinite.
+__device__ __forceinline__ LABEL_T map_label(
+    const SCORE_T* __restrict__ scores, int channels, long long plane, int channels_last, long long p,
+    float threshold, int* flag)
+{
+    const long long stride = channels_last ? 1 : plane;
+    const SCORE_T* s = scores + (channels_last ? p * channels : p);
+    float best = LOAD(s);
+    bool finite = isfinite(best);
+    int best_index = 0;
+    for (int c = 1; c < channels; ++c) {
+        const float v = LOAD(s + c * stride);
+        finite = finite && isfinite(v);
+        if (v > best) { best = v; best_index = c; }
+    }
+    if (!finite && flag != nullptr) atomicOr(flag, 1);
+    if (channels == 1) return best > threshold ? 1 : 0;
+    return (LABEL_T)best_index;
+}
+
+// Labels of a whole score map (map_label per pixel); flag as there.
 extern "C" __global__ void decide_labels(
     const SCORE_T* __restrict__ scores, int channels, int height, int width, int channels_last,
-    float threshold, LABEL_T* __restrict__ labels)
+    float threshold, LABEL_T* __restrict__ labels, int* flag)
 {
     const long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     const long long plane = (long long)height * width;
     if (p >= plane) return;
-    const long long stride = channels_last ? 1 : plane;
-    const SCORE_T* s = scores + (channels_last ? p * channels : p);
-    if (channels == 1) { labels[p] = LOAD(s) > threshold ? 1 : 0; return; }
-    float best = LOAD(s);
-    int best_index = 0;
-    for (int c = 1; c < channels; ++c) {
-        const float v = LOAD(s + c * stride);
-        if (v > best) { best = v; best_index = c; }
-    }
-    labels[p] = (LABEL_T)best_index;
+    labels[p] = map_label(scores, channels, plane, channels_last, p, threshold, flag);
 }
 
 __device__ __forceinline__ float bilinear(const SCORE_T* s, long long o00, long long o01, long long o10, long long o11,
@@ -218,22 +229,6 @@ __device__ __forceinline__ LABEL_T upsampled_label(
         if (v > best) { best = v; best_index = c; }
     }
     return (LABEL_T)best_index;
-}
-
-// Bilinear upsample of the score map window starting at (row0, col0) to out_h x out_w, then the
-// same decision as decide_labels, fused.
-extern "C" __global__ void upsample_decide_labels(
-    const SCORE_T* __restrict__ scores, int channels, int height, int width, int channels_last,
-    int row0, int col0,
-    const int* __restrict__ x0, const int* __restrict__ x1, const float* __restrict__ a0, const float* __restrict__ a1,
-    const int* __restrict__ y0, const int* __restrict__ y1, const float* __restrict__ b0, const float* __restrict__ b1,
-    int out_h, int out_w, float threshold, LABEL_T* __restrict__ labels)
-{
-    const int x = blockIdx.x * blockDim.x + threadIdx.x;
-    const int y = blockIdx.y * blockDim.y + threadIdx.y;
-    if (x >= out_w || y >= out_h) return;
-    labels[(long long)y * out_w + x] = upsampled_label(
-        scores, channels, height, width, channels_last, row0, col0, x, y, x0, x1, a0, a1, y0, y1, b0, b1, threshold);
 }
 
 // Nearest-neighbour resample of a label map window (origin row0, col0) through index tables.
@@ -279,8 +274,9 @@ extern "C" __global__ void colorize_overlay(
 }
 
 // Everything a segmentation frame publishes, in one pass over the output pixels: the label (the
-// bilinearly upsampled scores decided when UPSAMPLE, else label_map resampled through the nearest
-// tables x0/y0 from the window at row0, col0), and when colours / overlay are non-null its palette
+// bilinearly upsampled scores decided when UPSAMPLE, else the label of the map pixel the nearest
+// tables x0/y0 pick in the window at row0, col0: read from label_map, or decided here from the
+// scores when label_map is null), and when colours / overlay are non-null its palette
 // colour and its blend onto the source image. Labels, colours and overlay are separate regions of
 // one buffer, downloaded with a single copy.
 extern "C" __global__ void decode_publish(
@@ -300,7 +296,9 @@ extern "C" __global__ void decode_publish(
     const LABEL_T label = upsampled_label(
         scores, channels, height, width, channels_last, row0, col0, x, y, x0, x1, a0, a1, y0, y1, b0, b1, threshold);
 #else
-    const LABEL_T label = label_map[(long long)(row0 + y0[y]) * width + col0 + x0[x]];
+    const long long q = (long long)(row0 + y0[y]) * width + col0 + x0[x];
+    const LABEL_T label = label_map != nullptr
+        ? label_map[q] : map_label(scores, channels, (long long)height * width, channels_last, q, threshold, nullptr);
 #endif
     const long long p = (long long)y * out_w + x;
     labels[p] = label;

@@ -45,6 +45,11 @@ class DecodePlan:
     output_size: tuple[int, int]
     tables: list[Any]  # x0, x1, a0, a1, y0, y1, b0, b1 (nearest plans use x0 and y0)
 
+# Up to this many channels the fused kernel decides each output pixel from the scores itself; above,
+# the map is decided once at its own resolution (each output pixel would re-read all channels).
+FUSED_DECISION_MAX_CHANNELS = 4
+
+
 class GpuSegmentationDecoder:
     """Labels on the GPU for the same spec and outputs as ``decoder`` produces on the CPU."""
 
@@ -68,11 +73,13 @@ class GpuSegmentationDecoder:
         decoder = self.decoder
         if isinstance(decoder, LabelsDecoder):
             return self._resample_labels(self._class_indices(name, tensor), geometry, at_source)
-        if check_finite:
-            self._check_finite(name, tensor)
         plan = self.plan(name, tensor, geometry, at_source)
         labels = self.cupy.empty(plan.output_size, plan.label_dtype)
-        self.launch(plan, labels)
+        if check_finite:
+            self._flag.fill(0)
+        self.launch(plan, labels, flag=self._flag if check_finite else None)
+        if check_finite and int(self._flag[0]):
+            raise InferenceError(f"output '{name}' contains NaN or infinite values")
         return labels
 
     def plan(self, name: str, tensor: Any, geometry: ResizeGeometry, at_source: bool) -> DecodePlan:
@@ -111,8 +118,10 @@ class GpuSegmentationDecoder:
         )
 
     def label_map(self, plan: DecodePlan) -> Any:
-        """Labels at the score map's resolution (for plans that resample labels), else None."""
-        if plan.upsample:
+        """Labels at the score map's resolution (a reused buffer) for plans that decide before
+        resampling and have more than ``FUSED_DECISION_MAX_CHANNELS`` channels, else None (the
+        fused kernel decides per output pixel)."""
+        if plan.upsample or plan.channels <= FUSED_DECISION_MAX_CHANNELS:
             return None
         key = ("map", plan.map_size, plan.label_dtype.name)
         if key not in self._tables:
@@ -120,24 +129,28 @@ class GpuSegmentationDecoder:
         return self._tables[key][0]
 
     def launch(self, plan: DecodePlan, labels: Any, colours: Any = None, overlay: Any = None,
-               palette: Any = None, image: tuple[Any, int, str] | None = None, alpha: float = 0.5) -> None:
+               palette: Any = None, image: tuple[Any, int, str] | None = None, alpha: float = 0.5,
+               flag: Any = None) -> None:
         """Enqueue the decoding of ``plan`` into ``labels`` and, when given, the palette colours into
         ``colours`` and their blend onto ``image`` (device bytes, row step, channel order) into
-        ``overlay``: one fused kernel (plus the decision at map resolution for resampled labels)."""
+        ``overlay``: one fused kernel (plus the decision at map resolution for many-class maps).
+        ``flag`` (a zeroed int32 on the device) is set when a score is NaN or infinite."""
         (height, width), (row0, col0), (out_h, out_w) = plan.map_size, plan.window_origin, plan.output_size
         module = postprocess_module(str(plan.scores.dtype), plan.label_dtype.name, plan.upsample)
         label_map = self.label_map(plan)
         i32, f32 = np.int32, np.float32
-        if label_map is not None:
+        null = np.uintp(0)
+        if label_map is not None:  # reads every score: checks them on the way
             plane = height * width
             module.get_function("decide_labels")(
                 ((plane + 255) // 256,), (256,),
                 (plan.scores, i32(plan.channels), i32(height), i32(width), i32(plan.channels_last),
-                 f32(plan.threshold), label_map),
+                 f32(plan.threshold), label_map, flag if flag is not None else null),
             )
+        elif flag is not None:
+            self.enqueue_finite_check(plan.scores, flag)
         source, step, order = image if image is not None else (None, 0, "RGB")
         red, green, blue = SOURCE_CHANNELS[order]["RGB"]
-        null = np.uintp(0)
         module.get_function("decode_publish")(
             grid_2d(out_h, out_w), BLOCK_2D,
             (plan.scores, label_map if label_map is not None else null, i32(plan.channels), i32(height), i32(width),
@@ -165,12 +178,6 @@ class GpuSegmentationDecoder:
         module = postprocess_module(str(tensor.dtype), "uint8")
         data = self.cupy.ascontiguousarray(tensor)
         module.get_function("flag_nonfinite")((256,), (256,), (data, np.int64(data.size), flag))
-
-    def _check_finite(self, name: str, tensor: Any) -> None:
-        self._flag.fill(0)
-        self.enqueue_finite_check(tensor, self._flag)
-        if int(self._flag[0]):
-            raise InferenceError(f"output '{name}' contains NaN or infinite values")
 
     def _class_indices(self, name: str, tensor: Any) -> Any:
         """In-graph argmax output ``[B,H,W]``/``[B,1,H,W]``/``[B,H,W,1]`` as checked labels."""
