@@ -111,7 +111,9 @@ class SegmentationFramePath:
         self._staging: PinnedBuffer | None = None
         self._device_frame: Any = None
         self._palettes: dict[str, Any] = {}
-        self._uploads: OrderedDict[tuple[Any, ...], tuple[Any, Any]] = OrderedDict()  # key -> (input tensor, graph)
+        self._layouts: dict[tuple[Any, ...], tuple[ResizeGeometry, int, int]] = {}  # image layout -> geometry, bytes, step
+        # (bytes, step, channel order, geometry) -> (network input, graph, the frame's bytes on the device)
+        self._uploads: OrderedDict[tuple[Any, ...], tuple[Any, Any, Any]] = OrderedDict()
         self._publishes: OrderedDict[tuple[Any, ...], _Publish] = OrderedDict()
         self.last_image: tuple[Any, int] = (None, 0)  # the frame on the device (bytes, step)
 
@@ -128,27 +130,44 @@ class SegmentationFramePath:
         return self._staging.host[:size]
 
     def upload(self, pixels: npt.NDArray, channel_order: str) -> tuple[Any, ResizeGeometry]:
-        """Enqueue the frame's upload and preprocessing; the network input and the geometry."""
-        geometry = self.preprocessor.check(pixels, channel_order)
-        span, step = raw_bytes(pixels)
-        staged = self.staging(span.size)
-        if span.ctypes.data != staged.ctypes.data:
-            np.copyto(staged, span)
-        key = (span.size, step, channel_order, geometry)
-        with self.stream:
-            if key in self._uploads:
-                self._uploads.move_to_end(key)
-                tensor, graph = self._uploads[key]
-                graph.launch(self.stream)
-            else:
+        """Enqueue the frame's upload and preprocessing; the network input and the geometry.
+
+        The checks, geometry and byte layout of an image depend only on its shape, strides, dtype
+        and channel order: they are worked out once per such layout, so a frame of a known layout
+        costs a dictionary lookup and a graph launch (plus a host copy if it is not staged)."""
+        if not isinstance(pixels, np.ndarray):
+            self.preprocessor.check(pixels, channel_order)  # raises the CPU path's message
+        layout_key = (pixels.shape, pixels.strides, pixels.dtype, channel_order)
+        layout = self._layouts.get(layout_key)
+        if layout is None:
+            geometry = self.preprocessor.check(pixels, channel_order)
+            span, row_step = raw_bytes(pixels)
+            layout = (geometry, span.size, row_step)
+            if len(self._layouts) >= MAX_GRAPHS:
+                self._layouts.clear()
+            self._layouts[layout_key] = layout
+        geometry, size, step = layout
+        if self._staging is None or self._staging.size < size:
+            self.staging(size)
+        assert self._staging is not None
+        if pixels.__array_interface__["data"][0] != self._staging.pointer:
+            np.copyto(self._staging.host[:size], raw_bytes(pixels)[0])
+        key = (size, step, channel_order, geometry)
+        entry = self._uploads.get(key)
+        if entry is not None:
+            self._uploads.move_to_end(key)
+            entry[1].launch(self.stream)
+        else:
+            with self.stream:
                 tensor = self.cupy.empty(self.preprocessor.input_shape(geometry.network_size), self.preprocessor.spec.dtype)
-                arguments = (span.size, step, channel_order, geometry, tensor)
+                arguments = (size, step, channel_order, geometry, tensor)
                 self._enqueue_upload(*arguments)
-                self._uploads[key] = (tensor, self._capture(lambda: self._enqueue_upload(*arguments)))
-                if len(self._uploads) > MAX_GRAPHS:
-                    self._uploads.popitem(last=False)
-        self.last_image = (self._frame_on_device(span.size), step)
-        return tensor, geometry
+                entry = (tensor, self._capture(lambda: self._enqueue_upload(*arguments)), self._frame_on_device(size))
+            self._uploads[key] = entry
+            if len(self._uploads) > MAX_GRAPHS:
+                self._uploads.popitem(last=False)
+        self.last_image = (entry[2], step)
+        return entry[0], geometry
 
     def _frame_on_device(self, size: int) -> Any:
         assert self._staging is not None
