@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -82,13 +83,15 @@ def _opencv_nms(
     empty = widths * heights <= _OPENCV_EMPTY_AREA
     if empty.sum() > 1 and (class_ids is None or len(np.unique(np.asarray(class_ids).reshape(-1)[empty])) < empty.sum()):
         return None
-    rects = np.column_stack([coords[:, :2], widths, heights])
+    rects: Any = np.column_stack([coords[:, :2], widths, heights])  # OpenCV takes the arrays as they are
+    scores_any: Any = scores
+    classes: Any = None if class_ids is None else np.asarray(class_ids).reshape(-1)
     results = []
     for threshold in (iou_threshold - _OPENCV_IOU_MARGIN, iou_threshold + _OPENCV_IOU_MARGIN):
-        if class_ids is None:
-            kept = cv2.dnn.NMSBoxes(rects, scores, 0.0, threshold)
+        if classes is None:
+            kept = cv2.dnn.NMSBoxes(rects, scores_any, 0.0, threshold)
         else:
-            kept = cv2.dnn.NMSBoxesBatched(rects, scores, np.asarray(class_ids).reshape(-1), 0.0, threshold)
+            kept = cv2.dnn.NMSBoxesBatched(rects, scores_any, classes, 0.0, threshold)
         results.append(np.asarray(kept, np.int64).reshape(-1))
     return results[0] if np.array_equal(results[0], results[1]) else None
 

@@ -224,14 +224,15 @@ class SegmentationFramePath:
         host = PinnedBuffer(offsets[-1])
         device = host.device if self.mapped else self.cupy.empty(offsets[-1], self.cupy.uint8)
         views = [host.host[offsets[i] : offsets[i] + sizes[i]] for i in range(4)]
-        regions = tuple(device[offsets[i] : offsets[i] + sizes[i]] if sizes[i] else None for i in range(4))
+        flag, labels = device[offsets[0] : offsets[0] + sizes[0]], device[offsets[1] : offsets[1] + sizes[1]]
+        colours, blended = (device[offsets[i] : offsets[i] + sizes[i]] if sizes[i] else None for i in (2, 3))
         frame = PublishedFrame(
             views[1].view(plan.label_dtype).reshape(height, width),
             views[2].reshape(height, width, 3) if color_mask else None,
             views[3].reshape(height, width, 3) if overlay else None,
-            regions[1].view(plan.label_dtype).reshape(height, width),
+            labels.view(plan.label_dtype).reshape(height, width),
         )
-        return _Publish(plan, host, device, frame, regions)  # type: ignore[arg-type]
+        return _Publish(plan, host, device, frame, (flag, labels, colours, blended))
 
     def _enqueue_publish(self, entry: _Publish, overlay: bool, alpha: float, channel_order: str) -> None:
         runtime = self.cupy.cuda.runtime

@@ -75,6 +75,7 @@ class SegmentationNode(PerceptionNode):
             self.publish_image(self._color_mask, header, colors, "rgb8")
         if settings["publish_overlay"]:
             if picture is None:
+                assert colors is not None
                 rgb = visualize.as_rgb(image.pixels, image.channel_order)
                 picture = visualize.overlay(rgb, colors, settings["overlay_alpha"])
             self.publish_image(self._overlay, header, picture, "rgb8")
