@@ -48,6 +48,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.check_gpu import markdown_table  # noqa: E402
 from bench.report import update_section  # noqa: E402
 from bench.run_bench import Naive, camera_frame  # noqa: E402
 from trt_perception.decoders import DetectionFilter, create_decoder, filter_detections  # noqa: E402
@@ -75,23 +76,6 @@ def median_ms(fn: Callable[[], Any], repeat: int, warmup: int = 10) -> float:
         fn()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples) * 1e3
-
-
-def markdown_table(rows: list[dict]) -> str:
-    if not rows:
-        return "(none)\n"
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for row in rows:
-        lines.append("| " + " | ".join(f"{row[k]:.3f}" if isinstance(row[k], float) else str(row[k]) for k in keys) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def segmentation_decoder(pipeline: Pipeline) -> SegmentationDecoder:
-    """The pipeline's decoder, which the benchmark's models make a segmentation decoder."""
-    decoder = pipeline.decoder
-    assert isinstance(decoder, SegmentationDecoder), type(decoder)
-    return decoder
 
 
 # --------------------------------------------------------------------------- GPU
@@ -283,44 +267,26 @@ def yolov8_head(rng: np.random.Generator, candidates: int = 8400, classes: int =
     return np.ascontiguousarray(head)
 
 
-def naive_yolov8(head: np.ndarray, geometry: ResizeGeometry, threshold: float, iou: float) -> list[list[float]]:
-    """Seed-style YOLOv8 post-processing: a Python loop over candidates, then a Python NMS per class."""
-    sy, sx = geometry.scale
+def naive_yolov8(head: np.ndarray, geometry: ResizeGeometry, naive: Naive) -> list[list[float]]:
+    """Seed-style YOLOv8 post-processing: a Python loop over the candidates (class argmax, threshold,
+    box corners with the letterbox offset removed), then ``Naive``'s per-row loop and Python NMS."""
     top, left = geometry.offset
-    boxes = []
-    for row in head[0].T:
-        class_scores = row[4:]
+    threshold = naive.spec.detection.score_threshold
+    rows = []
+    for column in head[0].T:
+        class_scores = column[4:]
         class_id = int(np.argmax(class_scores))
         score = float(class_scores[class_id])
-        if score >= threshold:
-            cx, cy, w, h = (float(v) for v in row[:4])
-            boxes.append([(cx - w / 2 - left) / sx, (cy - h / 2 - top) / sy, (cx + w / 2 - left) / sx, (cy + h / 2 - top) / sy,
-                          score, class_id])
-    return _naive_nms(boxes, iou)
-
-
-def _naive_nms(boxes: list[list[float]], iou: float) -> list[list[float]]:
-    boxes = sorted(boxes, key=lambda b: -b[4])
-    kept: list[list[float]] = []
-    for box in boxes:
-        suppressed = False
-        for other in kept:
-            if other[5] != box[5]:
-                continue
-            w = max(0.0, min(box[2], other[2]) - max(box[0], other[0]))
-            h = max(0.0, min(box[3], other[3]) - max(box[1], other[1]))
-            inter = w * h
-            union = (box[2] - box[0]) * (box[3] - box[1]) + (other[2] - other[0]) * (other[3] - other[1]) - inter
-            if union > 0 and inter / union > iou:
-                suppressed = True
-                break
-        if not suppressed:
-            kept.append(box)
-    return kept[:100]
+        if score > threshold:
+            cx, cy, w, h = (float(v) for v in column[:4])
+            rows.append([cx - w / 2 - left, cy - h / 2 - top, cx + w / 2 - left, cy + h / 2 - top, score, class_id])
+    return naive.postprocess({naive.decoder_config["output"]: np.asarray(rows, np.float64).reshape(1, -1, 6)}, geometry, head)
 
 
 def same_detections(ours: Detections, naive: list[list[float]]) -> bool:
-    """Same classes in the same order and boxes/scores equal to float32 rounding of the naive loop's."""
+    """Same classes in the same order and boxes/scores equal to float32 rounding of the naive loop's
+    (which keeps every box NMS keeps; ours stops at the filter's limit)."""
+    naive = naive[: len(ours)] if len(ours) == 100 else naive
     if len(ours) != len(naive):
         return False
     if not naive:
@@ -380,34 +346,28 @@ def cpu_rows(repeat: int) -> list[dict]:
 
 
 def detection_rows(repeat: int) -> list[dict]:
+    """Detection post-processing against ``Naive`` (CenterNet's spec: threshold 0.3, NMS IoU 0.45)."""
     rng = np.random.default_rng(14)
-    rows = []
-    detection_filter = DetectionFilter(0.3, 0.45, False, 100, None)
-    # CenterNet-style rows [x1, y1, x2, y2, score, class] in a 512x512 input, 100 rows.
-    geometry = ResizeGeometry.stretch((1080, 1920), (512, 512))
+    spec = load_model_spec("centernet_mobilenetv3_coco")
+    pipeline = Pipeline.from_spec(spec)
+    naive = Naive(spec, pipeline)
+    output = naive.decoder_config["output"]
+    detection_filter = pipeline.detection_filter
+    # CenterNet rows [x1, y1, x2, y2, score, class] in its 512x512 input, 100 rows.
+    geometry = pipeline.preprocessor.geometry((1080, 1920))
     corner = rng.uniform(0, 380, (100, 2))
     rows_tensor = np.hstack([corner, corner + rng.uniform(8, 120, (100, 2)), rng.uniform(0, 1, (100, 1)),
                              rng.integers(0, 80, (100, 1))]).astype(np.float32)[None]
-    decoder = create_decoder("detection", {"type": "rows", "output": "out", "columns": ["x1", "y1", "x2", "y2", "score", "class"]}, 80)
-    rows.append(detection_case("100 rows (CenterNet-style)", decoder, {"out": rows_tensor}, geometry, detection_filter,
-                               lambda: _naive_rows(rows_tensor, geometry, detection_filter), repeat, "no slower than naive"))
+    rows = [detection_case("100 rows (CenterNet)", pipeline.decoder, {output: rows_tensor}, geometry, detection_filter,
+                           lambda: naive.postprocess({output: rows_tensor}, geometry, rows_tensor), repeat, "no slower than naive")]
     geometry = ResizeGeometry.letterbox((1080, 1920), (640, 640), "centered")
     head = yolov8_head(rng)
     decoder = create_decoder("detection", {"type": "yolo", "output": "out", "version": "v8"}, 80)
     rows.append(detection_case("8400 candidates (YOLOv8 raw head)", decoder, {"out": head}, geometry, detection_filter,
-                               lambda: naive_yolov8(head, geometry, detection_filter.score_threshold, 0.45), max(5, repeat // 10),
+                               lambda: naive_yolov8(head, geometry, naive), max(5, repeat // 10),
                                f">= {DET_8400_GOAL}x faster than naive"))
+    pipeline.close()
     return rows
-
-
-def _naive_rows(tensor: np.ndarray, geometry: ResizeGeometry, detection_filter: DetectionFilter) -> list[list[float]]:
-    sy, sx = geometry.scale
-    boxes = []
-    for row in tensor[0]:
-        x1, y1, x2, y2, score, cls = (float(v) for v in row)
-        if score >= detection_filter.score_threshold:
-            boxes.append([x1 / sx, y1 / sy, x2 / sx, y2 / sy, score, int(cls)])
-    return _naive_nms(boxes, detection_filter.nms_iou or 1.0)
 
 
 def detection_case(case: str, decoder: Any, outputs: dict, geometry: ResizeGeometry, detection_filter: DetectionFilter,
