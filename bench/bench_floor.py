@@ -78,6 +78,13 @@ def median_ms(fn: Callable[[], Any], repeat: int, warmup: int = 10) -> float:
     return statistics.median(samples) * 1e3
 
 
+def segmentation_decoder(pipeline: Pipeline) -> SegmentationDecoder:
+    """The pipeline's decoder, which the benchmark's models make a segmentation decoder."""
+    decoder = pipeline.decoder
+    assert isinstance(decoder, SegmentationDecoder), type(decoder)
+    return decoder
+
+
 # --------------------------------------------------------------------------- GPU
 
 
