@@ -179,10 +179,10 @@ class GpuPipeline:
 
     def _upload_outputs(self, outputs: dict[str, npt.NDArray], stream: Any) -> dict[str, Any]:
         """Host outputs copied into device buffers that stay put while their shapes do (the frame
-        path's graphs read them by address)."""
+        path's graphs read them by address); float64 scores as float32, as the GPU decoders take them."""
         uploaded = {}
         for name, value in outputs.items():
-            value = np.ascontiguousarray(value)
+            value = np.ascontiguousarray(value, np.float32 if value.dtype == np.float64 else None)
             buffer = self._device_outputs.get(name)
             if buffer is None or buffer.shape != value.shape or buffer.dtype != value.dtype:
                 buffer = self._device_outputs[name] = self.cupy.empty(value.shape, value.dtype)
