@@ -20,8 +20,10 @@ staged frame in place and the fused kernel writes the published images straight 
 from __future__ import annotations
 
 import ctypes
+import os
 from collections import OrderedDict
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +43,10 @@ _HOST_ALLOC_PORTABLE, _HOST_ALLOC_MAPPED = 1, 2
 MAX_GRAPHS = 4
 # Alignment of the regions of the published buffer; the first holds the int32 check flag.
 _ALIGN = 256
+# A frame in ordinary memory is copied into the staging buffer in up to this many slices at once
+# (numpy lets go of the GIL while copying) when it has at least this many bytes.
+STAGING_COPY_THREADS = min(4, os.cpu_count() or 1)
+PARALLEL_COPY_MIN_BYTES = 1 << 20
 
 
 def _aligned(size: int) -> int:
@@ -116,6 +122,7 @@ class SegmentationFramePath:
         self._uploads: OrderedDict[tuple[Any, ...], tuple[Any, Any, Any]] = OrderedDict()
         self._publishes: OrderedDict[tuple[Any, ...], _Publish] = OrderedDict()
         self.last_image: tuple[Any, int] = (None, 0)  # the frame on the device (bytes, step)
+        self._copier = ThreadPoolExecutor(STAGING_COPY_THREADS - 1) if STAGING_COPY_THREADS > 1 else None
 
     # ------------------------------------------------------------------ upload
 
@@ -151,7 +158,7 @@ class SegmentationFramePath:
             self.staging(size)
         assert self._staging is not None
         if pixels.__array_interface__["data"][0] != self._staging.pointer:
-            np.copyto(self._staging.host[:size], raw_bytes(pixels)[0])
+            self._stage(raw_bytes(pixels)[0])
         key = (size, step, channel_order, geometry)
         entry = self._uploads.get(key)
         if entry is not None:
@@ -168,6 +175,20 @@ class SegmentationFramePath:
                 self._uploads.popitem(last=False)
         self.last_image = (entry[2], step)
         return entry[0], geometry
+
+    def _stage(self, span: npt.NDArray[np.uint8]) -> None:
+        """Copy a frame's bytes into the staging buffer, in parallel slices when it is large."""
+        assert self._staging is not None
+        target = self._staging.host[: span.size]
+        if self._copier is None or span.size < PARALLEL_COPY_MIN_BYTES:
+            np.copyto(target, span)
+            return
+        bounds = np.linspace(0, span.size, STAGING_COPY_THREADS + 1).astype(int).tolist()
+        slices = [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
+        pending = [self._copier.submit(np.copyto, target[part], span[part]) for part in slices[1:]]
+        np.copyto(target[slices[0]], span[slices[0]])
+        for future in pending:
+            future.result()
 
     def _frame_on_device(self, size: int) -> Any:
         assert self._staging is not None
