@@ -25,7 +25,7 @@ from trt_perception.backends import Backend
 from trt_perception.decoders import DetectionDecoder, DetectionFilter, filter_detections
 from trt_perception.decoders.segmentation import LabelsDecoder
 from trt_perception.geometry import ResizeGeometry
-from trt_perception.gpu._cupy import require_cupy
+from trt_perception.gpu._cupy import integrated_gpu, require_cupy
 from trt_perception.gpu.detection import filter_detections_gpu
 from trt_perception.gpu.frame_path import PublishedFrame, SegmentationFramePath
 from trt_perception.gpu.preprocess import GpuPreprocessor
@@ -59,7 +59,7 @@ class GpuPipeline:
     ``published`` holds them (RGB, views valid until the next ``run``). ``reuse_outputs`` makes
     ``run`` return the labels as such a view too, instead of a copy (for callers that are done
     with a result before the next frame, like the nodes). ``mapped`` picks the zero-copy buffers of
-    devices whose host and GPU share memory (Jetson).
+    devices whose host and GPU share memory (default: when the GPU is an integrated one, as on Jetson).
 
     It offers ``Pipeline``'s public interface (``run``, ``spec``, ``backend``, ``class_names``,
     ``detection_filter``, ``close``), so callers take either from ``create_pipeline``.
@@ -67,7 +67,7 @@ class GpuPipeline:
 
     device = "gpu"
 
-    def __init__(self, pipeline: Pipeline, mapped: bool = False) -> None:
+    def __init__(self, pipeline: Pipeline, mapped: bool | None = None) -> None:
         self.cupy = require_cupy()
         self.pipeline = pipeline
         self.preprocessor = GpuPreprocessor(pipeline.spec.input)
@@ -87,7 +87,8 @@ class GpuPipeline:
         self.frame_path = (
             SegmentationFramePath(
                 self.preprocessor, self.segmentation_decoder,
-                make_palette(pipeline.spec.palette, len(pipeline.class_names)), mapped, self._stream,
+                make_palette(pipeline.spec.palette, len(pipeline.class_names)),
+                integrated_gpu() if mapped is None else mapped, self._stream,
             )
             if self.segmentation_decoder is not None and not isinstance(pipeline.decoder, LabelsDecoder)
             else None
