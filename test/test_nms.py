@@ -79,7 +79,8 @@ def test_nms_max_output_equals_truncation(rows, limit) -> None:
 @given(detections_strategy, thresholds, st.booleans())
 def test_nms_with_float32_scores_matches_reference(rows, threshold, per_class) -> None:
     """float32 scores (as decoders give) take OpenCV's NMS where it provably agrees; exact IoU ties
-    at the threshold (integer boxes) and empty boxes must fall back to the same result."""
+    at the threshold (integer boxes), empty boxes (OpenCV lets two of any classes suppress each
+    other) and negative coordinates (its class offsets assume >= 0) must give the same result."""
     boxes = [row[0] for row in rows]
     scores = [row[1] for row in rows]
     classes = [row[2] for row in rows] if per_class else None
@@ -96,7 +97,7 @@ def test_nms_with_float32_scores_matches_reference(rows, threshold, per_class) -
 @pytest.mark.parametrize("per_class", [True, False])
 def test_opencv_nms_is_used_for_typical_detections_and_equals_reference(per_class: bool) -> None:
     rng = np.random.default_rng(7)
-    corner = rng.uniform(0, 1800, (600, 2))
+    corner = rng.uniform(-200, 1800, (600, 2))  # negative coordinates too: classes must stay apart
     boxes = np.hstack([corner, corner + rng.uniform(10, 300, (600, 2))]).astype(np.float32)
     scores = rng.uniform(0.3, 1, 600).astype(np.float32)
     classes = rng.integers(0, 80, 600) if per_class else None

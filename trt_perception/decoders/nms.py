@@ -16,8 +16,8 @@ from trt_perception.results import Detections
 # OpenCV's NMS compares a float32-rounded IoU (error ~1e-7) with a float32 threshold: run at the
 # threshold -/+ this margin, equal results mean no decision depended on the rounding.
 _OPENCV_IOU_MARGIN = 1e-6
-# OpenCV treats two boxes whose areas sum to (almost) zero as overlapping completely, where an IoU
-# with zero union is 0 here: two such boxes that may suppress each other go to the numpy loop.
+# OpenCV treats two boxes whose areas sum to (almost) zero as overlapping completely, whatever their
+# positions or classes, where an IoU with zero union is 0 here: two such boxes go to the numpy loop.
 _OPENCV_EMPTY_AREA = 1e-9
 
 
@@ -72,18 +72,18 @@ def _opencv_nms(
     """``nms``'s result from OpenCV's C++ NMS (``cv2.dnn.NMSBoxes`` / ``NMSBoxesBatched``, same
     order and tie rule), or None where it could differ: float64 scores (OpenCV sorts float32), scores
     <= 0 (OpenCV's score threshold cannot go below 0 and drops them), an IoU threshold within the
-    margin of 0 or 1, inverted boxes, two empty boxes of one class (or any two when class-agnostic),
-    or a decision within ``_OPENCV_IOU_MARGIN`` of the threshold (the runs just below and just above
-    the threshold disagree)."""
+    margin of 0 or 1, inverted boxes, two empty boxes, or a decision within ``_OPENCV_IOU_MARGIN`` of
+    the threshold (the runs just below and just above the threshold disagree). ``NMSBoxesBatched``
+    shifts each class by its index times the largest coordinate + 1, which keeps classes apart only
+    for coordinates >= 0: the boxes are moved there first (exact in float64, IoUs unchanged)."""
     if not _OPENCV_IOU_MARGIN <= iou_threshold <= 1 - _OPENCV_IOU_MARGIN:
         return None
     widths, heights = coords[:, 2] - coords[:, 0], coords[:, 3] - coords[:, 1]
     if scores.dtype != np.float32 or scores.min() <= 0 or not np.isfinite(coords).all() or min(widths.min(), heights.min()) < 0:
         return None
-    empty = widths * heights <= _OPENCV_EMPTY_AREA
-    if empty.sum() > 1 and (class_ids is None or len(np.unique(np.asarray(class_ids).reshape(-1)[empty])) < empty.sum()):
+    if np.count_nonzero(widths * heights <= _OPENCV_EMPTY_AREA) > 1:
         return None
-    rects: Any = np.column_stack([coords[:, :2], widths, heights])  # OpenCV takes the arrays as they are
+    rects: Any = np.column_stack([coords[:, :2] - coords[:, :2].min(), widths, heights])  # OpenCV takes arrays as they are
     scores_any: Any = scores
     classes: Any = None if class_ids is None else np.asarray(class_ids).reshape(-1)
     results = []
