@@ -36,6 +36,31 @@ def make_path(spec: InputSpec, decoder, palette: np.ndarray, mapped: bool):
     return SegmentationFramePath(GpuPreprocessor(spec), GpuSegmentationDecoder(decoder), palette, mapped=mapped)
 
 
+def assert_same_labels(actual: np.ndarray, decoder, scores: np.ndarray, geometry, at_source: bool) -> None:
+    """Labels identical to the CPU decoder's, except where scores are bilinearly upsampled before
+    the decision and OpenCV's upsampled scores are tied there (best and runner-up, or score and
+    threshold, within 1e-4: the tolerance documented by bench/check_gpu.py)."""
+    expected = decoder.decode({"out": scores}, geometry, at_source)
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    bad = actual != expected
+    if not bad.any():
+        return
+    assert decoder.upsample in ("before_argmax", "before_threshold"), f"{bad.sum()} labels differ in an exact mode"
+    if decoder.upsample == "before_threshold":  # binary map [1,1,H,W]
+        maps = np.ascontiguousarray(scores[0, 0])
+    else:
+        maps = np.ascontiguousarray(scores[0] if decoder.layout == "NHWC" else scores[0].transpose(1, 2, 0))
+    resized = (geometry.map_to_source(maps, cv2.INTER_LINEAR) if at_source
+               else cv2.resize(maps, geometry.network_size[::-1], interpolation=cv2.INTER_LINEAR))
+    at_bad = resized.reshape(*resized.shape[:2], -1)[bad]
+    if at_bad.shape[1] == 1:
+        margin = np.abs(at_bad[:, 0] - decoder.threshold_cut)
+    else:
+        best_two = np.sort(at_bad, axis=1)[:, -2:]
+        margin = best_two[:, 1] - best_two[:, 0]
+    assert bad.sum() <= 10 and margin.max() < 1e-4, (int(bad.sum()), float(margin.max()))
+
+
 @pytest.mark.parametrize("mapped", [False, True])
 @pytest.mark.parametrize(
     ("config", "channels"),
@@ -70,14 +95,13 @@ def test_frame_path_publishes_what_the_cpu_path_computes(config: dict, channels:
         scores = rng.standard_normal(shape).astype(np.float32)
         if config["type"] == "binary" and config.get("activation", "none") == "none":
             scores = 1 / (1 + np.exp(-scores))
-        labels = decoder.decode({"out": scores}, geometry, True)
-        colours = colorize(labels, palette)
         published = path.publish({"out": cupy.asarray(scores)}, geometry, True, True, True, 0.3, "BGR")
-        np.testing.assert_array_equal(published.labels, labels)
+        assert_same_labels(published.labels, decoder, scores, geometry, True)
+        colours = colorize(published.labels, palette)
         np.testing.assert_array_equal(published.color_mask, colours)
         np.testing.assert_array_equal(published.overlay, overlay(as_rgb(frame, "BGR"), colours, 0.3))
         labels_only = path.publish({"out": cupy.asarray(scores)}, geometry, False)
-        np.testing.assert_array_equal(labels_only.labels, decoder.decode({"out": scores}, geometry, False))
+        assert_same_labels(labels_only.labels, decoder, scores, geometry, False)
         assert labels_only.color_mask is None and labels_only.overlay is None
     scores.reshape(-1)[rng.integers(scores.size)] = np.inf  # anywhere in the map, sampled or not
     with pytest.raises(InferenceError, match="NaN or infinite"):
