@@ -39,13 +39,13 @@ def nms(
     score_values = np.asarray(scores).reshape(-1)
     if len(coords) != len(score_values):
         raise ValueError(f"nms: {len(coords)} boxes but {len(score_values)} scores")
-    order = np.argsort(-score_values, kind="stable")
     if len(coords) == 0:
-        return order.astype(np.int64)
-    limit = len(order) if max_output is None else max_output
+        return np.zeros(0, np.int64)
+    limit = len(coords) if max_output is None else max_output
     fast = _opencv_nms(coords, score_values, iou_threshold, class_ids)
     if fast is not None:
         return fast[:limit]
+    order = np.argsort(-score_values, kind="stable")
     if class_ids is not None:
         classes = np.asarray(class_ids).reshape(-1)
         span = np.ceil(coords.max() - coords.min()) + 1
@@ -86,6 +86,10 @@ def _opencv_nms(
     rects: Any = np.column_stack([coords[:, :2] - coords[:, :2].min(), widths, heights])  # OpenCV takes arrays as they are
     scores_any: Any = scores
     classes: Any = None if class_ids is None else np.asarray(class_ids).reshape(-1)
+    if classes is not None:
+        if len(classes) and np.abs(classes).max() >= 2**31:  # OpenCV takes int32 class ids
+            return None
+        classes = classes.astype(np.int32)
     results = []
     for threshold in (iou_threshold - _OPENCV_IOU_MARGIN, iou_threshold + _OPENCV_IOU_MARGIN):
         if classes is None:
