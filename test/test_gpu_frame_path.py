@@ -148,3 +148,31 @@ def test_gpu_pipeline_draws_colour_mask_and_overlay_on_the_device() -> None:
         np.testing.assert_array_equal(gpu_pipeline.published.overlay, overlay(as_rgb(frame, "BGR"), colours, 0.6))
     gpu_pipeline.close()
     pipeline.close()
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+@pytest.mark.parametrize(("order", "padding"), [("BGRA", 12), ("MONO", 5), ("RGB", 0)])
+def test_frame_path_takes_every_encoding_with_padded_rows(order: str, padding: int, mapped: bool) -> None:
+    """Frames as a camera driver sends them: other channel layouts, rows ``step`` bytes apart."""
+    import cupy
+
+    rgb = cv2.cvtColor(frame_of("quokka.jpg", (300, 400)), cv2.COLOR_BGR2RGB)
+    converted = {"BGRA": cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA), "MONO": cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), "RGB": rgb}[order]
+    height, width = converted.shape[:2]
+    row_bytes = converted[0].size
+    buffer = np.full((height, row_bytes + padding), 0xAB, np.uint8)
+    buffer[:, :row_bytes] = converted.reshape(height, -1)
+    pixels = buffer[:, :row_bytes].reshape(converted.shape)  # a strided view, rows row_bytes + padding apart
+    spec = InputSpec(size=(64, 64), resize="keep_aspect_ratio", color_order="BGR", normalization=NormalizationSpec("symmetric"))
+    decoder = create_decoder("segmentation", {"type": "logits", "layout": "NCHW"}, 3)
+    palette = default_palette(3)
+    path = make_path(spec, decoder, palette, mapped)
+    expected_tensor, geometry = Preprocessor(spec)(pixels, order)
+    scores = np.random.default_rng().standard_normal((1, 3, 16, 16)).astype(np.float32)
+    for _ in range(2):  # plain, then replayed
+        tensor, _ = path.upload(pixels, order)
+        np.testing.assert_allclose(cupy.asnumpy(tensor), expected_tensor, rtol=0, atol=1e-6)
+        published = path.publish({"out": cupy.asarray(scores)}, geometry, True, True, True, 0.5, order)
+        assert_same_labels(published.labels, decoder, scores, geometry, True)
+        colours = colorize(published.labels, palette)
+        np.testing.assert_array_equal(published.overlay, overlay(as_rgb(pixels, order), colours, 0.5))
