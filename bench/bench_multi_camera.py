@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT / "test"))
 from batch_models import SELFIE_MODEL, batched_selfie_model  # noqa: E402
 from bench.bench_transport_e2e import machine, percentile_90, private_ros_env, shipped_profile_env, started  # noqa: E402
 from bench.report import update_section  # noqa: E402
-from bench.run_bench import parse_size, size_name  # noqa: E402
+from bench.bench_common import parse_size, size_name  # noqa: E402
 from node_harness import camera_frame  # noqa: E402
 from trt_perception.image_decoding import encode_image  # noqa: E402
 from trt_perception.ros.cdr import MessageHeader, parse_image, serialize_image  # noqa: E402

@@ -11,10 +11,7 @@ identical colours. Prints a markdown table; this script only measures.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -24,19 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_common import MODELS, RESOLUTIONS, camera_frame  # noqa: E402
+from bench.bench_floor import median_ms  # noqa: E402
 from trt_perception.pipeline import Pipeline  # noqa: E402
 from trt_perception.spec import load_model_spec  # noqa: E402
 from trt_perception.visualize import colorize, full_palette, make_palette  # noqa: E402
-
-
-def median_ms(fn: Callable, repeat: int) -> float:
-    fn()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1e3
 
 
 def main() -> int:

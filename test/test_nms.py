@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trt_perception.decoders import DetectionFilter, filter_detections, nms
+from trt_perception.decoders.nms import _opencv_nms
 from trt_perception.errors import SpecError
 from trt_perception.results import Detections
 
@@ -72,6 +73,37 @@ def test_nms_max_output_equals_truncation(rows, limit) -> None:
     assert (
         nms(boxes, scores, 0.5, classes, limit).tolist() == nms(boxes, scores, 0.5, classes)[:limit].tolist()
     )
+
+
+@settings(max_examples=150, deadline=None)
+@given(detections_strategy, thresholds, st.booleans())
+def test_nms_with_float32_scores_matches_reference(rows, threshold, per_class) -> None:
+    """float32 scores (as decoders give) take OpenCV's NMS where it provably agrees; exact IoU ties
+    at the threshold (integer boxes), empty boxes (OpenCV lets two of any classes suppress each
+    other) and negative coordinates (its class offsets assume >= 0) must give the same result."""
+    boxes = [row[0] for row in rows]
+    scores = [row[1] for row in rows]
+    classes = [row[2] for row in rows] if per_class else None
+    kept = nms(
+        np.array(boxes, np.float32).reshape(-1, 4),
+        np.array(scores, np.float32),
+        threshold,
+        None if classes is None else np.array(classes),
+    )
+    expected = reference_nms(boxes, [float(np.float32(score)) for score in scores], threshold, classes)
+    assert kept.tolist() == expected
+
+
+@pytest.mark.parametrize("per_class", [True, False])
+def test_opencv_nms_is_used_for_typical_detections_and_equals_reference(per_class: bool) -> None:
+    rng = np.random.default_rng(7)
+    corner = rng.uniform(-200, 1800, (600, 2))  # negative coordinates too: classes must stay apart
+    boxes = np.hstack([corner, corner + rng.uniform(10, 300, (600, 2))]).astype(np.float32)
+    scores = rng.uniform(0.3, 1, 600).astype(np.float32)
+    classes = rng.integers(0, 80, 600) if per_class else None
+    assert _opencv_nms(boxes.astype(np.float64), scores, 0.45, classes) is not None
+    expected = reference_nms(boxes.tolist(), scores.tolist(), 0.45, None if classes is None else classes.tolist())
+    assert nms(boxes, scores, 0.45, classes, 100).tolist() == expected[:100]
 
 
 def test_nms_threshold_is_exclusive() -> None:

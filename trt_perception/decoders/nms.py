@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
 from trt_perception.errors import SpecError
 from trt_perception.results import Detections
+
+# OpenCV's NMS compares a float32-rounded IoU (error ~1e-7) with a float32 threshold: run at the
+# threshold -/+ this margin, equal results mean no decision depended on the rounding.
+_OPENCV_IOU_MARGIN = 1e-6
+# OpenCV treats two boxes whose areas sum to (almost) zero as overlapping completely, whatever their
+# positions or classes, where an IoU with zero union is 0 here: two such boxes go to the numpy loop.
+_OPENCV_EMPTY_AREA = 1e-9
 
 
 def nms(
@@ -30,16 +39,19 @@ def nms(
     score_values = np.asarray(scores).reshape(-1)
     if len(coords) != len(score_values):
         raise ValueError(f"nms: {len(coords)} boxes but {len(score_values)} scores")
-    order = np.argsort(-score_values, kind="stable")
     if len(coords) == 0:
-        return order.astype(np.int64)
+        return np.zeros(0, np.int64)
+    limit = len(coords) if max_output is None else max_output
+    fast = _opencv_nms(coords, score_values, iou_threshold, class_ids)
+    if fast is not None:
+        return fast[:limit]
+    order = np.argsort(-score_values, kind="stable")
     if class_ids is not None:
         classes = np.asarray(class_ids).reshape(-1)
         span = np.ceil(coords.max() - coords.min()) + 1
         coords += (classes.astype(np.float64) * span)[:, None]
     x1, y1, x2, y2 = (np.ascontiguousarray(column) for column in coords[order].T)
     areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    limit = len(order) if max_output is None else max_output
     kept: list[int] = []
     remaining = np.arange(len(order))
     while remaining.size and len(kept) < limit:
@@ -52,6 +64,40 @@ def nms(
         iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
         remaining = rest[iou <= iou_threshold]
     return order[np.array(kept, dtype=np.int64)].astype(np.int64)
+
+
+def _opencv_nms(
+    coords: npt.NDArray[np.float64], scores: npt.NDArray, iou_threshold: float, class_ids: npt.ArrayLike | None
+) -> npt.NDArray[np.int64] | None:
+    """``nms``'s result from OpenCV's C++ NMS (``cv2.dnn.NMSBoxes`` / ``NMSBoxesBatched``, same
+    order and tie rule), or None where it could differ: float64 scores (OpenCV sorts float32), scores
+    <= 0 (OpenCV's score threshold cannot go below 0 and drops them), an IoU threshold within the
+    margin of 0 or 1, inverted boxes, two empty boxes, or a decision within ``_OPENCV_IOU_MARGIN`` of
+    the threshold (the runs just below and just above the threshold disagree). ``NMSBoxesBatched``
+    shifts each class by its index times the largest coordinate + 1, which keeps classes apart only
+    for coordinates >= 0: the boxes are moved there first (exact in float64, IoUs unchanged)."""
+    if not _OPENCV_IOU_MARGIN <= iou_threshold <= 1 - _OPENCV_IOU_MARGIN:
+        return None
+    widths, heights = coords[:, 2] - coords[:, 0], coords[:, 3] - coords[:, 1]
+    if scores.dtype != np.float32 or scores.min() <= 0 or not np.isfinite(coords).all() or min(widths.min(), heights.min()) < 0:
+        return None
+    if np.count_nonzero(widths * heights <= _OPENCV_EMPTY_AREA) > 1:
+        return None
+    rects: Any = np.column_stack([coords[:, :2] - coords[:, :2].min(), widths, heights])  # OpenCV takes arrays as they are
+    scores_any: Any = scores
+    classes: Any = None if class_ids is None else np.asarray(class_ids).reshape(-1)
+    if classes is not None:
+        if len(classes) and np.abs(classes).max() >= 2**31:  # OpenCV takes int32 class ids
+            return None
+        classes = classes.astype(np.int32)
+    results = []
+    for threshold in (iou_threshold - _OPENCV_IOU_MARGIN, iou_threshold + _OPENCV_IOU_MARGIN):
+        if classes is None:
+            kept = cv2.dnn.NMSBoxes(rects, scores_any, 0.0, threshold)
+        else:
+            kept = cv2.dnn.NMSBoxesBatched(rects, scores_any, classes, 0.0, threshold)
+        results.append(np.asarray(kept, np.int64).reshape(-1))
+    return results[0] if np.array_equal(results[0], results[1]) else None
 
 
 @dataclass(frozen=True)

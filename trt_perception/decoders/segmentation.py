@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -30,12 +31,38 @@ def resize_to_output(
     array: npt.NDArray, geometry: ResizeGeometry, at_source: bool, interpolation: int
 ) -> npt.NDArray:
     """Bring a map covering the network input (any resolution) to source size or network size."""
+    labels = interpolation == LABEL_INTERPOLATION and array.ndim == 2
     if at_source:
+        if labels:
+            rows, cols = geometry.content_window((array.shape[0], array.shape[1]))
+            return resize_labels(array[rows, cols], geometry.source_size)
         return geometry.map_to_source(array, interpolation)
     height, width = geometry.network_size
     if array.shape[:2] == (height, width):
         return array
+    if labels:
+        return resize_labels(array, (height, width))
     return cv2.resize(array, (width, height), interpolation=interpolation)
+
+
+def resize_labels(labels: npt.NDArray, size: tuple[int, int]) -> npt.NDArray:
+    """``cv2.resize(labels, size[::-1], interpolation=LABEL_INTERPOLATION)`` for an ``HxW`` map,
+    identical and several times faster when upscaling: nearest sampling is separable, so the
+    columns are resized at the map's own height and whole rows are then repeated."""
+    height, width = size
+    if labels.shape == (height, width):
+        return np.ascontiguousarray(labels)
+    wide = cv2.resize(labels, (width, labels.shape[0]), interpolation=LABEL_INTERPOLATION)
+    return np.take(wide, _nearest_rows(labels.shape[0], height), axis=0)
+
+
+@lru_cache(maxsize=32)
+def _nearest_rows(source: int, destination: int) -> npt.NDArray[np.intp]:
+    """The source row OpenCV's ``LABEL_INTERPOLATION`` picks for each destination row."""
+    ramp = np.arange(source, dtype=np.float32)[:, None]  # exact integers
+    rows = cv2.resize(ramp, (1, destination), interpolation=LABEL_INTERPOLATION)[:, 0].astype(np.intp)
+    rows.flags.writeable = False  # shared through the cache
+    return rows
 
 
 @dataclass

@@ -48,3 +48,10 @@ def gpu_available() -> bool:
     except GpuUnavailableError:
         return False
     return True
+
+
+def integrated_gpu() -> bool:
+    """Whether the current CUDA device shares its memory with the host (Jetson), per CUDA's
+    ``integrated`` device property."""
+    cupy = require_cupy()
+    return bool(cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id).get("integrated", 0))

@@ -164,25 +164,36 @@ extern "C" __global__ void flag_nonfinite(const SCORE_T* __restrict__ scores, lo
     }
 }
 
-// Label per pixel of a [C,H,W] or [H,W,C] score map: index of the first maximum, or for one
-// channel (binary maps) value > threshold.
+// Label of map pixel p of a [C,H,W] or [H,W,C] score map: index of the first maximum, or for one
+// channel (binary maps) value > threshold. Sets *flag (when not null) if a score is NaN or infinite.
+__device__ __forceinline__ LABEL_T map_label(
+    const SCORE_T* __restrict__ scores, int channels, long long plane, int channels_last, long long p,
+    float threshold, int* flag)
+{
+    const long long stride = channels_last ? 1 : plane;
+    const SCORE_T* s = scores + (channels_last ? p * channels : p);
+    float best = LOAD(s);
+    bool finite = isfinite(best);
+    int best_index = 0;
+    for (int c = 1; c < channels; ++c) {
+        const float v = LOAD(s + c * stride);
+        finite = finite && isfinite(v);
+        if (v > best) { best = v; best_index = c; }
+    }
+    if (!finite && flag != nullptr) atomicOr(flag, 1);
+    if (channels == 1) return best > threshold ? 1 : 0;
+    return (LABEL_T)best_index;
+}
+
+// Labels of a whole score map (map_label per pixel); flag as there.
 extern "C" __global__ void decide_labels(
     const SCORE_T* __restrict__ scores, int channels, int height, int width, int channels_last,
-    float threshold, LABEL_T* __restrict__ labels)
+    float threshold, LABEL_T* __restrict__ labels, int* flag)
 {
     const long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     const long long plane = (long long)height * width;
     if (p >= plane) return;
-    const long long stride = channels_last ? 1 : plane;
-    const SCORE_T* s = scores + (channels_last ? p * channels : p);
-    if (channels == 1) { labels[p] = LOAD(s) > threshold ? 1 : 0; return; }
-    float best = LOAD(s);
-    int best_index = 0;
-    for (int c = 1; c < channels; ++c) {
-        const float v = LOAD(s + c * stride);
-        if (v > best) { best = v; best_index = c; }
-    }
-    labels[p] = (LABEL_T)best_index;
+    labels[p] = map_label(scores, channels, plane, channels_last, p, threshold, flag);
 }
 
 __device__ __forceinline__ float bilinear(const SCORE_T* s, long long o00, long long o01, long long o10, long long o11,
@@ -194,18 +205,15 @@ __device__ __forceinline__ float bilinear(const SCORE_T* s, long long o00, long 
     return __fadd_rn(__fmul_rn(h0, b0), __fmul_rn(h1, b1));
 }
 
-// Bilinear upsample of the score map window starting at (row0, col0) to out_h x out_w, then the
-// same decision as decide_labels, fused: the upsampled scores never reach memory.
-extern "C" __global__ void upsample_decide_labels(
+// Label of output pixel (x, y) from the bilinearly upsampled score map window at (row0, col0): the
+// same decision as decide_labels, on scores that never reach memory.
+__device__ __forceinline__ LABEL_T upsampled_label(
     const SCORE_T* __restrict__ scores, int channels, int height, int width, int channels_last,
-    int row0, int col0,
+    int row0, int col0, int x, int y,
     const int* __restrict__ x0, const int* __restrict__ x1, const float* __restrict__ a0, const float* __restrict__ a1,
     const int* __restrict__ y0, const int* __restrict__ y1, const float* __restrict__ b0, const float* __restrict__ b1,
-    int out_h, int out_w, float threshold, LABEL_T* __restrict__ labels)
+    float threshold)
 {
-    const int x = blockIdx.x * blockDim.x + threadIdx.x;
-    const int y = blockIdx.y * blockDim.y + threadIdx.y;
-    if (x >= out_w || y >= out_h) return;
     const long long plane = (long long)height * width;
     const long long cstride = channels_last ? 1 : plane;
     const long long pix = channels_last ? channels : 1;
@@ -213,20 +221,14 @@ extern "C" __global__ void upsample_decide_labels(
     const long long c0 = col0 + x0[x], c1 = col0 + x1[x];
     const long long o00 = (r0 + c0) * pix, o01 = (r0 + c1) * pix, o10 = (r1 + c0) * pix, o11 = (r1 + c1) * pix;
     const float wa0 = a0[x], wa1 = a1[x], wb0 = b0[y], wb1 = b1[y];
-    LABEL_T label;
-    if (channels == 1) {
-        label = bilinear(scores, o00, o01, o10, o11, wa0, wa1, wb0, wb1) > threshold ? 1 : 0;
-    } else {
-        float best = bilinear(scores, o00, o01, o10, o11, wa0, wa1, wb0, wb1);
-        int best_index = 0;
-        for (int c = 1; c < channels; ++c) {
-            const SCORE_T* s = scores + c * cstride;
-            const float v = bilinear(s, o00, o01, o10, o11, wa0, wa1, wb0, wb1);
-            if (v > best) { best = v; best_index = c; }
-        }
-        label = (LABEL_T)best_index;
+    if (channels == 1) return bilinear(scores, o00, o01, o10, o11, wa0, wa1, wb0, wb1) > threshold ? 1 : 0;
+    float best = bilinear(scores, o00, o01, o10, o11, wa0, wa1, wb0, wb1);
+    int best_index = 0;
+    for (int c = 1; c < channels; ++c) {
+        const float v = bilinear(scores + c * cstride, o00, o01, o10, o11, wa0, wa1, wb0, wb1);
+        if (v > best) { best = v; best_index = c; }
     }
-    labels[(long long)y * out_w + x] = label;
+    return (LABEL_T)best_index;
 }
 
 // Nearest-neighbour resample of a label map window (origin row0, col0) through index tables.
@@ -240,9 +242,21 @@ extern "C" __global__ void gather_labels(
     out[(long long)y * out_w + x] = labels[(long long)(row0 + rows[y]) * width + col0 + cols[x]];
 }
 
-// Palette colours of the labels (RGB), optionally alpha-blended onto the source image as
-// cv2.addWeighted(image, keep, colours, mix, 0) rounds it; the image is read as received
-// (rows `step` bytes apart), channel r/g/b giving where R, G and B sit in a pixel.
+// Colour of one label, and its blend onto one source pixel as cv2.addWeighted(image, keep, colours,
+// mix, 0) rounds it; the pixel's R, G and B sit at channel[0..2].
+__device__ __forceinline__ void blend_pixel(
+    const unsigned char* __restrict__ colour, const unsigned char* __restrict__ pixel, const int* channel,
+    float keep, float mix, unsigned char* __restrict__ o)
+{
+#pragma unroll
+    for (int k = 0; k < 3; ++k) {
+        const float v = rintf(__fmaf_rn((float)pixel[channel[k]], keep, __fmul_rn((float)colour[k], mix)));
+        o[k] = (unsigned char)fminf(fmaxf(v, 0.0f), 255.0f);
+    }
+}
+
+// Palette colours of the labels (RGB), optionally alpha-blended onto the source image; the image
+// is read as received (rows `step` bytes apart), channel r/g/b giving where R, G and B sit in a pixel.
 extern "C" __global__ void colorize_overlay(
     const LABEL_T* __restrict__ labels, int height, int width, const unsigned char* __restrict__ palette,
     const unsigned char* __restrict__ image, long long step, int image_channels, int r, int g, int b,
@@ -255,12 +269,44 @@ extern "C" __global__ void colorize_overlay(
     const unsigned char* colour = palette + 3 * (long long)labels[p];
     unsigned char* o = out + 3 * p;
     if (!blend) { o[0] = colour[0]; o[1] = colour[1]; o[2] = colour[2]; return; }
-    const unsigned char* pixel = image + (long long)y * step + (long long)x * image_channels;
     const int channel[3] = {r, g, b};
-#pragma unroll
-    for (int k = 0; k < 3; ++k) {
-        const float v = rintf(__fmaf_rn((float)pixel[channel[k]], keep, __fmul_rn((float)colour[k], mix)));
-        o[k] = (unsigned char)fminf(fmaxf(v, 0.0f), 255.0f);
+    blend_pixel(colour, image + (long long)y * step + (long long)x * image_channels, channel, keep, mix, o);
+}
+
+// Everything a segmentation frame publishes, in one pass over the output pixels: the label (the
+// bilinearly upsampled scores decided when UPSAMPLE, else the label of the map pixel the nearest
+// tables x0/y0 pick in the window at row0, col0: read from label_map, or decided here from the
+// scores when label_map is null), and when colours / overlay are non-null its palette
+// colour and its blend onto the source image. Labels, colours and overlay are separate regions of
+// one buffer, downloaded with a single copy.
+extern "C" __global__ void decode_publish(
+    const SCORE_T* __restrict__ scores, const LABEL_T* __restrict__ label_map, int channels, int height, int width,
+    int channels_last, int row0, int col0,
+    const int* __restrict__ x0, const int* __restrict__ x1, const float* __restrict__ a0, const float* __restrict__ a1,
+    const int* __restrict__ y0, const int* __restrict__ y1, const float* __restrict__ b0, const float* __restrict__ b1,
+    int out_h, int out_w, float threshold, const unsigned char* __restrict__ palette,
+    const unsigned char* __restrict__ image, long long step, int image_channels, int r, int g, int b,
+    float keep, float mix,
+    LABEL_T* __restrict__ labels, unsigned char* __restrict__ colours, unsigned char* __restrict__ overlay)
+{
+    const int x = blockIdx.x * blockDim.x + threadIdx.x;
+    const int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= out_w || y >= out_h) return;
+#if UPSAMPLE
+    const LABEL_T label = upsampled_label(
+        scores, channels, height, width, channels_last, row0, col0, x, y, x0, x1, a0, a1, y0, y1, b0, b1, threshold);
+#else
+    const long long q = (long long)(row0 + y0[y]) * width + col0 + x0[x];
+    const LABEL_T label = label_map != nullptr
+        ? label_map[q] : map_label(scores, channels, (long long)height * width, channels_last, q, threshold, nullptr);
+#endif
+    const long long p = (long long)y * out_w + x;
+    labels[p] = label;
+    const unsigned char* colour = palette + 3 * (long long)label;
+    if (colours != nullptr) { unsigned char* o = colours + 3 * p; o[0] = colour[0]; o[1] = colour[1]; o[2] = colour[2]; }
+    if (overlay != nullptr) {
+        const int channel[3] = {r, g, b};
+        blend_pixel(colour, image + (long long)y * step + (long long)x * image_channels, channel, keep, mix, overlay + 3 * p);
     }
 }
 
@@ -310,10 +356,12 @@ def preprocess_module(out_dtype: str, channels_last: bool, nearest: bool) -> Any
 
 
 @lru_cache(maxsize=None)
-def postprocess_module(score_dtype: str, label_dtype: str) -> Any:
-    """Compiled label kernels for one score dtype (float32/float16) and label dtype (uint8/uint16)."""
+def postprocess_module(score_dtype: str, label_dtype: str, upsample: bool = False) -> Any:
+    """Compiled label kernels for one score dtype (float32/float16) and label dtype (uint8/uint16);
+    ``upsample`` picks how ``decode_publish`` gets its labels (bilinear scores, else a label map)."""
     cupy = require_cupy()
     options = (
+        f"-DUPSAMPLE={int(upsample)}",
         f"-DSCORE_T={C_TYPES[score_dtype]}",
         f"-DSCORE_IS_HALF={int(score_dtype == 'float16')}",
         f"-DLABEL_T={C_TYPES[label_dtype]}",

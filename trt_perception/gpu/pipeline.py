@@ -5,6 +5,10 @@ up once, the network input is written by one kernel into a device buffer that Te
 place, and only the labels (or the kept detections, in one packed array) come back. Other backends
 (ONNX Runtime) get the tensor as a host copy and return host outputs, which are uploaded for the
 GPU segmentation decoders and decoded on the host for detection.
+
+Segmentation models with score outputs run through ``SegmentationFramePath``: upload and
+preprocessing, then decoding, colour mask and overlay (``visuals``) and one download, each a CUDA
+graph replayed per frame shape.
 """
 
 from __future__ import annotations
@@ -12,24 +16,38 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
 from trt_perception.backends import Backend
 from trt_perception.decoders import DetectionDecoder, DetectionFilter, filter_detections
+from trt_perception.decoders.segmentation import LabelsDecoder
 from trt_perception.geometry import ResizeGeometry
-from trt_perception.gpu._cupy import require_cupy
+from trt_perception.gpu._cupy import integrated_gpu, require_cupy
 from trt_perception.gpu.detection import filter_detections_gpu
+from trt_perception.gpu.frame_path import PublishedFrame, SegmentationFramePath
 from trt_perception.gpu.preprocess import GpuPreprocessor
 from trt_perception.gpu.segmentation import GpuSegmentationDecoder
 from trt_perception.pipeline import STAGES, Pipeline
 from trt_perception.results import DetectionResult, Detections, SegmentationResult, StageTimings
 from trt_perception.spec import ModelSpec
+from trt_perception.visualize import make_palette
 
 # From this many candidate boxes on, the filter and NMS run on the GPU. bench/run_bench.py's NMS
 # table (H200, host input): ~14 boxes above the threshold are faster on the CPU, ~70 on the GPU.
 GPU_NMS_MIN_BOXES = 50
+
+
+@dataclass(frozen=True)
+class Visuals:
+    """Which pictures a segmentation ``run`` also makes on the device (``GpuPipeline.visuals``)."""
+
+    color_mask: bool = False
+    overlay: bool = False
+    overlay_alpha: float = 0.5
 
 
 class GpuPipeline:
@@ -37,7 +55,12 @@ class GpuPipeline:
 
     After a segmentation ``run``, ``device_labels`` holds the labels on the GPU and ``device_image``
     / ``image_step`` the frame as received, until the next ``run``: colour masks and overlays
-    (``GpuVisualizer``) can be made from them without copying anything up again.
+    (``GpuVisualizer``) can be made from them without copying anything up again. With ``visuals``
+    set, the frame path draws the colour mask and overlay in the same kernel as the labels and
+    ``published`` holds them (RGB, views valid until the next ``run``). ``reuse_outputs`` makes
+    ``run`` return the labels as such a view too, instead of a copy (for callers that are done
+    with a result before the next frame, like the nodes). ``mapped`` picks the zero-copy buffers of
+    devices whose host and GPU share memory (default: when the GPU is an integrated one, as on Jetson).
 
     It offers ``Pipeline``'s public interface (``run``, ``spec``, ``backend``, ``class_names``,
     ``detection_filter``, ``close``), so callers take either from ``create_pipeline``.
@@ -45,7 +68,7 @@ class GpuPipeline:
 
     device = "gpu"
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, mapped: bool | None = None) -> None:
         self.cupy = require_cupy()
         self.pipeline = pipeline
         self.preprocessor = GpuPreprocessor(pipeline.spec.input)
@@ -59,6 +82,19 @@ class GpuPipeline:
         self.device_labels: Any = None
         self.device_image: Any = None
         self.image_step = 0
+        self.visuals = Visuals()
+        self.reuse_outputs = False
+        self.published: PublishedFrame | None = None
+        self.frame_path = (
+            SegmentationFramePath(
+                self.preprocessor, self.segmentation_decoder,
+                make_palette(pipeline.spec.palette, len(pipeline.class_names)),
+                integrated_gpu() if mapped is None else mapped, self._stream,
+            )
+            if self.segmentation_decoder is not None and not isinstance(pipeline.decoder, LabelsDecoder)
+            else None
+        )
+        self._device_outputs: dict[str, Any] = {}  # host backends' outputs, uploaded to fixed buffers
 
     @property
     def spec(self) -> ModelSpec:
@@ -90,6 +126,8 @@ class GpuPipeline:
 
     def run(self, pixels: npt.NDArray, channel_order: str) -> SegmentationResult | DetectionResult:
         """Labels or detections for one image, as ``Pipeline.run`` returns them."""
+        if self.frame_path is not None:
+            return self._run_frame_path(pixels, channel_order)
         pipeline, cupy = self.pipeline, self.cupy
         timings = StageTimings()
         with self._stream if self._stream is not None else nullcontext():
@@ -119,6 +157,46 @@ class GpuPipeline:
     def run_batch(self, images: Sequence[tuple[npt.NDArray, str]]) -> list[SegmentationResult | DetectionResult]:
         """Results for several ``(pixels, channel_order)`` images, one after another on the GPU."""
         return [self.run(pixels, channel_order) for pixels, channel_order in images]
+
+    def _run_frame_path(self, pixels: npt.NDArray, channel_order: str) -> SegmentationResult:
+        """A segmentation frame through the frame path's graphs (preprocess timing: enqueue only
+        when the network runs on the device, whose time then includes it)."""
+        path, pipeline, visuals = self.frame_path, self.pipeline, self.visuals
+        assert path is not None
+        start = time.perf_counter()
+        tensor, geometry = path.upload(pixels, channel_order)
+        if self._on_device:
+            preprocessed = time.perf_counter()
+            outputs = pipeline.backend.infer_device({pipeline.input_name: tensor})  # type: ignore[attr-defined]
+        else:
+            host = tensor.get(stream=path.stream)
+            preprocessed = time.perf_counter()
+            outputs = self._upload_outputs(pipeline.backend.infer({pipeline.input_name: host}, pipeline.outputs_for(host.shape)), path.stream)
+        inferred = time.perf_counter()
+        published = path.publish(
+            outputs, geometry, pipeline.spec.output_resolution == "source", visuals.color_mask, visuals.overlay,
+            visuals.overlay_alpha, channel_order,
+        )
+        self.published = published
+        self.device_image, self.image_step = path.last_image
+        labels = published.labels if self.reuse_outputs else published.labels.copy()
+        self.device_labels = published.device_labels
+        finished = time.perf_counter()
+        timings = StageTimings(dict(zip(STAGES, ((preprocessed - start) * 1e3, (inferred - preprocessed) * 1e3, (finished - inferred) * 1e3))))
+        return SegmentationResult(labels, pipeline.class_names, geometry, timings)
+
+    def _upload_outputs(self, outputs: dict[str, npt.NDArray], stream: Any) -> dict[str, Any]:
+        """Host outputs copied into device buffers that stay put while their shapes do (the frame
+        path's graphs read them by address); float64 scores as float32, as the GPU decoders take them."""
+        uploaded = {}
+        for name, value in outputs.items():
+            value = np.ascontiguousarray(value, np.float32 if value.dtype == np.float64 else None)
+            buffer = self._device_outputs.get(name)
+            if buffer is None or buffer.shape != value.shape or buffer.dtype != value.dtype:
+                buffer = self._device_outputs[name] = self.cupy.empty(value.shape, value.dtype)
+            buffer.set(value, stream=stream)
+            uploaded[name] = buffer
+        return uploaded
 
     def _detections(self, outputs: dict[str, Any], geometry: ResizeGeometry) -> Detections:
         """Decode, map to source pixels and filter. Device outputs of a ``device_exact`` decoder stay

@@ -92,6 +92,13 @@ class GpuPreprocessor:
         """Where an image of ``source_size`` lands in the network input (the CPU path's rule)."""
         return self._reference.geometry(source_size)
 
+    def check(self, pixels: npt.NDArray, channel_order: str) -> ResizeGeometry:
+        """Reject what the CPU path rejects and images other than 8-bit; the image's geometry."""
+        self._reference.check_image(pixels, channel_order)  # the CPU path's validation
+        if pixels.dtype != np.uint8:
+            raise ImageDecodeError(f"the GPU preprocessor takes 8-bit images, got {pixels.dtype}; use the CPU path")
+        return self.geometry((pixels.shape[0], pixels.shape[1]))
+
     def upload(self, pixels: npt.NDArray) -> tuple[Any, int]:
         """Copy the image's bytes as received (row padding included) into a reused device buffer."""
         span, step = raw_bytes(pixels)
@@ -107,10 +114,7 @@ class GpuPreprocessor:
     ) -> tuple[Any, ResizeGeometry]:
         """Network input (a cupy array of batch 1) for ``pixels``; written into ``out`` when given
         (a C-contiguous cupy array of the input shape and dtype), else into a reused buffer."""
-        self._reference.check_image(pixels, channel_order)  # the CPU path's validation
-        if pixels.dtype != np.uint8:
-            raise ImageDecodeError(f"the GPU preprocessor takes 8-bit images, got {pixels.dtype}; use the CPU path")
-        geometry = self.geometry((pixels.shape[0], pixels.shape[1]))
+        geometry = self.check(pixels, channel_order)
         device, step = self.upload(pixels)
         if self.host_fallback:
             tensor, geometry = self._reference(pixels, channel_order)

@@ -8,6 +8,7 @@ the same spec. Outputs are cupy arrays; labels stay on the device until the call
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,30 @@ from trt_perception.errors import InferenceError
 from trt_perception.geometry import ResizeGeometry
 from trt_perception.gpu._cupy import require_cupy
 from trt_perception.gpu.kernels import BLOCK_2D, grid_2d, postprocess_module
+from trt_perception.gpu.preprocess import SOURCE_CHANNELS
 from trt_perception.gpu.resize_tables import linear_taps, nearest_indices
+from trt_perception.preprocess import CHANNELS_PER_ORDER
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """How one score tensor becomes labels on the device (``GpuSegmentationDecoder.plan``)."""
+
+    scores: Any  # contiguous float32/float16 device scores, [C,H,W] / [H,W,C] / [H,W]
+    channels: int
+    map_size: tuple[int, int]
+    channels_last: bool
+    threshold: float  # binary maps: the cut in the output's units
+    upsample: bool  # bilinear scores before the decision; else decide, then nearest labels
+    label_dtype: np.dtype
+    window_origin: tuple[int, int]  # (row0, col0) of the content window in the map
+    output_size: tuple[int, int]
+    tables: list[Any]  # x0, x1, a0, a1, y0, y1, b0, b1 (nearest plans use x0 and y0)
+
+# Up to this many channels the fused kernel decides each output pixel from the scores itself; above,
+# the map is decided once at its own resolution (each output pixel would re-read all channels).
+FUSED_DECISION_MAX_CHANNELS = 4
+
 
 class GpuSegmentationDecoder:
     """Labels on the GPU for the same spec and outputs as ``decoder`` produces on the CPU."""
@@ -45,12 +69,23 @@ class GpuSegmentationDecoder:
         ``check_finite`` rejects NaN/Inf scores as the CPU decoders do; it waits for the device.
         Without it (scores checked elsewhere) the call only enqueues kernels, e.g. into a CUDA graph.
         """
-        name, tensor = self._select(outputs)
+        name, tensor = self.select(outputs)
         decoder = self.decoder
         if isinstance(decoder, LabelsDecoder):
             return self._resample_labels(self._class_indices(name, tensor), geometry, at_source)
+        plan = self.plan(name, tensor, geometry, at_source)
+        labels = self.cupy.empty(plan.output_size, plan.label_dtype)
         if check_finite:
-            self._check_finite(name, tensor)
+            self._flag.fill(0)
+        self.launch(plan, labels, flag=self._flag if check_finite else None)
+        if check_finite and int(self._flag[0]):
+            raise InferenceError(f"output '{name}' contains NaN or infinite values")
+        return labels
+
+    def plan(self, name: str, tensor: Any, geometry: ResizeGeometry, at_source: bool) -> DecodePlan:
+        """Check a score tensor (logits or binary decoder) and work out its decoding (tables made
+        and uploaded once per size); launches nothing."""
+        decoder = self.decoder
         if isinstance(decoder, LogitsDecoder):
             require_rank(name, tensor, (4,), "[B,C,H,W]" if decoder.layout == "NCHW" else "[B,H,W,C]")
             channels_last = decoder.layout == "NHWC"
@@ -63,29 +98,71 @@ class GpuSegmentationDecoder:
                     f"output '{name}' has {channels} class channels but the spec has {decoder.num_classes} labels"
                 )
             dtype: Any = label_dtype(channels)
-            before = decoder.upsample == "before_argmax"
+            upsample = decoder.upsample == "before_argmax"
             threshold = 0.0
-        else:
+        elif isinstance(decoder, BinaryDecoder):
             scores = self.cupy.ascontiguousarray(single_channel_map(name, tensor))
             channels_last, channels, dtype = False, 1, np.uint8
             (height, width) = scores.shape
-            before = decoder.upsample == "before_threshold"
+            upsample = decoder.upsample == "before_threshold"
             threshold = decoder.threshold_cut
+        else:
+            raise ValueError(f"decoder {type(decoder).__name__} has no score plan (its labels come from the graph)")
         if scores.dtype not in (np.float32, np.float16):
             scores = scores.astype(np.float32)
-        module = postprocess_module(str(scores.dtype), np.dtype(dtype).name)
-        if before:
-            return self._upsample_decide(module, scores, channels, (height, width), channels_last, threshold, dtype, geometry, at_source)
-        labels = self.cupy.empty((height, width), dtype)
-        plane = height * width
-        module.get_function("decide_labels")(
-            ((plane + 255) // 256,), (256,),
-            (scores, np.int32(channels), np.int32(height), np.int32(width), np.int32(channels_last),
-             np.float32(threshold), labels),
+        row0, col0, rows, cols, output_size = self._window_and_size((height, width), geometry, at_source)
+        tables = self._linear_tables(rows, cols, output_size) if upsample else self._nearest_tables(rows, cols, output_size)
+        return DecodePlan(
+            scores, channels, (height, width), channels_last, float(threshold), upsample, np.dtype(dtype),
+            (row0, col0), output_size, tables,
         )
-        return self._resample_labels(labels, geometry, at_source)
 
-    def _select(self, outputs: Mapping[str, Any]) -> tuple[str, Any]:
+    def label_map(self, plan: DecodePlan) -> Any:
+        """Labels at the score map's resolution (a reused buffer) for plans that decide before
+        resampling and have more than ``FUSED_DECISION_MAX_CHANNELS`` channels, else None (the
+        fused kernel decides per output pixel)."""
+        if plan.upsample or plan.channels <= FUSED_DECISION_MAX_CHANNELS:
+            return None
+        key = ("map", plan.map_size, plan.label_dtype.name)
+        if key not in self._tables:
+            self._tables[key] = [self.cupy.empty(plan.map_size, plan.label_dtype)]
+        return self._tables[key][0]
+
+    def launch(self, plan: DecodePlan, labels: Any, colours: Any = None, overlay: Any = None,
+               palette: Any = None, image: tuple[Any, int, str] | None = None, alpha: float = 0.5,
+               flag: Any = None) -> None:
+        """Enqueue the decoding of ``plan`` into ``labels`` and, when given, the palette colours into
+        ``colours`` and their blend onto ``image`` (device bytes, row step, channel order) into
+        ``overlay``: one fused kernel (plus the decision at map resolution for many-class maps).
+        ``flag`` (a zeroed int32 on the device) is set when a score is NaN or infinite."""
+        (height, width), (row0, col0), (out_h, out_w) = plan.map_size, plan.window_origin, plan.output_size
+        module = postprocess_module(str(plan.scores.dtype), plan.label_dtype.name, plan.upsample)
+        label_map = self.label_map(plan)
+        i32, f32 = np.int32, np.float32
+        null = np.uintp(0)
+        if label_map is not None:  # reads every score: checks them on the way
+            plane = height * width
+            module.get_function("decide_labels")(
+                ((plane + 255) // 256,), (256,),
+                (plan.scores, i32(plan.channels), i32(height), i32(width), i32(plan.channels_last),
+                 f32(plan.threshold), label_map, flag if flag is not None else null),
+            )
+        elif flag is not None:
+            self.enqueue_finite_check(plan.scores, flag)
+        source, step, order = image if image is not None else (None, 0, "RGB")
+        red, green, blue = SOURCE_CHANNELS[order]["RGB"]
+        module.get_function("decode_publish")(
+            grid_2d(out_h, out_w), BLOCK_2D,
+            (plan.scores, label_map if label_map is not None else null, i32(plan.channels), i32(height), i32(width),
+             i32(plan.channels_last), i32(row0), i32(col0), *plan.tables, i32(out_h), i32(out_w),
+             f32(plan.threshold), palette if palette is not None else null,
+             source if source is not None else null, np.int64(step), i32(CHANNELS_PER_ORDER[order]),
+             i32(red), i32(green), i32(blue), f32(1.0 - alpha), f32(alpha),
+             labels, colours if colours is not None else null, overlay if overlay is not None else null),
+        )
+
+    def select(self, outputs: Mapping[str, Any]) -> tuple[str, Any]:
+        """The name and tensor of the output the decoder reads (``decoder.output``, or the only one)."""
         name = self.decoder.output
         if name is None:
             if len(outputs) != 1:
@@ -95,13 +172,12 @@ class GpuSegmentationDecoder:
             raise InferenceError(f"model output '{name}' (decoder.output) not found; available: {', '.join(outputs)}")
         return name, outputs[name]
 
-    def _check_finite(self, name: str, tensor: Any) -> None:
-        self._flag.fill(0)
+    def enqueue_finite_check(self, tensor: Any, flag: Any) -> None:
+        """Enqueue a kernel that sets the int32 ``flag`` (zero it first) when ``tensor`` holds NaN or
+        infinite values; nothing waits for it."""
         module = postprocess_module(str(tensor.dtype), "uint8")
         data = self.cupy.ascontiguousarray(tensor)
-        module.get_function("flag_nonfinite")((256,), (256,), (data, np.int64(data.size), self._flag))
-        if int(self._flag[0]):
-            raise InferenceError(f"output '{name}' contains NaN or infinite values")
+        module.get_function("flag_nonfinite")((256,), (256,), (data, np.int64(data.size), flag))
 
     def _class_indices(self, name: str, tensor: Any) -> Any:
         """In-graph argmax output ``[B,H,W]``/``[B,1,H,W]``/``[B,H,W,1]`` as checked labels."""
@@ -128,13 +204,8 @@ class GpuSegmentationDecoder:
         row0, col0, rows, cols, (out_h, out_w) = self._window_and_size(labels.shape, geometry, at_source)
         if (rows, cols) == (out_h, out_w):
             return self.cupy.ascontiguousarray(labels[row0 : row0 + rows, col0 : col0 + cols])
-        key = ("nearest", rows, cols, out_h, out_w)
-        if key not in self._tables:
-            self._tables[key] = [
-                self.cupy.asarray(nearest_indices(rows, out_h, exact=True)),
-                self.cupy.asarray(nearest_indices(cols, out_w, exact=True)),
-            ]
-        row_table, col_table = self._tables[key]
+        tables = self._nearest_tables(rows, cols, (out_h, out_w))
+        col_table, row_table = tables[0], tables[4]
         out = self.cupy.empty((out_h, out_w), labels.dtype)
         module = postprocess_module("float32", labels.dtype.name)
         module.get_function("gather_labels")(
@@ -144,12 +215,19 @@ class GpuSegmentationDecoder:
         )
         return out
 
-    def _upsample_decide(
-        self, module: Any, scores: Any, channels: int, map_size: tuple[int, int], channels_last: bool,
-        threshold: float, dtype: Any, geometry: ResizeGeometry, at_source: bool,
-    ) -> Any:
-        height, width = map_size
-        row0, col0, rows, cols, (out_h, out_w) = self._window_and_size(map_size, geometry, at_source)
+    def _nearest_tables(self, rows: int, cols: int, output_size: tuple[int, int]) -> list[Any]:
+        """``decode_publish``'s eight table arguments for nearest resampling (x0 and y0 are read)."""
+        out_h, out_w = output_size
+        key = ("nearest", rows, cols, out_h, out_w)
+        if key not in self._tables:
+            col_table = self.cupy.asarray(nearest_indices(cols, out_w, exact=True))
+            row_table = self.cupy.asarray(nearest_indices(rows, out_h, exact=True))
+            self._tables[key] = [col_table, col_table, col_table, col_table, row_table, row_table, row_table, row_table]
+        return self._tables[key]
+
+    def _linear_tables(self, rows: int, cols: int, output_size: tuple[int, int]) -> list[Any]:
+        """``decode_publish``'s eight table arguments for the bilinear upsample (OpenCV's taps)."""
+        out_h, out_w = output_size
         key = ("linear", rows, cols, out_h, out_w)
         if key not in self._tables:
             x = linear_taps(cols, out_w, clamp_to_edge=True)
@@ -157,11 +235,4 @@ class GpuSegmentationDecoder:
             self._tables[key] = [
                 self.cupy.asarray(t) for t in (x.index0, x.index1, x.weight0, x.weight1, y.index0, y.index1, y.weight0, y.weight1)
             ]
-        labels = self.cupy.empty((out_h, out_w), dtype)
-        i32 = np.int32
-        module.get_function("upsample_decide_labels")(
-            grid_2d(out_h, out_w), BLOCK_2D,
-            (scores, i32(channels), i32(height), i32(width), i32(channels_last), i32(row0), i32(col0),
-             *self._tables[key], i32(out_h), i32(out_w), np.float32(threshold), labels),
-        )
-        return labels
+        return self._tables[key]

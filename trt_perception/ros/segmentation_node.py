@@ -18,6 +18,7 @@ from rclpy.publisher import Publisher
 from sensor_msgs.msg import Image
 
 from trt_perception import visualize
+from trt_perception.gpu.pipeline import Visuals
 from trt_perception.image_decoding import DecodedImage
 from trt_perception.ros.cdr import MessageHeader
 from trt_perception.ros.parameters import SEGMENTATION_PARAMETERS, ParameterDefinition
@@ -25,6 +26,8 @@ from trt_perception.ros.perception_node import OutputTopic, PerceptionNode, Sett
 from trt_perception.spec import ModelSpec
 
 DEFAULT_MODEL_SPEC = "selfie_segmentation"
+# Settings that decide which pictures the GPU frame path draws with the labels.
+VISUAL_SETTINGS = frozenset({"publish_color_mask", "publish_overlay", "overlay_alpha"})
 
 
 class SegmentationNode(PerceptionNode):
@@ -50,6 +53,21 @@ class SegmentationNode(PerceptionNode):
     def adjust_spec(self, spec: ModelSpec) -> ModelSpec:
         return replace(spec, output_resolution=self._settings["output_resolution"] or spec.output_resolution)
 
+    def settings_changed(self, changes: Settings) -> None:
+        # processing_device gpu: the frame path draws colour mask and overlay on the device, in the
+        # labels' kernel, and the labels come back as a view that is published before the next frame.
+        # One camera only: with several, a batch runs every frame before any is published.
+        single_camera = len(self._cameras) == 1
+        if (
+            single_camera and getattr(self.pipeline, "frame_path", None) is not None
+            and not VISUAL_SETTINGS.isdisjoint(changes)
+        ):
+            settings = self._settings
+            self.pipeline.visuals = Visuals(  # type: ignore[union-attr]
+                settings["publish_color_mask"], settings["publish_overlay"], settings["overlay_alpha"]
+            )
+            self.pipeline.reuse_outputs = True  # type: ignore[union-attr]
+
     def publish_results(
         self, outputs: Mapping[str, Publisher], header: MessageHeader, image: DecodedImage, result: Any, settings: Settings
     ) -> None:
@@ -58,12 +76,19 @@ class SegmentationNode(PerceptionNode):
             self.publish_image(outputs["labels"], header, labels, "mono8" if labels.dtype == np.uint8 else "mono16")
         if not (settings["publish_color_mask"] or settings["publish_overlay"]):
             return
-        colors = visualize.colorize(labels, self._palette)
+        drawn = getattr(self.pipeline, "published", None)  # pictures the GPU drew for this frame, if any
+        colors = drawn.color_mask if drawn is not None else None
+        picture = drawn.overlay if drawn is not None else None
+        if colors is None and (settings["publish_color_mask"] or picture is None):
+            colors = visualize.colorize(labels, self._palette)
         if settings["publish_color_mask"]:
             self.publish_image(outputs["color_mask"], header, colors, "rgb8")
         if settings["publish_overlay"]:
-            rgb = visualize.as_rgb(image.pixels, image.channel_order)
-            self.publish_image(outputs["overlay"], header, visualize.overlay(rgb, colors, settings["overlay_alpha"]), "rgb8")
+            if picture is None:
+                assert colors is not None
+                rgb = visualize.as_rgb(image.pixels, image.channel_order)
+                picture = visualize.overlay(rgb, colors, settings["overlay_alpha"])
+            self.publish_image(outputs["overlay"], header, picture, "rgb8")
 
 
 def main() -> int:
