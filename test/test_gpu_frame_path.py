@@ -5,6 +5,7 @@ identical to them, on the graph's first (plain) frame and on its replays."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -16,7 +17,7 @@ from trt_perception.errors import InferenceError
 from trt_perception.gpu import gpu_available
 from trt_perception.pipeline import Pipeline
 from trt_perception.preprocess import Preprocessor
-from trt_perception.spec import InputSpec, NormalizationSpec, load_model_spec
+from trt_perception.spec import InputSpec, ModelSpec, NormalizationSpec, load_model_spec
 from trt_perception.visualize import as_rgb, colorize, default_palette, overlay
 
 pytestmark = pytest.mark.skipif(not gpu_available(), reason="CuPy with a CUDA device is not available (CPU-only machine)")
@@ -108,10 +109,27 @@ def test_frame_path_publishes_what_the_cpu_path_computes(config: dict, channels:
         path.publish({"out": cupy.asarray(scores)}, geometry, True, True, True, 0.3, "BGR")
 
 
+def kernel_selfie() -> ModelSpec:
+    """The selfie spec with OpenCV's half-pixel sampling, which the GPU kernel implements (the bundled
+    spec samples corner to corner as MediaPipe does: that spec takes the per-step path's CPU fallback)."""
+    spec = load_model_spec("selfie_segmentation")
+    return dataclasses.replace(spec, input=dataclasses.replace(spec.input, sampling="half_pixel"))
+
+
+def test_bundled_selfie_takes_the_per_step_path_with_the_cpu_preprocessor() -> None:
+    from trt_perception.gpu.pipeline import GpuPipeline
+
+    spec = load_model_spec("selfie_segmentation")
+    gpu_pipeline = GpuPipeline(Pipeline.from_spec(spec, backend_kind="onnxruntime"))
+    assert gpu_pipeline.frame_path is None and gpu_pipeline.preprocessor.host_fallback
+    assert GpuPipeline(Pipeline.from_spec(kernel_selfie(), backend_kind="onnxruntime")).frame_path is not None
+    gpu_pipeline.close()
+
+
 def test_frame_path_reads_a_frame_staged_in_place_and_rejects_nonfinite_scores() -> None:
     import cupy
 
-    spec = load_model_spec("selfie_segmentation")
+    spec = kernel_selfie()
     pipeline = Pipeline.from_spec(spec, backend_kind="onnxruntime")
     path = make_path(spec.input, pipeline.decoder, default_palette(2), mapped=False)
     frame = frame_of("astronaut.png", (480, 640))
@@ -132,7 +150,7 @@ def test_frame_path_reads_a_frame_staged_in_place_and_rejects_nonfinite_scores()
 def test_gpu_pipeline_draws_colour_mask_and_overlay_on_the_device() -> None:
     from trt_perception.gpu.pipeline import GpuPipeline, Visuals
 
-    spec = load_model_spec("selfie_segmentation")
+    spec = kernel_selfie()
     pipeline = Pipeline.from_spec(spec, backend_kind="onnxruntime")
     gpu_pipeline = GpuPipeline(Pipeline.from_spec(spec, backend_kind="onnxruntime"))
     gpu_pipeline.visuals = Visuals(color_mask=True, overlay=True, overlay_alpha=0.6)

@@ -11,6 +11,8 @@ of which the first ``width * channels * bytes_per_channel`` hold pixels (the res
 from __future__ import annotations
 
 import array
+import functools
+import logging
 import re
 import sys
 from dataclasses import dataclass
@@ -19,7 +21,6 @@ from typing import Any, Union, cast
 import cv2
 import numpy as np
 import numpy.typing as npt
-import simplejpeg
 
 from trt_perception.camera_encodings import CAMERA_ENCODINGS, convert_to_bgr
 from trt_perception.errors import ImageDecodeError
@@ -305,11 +306,30 @@ def compressed_frame_size(data: Buffer, codec: str) -> tuple[int, int]:
     return _png_frame_size(raw) if codec == "png" else _jpeg_frame_size(raw)
 
 
+@functools.cache
+def _simplejpeg() -> Any:
+    """The simplejpeg module, or None (then JPEGs go to OpenCV, which only warns about corrupt data:
+    said once in the log)."""
+    try:
+        import simplejpeg
+    except ImportError:
+        logging.getLogger(__name__).warning(
+            "simplejpeg is not installed (pip install simplejpeg): JPEGs are decoded by OpenCV, which fills "
+            "corrupt data with grey instead of refusing it; truncated JPEGs are still refused"
+        )
+        return None
+    return simplejpeg
+
+
 def _decode_jpeg_strictly(buffer: npt.NDArray[np.uint8]) -> Pixels | None:
     """Grey or BGR pixels of a JPEG, decoded by libjpeg-turbo (simplejpeg: the same pixels as OpenCV's
     decoder) with its warnings as errors: data that libjpeg reports as corrupt ("premature end of data
     segment", "bad Huffman code", ...) and would fill with grey raises ImageDecodeError instead of being
-    answered. Other colour spaces (CMYK) go to OpenCV; ``None`` when it cannot decode them."""
+    answered. Other colour spaces (CMYK), and every JPEG where simplejpeg is not installed, go to
+    OpenCV; ``None`` when it cannot decode them."""
+    simplejpeg = _simplejpeg()
+    if simplejpeg is None:
+        return cast("Pixels | None", cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED))
     data = buffer.tobytes()
     try:
         colorspace = simplejpeg.decode_jpeg_header(data)[2]

@@ -91,7 +91,10 @@ class GpuPipeline:
                 make_palette(pipeline.spec.palette, len(pipeline.class_names)),
                 integrated_gpu() if mapped is None else mapped, self._stream,
             )
+            # the frame path's graphs preprocess on the device: not for specs only the CPU preprocessor
+            # serves (``preprocess.cpu_only_input_options``), which take the per-step path's host fallback
             if self.segmentation_decoder is not None and not isinstance(pipeline.decoder, LabelsDecoder)
+            and not self.preprocessor.host_fallback
             else None
         )
         self._device_outputs: dict[str, Any] = {}  # host backends' outputs, uploaded to fixed buffers
