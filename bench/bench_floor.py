@@ -2,7 +2,8 @@
 
     python bench/bench_floor.py [--part gpu|cpu|all] [--repeat 200] [--out DIR] [--no-doc]
 
-Part ``gpu`` (CuPy with a CUDA device): for selfie_segmentation and ppocrv4_det on bgr8 frames
+Part ``gpu`` (CuPy with a CUDA device): for selfie_segmentation and ppocrv4_det (with the half-pixel
+sampling the GPU kernel implements, ``kernel_spec``) on bgr8 frames
 (640x480, 1280x720, 1920x1080) the whole per-frame sequence around the network through
 ``SegmentationFramePath``: upload, preprocessing, decoding to labels (optionally colour mask and
 overlay) and the download of what is published. The network is replaced by its real output (ONNX
@@ -32,6 +33,7 @@ docs/performance.md (sections ``floor-gpu``, ``floor-cpu``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -57,7 +59,7 @@ from trt_perception.decoders.segmentation import SegmentationDecoder  # noqa: E4
 from trt_perception.geometry import ResizeGeometry  # noqa: E402
 from trt_perception.pipeline import Pipeline  # noqa: E402
 from trt_perception.results import Detections  # noqa: E402
-from trt_perception.spec import load_model_spec  # noqa: E402
+from trt_perception.spec import ModelSpec, load_model_spec  # noqa: E402
 from trt_perception.visualize import as_rgb, colorize, overlay  # noqa: E402
 
 GPU_MODELS = ("selfie_segmentation", "ppocrv4_det")
@@ -146,7 +148,7 @@ def gpu_rows(repeat: int) -> tuple[list[dict], dict]:
             "device_bandwidth_GBps": floor.device_bandwidth / 1e9}
     rows = []
     for name in GPU_MODELS:
-        spec = load_model_spec(name)
+        spec = kernel_spec(name)
         pipeline = Pipeline.from_spec(spec, backend_kind="onnxruntime")
         palette = make_palette(spec.palette, len(pipeline.class_names))
         preprocessor = GpuPreprocessor(spec.input)
@@ -317,6 +319,14 @@ class Rotation:
     def next(self) -> tuple[np.ndarray, np.ndarray]:
         self.index = (self.index + 1) % len(self.frames)
         return self.frames[self.index], self.targets[self.index]
+
+
+def kernel_spec(name: str) -> ModelSpec:
+    """The bundled spec with OpenCV's half-pixel sampling where it asks for another grid: the GPU kernel
+    implements half-pixel sampling only (the bundled selfie spec's MediaPipe corner sampling runs on the
+    CPU preprocessor, GpuPipeline's host fallback)."""
+    spec = load_model_spec(name)
+    return dataclasses.replace(spec, input=dataclasses.replace(spec.input, sampling="half_pixel"))
 
 
 def cpu_rows(repeat: int) -> list[dict]:
