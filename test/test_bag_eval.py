@@ -324,6 +324,25 @@ def test_device_option(tmp_path: Path, colour_spec: Path, capsys: pytest.Capture
     assert "--device applies to offline mode" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_frames_over_max_pixels_are_skipped_before_decoding(tmp_path: Path, colour_spec: Path, storage: str) -> None:
+    """``--max-pixels``: a frame larger than the limit is counted as skipped with the reason; the rest run."""
+    images = tmp_path / "images"
+    images.mkdir()
+    small, large = np.zeros((20, 30, 3), np.uint8), np.zeros((60, 80, 3), np.uint8)  # 600 and 4800 pixels
+    for name, picture in (("a.png", small), ("b.png", large), ("c.png", small)):
+        cv2.imwrite(str(images / name), picture)
+    bag = tmp_path / "bag"
+    make_bag([images], bag, "/cam", 1.0, storage=storage, encoding="png")
+    out = tmp_path / "eval"
+    assert cli.main(["bag-eval", "--bag", str(bag), "--model-spec", str(colour_spec), "--image-topic", "/cam",
+                     "--out", str(out), "--no-progress", "--storage", storage, "--max-pixels", "1000"]) == 0
+    frames = json.loads((out / "metrics.json").read_text())["frames"]
+    assert (frames["on_topic"], frames["processed"]) == (3, 2)
+    (reason,) = frames["skipped"]
+    assert "60 = 4800 pixels, more than max_pixels 1000" in reason
+
+
 # ----------------------------------------------------------------------------- detection
 
 

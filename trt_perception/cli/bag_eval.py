@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from trt_perception.cli.arguments import add_max_pixels_argument
 from trt_perception.errors import TrtPerceptionError
 from trt_perception.evaluation.bag_eval import DEFAULT_EVAL_SCORE_THRESHOLD, BagEvalOptions, run_bag_eval
 from trt_perception.evaluation.bag_io import STORAGES
@@ -55,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{DEFAULT_EVAL_SCORE_THRESHOLD}; at most 100 per image; the output bag keeps the "
                              "spec's deployment threshold)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_max_pixels_argument(parser)
     fleet = parser.add_argument_group("many bags (Ray; `pip install trt_perception[fleet]`)")
     fleet.add_argument("--ray-address", help="existing Ray cluster (e.g. ray://head:10001 or auto); "
                                              "default: start a local one")
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         ignore_index=args.ignore_index, labels_topic=args.labels_topic,
         detections_topic=args.detections_topic, storage=args.storage,
         worst_frames=args.worst_frames, progress=not args.no_progress, device=args.device or "cpu",
-        eval_score_threshold=args.eval_score_threshold,
+        eval_score_threshold=args.eval_score_threshold, max_pixels=args.max_pixels,
     )
     if args.rate is not None and (args.rate <= 0 or not args.live):
         print(f"bag-eval: --rate must be positive and goes with --live, got {args.rate}", file=sys.stderr)

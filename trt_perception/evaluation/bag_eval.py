@@ -29,6 +29,7 @@ from trt_perception.evaluation.evaluator import EvaluationResult, Evaluator, Fra
 from trt_perception.evaluation.ground_truth import BoxTruth, CocoFile, MaskFolder, MaskTruth, Truth
 from trt_perception.evaluation.metrics import COCO_MAX_DETECTIONS
 from trt_perception.evaluation.report import thumbnail
+from trt_perception.image_decoding import DEFAULT_MAX_PIXELS
 from trt_perception.pipeline import Pipeline
 from trt_perception.pipeline_factory import create_pipeline
 from trt_perception.results import SegmentationResult
@@ -63,6 +64,7 @@ class BagEvalOptions:
     threads: int = 0  # ONNX Runtime intra-op threads (0: its default)
     frame_done: Callable[[], None] | None = None  # called after each image message (fleet progress)
     time_range: tuple[int, int] | None = None  # only messages logged in [start, stop) ns (a fleet task's slice)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are skipped, read from their header (0: no limit)
 
 
 def evaluation_spec(model_spec: str | Path | ModelSpec) -> ModelSpec:
@@ -234,7 +236,7 @@ def _replay(
             continue
         try:
             start = time.perf_counter()
-            image = bag_io.image_from_message(msg, message.msgtype)
+            image = bag_io.image_from_message(msg, message.msgtype, options.max_pixels)
             decode_ms = (time.perf_counter() - start) * 1e3
             if not warmed_up:  # one untimed run: first-inference set-up is no frame's latency
                 pipeline.run(image.pixels, image.channel_order)

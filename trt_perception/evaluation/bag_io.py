@@ -23,7 +23,13 @@ from rosbags.typesys import Stores, get_typestore, get_types_from_msg
 from rosbags.typesys.store import Typestore
 
 from trt_perception.errors import TrtPerceptionError
-from trt_perception.image_decoding import DecodedImage, decode_compressed, decode_image, encode_image
+from trt_perception.image_decoding import (
+    DEFAULT_MAX_PIXELS,
+    DecodedImage,
+    decode_compressed,
+    decode_image,
+    encode_image,
+)
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -185,13 +191,14 @@ def stamp_ns(header: Any) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
-def image_from_message(message: Any, msgtype: str) -> DecodedImage:
-    """Pixels of a deserialized Image or CompressedImage (ImageDecodeError when unusable)."""
+def image_from_message(message: Any, msgtype: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Pixels of a deserialized Image or CompressedImage (ImageDecodeError when unusable, or larger
+    than ``max_pixels``, checked before decoding; 0: no limit)."""
     if msgtype == COMPRESSED_IMAGE_TYPE:
-        return decode_compressed(message.data, message.format)
+        return decode_compressed(message.data, message.format, max_pixels)
     return decode_image(
         message.data, message.height, message.width, message.encoding, message.step,
-        bool(message.is_bigendian),
+        bool(message.is_bigendian), max_pixels,
     )
 
 

@@ -214,7 +214,7 @@ def settings_key(options: BagEvalOptions) -> dict[str, Any]:
         "spec_sha1": hashlib.sha1(spec_path.read_bytes()).hexdigest() if spec_path.is_file() else None,
         **{field: str(getattr(options, field)) for field in (
             "image_topic", "gt_topic", "ignore_index", "labels_topic", "detections_topic", "storage",
-            "worst_frames", "device", "eval_score_threshold", "time_range")},
+            "worst_frames", "device", "eval_score_threshold", "time_range", "max_pixels")},
     }
 
 
