@@ -50,12 +50,21 @@ def fail_on_error_exit(context: LaunchContext) -> list[TimerAction]:
 def perception_node(context: LaunchContext) -> list[Node | RegisterEventHandler]:
     """The node with its parameters file, then an override for each non-empty argument of OVERRIDES, and
     the handler that fails the launch when the node exits with an error."""
-    overrides = {
+    overrides: dict[str, object] = {
         name: ParameterValue(LaunchConfiguration(name), value_type=value_type)
         for name, value_type in OVERRIDES.items()
         if LaunchConfiguration(name).perform(context)
     }
     image_topic = LaunchConfiguration("image_topic")
+    remappings = [("image", image_topic), ("image/compressed", [image_topic, "/compressed"])]
+    cameras = [name.strip() for name in LaunchConfiguration("cameras").perform(context).split(",") if name.strip()]
+    if cameras:  # several cameras into one node: NAME/image remapped to image_topic_format with {camera}
+        overrides["cameras"] = cameras
+        topic_format = LaunchConfiguration("image_topic_format").perform(context)
+        remappings = []
+        for camera in cameras:
+            topic = topic_format.format(camera=camera)
+            remappings += [(f"{camera}/image", topic), (f"{camera}/image/compressed", f"{topic}/compressed")]
     node = Node(
         package="trt_perception",
         executable=LaunchConfiguration("executable"),
@@ -63,7 +72,7 @@ def perception_node(context: LaunchContext) -> list[Node | RegisterEventHandler]
         namespace=LaunchConfiguration("namespace"),
         output="screen",
         parameters=[LaunchConfiguration("params_file"), *([overrides] if overrides else [])],
-        remappings=[("image", image_topic), ("image/compressed", [image_topic, "/compressed"])],
+        remappings=remappings,
     )
     on_exit = OnProcessExit(target_action=node, on_exit=[OpaqueFunction(function=fail_on_error_exit)])
     return [node, RegisterEventHandler(on_exit)]
@@ -83,6 +92,11 @@ def generate_launch_description() -> LaunchDescription:
                               description="Model spec file, or the name of a bundled spec; empty keeps the "
                                           "parameters file's"),
         DeclareLaunchArgument("image_topic", default_value="image_raw", description="Camera image topic"),
+        DeclareLaunchArgument("cameras", default_value="",
+                              description="Comma-separated camera names: several cameras into one node (then "
+                                          "image_topic_format names their topics); empty: one camera on image_topic"),
+        DeclareLaunchArgument("image_topic_format", default_value="/{camera}/image_raw",
+                              description="With cameras: each camera's input topic, {camera} replaced by its name"),
         DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node"),
         DeclareLaunchArgument("backend", default_value="",
                               description="auto, onnxruntime or tensorrt; empty keeps the parameters file's"),

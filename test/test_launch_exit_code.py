@@ -44,7 +44,7 @@ def run_launch(launch_file: str, arguments: dict[str, str]) -> tuple[int, str]:
     return result.returncode, result.stdout
 
 
-@pytest.mark.parametrize("launch_file", ["seg.launch.py", "det.launch.py"])
+@pytest.mark.parametrize("launch_file", ["seg.launch.py", "det.launch.py", "multi_camera.launch.py"])
 def test_missing_model_spec_makes_the_launch_fail_with_the_reason(launch_file: str) -> None:
     code, output = run_launch(launch_file, {"model_spec": "/nonexistent/spec.yaml", "namespace": "launch_exit"})
     assert code == 1, output
@@ -59,3 +59,10 @@ def test_node_name_and_executable_arguments_are_honoured() -> None:
     assert code == 1, output
     assert "detection_node-1 exited with code 1" in output
     assert "__node:=renamed" in output
+
+
+def test_multi_camera_launch_remaps_each_camera_and_passes_the_list() -> None:
+    arguments = {"cameras": "front,rear", "image_topic_format": "/rig/{camera}/image", "model_spec": "/nonexistent.yaml"}
+    code, output = run_launch("multi_camera.launch.py", arguments)
+    assert code == 1, output
+    assert "front/image:=/rig/front/image" in output and "rear/image:=/rig/rear/image" in output
