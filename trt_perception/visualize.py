@@ -109,10 +109,10 @@ def _colorize_binary(labels: npt.NDArray[np.uint8], colors: npt.NDArray[np.uint8
     """``colors[labels]`` for labels 0 and 1 only, as bitwise OpenCV passes (each several times faster
     than a table lookup per pixel): a 0/255 mask per channel, ANDed with ``colors[0] ^ colors[1]``,
     XORed with ``colors[0]`` (skipped when that is black)."""
-    background, foreground = (tuple(int(value) for value in color) + (0,) for color in colors)
-    mask = cv2.cvtColor(cv2.compare(labels, 0, cv2.CMP_GT), cv2.COLOR_GRAY2RGB)
-    cv2.bitwise_and(mask, tuple(b ^ f for b, f in zip(background, foreground)), dst=mask)
-    if any(background):
+    background, difference = colors[0].astype(np.float64), np.bitwise_xor(colors[0], colors[1]).astype(np.float64)
+    mask = cv2.cvtColor(np.negative(labels), cv2.COLOR_GRAY2RGB)  # uint8: 0 -> 0, 1 -> 255
+    cv2.bitwise_and(mask, difference, dst=mask)  # 3-element arrays act as per-channel scalars
+    if background.any():
         cv2.bitwise_xor(mask, background, dst=mask)
     return np.asarray(mask, np.uint8)
 
