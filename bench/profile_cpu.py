@@ -4,8 +4,9 @@
 
 For each bundled model at 640x480 / 1280x720 / 1920x1080 (bgr8): the Preprocessor as a whole and
 its resize alone (the part no rewrite can avoid), the decoder, and ``visualize.colorize`` (a
-``cv2.LUT`` lookup for uint8 labels) against plain ``palette[labels]`` indexing, checked to give
-identical colours. Prints a markdown table; this script only measures.
+``cv2.LUT`` lookup for uint8 labels, bitwise mask passes for 0/1 labels) against plain
+``palette[labels]`` indexing, checked to give identical colours. Prints a markdown table; this
+script only measures.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -20,6 +23,9 @@ from trt_perception.decoders import create_decoder
 from trt_perception.decoders.segmentation import BinaryDecoder, SegmentationDecoder, label_dtype, planar_argmax
 from trt_perception.errors import InferenceError, SpecError
 from trt_perception.geometry import ResizeGeometry
+from trt_perception.pipeline import Pipeline
+
+IMAGES = Path(__file__).resolve().parent / "fixtures" / "images"
 
 # Colour of each class in the colour graphs (the class is the dominant channel); padding is class 2.
 CLASS_COLOURS = np.array([[0.9, 0.1, 0.0], [0.1, 0.8, 0.2], [0.0, 0.1, 0.7]], np.float32)
@@ -238,6 +244,37 @@ def test_binary_before_threshold_interpolates() -> None:
     after = segmentation_decoder({"type": "binary"})
     np.testing.assert_array_equal(before.decode(outputs, geometry, True), [[0, 0, 0, 0, 0, 1, 1, 1]])
     np.testing.assert_array_equal(after.decode(outputs, geometry, True), [[0, 0, 0, 0, 1, 1, 1, 1]])
+
+
+@pytest.fixture(scope="module")
+def selfie_probabilities() -> list[npt.NDArray[np.float32]]:
+    """The bundled selfie model's 256x256 person probabilities for every fixture image."""
+    pipeline = Pipeline.from_spec("selfie_segmentation", intra_op_threads=1)
+    maps = []
+    for path in sorted(IMAGES.glob("*.*g")):
+        image = cv2.imread(str(path))
+        tensor, _ = pipeline.preprocessor(image, "BGR")
+        (probability,) = pipeline.backend.infer({pipeline.input_name: tensor}).values()
+        maps.append(np.array(probability[0, :, :, 0], np.float32))
+    pipeline.close()
+    return maps
+
+
+@pytest.mark.parametrize("source", [(1080, 1920), (720, 1280), (480, 640), (257, 255), (37, 53)])
+def test_binary_before_threshold_equals_opencv_resize_then_threshold(selfie_probabilities, source) -> None:
+    """Real probability maps (all fixture images), upsampled and downsampled: the labels are exactly
+    OpenCV's bilinear resize of the map followed by the comparison, as uint8 0/1."""
+    decoder = segmentation_decoder({"type": "binary", "threshold": 0.5, "upsample": "before_threshold"}, 2)
+    geometry = ResizeGeometry.stretch(source, (256, 256))
+    assert len(selfie_probabilities) >= 9
+    with_person = 0
+    for probability in selfie_probabilities:
+        labels = decoder.decode({"mask": probability[None, :, :, None]}, geometry, at_source=True)
+        resized = cv2.resize(probability, source[::-1], interpolation=cv2.INTER_LINEAR)
+        assert labels.dtype == np.uint8 and labels.shape == source and labels.flags.c_contiguous
+        np.testing.assert_array_equal(labels, (resized > np.float32(0.5)).astype(np.uint8))
+        with_person += bool(0 < labels.sum() < labels.size)
+    assert with_person >= 2  # real boundaries between person and background
 
 
 STRETCH = ResizeGeometry.stretch((4, 4), (4, 4))

@@ -135,3 +135,18 @@ def test_draw_detections_draws_each_box_in_its_class_colour_without_touching_the
     assert drawn[90, 50].tolist() == [0, 255, 0], "bottom edge"
     assert not drawn[60:80, 30:70].any(), "inside the box stays untouched"
     assert drawn[25:40, 20:60].any(), "the label sits above the box"
+
+
+@pytest.mark.parametrize("palette_size", [1, 2, 19])
+def test_colorize_binary_labels_equal_palette_indexing(palette_size: int):
+    """0/1 label maps take the bitwise path: the same colours as indexing, for black and coloured
+    backgrounds, a palette too short for label 1, strided views and maps of one label only."""
+    rng = np.random.default_rng(100 + palette_size)
+    labels = (cv2.GaussianBlur(rng.random((270, 480)), (0, 0), 9) > 0.5).astype(np.uint8)
+    assert 0 < labels.sum() < labels.size
+    coloured = rng.integers(0, 256, (palette_size, 3), dtype=np.uint8)
+    black_background = coloured.copy()
+    black_background[0] = 0
+    for palette in (coloured, black_background):
+        for case in (labels, labels[1::3, ::2], np.zeros((5, 7), np.uint8), np.ones((3, 4), np.uint8)):
+            np.testing.assert_array_equal(colorize(case, palette), indexed_colours(case, palette))

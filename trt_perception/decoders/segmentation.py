@@ -238,4 +238,5 @@ class BinaryDecoder(SegmentationDecoder):
             foreground = (scores > self.threshold_cut).astype(np.uint8)
             return resize_to_output(foreground, geometry, at_source, LABEL_INTERPOLATION)
         resized = resize_to_output(scores.astype(np.float32), geometry, at_source, cv2.INTER_LINEAR)
-        return (resized > self.threshold_cut).astype(np.uint8)
+        # compared straight into a bool array, whose bytes are the 0/1 labels (no second pass)
+        return np.greater(resized, self.threshold_cut, out=np.empty(resized.shape, np.bool_)).view(np.uint8)
