@@ -56,7 +56,11 @@ class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.stop_processing()
+        if not self.stop_processing():
+            self.get_logger().error(
+                "cannot deactivate: a frame is still being processed; the node stays active, try again"
+            )
+            return TransitionCallbackReturn.FAILURE
         self.get_logger().info("deactivated: no inference, no outputs")
         return super().on_deactivate(state)
 
@@ -78,10 +82,8 @@ class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
         super().destroy_node()
 
     def _stop_and_release(self) -> None:
-        if not self.stop(WORKER_STOP_TIMEOUT):
+        if not self.stop(WORKER_STOP_TIMEOUT) or not self.stop_processing():
             return  # the worker is still inside a frame (a signal during a long one): the process exits without it
-        if hasattr(self, "_worker"):
-            self.stop_processing()
         if getattr(self, "_running", False):  # absent when the node's own __init__ failed
             self._release_model()
 
