@@ -164,6 +164,17 @@ def test_a_camera_without_publishers_is_not_stalled_and_a_recent_error_warns_its
     assert (whole.level, whole.message) == (DiagnosticStatus.WARN, "camera front: last error: inference failed: NaN")
 
 
+def test_the_expected_input_rate_applies_to_each_camera_not_to_their_sum() -> None:
+    node = StandInNode(["front", "rear"], HealthLimits(min_rate_hz=10.0, max_rate_hz=80.0))
+    node.publisher_counts = {"/front/image": 1, "/rear/image": 1}
+    for _ in range(10):  # both cameras at about 50 Hz: together about 100 Hz
+        for camera in node._cameras:
+            camera.stats.frame_received()
+        time.sleep(0.02)
+    statuses = node.diagnostic_statuses()
+    assert [(status.level, status.message) for status in statuses] == [(DiagnosticStatus.OK, "running")] * 3
+
+
 def test_a_single_unnamed_camera_has_only_the_node_status() -> None:
     node = StandInNode([""], HealthLimits(stall_seconds=0.2))
     node.publisher_counts = {"/camera/image": 2}
