@@ -25,7 +25,13 @@ from rclpy.qos import QoSProfile
 
 from trt_perception.ros.detection_node import DetectionNode
 from trt_perception.ros.image_conversion import return_free_heap
-from trt_perception.ros.perception_node import STARTUP_ERRORS, WORKER_STOP_TIMEOUT, PerceptionNode, main_for
+from trt_perception.ros.perception_node import (
+    DEACTIVATE_TIMEOUT,
+    STARTUP_ERRORS,
+    WORKER_STOP_TIMEOUT,
+    PerceptionNode,
+    main_for,
+)
 from trt_perception.ros.segmentation_node import SegmentationNode
 
 
@@ -58,7 +64,8 @@ class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         if not self.stop_processing():
             self.get_logger().error(
-                "cannot deactivate: a frame is still being processed; the node stays active, try again"
+                f"cannot deactivate: a frame is still being processed after {DEACTIVATE_TIMEOUT:g} s; the node stays "
+                "active (taking no new frames, model kept) until a later deactivate finds the frame finished"
             )
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info("deactivated: no inference, no outputs")
