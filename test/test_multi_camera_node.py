@@ -53,11 +53,13 @@ def env() -> dict[str, str]:
     return isolated_ros_environment()
 
 
-@pytest.fixture(scope="module", params=["dynamic_batch", "batch_1"])
+# fixed_batch_2: two cameras per inference, and a lone waiting camera's frame in a zero-filled batch
+@pytest.fixture(scope="module", params=["dynamic_batch", "batch_1", "fixed_batch_2"])
 def node(request: pytest.FixtureRequest, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     model_args = []
-    if request.param == "dynamic_batch":
-        model = batched_selfie_model(tmp_path_factory.mktemp("models") / "selfie_dynamic_batch.onnx")
+    if request.param != "batch_1":
+        batch = {"dynamic_batch": None, "fixed_batch_2": 2}[request.param]
+        model = batched_selfie_model(tmp_path_factory.mktemp("models") / f"selfie_{request.param}.onnx", batch)
         model_args = ["-p", f"model_path:={model}"]
     process = NodeProcess(
         "segmentation_node",
