@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from sensor_msgs.msg import Image
 
 from batch_models import batched_selfie_model
@@ -53,17 +53,19 @@ def env() -> dict[str, str]:
     return isolated_ros_environment()
 
 
-@pytest.fixture(scope="module", params=["dynamic_batch", "batch_1"])
+# fixed_batch_2: two cameras per inference, and a lone waiting camera's frame in a zero-filled batch
+@pytest.fixture(scope="module", params=["dynamic_batch", "batch_1", "fixed_batch_2"])
 def node(request: pytest.FixtureRequest, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     model_args = []
-    if request.param == "dynamic_batch":
-        model = batched_selfie_model(tmp_path_factory.mktemp("models") / "selfie_dynamic_batch.onnx")
+    if request.param != "batch_1":
+        batch = {"dynamic_batch": None, "fixed_batch_2": 2}[request.param]
+        model = batched_selfie_model(tmp_path_factory.mktemp("models") / f"selfie_{request.param}.onnx", batch)
         model_args = ["-p", f"model_path:={model}"]
     process = NodeProcess(
         "segmentation_node",
         [
             "-r", "__ns:=/mc_test", "-r", "front/image:=/mc_cameras/front", "-p", "cameras:=[front, rear, left]",
-            "-p", "diagnostics_period:=0.2", *model_args,
+            "-p", "diagnostics_period:=0.2", "-p", "stall_timeout:=1.0", *model_args,
         ],
         env,
     )
@@ -178,3 +180,26 @@ def per_camera_diagnostics(recorder: TopicRecorder) -> dict[str, dict[str, str]]
         values = {item.key: item.value for item in status.values}
         statuses[values.get("camera", "")] = values
     return statuses
+
+
+def test_a_camera_whose_publisher_sends_nothing_is_an_error_in_its_own_status(node: NodeProcess, client: RosClient) -> None:
+    front, rear, left = cameras()
+    publishers = [client.node.create_publisher(Image, camera.topic, qos(reliable=True)) for camera in (front, rear, left)]
+    diagnostics = client.record(DiagnosticArray, "/diagnostics", qos(reliable=False, depth=100))
+    for publisher in publishers:
+        client.wait_for_subscribers(publisher)
+    # front keeps sending at 10 Hz for more than stall_timeout (1 s); rear and left have publishers, send nothing
+    front.rate_hz = 10.0
+    publish_at_rate(publishers[0], front, 0, 2.5)
+    array = [array for array in diagnostics.messages if any(s.name.startswith(f"{NODE}:") for s in array.status)][-1]
+    statuses = {status.name.removeprefix(f"{NODE}: segmentation").strip(): status for status in array.status}
+    for camera in ("rear", "left"):
+        status = statuses[f"camera {camera}"]
+        assert status.level == DiagnosticStatus.ERROR, status
+        assert status.message.startswith("no frame for ") and "publishers exist" in status.message, status
+    assert statuses["camera front"].level != DiagnosticStatus.ERROR, statuses["camera front"]
+    assert "no frame" not in statuses["camera front"].message
+    whole = statuses[""]
+    assert whole.level == DiagnosticStatus.ERROR
+    assert "camera rear: no frame for " in whole.message and "camera left: no frame for " in whole.message
+    assert "camera front: no frame" not in whole.message

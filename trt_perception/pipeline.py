@@ -103,7 +103,11 @@ class Pipeline:
         self._detection_filter = value
 
     def run(self, pixels: npt.NDArray, channel_order: str) -> SegmentationResult | DetectionResult:
-        """Labels or detections for one image (HxWxC, channel order RGB/BGR/RGBA/BGRA/MONO)."""
+        """Labels or detections for one image (HxWxC, channel order RGB/BGR/RGBA/BGRA/MONO); a model
+        with a fixed batch size above 1 gets it in a zero-filled batch."""
+        capacity = self.batch_capacity
+        if capacity is not None and capacity > 1:
+            return self._run_one_batch([(pixels, channel_order)], capacity)[0]
         start = time.perf_counter()
         tensor, geometry = self.preprocessor(pixels, channel_order)
         preprocessed = time.perf_counter()
@@ -131,7 +135,7 @@ class Pipeline:
         its whole batch.
         """
         capacity = self.batch_capacity
-        if capacity == 1 or len(images) == 1:
+        if capacity == 1 or (capacity is None and len(images) == 1):
             return [self.run(pixels, channel_order) for pixels, channel_order in images]
         results: list[SegmentationResult | DetectionResult | None] = [None] * len(images)
         by_size: dict[tuple[int, int], list[int]] = {}

@@ -25,6 +25,7 @@ import numpy.typing as npt
 from trt_perception.backends import Backend
 from trt_perception.decoders import DetectionDecoder, DetectionFilter, filter_detections
 from trt_perception.decoders.segmentation import LabelsDecoder
+from trt_perception.errors import SpecError
 from trt_perception.geometry import ResizeGeometry
 from trt_perception.gpu._cupy import integrated_gpu, require_cupy
 from trt_perception.gpu.detection import filter_detections_gpu
@@ -69,6 +70,13 @@ class GpuPipeline:
     device = "gpu"
 
     def __init__(self, pipeline: Pipeline, mapped: bool | None = None) -> None:
+        capacity = pipeline.batch_capacity
+        if capacity is not None and capacity > 1:
+            raise SpecError(
+                f"{pipeline.spec.source or pipeline.spec.name}: the model input {pipeline.input_name!r} has a fixed "
+                f"batch size of {capacity}; GPU processing runs one image per inference and needs batch size 1 or a "
+                "dynamic one (use processing_device cpu, or export the model with batch 1)"
+            )
         self.cupy = require_cupy()
         self.pipeline = pipeline
         self.preprocessor = GpuPreprocessor(pipeline.spec.input)

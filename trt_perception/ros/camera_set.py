@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from trt_perception.ros.statistics import NodeStatistics
+from trt_perception.ros.statistics import HealthMonitor, NodeStatistics
 
 FrameT = TypeVar("FrameT")
 
@@ -82,12 +82,14 @@ class CameraStatistics:
 @dataclass
 class Camera:
     """One camera of a node: its name (empty for the single camera), position, result publishers
-    by output name, statistics and, while the node processes, its subscription and input topic."""
+    by output name, statistics, the judge of its input's health and, while the node processes, its
+    subscription and input topic."""
 
     name: str
     index: int
     outputs: dict[str, Any]
     stats: CameraStatistics
+    health: HealthMonitor
     subscription: Any = None
     input_topic: str = ""
     reliability: str = "best_effort"  # of the subscription (input_reliability, or what auto matched)

@@ -25,7 +25,13 @@ from rclpy.qos import QoSProfile
 
 from trt_perception.ros.detection_node import DetectionNode
 from trt_perception.ros.image_conversion import return_free_heap
-from trt_perception.ros.perception_node import STARTUP_ERRORS, WORKER_STOP_TIMEOUT, PerceptionNode, main_for
+from trt_perception.ros.perception_node import (
+    DEACTIVATE_TIMEOUT,
+    STARTUP_ERRORS,
+    WORKER_STOP_TIMEOUT,
+    PerceptionNode,
+    main_for,
+)
 from trt_perception.ros.segmentation_node import SegmentationNode
 
 
@@ -56,7 +62,12 @@ class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.stop_processing()
+        if not self.stop_processing():
+            self.get_logger().error(
+                f"cannot deactivate: a frame is still being processed after {DEACTIVATE_TIMEOUT:g} s; the node stays "
+                "active (taking no new frames, model kept) until a later deactivate finds the frame finished"
+            )
+            return TransitionCallbackReturn.FAILURE
         self.get_logger().info("deactivated: no inference, no outputs")
         return super().on_deactivate(state)
 
@@ -78,10 +89,8 @@ class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
         super().destroy_node()
 
     def _stop_and_release(self) -> None:
-        if not self.stop(WORKER_STOP_TIMEOUT):
+        if not self.stop(WORKER_STOP_TIMEOUT) or not self.stop_processing():
             return  # the worker is still inside a frame (a signal during a long one): the process exits without it
-        if hasattr(self, "_worker"):
-            self.stop_processing()
         if getattr(self, "_running", False):  # absent when the node's own __init__ failed
             self._release_model()
 

@@ -50,7 +50,7 @@ from trt_perception.ros.image_conversion import (
 )
 from trt_perception.ros.messages import diagnostic_status, label_info
 from trt_perception.ros.parameters import COMMON_PARAMETERS, ParameterDefinition, check_value
-from trt_perception.ros.statistics import Health, HealthLimits, HealthMonitor, NodeStatistics, StatisticsReport
+from trt_perception.ros.statistics import Health, HealthLimits, HealthMonitor, NodeStatistics
 from trt_perception.ros.stop_signals import StopRequested, install_stop_signals
 from trt_perception.ros.throttle import MessageThrottle, quote_limited
 from trt_perception.spec import ModelSpec, load_model_spec
@@ -76,6 +76,8 @@ RMWError = _rclpy.RMWError
 SPIN_TIMEOUT = 0.25
 # Seconds a stopping node waits for the frame in progress before abandoning it.
 WORKER_STOP_TIMEOUT = 2.0
+# Seconds ``stop_processing`` (lifecycle deactivate) waits for the frames in hand.
+DEACTIVATE_TIMEOUT = 10.0
 # Seconds between log lines about the same kind of failing callback.
 CALLBACK_ERROR_PERIOD = 5.0
 DIAGNOSTIC_LEVELS = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN, "ERROR": DiagnosticStatus.ERROR}
@@ -180,12 +182,10 @@ class CameraFrame:
     decode_ms: float
 
 
-def status_level(report: StatisticsReport, period: float) -> tuple[bytes, str]:
-    """Diagnostic level and message: WARN naming the last error while it is recent, else OK."""
-    recent_error = report.seconds_since_error is not None and report.seconds_since_error < max(5.0, 2 * period)
-    level = DiagnosticStatus.WARN if recent_error else DiagnosticStatus.OK
-    message = f"last error: {report.last_error}" if recent_error else "running"
-    return level, message
+def health_level(problems: Sequence[Health]) -> tuple[bytes, str]:
+    """Diagnostic level (the most severe problem's; OK without problems) and message (the problems, or "running")."""
+    level = max((DIAGNOSTIC_LEVELS[problem.level] for problem in problems), default=DiagnosticStatus.OK)
+    return level, "; ".join(problem.message for problem in problems) if problems else "running"
 
 
 def descriptor_of(definition: ParameterDefinition) -> ParameterDescriptor:
@@ -216,13 +216,13 @@ class PerceptionNode(Node):
 
     def __init__(self, node_name: str, default_model_spec: str) -> None:
         super().__init__(node_name)
+        self._cameras: list[Camera] = []
         self._definitions: dict[str, ParameterDefinition] = {}
         self._settings: Settings = {}
         self._running = False  # set once the pipeline and outputs exist: from then on changes are applied
         self._throttle = MessageThrottle(period=0.0)  # period set from warning_period when declared
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._declare(COMMON_PARAMETERS, {"model_spec": default_model_spec})
-        self._cameras: list[Camera] = []
         if not self.managed:
             self.configure_pipeline()
             self.start_processing()
@@ -254,15 +254,18 @@ class PerceptionNode(Node):
             raise GpuUnavailableError(f"processing_device {device!r}: {error}") from error
 
         self._stats = NodeStatistics()
-        self._health = HealthMonitor(HealthLimits(
+        limits = HealthLimits(
             min_rate_hz=self._settings["input_rate_min_hz"], max_rate_hz=self._settings["input_rate_max_hz"],
             stall_seconds=self._settings["stall_timeout"], max_lost_share=self._settings["max_lost_share"],
-        ))
+        )
         self._stopping = False
 
         output_qos = volatile_qos(self._settings["output_reliability"], self._settings["output_depth"])
         self._cameras = [
-            Camera(name, index, self._create_outputs(name, output_qos), CameraStatistics(self._stats, bool(camera_names)))
+            Camera(
+                name, index, self._create_outputs(name, output_qos), CameraStatistics(self._stats, bool(camera_names)),
+                HealthMonitor(limits),
+            )
             for index, name in enumerate(camera_names or [""])
         ]
         self._label_info = self.create_output_publisher(LabelInfo, "~/label_info", LABEL_INFO_QOS)
@@ -295,16 +298,24 @@ class PerceptionNode(Node):
             f"{self.pipeline.device} pre/post-processing) on {self._input_topic}"
         )
 
-    def stop_processing(self) -> None:
-        """Unsubscribe, stop the worker (it finishes the frames in hand) and the diagnostics."""
+    def stop_processing(self) -> bool:
+        """Unsubscribe, stop the worker (it finishes the frames in hand) and the diagnostics; whether the
+        worker ended. Undoes as much of ``start_processing`` as was done (also after it failed half-way);
+        a worker still inside a frame after the wait is kept, so the model must not be released."""
         for camera in self._cameras:
-            self.destroy_subscription(camera.subscription)
-            camera.subscription = None
-        self.stop(timeout=10.0)
-        del self._worker
-        self.destroy_timer(self._diagnostics_timer)
-        if self._qos_timer is not None:
-            self.destroy_timer(self._qos_timer)
+            if camera.subscription is not None:
+                self.destroy_subscription(camera.subscription)
+                camera.subscription = None
+        if not self.stop(timeout=DEACTIVATE_TIMEOUT):
+            return False
+        if hasattr(self, "_worker"):
+            del self._worker
+        for name in ("_diagnostics_timer", "_qos_timer"):
+            timer = getattr(self, name, None)
+            if timer is not None:
+                self.destroy_timer(timer)
+                setattr(self, name, None)
+        return True
 
     def release_pipeline(self) -> None:
         """Destroy the outputs and release the model (the backend's session or engine and its memory)."""
@@ -467,9 +478,16 @@ class PerceptionNode(Node):
             policy = QoSPolicyKind(event.last_policy_kind).name
         except ValueError:
             policy = str(event.last_policy_kind)
+        value = self._settings[parameter]
+        advice = (
+            f"This node uses {parameter}='auto' and re-subscribes to match the topic's publishers within "
+            f"{QOS_MATCH_PERIOD:g} s; no action needed unless this repeats"
+            if value == "auto"
+            else f"This node uses {parameter}={value!r}; fix: {QOS_FIXES[parameter]}"
+        )
         self.get_logger().warning(
             f"a peer of {self.resolve_topic_name(topic)} has QoS incompatible with this node's (policy {policy}); no messages flow "
-            f"between them. This node uses {parameter}={self._settings[parameter]!r}; fix: {QOS_FIXES[parameter]}"
+            f"between them. {advice}"
         )
 
     # ---- processing ------------------------------------------------------------------------
@@ -515,25 +533,35 @@ class PerceptionNode(Node):
             batch.append(CameraFrame(camera, header, image, (time.perf_counter() - start) * 1e3))
         if len(batch) > 1:
             try:
-                self._run_and_publish(batch, settings)
-                return
-            except ImageDecodeError:  # an image the model cannot take: find it, serve the other cameras
+                results = self._run_batch(batch)
+            except (ImageDecodeError, InferenceError):  # find the camera whose frame failed, serve the others
                 pass
+            else:
+                for item, result in zip(batch, results):
+                    self._publish_frame(item, result, settings)
+                return
         for item in batch:
             try:
-                self._run_and_publish([item], settings)
+                [result] = self._run_batch([item])
             except ImageDecodeError as error:
                 self._report_problem(f"skipped bad input image: {error}", bad_input=True, cameras=[item.camera])
+            except InferenceError as error:
+                self._report_problem(f"inference failed: {error}", bad_input=False, cameras=[item.camera])
+            else:
+                self._publish_frame(item, result, settings)
 
-    def _run_and_publish(self, batch: Sequence[CameraFrame], settings: Settings) -> None:
-        results = self.pipeline.run_batch([(item.image.pixels, item.image.channel_order) for item in batch])
-        for item, result in zip(batch, results):
-            published = time.perf_counter()
-            self.publish_results(item.camera.outputs, item.header, item.image, result, settings)
-            done = time.perf_counter()
-            item.camera.stats.frame_processed(
-                {"decode": item.decode_ms, **result.timings.milliseconds, "publish": (done - published) * 1e3}
-            )
+    def _run_batch(self, batch: Sequence[CameraFrame]) -> list[Any]:
+        """The pipeline's results for the frames, in order."""
+        return self.pipeline.run_batch([(item.image.pixels, item.image.channel_order) for item in batch])
+
+    def _publish_frame(self, item: CameraFrame, result: Any, settings: Settings) -> None:
+        """Publish one camera's results and count the frame with its per-stage times."""
+        published = time.perf_counter()
+        self.publish_results(item.camera.outputs, item.header, item.image, result, settings)
+        done = time.perf_counter()
+        item.camera.stats.frame_processed(
+            {"decode": item.decode_ms, **result.timings.milliseconds, "publish": (done - published) * 1e3}
+        )
 
     def _report_problem(self, message: str, bad_input: bool, cameras: Sequence[Camera]) -> None:
         """Count a problem with the cameras' frames in diagnostics and log it (``log_problem``)."""
@@ -556,42 +584,50 @@ class PerceptionNode(Node):
         self._label_info.publish(label_info(header, names, self.label_info_threshold()))
 
     def _publish_diagnostics(self) -> None:
-        report = self._stats.report()
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self._diagnostics.publish(DiagnosticArray(header=header, status=self.diagnostic_statuses()))
+
+    def diagnostic_statuses(self) -> list[DiagnosticStatus]:
+        """The node's status, then one per named camera (none for a single unnamed camera: the node's
+        status is its). Each camera's input is judged on its own (stall, rate, lost share, recent error);
+        the node's level is that of its worst camera."""
         period = self._settings["diagnostics_period"]
-        publishers = sum(self.count_publishers(camera.input_topic) for camera in self._cameras)
-        problems = self._health.assess(self._stats, self._stats.input_rate_hz(), publishers)
-        if report.seconds_since_error is not None and report.seconds_since_error < max(5.0, 2 * period):
-            problems.append(Health("WARN", f"last error: {report.last_error}"))
-        level = max((DIAGNOSTIC_LEVELS[problem.level] for problem in problems), default=DiagnosticStatus.OK)
-        message = "; ".join(problem.message for problem in problems) if problems else "running"
+        health = {camera.name: self._camera_health(camera, period) for camera in self._cameras}
+        problems = [
+            Health(problem.level, f"camera {name}: {problem.message}" if name else problem.message)
+            for name, camera_problems in health.items()
+            for problem in camera_problems
+        ]
+        level, message = health_level(problems)
         values = [
             ("model", self.spec.name),
             ("backend", self.pipeline.backend.name),
             ("processing_device", self.pipeline.device),
             ("input_topic", self._input_topic),
             ("input_reliability", ", ".join(camera.reliability for camera in self._cameras)),
-            *report.key_values,
+            *self._stats.report().key_values,
             ("log_lines_suppressed", str(self._throttle.suppressed_total)),
         ]
-        status = diagnostic_status(
-            f"{self.get_fully_qualified_name()}: {self.task}", self.spec.name, level, message, values
-        )
-        header = Header(stamp=self.get_clock().now().to_msg())
-        self._diagnostics.publish(DiagnosticArray(header=header, status=[status, *self._camera_statuses(period)]))
-
-    def _camera_statuses(self, period: float) -> list[DiagnosticStatus]:
-        """One status per named camera (none for a single unnamed camera: the node's status is its)."""
-        statuses = []
+        statuses = [diagnostic_status(f"{self.get_fully_qualified_name()}: {self.task}", self.spec.name, level, message, values)]
         for camera in self._cameras:
             if not camera.name:
                 continue
-            report = camera.stats.own.report()
-            level, message = status_level(report, period)
+            level, message = health_level(health[camera.name])
             statuses.append(diagnostic_status(
                 f"{self.get_fully_qualified_name()}: {self.task} camera {camera.name}", self.spec.name, level, message,
-                [("camera", camera.name), ("input_topic", camera.input_topic), *report.key_values],
+                [("camera", camera.name), ("input_topic", camera.input_topic), *camera.stats.own.report().key_values],
             ))
         return statuses
+
+    def _camera_health(self, camera: Camera, period: float) -> list[Health]:
+        """Problems of one camera's input: its ``HealthMonitor`` against its own publishers, and its last
+        error while that is recent."""
+        statistics = camera.stats.own
+        problems = camera.health.assess(statistics, statistics.input_rate_hz(), self.count_publishers(camera.input_topic))
+        report = statistics.report()
+        if report.seconds_since_error is not None and report.seconds_since_error < max(5.0, 2 * period):
+            problems.append(Health("WARN", f"last error: {report.last_error}"))
+        return problems
 
     # ---- shutdown ----------------------------------------------------------------------------
     def stop(self, timeout: float) -> bool:

@@ -1,0 +1,271 @@
+"""The node's frame handling, per-camera health, QoS advice and lifecycle stop/start, tested on the node's
+own methods in this process: stand-in pipelines and frames where the behaviour is the node's (which
+camera's frame failed, what is counted and published), real rclpy lifecycle nodes where it is rclpy's."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.qos import QoSPolicyKind
+from diagnostic_msgs.msg import DiagnosticStatus
+
+from trt_perception.errors import ImageDecodeError, InferenceError
+from trt_perception.image_decoding import DecodedImage
+from trt_perception.results import StageTimings
+from trt_perception.ros import perception_node
+from trt_perception.ros.camera_set import Camera, CameraSlots, CameraStatistics
+from trt_perception.ros.cdr import MessageHeader
+from trt_perception.ros.lifecycle_node import SegmentationLifecycleNode
+from trt_perception.ros.perception_node import PerceptionNode
+from trt_perception.ros.statistics import HealthLimits, HealthMonitor, NodeStatistics
+from trt_perception.ros.throttle import MessageThrottle
+
+# A pixel value that makes the stand-in pipeline fail the way a real one does on such a frame.
+NAN_OUTPUT = 7
+UNREADABLE = 9
+
+
+class StandInPipeline:
+    """Fails a whole ``run_batch`` when any of its images is marked, as a network with a NaN output or
+    an input it cannot take would; records the batch sizes it was given."""
+
+    batch_capacity = None
+    device = "cpu"
+    backend = SimpleNamespace(name="stand-in")
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def run_batch(self, images: Sequence[tuple[np.ndarray, str]]) -> list[Any]:
+        self.batches.append(len(images))
+        for pixels, _ in images:
+            if pixels[0, 0, 0] == NAN_OUTPUT:
+                raise InferenceError("output 'scores' has NaN values")
+            if pixels[0, 0, 0] == UNREADABLE:
+                raise ImageDecodeError("the model takes 3 channels")
+        return [SimpleNamespace(timings=StageTimings({"inference": 1.0}), value=int(pixels[0, 0, 0])) for pixels, _ in images]
+
+
+class StandInNode(PerceptionNode):
+    """Only what processing and diagnostics use; no ROS node behind it."""
+
+    task = "segmentation"
+
+    def __init__(self, camera_names: Sequence[str], limits: HealthLimits = HealthLimits()) -> None:  # noqa: B008
+        self.pipeline = StandInPipeline()
+        self.spec = SimpleNamespace(name="stand_in")
+        self._settings = {"lazy": False, "diagnostics_period": 1.0, "input_reliability": "auto"}
+        self._throttle = MessageThrottle(period=0.0)
+        self._stats = NodeStatistics()
+        self._cameras = [
+            Camera(name, index, {}, CameraStatistics(self._stats, len(camera_names) > 1), HealthMonitor(limits))
+            for index, name in enumerate(camera_names)
+        ]
+        for camera in self._cameras:
+            camera.input_topic = f"/{camera.name or 'camera'}/image"
+        self._input_topic = ", ".join(camera.input_topic for camera in self._cameras)
+        self.published: list[tuple[str, int]] = []
+        self.logged: list[str] = []
+        self.publisher_counts: dict[str, int] = {}
+
+    def publish_results(self, outputs: Any, header: MessageHeader, image: Any, result: Any, settings: Any) -> None:
+        self.published.append((header.frame_id, result.value))
+
+    def log_problem(self, message: str) -> None:
+        self.logged.append(message)
+
+    def count_publishers(self, topic: str) -> int:
+        return self.publisher_counts.get(topic, 0)
+
+    def get_fully_qualified_name(self) -> str:
+        return "/stand_in"
+
+
+def frame_of(camera: Camera, value: int) -> tuple[Camera, Any]:
+    pixels = np.full((4, 6, 3), value, np.uint8)
+    return camera, lambda: (MessageHeader(1, 0, camera.name), DecodedImage(pixels, "RGB"))
+
+
+def counts(camera: Camera) -> tuple[int, int, int]:
+    own = camera.stats.own
+    return own.processed, own.failed, own.bad_input
+
+
+@pytest.mark.parametrize("failing", [0, 1, 2])
+def test_a_frame_failing_inference_costs_only_its_own_camera(failing: int) -> None:
+    node = StandInNode(["front", "rear", "left"])
+    values = [10, 20, 30]
+    values[failing] = NAN_OUTPUT
+    node._process([frame_of(camera, value) for camera, value in zip(node._cameras, values)])
+    # the batch failed as a whole, then each camera's frame ran alone
+    assert node.pipeline.batches == [3, 1, 1, 1]
+    assert node.published == [(camera.name, value) for camera, value in zip(node._cameras, values) if value != NAN_OUTPUT]
+    for index, camera in enumerate(node._cameras):
+        assert counts(camera) == ((0, 1, 0) if index == failing else (1, 0, 0))
+    assert (node._stats.processed, node._stats.failed, node._stats.bad_input) == (2, 1, 0)
+    assert node.logged == ["inference failed: output 'scores' has NaN values"]
+
+
+def test_an_input_the_model_refuses_counts_as_bad_input_of_its_camera_only() -> None:
+    node = StandInNode(["front", "rear"])
+    node._process([frame_of(node._cameras[0], UNREADABLE), frame_of(node._cameras[1], 20)])
+    assert node.published == [("rear", 20)]
+    assert [counts(camera) for camera in node._cameras] == [(0, 0, 1), (1, 0, 0)]
+    assert node.logged == ["skipped bad input image: the model takes 3 channels"]
+
+
+def test_a_whole_batch_that_runs_is_published_once_per_camera() -> None:
+    node = StandInNode(["front", "rear"])
+    node._process([frame_of(node._cameras[0], 10), frame_of(node._cameras[1], 20)])
+    assert node.pipeline.batches == [2]
+    assert node.published == [("front", 10), ("rear", 20)]
+    assert [counts(camera) for camera in node._cameras] == [(1, 0, 0), (1, 0, 0)]
+
+
+def status_by_name(statuses: Sequence[DiagnosticStatus]) -> dict[str, DiagnosticStatus]:
+    return {status.name: status for status in statuses}
+
+
+def test_a_stalled_camera_is_flagged_in_its_own_status_and_the_node_takes_the_worst_level() -> None:
+    node = StandInNode(["front", "rear"], HealthLimits(stall_seconds=0.2))
+    node.publisher_counts = {"/front/image": 1, "/rear/image": 1}
+    time.sleep(0.3)
+    node._cameras[0].stats.frame_received()  # front delivers, rear's publisher sends nothing
+    statuses = status_by_name(node.diagnostic_statuses())
+    front, rear = statuses["/stand_in: segmentation camera front"], statuses["/stand_in: segmentation camera rear"]
+    assert (front.level, front.message) == (DiagnosticStatus.OK, "running")
+    assert rear.level == DiagnosticStatus.ERROR
+    assert rear.message.startswith("no frame for ") and rear.message.endswith(" s while 1 publishers exist")
+    whole = statuses["/stand_in: segmentation"]
+    assert whole.level == DiagnosticStatus.ERROR
+    assert whole.message == f"camera rear: {rear.message}"
+
+
+def test_a_camera_without_publishers_is_not_stalled_and_a_recent_error_warns_its_camera_only() -> None:
+    node = StandInNode(["front", "rear"], HealthLimits(stall_seconds=0.2))
+    node.publisher_counts = {"/front/image": 1}
+    time.sleep(0.3)
+    for _ in range(3):
+        node._cameras[0].stats.frame_received()
+    node._cameras[0].stats.frame_failed("inference failed: NaN", bad_input=False)  # 1 of 3: under max_lost_share
+    statuses = status_by_name(node.diagnostic_statuses())
+    front, rear = statuses["/stand_in: segmentation camera front"], statuses["/stand_in: segmentation camera rear"]
+    assert (front.level, front.message) == (DiagnosticStatus.WARN, "last error: inference failed: NaN")
+    assert (rear.level, rear.message) == (DiagnosticStatus.OK, "running")
+    whole = statuses["/stand_in: segmentation"]
+    assert (whole.level, whole.message) == (DiagnosticStatus.WARN, "camera front: last error: inference failed: NaN")
+
+
+def test_the_expected_input_rate_applies_to_each_camera_not_to_their_sum() -> None:
+    node = StandInNode(["front", "rear"], HealthLimits(min_rate_hz=10.0, max_rate_hz=80.0))
+    node.publisher_counts = {"/front/image": 1, "/rear/image": 1}
+    for _ in range(10):  # both cameras at about 50 Hz: together about 100 Hz
+        for camera in node._cameras:
+            camera.stats.frame_received()
+        time.sleep(0.02)
+    statuses = node.diagnostic_statuses()
+    assert [(status.level, status.message) for status in statuses] == [(DiagnosticStatus.OK, "running")] * 3
+
+
+def test_a_single_unnamed_camera_has_only_the_node_status() -> None:
+    node = StandInNode([""], HealthLimits(stall_seconds=0.2))
+    node.publisher_counts = {"/camera/image": 2}
+    time.sleep(0.3)
+    [status] = node.diagnostic_statuses()
+    assert status.name == "/stand_in: segmentation"
+    assert status.level == DiagnosticStatus.ERROR
+    assert status.message.startswith("no frame for ") and status.message.endswith(" s while 2 publishers exist")
+
+
+class RecordingLogger:
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def warning(self, text: str) -> None:
+        self.warnings.append(text)
+
+
+@pytest.mark.parametrize("reliability", ["auto", "reliable"])
+def test_incompatible_qos_advice_fits_the_input_reliability(monkeypatch: pytest.MonkeyPatch, reliability: str) -> None:
+    node = StandInNode(["front"])
+    node._settings = {**node._settings, "input_reliability": reliability}
+    logger = RecordingLogger()
+    monkeypatch.setattr(node, "get_logger", lambda: logger)
+    monkeypatch.setattr(node, "resolve_topic_name", lambda topic: f"/{topic}")
+    node._warn_incompatible_qos("front/image", SimpleNamespace(last_policy_kind=QoSPolicyKind.RELIABILITY.value), "input_reliability")
+    [text] = logger.warnings
+    assert text.startswith("a peer of /front/image has QoS incompatible with this node's (policy RELIABILITY)")
+    if reliability == "auto":
+        assert "set input_reliability:=auto" not in text
+        assert text.endswith("This node uses input_reliability='auto' and re-subscribes to match the topic's "
+                             "publishers within 1 s; no action needed unless this repeats")
+    else:
+        assert text.endswith("This node uses input_reliability='reliable'; fix: set input_reliability:=auto "
+                             "(matches the camera) or best_effort, or make the camera reliable")
+
+
+@pytest.fixture
+def ros() -> Iterator[None]:
+    rclpy.init(args=["--ros-args", "-p", "cameras:=[front, rear]"])
+    try:
+        yield
+    finally:
+        rclpy.shutdown()
+
+
+def image_subscriptions(node: PerceptionNode) -> list[str]:
+    return sorted(subscription.topic_name for subscription in node.subscriptions if subscription.topic_name.endswith("/image"))
+
+
+def test_deactivate_fails_while_a_frame_is_running_and_keeps_the_worker(ros: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(perception_node, "DEACTIVATE_TIMEOUT", 0.2)
+    node = SegmentationLifecycleNode()
+    try:
+        # active, with the worker inside a long frame
+        frame_done = threading.Event()
+        node._slot = CameraSlots(2)
+        node._stopping = False
+        node._worker = threading.Thread(target=frame_done.wait, daemon=True)
+        node._worker.start()
+        node._diagnostics_timer = node.create_timer(60.0, lambda: None)
+        node._qos_timer = None
+        worker = node._worker
+        assert node.on_deactivate(None) == TransitionCallbackReturn.FAILURE
+        assert node._worker is worker and worker.is_alive()  # kept: the model must not be released under it
+        assert len(list(node.timers)) == 1
+        frame_done.set()
+        worker.join(5.0)
+        assert node.on_deactivate(None) == TransitionCallbackReturn.SUCCESS
+        assert not hasattr(node, "_worker")
+        assert list(node.timers) == []
+    finally:
+        node.destroy_node()
+
+
+def test_a_failed_activate_leaves_no_subscription_or_timer(ros: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    node = SegmentationLifecycleNode()
+    try:
+        subscribe = node._subscribe
+
+        def subscribe_front_only(camera: Camera) -> Any:
+            if camera.name == "rear":
+                raise RuntimeError("cannot subscribe")
+            return subscribe(camera)
+
+        monkeypatch.setattr(node, "_subscribe", subscribe_front_only)
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        # the exception makes the transition an error: on_error undoes what activation did
+        assert node.trigger_activate() == TransitionCallbackReturn.ERROR
+        assert image_subscriptions(node) == []
+        assert list(node.timers) == []
+        assert not hasattr(node, "pipeline")
+    finally:
+        node.destroy_node()
