@@ -105,7 +105,7 @@ def ground_truth_from_options(options: BagEvalOptions, task: str) -> OrderedTrut
     if options.gt_masks is not None:
         if task != "segmentation":
             raise bag_io.BagError("--gt-masks needs a segmentation model; use --gt-coco or --gt-topic for detection")
-        return MaskFolder(options.gt_masks)
+        return MaskFolder(options.gt_masks, options.max_pixels)
     if options.gt_coco is not None:
         if task != "detection":
             raise bag_io.BagError("--gt-coco needs a detection model; use --gt-masks or --gt-topic for segmentation")

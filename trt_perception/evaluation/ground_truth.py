@@ -9,6 +9,7 @@ matched by header stamp (see ``StampMatcher``).
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from trt_perception.errors import TrtPerceptionError
+from trt_perception.errors import ImageDecodeError, TrtPerceptionError
+from trt_perception.image_decoding import DEFAULT_MAX_PIXELS, check_pixel_count, compressed_frame_size, sniff_codec
 from trt_perception.image_files import folder_images
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp")
@@ -69,8 +71,57 @@ def image_files(paths: list[Path]) -> list[Path]:
     return list(paths)
 
 
-def read_mask(path: Path) -> MaskTruth:
-    """A single-channel 8- or 16-bit label image (values are class indices, not colours)."""
+# Netpbm header: magic P1..P6, then width and height, with '#' comments to the end of a line anywhere.
+_PNM_HEADER = re.compile(rb"P[1-6](?:\s|#[^\n]*\n)+(\d+)(?:\s|#[^\n]*\n)+(\d+)")
+
+
+def _bmp_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a BMP's info header (OS/2 16-bit sizes or Windows 32-bit, height negative
+    for top-down rows), None when too short."""
+    if len(data) < 26:
+        return None
+    if int.from_bytes(data[14:18], "little") == 12:
+        return int.from_bytes(data[18:20], "little"), int.from_bytes(data[20:22], "little")
+    width = int.from_bytes(data[18:22], "little", signed=True)
+    return abs(width), abs(int.from_bytes(data[22:26], "little", signed=True))
+
+
+def image_file_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) read from the header of png, jpeg, bmp or pgm/ppm/pbm data, chosen by the data's
+    signature (as OpenCV's imread chooses its decoder), not by the file name; None for other formats."""
+    codec = sniff_codec(data)
+    if codec is not None:
+        return compressed_frame_size(data, codec)
+    if data.startswith(b"BM"):
+        return _bmp_size(data)
+    match = _PNM_HEADER.match(data, 0, 4096)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def check_image_file(path: Path, max_pixels: int) -> None:
+    """Refuse an image file before decoding it when its header claims more than ``max_pixels`` pixels,
+    or when its size cannot be read from its header (formats other than png, jpeg, bmp, pgm/ppm);
+    ``max_pixels`` 0: no limit."""
+    if not max_pixels:
+        return
+    try:
+        size = image_file_size(path.read_bytes())
+        if size is None:
+            raise GroundTruthError(
+                f"{path}: the size of this image format cannot be read before decoding it, so max_pixels "
+                f"{max_pixels} cannot be checked; convert it to png, or set max_pixels to 0 for no limit"
+            )
+        check_pixel_count(size[0], size[1], max_pixels, str(path))
+    except ImageDecodeError as error:
+        raise GroundTruthError(f"{path}: {error}") from None
+    except OSError as error:
+        raise GroundTruthError(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def read_mask(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> MaskTruth:
+    """A single-channel 8- or 16-bit label image (values are class indices, not colours), refused
+    before decoding when larger than ``max_pixels`` (see ``check_image_file``)."""
+    check_image_file(path, max_pixels)
     labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if labels is None:
         raise GroundTruthError(f"cannot read mask {path}")
@@ -85,10 +136,11 @@ def read_mask(path: Path) -> MaskTruth:
 class MaskFolder:
     """Mask files of a folder, the k-th (sorted by name) for frame k."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         if not folder.is_dir():
             raise GroundTruthError(f"ground-truth mask folder {folder} does not exist")
         self.files = image_files([folder])
+        self.max_pixels = max_pixels  # larger masks are refused before decoding
         self.description = f"{len(self.files)} mask files in {folder}, matched to frames by order"
 
     def __len__(self) -> int:
@@ -96,7 +148,7 @@ class MaskFolder:
 
     def for_frame(self, index: int) -> MaskTruth | None:
         """The mask of frame ``index``, None past the last file."""
-        return read_mask(self.files[index]) if index < len(self.files) else None
+        return read_mask(self.files[index], self.max_pixels) if index < len(self.files) else None
 
 
 @dataclass(frozen=True)
