@@ -7,6 +7,7 @@ every message of the good bags, byte for byte and in the same order. One Ray clu
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,6 +28,7 @@ from trt_perception.evaluation.fleet import (
     check_local_resources,
     expand_bag_arguments,
     load_bag_result,
+    spec_key,
 )
 from trt_perception.evaluation.make_bag import make_bag
 
@@ -141,6 +143,36 @@ def test_segmentation_fleet_equals_one_process_and_reports_the_broken_bag(
     code, forced = evaluate(["--bag", str(fleet), *common, "--out", str(tmp_path / "out"), "--no-progress", "--force"])
     assert code == 1 and [row["status"] for row in forced["bags"]] == ["ok", "ok", "failed"]
     assert forced["segmentation"] == merged["segmentation"]
+    # a new model file (same name, same spec) makes the stored results stale: the bags run again
+    model = colour_spec.parent / "colour.onnx"
+    stamp = model.stat().st_mtime_ns
+    try:
+        os.utime(model, ns=(stamp, stamp + 10**9))
+        code, remodelled = evaluate(["--bag", str(fleet), *common, "--out", str(tmp_path / "out"), "--no-progress"])
+    finally:
+        os.utime(model, ns=(stamp, stamp))
+    assert code == 1 and [row["status"] for row in remodelled["bags"]] == ["ok", "ok", "failed"]
+
+
+def test_stored_results_depend_on_the_model_and_decoder_files(tmp_path: Path) -> None:
+    """``spec_key`` changes with the model file and the anchors file; a bundled spec given by name counts
+    by its files too."""
+    np.save(tmp_path / "anchors.npy", np.full((4, 4), 0.5, np.float32))
+    (tmp_path / "model.onnx").write_bytes(b"not read here")
+    spec = tmp_path / "ssd.yaml"
+    spec.write_text("task: detection\nmodel: model.onnx\nlabels: [a]\ninput: {size: [8, 8]}\n"
+                    "decoder: {type: ssd, boxes: b, scores: s, anchors: {type: file, path: anchors.npy}}\n")
+    first = spec_key(spec)
+    assert [Path(name).name for name, _, _ in first["files"]] == ["model.onnx", "anchors.npy"]
+    np.save(tmp_path / "anchors.npy", np.full((4, 4), 0.25, np.float32))
+    os.utime(tmp_path / "anchors.npy", ns=(0, 10**9))  # the same size: the modification time tells
+    second = spec_key(spec)
+    assert second != first
+    os.utime(tmp_path / "model.onnx", ns=(0, 10**9))
+    assert spec_key(spec) != second
+    bundled = spec_key("selfie_segmentation")
+    assert [Path(name).name for name, _, _ in bundled["files"]] == ["selfie_segmentation.onnx"]
+    assert spec_key(tmp_path / "absent.yaml") == {"error": f"model spec file not found: {tmp_path / 'absent.yaml'}"}
 
 
 def test_a_long_bag_in_time_slices_equals_one_process(tmp_path: Path, colour_spec: Path) -> None:
