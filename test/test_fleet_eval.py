@@ -193,6 +193,42 @@ def test_a_long_bag_in_time_slices_equals_one_process(tmp_path: Path, colour_spe
     assert sliced["latency_ms"]["total"]["count"] == 9
 
 
+def test_time_slices_equal_one_process_when_ground_truth_is_logged_after_its_image(
+    tmp_path: Path, colour_spec: Path
+) -> None:
+    """A live labeller logs each mask 60 ms after its image (header stamps equal): masks of the images at
+    the end of a slice are logged in the next slice, and still count with their images."""
+    scene_bag(tmp_path, tmp_path / "orig", range(0, 9), "mcap", "rgb8", 5)
+    delay = 60_000_000
+    reader = bag_io.open_reader(tmp_path / "orig")
+    try:
+        messages = list(bag_io.iter_messages(reader, ["/cam", "/gt"]))
+    finally:
+        reader.close()
+    # and one mask whose image never came (its stamp 1 ns off frame 2's), logged just inside the second slice
+    frame2_truth = [m for m in messages if m.topic == "/gt"][2]
+    orphan = bytearray(frame2_truth.data)
+    orphan[8:12] = (int.from_bytes(orphan[8:12], "little") + 1).to_bytes(4, "little")  # header.stamp.nanosec
+    with bag_io.BagWriter(tmp_path / "late", "mcap") as writer:
+        for message in sorted(messages, key=lambda m: m.log_time + (delay if m.topic == "/gt" else 0)):
+            writer.write_raw(message.topic, message.msgtype, message.log_time + (delay if message.topic == "/gt" else 0),
+                             message.data)
+        writer.write_raw("/gt", frame2_truth.msgtype, frame2_truth.log_time + delay + 1, bytes(orphan))
+    common = ["--bag", str(tmp_path / "late"), "--model-spec", str(colour_spec), "--image-topic", "/cam",
+              "--gt-topic", "/gt", "--no-progress"]
+
+    code, sliced = evaluate([*common, "--out", str(tmp_path / "sliced"), "--slice-seconds", "0.25"])
+    single_code, single = evaluate([*common, "--out", str(tmp_path / "single")])
+
+    assert (code, single_code) == (0, 0)
+    assert single["frames"]["evaluated"] == 9 and single["frames"]["without_ground_truth"] == 0
+    assert single["frames"]["ground_truth_without_frame"] == 1
+    assert sliced["frames"] == single["frames"]
+    assert sliced["segmentation"] == single["segmentation"]
+    ((row,),) = [sliced["bags"]]
+    assert len(sorted((tmp_path / "sliced" / row["output"]).glob("slice-*/bag"))) == 4
+
+
 def detection_images(folder: Path) -> tuple[dict[str, Path], Path]:
     """Six frames from the fixture images (three at half size) and COCO ground truth drawn by hand."""
     folder.mkdir()

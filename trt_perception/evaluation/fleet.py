@@ -38,6 +38,9 @@ from trt_perception.spec import ModelSpec, load_model_spec
 BAG_SUFFIXES = (".mcap", ".db3")
 RESULT_FILE = "result.pkl"
 RESULT_VERSION = 1
+# A time slice reads ground truth this far beyond its window: truth logged up to this long before or
+# after its image (a live labeller's delay) counts with its image exactly as in one run over the bag.
+TRUTH_MARGIN_S = 5.0
 OBJECT_STORE_BYTES = 128 * 1024**2  # results are small (counts, boxes, per-frame latencies)
 PROGRESS_PERIOD_S = 2.0
 
@@ -245,7 +248,7 @@ def settings_key(options: BagEvalOptions) -> dict[str, Any]:
         **spec_key(options.model_spec),
         **{field: str(getattr(options, field)) for field in (
             "image_topic", "gt_topic", "ignore_index", "labels_topic", "detections_topic", "storage",
-            "worst_frames", "device", "eval_score_threshold", "time_range", "max_pixels")},
+            "worst_frames", "device", "eval_score_threshold", "time_range", "truth_margin_ns", "max_pixels")},
     }
 
 
@@ -345,7 +348,8 @@ def plan_units(bag: Path, options: FleetOptions) -> list[WorkUnit]:
                                 progress=False, threads=options.cpus_per_task)
     windows = time_slices(bag, options.slice_seconds) if options.slice_seconds else []
     units = [whole] if len(windows) < 2 else [
-        dataclasses.replace(whole, out=whole.out / f"slice-{k:04d}", time_range=window)
+        dataclasses.replace(whole, out=whole.out / f"slice-{k:04d}", time_range=window,
+                            truth_margin_ns=round(TRUTH_MARGIN_S * 1e9))
         for k, window in enumerate(windows)
     ]
     return [WorkUnit(label, unit, settings_key(unit) if bag.exists() else None) for unit in units]

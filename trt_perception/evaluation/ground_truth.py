@@ -219,46 +219,59 @@ class StampMatcher(Generic[Pending]):
     """Pairs frames with ground-truth messages of equal header stamp, in whatever order they come.
 
     Each side waits in a bounded queue for its partner; when a queue is full its oldest entry is
-    given up and counted as unmatched, so memory stays bounded on any bag.
+    given up and counted as unmatched, so memory stays bounded on any bag. A truth offered with
+    ``count_unmatched`` False is not counted when it finds no frame (another time slice counts it).
     """
 
     def __init__(self, max_pending: int = 64) -> None:
         self.max_pending = max_pending
         self._frames: OrderedDict[int, Pending] = OrderedDict()
         self._truths: OrderedDict[int, Truth] = OrderedDict()
+        self._uncounted_truths: set[int] = set()  # stamps of waiting truths not to count if unmatched
         self.frames_without_truth = 0
         self.truths_without_frame = 0
 
     def add_frame(self, stamp: int, frame: Pending) -> tuple[Pending, Truth] | None:
         """Offer a frame; returns it with its ground truth if that came already."""
         truth, given_up = self._offer(stamp, frame, self._frames, self._truths)
-        self.frames_without_truth += given_up
+        self.frames_without_truth += len(given_up)
         return None if truth is None else (frame, truth)
 
-    def add_truth(self, stamp: int, truth: Truth) -> tuple[Pending, Truth] | None:
+    def add_truth(self, stamp: int, truth: Truth, count_unmatched: bool = True) -> tuple[Pending, Truth] | None:
         """Offer a ground truth; returns it with its frame if that came already."""
         frame, given_up = self._offer(stamp, truth, self._truths, self._frames)
-        self.truths_without_frame += given_up
+        self._count_truths(given_up)
+        if frame is None and not count_unmatched:
+            self._uncounted_truths.add(stamp)
         return None if frame is None else (frame, truth)
+
+    def _count_truths(self, given_up: list[int]) -> None:
+        for stamp in given_up:
+            if stamp in self._uncounted_truths:
+                self._uncounted_truths.discard(stamp)
+            else:
+                self.truths_without_frame += 1
 
     def _offer(
         self, stamp: int, item: Any, waiting: OrderedDict[int, Any], partners: OrderedDict[int, Any]
-    ) -> tuple[Any, int]:
-        """The partner waiting under ``stamp`` (taken out), or queue ``item``; and how many entries were given up."""
+    ) -> tuple[Any, list[int]]:
+        """The partner waiting under ``stamp`` (taken out), or queue ``item``; and the stamps of the entries
+        given up."""
         if stamp in partners:
-            return partners.pop(stamp), 0
-        given_up = 0
+            if partners is self._truths:
+                self._uncounted_truths.discard(stamp)
+            return partners.pop(stamp), []
+        given_up = []
         if waiting.pop(stamp, None) is not None:  # one stamp twice: the earlier one cannot be told apart
-            given_up += 1
+            given_up.append(stamp)
         waiting[stamp] = item
         if len(waiting) > self.max_pending:
-            waiting.popitem(last=False)
-            given_up += 1
+            given_up.append(waiting.popitem(last=False)[0])
         return None, given_up
 
     def finish(self) -> None:
         """Count whatever is still waiting as unmatched."""
         self.frames_without_truth += len(self._frames)
-        self.truths_without_frame += len(self._truths)
+        self._count_truths(list(self._truths))
         self._frames.clear()
         self._truths.clear()
