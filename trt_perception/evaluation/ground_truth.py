@@ -9,7 +9,6 @@ matched by header stamp (see ``StampMatcher``).
 from __future__ import annotations
 
 import json
-import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from trt_perception.errors import ImageDecodeError, TrtPerceptionError
-from trt_perception.image_decoding import DEFAULT_MAX_PIXELS, check_pixel_count, compressed_frame_size, sniff_codec
+from trt_perception.evaluation.image_headers import image_file_size
+from trt_perception.image_decoding import DEFAULT_MAX_PIXELS, check_pixel_count
 from trt_perception.image_files import folder_images
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp")
@@ -71,36 +71,9 @@ def image_files(paths: list[Path]) -> list[Path]:
     return list(paths)
 
 
-# Netpbm header: magic P1..P6, then width and height, with '#' comments to the end of a line anywhere.
-_PNM_HEADER = re.compile(rb"P[1-6](?:\s|#[^\n]*\n)+(\d+)(?:\s|#[^\n]*\n)+(\d+)")
-
-
-def _bmp_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a BMP's info header (OS/2 16-bit sizes or Windows 32-bit, height negative
-    for top-down rows), None when too short."""
-    if len(data) < 26:
-        return None
-    if int.from_bytes(data[14:18], "little") == 12:
-        return int.from_bytes(data[18:20], "little"), int.from_bytes(data[20:22], "little")
-    width = int.from_bytes(data[18:22], "little", signed=True)
-    return abs(width), abs(int.from_bytes(data[22:26], "little", signed=True))
-
-
-def image_file_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) read from the header of png, jpeg, bmp or pgm/ppm/pbm data, chosen by the data's
-    signature (as OpenCV's imread chooses its decoder), not by the file name; None for other formats."""
-    codec = sniff_codec(data)
-    if codec is not None:
-        return compressed_frame_size(data, codec)
-    if data.startswith(b"BM"):
-        return _bmp_size(data)
-    match = _PNM_HEADER.match(data, 0, 4096)
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
 def check_image_file(path: Path, max_pixels: int) -> None:
     """Refuse an image file before decoding it when its header claims more than ``max_pixels`` pixels,
-    or when its size cannot be read from its header (formats other than png, jpeg, bmp, pgm/ppm);
+    or when its size cannot be read from its header (see ``image_file_size``);
     ``max_pixels`` 0: no limit."""
     if not max_pixels:
         return
