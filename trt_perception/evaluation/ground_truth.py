@@ -79,16 +79,19 @@ def check_image_file(path: Path, max_pixels: int) -> None:
         return
     try:
         size = image_file_size(path.read_bytes())
-        if size is None:
-            raise GroundTruthError(
-                f"{path}: the size of this image format cannot be read before decoding it, so max_pixels "
-                f"{max_pixels} cannot be checked; convert it to png, or set max_pixels to 0 for no limit"
-            )
-        check_pixel_count(size[0], size[1], max_pixels, str(path))
     except ImageDecodeError as error:
         raise GroundTruthError(f"{path}: {error}") from None
     except OSError as error:
         raise GroundTruthError(f"cannot read {path}: {error.strerror or error}") from None
+    if size is None:
+        raise GroundTruthError(
+            f"{path}: the size of this image format cannot be read before decoding it, so max_pixels "
+            f"{max_pixels} cannot be checked; convert it to png, or set max_pixels to 0 for no limit"
+        )
+    try:
+        check_pixel_count(size[0], size[1], max_pixels, str(path))
+    except ImageDecodeError as error:
+        raise GroundTruthError(str(error)) from None
 
 
 def read_mask(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> MaskTruth:
