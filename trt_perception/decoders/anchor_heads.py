@@ -94,7 +94,7 @@ class AnchorBoxDecoder(DetectionDecoder):
     activation: str
     background_column: int | None
     class_selection: str
-    _anchors: SizeCache[npt.NDArray[np.float32]] = field(default_factory=SizeCache, repr=False)
+    _anchors: SizeCache[npt.NDArray[np.float32]] = field(default_factory=SizeCache, repr=False, compare=False)
     device_exact: ClassVar[bool] = False
 
     @classmethod

@@ -148,7 +148,7 @@ class GridHeadDecoder(DetectionDecoder):
     activation: str
     class_selection: str
     extra_columns: int
-    _cells: SizeCache[GridCells] = field(default_factory=SizeCache, repr=False)
+    _cells: SizeCache[GridCells] = field(default_factory=SizeCache, repr=False, compare=False)
     device_exact: ClassVar[bool] = False
     fixed_columns: ClassVar[int] = 5  # box values (+ objectness) before the class scores
 
