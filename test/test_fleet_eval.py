@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import ray
 
-from test_bag_eval import colour_spec, quokka_box, scene_classes, scene_image, scene_truth  # noqa: F401 (fixture)
+from test_bag_eval import HEIGHT, WIDTH, colour_spec, quokka_box, scene_classes, scene_image, scene_truth  # noqa: F401 (fixture)
 from trt_perception.cli import main as cli
 from trt_perception.evaluation import bag_io
 from trt_perception.evaluation.bag_eval import BagEvalOptions
@@ -209,20 +209,29 @@ def test_time_slices_equal_one_process_when_ground_truth_is_logged_after_its_ima
     frame2_truth = [m for m in messages if m.topic == "/gt"][2]
     orphan = bytearray(frame2_truth.data)
     orphan[8:12] = (int.from_bytes(orphan[8:12], "little") + 1).to_bytes(4, "little")  # header.stamp.nanosec
+    frame7 = [m for m in messages if m.topic == "/cam"][7]
     with bag_io.BagWriter(tmp_path / "late", "mcap") as writer:
         for message in sorted(messages, key=lambda m: m.log_time + (delay if m.topic == "/gt" else 0)):
+            if message is frame7:
+                continue  # replaced below
             writer.write_raw(message.topic, message.msgtype, message.log_time + (delay if message.topic == "/gt" else 0),
                              message.data)
         writer.write_raw("/gt", frame2_truth.msgtype, frame2_truth.log_time + delay + 1, bytes(orphan))
+        # frame 7 (the last of the third slice; its mask is logged in the fourth) at twice the size:
+        # skipped under --max-pixels, so its mask counts once as ground truth without a frame
+        big = np.zeros((2 * HEIGHT, 2 * WIDTH, 3), np.uint8)
+        header = bag_io.header_message(writer.store, frame7.log_time, "camera")
+        writer.write("/cam", bag_io.IMAGE_TYPE, frame7.log_time, bag_io.image_message(writer.store, header, big, "rgb8"))
     common = ["--bag", str(tmp_path / "late"), "--model-spec", str(colour_spec), "--image-topic", "/cam",
-              "--gt-topic", "/gt", "--no-progress"]
+              "--gt-topic", "/gt", "--no-progress", "--max-pixels", str(HEIGHT * WIDTH)]
 
     code, sliced = evaluate([*common, "--out", str(tmp_path / "sliced"), "--slice-seconds", "0.25"])
     single_code, single = evaluate([*common, "--out", str(tmp_path / "single")])
 
     assert (code, single_code) == (0, 0)
-    assert single["frames"]["evaluated"] == 9 and single["frames"]["without_ground_truth"] == 0
-    assert single["frames"]["ground_truth_without_frame"] == 1
+    assert single["frames"]["evaluated"] == 8 and single["frames"]["without_ground_truth"] == 0
+    assert single["frames"]["ground_truth_without_frame"] == 2  # the orphan and the big frame's mask
+    assert sum(single["frames"]["skipped"].values()) == 1
     assert sliced["frames"] == single["frames"]
     assert sliced["segmentation"] == single["segmentation"]
     ((row,),) = [sliced["bags"]]

@@ -264,6 +264,8 @@ def _replay(
             run_ms = (time.perf_counter() - start) * 1e3
         except (ImageDecodeError, InferenceError) as error:
             evaluator.skip(index, f"{type(error).__name__}: {error}")
+            if margin:  # its ground truth, wherever logged, counts as unmatched in this slice
+                evaluator.matcher.frame_skipped(bag_io.stamp_ns(msg.header))
             continue
         milliseconds = {"decode": decode_ms, **result.timings.milliseconds, "total": decode_ms + run_ms}
         frame = FramePrediction(

@@ -204,6 +204,7 @@ class StampMatcher(Generic[Pending]):
         self._frames: OrderedDict[int, Pending] = OrderedDict()
         self._truths: OrderedDict[int, Truth] = OrderedDict()
         self._uncounted_truths: set[int] = set()  # stamps of waiting truths not to count if unmatched
+        self._skipped_frames: set[int] = set()  # stamps of this slice's frames that could not be run
         self.frames_without_truth = 0
         self.truths_without_frame = 0
 
@@ -217,9 +218,15 @@ class StampMatcher(Generic[Pending]):
         """Offer a ground truth; returns it with its frame if that came already."""
         frame, given_up = self._offer(stamp, truth, self._truths, self._frames)
         self._count_truths(given_up)
-        if frame is None and not count_unmatched:
+        if frame is None and not count_unmatched and stamp not in self._skipped_frames:
             self._uncounted_truths.add(stamp)
         return None if frame is None else (frame, truth)
+
+    def frame_skipped(self, stamp: int) -> None:
+        """A frame of this slice that could not be run: a truth with its stamp counts as unmatched here
+        even when offered with ``count_unmatched`` False (this slice holds its image)."""
+        self._skipped_frames.add(stamp)
+        self._uncounted_truths.discard(stamp)
 
     def _count_truths(self, given_up: list[int]) -> None:
         for stamp in given_up:
