@@ -182,3 +182,63 @@ def test_stamp_matcher_pairs_in_any_order_and_counts_leftovers() -> None:
     assert matcher.add_truth(5, "t5") == ("f5", "t5")  # type: ignore[arg-type]
     matcher.finish()
     assert (matcher.frames_without_truth, matcher.truths_without_frame) == (2, 1)
+
+
+def imread_refusing(name: str) -> object:
+    """cv2.imread that fails the test when asked for a file whose path holds ``name``."""
+    real = cv2.imread
+
+    def imread(path: str, *args: object) -> object:
+        assert name not in path, f"{path} was decoded"
+        return real(path, *args)
+
+    return imread
+
+
+@pytest.mark.parametrize("name", ["bomb.bmp", "bomb.webp", "bomb.jpg", "bomb.png"])
+def test_max_pixels_is_checked_from_the_header_whatever_the_file_is_named(
+    tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """imread picks its decoder by content: a 4000x4000 png (16 MB of pixels in 16 KB) named anything
+    is refused from its header, as an image and as a mask, and never decoded."""
+    ok, encoded = cv2.imencode(".png", np.zeros((4000, 4000), np.uint8))
+    bomb = tmp_path / name
+    bomb.write_bytes(encoded.tobytes())
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "coffee.png").write_bytes(encoded.tobytes())
+    monkeypatch.setattr(cv2, "imread", imread_refusing("bomb"))
+    for encoding in ("rgb8", "jpeg"):
+        with pytest.raises(GroundTruthError, match=r"4000x4000 = 16000000 pixels, more than max_pixels 1000000"):
+            make_bag([bomb], tmp_path / "bag", "/cam", 1.0, encoding=encoding, max_pixels=1_000_000)
+    monkeypatch.setattr(cv2, "imread", imread_refusing("labels"))
+    with pytest.raises(GroundTruthError, match=r"labels.coffee.png is 4000x4000 = 16000000 pixels, more than max_pixels 1000000"):
+        make_bag([SAMPLES[0]], tmp_path / "bag", "/cam", 1.0, labels_dir=labels, max_pixels=1_000_000)
+    assert not (tmp_path / "bag").exists()
+
+
+def test_bmp_pgm_tiff_and_webp_sizes_come_from_their_headers_and_other_formats_need_no_limit(tmp_path: Path) -> None:
+    pixels = cv2.imread(str(SAMPLES[0]))  # 600x400
+    files = {"c.bmp": pixels, "c.pgm": pixels[:, :, 0], "c.tif": pixels, "c.webp": pixels, "c.ras": pixels}
+    for name, image in files.items():
+        cv2.imwrite(str(tmp_path / name), image)
+    cv2.imwrite(str(tmp_path / "lossless.webp"), pixels, [cv2.IMWRITE_WEBP_QUALITY, 101])
+    for name in ("c.bmp", "c.pgm", "c.tif", "c.webp", "lossless.webp"):
+        with pytest.raises(GroundTruthError, match=r"600x400 = 240000 pixels, more than max_pixels 239999"):
+            make_bag([tmp_path / name], tmp_path / "bag", "/cam", 1.0, max_pixels=239_999)
+        make_bag([tmp_path / name], tmp_path / name.replace(".", "_"), "/cam", 1.0, max_pixels=240_000)
+    # Sun raster: OpenCV reads it, its size is not read here: refused under a limit, read without one
+    with pytest.raises(GroundTruthError, match=r"c.ras: the size of this image format cannot be read before decoding"):
+        make_bag([tmp_path / "c.ras"], tmp_path / "bag", "/cam", 1.0)
+    make_bag([tmp_path / "c.ras"], tmp_path / "ras", "/cam", 1.0, max_pixels=0)
+    ((_, message),) = read_all(tmp_path / "ras", ["/cam"])
+    assert (message.width, message.height) == (600, 400)
+
+
+def test_png_named_jpg_is_stored_as_jpeg(tmp_path: Path) -> None:
+    """A png file named .jpg is read by its content: re-encoded for a jpeg bag, not refused as a corrupt jpeg."""
+    misnamed = tmp_path / "coffee.jpg"
+    misnamed.write_bytes(SAMPLES[0].read_bytes())
+    make_bag([misnamed], tmp_path / "bag", "/cam", 1.0, encoding="jpeg")
+    ((_, message),) = read_all(tmp_path / "bag", ["/cam"])
+    assert message.format == "jpeg" and bytes(message.data[:3]) == b"\xff\xd8\xff"

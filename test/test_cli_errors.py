@@ -68,6 +68,23 @@ def test_infer_skips_an_image_over_max_pixels(tmp_path: Path, capsys: pytest.Cap
 
 
 @pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("name: caf\u00e9\n".encode("latin-1"), "not UTF-8 text (byte 9: invalid continuation byte)"),
+        (b"a: " + b"[" * 100_000 + b"\n", "not valid YAML: lists and mappings nested more than 32 deep"),
+    ],
+)
+def test_infer_with_an_unreadable_spec_is_one_line(tmp_path: Path, content: bytes, message: str) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_bytes(content)
+    result = run_cli("infer", "--model-spec", str(spec), str(IMAGES / "page.png"), "--output", str(tmp_path / "out"),
+                     "--no-progress")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(spec) in lines[0] and message in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--rate", "nan"], "--rate: must be a finite number, got 'nan'"),

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 from cupy_stand_ins import fresh_cupy_check, no_cupy  # noqa: F401 (fixtures)
+from onnx_builders import constant_outputs_model
 
 from trt_perception.cli.main import main
 
@@ -123,3 +125,25 @@ def test_device_gpu_without_cupy_fails_clearly_and_auto_runs_on_the_cpu(tmp_path
     assert main([*common, "--output", str(tmp_path / "auto"), "--device", "auto"]) == 0
     assert "selfie_segmentation (segmentation, onnxruntime, cpu): 1 images processed" in capsys.readouterr().out
     assert json.loads((tmp_path / "auto" / "results.json").read_text())["device"] == "cpu"
+
+
+def test_boxes_with_negative_width_or_height_never_reach_the_results(tmp_path, capsys):
+    """A spec with the wrong box format decodes some boxes inverted: they are left out before NMS and the
+    detection limit, so the best upright box still takes the only slot (max_detections 1)."""
+    rows = np.array([[[3.0, 1.0, 1.0, 3.0, 0.9, 0],    # x2 < x1: inverted, the best score
+                      [1.0, 3.0, 3.0, 1.0, 0.8, 1],    # y2 < y1: inverted
+                      [0.0, 0.0, 2.0, 2.0, 0.7, 1]]], np.float32)
+    onnx.save(constant_outputs_model({"rows": rows}), tmp_path / "rows.onnx")
+    (tmp_path / "rows.yaml").write_text(
+        "task: detection\nmodel: rows.onnx\nlabels: [a, b]\n"
+        "input: {layout: NCHW, size: [4, 4], resize: fixed_shape, normalization: {type: unit}}\n"
+        "decoder: {type: rows, output: rows, columns: [x1, y1, x2, y2, score, class]}\n"
+        "detection: {score_threshold: 0.5, nms_iou: 0.45, max_detections: 1}\n")
+    image = tmp_path / "image.png"
+    cv2.imwrite(str(image), np.zeros((4, 4, 3), np.uint8))
+    out = tmp_path / "out"
+    assert main(["infer", "--model-spec", str(tmp_path / "rows.yaml"), str(image), "--output", str(out),
+                 "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    (found,) = results["images"]
+    assert [(d["class"], d["score"], d["box"]) for d in found["detections"]] == [("b", 0.7, [0.0, 0.0, 2.0, 2.0])]

@@ -23,11 +23,11 @@ from node_harness import (
     qos,
     read_rgb,
 )
-from trt_perception.decoders import DetectionFilter
+from trt_perception.decoders import DetectionFilter, filter_detections
 from trt_perception.pipeline import Pipeline
 from trt_perception.results import DetectionResult, Detections
 from trt_perception.ros.cdr import MessageHeader
-from trt_perception.ros.messages import detection_array, without_inverted_boxes
+from trt_perception.ros.messages import detection_array
 from trt_perception.ros.image_conversion import header_msg
 from trt_perception.spec import load_model_spec
 
@@ -238,8 +238,8 @@ def test_detection_array_class_id_is_index_text_without_labels() -> None:
 def test_boxes_with_negative_width_or_height_are_left_out() -> None:
     boxes = np.array([[10, 20, 50, 80], [50, 20, 10, 80], [10, 80, 50, 20], [5, 5, 5, 5]], np.float32)
     found = Detections(boxes, np.array([0.9, 0.8, 0.7, 0.6], np.float32), np.array([1, 2, 3, 4]))
-    kept, left_out = without_inverted_boxes(found)
-    assert left_out == 2
+    kept = filter_detections(found, DetectionFilter(score_threshold=0.5, nms_iou=None))
+    assert kept.inverted_left_out == 2  # what the node warns about
     np.testing.assert_array_equal(kept.boxes, boxes[[0, 3]])
     np.testing.assert_array_equal(kept.class_ids, [1, 4])
     sizes = [(d.bbox.size_x, d.bbox.size_y) for d in detection_array(header_msg(MessageHeader(0, 0, "")), kept, None).detections]

@@ -7,6 +7,7 @@ every message of the good bags, byte for byte and in the same order. One Ray clu
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import ray
 
-from test_bag_eval import colour_spec, quokka_box, scene_classes, scene_image, scene_truth  # noqa: F401 (fixture)
+from test_bag_eval import HEIGHT, WIDTH, colour_spec, quokka_box, scene_classes, scene_image, scene_truth  # noqa: F401 (fixture)
 from trt_perception.cli import main as cli
 from trt_perception.evaluation import bag_io
 from trt_perception.evaluation.bag_eval import BagEvalOptions
@@ -27,6 +28,7 @@ from trt_perception.evaluation.fleet import (
     check_local_resources,
     expand_bag_arguments,
     load_bag_result,
+    spec_key,
 )
 from trt_perception.evaluation.make_bag import make_bag
 
@@ -141,6 +143,36 @@ def test_segmentation_fleet_equals_one_process_and_reports_the_broken_bag(
     code, forced = evaluate(["--bag", str(fleet), *common, "--out", str(tmp_path / "out"), "--no-progress", "--force"])
     assert code == 1 and [row["status"] for row in forced["bags"]] == ["ok", "ok", "failed"]
     assert forced["segmentation"] == merged["segmentation"]
+    # a new model file (same name, same spec) makes the stored results stale: the bags run again
+    model = colour_spec.parent / "colour.onnx"
+    stamp = model.stat().st_mtime_ns
+    try:
+        os.utime(model, ns=(stamp, stamp + 10**9))
+        code, remodelled = evaluate(["--bag", str(fleet), *common, "--out", str(tmp_path / "out"), "--no-progress"])
+    finally:
+        os.utime(model, ns=(stamp, stamp))
+    assert code == 1 and [row["status"] for row in remodelled["bags"]] == ["ok", "ok", "failed"]
+
+
+def test_stored_results_depend_on_the_model_and_decoder_files(tmp_path: Path) -> None:
+    """``spec_key`` changes with the model file and the anchors file; a bundled spec given by name counts
+    by its files too."""
+    np.save(tmp_path / "anchors.npy", np.full((4, 4), 0.5, np.float32))
+    (tmp_path / "model.onnx").write_bytes(b"not read here")
+    spec = tmp_path / "ssd.yaml"
+    spec.write_text("task: detection\nmodel: model.onnx\nlabels: [a]\ninput: {size: [8, 8]}\n"
+                    "decoder: {type: ssd, boxes: b, scores: s, anchors: {type: file, path: anchors.npy}}\n")
+    first = spec_key(spec)
+    assert [Path(name).name for name, _, _ in first["files"]] == ["model.onnx", "anchors.npy"]
+    np.save(tmp_path / "anchors.npy", np.full((4, 4), 0.25, np.float32))
+    os.utime(tmp_path / "anchors.npy", ns=(0, 10**9))  # the same size: the modification time tells
+    second = spec_key(spec)
+    assert second != first
+    os.utime(tmp_path / "model.onnx", ns=(0, 10**9))
+    assert spec_key(spec) != second
+    bundled = spec_key("selfie_segmentation")
+    assert [Path(name).name for name, _, _ in bundled["files"]] == ["selfie_segmentation.onnx"]
+    assert spec_key(tmp_path / "absent.yaml") == {"error": f"model spec file not found: {tmp_path / 'absent.yaml'}"}
 
 
 def test_a_long_bag_in_time_slices_equals_one_process(tmp_path: Path, colour_spec: Path) -> None:
@@ -159,6 +191,51 @@ def test_a_long_bag_in_time_slices_equals_one_process(tmp_path: Path, colour_spe
     slices = sorted((tmp_path / "sliced" / row["output"]).glob("slice-*/bag"))
     assert len(slices) == 4  # frames 0-2, 3-4, 5-7, 8 by log time (0.25 s windows from the first message)
     assert sliced["latency_ms"]["total"]["count"] == 9
+
+
+def test_time_slices_equal_one_process_when_ground_truth_is_logged_after_its_image(
+    tmp_path: Path, colour_spec: Path
+) -> None:
+    """A live labeller logs each mask 60 ms after its image (header stamps equal): masks of the images at
+    the end of a slice are logged in the next slice, and still count with their images."""
+    scene_bag(tmp_path, tmp_path / "orig", range(0, 9), "mcap", "rgb8", 5)
+    delay = 60_000_000
+    reader = bag_io.open_reader(tmp_path / "orig")
+    try:
+        messages = list(bag_io.iter_messages(reader, ["/cam", "/gt"]))
+    finally:
+        reader.close()
+    # and one mask whose image never came (its stamp 1 ns off frame 2's), logged just inside the second slice
+    frame2_truth = [m for m in messages if m.topic == "/gt"][2]
+    orphan = bytearray(frame2_truth.data)
+    orphan[8:12] = (int.from_bytes(orphan[8:12], "little") + 1).to_bytes(4, "little")  # header.stamp.nanosec
+    frame7 = [m for m in messages if m.topic == "/cam"][7]
+    with bag_io.BagWriter(tmp_path / "late", "mcap") as writer:
+        for message in sorted(messages, key=lambda m: m.log_time + (delay if m.topic == "/gt" else 0)):
+            if message is frame7:
+                continue  # replaced below
+            writer.write_raw(message.topic, message.msgtype, message.log_time + (delay if message.topic == "/gt" else 0),
+                             message.data)
+        writer.write_raw("/gt", frame2_truth.msgtype, frame2_truth.log_time + delay + 1, bytes(orphan))
+        # frame 7 (the last of the third slice; its mask is logged in the fourth) at twice the size:
+        # skipped under --max-pixels, so its mask counts once as ground truth without a frame
+        big = np.zeros((2 * HEIGHT, 2 * WIDTH, 3), np.uint8)
+        header = bag_io.header_message(writer.store, frame7.log_time, "camera")
+        writer.write("/cam", bag_io.IMAGE_TYPE, frame7.log_time, bag_io.image_message(writer.store, header, big, "rgb8"))
+    common = ["--bag", str(tmp_path / "late"), "--model-spec", str(colour_spec), "--image-topic", "/cam",
+              "--gt-topic", "/gt", "--no-progress", "--max-pixels", str(HEIGHT * WIDTH)]
+
+    code, sliced = evaluate([*common, "--out", str(tmp_path / "sliced"), "--slice-seconds", "0.25"])
+    single_code, single = evaluate([*common, "--out", str(tmp_path / "single")])
+
+    assert (code, single_code) == (0, 0)
+    assert single["frames"]["evaluated"] == 8 and single["frames"]["without_ground_truth"] == 0
+    assert single["frames"]["ground_truth_without_frame"] == 2  # the orphan and the big frame's mask
+    assert sum(single["frames"]["skipped"].values()) == 1
+    assert sliced["frames"] == single["frames"]
+    assert sliced["segmentation"] == single["segmentation"]
+    ((row,),) = [sliced["bags"]]
+    assert len(sorted((tmp_path / "sliced" / row["output"]).glob("slice-*/bag"))) == 4
 
 
 def detection_images(folder: Path) -> tuple[dict[str, Path], Path]:

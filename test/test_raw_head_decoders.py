@@ -11,6 +11,7 @@ import pytest
 from trt_perception.decoders import create_decoder
 from trt_perception.decoders.anchor_heads import AnchorBoxDecoder
 from trt_perception.decoders.detection import DetectionDecoder
+from trt_perception.decoders.grid_heads import GridHeadDecoder
 from trt_perception.errors import InferenceError, SpecError
 from trt_perception.geometry import ResizeGeometry
 
@@ -83,6 +84,27 @@ def test_multiscale_anchors_on_a_side_the_stride_does_not_divide_start_at_zero()
     assert len(anchors) == 15
     np.testing.assert_allclose(anchors[0], [0.0, 0.0, 512 / 320, 512 / 576], rtol=1e-6)
     np.testing.assert_allclose(anchors[6], [128 / 320, 128 / 576, 512 / 320, 512 / 576], rtol=1e-6)
+
+
+def test_anchor_and_grid_caches_keep_only_the_last_sizes_of_a_dynamic_size_model():
+    """A dynamic-size model sees a new input size per image shape: the per-size anchors and grid cells are
+    kept for the 8 most recently used sizes only, and a size made again gives the same values."""
+    ssd = decoder_for({"type": "ssd", "boxes": "b", "scores": "s",
+                       "anchors": {"type": "multiscale", "min_level": 3, "max_level": 4,
+                                   "aspect_ratios": [1.0], "scales_per_octave": 1}})
+    yolox = decoder_for({"type": "yolox", "outputs": ["s8", "s16"], "strides": [8, 16]}, 2)
+    assert isinstance(ssd, AnchorBoxDecoder) and isinstance(yolox, GridHeadDecoder)
+    first_anchors, first_cells = ssd.anchors((64, 64)).copy(), yolox.cells((64, 64))
+    for side in range(80, 80 + 16 * 20, 16):
+        ssd.anchors((side, side))
+        yolox.cells((side, side))
+        assert len(ssd._anchors) <= 8 and len(yolox._cells) <= 8
+    assert len(ssd._anchors) == len(yolox._cells) == 8
+    recent = ssd.anchors((80 + 16 * 19, 80 + 16 * 19))
+    assert ssd.anchors((80 + 16 * 19, 80 + 16 * 19)) is recent  # still cached
+    np.testing.assert_array_equal(ssd.anchors((64, 64)), first_anchors)  # made again after being dropped
+    # 64x64 with strides 8 and 16: 8x8 + 4x4 cells
+    assert len(yolox.cells((64, 64)).x) == len(first_cells.x) == 64 + 16
 
 
 def test_mediapipe_blazeface_anchors():

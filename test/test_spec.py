@@ -257,3 +257,21 @@ def test_oversized_spec_file_is_refused_before_parsing(tmp_path: Path) -> None:
     path.write_text("task: segmentation\n" + "# padding\n" * 200_000)
     with pytest.raises(SpecError, match=r"huge.yaml: \d+ bytes, more than a model spec may have \(1048576\)"):
         load_model_spec(path)
+
+
+def test_spec_that_is_not_utf8_or_nested_too_deep_is_a_spec_error(tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("name: caf\u00e9\ntask: segmentation\n".encode("latin-1"))
+    with pytest.raises(SpecError, match=r"latin1.yaml: not UTF-8 text \(byte 9: invalid continuation byte\)"):
+        load_model_spec(latin1)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a: " + "[" * 100_000 + "\n")  # PyYAML composes recursively: a RecursionError unchecked
+    with pytest.raises(SpecError, match=r"deep.yaml: not valid YAML: lists and mappings nested more than 32 deep"):
+        load_model_spec(deep)
+    labels = tmp_path / "labels.txt"
+    labels.write_bytes(b"background\nperson\xff\n")
+    spec = tmp_path / "labels.yaml"
+    spec.write_text("task: segmentation\nmodel: m.onnx\nlabels: labels.txt\n"
+                    "input: {size: [8, 8]}\ndecoder: {type: logits}\n")
+    with pytest.raises(SpecError, match=r"labels: labels file .*labels.txt is not UTF-8 text \(byte 17"):
+        load_model_spec(spec)

@@ -300,6 +300,14 @@ def _png_frame_size(data: bytes) -> tuple[int, int]:
     return int.from_bytes(header[8:12], "big"), int.from_bytes(header[12:16], "big")
 
 
+def sniff_codec(data: Buffer) -> str | None:
+    """``png`` or ``jpeg`` when ``data`` starts with that format's signature, else None."""
+    head = byte_view(data)[: len(_PNG_SIGNATURE)].tobytes()
+    if head.startswith(_PNG_SIGNATURE):
+        return "png"
+    return "jpeg" if head.startswith(_JPEG_SIGNATURE) else None
+
+
 def compressed_frame_size(data: Buffer, codec: str) -> tuple[int, int]:
     """(width, height) of jpeg or png data, read from its header without decoding the pixels."""
     raw = byte_view(data).tobytes()

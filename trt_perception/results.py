@@ -12,11 +12,16 @@ from trt_perception.geometry import ResizeGeometry
 
 @dataclass
 class Detections:
-    """Axis-aligned boxes ``xyxy`` (float32, pixels), scores (float32) and class indices (int64)."""
+    """Axis-aligned boxes ``xyxy`` (float32, pixels), scores (float32) and class indices (int64).
+
+    ``inverted_left_out``: how many boxes with negative width or height (a decoding error, never a
+    detection) ``filter_detections`` left out before making these.
+    """
 
     boxes: npt.NDArray[np.float32]
     scores: npt.NDArray[np.float32]
     class_ids: npt.NDArray[np.int64]
+    inverted_left_out: int = 0
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)

@@ -396,6 +396,8 @@ def _parse_labels(value: object, key: str, base_dir: Path) -> tuple[str, ...]:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as error:
             raise SpecError(f"{key}: cannot read labels file {path}: {error.strerror or error}") from error
+        except UnicodeDecodeError as error:
+            raise SpecError(f"{key}: labels file {path} is not UTF-8 text (byte {error.start}: {error.reason})") from None
         while lines and not lines[-1].strip():
             lines.pop()
         names = [line.strip() for line in lines]
@@ -539,10 +541,18 @@ def _find_spec_file(path_or_name: str | Path) -> Path:
 
 # Largest spec file read (a spec is a few KB); with aliases refused, parsing costs at most linear time.
 MAX_SPEC_BYTES = 1 << 20
+# Deepest nesting of lists and mappings in a spec (real ones nest 4 levels); PyYAML composes
+# recursively, so a file of 100 KB of '[' would otherwise end in a RecursionError.
+MAX_SPEC_DEPTH = 32
 
 
 class _SpecLoader(yaml.SafeLoader):
-    """PyYAML's safe loader without aliases: ``*name`` could expand a 1 KB file into gigabytes."""
+    """PyYAML's safe loader without aliases (``*name`` could expand a 1 KB file into gigabytes) and
+    without nesting deeper than ``MAX_SPEC_DEPTH``."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -550,7 +560,25 @@ class _SpecLoader(yaml.SafeLoader):
             raise yaml.composer.ComposerError(
                 None, None, f"aliases (*{event.anchor}) are not allowed in a model spec", event.start_mark
             )
-        return super().compose_node(parent, index)
+        if self._depth >= MAX_SPEC_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"lists and mappings nested more than {MAX_SPEC_DEPTH} deep", self.peek_event().start_mark
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _one_line_yaml_error(error: yaml.YAMLError) -> str:
+    """PyYAML's error on one line: what went wrong and where (its own text spans several lines)."""
+    if not isinstance(error, yaml.MarkedYAMLError):
+        return " ".join(str(error).split())
+    parts = [part for part in (error.context, error.problem) if part]
+    mark = error.problem_mark or error.context_mark
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return "; ".join(parts) + where
 
 
 def load_model_spec(path_or_name: str | Path) -> ModelSpec:
@@ -564,9 +592,11 @@ def load_model_spec(path_or_name: str | Path) -> ModelSpec:
             raise SpecError(f"{path}: {path.stat().st_size} bytes, more than a model spec may have ({MAX_SPEC_BYTES})")
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_SpecLoader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as error:
-        raise SpecError(f"{path}: not valid YAML: {error}") from error
+        raise SpecError(f"{path}: not valid YAML: {_one_line_yaml_error(error)}") from None
     except OSError as error:
         raise SpecError(f"{path}: cannot read model spec: {error.strerror or error}") from error
+    except UnicodeDecodeError as error:
+        raise SpecError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason})") from None
     try:
         return parse_model_spec(data, path.parent, path)
     except SpecError as error:

@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from trt_perception.decoders.anchors import AnchorGenerator, anchors_from_params
 from trt_perception.decoders.boxes import to_xyxy
-from trt_perception.decoders.detection import DetectionDecoder, class_offset_param
+from trt_perception.decoders.detection import DetectionDecoder, SizeCache, class_offset_param
 from trt_perception.decoders.params import DecoderParams
 from trt_perception.decoders.scores import activate, require_probabilities, score_activation
 from trt_perception.decoders.tensors import (
@@ -94,7 +94,7 @@ class AnchorBoxDecoder(DetectionDecoder):
     activation: str
     background_column: int | None
     class_selection: str
-    _anchors: dict[tuple[int, int], npt.NDArray[np.float32]] = field(default_factory=dict, repr=False)
+    _anchors: SizeCache[npt.NDArray[np.float32]] = field(default_factory=SizeCache, repr=False, compare=False)
     device_exact: ClassVar[bool] = False
 
     @classmethod
@@ -125,11 +125,9 @@ class AnchorBoxDecoder(DetectionDecoder):
         )
 
     def anchors(self, network_size: tuple[int, int]) -> npt.NDArray[np.float32]:
-        """The anchors ``[N,4]`` (cy, cx, h, w, normalized) for this network input size, made once per size."""
-        anchors = self._anchors.get(network_size)
-        if anchors is None:
-            anchors = self._anchors[network_size] = self.anchor_generator.generate(network_size)
-        return anchors
+        """The anchors ``[N,4]`` (cy, cx, h, w, normalized) for this network input size (the last few sizes'
+        anchors are kept)."""
+        return self._anchors.get(network_size, self.anchor_generator.generate)
 
     def check_outputs(self, shapes: Mapping[str, Shape], network_size: tuple[int, int] | None) -> None:
         boxes_name, boxes_shape = declared_output(shapes, self.boxes, "decoder.boxes")

@@ -8,10 +8,12 @@ results identical to the host's: they only select, compare and do single IEEE op
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +34,36 @@ from trt_perception.errors import InferenceError, SpecError
 from trt_perception.geometry import ResizeGeometry
 from trt_perception.gpu._cupy import array_module
 from trt_perception.results import Detections
+
+Cached = TypeVar("Cached")
+
+
+class SizeCache(Generic[Cached]):
+    """Values made per network input size, the ``capacity`` most recently used kept: a dynamic-size
+    model sees many sizes, and a cache keyed by every size ever seen would grow without bound."""
+
+    def __init__(self, capacity: int = 8) -> None:
+        self.capacity = capacity
+        self._values: OrderedDict[tuple[int, int], Cached] = OrderedDict()
+        self._lock = threading.Lock()  # decoders may run in several worker threads
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def get(self, size: tuple[int, int], make: Callable[[tuple[int, int]], Cached]) -> Cached:
+        """The value for ``size``, made by ``make(size)`` when not cached (the least recently used
+        value is dropped when the cache is full)."""
+        with self._lock:
+            value = self._values.get(size)
+            if value is not None:
+                self._values.move_to_end(size)
+                return value
+        value = make(size)
+        with self._lock:
+            self._values[size] = value
+            while len(self._values) > self.capacity:
+                self._values.popitem(last=False)
+        return value
 
 
 @dataclass

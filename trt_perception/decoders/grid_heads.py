@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from trt_perception.decoders.boxes import to_xyxy
-from trt_perception.decoders.detection import DetectionDecoder, class_offset_param
+from trt_perception.decoders.detection import DetectionDecoder, SizeCache, class_offset_param
 from trt_perception.decoders.params import DecoderParams
 from trt_perception.decoders.scores import activate, require_probabilities, score_activation, sigmoid, softmax
 from trt_perception.decoders.tensors import Shape, declared_output, require_finite, select_output, shape_mismatch
@@ -148,7 +148,7 @@ class GridHeadDecoder(DetectionDecoder):
     activation: str
     class_selection: str
     extra_columns: int
-    _cells: dict[tuple[int, int], GridCells] = field(default_factory=dict, repr=False)
+    _cells: SizeCache[GridCells] = field(default_factory=SizeCache, repr=False, compare=False)
     device_exact: ClassVar[bool] = False
     fixed_columns: ClassVar[int] = 5  # box values (+ objectness) before the class scores
 
@@ -183,12 +183,10 @@ class GridHeadDecoder(DetectionDecoder):
         return self.box_columns() + self.num_classes + self.class_offset + self.extra_columns
 
     def cells(self, network_size: tuple[int, int]) -> GridCells:
-        """Cell coordinates of every box row for this input size, made once per size."""
-        cells = self._cells.get(network_size)
-        if cells is None:
-            grids = level_grids(network_size, self.strides)
-            cells = self._cells[network_size] = grid_cells(grids, self.strides, self.anchors_per_cell)
-        return cells
+        """Cell coordinates of every box row for this input size (the last few sizes' cells are kept)."""
+        return self._cells.get(
+            network_size, lambda size: grid_cells(level_grids(size, self.strides), self.strides, self.anchors_per_cell)
+        )
 
     def _levels(self, network_size: tuple[int, int]) -> list[tuple[tuple[int, int], int]]:
         """(grid, anchors per cell) of each tensor in ``outputs``: one per stride, or all cells in one."""

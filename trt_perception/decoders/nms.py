@@ -147,11 +147,17 @@ def _class_id_set(values: Iterable[int]) -> frozenset[int]:
 
 
 def filter_detections(detections: Detections, detection_filter: DetectionFilter) -> Detections:
-    """Apply score threshold, class allow-list, NMS and the detection limit; best score first."""
+    """Apply score threshold, class allow-list, NMS and the detection limit; best score first.
+
+    Boxes with negative width or height (a decoding error, e.g. a wrong box format in the spec) are
+    left out before NMS and counted in the result's ``inverted_left_out``.
+    """
     keep = detections.scores >= detection_filter.score_threshold
     if detection_filter.allowed_class_ids is not None:
         keep &= np.isin(detections.class_ids, np.fromiter(detection_filter.allowed_class_ids, np.int64))
-    candidates = detections.select(keep)
+    boxes = detections.boxes
+    inverted = keep & ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
+    candidates = detections.select(keep & ~inverted)
     if detection_filter.nms_iou is None:
         order = np.argsort(-candidates.scores, kind="stable")[: detection_filter.max_detections]
     else:
@@ -162,4 +168,6 @@ def filter_detections(detections: Detections, detection_filter: DetectionFilter)
             None if detection_filter.class_agnostic else candidates.class_ids,
             detection_filter.max_detections,
         )
-    return candidates.select(order)
+    kept = candidates.select(order)
+    kept.inverted_left_out = int(inverted.sum())
+    return kept

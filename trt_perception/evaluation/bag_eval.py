@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +64,9 @@ class BagEvalOptions:
     threads: int = 0  # ONNX Runtime intra-op threads (0: its default)
     frame_done: Callable[[], None] | None = None  # called after each image message (fleet progress)
     time_range: tuple[int, int] | None = None  # only messages logged in [start, stop) ns (a fleet task's slice)
+    # a slice's ground truth is read this far (ns) beyond its window: truth logged up to this long before
+    # or after its image counts with it, as in one run over the whole bag (see ``_replay``)
+    truth_margin_ns: int = 0
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are skipped, read from their header (0: no limit)
 
 
@@ -105,7 +108,7 @@ def ground_truth_from_options(options: BagEvalOptions, task: str) -> OrderedTrut
     if options.gt_masks is not None:
         if task != "segmentation":
             raise bag_io.BagError("--gt-masks needs a segmentation model; use --gt-coco or --gt-topic for detection")
-        return MaskFolder(options.gt_masks)
+        return MaskFolder(options.gt_masks, options.max_pixels)
     if options.gt_coco is not None:
         if task != "detection":
             raise bag_io.BagError("--gt-coco needs a detection model; use --gt-masks or --gt-topic for segmentation")
@@ -215,15 +218,30 @@ def _replay(
     writer: bag_io.BagWriter,
     deployed_filter: DetectionFilter | None,
 ) -> None:
+    """Run every image of the bag (or of ``options.time_range``) through the pipeline, write the outputs
+    and score them against the ground truth.
+
+    In a time slice, ground truth is read ``truth_margin_ns`` beyond the window, so that every truth
+    counts in the slice that holds its image (as in one run over the bag): truth whose image lies in a
+    neighbouring slice's window is left to that slice, and truth logged outside the window is not
+    counted as unmatched here (the slice it was logged in counts it).
+    """
     evaluator = setup.evaluator
     store = bag_io.typestore(bag_io.bag_distro(setup.reader))
     topics = [options.image_topic] + ([options.gt_topic] if options.gt_topic else [])
+    window = options.time_range
+    margin = options.truth_margin_ns if window is not None and options.gt_topic else 0
+    neighbour_stamps = _image_stamps_beside(setup.reader, store, options.image_topic, window, margin) if margin else set()
+    read_range = (None, None) if window is None else (max(0, window[0] - margin), window[1] + margin)
     index, warmed_up = -1, False
     progress = tqdm(total=setup.image_count, unit="frame", disable=not options.progress, desc="bag-eval")
-    for message in bag_io.iter_messages(setup.reader, topics, *(options.time_range or (None, None))):
+    for message in bag_io.iter_messages(setup.reader, topics, *read_range):
+        in_window = window is None or window[0] <= message.log_time < window[1]
         if message.topic != options.image_topic:
-            add_truth_message(message, store, evaluator)
+            add_truth_message(message, store, evaluator, in_window, neighbour_stamps)
             continue
+        if not in_window:
+            continue  # a neighbouring slice's frame, read only for the ground truth around it
         index += 1
         progress.update(1)
         if options.frame_done is not None:
@@ -246,6 +264,8 @@ def _replay(
             run_ms = (time.perf_counter() - start) * 1e3
         except (ImageDecodeError, InferenceError) as error:
             evaluator.skip(index, f"{type(error).__name__}: {error}")
+            if margin:  # its ground truth, wherever logged, counts as unmatched in this slice
+                evaluator.matcher.frame_skipped(bag_io.stamp_ns(msg.header))
             continue
         milliseconds = {"decode": decode_ms, **result.timings.milliseconds, "total": decode_ms + run_ms}
         frame = FramePrediction(
@@ -272,16 +292,45 @@ def _replay(
     progress.close()
 
 
-def add_truth_message(message: bag_io.BagMessage, store: Any, evaluator: Evaluator) -> None:
-    """Hand a ground-truth message of the bag to the evaluator, or count why it is unusable."""
+def _image_stamps_beside(
+    reader: Any, store: Any, image_topic: str, window: tuple[int, int] | None, margin: int
+) -> set[int]:
+    """Header stamps of the images logged within ``margin`` ns before and after ``window`` (the
+    neighbouring slices' frames whose ground truth this slice may read)."""
+    if window is None:
+        return set()
+    stamps = set()
+    for start, stop in ((max(0, window[0] - margin), window[0]), (window[1], window[1] + margin)):
+        for message in bag_io.iter_messages(reader, [image_topic], start, stop):
+            try:
+                stamps.add(bag_io.stamp_ns(bag_io.deserialize(message, store).header))
+            except bag_io.BagError:
+                continue  # that slice skips it as corrupt: no ground truth can match it
+    return stamps
+
+
+def add_truth_message(
+    message: bag_io.BagMessage, store: Any, evaluator: Evaluator, in_window: bool = True,
+    neighbour_stamps: Collection[int] = (),
+) -> None:
+    """Hand a ground-truth message of the bag to the evaluator, or count why it is unusable.
+
+    In a time slice (see ``_replay``), truth logged outside the window (``in_window`` False) is
+    neither counted as unusable nor as unmatched, and truth whose stamp is in ``neighbour_stamps``
+    (an image of a neighbouring slice) is left to that slice.
+    """
     try:
         msg = bag_io.deserialize(message, store)
     except bag_io.BagError:
-        evaluator.truth_not_usable(f"corrupt {message.msgtype} ground-truth message (cannot deserialize)")
+        if in_window:
+            evaluator.truth_not_usable(f"corrupt {message.msgtype} ground-truth message (cannot deserialize)")
         return
     try:
         truth = truth_from_message(msg, message.msgtype)
     except ValueError as error:
-        evaluator.truth_not_usable(str(error))
+        if in_window:
+            evaluator.truth_not_usable(str(error))
         return
-    evaluator.add_truth(bag_io.stamp_ns(msg.header), truth)
+    stamp = bag_io.stamp_ns(msg.header)
+    if stamp not in neighbour_stamps:
+        evaluator.add_truth(stamp, truth, count_unmatched=in_window)

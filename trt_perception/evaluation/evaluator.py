@@ -194,9 +194,10 @@ class Evaluator:
         elif self.truth_topic is not None and (pair := self.matcher.add_frame(frame.stamp, frame)):
             self._score(*pair)
 
-    def add_truth(self, stamp: int, truth: Truth) -> None:
-        """A ground-truth message from the topic, matched to a frame by header stamp."""
-        if pair := self.matcher.add_truth(stamp, truth):
+    def add_truth(self, stamp: int, truth: Truth, count_unmatched: bool = True) -> None:
+        """A ground-truth message from the topic, matched to a frame by header stamp (``count_unmatched``
+        False: not counted when no frame has its stamp; another time slice counts it)."""
+        if pair := self.matcher.add_truth(stamp, truth, count_unmatched):
             self._score(*pair)
 
     def truth_not_usable(self, reason: str) -> None:

@@ -23,20 +23,24 @@ import pickle
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from trt_perception.errors import TrtPerceptionError
+from trt_perception.errors import SpecError, TrtPerceptionError
 from trt_perception.evaluation import bag_io
 from trt_perception.evaluation.bag_eval import BagEvalOptions, run_bag_eval
 from trt_perception.evaluation.evaluator import EvaluationResult, merge_results
 from trt_perception.evaluation.report import metrics_dict
+from trt_perception.spec import ModelSpec, load_model_spec
 
 BAG_SUFFIXES = (".mcap", ".db3")
 RESULT_FILE = "result.pkl"
 RESULT_VERSION = 1
+# A time slice reads ground truth this far beyond its window: truth logged up to this long before or
+# after its image (a live labeller's delay) counts with its image exactly as in one run over the bag.
+TRUTH_MARGIN_S = 5.0
 OBJECT_STORE_BYTES = 128 * 1024**2  # results are small (counts, boxes, per-frame latencies)
 PROGRESS_PERIOD_S = 2.0
 
@@ -203,18 +207,48 @@ def _ray_task(options: BagEvalOptions, label: str, board: Any, cpus: int) -> Bag
 # ----------------------------------------------------------------------------- stored results
 
 
+def _file_stamps(files: Iterable[Path]) -> list[list[Any]]:
+    """Path, size and modification time of each existing file."""
+    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
+
+
+def _referenced_files(value: Any, base_dir: Path | None) -> list[Path]:
+    """Files that the strings in a spec section name (e.g. ``decoder.anchors.path``), relative to ``base_dir``."""
+    if isinstance(value, str):
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() or base_dir is None else base_dir / path
+        return [path] if path.is_file() else []
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [path for item in value for path in _referenced_files(item, base_dir)]
+    return []
+
+
+def spec_key(model_spec: str | Path | ModelSpec) -> dict[str, Any]:
+    """What a result depends on in the model spec: every parsed setting (labels from a labels file
+    included) and the size and modification time of the model, the engine and the files the decoder
+    reads (anchors); a bundled spec given by name counts by its file."""
+    try:
+        spec = model_spec if isinstance(model_spec, ModelSpec) else load_model_spec(model_spec)
+    except SpecError as error:
+        return {"error": str(error)}  # the task fails with this error; nothing is stored
+    files = [f for f in (spec.model, spec.engine) if f is not None] + _referenced_files(spec.decoder, spec.base_dir)
+    return {"spec": repr(spec), "files": _file_stamps(files)}
+
+
 def settings_key(options: BagEvalOptions) -> dict[str, Any]:
-    """What a stored bag result depends on: the bag file, the spec file and every scoring option."""
-    spec_path = Path(str(options.model_spec))
+    """What a stored bag result depends on: the bag files, the model spec and the files it names (see
+    ``spec_key``) and every scoring option."""
     bag_files = [options.bag] if options.bag.is_file() else sorted(options.bag.glob("*")) if options.bag.is_dir() else []
     return {
         "version": RESULT_VERSION,
-        "bag": [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in bag_files if f.is_file()],
+        "bag": _file_stamps(bag_files),
         "model_spec": str(options.model_spec),
-        "spec_sha1": hashlib.sha1(spec_path.read_bytes()).hexdigest() if spec_path.is_file() else None,
+        **spec_key(options.model_spec),
         **{field: str(getattr(options, field)) for field in (
             "image_topic", "gt_topic", "ignore_index", "labels_topic", "detections_topic", "storage",
-            "worst_frames", "device", "eval_score_threshold", "time_range", "max_pixels")},
+            "worst_frames", "device", "eval_score_threshold", "time_range", "truth_margin_ns", "max_pixels")},
     }
 
 
@@ -314,7 +348,8 @@ def plan_units(bag: Path, options: FleetOptions) -> list[WorkUnit]:
                                 progress=False, threads=options.cpus_per_task)
     windows = time_slices(bag, options.slice_seconds) if options.slice_seconds else []
     units = [whole] if len(windows) < 2 else [
-        dataclasses.replace(whole, out=whole.out / f"slice-{k:04d}", time_range=window)
+        dataclasses.replace(whole, out=whole.out / f"slice-{k:04d}", time_range=window,
+                            truth_margin_ns=round(TRUTH_MARGIN_S * 1e9))
         for k, window in enumerate(windows)
     ]
     return [WorkUnit(label, unit, settings_key(unit) if bag.exists() else None) for unit in units]

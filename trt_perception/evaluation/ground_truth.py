@@ -18,7 +18,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from trt_perception.errors import TrtPerceptionError
+from trt_perception.errors import ImageDecodeError, TrtPerceptionError
+from trt_perception.evaluation.image_headers import image_file_size
+from trt_perception.image_decoding import DEFAULT_MAX_PIXELS, check_pixel_count
 from trt_perception.image_files import folder_images
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp")
@@ -69,8 +71,33 @@ def image_files(paths: list[Path]) -> list[Path]:
     return list(paths)
 
 
-def read_mask(path: Path) -> MaskTruth:
-    """A single-channel 8- or 16-bit label image (values are class indices, not colours)."""
+def check_image_file(path: Path, max_pixels: int) -> None:
+    """Refuse an image file before decoding it when its header claims more than ``max_pixels`` pixels,
+    or when its size cannot be read from its header (see ``image_file_size``);
+    ``max_pixels`` 0: no limit."""
+    if not max_pixels:
+        return
+    try:
+        size = image_file_size(path.read_bytes())
+    except ImageDecodeError as error:
+        raise GroundTruthError(f"{path}: {error}") from None
+    except OSError as error:
+        raise GroundTruthError(f"cannot read {path}: {error.strerror or error}") from None
+    if size is None:
+        raise GroundTruthError(
+            f"{path}: the size of this image format cannot be read before decoding it, so max_pixels "
+            f"{max_pixels} cannot be checked; convert it to png, or set max_pixels to 0 for no limit"
+        )
+    try:
+        check_pixel_count(size[0], size[1], max_pixels, str(path))
+    except ImageDecodeError as error:
+        raise GroundTruthError(str(error)) from None
+
+
+def read_mask(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> MaskTruth:
+    """A single-channel 8- or 16-bit label image (values are class indices, not colours), refused
+    before decoding when larger than ``max_pixels`` (see ``check_image_file``)."""
+    check_image_file(path, max_pixels)
     labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if labels is None:
         raise GroundTruthError(f"cannot read mask {path}")
@@ -85,10 +112,11 @@ def read_mask(path: Path) -> MaskTruth:
 class MaskFolder:
     """Mask files of a folder, the k-th (sorted by name) for frame k."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         if not folder.is_dir():
             raise GroundTruthError(f"ground-truth mask folder {folder} does not exist")
         self.files = image_files([folder])
+        self.max_pixels = max_pixels  # larger masks are refused before decoding
         self.description = f"{len(self.files)} mask files in {folder}, matched to frames by order"
 
     def __len__(self) -> int:
@@ -96,7 +124,7 @@ class MaskFolder:
 
     def for_frame(self, index: int) -> MaskTruth | None:
         """The mask of frame ``index``, None past the last file."""
-        return read_mask(self.files[index]) if index < len(self.files) else None
+        return read_mask(self.files[index], self.max_pixels) if index < len(self.files) else None
 
 
 @dataclass(frozen=True)
@@ -167,46 +195,66 @@ class StampMatcher(Generic[Pending]):
     """Pairs frames with ground-truth messages of equal header stamp, in whatever order they come.
 
     Each side waits in a bounded queue for its partner; when a queue is full its oldest entry is
-    given up and counted as unmatched, so memory stays bounded on any bag.
+    given up and counted as unmatched, so memory stays bounded on any bag. A truth offered with
+    ``count_unmatched`` False is not counted when it finds no frame (another time slice counts it).
     """
 
     def __init__(self, max_pending: int = 64) -> None:
         self.max_pending = max_pending
         self._frames: OrderedDict[int, Pending] = OrderedDict()
         self._truths: OrderedDict[int, Truth] = OrderedDict()
+        self._uncounted_truths: set[int] = set()  # stamps of waiting truths not to count if unmatched
+        self._skipped_frames: set[int] = set()  # stamps of this slice's frames that could not be run
         self.frames_without_truth = 0
         self.truths_without_frame = 0
 
     def add_frame(self, stamp: int, frame: Pending) -> tuple[Pending, Truth] | None:
         """Offer a frame; returns it with its ground truth if that came already."""
         truth, given_up = self._offer(stamp, frame, self._frames, self._truths)
-        self.frames_without_truth += given_up
+        self.frames_without_truth += len(given_up)
         return None if truth is None else (frame, truth)
 
-    def add_truth(self, stamp: int, truth: Truth) -> tuple[Pending, Truth] | None:
+    def add_truth(self, stamp: int, truth: Truth, count_unmatched: bool = True) -> tuple[Pending, Truth] | None:
         """Offer a ground truth; returns it with its frame if that came already."""
         frame, given_up = self._offer(stamp, truth, self._truths, self._frames)
-        self.truths_without_frame += given_up
+        self._count_truths(given_up)
+        if frame is None and not count_unmatched and stamp not in self._skipped_frames:
+            self._uncounted_truths.add(stamp)
         return None if frame is None else (frame, truth)
+
+    def frame_skipped(self, stamp: int) -> None:
+        """A frame of this slice that could not be run: a truth with its stamp counts as unmatched here
+        even when offered with ``count_unmatched`` False (this slice holds its image)."""
+        self._skipped_frames.add(stamp)
+        self._uncounted_truths.discard(stamp)
+
+    def _count_truths(self, given_up: list[int]) -> None:
+        for stamp in given_up:
+            if stamp in self._uncounted_truths:
+                self._uncounted_truths.discard(stamp)
+            else:
+                self.truths_without_frame += 1
 
     def _offer(
         self, stamp: int, item: Any, waiting: OrderedDict[int, Any], partners: OrderedDict[int, Any]
-    ) -> tuple[Any, int]:
-        """The partner waiting under ``stamp`` (taken out), or queue ``item``; and how many entries were given up."""
+    ) -> tuple[Any, list[int]]:
+        """The partner waiting under ``stamp`` (taken out), or queue ``item``; and the stamps of the entries
+        given up."""
         if stamp in partners:
-            return partners.pop(stamp), 0
-        given_up = 0
+            if partners is self._truths:
+                self._uncounted_truths.discard(stamp)
+            return partners.pop(stamp), []
+        given_up = []
         if waiting.pop(stamp, None) is not None:  # one stamp twice: the earlier one cannot be told apart
-            given_up += 1
+            given_up.append(stamp)
         waiting[stamp] = item
         if len(waiting) > self.max_pending:
-            waiting.popitem(last=False)
-            given_up += 1
+            given_up.append(waiting.popitem(last=False)[0])
         return None, given_up
 
     def finish(self) -> None:
         """Count whatever is still waiting as unmatched."""
         self.frames_without_truth += len(self._frames)
-        self.truths_without_frame += len(self._truths)
+        self._count_truths(list(self._truths))
         self._frames.clear()
         self._truths.clear()

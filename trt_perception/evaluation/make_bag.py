@@ -16,7 +16,6 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from trt_perception.errors import ImageDecodeError
 from trt_perception.evaluation.bag_io import (
     COMPRESSED_IMAGE_TYPE,
     DETECTIONS_TYPE,
@@ -30,11 +29,12 @@ from trt_perception.evaluation.bag_io import (
 from trt_perception.evaluation.ground_truth import (
     CocoImage,
     GroundTruthError,
+    check_image_file,
     image_files,
     read_coco,
     read_mask,
 )
-from trt_perception.image_decoding import DEFAULT_MAX_PIXELS, check_pixel_count, compressed_frame_size
+from trt_perception.image_decoding import DEFAULT_MAX_PIXELS, sniff_codec
 
 COMPRESSED_FORMATS = {"jpeg": (".jpg", ".jpeg"), "png": (".png",)}
 # raw encoding -> (imread flag, colour conversion of what imread returns)
@@ -59,17 +59,6 @@ class MakeBagSummary:
     crowd_boxes_dropped: int = 0
 
 
-def check_image_file(path: Path, max_pixels: int) -> None:
-    """Refuse a png/jpeg file whose header claims more than ``max_pixels`` pixels, before decoding it."""
-    codec = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}.get(path.suffix.lower())
-    if codec is not None and max_pixels:
-        try:
-            width, height = compressed_frame_size(path.read_bytes(), codec)
-            check_pixel_count(width, height, max_pixels, str(path))
-        except ImageDecodeError as error:
-            raise GroundTruthError(f"{path}: {error}") from None
-
-
 def load_pixels(path: Path, encoding: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.NDArray:
     """An image file as an array fitting a raw ``encoding``."""
     check_image_file(path, max_pixels)
@@ -88,8 +77,9 @@ def compressed_bytes(path: Path, format_: str, max_pixels: int = DEFAULT_MAX_PIX
     pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise GroundTruthError(f"cannot read image {path}")
-    if path.suffix.lower() in COMPRESSED_FORMATS[format_]:
-        return path.read_bytes(), (int(pixels.shape[0]), int(pixels.shape[1]))
+    data = path.read_bytes()
+    if sniff_codec(data) == format_:  # by content, not name: a png named .jpg is re-encoded
+        return data, (int(pixels.shape[0]), int(pixels.shape[1]))
     ok, encoded = cv2.imencode(COMPRESSED_FORMATS[format_][0], pixels)
     if not ok:
         raise GroundTruthError(f"cannot encode {path} as {format_}")
@@ -142,7 +132,7 @@ def make_bag(
                 if masks is None and coco_images is None:
                     continue
                 truth = (
-                    _mask_message(store, header, masks.get(path.stem), size) if masks is not None
+                    _mask_message(store, header, masks.get(path.stem), size, max_pixels) if masks is not None
                     else _coco_message(store, header, (coco_images or {}).get(path.name), size, summary)
                 )
                 if truth is None:
@@ -162,11 +152,13 @@ def _masks_by_stem(folder: Path) -> dict[str, Path]:
     return {path.stem: path for path in image_files([folder])}
 
 
-def _mask_message(store: Any, header: Any, path: Path | None, size: tuple[int, int]) -> tuple[str, Any] | None:
+def _mask_message(
+    store: Any, header: Any, path: Path | None, size: tuple[int, int], max_pixels: int
+) -> tuple[str, Any] | None:
     """A mono8/mono16 label Image of the mask file, None without one; the mask must fit the image."""
     if path is None:
         return None
-    labels = read_mask(path).labels
+    labels = read_mask(path, max_pixels).labels
     if labels.shape != size:
         raise GroundTruthError(f"mask {path} is {labels.shape[1]}x{labels.shape[0]} but its image is {size[1]}x{size[0]}")
     return IMAGE_TYPE, image_message(store, header, labels, "mono8" if labels.dtype == np.uint8 else "mono16")

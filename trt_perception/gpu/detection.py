@@ -48,13 +48,16 @@ def filter_detections_gpu(boxes: Any, scores: Any, class_ids: Any, detection_fil
     if detection_filter.allowed_class_ids is not None:
         allowed = cupy.asarray(sorted(detection_filter.allowed_class_ids), dtype=cupy.int64)
         keep &= cupy.isin(class_ids, allowed)
-    candidates = cupy.flatnonzero(keep)
+    inverted = keep & ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
+    candidates = cupy.flatnonzero(keep & ~inverted)
     order = candidates[cupy.argsort(-scores[candidates])]  # CuPy's sort is stable, as the CPU's
     if detection_filter.nms_iou is None:
         order = order[: detection_filter.max_detections]
     elif len(order):
         order = order[_nms_positions(cupy, boxes[order], class_ids[order], detection_filter)]
-    return unpack_detections(cupy.asnumpy(pack_detections(boxes[order], scores[order], class_ids[order])))
+    kept = unpack_detections(cupy.asnumpy(pack_detections(boxes[order], scores[order], class_ids[order])))
+    kept.inverted_left_out = int(inverted.sum())
+    return kept
 
 
 def _nms_positions(cupy: Any, sorted_boxes: Any, sorted_classes: Any, detection_filter: DetectionFilter) -> Any:

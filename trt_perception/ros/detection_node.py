@@ -21,7 +21,7 @@ from trt_perception import visualize
 from trt_perception.decoders import DetectionFilter
 from trt_perception.image_decoding import DecodedImage
 from trt_perception.ros.cdr import MessageHeader
-from trt_perception.ros.messages import detection_array, without_inverted_boxes
+from trt_perception.ros.messages import detection_array
 from trt_perception.ros.parameters import ParameterDefinition, detection_parameters
 from trt_perception.ros.image_conversion import header_msg
 from trt_perception.ros.perception_node import OutputTopic, PerceptionNode, Settings, main_for
@@ -97,7 +97,8 @@ class DetectionNode(PerceptionNode):
     def publish_results(
         self, outputs: Mapping[str, Publisher], header: MessageHeader, image: DecodedImage, result: Any, settings: Settings
     ) -> None:
-        detections, inverted = without_inverted_boxes(result.detections)
+        detections = result.detections
+        inverted = detections.inverted_left_out
         if inverted:
             self.log_problem(
                 f"the model's outputs decoded to {inverted} boxes with negative width or height; not published "

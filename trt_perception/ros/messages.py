@@ -28,22 +28,13 @@ def class_id_text(class_index: int, class_names: Sequence[str] | None, class_id_
     return str(class_index)
 
 
-def without_inverted_boxes(detections: Detections) -> tuple[Detections, int]:
-    """The detections whose boxes have ``x1 <= x2`` and ``y1 <= y2``, and how many were left out
-    (a box with negative width or height is a decoding error, never a detection to publish)."""
-    boxes = detections.boxes
-    inverted = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
-    count = int(inverted.sum())
-    return (detections.select(~inverted) if count else detections), count
-
-
 def detection_array(
     header: Header, detections: Detections, class_names: Sequence[str] | None, class_id_format: str = "index"
 ) -> Detection2DArray:
     """A ``Detection2DArray`` of ``xyxy`` boxes in source pixels; every detection gets ``header``.
 
     ``class_id_format`` (``index`` | ``name``) is what ``class_id`` carries (``class_id_text``). Boxes
-    must not be inverted (see ``without_inverted_boxes``).
+    must not be inverted (``filter_detections`` leaves such boxes out).
     """
     message = Detection2DArray(header=header)
     for (x1, y1, x2, y2), score, class_index in zip(
