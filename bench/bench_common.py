@@ -4,6 +4,7 @@ models' sample frames. Imports no other bench script, so every script can import
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import cv2
@@ -36,3 +37,12 @@ def camera_frame(model: str, size: tuple[int, int]) -> np.ndarray:
     image = cv2.imread(str(IMAGES / MODELS[model]))
     assert image is not None, MODELS[model]
     return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+def node_program(executable: str) -> list[str]:
+    """How to start a node executable: the installed ``lib/trt_perception/<executable>`` run directly
+    (a script that picks its prefix's Python, as ``ros2 run`` runs it), else its module with this python."""
+    installed = Path(sys.prefix) / "lib" / "trt_perception" / executable
+    if installed.is_file():
+        return [str(installed)]
+    return [sys.executable, "-m", "trt_perception.ros.executable", executable]

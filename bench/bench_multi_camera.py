@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT / "test"))
 from batch_models import SELFIE_MODEL, batched_selfie_model  # noqa: E402
 from bench.bench_transport_e2e import machine, percentile_90, private_ros_env, shipped_profile_env, started  # noqa: E402
 from bench.report import update_section  # noqa: E402
-from bench.bench_common import parse_size, size_name  # noqa: E402
+from bench.bench_common import node_program, parse_size, size_name  # noqa: E402
 from node_harness import camera_frame  # noqa: E402
 from trt_perception.image_decoding import encode_image  # noqa: E402
 from trt_perception.ros.cdr import MessageHeader, parse_image, serialize_image  # noqa: E402
@@ -77,14 +77,12 @@ SETUPS = (
 
 
 def node_command(name: str, model: Path, parameters: Sequence[str], remaps: Sequence[str]) -> list[str]:
-    installed = Path(sys.prefix) / "lib" / "trt_perception" / "segmentation_node"
-    program = [str(installed)] if installed.is_file() else ["-m", "trt_perception.ros.segmentation_node"]
     arguments = ["--ros-args", "-r", f"__node:={name}", "-p", f"model_path:={model}", "-p", "backend:=onnxruntime"]
     for parameter in parameters:
         arguments += ["-p", parameter]
     for remap in remaps:
         arguments += ["-r", remap]
-    return [sys.executable, *program, *arguments]
+    return [*node_program("segmentation_node"), *arguments]
 
 
 def node_commands(setup: Setup, cameras: int, model: Path) -> list[tuple[list[str], list[str]]]:

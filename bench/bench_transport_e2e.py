@@ -63,7 +63,7 @@ from sensor_msgs.msg import CompressedImage, Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_common import RESOLUTIONS, parse_size, size_name  # noqa: E402
+from bench.bench_common import RESOLUTIONS, node_program, parse_size, size_name  # noqa: E402
 from bench.report import update_section  # noqa: E402
 from trt_perception.image_decoding import encode_image  # noqa: E402
 from trt_perception.ros.cdr import MessageHeader, parse_image, serialize_image  # noqa: E402
@@ -326,13 +326,14 @@ class Variant:
 
 
 def node_command(*parameters: str) -> list[str]:
-    installed = Path(sys.prefix) / "lib" / "trt_perception" / "segmentation_node"
-    program = [str(installed)] if installed.is_file() else ["-m", "trt_perception.ros.segmentation_node"]
     arguments = ["--ros-args", "-r", f"__node:={NODE_NAME}", "-p", "model_spec:=selfie_segmentation", "-p", "backend:=onnxruntime"]
     for parameter in parameters:
         arguments += ["-p", parameter]
-    return [sys.executable, *program, *arguments]
+    return [*node_program("segmentation_node"), *arguments]
 
+
+# Issue 14: end-to-end node latency <= this times (a plain relay hop + the model's own inference time).
+NODE_LATENCY_GOAL = 1.2
 
 VARIANTS = [
     Variant("relay hop (baseline)", f"/{RELAY_NAME}/image", [sys.executable, str(RELAY), "--ros-args", "-r", f"__node:={RELAY_NAME}"]),
@@ -505,18 +506,24 @@ def measure_e2e(env: Mapping[str, str], folder: Path, sizes: Sequence[tuple[int,
     return json.loads(out.read_text())
 
 
+def goal_cell(ratio: float) -> str:
+    """The node-latency ratio and whether it meets ``NODE_LATENCY_GOAL``."""
+    return f"{ratio:.2f} ({'met' if ratio <= NODE_LATENCY_GOAL else 'not met'})"
+
+
 def e2e_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of ``measure_e2e`` rows, each node row against the relay hop of its frame size."""
     relay = {row["frame"]: row for row in rows if row["stages"] is None}
     lines = [
         "| path | frame | delivered | input / labels Hz | latency p50 ms (p90, max) | node: decode / pipeline (inference) / publish ms "
-        "| p50 minus pipeline ms | p50 / relay p50 | (p50 minus pipeline) / relay p50 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| p50 minus pipeline ms | p50 / relay p50 | (p50 minus pipeline) / relay p50 "
+        f"| p50 / (relay p50 + inference): goal <= {NODE_LATENCY_GOAL} |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         latency = f"{row['p50']:.1f} ({row['p90']:.1f}, {row['max']:.1f})" if row["p50"] is not None else "-"
         base = relay.get(row["frame"], {}).get("p50")
-        node_cells = ["", "", "", ""]
+        node_cells = ["", "", "", "", ""]
         if row["stages"] is not None and row["p50"] is not None:
             stages = row["stages"]
             pipeline = sum(stages[stage] for stage in PIPELINE_STAGES)
@@ -526,9 +533,10 @@ def e2e_table(rows: list[dict[str, Any]]) -> str:
                 f"{overhead:.1f}",
                 f"{row['p50'] / base:.2f}" if base else "-",
                 f"{overhead / base:.2f}" if base else "-",
+                goal_cell(row["p50"] / (base + stages["inference"])) if base else "-",
             ]
         elif row["p50"] is not None:
-            node_cells = ["(no work)", f"{row['p50']:.1f}", "1.00", "1.00"]
+            node_cells = ["(no work)", f"{row['p50']:.1f}", "1.00", "1.00", ""]
         lines.append(f"| {row['variant']} | {row['frame']} | {row['received']}/{row['sent']} | "
                      f"{row['input_hz']:.1f} / {row['output_hz']:.1f} | {latency} | "
                      + " | ".join(node_cells) + " |")
