@@ -94,3 +94,21 @@ def ros_context() -> Iterator[Any]:
         yield context
     finally:
         context.try_shutdown()
+
+
+@pytest.fixture(scope="module")
+def env() -> dict[str, str]:
+    """The environment for node processes a test module starts (``node_harness``: this session's graph)."""
+    from node_harness import isolated_ros_environment
+
+    return isolated_ros_environment()
+
+
+@pytest.fixture(scope="module")
+def client(request: pytest.FixtureRequest, node: Any) -> Iterator[Any]:
+    """A ``node_harness.RosClient`` in the test process, once the module's ``node`` fixture has started."""
+    from node_harness import RosClient
+
+    ros = RosClient(f"{request.module.__name__}_client")
+    yield ros
+    ros.close()

@@ -19,7 +19,6 @@ from node_harness import (
     TopicRecorder,
     diagnostic_values,
     image_message,
-    isolated_ros_environment,
     qos,
     read_rgb,
 )
@@ -32,11 +31,6 @@ from trt_perception.ros.image_conversion import header_msg
 from trt_perception.spec import load_model_spec
 
 NODE = "/det_test/detection"
-
-
-@pytest.fixture(scope="module")
-def env() -> dict[str, str]:
-    return isolated_ros_environment()
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +47,6 @@ def node(env: dict[str, str]) -> Iterator[NodeProcess]:
     yield process
     assert process.stop(signal.SIGINT) == 0
     assert "Traceback" not in process.output
-
-
-@pytest.fixture(scope="module")
-def client(node: NodeProcess) -> Iterator[RosClient]:
-    ros = RosClient("det_test_client")
-    yield ros
-    ros.close()
 
 
 @pytest.fixture(scope="module")

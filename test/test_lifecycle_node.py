@@ -22,7 +22,6 @@ from node_harness import (
     camera_frame,
     diagnostic_values,
     image_message,
-    isolated_ros_environment,
     qos,
 )
 from ros_services import change_state, lifecycle_state
@@ -36,11 +35,6 @@ QUIET_SECONDS = 1.5  # how long "no output" is watched for
 
 
 @pytest.fixture(scope="module")
-def env() -> dict[str, str]:
-    return isolated_ros_environment()
-
-
-@pytest.fixture(scope="module")
 def node(env: dict[str, str]) -> Iterator[NodeProcess]:
     process = NodeProcess(
         "detection_lifecycle_node",
@@ -49,13 +43,6 @@ def node(env: dict[str, str]) -> Iterator[NodeProcess]:
     )
     yield process
     process.stop(signal.SIGKILL)
-
-
-@pytest.fixture(scope="module")
-def client(node: NodeProcess) -> Iterator[RosClient]:
-    ros = RosClient("lc_test_client")
-    yield ros
-    ros.close()
 
 
 @pytest.fixture(scope="module")

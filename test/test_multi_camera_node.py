@@ -6,7 +6,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,6 @@ from node_harness import (
     TopicRecorder,
     camera_frame,
     image_message,
-    isolated_ros_environment,
     qos,
 )
 from trt_perception.pipeline import Pipeline
@@ -48,11 +46,6 @@ def cameras() -> list[Camera]:
     ]
 
 
-@pytest.fixture(scope="module")
-def env() -> dict[str, str]:
-    return isolated_ros_environment()
-
-
 # fixed_batch_2: two cameras per inference, and a lone waiting camera's frame in a zero-filled batch
 @pytest.fixture(scope="module", params=["dynamic_batch", "batch_1", "fixed_batch_2"])
 def node(request: pytest.FixtureRequest, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
@@ -73,13 +66,6 @@ def node(request: pytest.FixtureRequest, env: dict[str, str], tmp_path_factory: 
     yield process
     assert process.stop(signal.SIGINT) == 0
     assert "Traceback" not in process.output
-
-
-@pytest.fixture(scope="module")
-def client(node: NodeProcess) -> Iterator[RosClient]:
-    ros = RosClient("mc_test_client")
-    yield ros
-    ros.close()
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,6 @@ from node_harness import (
     camera_frame,
     compressed_message,
     image_message,
-    isolated_ros_environment,
     latest_diagnostics,
     node_arguments,
     node_session,
@@ -47,11 +46,6 @@ WARM_UP_SECONDS = 5.0
 
 
 @pytest.fixture(scope="module")
-def env() -> dict[str, str]:
-    return isolated_ros_environment()
-
-
-@pytest.fixture(scope="module")
 def node(env: dict[str, str]) -> Iterator[NodeProcess]:
     parameters = ["input_reliability:=reliable", f"max_pixels:={MAX_PIXELS}", "warning_period:=0.0",
                   "stall_timeout:=1.5", "diagnostics_period:=0.2"]
@@ -59,13 +53,6 @@ def node(env: dict[str, str]) -> Iterator[NodeProcess]:
     process.wait_for_output("on /camera/hardening")
     yield process
     process.stop(signal.SIGKILL)
-
-
-@pytest.fixture(scope="module")
-def client(node: NodeProcess) -> Iterator[RosClient]:
-    ros = RosClient("hardening_client")
-    yield ros
-    ros.close()
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,6 @@ from node_harness import (
     compressed_message,
     diagnostic_values,
     image_message,
-    isolated_ros_environment,
     qos,
     read_rgb,
 )
@@ -48,11 +47,6 @@ CAMERA_PROCESS = Path(__file__).with_name("camera_process.py")
 
 
 @pytest.fixture(scope="module")
-def env() -> dict[str, str]:
-    return isolated_ros_environment()
-
-
-@pytest.fixture(scope="module")
 def node(env: dict[str, str]) -> Iterator[NodeProcess]:
     process = NodeProcess(
         "segmentation_node",
@@ -62,13 +56,6 @@ def node(env: dict[str, str]) -> Iterator[NodeProcess]:
     process.wait_for_output("selfie_segmentation")
     yield process
     process.stop(signal.SIGKILL)
-
-
-@pytest.fixture(scope="module")
-def client(node: NodeProcess) -> Iterator[RosClient]:
-    ros = RosClient("seg_test_client")
-    yield ros
-    ros.close()
 
 
 @pytest.fixture(scope="module")
