@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from trt_perception.errors import ImageDecodeError
 from trt_perception.geometry import ResizeGeometry, sampling_grid
+from trt_perception.row_bands import shared_row_bands
 from trt_perception.spec import DynamicSize, InputSpec, NormalizationSpec, PostAffine
 
 CHANNELS_PER_ORDER = {"RGB": 3, "BGR": 3, "RGBA": 4, "BGRA": 4, "MONO": 1}
@@ -40,6 +41,10 @@ _COLOR_CONVERSIONS = {
 }
 
 _FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+# Images from this size on are remapped in row bands on several cores (measured on 2 cores, frames not
+# in cache: 1080p rgb8 0.49 -> 0.32 ms, 720p 0.33 -> 0.28 ms; at 640x480 the hand-off costs more than
+# it saves).
+BANDED_REMAP_MIN_BYTES = 2 << 20
 
 
 def convert_color(pixels: npt.NDArray, channel_order: str, color_order: str) -> npt.NDArray:
@@ -130,8 +135,20 @@ def resize_with_sampling(
     """``pixels`` resampled bilinearly with ``sampling_maps`` (OpenCV's fixed-point remap, the
     arithmetic of its classic warpAffine / warpPerspective, which MediaPipe's ImageToTensor uses).
     No area filtering when shrinking (neither do those pipelines); samples past the last pixel
-    repeat it."""
-    return cv2.remap(pixels, *maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    repeat it. Every output pixel depends on its map entry alone, so for a large image (whose rows
+    are mostly read from memory, not cache) bands of output rows are remapped on several cores;
+    OpenCV keeps a network-sized remap on one."""
+    whole, fractions = maps
+    if pixels.nbytes < BANDED_REMAP_MIN_BYTES:
+        return cv2.remap(pixels, whole, fractions, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    resized = np.empty((*whole.shape[:2], *pixels.shape[2:]), pixels.dtype)
+
+    def remap_rows(start: int, stop: int) -> None:
+        cv2.remap(pixels, whole[start:stop], fractions[start:stop], cv2.INTER_LINEAR, resized[start:stop],
+                  cv2.BORDER_REPLICATE)
+
+    shared_row_bands().run(remap_rows, resized.shape[0])
+    return resized
 
 
 def cpu_only_input_options(spec: InputSpec) -> str | None:

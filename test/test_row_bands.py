@@ -1,0 +1,139 @@
+"""Row bands on several cores: the same pixels as one call, every row once, errors raised to the caller."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from trt_perception.preprocess import BANDED_REMAP_MIN_BYTES, Preprocessor, resize_with_sampling, sampling_maps
+from trt_perception.row_bands import MIN_ROWS_PER_BAND, RowBands, shared_row_bands
+from trt_perception.spec import InputSpec, NormalizationSpec
+
+IMAGES = Path(__file__).parent / "fixtures" / "images"
+
+
+def camera_frame(name: str, size: tuple[int, int]) -> np.ndarray:
+    """A real photo at a camera resolution (height, width), bgr8."""
+    image = cv2.imread(str(IMAGES / name), cv2.IMREAD_COLOR)
+    assert image is not None
+    return np.ascontiguousarray(cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA))
+
+
+def test_each_row_is_worked_once_in_bands_on_several_threads() -> None:
+    bands = RowBands(3)
+    seen: list[tuple[int, int, int]] = []
+    lock = threading.Lock()
+
+    def record(start: int, stop: int) -> None:
+        with lock:
+            seen.append((start, stop, threading.get_ident()))
+
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(3)
+    try:
+        bands.run(record, 1000)
+    finally:
+        cv2.setNumThreads(previous)
+    covered = sorted((start, stop) for start, stop, _ in seen)
+    assert covered[0][0] == 0 and covered[-1][1] == 1000
+    assert all(stop == following for (_, stop), (following, _) in zip(covered, covered[1:]))
+    assert len(seen) == 3 and len({thread for _, _, thread in seen}) == 3
+
+
+def test_one_opencv_thread_or_few_rows_keep_the_work_in_the_caller() -> None:
+    bands = RowBands(4)
+    calls: list[tuple[int, int, int]] = []
+
+    def record(start: int, stop: int) -> None:
+        calls.append((start, stop, threading.get_ident()))
+
+    bands.run(record, MIN_ROWS_PER_BAND - 1)
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        bands.run(record, 1000)
+    finally:
+        cv2.setNumThreads(previous)
+    assert calls == [(0, MIN_ROWS_PER_BAND - 1, threading.get_ident()), (0, 1000, threading.get_ident())]
+
+
+def test_an_error_in_any_band_reaches_the_caller_and_the_bands_stay_usable() -> None:
+    bands = RowBands(2)
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        def fail_below_half(start: int, stop: int) -> None:
+            if start >= 50:
+                raise ValueError(f"band {start}..{stop}")
+
+        with pytest.raises(ValueError, match="band 50..100"):
+            bands.run(fail_below_half, 100)
+        done: list[int] = []
+        bands.run(lambda start, stop: done.extend(range(start, stop)), 100)
+        assert sorted(done) == list(range(100))
+    finally:
+        cv2.setNumThreads(previous)
+
+
+@pytest.mark.parametrize("size", [(1080, 1920), (720, 1280), (480, 640)])
+def test_banded_remap_equals_one_opencv_call_on_a_photo(size: tuple[int, int]) -> None:
+    frame = camera_frame("astronaut.png", size)
+    assert (frame.nbytes >= BANDED_REMAP_MIN_BYTES) == (size != (480, 640))
+    for sampling in ("asymmetric", "align_corners"):
+        maps = sampling_maps(size, (256, 256), sampling)
+        expected = cv2.remap(frame, *maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        assert np.array_equal(resize_with_sampling(frame, maps), expected)
+
+
+def test_concurrent_preprocessors_share_the_bands_and_both_get_their_own_tensor() -> None:
+    """Two cameras' pipelines in two threads: one gets the worker threads, the other runs its bands
+    itself; both tensors equal a lone run's."""
+    spec = InputSpec(name="input", layout="NHWC", dtype="float32", size=(256, 256), color_order="RGB",
+                     resize="fixed_shape", interpolation="linear", sampling="asymmetric",
+                     normalization=NormalizationSpec(type="unit"))
+    frames = [camera_frame("astronaut.png", (1080, 1920)), camera_frame("coffee.png", (1080, 1920))]
+    expected = [Preprocessor(spec)(frame, "BGR")[0].copy() for frame in frames]
+    shared_row_bands()
+    results: dict[int, list[np.ndarray]] = {0: [], 1: []}
+
+    def camera(index: int) -> None:
+        preprocessor = Preprocessor(spec)
+        for _ in range(20):
+            results[index].append(preprocessor(frames[index], "BGR")[0].copy())
+
+    threads = [threading.Thread(target=camera, args=(index,)) for index in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index in (0, 1):
+        assert len(results[index]) == 20
+        assert all(np.array_equal(tensor, expected[index]) for tensor in results[index])
+
+
+def test_a_forked_child_makes_its_own_worker_threads() -> None:
+    """The parent's worker threads do not exist in a forked child; its bands must not wait for them."""
+    import multiprocessing
+
+    shared_row_bands()
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        result = pool.apply_async(_banded_sum_in_child, (1000,))
+        assert result.get(timeout=30) == sum(range(1000))
+
+
+def _banded_sum_in_child(rows: int) -> int:
+    cv2.setNumThreads(2)
+    total: list[int] = []
+    lock = threading.Lock()
+
+    def add(start: int, stop: int) -> None:
+        with lock:
+            total.append(sum(range(start, stop)))
+
+    shared_row_bands().run(add, rows)
+    return sum(total)

@@ -1,0 +1,112 @@
+"""Row bands of one image processed on several cores at once.
+
+OpenCV splits an operation over its threads only when the output has many pixels (``cv2.remap``
+of a 256x256 network input runs on one core), and numpy's element-wise functions always run on
+one. Per-pixel work whose rows are independent can run as horizontal bands in parallel instead:
+the calling thread takes the first band and long-lived worker threads the others. Both OpenCV and
+numpy release the GIL inside such calls. A hand-off costs tens of microseconds, so this pays only
+for work of a few hundred microseconds or more.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+import cv2
+
+# The most bands one image is cut into (the gain from more is small next to the hand-off cost).
+MAX_BANDS = 4
+# Rows below which an image is not cut at all.
+MIN_ROWS_PER_BAND = 16
+
+BandWork = Callable[[int, int], None]
+
+
+class _Worker:
+    """One daemon thread that runs a band when told to and reports back."""
+
+    def __init__(self) -> None:
+        self._start = threading.Semaphore(0)
+        self._finished = threading.Semaphore(0)
+        self._work: BandWork | None = None
+        self._rows = (0, 0)
+        self._error: BaseException | None = None
+        threading.Thread(target=self._loop, name="trt_perception-row-band", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            self._start.acquire()
+            try:
+                assert self._work is not None
+                self._work(*self._rows)
+            except BaseException as error:  # handed to the caller, which raises it
+                self._error = error
+            self._finished.release()
+
+    def begin(self, work: BandWork, start: int, stop: int) -> None:
+        self._work, self._rows, self._error = work, (start, stop), None
+        self._start.release()
+
+    def end(self) -> BaseException | None:
+        self._finished.acquire()
+        self._work = None
+        return self._error
+
+
+class RowBands:
+    """Runs ``work(start, stop)`` over the row bands of ``rows`` rows, on up to ``bands`` cores (and
+    no more than OpenCV's thread count, so ``cv2.setNumThreads(1)`` keeps everything on one)."""
+
+    def __init__(self, bands: int) -> None:
+        self.bands = max(1, bands)
+        self._workers = [_Worker() for _ in range(self.bands - 1)]
+        self._busy = threading.Lock()
+
+    def run(self, work: BandWork, rows: int) -> None:
+        """Call ``work`` on bands covering rows ``0..rows`` and return when all are done; an exception
+        raised by any band is raised here. A second caller while one run is under way gets its
+        bands run one after another in its own thread (nothing waits for the workers)."""
+        count = min(self.bands, cv2.getNumThreads(), rows // MIN_ROWS_PER_BAND)
+        if count <= 1 or not self._busy.acquire(blocking=False):
+            work(0, rows)
+            return
+        try:
+            edges = [rows * band // count for band in range(count + 1)]
+            workers = self._workers[: count - 1]
+            for worker, start, stop in zip(workers, edges[1:], edges[2:]):
+                worker.begin(work, start, stop)
+            first_error: BaseException | None = None
+            try:
+                work(edges[0], edges[1])
+            except BaseException as error:
+                first_error = error
+            errors = [worker.end() for worker in workers]
+            for error in [first_error, *errors]:
+                if error is not None:
+                    raise error
+        finally:
+            self._busy.release()
+
+
+_shared: RowBands | None = None
+_shared_lock = threading.Lock()
+
+
+def _forget_shared_after_fork() -> None:
+    """A forked child has none of the parent's threads: it makes its own RowBands when it needs one."""
+    global _shared, _shared_lock
+    _shared, _shared_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_shared_after_fork)
+
+
+def shared_row_bands() -> RowBands:
+    """The process's RowBands, up to one band per core and MAX_BANDS; made on first use."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = RowBands(min(MAX_BANDS, os.cpu_count() or 1))
+        return _shared
