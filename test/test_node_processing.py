@@ -75,8 +75,12 @@ class StandInNode(PerceptionNode):
         self.published: list[tuple[str, int]] = []
         self.logged: list[str] = []
         self.publisher_counts: dict[str, int] = {}
+        self.unpublishable: set[str] = set()  # cameras whose publishing raises
+        self._stopping = False
 
     def publish_results(self, outputs: Any, header: MessageHeader, image: Any, result: Any, settings: Any) -> None:
+        if header.frame_id in self.unpublishable:
+            raise RuntimeError(f"publisher of {header.frame_id} was destroyed")
         self.published.append((header.frame_id, result.value))
 
     def log_problem(self, message: str) -> None:
@@ -128,6 +132,19 @@ def test_a_whole_batch_that_runs_is_published_once_per_camera() -> None:
     assert node.pipeline.batches == [2]
     assert node.published == [("front", 10), ("rear", 20)]
     assert [counts(camera) for camera in node._cameras] == [(1, 0, 0), (1, 0, 0)]
+
+
+@pytest.mark.parametrize("failing", [0, 1, 2])
+def test_a_camera_whose_results_cannot_be_published_costs_only_itself(failing: int) -> None:
+    node = StandInNode(["front", "rear", "left"])
+    node.unpublishable = {node._cameras[failing].name}
+    node._process([frame_of(camera, value) for camera, value in zip(node._cameras, [10, 20, 30])])
+    assert node.pipeline.batches == [3]
+    assert node.published == [(camera.name, value) for index, (camera, value) in
+                              enumerate(zip(node._cameras, [10, 20, 30])) if index != failing]
+    for index, camera in enumerate(node._cameras):
+        assert counts(camera) == ((0, 1, 0) if index == failing else (1, 0, 0))
+    assert node.logged == [f"publishing results failed: RuntimeError: publisher of {node._cameras[failing].name} was destroyed"]
 
 
 def status_by_name(statuses: Sequence[DiagnosticStatus]) -> dict[str, DiagnosticStatus]:

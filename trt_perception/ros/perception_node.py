@@ -555,9 +555,18 @@ class PerceptionNode(Node):
         return self.pipeline.run_batch([(item.image.pixels, item.image.channel_order) for item in batch])
 
     def _publish_frame(self, item: CameraFrame, result: Any, settings: Settings) -> None:
-        """Publish one camera's results and count the frame with its per-stage times."""
+        """Publish one camera's results and count the frame with its per-stage times; a failure to
+        publish is reported for that camera alone (the other cameras of a batch still publish)."""
         published = time.perf_counter()
-        self.publish_results(item.camera.outputs, item.header, item.image, result, settings)
+        try:
+            self.publish_results(item.camera.outputs, item.header, item.image, result, settings)
+        except Exception as error:  # noqa: BLE001 - one camera's outputs must not cost the others theirs
+            if self._stopping:
+                raise
+            self._report_problem(
+                f"publishing results failed: {type(error).__name__}: {error}", bad_input=False, cameras=[item.camera]
+            )
+            return
         done = time.perf_counter()
         item.camera.stats.frame_processed(
             {"decode": item.decode_ms, **result.timings.milliseconds, "publish": (done - published) * 1e3}
