@@ -18,6 +18,9 @@ bytes, or jpeg q90 CompressedImage) and the sink (raw subscription to the result
 with one node process between: the plain relay (bench/relay_node.py, the baseline hop: same bytes
 out), the segmentation node (bundled selfie_segmentation spec, ONNX Runtime CPU) with
 ``raw_intake:=false`` (rclpy messages), with ``raw_intake:=true``, and with ``use_compressed:=true``.
+All four processes run from the start, each in its own namespace with its own camera topics, and
+take turns: per frame size 1 s of warm-up each, then ``ROUNDS`` windows each, one variant at a
+time, so that a slower or faster spell of the shared machine is spread over all of them.
 The camera publishes best-effort (sensor-data QoS), the node and relay subscribe with their default
 (best-effort) and publish reliable. Latency = labels (or relayed image) received minus the frame's
 stamp (same clock); throughput = results received per second against frames published per second
@@ -46,7 +49,7 @@ import time
 import xml.etree.ElementTree as ElementTree
 from importlib.metadata import version
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -345,8 +348,10 @@ VARIANTS = [
 
 @dataclass
 class Sink:
-    """Receive times of results by input stamp, and the node's latest diagnostics values."""
+    """Receive times of one variant's results by input stamp, and its node's latest diagnostics values
+    (the node's status is named ``<namespace>/<node name>: <task>``)."""
 
+    namespace: str
     received: dict[int, float] = field(default_factory=dict)
     diagnostics: dict[str, str] = field(default_factory=dict)
 
@@ -357,18 +362,18 @@ class Sink:
 
     def on_diagnostics(self, message: DiagnosticArray) -> None:
         for status in message.status:
-            if NODE_NAME in status.name:
+            if status.name.startswith(f"{self.namespace}/{NODE_NAME}:"):
                 self.diagnostics = {pair.key: pair.value for pair in status.values}
 
 
 class Camera:
     """Publishes one photo at a given size, as pre-serialized rgb8 Image bytes or a jpeg CompressedImage."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, namespace: str) -> None:
         self._photo = load_photo()
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
-        self._raw = node.create_publisher(Image, "image", qos)
-        self._compressed = node.create_publisher(CompressedImage, "image/compressed", qos)
+        self._raw = node.create_publisher(Image, f"{namespace}/image", qos)
+        self._compressed = node.create_publisher(CompressedImage, f"{namespace}/image/compressed", qos)
 
     def frames(self, size: tuple[int, int], compressed: bool) -> Callable[[int], int]:
         """A function that publishes the next frame and returns its stamp (ns)."""
@@ -410,62 +415,93 @@ def started(command: list[str], env: Mapping[str, str], log: Path) -> Iterator[s
                 process.wait()
 
 
-def measure_variant(node: Node, camera: Camera, sink: Sink, variant: Variant, env: Mapping[str, str],
-                    sizes: Sequence[tuple[int, int]], rate_hz: float, seconds: float, log: Path) -> list[dict[str, Any]]:
-    rows = []
-    with started(variant.command, env, log) as process:
-        deadline = time.monotonic() + 60.0
-        while not (camera.subscribed(variant.compressed) and node.count_publishers(variant.output_topic) > 0):
+# Windows per variant and frame size: the variants take turns, so that a slower or faster spell of
+# the shared machine falls on all of them rather than on one.
+ROUNDS = 5
+# Seconds after a window for its last results to arrive.
+SETTLE_SECONDS = 0.3
+
+
+def wait_until_up(node: Node, cameras: Sequence[Camera], sinks: Sequence[Sink], processes: Sequence[subprocess.Popen],
+                  logs: Sequence[Path]) -> None:
+    """Wait until every variant's process subscribes to its camera and publishes its results."""
+    deadline = time.monotonic() + 90.0
+    for variant, camera, sink, process, log in zip(VARIANTS, cameras, sinks, processes, logs):
+        while not (camera.subscribed(variant.compressed) and node.count_publishers(sink.namespace + variant.output_topic) > 0):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{variant.name} did not come up; see {log}")
             time.sleep(0.1)
-        for size in sizes:
-            publish = camera.frames(size, variant.compressed)
-            publish_at_rate(publish, 1.0, rate_hz)  # warm-up: matching, first inference, buffers
-            time.sleep(0.3)
+
+
+def measure_size(cameras: Sequence[Camera], sinks: Sequence[Sink], size: tuple[int, int], rate_hz: float,
+                 seconds: float) -> list[dict[str, Any]]:
+    """One row per variant at ``size``: 1 s of warm-up each, then ``ROUNDS`` windows of
+    ``seconds / ROUNDS`` per variant, the variants in turn."""
+    publishers = [camera.frames(size, variant.compressed) for camera, variant in zip(cameras, VARIANTS)]
+    for publish in publishers:
+        publish_at_rate(publish, 1.0, rate_hz)  # matching, first inference, buffers
+    time.sleep(SETTLE_SECONDS)
+    latencies: list[list[float]] = [[] for _ in VARIANTS]
+    sent_counts = [0] * len(VARIANTS)
+    elapsed = [0.0] * len(VARIANTS)
+    for _ in range(ROUNDS):
+        for index, (publish, sink) in enumerate(zip(publishers, sinks)):
             sink.received.clear()
             sent: list[int] = []
             start = time.monotonic()
-            publish_at_rate(lambda index: sent.append(publish(index)), seconds, rate_hz)
-            elapsed = time.monotonic() - start
-            time.sleep(0.8)  # last results, and one more /diagnostics
-            latencies = sorted((sink.received[stamp] - stamp / 1e9) * 1e3 for stamp in sent if stamp in sink.received)
-            stages = {stage: float(sink.diagnostics.get(f"latency_{stage}_ms_mean", "nan")) for stage in STAGES}
-            rows.append({
-                "variant": variant.name, "frame": size_name(size), "sent": len(sent), "received": len(latencies),
-                "input_hz": len(sent) / elapsed, "output_hz": len(latencies) / elapsed,
-                "p50": statistics.median(latencies) if latencies else None,
-                "p90": percentile_90(latencies) if latencies else None,
-                "max": latencies[-1] if latencies else None,
-                "stages": stages if variant.output_topic.endswith("labels") else None,
-            })
-            print(rows[-1], flush=True)
+            publish_at_rate(lambda frame: sent.append(publish(frame)), seconds / ROUNDS, rate_hz)
+            elapsed[index] += time.monotonic() - start
+            time.sleep(SETTLE_SECONDS)
+            latencies[index] += [(sink.received[stamp] - stamp / 1e9) * 1e3 for stamp in sent if stamp in sink.received]
+            sent_counts[index] += len(sent)
+    time.sleep(1.0)  # one more /diagnostics from every node
+    rows = []
+    for variant, sink, values, sent_count, seconds_sent in zip(VARIANTS, sinks, latencies, sent_counts, elapsed):
+        values.sort()
+        stages = {stage: float(sink.diagnostics.get(f"latency_{stage}_ms_mean", "nan")) for stage in STAGES}
+        rows.append({
+            "variant": variant.name, "frame": size_name(size), "sent": sent_count, "received": len(values),
+            "input_hz": sent_count / seconds_sent, "output_hz": len(values) / seconds_sent,
+            "p50": statistics.median(values) if values else None,
+            "p90": percentile_90(values) if values else None,
+            "max": values[-1] if values else None,
+            "stages": stages if variant.output_topic.endswith("labels") else None,
+        })
+        print(rows[-1], flush=True)
     return rows
 
 
 def run_e2e(sizes: Sequence[tuple[int, int]], rate_hz: float, seconds: float, out: Path) -> None:
-    """Body of the ``--e2e-run`` child: all variants at all sizes, rows written to ``out`` (JSON);
-    camera, sink and node processes share this process's environment."""
+    """Body of the ``--e2e-run`` child: every variant at every size, rows written to ``out`` (JSON).
+    Every variant's process runs from the start in its own namespace (its own camera topics), idle
+    while the others take their turns; all share this process's environment."""
     folder = out.parent
     env = dict(os.environ)
     rclpy.init()
     node = rclpy.create_node("bench_transport_e2e")
-    sink = Sink()
-    camera = Camera(node)
+    namespaces = [f"/e2e{index}" for index in range(len(VARIANTS))]
+    sinks = [Sink(namespace) for namespace in namespaces]
+    cameras = [Camera(node, namespace) for namespace in namespaces]
     result_qos = volatile_qos("reliable", 5)
-    for variant in VARIANTS:
-        node.create_subscription(Image, variant.output_topic, sink.on_result, result_qos, raw=True)
-    node.create_subscription(DiagnosticArray, "/diagnostics", sink.on_diagnostics, 10)
+    for variant, sink in zip(VARIANTS, sinks):
+        node.create_subscription(Image, sink.namespace + variant.output_topic, sink.on_result, result_qos, raw=True)
+    node.create_subscription(
+        DiagnosticArray, "/diagnostics", lambda message: [sink.on_diagnostics(message) for sink in sinks], 10
+    )
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
-    rows = []
+    logs = [folder / f"{(sink.namespace + variant.output_topic).strip('/').replace('/', '_')}.log"
+            for variant, sink in zip(VARIANTS, sinks)]
     try:
-        for variant in VARIANTS:
-            sink.diagnostics = {}
-            log = folder / f"{variant.output_topic.strip('/').replace('/', '_')}.log"
-            rows += measure_variant(node, camera, sink, variant, env, sizes, rate_hz, seconds, log)
+        with ExitStack() as stack:
+            processes = [
+                stack.enter_context(started([*variant.command, "-r", f"__ns:={sink.namespace}"], env, log))
+                for variant, sink, log in zip(VARIANTS, sinks, logs)
+            ]
+            wait_until_up(node, cameras, sinks, processes, logs)
+            rows = [row for size in sizes for row in measure_size(cameras, sinks, size, rate_hz, seconds)]
         out.write_text(json.dumps(rows))
     finally:
         executor.shutdown()

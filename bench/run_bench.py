@@ -429,7 +429,8 @@ def node_part(args: argparse.Namespace) -> bool:
     text = (
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {transport.machine()}; `{command_line()}`: "
         f"camera frames (rgb8 `Image`, or jpeg q90 `CompressedImage`) published best-effort at {args.node_rate_hz:g} Hz, "
-        f"1 s warm-up then {args.node_seconds:g} s measured per size; the shipped Fast DDS profile "
+        f"per size 1 s of warm-up, then {args.node_seconds:g} s measured in {transport.ROUNDS} windows per variant, "
+        "the relay and the node variants taking turns (all running, each on its own topics); the shipped Fast DDS profile "
         "(`config/dds/fastdds_large_images.xml`) in every process; `segmentation_node` with `selfie_segmentation` "
         "on ONNX Runtime (CPU), labels published reliable.\n\n" + transport.e2e_table(rows) + "\n"
     )
