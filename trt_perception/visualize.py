@@ -105,26 +105,15 @@ def colorize(labels: npt.NDArray[np.unsignedinteger], palette: npt.NDArray[np.ui
     return palette[labels]
 
 
-@lru_cache(maxsize=2)
-def _solid_image(height: int, width: int, color: bytes) -> npt.NDArray[np.uint8]:
-    """An ``height x width`` RGB image of one colour (kept for the next frames of that size)."""
-    image = np.empty((height, width, 3), np.uint8)
-    image[:] = np.frombuffer(color, np.uint8)
-    image.flags.writeable = False  # shared between calls through the cache
-    return image
-
-
 def _colorize_binary(labels: npt.NDArray[np.uint8], colors: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """``colors[labels]`` for labels 0 and 1 only, as bitwise OpenCV passes (each several times faster
     than a table lookup per pixel): a 0/255 mask per channel, ANDed with ``colors[0] ^ colors[1]``,
-    XORed with ``colors[0]`` (skipped when that is black). The colours come as whole images: OpenCV's
-    image-with-image operations are faster than those with a per-channel scalar."""
-    background, difference = colors[0], np.bitwise_xor(colors[0], colors[1])
-    height, width = labels.shape
+    XORed with ``colors[0]`` (skipped when that is black)."""
+    background, difference = colors[0].astype(np.float64), np.bitwise_xor(colors[0], colors[1]).astype(np.float64)
     mask = cv2.cvtColor(np.negative(labels), cv2.COLOR_GRAY2RGB)  # uint8: 0 -> 0, 1 -> 255
-    cv2.bitwise_and(mask, _solid_image(height, width, difference.tobytes()), dst=mask)
+    cv2.bitwise_and(mask, difference, dst=mask)  # 3-element arrays act as per-channel scalars
     if background.any():
-        cv2.bitwise_xor(mask, _solid_image(height, width, background.tobytes()), dst=mask)
+        cv2.bitwise_xor(mask, background, dst=mask)
     return np.asarray(mask, np.uint8)
 
 
