@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -23,6 +25,17 @@ def camera_frame(name: str, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA))
 
 
+@contextmanager
+def opencv_threads(count: int) -> Iterator[None]:
+    """OpenCV's thread count set to ``count`` inside the block (the bands follow it), restored after."""
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(count)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
+
+
 def test_each_row_is_worked_once_in_bands_on_several_threads() -> None:
     bands = RowBands(3)
     seen: list[tuple[int, int, int]] = []
@@ -32,12 +45,8 @@ def test_each_row_is_worked_once_in_bands_on_several_threads() -> None:
         with lock:
             seen.append((start, stop, threading.get_ident()))
 
-    previous = cv2.getNumThreads()
-    cv2.setNumThreads(3)
-    try:
+    with opencv_threads(3):
         bands.run(record, 1000)
-    finally:
-        cv2.setNumThreads(previous)
     covered = sorted((start, stop) for start, stop, _ in seen)
     assert covered[0][0] == 0 and covered[-1][1] == 1000
     assert all(stop == following for (_, stop), (following, _) in zip(covered, covered[1:]))
@@ -52,31 +61,24 @@ def test_one_opencv_thread_or_few_rows_keep_the_work_in_the_caller() -> None:
         calls.append((start, stop, threading.get_ident()))
 
     bands.run(record, MIN_ROWS_PER_BAND - 1)
-    previous = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
+    with opencv_threads(1):
         bands.run(record, 1000)
-    finally:
-        cv2.setNumThreads(previous)
     assert calls == [(0, MIN_ROWS_PER_BAND - 1, threading.get_ident()), (0, 1000, threading.get_ident())]
 
 
 def test_an_error_in_any_band_reaches_the_caller_and_the_bands_stay_usable() -> None:
     bands = RowBands(2)
-    previous = cv2.getNumThreads()
-    cv2.setNumThreads(2)
-    try:
-        def fail_below_half(start: int, stop: int) -> None:
-            if start >= 50:
-                raise ValueError(f"band {start}..{stop}")
 
+    def fail_below_half(start: int, stop: int) -> None:
+        if start >= 50:
+            raise ValueError(f"band {start}..{stop}")
+
+    done: list[int] = []
+    with opencv_threads(2):
         with pytest.raises(ValueError, match="band 50..100"):
             bands.run(fail_below_half, 100)
-        done: list[int] = []
         bands.run(lambda start, stop: done.extend(range(start, stop)), 100)
-        assert sorted(done) == list(range(100))
-    finally:
-        cv2.setNumThreads(previous)
+    assert sorted(done) == list(range(100))
 
 
 @pytest.mark.parametrize("size", [(1080, 1920), (720, 1280), (480, 640)])
@@ -127,7 +129,6 @@ def test_a_forked_child_makes_its_own_worker_threads() -> None:
 
 
 def _banded_sum_in_child(rows: int) -> int:
-    cv2.setNumThreads(2)
     total: list[int] = []
     lock = threading.Lock()
 
@@ -135,5 +136,6 @@ def _banded_sum_in_child(rows: int) -> int:
         with lock:
             total.append(sum(range(start, stop)))
 
-    shared_row_bands().run(add, rows)
+    with opencv_threads(2):
+        shared_row_bands().run(add, rows)
     return sum(total)

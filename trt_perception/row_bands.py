@@ -5,7 +5,8 @@ of a 256x256 network input runs on one core), and numpy's element-wise functions
 one. Per-pixel work whose rows are independent can run as horizontal bands in parallel instead:
 the calling thread takes the first band and long-lived worker threads the others. Both OpenCV and
 numpy release the GIL inside such calls. A hand-off costs tens of microseconds, so this pays only
-for work of a few hundred microseconds or more.
+for work of a few hundred microseconds or more. The "rows" may as well be the bytes of a flat
+buffer (the GPU path's copy of a frame into page-locked memory).
 """
 
 from __future__ import annotations

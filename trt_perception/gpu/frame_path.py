@@ -20,10 +20,8 @@ staged frame in place and the fused kernel writes the published images straight 
 from __future__ import annotations
 
 import ctypes
-import os
 from collections import OrderedDict
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +33,7 @@ from trt_perception.geometry import ResizeGeometry
 from trt_perception.gpu._cupy import require_cupy
 from trt_perception.gpu.preprocess import GpuPreprocessor, raw_bytes
 from trt_perception.gpu.segmentation import DecodePlan, GpuSegmentationDecoder
+from trt_perception.row_bands import shared_row_bands
 from trt_perception.visualize import full_palette
 
 # cudaHostAlloc flags: usable from every context, mapped into the device's address space.
@@ -43,9 +42,8 @@ _HOST_ALLOC_PORTABLE, _HOST_ALLOC_MAPPED = 1, 2
 MAX_GRAPHS = 4
 # Alignment of the regions of the published buffer; the first holds the int32 check flag.
 _ALIGN = 256
-# A frame in ordinary memory is copied into the staging buffer in up to this many slices at once
-# (numpy lets go of the GIL while copying) when it has at least this many bytes.
-STAGING_COPY_THREADS = min(4, os.cpu_count() or 1)
+# A frame in ordinary memory of at least this many bytes is copied into the staging buffer in
+# slices on several cores (``row_bands``; numpy lets go of the GIL while copying).
 PARALLEL_COPY_MIN_BYTES = 1 << 20
 
 
@@ -122,7 +120,6 @@ class SegmentationFramePath:
         self._uploads: OrderedDict[tuple[Any, ...], tuple[Any, Any, Any]] = OrderedDict()
         self._publishes: OrderedDict[tuple[Any, ...], _Publish] = OrderedDict()
         self.last_image: tuple[Any, int] = (None, 0)  # the frame on the device (bytes, step)
-        self._copier = ThreadPoolExecutor(STAGING_COPY_THREADS - 1) if STAGING_COPY_THREADS > 1 else None
 
     # ------------------------------------------------------------------ upload
 
@@ -180,15 +177,14 @@ class SegmentationFramePath:
         """Copy a frame's bytes into the staging buffer, in parallel slices when it is large."""
         assert self._staging is not None
         target = self._staging.host[: span.size]
-        if self._copier is None or span.size < PARALLEL_COPY_MIN_BYTES:
+        if span.size < PARALLEL_COPY_MIN_BYTES:
             np.copyto(target, span)
             return
-        bounds = np.linspace(0, span.size, STAGING_COPY_THREADS + 1).astype(int).tolist()
-        slices = [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
-        pending = [self._copier.submit(np.copyto, target[part], span[part]) for part in slices[1:]]
-        np.copyto(target[slices[0]], span[slices[0]])
-        for future in pending:
-            future.result()
+
+        def copy_slice(start: int, stop: int) -> None:
+            np.copyto(target[start:stop], span[start:stop])
+
+        shared_row_bands().run(copy_slice, span.size)
 
     def _frame_on_device(self, size: int) -> Any:
         assert self._staging is not None
