@@ -22,7 +22,8 @@ also checks the published labels / colours / overlay against the CPU path (``ide
 
 Part ``cpu``: on this machine, 1920x1080 bgr8 selfie segmentation: our pre + post (labels; and with
 the colour mask) against one copy of the frame (``np.copyto``; frames rotate among 8 copies so no
-timing reads a frame still in the caches) and against the naive seed-style pipeline (``bench/run_bench.py``'s ``Naive``); detection post-processing (decode, threshold, NMS) of
+timing reads a frame still in the caches) and against the naive seed-style pipeline (``bench/run_bench.py``'s ``Naive``),
+all six timings taking turns in rounds (``interleaved_medians_ms``); detection post-processing (decode, threshold, NMS) of
 a CenterNet-style 100-row output and a YOLOv8 raw head (8400 candidates, 80 classes) against the
 naive per-row loop, with equality of the kept detections.
 
@@ -79,6 +80,23 @@ def median_ms(fn: Callable[[], Any], repeat: int, warmup: int = 10) -> float:
         fn()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples) * 1e3
+
+
+def interleaved_medians_ms(cases: dict[str, Callable[[], Any]], repeat: int, rounds: int = 5) -> dict[str, float]:
+    """Median wall-clock milliseconds of each case, the cases taking turns in ``rounds`` rounds of
+    ``repeat / rounds`` calls each (after 2 warm-up calls per round), so that a slower or faster
+    spell of a shared machine falls on all of them and their ratios stay put."""
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    per_round = max(1, repeat // rounds)
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            for _ in range(2):
+                fn()
+            for _ in range(per_round):
+                start = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) * 1e3 for name, values in samples.items()}
 
 
 def segmentation_decoder(pipeline: Pipeline) -> SegmentationDecoder:
@@ -343,12 +361,15 @@ def cpu_rows(repeat: int) -> list[dict]:
     naive_tensor, naive_geometry = naive.preprocess(frame)
     naive_outputs = naive.infer(naive_tensor)
     labels = segmentation_decoder(pipeline).decode(outputs, geometry, True)
-    copy_ms = median_ms(lambda: np.copyto(*frames.next()[::-1]), repeat)
-    ours_pre = median_ms(lambda: pipeline.preprocessor(frames.next()[0], "BGR"), repeat)
-    ours_post = median_ms(lambda: pipeline.decoder.decode(outputs, geometry, True), repeat)
-    ours_colour = median_ms(lambda: colorize(labels, naive.palette), repeat)
-    naive_pre = median_ms(lambda: naive.preprocess(frames.next()[0]), repeat)
-    naive_post = median_ms(lambda: naive.postprocess(naive_outputs, naive_geometry, frames.next()[0]), repeat)
+    timings = interleaved_medians_ms({
+        "copy": lambda: np.copyto(*frames.next()[::-1]),
+        "ours_pre": lambda: pipeline.preprocessor(frames.next()[0], "BGR"),
+        "ours_post": lambda: pipeline.decoder.decode(outputs, geometry, True),
+        "ours_colour": lambda: colorize(labels, naive.palette),
+        "naive_pre": lambda: naive.preprocess(frames.next()[0]),
+        "naive_post": lambda: naive.postprocess(naive_outputs, naive_geometry, frames.next()[0]),
+    }, repeat)
+    copy_ms, ours_pre, ours_post, ours_colour, naive_pre, naive_post = timings.values()
     ours_total = ours_pre + ours_post
     base = {"frame": "1920x1080", "copy_ms": copy_ms}
     rows.append({"case": "selfie pre + post (labels)", **base, "ours_ms": ours_total, "naive_ms": float("nan"),
@@ -432,7 +453,8 @@ def main() -> int:
         rows = cpu_rows(args.repeat)
         results["cpu"] = rows
         text = (f"`{command}`, {stamp}, {machine}; {cv2.getNumThreads()} OpenCV threads. Median of {args.repeat} runs "
-                "(naive detection: fewer). The CPU is shared with other work; the ratios are from one run.\n\n"
+                "(naive detection: fewer); the segmentation cases take turns in 5 rounds, so that a slower or faster "
+                "spell of the CPU, which is shared with other work, falls on all of them. The ratios are from one run.\n\n"
                 "Goals (ratio: ours / one frame copy for the first, naive / ours for the others):\n\n"
                 + markdown_table(cpu_goals(rows)) + "\nAll rows:\n\n" + markdown_table(rows))
         (args.out / "bench_floor_cpu.md").write_text(text)
