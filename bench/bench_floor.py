@@ -369,7 +369,9 @@ def cpu_rows(repeat: int) -> list[dict]:
         "naive_pre": lambda: naive.preprocess(frames.next()[0]),
         "naive_post": lambda: naive.postprocess(naive_outputs, naive_geometry, frames.next()[0]),
     }, repeat)
-    copy_ms, ours_pre, ours_post, ours_colour, naive_pre, naive_post = timings.values()
+    copy_ms, ours_pre, ours_post, ours_colour, naive_pre, naive_post = (
+        timings[name] for name in ("copy", "ours_pre", "ours_post", "ours_colour", "naive_pre", "naive_post")
+    )
     ours_total = ours_pre + ours_post
     base = {"frame": "1920x1080", "copy_ms": copy_ms}
     rows.append({"case": "selfie pre + post (labels)", **base, "ours_ms": ours_total, "naive_ms": float("nan"),
