@@ -168,11 +168,11 @@ class TopicRecorder:
             self.messages.append(message)
             self._condition.notify_all()
 
-    def wait_for(self, predicate: Callable[[Any], bool], timeout: float = 20.0) -> Any:
-        """The first message (old or new) satisfying ``predicate``."""
+    def wait_for(self, predicate: Callable[[Any], bool], timeout: float = 20.0, start: int = 0) -> Any:
+        """The first message from index ``start`` on (old or new) satisfying ``predicate``."""
         deadline = time.monotonic() + timeout
         with self._condition:
-            checked = 0
+            checked = start
             while True:
                 for message in self.messages[checked:]:
                     if predicate(message):
@@ -299,14 +299,19 @@ def diagnostic_values(array: Any, node_fqn: str) -> dict[str, str] | None:
 
 
 def wait_for_diagnostics(
-    recorder: TopicRecorder, node_fqn: str, predicate: Callable[[dict[str, str]], bool], timeout: float = 20.0
+    recorder: TopicRecorder,
+    node_fqn: str,
+    predicate: Callable[[dict[str, str]], bool],
+    timeout: float = 20.0,
+    start: int = 0,
 ) -> dict[str, str]:
-    """The key/values of the first status of ``node_fqn`` on /diagnostics (recorded) satisfying ``predicate``."""
+    """The key/values of the first status of ``node_fqn`` on /diagnostics (recorded from message ``start``
+    on) satisfying ``predicate``."""
     def matches(array: Any) -> bool:
         values = diagnostic_values(array, node_fqn)
         return values is not None and predicate(values)
 
-    values = diagnostic_values(recorder.wait_for(matches, timeout), node_fqn)
+    values = diagnostic_values(recorder.wait_for(matches, timeout, start), node_fqn)
     assert values is not None
     return values
 
