@@ -11,7 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
-from trt_perception.preprocess import BANDED_REMAP_MIN_BYTES, Preprocessor, resize_with_sampling, sampling_maps
+from trt_perception.preprocess import (
+    BANDED_REMAP_MIN_BYTES,
+    Preprocessor,
+    affine_normalization,
+    resize_with_sampling,
+    sampling_maps,
+)
 from trt_perception.row_bands import MIN_ROWS_PER_BAND, RowBands, shared_row_bands
 from trt_perception.spec import InputSpec, NormalizationSpec
 
@@ -89,6 +95,54 @@ def test_banded_remap_equals_one_opencv_call_on_a_photo(size: tuple[int, int]) -
         maps = sampling_maps(size, (256, 256), sampling)
         expected = cv2.remap(frame, *maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         assert np.array_equal(resize_with_sampling(frame, maps), expected)
+
+
+MEAN_STD = NormalizationSpec(type="mean_std", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), range="unit")
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize(("dtype", "pixels"), [  # a 16-bit image cannot feed a uint8 input (refused)
+    ("float32", "bgr8"), ("float32", "rgb16"), ("float32", "mono8"), ("float16", "bgr8"), ("float16", "rgb16"),
+    ("uint8", "bgr8"), ("uint8", "mono8"),
+])
+@pytest.mark.parametrize("resize", ["fixed_shape", "keep_aspect_ratio"])
+def test_a_large_frame_remapped_and_written_in_bands_equals_the_steps_in_one_call(
+    layout: str, dtype: str, pixels: str, resize: str
+) -> None:
+    """A large 16:9 frame (remap, colour conversion and normalizing write run per band) against one
+    ``cv2.remap`` of the whole frame, ``cv2.cvtColor`` and the float32 formula, bit for bit."""
+    source_size = (1440, 2560) if pixels == "mono8" else (1080, 1920)  # over 2 MiB in every format
+    bgr = camera_frame("astronaut.png", source_size)
+    frame, order, conversion = {
+        "bgr8": (bgr, "BGR", cv2.COLOR_BGR2RGB),
+        "rgb16": (cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.uint16) * 257 + 13, "RGB", None),
+        "mono8": (cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), "MONO", cv2.COLOR_GRAY2RGB),
+    }[pixels]
+    assert frame.nbytes >= BANDED_REMAP_MIN_BYTES
+    normalization = NormalizationSpec(type="none") if dtype == "uint8" else MEAN_STD
+    spec = InputSpec(name="input", layout=layout, dtype=dtype, size=(192, 256), color_order="RGB", resize=resize,
+                     sampling="asymmetric", pad_value=(114, 114, 114), normalization=normalization)
+    with opencv_threads(2):
+        tensor, geometry = Preprocessor(spec)(frame, order)
+    (height, width), (top, left) = geometry.content_size, geometry.offset
+    assert (height, width) == ((144, 256) if resize == "keep_aspect_ratio" else (192, 256))
+    resized = cv2.remap(frame, *sampling_maps(source_size, (height, width), "asymmetric"), cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE)
+    rgb = resized if conversion is None else cv2.cvtColor(resized, conversion)
+    hwc = tensor[0] if layout == "NHWC" else tensor[0].transpose(1, 2, 0)
+    content = hwc[top : top + height, left : left + width]
+    if dtype == "uint8":
+        np.testing.assert_array_equal(content, rgb)
+        return
+    scale, offset = affine_normalization(normalization)
+    if rgb.dtype == np.uint16:
+        scale = scale * np.float32(255.0 / 65535.0)
+    expected = (rgb.astype(np.float32) * scale + offset).astype(dtype)
+    bits = np.uint16 if dtype == "float16" else np.uint32
+    np.testing.assert_array_equal(content.view(bits), expected.view(bits))
+    if top:
+        pad = (np.float32(114) - np.array(MEAN_STD.mean, np.float32) * 255) / (np.array(MEAN_STD.std, np.float32) * 255)
+        np.testing.assert_allclose(hwc[:top].astype(np.float32), np.broadcast_to(pad, hwc[:top].shape), atol=2e-3)
 
 
 def test_concurrent_preprocessors_share_the_bands_and_both_get_their_own_tensor() -> None:

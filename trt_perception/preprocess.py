@@ -208,19 +208,53 @@ class Preprocessor:
         self.check_image(pixels, channel_order)
         geometry = self.geometry((pixels.shape[0], pixels.shape[1]))
         content_h, content_w = geometry.content_size
-        if self.spec.sampling != "half_pixel":
-            pixels = resize_with_sampling(pixels, self._sampling_maps_for(geometry))
-        elif (content_h, content_w) != geometry.source_size:
-            pixels = cv2.resize(pixels, (content_w, content_h), interpolation=self._interpolation)
-        image = convert_color(pixels, channel_order, self.spec.color_order)
-        scale, offset = self._image_statistics(image) if self._per_image else (self._scale, self._offset)
-        pixel_scale = scale if image.dtype == np.uint8 else scale * np.float32(255.0 / _FULL_SCALE[image.dtype])
         buffer = self._buffer_for(geometry.network_size)
-        self._write(image, pixel_scale, offset, buffer, *geometry.offset)
+        sampled = self.spec.sampling != "half_pixel"
+        if sampled and not self._per_image and pixels.nbytes >= BANDED_REMAP_MIN_BYTES:
+            self._remap_and_write_in_bands(pixels, channel_order, geometry, buffer)
+            scale, offset = self._scale, self._offset
+        else:
+            if sampled:
+                pixels = resize_with_sampling(pixels, self._sampling_maps_for(geometry))
+            elif (content_h, content_w) != geometry.source_size:
+                pixels = cv2.resize(pixels, (content_w, content_h), interpolation=self._interpolation)
+            image = convert_color(pixels, channel_order, self.spec.color_order)
+            scale, offset = self._image_statistics(image) if self._per_image else (self._scale, self._offset)
+            self._write(image, self._pixel_scale(scale, image.dtype), offset, buffer, *geometry.offset)
         if geometry.content_size != geometry.network_size:
             pad = np.asarray(self.spec.pad_value, np.float32) * scale + offset
             self._fill_padding(buffer, geometry, pad if self._clip is None else np.clip(pad, *self._clip))
         return buffer, geometry
+
+    @staticmethod
+    def _pixel_scale(scale: npt.NDArray[np.float32], dtype: np.dtype) -> npt.NDArray[np.float32]:
+        """``scale`` (per 8-bit pixel unit) for pixels of ``dtype``."""
+        return scale if dtype == np.uint8 else scale * np.float32(255.0 / _FULL_SCALE[dtype])
+
+    def _remap_and_write_in_bands(
+        self,
+        pixels: npt.NDArray,
+        channel_order: str,
+        geometry: ResizeGeometry,
+        buffer: npt.NDArray,
+    ) -> None:
+        """Remap, colour conversion and normalizing write of a large image, one band of network rows
+        after the other on several cores: each band's pixels stay in its core's cache between the steps,
+        and the conversion and the write are split over the cores too. Same bits as the steps in turn
+        (every output row depends on its map rows alone)."""
+        whole, fractions = self._sampling_maps_for(geometry)
+        top, left = geometry.offset
+        scale = self._pixel_scale(self._scale, pixels.dtype)
+        if pixels.dtype == np.uint8 and self._dtype != np.uint8:
+            self._normalization_table(scale, self._offset)  # made here once, only read in the bands
+
+        def band(start: int, stop: int) -> None:
+            rows = cv2.remap(pixels, whole[start:stop], fractions[start:stop], cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE)
+            image = convert_color(rows, channel_order, self.spec.color_order)
+            self._write(image, scale, self._offset, buffer, top + start, left)
+
+        shared_row_bands().run(band, whole.shape[0])
 
     def _sampling_maps_for(self, geometry: ResizeGeometry) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.uint16]]:
         """The remap maps of ``input.sampling`` for this source and content size (the last ones kept)."""
@@ -299,14 +333,7 @@ class Preprocessor:
         same float32 operations as the direct computation (multiply, then add; one rounding to
         float16), so the tensor has the same bits.
         """
-        key = scale.tobytes() + offset.tobytes()
-        if self._table_key != key:  # constant unless per-image standardization changes it per frame
-            table = np.arange(256, dtype=np.float32)[:, None] * scale + offset
-            if self._clip is not None:
-                np.clip(table, *self._clip, out=table)
-            self._table = table.astype(self._dtype)
-            self._table_key = key
-        table = self._table
+        table = self._normalization_table(scale, offset)
         if self.spec.layout == "NCHW":
             tables = [np.ascontiguousarray(column) for column in table.T]
         elif bool(np.all(table == table[:, :1])):  # the same for every channel: one table, rows as flat lines
@@ -318,6 +345,18 @@ class Preprocessor:
             tables = [table[None]]
         for source, target, channel_table in zip(sources, targets, tables):
             cv2.LUT(source, channel_table, dst=target)
+
+    def _normalization_table(self, scale: npt.NDArray[np.float32], offset: npt.NDArray[np.float32]) -> npt.NDArray:
+        """``value * scale + offset`` (clipped) in the buffer's dtype for the 256 values per channel, kept
+        for the next call (constant unless per-image standardization changes it per frame)."""
+        key = scale.tobytes() + offset.tobytes()
+        if self._table_key != key:
+            table = np.arange(256, dtype=np.float32)[:, None] * scale + offset
+            if self._clip is not None:
+                np.clip(table, *self._clip, out=table)
+            self._table = table.astype(self._dtype)
+            self._table_key = key
+        return self._table
 
     def _write_16bit(
         self,
