@@ -140,13 +140,16 @@ def test_draw_detections_draws_each_box_in_its_class_colour_without_touching_the
 @pytest.mark.parametrize("palette_size", [1, 2, 19])
 def test_colorize_binary_labels_equal_palette_indexing(palette_size: int):
     """0/1 label maps take the bitwise path: the same colours as indexing, for black and coloured
-    backgrounds, a palette too short for label 1, strided views and maps of one label only."""
+    backgrounds, a palette too short for label 1, strided views, maps of one label only and 1080p
+    maps (coloured in row bands on several cores)."""
     rng = np.random.default_rng(100 + palette_size)
     labels = (cv2.GaussianBlur(rng.random((270, 480)), (0, 0), 9) > 0.5).astype(np.uint8)
     assert 0 < labels.sum() < labels.size
+    full_hd = cv2.resize(labels, (1920, 1080), interpolation=cv2.INTER_NEAREST)
     coloured = rng.integers(0, 256, (palette_size, 3), dtype=np.uint8)
     black_background = coloured.copy()
     black_background[0] = 0
     for palette in (coloured, black_background):
-        for case in (labels, labels[1::3, ::2], np.zeros((5, 7), np.uint8), np.ones((3, 4), np.uint8)):
+        for case in (labels, labels[1::3, ::2], np.zeros((5, 7), np.uint8), np.ones((3, 4), np.uint8),
+                     full_hd, full_hd[3:, 1:]):
             np.testing.assert_array_equal(colorize(case, palette), indexed_colours(case, palette))
