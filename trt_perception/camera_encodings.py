@@ -97,6 +97,7 @@ def convert_to_bgr(
     layout = CAMERA_ENCODINGS[encoding]
     if layout.kind in ("packed_yuv", "semi_planar_yuv") and width % 2:
         raise ImageDecodeError(f"{encoding} image width must be even, got {width}")
+    source: npt.NDArray
     if layout.kind == "packed_yuv":
         _check_size(encoding, buffer, height, width * 2, step)
         source = _rows(buffer, height, width * 2, step, np.dtype(np.uint8)).reshape(
@@ -110,11 +111,11 @@ def convert_to_bgr(
     else:
         if height < 2 or width < 2:
             raise ImageDecodeError(f"{encoding} image must be at least 2x2, got {width}x{height}")
-        sample = np.dtype(np.uint8)
+        sample: np.dtype = np.dtype(np.uint8)
         if layout.bytes_per_sample == 2:
             sample = np.dtype(">u2" if is_bigendian else "<u2")
         _check_size(encoding, buffer, height, width * sample.itemsize, step)
         source = _rows(buffer, height, width, step, sample)
         if not sample.isnative:
             source = source.astype(sample.newbyteorder("="))
-    return cv2.cvtColor(source, layout.cv2_code)
+    return np.asarray(cv2.cvtColor(source, layout.cv2_code))

@@ -84,9 +84,9 @@ class RowBands:
             except BaseException as error:
                 first_error = error
             errors = [worker.end() for worker in workers]
-            for error in [first_error, *errors]:
-                if error is not None:
-                    raise error
+            for band_error in [first_error, *errors]:
+                if band_error is not None:
+                    raise band_error
         finally:
             self._busy.release()
 
