@@ -238,10 +238,10 @@ class Preprocessor:
         geometry: ResizeGeometry,
         buffer: npt.NDArray,
     ) -> None:
-        """Remap, colour conversion and normalizing write of a large image, one band of network rows
-        after the other on several cores: each band's pixels stay in its core's cache between the steps,
-        and the conversion and the write are split over the cores too. Same bits as the steps in turn
-        (every output row depends on its map rows alone)."""
+        """Remap, colour conversion and normalizing write of a large image into ``buffer``, in bands of
+        network rows on several cores: each band's pixels stay in its core's cache between the steps,
+        and the conversion and the write are split over the cores too. Same bits as the steps done on
+        the whole image (every output row depends on its own map rows alone)."""
         whole, fractions = self._sampling_maps_for(geometry)
         top, left = geometry.offset
         scale = self._pixel_scale(self._scale, pixels.dtype)
