@@ -15,6 +15,7 @@ from trt_perception.decoders.params import DecoderParams
 from trt_perception.decoders.tensors import finite_range, require_rank, select_output, single_channel_map
 from trt_perception.errors import InferenceError, SpecError
 from trt_perception.geometry import ResizeGeometry
+from trt_perception.gpu.resize_tables import nearest_indices
 
 # Nearest neighbour with pixel centres aligned (cv2.INTER_NEAREST is shifted by half a pixel).
 LABEL_INTERPOLATION = cv2.INTER_NEAREST_EXACT
@@ -59,8 +60,7 @@ def resize_labels(labels: npt.NDArray, size: tuple[int, int]) -> npt.NDArray:
 @lru_cache(maxsize=32)
 def _nearest_rows(source: int, destination: int) -> npt.NDArray[np.intp]:
     """The source row OpenCV's ``LABEL_INTERPOLATION`` picks for each destination row."""
-    ramp = np.arange(source, dtype=np.float32)[:, None]  # exact integers
-    rows = cv2.resize(ramp, (1, destination), interpolation=LABEL_INTERPOLATION)[:, 0].astype(np.intp)
+    rows = nearest_indices(source, destination, exact=True).astype(np.intp)
     rows.flags.writeable = False  # shared through the cache
     return rows
 

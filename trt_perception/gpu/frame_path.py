@@ -92,8 +92,8 @@ class _Publish:
     host: PinnedBuffer
     device: Any  # the device buffer the kernels write (host.device when mapped)
     frame: PublishedFrame
-    regions: tuple[Any, Any, Any, Any]  # flag, labels, colours, overlay (device views or None)
-    graph: Any = None
+    regions: tuple[Any, Any, Any]  # flag, colours, overlay (device views or None; the labels: frame.device_labels)
+    graph: Any = None  # captured right after the first frame, before the entry is kept
 
 
 class SegmentationFramePath:
@@ -214,7 +214,7 @@ class SegmentationFramePath:
                int(image.data.ptr) if overlay else None, step if overlay else None)
         with self.stream:
             entry = self._publishes.get(key)
-            if entry is not None and entry.graph is not None:
+            if entry is not None:
                 self._publishes.move_to_end(key)
                 entry.graph.launch(self.stream)
             else:
@@ -249,18 +249,16 @@ class SegmentationFramePath:
             views[3].reshape(height, width, 3) if overlay else None,
             labels.view(plan.label_dtype).reshape(height, width),
         )
-        return _Publish(plan, host, device, frame, (flag, labels, colours, blended))
+        return _Publish(plan, host, device, frame, (flag, colours, blended))
 
     def _enqueue_publish(self, entry: _Publish, overlay: bool, alpha: float, channel_order: str) -> None:
         runtime = self.cupy.cuda.runtime
-        flag, labels, colours, blended = entry.regions
+        flag, colours, blended = entry.regions
         plan = entry.plan
         runtime.memsetAsync(flag.data.ptr, 0, 4, self.stream.ptr)
-        height, width = plan.output_size
         image, step = self.last_image
         self.decoder.launch(
-            plan, labels.view(plan.label_dtype).reshape(height, width),
-            None if colours is None else colours, None if blended is None else blended,
+            plan, entry.frame.device_labels, colours, blended,
             self._palette(plan.label_dtype), (image, step, channel_order) if overlay else None, alpha,
             flag.view(np.int32),
         )

@@ -147,8 +147,8 @@ class GpuSegmentationDecoder:
                 (plan.scores, i32(plan.channels), i32(height), i32(width), i32(plan.channels_last),
                  f32(plan.threshold), label_map, flag if flag is not None else null),
             )
-        elif flag is not None:
-            self.enqueue_finite_check(plan.scores, flag)
+        elif flag is not None:  # plan.scores is contiguous (``plan``)
+            module.get_function("flag_nonfinite")((256,), (256,), (plan.scores, np.int64(plan.scores.size), flag))
         source, step, order = image if image is not None else (None, 0, "RGB")
         red, green, blue = SOURCE_CHANNELS[order]["RGB"]
         module.get_function("decode_publish")(
@@ -171,13 +171,6 @@ class GpuSegmentationDecoder:
         if name not in outputs:
             raise InferenceError(f"model output '{name}' (decoder.output) not found; available: {', '.join(outputs)}")
         return name, outputs[name]
-
-    def enqueue_finite_check(self, tensor: Any, flag: Any) -> None:
-        """Enqueue a kernel that sets the int32 ``flag`` (zero it first) when ``tensor`` holds NaN or
-        infinite values; nothing waits for it."""
-        module = postprocess_module(str(tensor.dtype), "uint8")
-        data = self.cupy.ascontiguousarray(tensor)
-        module.get_function("flag_nonfinite")((256,), (256,), (data, np.int64(data.size), flag))
 
     def _class_indices(self, name: str, tensor: Any) -> Any:
         """In-graph argmax output ``[B,H,W]``/``[B,1,H,W]``/``[B,H,W,1]`` as checked labels."""
