@@ -59,6 +59,10 @@ class Pipeline:
         try:  # spec errors found against the model (or in a changed spec) name the spec file too
             self.input_name = self._input_name()
             self._check_input_tensor()
+            # images one inference takes: the model input's fixed batch size, or None when it is dynamic
+            self.batch_capacity: int | None = next(
+                info for info in self.backend.inputs if info.name == self.input_name
+            ).shape[0]
             self.decoder = create_decoder(spec.task, spec.decoder, spec.num_classes, spec.base_dir)
             self._check_output_tensors()
             self._detection_filter = detection_filter_from_spec(spec) if spec.task == "detection" else None
@@ -120,11 +124,6 @@ class Pipeline:
             zip(STAGES, ((preprocessed - start) * 1e3, (inferred - preprocessed) * 1e3, (finished - inferred) * 1e3))
         )
         return result
-
-    @property
-    def batch_capacity(self) -> int | None:
-        """Images one inference takes: the model input's fixed batch size, or ``None`` when it is dynamic."""
-        return next(info for info in self.backend.inputs if info.name == self.input_name).shape[0]
 
     def run_batch(self, images: Sequence[tuple[npt.NDArray, str]]) -> list[SegmentationResult | DetectionResult]:
         """Results for several ``(pixels, channel_order)`` images (e.g. one per camera), in order.

@@ -209,7 +209,8 @@ def _ray_task(options: BagEvalOptions, label: str, board: Any, cpus: int) -> Bag
 
 def _file_stamps(files: Iterable[Path]) -> list[list[Any]]:
     """Path, size and modification time of each existing file."""
-    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
+    stats = [(f, f.stat()) for f in files if f.is_file()]
+    return [[str(f), stat.st_size, stat.st_mtime_ns] for f, stat in stats]
 
 
 def _referenced_files(value: Any, base_dir: Path | None) -> list[Path]:
@@ -237,15 +238,15 @@ def spec_key(model_spec: str | Path | ModelSpec) -> dict[str, Any]:
     return {"spec": repr(spec), "files": _file_stamps(files)}
 
 
-def settings_key(options: BagEvalOptions) -> dict[str, Any]:
+def settings_key(options: BagEvalOptions, model_key: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a stored bag result depends on: the bag files, the model spec and the files it names (see
-    ``spec_key``) and every scoring option."""
+    ``spec_key``; ``model_key`` is its result when already known) and every scoring option."""
     bag_files = [options.bag] if options.bag.is_file() else sorted(options.bag.glob("*")) if options.bag.is_dir() else []
     return {
         "version": RESULT_VERSION,
         "bag": _file_stamps(bag_files),
         "model_spec": str(options.model_spec),
-        **spec_key(options.model_spec),
+        **(spec_key(options.model_spec) if model_key is None else model_key),
         **{field: str(getattr(options, field)) for field in (
             "image_topic", "gt_topic", "ignore_index", "labels_topic", "detections_topic", "storage",
             "worst_frames", "device", "eval_score_threshold", "time_range", "truth_margin_ns", "max_pixels")},
@@ -352,7 +353,10 @@ def plan_units(bag: Path, options: FleetOptions) -> list[WorkUnit]:
                             truth_margin_ns=round(TRUTH_MARGIN_S * 1e9))
         for k, window in enumerate(windows)
     ]
-    return [WorkUnit(label, unit, settings_key(unit) if bag.exists() else None) for unit in units]
+    if not bag.exists():
+        return [WorkUnit(label, unit, None) for unit in units]
+    model_key = spec_key(options.per_bag.model_spec)  # the same for every slice: the spec is read once
+    return [WorkUnit(label, unit, settings_key(unit, model_key)) for unit in units]
 
 
 def bag_outcome(units: Sequence[WorkUnit], worst_frames: int) -> BagOutcome:

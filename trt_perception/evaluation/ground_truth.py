@@ -212,7 +212,10 @@ class StampMatcher(Generic[Pending]):
         """Offer a frame; returns it with its ground truth if that came already."""
         truth, given_up = self._offer(stamp, frame, self._frames, self._truths)
         self.frames_without_truth += len(given_up)
-        return None if truth is None else (frame, truth)
+        if truth is None:
+            return None
+        self._uncounted_truths.discard(stamp)
+        return frame, truth
 
     def add_truth(self, stamp: int, truth: Truth, count_unmatched: bool = True) -> tuple[Pending, Truth] | None:
         """Offer a ground truth; returns it with its frame if that came already."""
@@ -241,8 +244,6 @@ class StampMatcher(Generic[Pending]):
         """The partner waiting under ``stamp`` (taken out), or queue ``item``; and the stamps of the entries
         given up."""
         if stamp in partners:
-            if partners is self._truths:
-                self._uncounted_truths.discard(stamp)
             return partners.pop(stamp), []
         given_up = []
         if waiting.pop(stamp, None) is not None:  # one stamp twice: the earlier one cannot be told apart

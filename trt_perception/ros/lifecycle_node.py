@@ -89,8 +89,9 @@ class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
         super().destroy_node()
 
     def _stop_and_release(self) -> None:
-        if not self.stop(WORKER_STOP_TIMEOUT) or not self.stop_processing():
+        if not self.stop(WORKER_STOP_TIMEOUT):
             return  # the worker is still inside a frame (a signal during a long one): the process exits without it
+        self.stop_processing()  # the worker has ended: this unsubscribes and stops the timers, waiting for nothing
         if getattr(self, "_running", False):  # absent when the node's own __init__ failed
             self._release_model()
 

@@ -502,18 +502,14 @@ class PerceptionNode(Node):
             frames = [(self._cameras[index], frame) for index, frame in self._slot.take(self._batch_limit, timeout=0.5)]
             if not frames:
                 continue
-            cameras = [camera for camera, _ in frames]
             try:
-                self._process(frames)
-            except ImageDecodeError as error:
-                self._report_problem(f"skipped bad input image: {error}", bad_input=True, cameras=cameras)
-            except InferenceError as error:
-                self._report_problem(f"inference failed: {error}", bad_input=False, cameras=cameras)
+                self._process(frames)  # reports bad input and failed inference per camera itself
             except Exception as error:  # noqa: BLE001 - one bad frame must not stop the node
                 if self._stopping:
                     return
                 self._report_problem(
-                    f"frame processing failed: {type(error).__name__}: {error}", bad_input=False, cameras=cameras
+                    f"frame processing failed: {type(error).__name__}: {error}", bad_input=False,
+                    cameras=[camera for camera, _ in frames],
                 )
 
     def _process(self, frames: Sequence[tuple[Camera, FrameReader]]) -> None:
