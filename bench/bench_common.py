@@ -1,11 +1,14 @@
-"""What the benchmark scripts share: the camera frame sizes (``WxH`` on the command line) and the
-models' sample frames. Imports no other bench script, so every script can import it."""
+"""What the benchmark scripts share: the camera frame sizes (``WxH`` on the command line), the
+models' sample frames and a timing helper. Imports no other bench script, so every script can import it."""
 
 from __future__ import annotations
 
 import argparse
-import sys
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -39,10 +42,13 @@ def camera_frame(model: str, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
-def node_program(executable: str) -> list[str]:
-    """How to start a node executable: the installed ``lib/trt_perception/<executable>`` run directly
-    (a script that picks its prefix's Python, as ``ros2 run`` runs it), else its module with this python."""
-    installed = Path(sys.prefix) / "lib" / "trt_perception" / executable
-    if installed.is_file():
-        return [str(installed)]
-    return [sys.executable, "-m", "trt_perception.ros.executable", executable]
+def median_ms(fn: Callable[[], Any], repeat: int, warmup: int = 10) -> float:
+    """Median wall-clock milliseconds of ``fn()`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1e3

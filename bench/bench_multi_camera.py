@@ -51,8 +51,8 @@ sys.path.insert(0, str(ROOT / "test"))
 from batch_models import SELFIE_MODEL, batched_selfie_model  # noqa: E402
 from bench.bench_transport_e2e import machine, percentile_90, private_ros_env, shipped_profile_env, started  # noqa: E402
 from bench.report import update_section  # noqa: E402
-from bench.bench_common import node_program, parse_size, size_name  # noqa: E402
-from node_harness import camera_frame  # noqa: E402
+from bench.bench_common import parse_size, size_name  # noqa: E402
+from node_harness import camera_frame, node_command as executable_command  # noqa: E402
 from trt_perception.image_decoding import encode_image  # noqa: E402
 from trt_perception.ros.cdr import MessageHeader, parse_image, serialize_image  # noqa: E402
 from trt_perception.ros.perception_node import volatile_qos  # noqa: E402
@@ -82,7 +82,7 @@ def node_command(name: str, model: Path, parameters: Sequence[str], remaps: Sequ
         arguments += ["-p", parameter]
     for remap in remaps:
         arguments += ["-r", remap]
-    return [*node_program("segmentation_node"), *arguments]
+    return [*executable_command("segmentation_node"), *arguments]
 
 
 def node_commands(setup: Setup, cameras: int, model: Path) -> list[tuple[list[str], list[str]]]:

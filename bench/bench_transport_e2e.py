@@ -65,9 +65,11 @@ from sensor_msgs.msg import CompressedImage, Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "test"))
 
-from bench.bench_common import RESOLUTIONS, node_program, parse_size, size_name  # noqa: E402
+from bench.bench_common import RESOLUTIONS, parse_size, size_name  # noqa: E402
 from bench.report import update_section  # noqa: E402
+from node_harness import node_command as executable_command  # noqa: E402
 from trt_perception.image_decoding import encode_image  # noqa: E402
 from trt_perception.ros.cdr import MessageHeader, parse_image, serialize_image  # noqa: E402
 from trt_perception.ros.image_conversion import tune_malloc_for_large_messages  # noqa: E402
@@ -332,7 +334,7 @@ def node_command(*parameters: str) -> list[str]:
     arguments = ["--ros-args", "-r", f"__node:={NODE_NAME}", "-p", "model_spec:=selfie_segmentation", "-p", "backend:=onnxruntime"]
     for parameter in parameters:
         arguments += ["-p", parameter]
-    return [*node_program("segmentation_node"), *arguments]
+    return [*executable_command("segmentation_node"), *arguments]
 
 
 # Issue 14: end-to-end node latency <= this times (a plain relay hop + the model's own inference time).

@@ -21,8 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_common import MODELS, RESOLUTIONS, camera_frame  # noqa: E402
-from bench.bench_floor import median_ms  # noqa: E402
+from bench.bench_common import MODELS, RESOLUTIONS, camera_frame, median_ms  # noqa: E402
 from trt_perception.pipeline import Pipeline  # noqa: E402
 from trt_perception.spec import load_model_spec  # noqa: E402
 from trt_perception.visualize import colorize, full_palette, make_palette  # noqa: E402

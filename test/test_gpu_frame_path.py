@@ -6,7 +6,6 @@ identical to them, on the graph's first (plain) frame and on its replays."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -18,15 +17,20 @@ from trt_perception.gpu import gpu_available
 from trt_perception.pipeline import Pipeline
 from trt_perception.preprocess import Preprocessor
 from trt_perception.spec import InputSpec, ModelSpec, NormalizationSpec, load_model_spec
-from trt_perception.visualize import as_rgb, colorize, default_palette, overlay
+from trt_perception.visualize import default_palette
+
+from test_gpu_pipeline import bgr_frame
 
 pytestmark = pytest.mark.skipif(not gpu_available(), reason="CuPy with a CUDA device is not available (CPU-only machine)")
 
-IMAGES = Path(__file__).parent / "fixtures" / "images"
+# The image an overlay is drawn on, as RGB, per channel order (OpenCV's conversions).
+TO_RGB = {"BGR": cv2.COLOR_BGR2RGB, "BGRA": cv2.COLOR_BGRA2RGB, "MONO": cv2.COLOR_GRAY2RGB}
 
 
-def frame_of(name: str, size: tuple[int, int]) -> np.ndarray:
-    return cv2.resize(cv2.imread(str(IMAGES / name)), (size[1], size[0]), interpolation=cv2.INTER_AREA)
+def reference_overlay(pixels: np.ndarray, order: str, colours: np.ndarray, alpha: float) -> np.ndarray:
+    """The colours blended onto the image with OpenCV: ``image * (1 - alpha) + colours * alpha``."""
+    rgb = pixels if order == "RGB" else cv2.cvtColor(pixels, TO_RGB[order])
+    return cv2.addWeighted(rgb, 1.0 - alpha, colours, alpha, 0.0)
 
 
 def make_path(spec: InputSpec, decoder, palette: np.ndarray, mapped: bool):
@@ -82,7 +86,7 @@ def test_frame_path_publishes_what_the_cpu_path_computes(config: dict, channels:
     path = make_path(spec, decoder, palette, mapped)
     cpu = Preprocessor(spec)
     for frame_index in range(3):  # first frame plain, then graph replays, then a new shape
-        frame = frame_of("astronaut.png", (360, 640) if frame_index < 2 else (240, 200))
+        frame = bgr_frame("astronaut.png", (360, 640) if frame_index < 2 else (240, 200))
         frame = np.ascontiguousarray(np.roll(frame, 17 * frame_index, axis=1))  # different content per frame
         expected_tensor, geometry = cpu(frame, "BGR")
         tensor, gpu_geometry = path.upload(frame, "BGR")
@@ -98,9 +102,9 @@ def test_frame_path_publishes_what_the_cpu_path_computes(config: dict, channels:
             scores = 1 / (1 + np.exp(-scores))
         published = path.publish({"out": cupy.asarray(scores)}, geometry, True, True, True, 0.3, "BGR")
         assert_same_labels(published.labels, decoder, scores, geometry, True)
-        colours = colorize(published.labels, palette)
+        colours = palette[published.labels]
         np.testing.assert_array_equal(published.color_mask, colours)
-        np.testing.assert_array_equal(published.overlay, overlay(as_rgb(frame, "BGR"), colours, 0.3))
+        np.testing.assert_array_equal(published.overlay, reference_overlay(frame, "BGR", colours, 0.3))
         labels_only = path.publish({"out": cupy.asarray(scores)}, geometry, False)
         assert_same_labels(labels_only.labels, decoder, scores, geometry, False)
         assert labels_only.color_mask is None and labels_only.overlay is None
@@ -122,8 +126,10 @@ def test_bundled_selfie_takes_the_per_step_path_with_the_cpu_preprocessor() -> N
     spec = load_model_spec("selfie_segmentation")
     gpu_pipeline = GpuPipeline(Pipeline.from_spec(spec, backend_kind="onnxruntime"))
     assert gpu_pipeline.frame_path is None and gpu_pipeline.preprocessor.host_fallback
-    assert GpuPipeline(Pipeline.from_spec(kernel_selfie(), backend_kind="onnxruntime")).frame_path is not None
+    frame_path_pipeline = GpuPipeline(Pipeline.from_spec(kernel_selfie(), backend_kind="onnxruntime"))
+    assert frame_path_pipeline.frame_path is not None
     gpu_pipeline.close()
+    frame_path_pipeline.close()
 
 
 def test_frame_path_reads_a_frame_staged_in_place_and_rejects_nonfinite_scores() -> None:
@@ -132,7 +138,7 @@ def test_frame_path_reads_a_frame_staged_in_place_and_rejects_nonfinite_scores()
     spec = kernel_selfie()
     pipeline = Pipeline.from_spec(spec, backend_kind="onnxruntime")
     path = make_path(spec.input, pipeline.decoder, default_palette(2), mapped=False)
-    frame = frame_of("astronaut.png", (480, 640))
+    frame = bgr_frame("astronaut.png", (480, 640))
     staged = path.staging(frame.nbytes).reshape(frame.shape)
     np.copyto(staged, frame)
     expected = pipeline.run(frame, "BGR")
@@ -156,14 +162,14 @@ def test_gpu_pipeline_draws_colour_mask_and_overlay_on_the_device() -> None:
     gpu_pipeline.visuals = Visuals(color_mask=True, overlay=True, overlay_alpha=0.6)
     palette = np.asarray(spec.palette, np.uint8)
     for size in [(480, 640), (1080, 1920), (1080, 1920)]:
-        frame = frame_of("astronaut.png", size)
+        frame = bgr_frame("astronaut.png", size)
         result = gpu_pipeline.run(frame, "BGR")
         expected = pipeline.run(frame, "BGR").labels
         np.testing.assert_array_equal(result.labels, expected)
         assert gpu_pipeline.published is not None
-        colours = colorize(expected, palette)
+        colours = palette[expected]
         np.testing.assert_array_equal(gpu_pipeline.published.color_mask, colours)
-        np.testing.assert_array_equal(gpu_pipeline.published.overlay, overlay(as_rgb(frame, "BGR"), colours, 0.6))
+        np.testing.assert_array_equal(gpu_pipeline.published.overlay, reference_overlay(frame, "BGR", colours, 0.6))
     gpu_pipeline.close()
     pipeline.close()
 
@@ -174,9 +180,9 @@ def test_frame_path_takes_every_encoding_with_padded_rows(order: str, padding: i
     """Frames as a camera driver sends them: other channel layouts, rows ``step`` bytes apart."""
     import cupy
 
-    rgb = cv2.cvtColor(frame_of("quokka.jpg", (300, 400)), cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(bgr_frame("quokka.jpg", (300, 400)), cv2.COLOR_BGR2RGB)
     converted = {"BGRA": cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA), "MONO": cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), "RGB": rgb}[order]
-    height, width = converted.shape[:2]
+    height = converted.shape[0]
     row_bytes = converted[0].size
     buffer = np.full((height, row_bytes + padding), 0xAB, np.uint8)
     buffer[:, :row_bytes] = converted.reshape(height, -1)
@@ -192,5 +198,5 @@ def test_frame_path_takes_every_encoding_with_padded_rows(order: str, padding: i
         np.testing.assert_allclose(cupy.asnumpy(tensor), expected_tensor, rtol=0, atol=1e-6)
         published = path.publish({"out": cupy.asarray(scores)}, geometry, True, True, True, 0.5, order)
         assert_same_labels(published.labels, decoder, scores, geometry, True)
-        colours = colorize(published.labels, palette)
-        np.testing.assert_array_equal(published.overlay, overlay(as_rgb(pixels, order), colours, 0.5))
+        colours = palette[published.labels]
+        np.testing.assert_array_equal(published.overlay, reference_overlay(pixels, order, colours, 0.5))

@@ -30,8 +30,8 @@ def test_resize_to_output_of_labels_equals_opencv(at_source: bool) -> None:
     geometry = ResizeGeometry.letterbox((1080, 1920), (512, 512), "centered")
     labels = np.random.default_rng().integers(0, 21, (128, 128)).astype(np.uint8)
     if at_source:
-        rows, cols = geometry.content_window(labels.shape)
-        expected = cv2.resize(labels[rows, cols], (1920, 1080), interpolation=cv2.INTER_NEAREST_EXACT)
+        # by hand: 1920x1080 fills 512x288 of the 512x512 input from row 112 on, rows 28..100 of a 128x128 map
+        expected = cv2.resize(labels[28:100, :], (1920, 1080), interpolation=cv2.INTER_NEAREST_EXACT)
     else:
         expected = cv2.resize(labels, (512, 512), interpolation=cv2.INTER_NEAREST_EXACT)
     np.testing.assert_array_equal(resize_to_output(labels, geometry, at_source, LABEL_INTERPOLATION), expected)
