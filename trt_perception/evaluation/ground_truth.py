@@ -71,36 +71,38 @@ def image_files(paths: list[Path]) -> list[Path]:
     return list(paths)
 
 
-def check_image_file(path: Path, max_pixels: int) -> None:
-    """Refuse an image file before decoding it when its header claims more than ``max_pixels`` pixels,
-    or when its size cannot be read from its header (see ``image_file_size``);
-    ``max_pixels`` 0: no limit."""
-    if not max_pixels:
-        return
+def read_image_file(path: Path, flag: int, max_pixels: int, what: str = "image") -> tuple[bytes, npt.NDArray]:
+    """An image file's bytes and ``cv2.imread(path, flag)``'s pixels, the file read once. Refused
+    before decoding when its header claims more than ``max_pixels`` pixels, or when its size cannot
+    be read from its header (see ``image_file_size``); ``max_pixels`` 0: no limit."""
     try:
-        size = image_file_size(path.read_bytes())
-    except ImageDecodeError as error:
-        raise GroundTruthError(f"{path}: {error}") from None
+        data = path.read_bytes()
     except OSError as error:
         raise GroundTruthError(f"cannot read {path}: {error.strerror or error}") from None
-    if size is None:
-        raise GroundTruthError(
-            f"{path}: the size of this image format cannot be read before decoding it, so max_pixels "
-            f"{max_pixels} cannot be checked; convert it to png, or set max_pixels to 0 for no limit"
-        )
-    try:
-        check_pixel_count(size[0], size[1], max_pixels, str(path))
-    except ImageDecodeError as error:
-        raise GroundTruthError(str(error)) from None
+    if max_pixels:
+        try:
+            size = image_file_size(data)
+        except ImageDecodeError as error:
+            raise GroundTruthError(f"{path}: {error}") from None
+        if size is None:
+            raise GroundTruthError(
+                f"{path}: the size of this image format cannot be read before decoding it, so max_pixels "
+                f"{max_pixels} cannot be checked; convert it to png, or set max_pixels to 0 for no limit"
+            )
+        try:
+            check_pixel_count(size[0], size[1], max_pixels, str(path))
+        except ImageDecodeError as error:
+            raise GroundTruthError(str(error)) from None
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flag) if data else None
+    if pixels is None:
+        raise GroundTruthError(f"cannot read {what} {path}")
+    return data, pixels
 
 
 def read_mask(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> MaskTruth:
     """A single-channel 8- or 16-bit label image (values are class indices, not colours), refused
-    before decoding when larger than ``max_pixels`` (see ``check_image_file``)."""
-    check_image_file(path, max_pixels)
-    labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if labels is None:
-        raise GroundTruthError(f"cannot read mask {path}")
+    before decoding when larger than ``max_pixels`` (see ``read_image_file``)."""
+    labels = read_image_file(path, cv2.IMREAD_UNCHANGED, max_pixels, "mask")[1]
     if labels.ndim != 2 or labels.dtype not in (np.uint8, np.uint16):
         raise GroundTruthError(
             f"mask {path} is {labels.dtype} with shape {labels.shape}; ground-truth masks must be "

@@ -29,9 +29,9 @@ from trt_perception.evaluation.bag_io import (
 from trt_perception.evaluation.ground_truth import (
     CocoImage,
     GroundTruthError,
-    check_image_file,
     image_files,
     read_coco,
+    read_image_file,
     read_mask,
 )
 from trt_perception.image_decoding import DEFAULT_MAX_PIXELS, sniff_codec
@@ -61,11 +61,8 @@ class MakeBagSummary:
 
 def load_pixels(path: Path, encoding: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.NDArray:
     """An image file as an array fitting a raw ``encoding``."""
-    check_image_file(path, max_pixels)
     flag, conversion = RAW_ENCODINGS[encoding]
-    pixels = cv2.imread(str(path), flag)
-    if pixels is None:
-        raise GroundTruthError(f"cannot read image {path}")
+    pixels = read_image_file(path, flag, max_pixels)[1]
     if encoding == "mono16" and (pixels.ndim != 2 or pixels.dtype != np.uint16):
         raise GroundTruthError(f"{path} is not a single-channel 16-bit image, cannot store it as mono16")
     return pixels if conversion is None else cv2.cvtColor(pixels, conversion)
@@ -73,11 +70,7 @@ def load_pixels(path: Path, encoding: str, max_pixels: int = DEFAULT_MAX_PIXELS)
 
 def compressed_bytes(path: Path, format_: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes, tuple[int, int]]:
     """The file's bytes when it already is ``format_`` (no recompression), else re-encoded; and its (h, w)."""
-    check_image_file(path, max_pixels)
-    pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if pixels is None:
-        raise GroundTruthError(f"cannot read image {path}")
-    data = path.read_bytes()
+    data, pixels = read_image_file(path, cv2.IMREAD_UNCHANGED, max_pixels)
     if sniff_codec(data) == format_:  # by content, not name: a png named .jpg is re-encoded
         return data, (int(pixels.shape[0]), int(pixels.shape[1]))
     ok, encoded = cv2.imencode(COMPRESSED_FORMATS[format_][0], pixels)
