@@ -50,7 +50,7 @@ from trt_perception.ros.image_conversion import (
 )
 from trt_perception.ros.messages import diagnostic_status, label_info
 from trt_perception.ros.parameters import COMMON_PARAMETERS, ParameterDefinition, check_value
-from trt_perception.ros.statistics import Health, HealthLimits, HealthMonitor, NodeStatistics
+from trt_perception.ros.statistics import Health, HealthLimits, HealthMonitor, NodeStatistics, StatisticsReport
 from trt_perception.ros.stop_signals import StopRequested, install_stop_signals
 from trt_perception.ros.throttle import MessageThrottle, quote_limited
 from trt_perception.spec import ModelSpec, load_model_spec
@@ -597,7 +597,8 @@ class PerceptionNode(Node):
         status is its). Each camera's input is judged on its own (stall, rate, lost share, recent error);
         the node's level is that of its worst camera."""
         period = self._settings["diagnostics_period"]
-        health = {camera.name: self._camera_health(camera, period) for camera in self._cameras}
+        reports = {camera.name: camera.stats.own.report() for camera in self._cameras}
+        health = {camera.name: self._camera_health(camera, reports[camera.name], period) for camera in self._cameras}
         problems = [
             Health(problem.level, f"camera {name}: {problem.message}" if name else problem.message)
             for name, camera_problems in health.items()
@@ -620,16 +621,15 @@ class PerceptionNode(Node):
             level, message = health_level(health[camera.name])
             statuses.append(diagnostic_status(
                 f"{self.get_fully_qualified_name()}: {self.task} camera {camera.name}", self.spec.name, level, message,
-                [("camera", camera.name), ("input_topic", camera.input_topic), *camera.stats.own.report().key_values],
+                [("camera", camera.name), ("input_topic", camera.input_topic), *reports[camera.name].key_values],
             ))
         return statuses
 
-    def _camera_health(self, camera: Camera, period: float) -> list[Health]:
+    def _camera_health(self, camera: Camera, report: StatisticsReport, period: float) -> list[Health]:
         """Problems of one camera's input: its ``HealthMonitor`` against its own publishers, and its last
-        error while that is recent."""
+        error (from ``report``, its statistics now) while that is recent."""
         statistics = camera.stats.own
         problems = camera.health.assess(statistics, statistics.input_rate_hz(), self.count_publishers(camera.input_topic))
-        report = statistics.report()
         if report.seconds_since_error is not None and report.seconds_since_error < max(5.0, 2 * period):
             problems.append(Health("WARN", f"last error: {report.last_error}"))
         return problems
