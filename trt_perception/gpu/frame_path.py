@@ -33,8 +33,8 @@ from trt_perception.geometry import ResizeGeometry
 from trt_perception.gpu._cupy import require_cupy
 from trt_perception.gpu.preprocess import GpuPreprocessor, raw_bytes
 from trt_perception.gpu.segmentation import DecodePlan, GpuSegmentationDecoder
+from trt_perception.gpu.visualize import DevicePalette
 from trt_perception.row_bands import shared_row_bands
-from trt_perception.visualize import full_palette
 
 # cudaHostAlloc flags: usable from every context, mapped into the device's address space.
 _HOST_ALLOC_PORTABLE, _HOST_ALLOC_MAPPED = 1, 2
@@ -85,6 +85,18 @@ class PublishedFrame:
 
 
 @dataclass
+class _Upload:
+    """One image layout: its checked geometry and byte layout, network input and upload graph."""
+
+    geometry: ResizeGeometry
+    size: int  # bytes of a frame, rows padded as received
+    step: int  # bytes per row
+    tensor: Any  # the network input the graph writes (device)
+    graph: Any
+    frame: Any  # the frame's bytes on the device (cupy uint8)
+
+
+@dataclass
 class _Publish:
     """One output configuration: its plan, buffers and (after the first frame) its graph."""
 
@@ -110,14 +122,12 @@ class SegmentationFramePath:
     ) -> None:
         self.cupy = require_cupy()
         self.preprocessor, self.decoder, self.mapped = preprocessor, decoder, mapped
-        self.palette = np.asarray(palette, np.uint8)
+        self.palette = DevicePalette(palette)
         self.stream = stream if stream is not None else self.cupy.cuda.Stream(non_blocking=True)
         self._staging: PinnedBuffer | None = None
         self._device_frame: Any = None
-        self._palettes: dict[str, Any] = {}
-        self._layouts: dict[tuple[Any, ...], tuple[ResizeGeometry, int, int]] = {}  # image layout -> geometry, bytes, step
-        # (bytes, step, channel order, geometry) -> (network input, graph, the frame's bytes on the device)
-        self._uploads: OrderedDict[tuple[Any, ...], tuple[Any, Any, Any]] = OrderedDict()
+        # image layout (shape, strides, dtype, channel order) -> what its frames need, graph included
+        self._uploads: OrderedDict[tuple[Any, ...], _Upload] = OrderedDict()
         self._publishes: OrderedDict[tuple[Any, ...], _Publish] = OrderedDict()
         self.last_image: tuple[Any, int] = (None, 0)  # the frame on the device (bytes, step)
 
@@ -141,37 +151,34 @@ class SegmentationFramePath:
         costs a dictionary lookup and a graph launch (plus a host copy if it is not staged)."""
         if not isinstance(pixels, np.ndarray):
             self.preprocessor.check(pixels, channel_order)  # raises the CPU path's message
-        layout_key = (pixels.shape, pixels.strides, pixels.dtype, channel_order)
-        layout = self._layouts.get(layout_key)
-        if layout is None:
+        key = (pixels.shape, pixels.strides, pixels.dtype, channel_order)
+        entry = self._uploads.get(key)
+        if entry is None:
             geometry = self.preprocessor.check(pixels, channel_order)
-            span, row_step = raw_bytes(pixels)
-            layout = (geometry, span.size, row_step)
-            if len(self._layouts) >= MAX_GRAPHS:
-                self._layouts.clear()
-            self._layouts[layout_key] = layout
-        geometry, size, step = layout
+            span, step = raw_bytes(pixels)
+            size = span.size
+        else:
+            self._uploads.move_to_end(key)
+            geometry, size, step = entry.geometry, entry.size, entry.step
         if self._staging is None or self._staging.size < size:
-            self.staging(size)
+            self.staging(size)  # drops every upload graph: they read the old buffers
+            entry = None
         assert self._staging is not None
         if pixels.__array_interface__["data"][0] != self._staging.pointer:
             self._stage(raw_bytes(pixels)[0])
-        key = (size, step, channel_order, geometry)
-        entry = self._uploads.get(key)
         if entry is not None:
-            self._uploads.move_to_end(key)
-            entry[1].launch(self.stream)
+            entry.graph.launch(self.stream)
         else:
             with self.stream:
                 tensor = self.cupy.empty(self.preprocessor.input_shape(geometry.network_size), self.preprocessor.spec.dtype)
                 arguments = (size, step, channel_order, geometry, tensor)
                 self._enqueue_upload(*arguments)
-                entry = (tensor, self._capture(lambda: self._enqueue_upload(*arguments)), self._frame_on_device(size))
-            self._uploads[key] = entry
+                graph = self._capture(lambda: self._enqueue_upload(*arguments))
+            entry = self._uploads[key] = _Upload(geometry, size, step, tensor, graph, self._frame_on_device(size))
             if len(self._uploads) > MAX_GRAPHS:
                 self._uploads.popitem(last=False)
-        self.last_image = (entry[2], step)
-        return entry[0], geometry
+        self.last_image = (entry.frame, step)
+        return entry.tensor, geometry
 
     def _stage(self, span: npt.NDArray[np.uint8]) -> None:
         """Copy a frame's bytes into the staging buffer, in parallel slices when it is large."""
@@ -259,16 +266,11 @@ class SegmentationFramePath:
         image, step = self.last_image
         self.decoder.launch(
             plan, entry.frame.device_labels, colours, blended,
-            self._palette(plan.label_dtype), (image, step, channel_order) if overlay else None, alpha,
+            self.palette.table(plan.label_dtype), (image, step, channel_order) if overlay else None, alpha,
             flag.view(np.int32),
         )
         if not self.mapped:
             runtime.memcpyAsync(entry.host.pointer, entry.device.data.ptr, entry.host.size, runtime.memcpyDeviceToHost, self.stream.ptr)
-
-    def _palette(self, label_dtype: np.dtype) -> Any:
-        if label_dtype.name not in self._palettes:
-            self._palettes[label_dtype.name] = self.cupy.asarray(full_palette(self.palette, label_dtype))
-        return self._palettes[label_dtype.name]
 
     def _capture(self, enqueue: Any) -> Any:
         """A CUDA graph of what ``enqueue`` puts on the stream (which runs nothing while capturing)."""
