@@ -7,6 +7,7 @@ on the device.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -75,3 +76,43 @@ def test_gpu_pipeline_over_tensorrt_keeps_tensors_on_the_device(
     assert_same_result(gpu_pipeline.run(frame, "BGR"), reference.run(frame, "BGR"))
     backend.close()
     reference.close()
+
+
+@pytest.mark.parametrize("sampling", ["asymmetric", "half_pixel"], ids=["host_fallback", "frame_path"])
+@pytest.mark.parametrize("backend_kind", ["onnxruntime", "tensorrt"])
+def test_gpu_pipeline_runs_a_fixed_batch_model_in_a_zero_filled_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sampling: str, backend_kind: str
+) -> None:
+    """A model whose batch is fixed at 2 (test/batch_models.py) gives each image the labels the batch-1
+    model gives it on the CPU, through the per-step path (the bundled spec's corner sampling) and the
+    frame path (half-pixel), on a host backend and on the device (the TensorRT double)."""
+    from batch_models import batched_selfie_model
+
+    from trt_perception.gpu.pipeline import GpuPipeline
+
+    bundled = load_model_spec("selfie_segmentation")
+    spec = dataclasses.replace(bundled, input=dataclasses.replace(bundled.input, sampling=sampling))
+    batched = dataclasses.replace(spec, model=batched_selfie_model(tmp_path / "selfie_batch2.onnx", 2))
+    reference = Pipeline.from_spec(spec, backend_kind="onnxruntime")
+    if backend_kind == "tensorrt":
+        from tensorrt_double import build_engine_file, install
+
+        from trt_perception.tensorrt.backend import TensorRTBackend
+
+        monkeypatch.setenv("TRT_DOUBLE_REAL_CUPY", "1")
+        install(monkeypatch)
+        pipeline = Pipeline(batched, TensorRTBackend(build_engine_file(tmp_path, batched)))
+    else:
+        pipeline = Pipeline.from_spec(batched)
+    assert pipeline.batch_capacity == 2
+    gpu_pipeline = GpuPipeline(pipeline)
+    assert (gpu_pipeline.frame_path is not None) == (sampling == "half_pixel")
+    try:
+        for image, size in [("astronaut.png", (480, 640)), ("coffee.png", (720, 1280)), ("astronaut.png", (480, 640))]:
+            frame = bgr_frame(image, size)
+            result, expected = gpu_pipeline.run(frame, "BGR"), reference.run(frame, "BGR")
+            assert_same_result(result, expected)
+            assert 0.02 < expected.labels.mean() < 0.98  # a person and background
+    finally:
+        gpu_pipeline.close()
+        reference.close()

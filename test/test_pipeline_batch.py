@@ -10,7 +10,6 @@ import pytest
 
 from batch_models import batched_selfie_model
 from node_harness import camera_frame
-from trt_perception.errors import SpecError
 from trt_perception.pipeline import Pipeline
 from trt_perception.spec import load_model_spec
 
@@ -80,16 +79,5 @@ def test_one_image_on_a_batched_model_equals_run_on_the_batch_1_model(
         [result] = pipeline.run_batch(IMAGES[:1])
         np.testing.assert_array_equal(result.labels, single_results[0])
         np.testing.assert_array_equal(pipeline.run(*IMAGES[1]).labels, single_results[1])
-    finally:
-        pipeline.close()
-
-
-def test_gpu_pipeline_refuses_a_fixed_batch_above_1_with_a_clear_message(tmp_path: Path) -> None:
-    from trt_perception.gpu.pipeline import GpuPipeline
-
-    pipeline = selfie_pipeline(batched_selfie_model(tmp_path / "selfie.onnx", 2))
-    try:
-        with pytest.raises(SpecError, match="fixed batch size of 2; GPU processing runs one image per inference"):
-            GpuPipeline(pipeline)
     finally:
         pipeline.close()

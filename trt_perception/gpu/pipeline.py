@@ -25,7 +25,7 @@ import numpy.typing as npt
 from trt_perception.backends import Backend
 from trt_perception.decoders import DetectionDecoder, DetectionFilter, filter_detections
 from trt_perception.decoders.segmentation import LabelsDecoder
-from trt_perception.errors import SpecError
+from trt_perception.errors import InferenceError
 from trt_perception.geometry import ResizeGeometry
 from trt_perception.gpu._cupy import integrated_gpu, require_cupy
 from trt_perception.gpu.detection import filter_detections_gpu
@@ -70,15 +70,12 @@ class GpuPipeline:
     device = "gpu"
 
     def __init__(self, pipeline: Pipeline, mapped: bool | None = None) -> None:
-        capacity = pipeline.batch_capacity
-        if capacity is not None and capacity > 1:
-            raise SpecError(
-                f"{pipeline.spec.source or pipeline.spec.name}: the model input {pipeline.input_name!r} has a fixed "
-                f"batch size of {capacity}; GPU processing runs one image per inference and needs batch size 1 or a "
-                "dynamic one (use processing_device cpu, or export the model with batch 1)"
-            )
         self.cupy = require_cupy()
         self.pipeline = pipeline
+        capacity = pipeline.batch_capacity
+        # a model with a fixed batch N > 1 gets each image in a zero-filled batch of N, as Pipeline.run does
+        self._fixed_batch = capacity if capacity is not None and capacity > 1 else None
+        self._batch: Any = None  # the device batch the network reads (fixed batch only)
         self.preprocessor = GpuPreprocessor(pipeline.spec.input)
         self.segmentation_decoder = (
             GpuSegmentationDecoder(pipeline.decoder) if pipeline.spec.task == "segmentation" else None  # type: ignore[arg-type]
@@ -146,7 +143,7 @@ class GpuPipeline:
             tensor, geometry = self.preprocessor(pixels, channel_order)
             cupy.cuda.get_current_stream().synchronize()
             preprocessed = time.perf_counter()
-            outputs = self._infer(tensor)
+            outputs = self._infer(self._in_batch(tensor))
             inferred = time.perf_counter()
             result: SegmentationResult | DetectionResult
             if self.segmentation_decoder is not None:
@@ -176,13 +173,17 @@ class GpuPipeline:
         assert path is not None
         start = time.perf_counter()
         tensor, geometry = path.upload(pixels, channel_order)
+        with path.stream:
+            tensor = self._in_batch(tensor)
         if self._on_device:
             preprocessed = time.perf_counter()
-            outputs = pipeline.backend.infer_device({pipeline.input_name: tensor})  # type: ignore[attr-defined]
+            outputs = self._first_item(pipeline.backend.infer_device({pipeline.input_name: tensor}))  # type: ignore[attr-defined]
         else:
             host = tensor.get(stream=path.stream)
             preprocessed = time.perf_counter()
-            outputs = self._upload_outputs(pipeline.backend.infer({pipeline.input_name: host}, pipeline.outputs_for(host.shape)), path.stream)
+            outputs = self._upload_outputs(
+                self._first_item(pipeline.backend.infer({pipeline.input_name: host}, pipeline.outputs_for(host.shape))), path.stream
+            )
         inferred = time.perf_counter()
         published = path.publish(
             outputs, geometry, pipeline.spec.output_resolution == "source", visuals.color_mask, visuals.overlay,
@@ -228,9 +229,33 @@ class GpuPipeline:
     def _infer(self, tensor: Any) -> dict[str, Any]:
         pipeline = self.pipeline
         if self._on_device:
-            return pipeline.backend.infer_device({pipeline.input_name: tensor})  # type: ignore[attr-defined]
+            return self._first_item(pipeline.backend.infer_device({pipeline.input_name: tensor}))  # type: ignore[attr-defined]
         host = self.cupy.asnumpy(tensor)
-        return pipeline.backend.infer({pipeline.input_name: host}, pipeline.outputs_for(host.shape))
+        return self._first_item(pipeline.backend.infer({pipeline.input_name: host}, pipeline.outputs_for(host.shape)))
+
+    def _in_batch(self, tensor: Any) -> Any:
+        """The network input for one image: ``tensor`` itself, or for a fixed batch N > 1 a zero-filled
+        device batch of N holding it first (enqueued on the current stream; the batch is reused while
+        the input shape stays, its other entries stay zero)."""
+        if self._fixed_batch is None:
+            return tensor
+        shape = (self._fixed_batch, *tensor.shape[1:])
+        if self._batch is None or self._batch.shape != shape or self._batch.dtype != tensor.dtype:
+            self._batch = self.cupy.zeros(shape, tensor.dtype)
+        self._batch[:1] = tensor
+        return self._batch
+
+    def _first_item(self, outputs: dict[str, Any]) -> dict[str, Any]:
+        """For a fixed batch, each output's first entry (the image's; a view); others as they are."""
+        if self._fixed_batch is None:
+            return outputs
+        for name, value in outputs.items():
+            if value.ndim == 0 or value.shape[0] != self._fixed_batch:
+                raise InferenceError(
+                    f"output {name!r} of {self.pipeline.spec.name} has shape {list(value.shape)}, not one entry per "
+                    f"batch item ({self._fixed_batch}); this model cannot run images as a batch"
+                )
+        return {name: value[:1] for name, value in outputs.items()}
 
     def _on_gpu(self, outputs: dict[str, Any]) -> dict[str, Any]:
         return outputs if self._on_device else {name: self.cupy.asarray(value) for name, value in outputs.items()}
