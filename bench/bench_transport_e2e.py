@@ -487,9 +487,12 @@ def run_e2e(sizes: Sequence[tuple[int, int]], rate_hz: float, seconds: float, ou
     result_qos = volatile_qos("reliable", 5)
     for variant, sink in zip(VARIANTS, sinks):
         node.create_subscription(Image, sink.namespace + variant.output_topic, sink.on_result, result_qos, raw=True)
-    node.create_subscription(
-        DiagnosticArray, "/diagnostics", lambda message: [sink.on_diagnostics(message) for sink in sinks], 10
-    )
+
+    def on_diagnostics(message: DiagnosticArray) -> None:
+        for sink in sinks:
+            sink.on_diagnostics(message)
+
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)

@@ -469,7 +469,7 @@ def test_coco_metrics_of_the_real_detector_equal_pycocotools(tmp_path: Path) -> 
     assert det["detections"] == len(results) > det["deployment"]["detections"]
     report = (out / "report.md").read_text()
     assert "| AP | AP50 | AP75 | APs | APm | APl | AR@100 |" in report
-    assert f"At the deployment threshold (score >= 0.3" in report
+    assert "At the deployment threshold (score >= 0.3" in report
 
 
 def test_evaluation_threshold_above_the_deployment_threshold_is_refused(
