@@ -184,15 +184,20 @@ def test_stamp_matcher_pairs_in_any_order_and_counts_leftovers() -> None:
     assert (matcher.frames_without_truth, matcher.truths_without_frame) == (2, 1)
 
 
-def imread_refusing(name: str) -> object:
-    """cv2.imread that fails the test when asked for a file whose path holds ``name``."""
-    real = cv2.imread
+def decoders_refusing(data: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cv2.imread and cv2.imdecode fail the test when asked to decode ``data`` (whatever its file name)."""
+    real_imread, real_imdecode = cv2.imread, cv2.imdecode
 
     def imread(path: str, *args: object) -> object:
-        assert name not in path, f"{path} was decoded"
-        return real(path, *args)
+        assert Path(path).read_bytes() != data, f"{path} was decoded"
+        return real_imread(path, *args)
 
-    return imread
+    def imdecode(buffer: np.ndarray, *args: object) -> object:
+        assert bytes(memoryview(buffer)) != data, "the oversized image was decoded"
+        return real_imdecode(buffer, *args)
+
+    monkeypatch.setattr(cv2, "imread", imread)
+    monkeypatch.setattr(cv2, "imdecode", imdecode)
 
 
 @pytest.mark.parametrize("name", ["bomb.bmp", "bomb.webp", "bomb.jpg", "bomb.png"])
@@ -207,11 +212,10 @@ def test_max_pixels_is_checked_from_the_header_whatever_the_file_is_named(
     labels = tmp_path / "labels"
     labels.mkdir()
     (labels / "coffee.png").write_bytes(encoded.tobytes())
-    monkeypatch.setattr(cv2, "imread", imread_refusing("bomb"))
+    decoders_refusing(encoded.tobytes(), monkeypatch)
     for encoding in ("rgb8", "jpeg"):
         with pytest.raises(GroundTruthError, match=r"4000x4000 = 16000000 pixels, more than max_pixels 1000000"):
             make_bag([bomb], tmp_path / "bag", "/cam", 1.0, encoding=encoding, max_pixels=1_000_000)
-    monkeypatch.setattr(cv2, "imread", imread_refusing("labels"))
     with pytest.raises(GroundTruthError, match=r"labels.coffee.png is 4000x4000 = 16000000 pixels, more than max_pixels 1000000"):
         make_bag([SAMPLES[0]], tmp_path / "bag", "/cam", 1.0, labels_dir=labels, max_pixels=1_000_000)
     assert not (tmp_path / "bag").exists()
