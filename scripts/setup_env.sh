@@ -145,8 +145,11 @@ else
 fi
 
 # 4. The package itself (editable: source changes need no reinstall; data files are copied).
+# --use-pep517: an editable wheel (setuptools' build_editable) with every pip. Without it, a pip
+# before 23.1 (Debian 12's python3 venvs bring 23.0.1) falls back to `setup.py develop`, which
+# installs no data files: no share/trt_perception, so neither ament_index nor ros2 find the package.
 say "installing trt_perception (editable) into $VENV"
-pip_install --no-deps --no-build-isolation -e "$REPO_ROOT"
+pip_install --no-deps --no-build-isolation --use-pep517 -e "$REPO_ROOT"
 
 python -c 'import rclpy, sensor_msgs.msg, vision_msgs.msg, diagnostic_msgs.msg, trt_perception' \
   || die "the environment was built but an import fails"
