@@ -1,6 +1,6 @@
 """Issue 14: the stages around the network against their physical floor, ratios from one run.
 
-    python bench/bench_floor.py [--part gpu|cpu|all] [--repeat 200] [--out DIR] [--no-doc]
+    python bench/bench_floor.py [--part gpu|cpu|node|all] [--repeat 200] [--out DIR] [--no-doc]
 
 Part ``gpu`` (CuPy with a CUDA device): for selfie_segmentation and ppocrv4_det (with the half-pixel
 sampling the GPU kernel implements, ``kernel_spec``) on bgr8 frames
@@ -27,8 +27,18 @@ all six timings taking turns in rounds (``interleaved_medians_ms``); detection p
 a CenterNet-style 100-row output and a YOLOv8 raw head (8400 candidates, 80 classes) against the
 naive per-row loop, with equality of the kept detections.
 
+Part ``node`` (rclpy importable: the repo's ``.venv``): the node end to end over DDS next to a relay
+hop at 640x480, 1280x720 and 1920x1080 (``run_bench.py --part node``, whose table it writes), and
+from it issue 14's node goal per frame size: the shipped node's (raw intake) p50 <= 1.2 x (relay p50 +
+the inference time the node reports).
+
+``--part all`` (the default) runs every part this machine can: ``gpu`` where CuPy sees a CUDA
+device, ``node`` where rclpy is importable (each skipped with its reason otherwise), and ``cpu``;
+then it prints every goal measured, ours next to its reference, in one table
+(``bench_floor_goals.md``).
+
 Writes ``bench_floor.json``/``.md`` to ``--out`` and, unless ``--no-doc``, the tables into
-docs/performance.md (sections ``floor-gpu``, ``floor-cpu``).
+docs/performance.md (sections ``floor-gpu``, ``floor-cpu``, ``run_bench-node``).
 """
 
 from __future__ import annotations
@@ -415,9 +425,58 @@ def detection_case(case: str, decoder: Any, outputs: dict, geometry: ResizeGeome
 # --------------------------------------------------------------------------- main
 
 
+# --------------------------------------------------------------------------- node
+
+
+def node_goals(rows: list[dict]) -> list[dict]:
+    """Issue 14's node goal per frame size, from ``bench_transport_e2e.measure_e2e`` rows: the shipped
+    node (raw intake) against the relay hop plus the model's inference, measured in the same run."""
+    from bench.bench_transport_e2e import NODE_LATENCY_GOAL, latency_goal_ratio
+
+    relay = {row["frame"]: row["p50"] for row in rows if row["stages"] is None and row["p50"] is not None}
+    goals = []
+    for row in rows:
+        if "raw intake" not in row["variant"] or row["p50"] is None or row["frame"] not in relay:
+            continue
+        ratio = latency_goal_ratio(row, relay[row["frame"]])
+        goals.append({"goal": f"node {row['frame']} over DDS: p50 <= {NODE_LATENCY_GOAL}x (relay hop p50 + inference)",
+                      "reference_ms": relay[row["frame"]] + row["stages"]["inference"], "ours_ms": row["p50"],
+                      "ratio": ratio, "met": ratio <= NODE_LATENCY_GOAL})
+    return goals
+
+
+def node_rows(args: argparse.Namespace, command: str) -> list[dict] | None:
+    """``run_bench.py --part node`` at the three frame sizes (writing its table), or None when rclpy is
+    not importable (the reason printed)."""
+    from bench.run_bench import NODE_RATE_HZ, NODE_SECONDS, node_part
+
+    node_args = argparse.Namespace(sizes=SIZES, node_rate_hz=NODE_RATE_HZ, node_seconds=NODE_SECONDS,
+                                   out=args.out, no_doc=args.no_doc)
+    if not node_part(node_args, command):
+        return None
+    rows: list[dict] = json.loads((args.out / "node_e2e.json").read_text())
+    return rows
+
+
+def parts_to_run(part: str) -> list[str]:
+    """The parts ``--part`` names; for ``all`` those this machine can run (the others skipped, saying why)."""
+    if part != "all":
+        return [part]
+    parts = []
+    from trt_perception.gpu import gpu_available
+
+    if gpu_available():
+        parts.append("gpu")
+    else:
+        print("GPU part skipped: CuPy with a CUDA device is not available here.", flush=True)
+    parts.append("cpu")
+    parts.append("node")  # skipped by node_part, with its reason, where rclpy is missing
+    return parts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("gpu", "cpu", "all"), default="all")
+    parser.add_argument("--part", choices=("gpu", "cpu", "node", "all"), default="all")
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "trt_perception_bench_floor")
     parser.add_argument("--no-doc", action="store_true")
@@ -427,7 +486,9 @@ def main() -> int:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     machine = f"{platform.node()} ({platform.machine()}, {__import__('os').cpu_count()} CPUs), OpenCV {cv2.__version__}, numpy {np.__version__}"
     results: dict[str, Any] = {"command": command, "when": stamp, "machine": machine}
-    if args.part in ("gpu", "all"):
+    parts = parts_to_run(args.part)
+    goals: list[dict] = []
+    if "gpu" in parts:
         rows, info = gpu_rows(args.repeat)
         results["gpu"], results["gpu_info"] = rows, info
         text = (f"`{command}`, {stamp}, {machine}; GPU {info['gpu']}, CuPy {info['cupy']}, device copy bandwidth "
@@ -440,7 +501,9 @@ def main() -> int:
         (args.out / "bench_floor_gpu.md").write_text(text)
         if not args.no_doc:
             update_section("floor-gpu", text)
-    if args.part in ("cpu", "all"):
+        goals += [{"goal": goal["goal"], "reference_ms": goal["floor_ms"], "ours_ms": goal["ours_ms"],
+                   "ratio": goal["ratio"], "met": goal["met"]} for goal in gpu_goals(rows)]
+    if "cpu" in parts:
         rows = cpu_rows(args.repeat)
         results["cpu"] = rows
         text = (f"`{command}`, {stamp}, {machine}; {cv2.getNumThreads()} OpenCV threads. Median of {args.repeat} runs "
@@ -452,7 +515,19 @@ def main() -> int:
         if not args.no_doc:
             update_section("floor-cpu", text)
         print(text)
+        goals += cpu_goals(rows)
+    if "node" in parts:
+        node = node_rows(args, command)
+        if node is not None:
+            results["node"] = node
+            goals += node_goals(node)
     (args.out / "bench_floor.json").write_text(json.dumps(results, indent=1, default=str))
+    if len(parts) > 1 and goals:
+        summary = (f"Issue 14's goals measured by `{command}`, {stamp}, {machine} (reference: the floor, one frame "
+                   "copy, the naive pipeline or the relay hop + inference, as each goal says; all from this run):\n\n"
+                   + markdown_table(goals))
+        (args.out / "bench_floor_goals.md").write_text(summary)
+        print("\n" + summary, flush=True)
     return 0
 
 

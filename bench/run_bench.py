@@ -411,8 +411,9 @@ def pipeline_part(args: argparse.Namespace) -> None:
     print(text, flush=True)
 
 
-def node_part(args: argparse.Namespace) -> bool:
-    """Node end to end over DDS against a relay hop; False (reason printed) when rclpy is not importable."""
+def node_part(args: argparse.Namespace, command: str | None = None) -> bool:
+    """Node end to end over DDS against a relay hop; False (reason printed) when rclpy is not importable.
+    ``command``: how the benchmark was started, for the report (default: this script's command line)."""
     try:
         import rclpy  # noqa: F401  (only to know whether ROS 2 is there)
     except ImportError as error:
@@ -427,7 +428,7 @@ def node_part(args: argparse.Namespace) -> bool:
     rows = transport.measure_e2e(env, folder, args.sizes, args.node_rate_hz, args.node_seconds)
     print(f"node end to end: {time.perf_counter() - start:.1f} s; node logs in {folder}", flush=True)
     text = (
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {transport.machine()}; `{command_line()}`: "
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {transport.machine()}; `{command or command_line()}`: "
         f"camera frames (rgb8 `Image`, or jpeg q90 `CompressedImage`) published best-effort at {args.node_rate_hz:g} Hz, "
         f"per size 1 s of warm-up, then {args.node_seconds:g} s measured in {transport.ROUNDS} windows per variant, "
         "the relay and the node variants taking turns (all running, each on its own topics); the shipped Fast DDS profile "
