@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -70,6 +70,59 @@ def test_one_opencv_thread_or_few_rows_keep_the_work_in_the_caller() -> None:
     with opencv_threads(1):
         bands.run(record, 1000)
     assert calls == [(0, MIN_ROWS_PER_BAND - 1, threading.get_ident()), (0, 1000, threading.get_ident())]
+
+
+def test_fewer_bands_than_asked_for_keep_the_work_in_one_piece() -> None:
+    calls: list[tuple[int, int]] = []
+    with opencv_threads(4):
+        RowBands(2).run(lambda start, stop: calls.append((start, stop)), 1000, min_bands=3)
+        assert calls == [(0, 1000)]
+        calls.clear()
+        RowBands(3).run(lambda start, stop: calls.append((start, stop)), 999, min_bands=3)
+    assert sorted(calls) == [(0, 333), (333, 666), (666, 999)]
+
+
+class RecordingBands(RowBands):
+    """RowBands that records the bands it runs."""
+
+    def __init__(self, bands: int) -> None:
+        super().__init__(bands)
+        self.worked: list[tuple[int, int]] = []
+
+    def run(self, work: Callable[[int, int], None], rows: int, min_bands: int = 2) -> None:
+        def recorded(start: int, stop: int) -> None:
+            self.worked.append((start, stop))
+            work(start, stop)
+
+        super().run(recorded, rows, min_bands)
+
+
+@pytest.mark.parametrize("size", [(1080, 1920), (1440, 2560), (1079, 1917)])
+def test_the_threshold_of_upsampled_scores_in_bands_equals_one_comparison(
+    size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The selfie model's real output on a photo, upsampled by cv2.resize, thresholded in four bands
+    (forced here: this machine may have fewer cores) equals numpy's comparison of the whole map."""
+    from trt_perception.decoders import segmentation
+    from trt_perception.pipeline import Pipeline
+
+    pipeline = Pipeline.from_spec("selfie_segmentation")
+    try:
+        tensor, _ = pipeline.preprocessor(camera_frame("astronaut.png", (480, 640)), "BGR")
+        [output] = pipeline.backend.infer({pipeline.input_name: tensor}).values()
+    finally:
+        pipeline.close()
+    scores = cv2.resize(np.ascontiguousarray(output[0, :, :, 0]), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    assert scores.nbytes >= segmentation.BANDED_THRESHOLD_MIN_BYTES
+    bands = RecordingBands(4)
+    monkeypatch.setattr(segmentation, "shared_row_bands", lambda: bands)
+    with opencv_threads(4):
+        labels = segmentation.threshold_labels(scores, 0.5)
+    assert len(bands.worked) == 4
+    expected = (scores > 0.5).astype(np.uint8)
+    assert labels.dtype == np.uint8 and labels.shape == expected.shape
+    np.testing.assert_array_equal(labels, expected)
+    assert 0.05 < expected.mean() < 0.95  # a person and background
 
 
 def test_an_error_in_any_band_reaches_the_caller_and_the_bands_stay_usable() -> None:

@@ -65,12 +65,13 @@ class RowBands:
         self._workers = [_Worker() for _ in range(self.bands - 1)]
         self._busy = threading.Lock()
 
-    def run(self, work: BandWork, rows: int) -> None:
+    def run(self, work: BandWork, rows: int, min_bands: int = 2) -> None:
         """Call ``work`` on bands covering rows ``0..rows`` and return when all are done; an exception
-        raised by any band is raised here. A second caller while one run is under way gets its
-        bands run one after another in its own thread (nothing waits for the workers)."""
+        raised by any band is raised here. With fewer than ``min_bands`` bands available the rows run
+        as one piece. A second caller while one run is under way gets its bands run one after another
+        in its own thread (nothing waits for the workers)."""
         count = min(self.bands, cv2.getNumThreads(), rows // MIN_ROWS_PER_BAND)
-        if count <= 1 or not self._busy.acquire(blocking=False):
+        if count < max(2, min_bands) or not self._busy.acquire(blocking=False):
             work(0, rows)
             return
         try:
