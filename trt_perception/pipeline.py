@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +20,16 @@ from trt_perception.results import DetectionResult, Detections, SegmentationResu
 from trt_perception.spec import DynamicSize, ModelSpec, load_model_spec
 
 STAGES = ("preprocess", "inference", "postprocess")
+
+
+def check_batch_outputs(outputs: Mapping[str, Any], batch_size: int, model: str) -> None:
+    """Raise InferenceError unless every output has one entry per batch item (numpy or cupy arrays)."""
+    for name, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != batch_size:
+            raise InferenceError(
+                f"output {name!r} of {model} has shape {list(array.shape)}, not one entry per batch "
+                f"item ({batch_size}); this model cannot run images as a batch"
+            )
 
 
 def detection_filter_from_spec(spec: ModelSpec) -> DetectionFilter:
@@ -168,12 +179,7 @@ class Pipeline:
         start = time.perf_counter()
         outputs = self.backend.infer({self.input_name: batch}, self.outputs_for(batch.shape))
         inference_ms = (time.perf_counter() - start) * 1e3
-        for name, array in outputs.items():
-            if array.ndim == 0 or array.shape[0] != batch_size:
-                raise InferenceError(
-                    f"output {name!r} of {self.spec.name} has shape {list(array.shape)}, not one entry per batch "
-                    f"item ({batch_size}); this model cannot run images as a batch"
-                )
+        check_batch_outputs(outputs, batch_size, self.spec.name)
         results = []
         for item, (geometry, item_timings) in enumerate(zip(geometries, timings)):
             start = time.perf_counter()

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from trt_perception.errors import ImageDecodeError
 from trt_perception.geometry import ResizeGeometry, sampling_grid
-from trt_perception.row_bands import shared_row_bands
+from trt_perception.row_bands import run_in_bands, shared_row_bands
 from trt_perception.spec import DynamicSize, InputSpec, NormalizationSpec, PostAffine
 
 CHANNELS_PER_ORDER = {"RGB": 3, "BGR": 3, "RGBA": 4, "BGRA": 4, "MONO": 1}
@@ -138,17 +138,22 @@ def resize_with_sampling(
     repeat it. Every output pixel depends on its map entry alone, so for a large image (whose rows
     are mostly read from memory, not cache) bands of output rows are remapped on several cores;
     OpenCV keeps a network-sized remap on one."""
-    whole, fractions = maps
-    if pixels.nbytes < BANDED_REMAP_MIN_BYTES:
-        return cv2.remap(pixels, whole, fractions, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    resized = np.empty((*whole.shape[:2], *pixels.shape[2:]), pixels.dtype)
+    resized = np.empty((*maps[0].shape[:2], *pixels.shape[2:]), pixels.dtype)
 
     def remap_rows(start: int, stop: int) -> None:
-        cv2.remap(pixels, whole[start:stop], fractions[start:stop], cv2.INTER_LINEAR, resized[start:stop],
-                  cv2.BORDER_REPLICATE)
+        remap_output_rows(pixels, maps, start, stop, resized[start:stop])
 
-    shared_row_bands().run(remap_rows, resized.shape[0])
+    run_in_bands(remap_rows, resized.shape[0], pixels.nbytes, BANDED_REMAP_MIN_BYTES)
     return resized
+
+
+def remap_output_rows(
+    pixels: npt.NDArray, maps: tuple[npt.NDArray[np.int16], npt.NDArray[np.uint16]], start: int, stop: int,
+    out: npt.NDArray | None = None,
+) -> npt.NDArray:
+    """Output rows ``start..stop`` of ``resize_with_sampling`` (into ``out`` when given)."""
+    whole, fractions = maps
+    return cv2.remap(pixels, whole[start:stop], fractions[start:stop], cv2.INTER_LINEAR, out, cv2.BORDER_REPLICATE)
 
 
 def cpu_only_input_options(spec: InputSpec) -> str | None:
@@ -242,19 +247,18 @@ class Preprocessor:
         network rows on several cores: each band's pixels stay in its core's cache between the steps,
         and the conversion and the write are split over the cores too. Same bits as the steps done on
         the whole image (every output row depends on its own map rows alone)."""
-        whole, fractions = self._sampling_maps_for(geometry)
+        maps = self._sampling_maps_for(geometry)
         top, left = geometry.offset
         scale = self._pixel_scale(self._scale, pixels.dtype)
         if pixels.dtype == np.uint8 and self._dtype != np.uint8:
             self._normalization_table(scale, self._offset)  # made here once, only read in the bands
 
         def band(start: int, stop: int) -> None:
-            rows = cv2.remap(pixels, whole[start:stop], fractions[start:stop], cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REPLICATE)
+            rows = remap_output_rows(pixels, maps, start, stop)
             image = convert_color(rows, channel_order, self.spec.color_order)
             self._write(image, scale, self._offset, buffer, top + start, left)
 
-        shared_row_bands().run(band, whole.shape[0])
+        shared_row_bands().run(band, maps[0].shape[0])
 
     def _sampling_maps_for(self, geometry: ResizeGeometry) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.uint16]]:
         """The remap maps of ``input.sampling`` for this source and content size (the last ones kept)."""

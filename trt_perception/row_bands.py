@@ -112,3 +112,13 @@ def shared_row_bands() -> RowBands:
         if _shared is None:
             _shared = RowBands(min(MAX_BANDS, os.cpu_count() or 1))
         return _shared
+
+
+def run_in_bands(work: BandWork, rows: int, nbytes: int, min_bytes: int, min_bands: int = 2) -> None:
+    """``work`` over rows ``0..rows``: in one piece in this thread when the data has fewer than
+    ``min_bytes`` bytes (a hand-off would cost more than it saves), else on the process's row bands
+    (``RowBands.run``)."""
+    if nbytes < min_bytes:
+        work(0, rows)
+    else:
+        shared_row_bands().run(work, rows, min_bands)

@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from trt_perception.preprocess import convert_color
 from trt_perception.results import Detections, class_name
-from trt_perception.row_bands import shared_row_bands
+from trt_perception.row_bands import run_in_bands
 
 # Binary masks whose colour image has this many bytes or more are coloured in row bands on several
 # cores (measured on 2 cores: 1080p 0.28 -> 0.22 ms; at 720p, 2.8 MB, the hand-off costs more than it
@@ -110,10 +110,7 @@ def colorize(labels: npt.NDArray[np.unsignedinteger], palette: npt.NDArray[np.ui
         def colour_rows(start: int, stop: int) -> None:
             _colorize_binary(labels[start:stop], binary, colors[start:stop])
 
-        if colors.nbytes >= BANDED_BINARY_COLORS_MIN_BYTES:
-            shared_row_bands().run(colour_rows, colors.shape[0])
-        else:
-            colour_rows(0, colors.shape[0])
+        run_in_bands(colour_rows, colors.shape[0], colors.nbytes, BANDED_BINARY_COLORS_MIN_BYTES)
         return colors
     highest = int(labels.max(initial=0))
     if highest >= len(palette):

@@ -16,7 +16,7 @@ from trt_perception.decoders.tensors import finite_range, require_rank, select_o
 from trt_perception.errors import InferenceError, SpecError
 from trt_perception.geometry import ResizeGeometry
 from trt_perception.gpu.resize_tables import nearest_indices
-from trt_perception.row_bands import shared_row_bands
+from trt_perception.row_bands import run_in_bands
 
 # Nearest neighbour with pixel centres aligned (cv2.INTER_NEAREST is shifted by half a pixel).
 LABEL_INTERPOLATION = cv2.INTER_NEAREST_EXACT
@@ -254,12 +254,9 @@ def threshold_labels(scores: npt.NDArray[np.float32], cut: float) -> npt.NDArray
     """``(scores > cut)`` as 0/1 uint8 labels: compared straight into a bool array, whose bytes are the
     labels (no second pass); in row bands for large maps on machines with the cores for it."""
     labels = np.empty(scores.shape, np.bool_)
-    if scores.nbytes < BANDED_THRESHOLD_MIN_BYTES:
-        np.greater(scores, cut, out=labels)
-    else:
 
-        def threshold_rows(start: int, stop: int) -> None:
-            np.greater(scores[start:stop], cut, out=labels[start:stop])
+    def threshold_rows(start: int, stop: int) -> None:
+        np.greater(scores[start:stop], cut, out=labels[start:stop])
 
-        shared_row_bands().run(threshold_rows, scores.shape[0], min_bands=THRESHOLD_MIN_BANDS)
+    run_in_bands(threshold_rows, scores.shape[0], scores.nbytes, BANDED_THRESHOLD_MIN_BYTES, THRESHOLD_MIN_BANDS)
     return labels.view(np.uint8)

@@ -34,7 +34,7 @@ from trt_perception.gpu._cupy import require_cupy
 from trt_perception.gpu.preprocess import GpuPreprocessor, raw_bytes
 from trt_perception.gpu.segmentation import DecodePlan, GpuSegmentationDecoder
 from trt_perception.gpu.visualize import DevicePalette
-from trt_perception.row_bands import shared_row_bands
+from trt_perception.row_bands import run_in_bands
 
 # cudaHostAlloc flags: usable from every context, mapped into the device's address space.
 _HOST_ALLOC_PORTABLE, _HOST_ALLOC_MAPPED = 1, 2
@@ -160,9 +160,8 @@ class SegmentationFramePath:
         else:
             self._uploads.move_to_end(key)
             geometry, size, step = entry.geometry, entry.size, entry.step
-        if self._staging is None or self._staging.size < size:
-            self.staging(size)  # drops every upload graph: they read the old buffers
-            entry = None
+        if self._staging is None or self._staging.size < size:  # never for a kept layout: staging() drops them all
+            self.staging(size)
         assert self._staging is not None
         if pixels.__array_interface__["data"][0] != self._staging.pointer:
             self._stage(raw_bytes(pixels)[0])
@@ -184,14 +183,11 @@ class SegmentationFramePath:
         """Copy a frame's bytes into the staging buffer, in parallel slices when it is large."""
         assert self._staging is not None
         target = self._staging.host[: span.size]
-        if span.size < PARALLEL_COPY_MIN_BYTES:
-            np.copyto(target, span)
-            return
 
         def copy_slice(start: int, stop: int) -> None:
             np.copyto(target[start:stop], span[start:stop])
 
-        shared_row_bands().run(copy_slice, span.size)
+        run_in_bands(copy_slice, span.size, span.size, PARALLEL_COPY_MIN_BYTES)
 
     def _frame_on_device(self, size: int) -> Any:
         assert self._staging is not None

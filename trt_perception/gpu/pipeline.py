@@ -25,14 +25,13 @@ import numpy.typing as npt
 from trt_perception.backends import Backend
 from trt_perception.decoders import DetectionDecoder, DetectionFilter, filter_detections
 from trt_perception.decoders.segmentation import LabelsDecoder
-from trt_perception.errors import InferenceError
 from trt_perception.geometry import ResizeGeometry
 from trt_perception.gpu._cupy import integrated_gpu, require_cupy
 from trt_perception.gpu.detection import filter_detections_gpu
 from trt_perception.gpu.frame_path import PublishedFrame, SegmentationFramePath
 from trt_perception.gpu.preprocess import GpuPreprocessor
 from trt_perception.gpu.segmentation import GpuSegmentationDecoder
-from trt_perception.pipeline import STAGES, Pipeline
+from trt_perception.pipeline import STAGES, Pipeline, check_batch_outputs
 from trt_perception.results import DetectionResult, Detections, SegmentationResult, StageTimings
 from trt_perception.spec import ModelSpec
 from trt_perception.visualize import make_palette
@@ -249,12 +248,7 @@ class GpuPipeline:
         """For a fixed batch, each output's first entry (the image's; a view); others as they are."""
         if self._fixed_batch is None:
             return outputs
-        for name, value in outputs.items():
-            if value.ndim == 0 or value.shape[0] != self._fixed_batch:
-                raise InferenceError(
-                    f"output {name!r} of {self.pipeline.spec.name} has shape {list(value.shape)}, not one entry per "
-                    f"batch item ({self._fixed_batch}); this model cannot run images as a batch"
-                )
+        check_batch_outputs(outputs, self._fixed_batch, self.pipeline.spec.name)
         return {name: value[:1] for name, value in outputs.items()}
 
     def _on_gpu(self, outputs: dict[str, Any]) -> dict[str, Any]:
