@@ -422,9 +422,6 @@ def detection_case(case: str, decoder: Any, outputs: dict, geometry: ResizeGeome
             "identical": same_detections(ours(), naive())}
 
 
-# --------------------------------------------------------------------------- main
-
-
 # --------------------------------------------------------------------------- node
 
 
@@ -452,19 +449,16 @@ def node_rows(args: argparse.Namespace, command: str) -> list[dict] | None:
 
     node_args = argparse.Namespace(sizes=SIZES, node_rate_hz=NODE_RATE_HZ, node_seconds=NODE_SECONDS,
                                    out=args.out, no_doc=args.no_doc)
-    if not node_part(node_args, command):
-        return None
-    rows: list[dict] = json.loads((args.out / "node_e2e.json").read_text())
-    return rows
+    return node_part(node_args, command)
 
 
 def parts_to_run(part: str) -> list[str]:
     """The parts ``--part`` names; for ``all`` those this machine can run (the others skipped, saying why)."""
     if part != "all":
         return [part]
-    parts = []
     from trt_perception.gpu import gpu_available
 
+    parts = []
     if gpu_available():
         parts.append("gpu")
     else:
@@ -472,6 +466,9 @@ def parts_to_run(part: str) -> list[str]:
     parts.append("cpu")
     parts.append("node")  # skipped by node_part, with its reason, where rclpy is missing
     return parts
+
+
+# --------------------------------------------------------------------------- main
 
 
 def main() -> int:

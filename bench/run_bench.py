@@ -335,7 +335,6 @@ def measure_gpu():
     device = cupy.empty(host.size, cupy.uint8)
     up_ms = event_ms(lambda: device.set(host), 10)
     down_ms = event_ms(lambda: device.get(out=host), 10)
-    src = dst = None  # the 2 GiB go back to the pool before the page-locked buffers
     return {
         "cupy": cupy,
         "event_ms": event_ms,
@@ -411,15 +410,16 @@ def pipeline_part(args: argparse.Namespace) -> None:
     print(text, flush=True)
 
 
-def node_part(args: argparse.Namespace, command: str | None = None) -> bool:
-    """Node end to end over DDS against a relay hop; False (reason printed) when rclpy is not importable.
-    ``command``: how the benchmark was started, for the report (default: this script's command line)."""
+def node_part(args: argparse.Namespace, command: str | None = None) -> list[dict] | None:
+    """Node end to end over DDS against a relay hop: its rows, or None (reason printed) when rclpy is not
+    importable. ``command``: how the benchmark was started, for the report (default: this script's
+    command line)."""
     try:
         import rclpy  # noqa: F401  (only to know whether ROS 2 is there)
     except ImportError as error:
         print(f"Node end-to-end part skipped: rclpy is not importable ({error}). It needs the ROS 2 wheels of "
               "the repo's .venv: `source scripts/ros_env.sh` (scripts/setup_env.sh builds it).", flush=True)
-        return False
+        return None
     from bench import bench_transport_e2e as transport
 
     folder = Path(tempfile.mkdtemp(prefix="run_bench_node_"))
@@ -440,7 +440,7 @@ def node_part(args: argparse.Namespace, command: str | None = None) -> bool:
     if not args.no_doc:
         update_section("run_bench-node", text)
     print(text, flush=True)
-    return True
+    return rows
 
 
 def main() -> int:
@@ -459,7 +459,7 @@ def main() -> int:
     start = time.perf_counter()
     if args.part in ("all", "pipeline"):
         pipeline_part(args)
-    node_ran = node_part(args) if args.part in ("all", "node") else True
+    node_ran = node_part(args) is not None if args.part in ("all", "node") else True
     print(f"run_bench done in {time.perf_counter() - start:.0f} s", flush=True)
     return 0 if node_ran or args.part == "all" else 1
 

@@ -20,8 +20,8 @@ import pytest
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
 
-from node_harness import NodeProcess, RosClient, TopicRecorder, image_message, read_rgb
-from test_detection_node import assert_matches
+from node_harness import NodeProcess, RosClient, TopicRecorder, read_rgb
+from test_detection_node import assert_matches, send_and_receive
 from test_real_detectors import FIXTURES, YOLO_REFERENCE, assert_darknet_detections, bundled_pipeline, shared_model
 from trt_perception.gpu import gpu_available
 from trt_perception.pipeline import Pipeline
@@ -61,14 +61,6 @@ def connection(node: NodeProcess, client: RosClient) -> tuple[Any, TopicRecorder
     return client.camera_and_output(Image, f"{NAMESPACE}/camera", Detection2DArray, f"{NAMESPACE}/detection/detections")
 
 
-def send_and_receive(connection: tuple[Any, TopicRecorder], rgb: np.ndarray, stamp: tuple[int, int]) -> Detection2DArray:
-    camera, recorder = connection
-    camera.publish(image_message(rgb, "rgb8", "gpu_camera", stamp))
-    message: Detection2DArray = recorder.wait_for(lambda m: (m.header.stamp.sec, m.header.stamp.nanosec) == stamp, timeout=30)
-    assert message.header.frame_id == "gpu_camera"
-    return message
-
-
 def message_arrays(message: Detection2DArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """xyxy boxes, scores and class ids of a ``Detection2DArray`` (class ids as indices)."""
     boxes, scores, class_ids = [], [], []
@@ -102,7 +94,8 @@ def test_gpu_node_gives_the_reference_detections(
     bgr = cv2.imread(str(FIXTURES / "images" / image), cv2.IMREAD_COLOR)
     assert bgr is not None, image
     rgb = np.ascontiguousarray(bgr[:, :, ::-1])
-    message = send_and_receive(connection, rgb, (60 + sorted(YOLO_REFERENCE["images"]).index(image), 3))
+    message = send_and_receive(*connection, rgb, (60 + sorted(YOLO_REFERENCE["images"]).index(image), 3))
+    assert message.header.frame_id == "camera_optical"
     if spec_name == "yolov3_tiny_coco":
         assert_darknet_detections(image, *message_arrays(message), rgb.shape[:2])
     else:
@@ -116,7 +109,8 @@ def test_gpu_node_serves_another_frame_size_as_the_cpu_pipeline(
 ) -> None:
     """A frame of another size after the first ones (new device buffers): the CPU pipeline's detections."""
     rgb = np.ascontiguousarray(read_rgb("dog.jpg")[40:560, 20:720])
-    message = send_and_receive(connection, rgb, (70, 1))
+    message = send_and_receive(*connection, rgb, (70, 1))
+    assert message.header.frame_id == "camera_optical"
     expected = cpu_result(spec_name, rgb)
     assert "dog" in expected.names()
     assert_matches(message, expected)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -18,17 +17,12 @@ from trt_perception.preprocess import (
     resize_with_sampling,
     sampling_maps,
 )
+from trt_perception import row_bands
 from trt_perception.row_bands import MIN_ROWS_PER_BAND, RowBands, shared_row_bands
 from trt_perception.spec import InputSpec, NormalizationSpec
 
-IMAGES = Path(__file__).parent / "fixtures" / "images"
+from test_gpu_pipeline import bgr_frame
 
-
-def camera_frame(name: str, size: tuple[int, int]) -> np.ndarray:
-    """A real photo at a camera resolution (height, width), bgr8."""
-    image = cv2.imread(str(IMAGES / name), cv2.IMREAD_COLOR)
-    assert image is not None
-    return np.ascontiguousarray(cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA))
 
 
 @contextmanager
@@ -108,14 +102,14 @@ def test_the_threshold_of_upsampled_scores_in_bands_equals_one_comparison(
 
     pipeline = Pipeline.from_spec("selfie_segmentation")
     try:
-        tensor, _ = pipeline.preprocessor(camera_frame("astronaut.png", (480, 640)), "BGR")
+        tensor, _ = pipeline.preprocessor(bgr_frame("astronaut.png", (480, 640)), "BGR")
         [output] = pipeline.backend.infer({pipeline.input_name: tensor}).values()
     finally:
         pipeline.close()
     scores = cv2.resize(np.ascontiguousarray(output[0, :, :, 0]), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
     assert scores.nbytes >= segmentation.BANDED_THRESHOLD_MIN_BYTES
     bands = RecordingBands(4)
-    monkeypatch.setattr(segmentation, "shared_row_bands", lambda: bands)
+    monkeypatch.setattr(row_bands, "shared_row_bands", lambda: bands)
     with opencv_threads(4):
         labels = segmentation.threshold_labels(scores, 0.5)
     assert len(bands.worked) == 4
@@ -142,7 +136,7 @@ def test_an_error_in_any_band_reaches_the_caller_and_the_bands_stay_usable() -> 
 
 @pytest.mark.parametrize("size", [(1080, 1920), (720, 1280), (480, 640)])
 def test_banded_remap_equals_one_opencv_call_on_a_photo(size: tuple[int, int]) -> None:
-    frame = camera_frame("astronaut.png", size)
+    frame = bgr_frame("astronaut.png", size)
     assert (frame.nbytes >= BANDED_REMAP_MIN_BYTES) == (size != (480, 640))
     for sampling in ("asymmetric", "align_corners"):
         maps = sampling_maps(size, (256, 256), sampling)
@@ -165,7 +159,7 @@ def test_a_large_frame_remapped_and_written_in_bands_equals_the_steps_in_one_cal
     """A large 16:9 frame (remap, colour conversion and normalizing write run per band) against one
     ``cv2.remap`` of the whole frame, ``cv2.cvtColor`` and the float32 formula, bit for bit."""
     source_size = (1440, 2560) if pixels == "mono8" else (1080, 1920)  # over 2 MiB in every format
-    bgr = camera_frame("astronaut.png", source_size)
+    bgr = bgr_frame("astronaut.png", source_size)
     frame, order, conversion = {
         "bgr8": (bgr, "BGR", cv2.COLOR_BGR2RGB),
         "rgb16": (cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.uint16) * 257 + 13, "RGB", None),
@@ -204,7 +198,7 @@ def test_concurrent_preprocessors_share_the_bands_and_both_get_their_own_tensor(
     spec = InputSpec(name="input", layout="NHWC", dtype="float32", size=(256, 256), color_order="RGB",
                      resize="fixed_shape", interpolation="linear", sampling="asymmetric",
                      normalization=NormalizationSpec(type="unit"))
-    frames = [camera_frame("astronaut.png", (1080, 1920)), camera_frame("coffee.png", (1080, 1920))]
+    frames = [bgr_frame("astronaut.png", (1080, 1920)), bgr_frame("coffee.png", (1080, 1920))]
     expected = [Preprocessor(spec)(frame, "BGR")[0].copy() for frame in frames]
     shared_row_bands()
     results: dict[int, list[np.ndarray]] = {0: [], 1: []}

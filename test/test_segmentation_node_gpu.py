@@ -28,6 +28,7 @@ import yaml
 from sensor_msgs.msg import Image
 
 from node_harness import NodeProcess, RosClient, TopicRecorder, image_message, qos, read_rgb
+from test_segmentation_node import received_pixels
 from trt_perception.gpu import gpu_available
 from trt_perception.pipeline import Pipeline
 from trt_perception.spec import load_model_spec
@@ -84,11 +85,6 @@ def connected(node: NodeProcess, client: RosClient) -> tuple[Any, dict[str, Topi
     return camera, recorders
 
 
-def pixels_of(message: Image, channels: int) -> np.ndarray:
-    pixels: np.ndarray = np.frombuffer(bytes(message.data), np.uint8).reshape(message.height, message.width, channels)
-    return pixels[:, :, 0] if channels == 1 else pixels
-
-
 # Frames below ~512 KB: the test's camera runs with Fast DDS's defaults (see test_segmentation_node.py).
 FRAMES = {
     "rgb8": lambda: np.ascontiguousarray(read_rgb("astronaut.png")[:384, 64:448]),
@@ -133,9 +129,9 @@ def test_gpu_node_publishes_what_the_cpu_path_computes(
     assert [received[name].encoding for name in OUTPUTS] == ["mono8", "rgb8", "rgb8"]
 
     rgb = np.ascontiguousarray(pixels if encoding == "rgb8" else pixels[:, :, ::-1])
-    labels = pixels_of(received["labels"], 1)
+    labels = received_pixels(received["labels"], 1)
     assert_labels_as_cpu(labels, rgb, spec_path)
     colours = np.asarray(load_model_spec(spec_path).palette, np.uint8)[labels]
-    np.testing.assert_array_equal(pixels_of(received["color_mask"], 3), colours)
-    np.testing.assert_array_equal(pixels_of(received["overlay"], 3), cv2.addWeighted(rgb, 1 - ALPHA, colours, ALPHA, 0.0))
+    np.testing.assert_array_equal(received_pixels(received["color_mask"], 3), colours)
+    np.testing.assert_array_equal(received_pixels(received["overlay"], 3), cv2.addWeighted(rgb, 1 - ALPHA, colours, ALPHA, 0.0))
     assert node.process.poll() is None
