@@ -8,6 +8,11 @@ from the authors' packages, never from trt_perception (this script does not impo
   (``mediapipe==0.10.14``, ``mp.solutions.selfie_segmentation``, model_selection=0: the general
   256x256 model, the same selfie_segmentation.tflite the bundled ONNX was converted from), its
   ``segmentation_mask`` > 0.5 at source size, stored as 0/255.
+- selfie_mediapipe/upsampling_person_768.npz: MediaPipe's own bilinear upsample, bit for bit. For
+  person.jpg resized to 768x768 (three times the model's 256x256), ``scores`` is MediaPipe's
+  256x256 person probability map, read off its ``segmentation_mask`` at pixels (1 + 3i, 1 + 3j),
+  where the upsample samples one probability with weight 1; ``rows`` and ``upsampled_rows`` are
+  every fifth row of the 768x768 ``segmentation_mask`` (all three sampling phases).
 - ppocr_rapidocr/<image>.png and boxes.json: RapidOCR's text detector (``rapidocr_onnxruntime==1.4.4``,
   its default config.yaml, the same ch_PP-OCRv4_det_infer.onnx as the bundled model): the
   text mask (probability > its thresh 0.3) at the size RapidOCR resizes to, and its text boxes
@@ -65,6 +70,21 @@ def record_selfie(images: list[Path]) -> None:
         print(f"selfie {path.name}: {100 * np.count_nonzero(mask) / mask.size:.1f} % person")
 
 
+def record_selfie_upsampling() -> None:
+    """MediaPipe's float upsample of its probabilities (see the module docstring)."""
+    import mediapipe as mp
+
+    bgr = cv2.resize(cv2.imread(str(IMAGES / "person.jpg"), cv2.IMREAD_COLOR), (768, 768), interpolation=cv2.INTER_AREA)
+    with mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as segmenter:
+        probability = segmenter.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).segmentation_mask
+    rows = np.arange(0, 768, 5)
+    np.savez_compressed(REFERENCES / "selfie_mediapipe" / "upsampling_person_768.npz",
+                        scores=np.ascontiguousarray(probability[1::3, 1::3]), rows=rows,
+                        upsampled_rows=probability[rows])
+    between = np.count_nonzero((probability > 0) & (probability < 1))
+    print(f"selfie upsampling: {between} of {probability.size} probabilities strictly between 0 and 1")
+
+
 def record_ppocr(images: list[Path]) -> None:
     """RapidOCR's text detector: text mask at its network size, and its text boxes."""
     from rapidocr_onnxruntime import RapidOCR
@@ -98,6 +118,7 @@ def main() -> None:
         raise SystemExit(f"need {VERSIONS}, found {installed}; see this script's docstring")
     images = sample_images()
     record_selfie(images)
+    record_selfie_upsampling()
     record_ppocr(images)
     (REFERENCES / "versions.json").write_text(
         json.dumps(

@@ -6,7 +6,8 @@ trt_perception) on test/fixtures/images and wrote test/fixtures/references/ (ver
 what ran). Rerun that script to check or refresh them; CI needs neither package.
 
 - Selfie segmentation vs MediaPipe's legacy ``mp.solutions.selfie_segmentation`` (general model):
-  mask IoU on every image where either mask has at least 1 % person.
+  mask IoU on every image where either mask has at least 1 % person; and MediaPipe's bilinear
+  upsample of its own 256x256 probabilities, bit for bit.
 - PP-OCRv4 vs RapidOCR's text detector: the text mask at RapidOCR's resize rule (same network size,
   IoU), and the text boxes matched one to one (axis-aligned envelopes of RapidOCR's 4-corner boxes).
 """
@@ -65,6 +66,21 @@ def test_selfie_mask_matches_mediapipe(selfie: Pipeline, name: str) -> None:
         assert np.count_nonzero(ours ^ reference) <= 0.002 * ours.size
         return
     assert iou(ours, reference) >= 0.98
+
+
+def test_selfie_upsampling_is_mediapipes_to_the_bit(selfie: Pipeline) -> None:
+    """MediaPipe's probabilities upsampled to 768x768 by the selfie decoder equal MediaPipe's own
+    upsample in every bit, and so do the labels (OpenCV's own float resize, not Intel IPP's:
+    about half of the values would differ)."""
+    recorded = np.load(REFERENCES / "selfie_mediapipe" / "upsampling_person_768.npz")
+    scores, rows, expected = recorded["scores"], recorded["rows"], recorded["upsampled_rows"]
+    assert scores.shape == (256, 256) and expected.shape == (len(rows), 768)
+    geometry = selfie.preprocessor.geometry((768, 768))
+    upsampled = geometry.map_to_source(scores, cv2.INTER_LINEAR)[rows]
+    assert np.count_nonzero((expected > 0) & (expected < 1)) > 0.4 * expected.size  # not a saturated map
+    assert np.array_equal(upsampled, expected), f"{np.count_nonzero(upsampled != expected)} values differ"
+    labels = selfie.decoder.decode({"activation_10": scores[None, :, :, None]}, geometry, True)
+    assert np.array_equal(labels[rows], (expected > 0.5).astype(labels.dtype))
 
 
 def ppocr_inputs() -> list[tuple[str, np.ndarray]]:

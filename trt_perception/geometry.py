@@ -19,6 +19,25 @@ from trt_perception.gpu._cupy import array_module
 Placement = Literal["centered", "top_left"]
 
 
+def resize_map(array: npt.NDArray, size: tuple[int, int], interpolation: int) -> npt.NDArray:
+    """``cv2.resize(array, (width, height), interpolation=...)`` for ``size`` (height, width), always
+    with OpenCV's own arithmetic.
+
+    Builds of OpenCV with Intel IPP (the x86 opencv-python wheels) hand float bilinear resizes of
+    1, 3 and 4 channels to IPP, whose weights are rounded differently: about half the values differ,
+    by up to 1e-4 of the neighbours' range. OpenCV's own code (ARM builds such as Jetson's,
+    MediaPipe's bundled OpenCV, this package's GPU kernels) gives the same bits everywhere, so
+    IPP is switched off around the call (a per-thread OpenCV setting, restored afterwards).
+    """
+    height, width = size
+    previous = cv2.ipp.useIPP()
+    cv2.ipp.setUseIPP(False)
+    try:
+        return cv2.resize(array, (width, height), interpolation=interpolation)
+    finally:
+        cv2.ipp.setUseIPP(previous)
+
+
 def sampling_grid(source_length: int, destination_length: int, sampling: str) -> tuple[float, float]:
     """``(step, offset)``: destination index ``d`` samples source position ``d * step + offset`` (pixels).
 
@@ -116,4 +135,4 @@ class ResizeGeometry:
         height, width = self.source_size
         if crop.shape[:2] == (height, width):
             return np.ascontiguousarray(crop)
-        return cv2.resize(crop, (width, height), interpolation=interpolation)
+        return resize_map(crop, (height, width), interpolation)

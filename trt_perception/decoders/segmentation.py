@@ -14,7 +14,7 @@ import numpy.typing as npt
 from trt_perception.decoders.params import DecoderParams
 from trt_perception.decoders.tensors import finite_range, require_rank, select_output, single_channel_map
 from trt_perception.errors import InferenceError, SpecError
-from trt_perception.geometry import ResizeGeometry
+from trt_perception.geometry import ResizeGeometry, resize_map
 from trt_perception.gpu.resize_tables import nearest_indices
 from trt_perception.row_bands import run_in_bands
 
@@ -52,7 +52,7 @@ def resize_to_output(
         return array
     if labels:
         return resize_labels(array, (height, width))
-    return cv2.resize(array, (width, height), interpolation=interpolation)
+    return resize_map(array, (height, width), interpolation)
 
 
 def resize_labels(labels: npt.NDArray, size: tuple[int, int]) -> npt.NDArray:
