@@ -6,7 +6,7 @@ Preprocessing: every encoding (rgb8/bgr8/rgba8/bgra8/mono8, padded rows), layout
 normalization, stretch/letterbox and interpolation, on the sample images and random images,
 compared with ``preprocess.Preprocessor`` (max abs difference; goal <= 1e-3). Segmentation: random
 and real model score maps through every GPU decoder mode vs the CPU decoders (labels must be
-identical except where the reference is tied). Detection: random boxes through NMS vs
+identical, bilinear upsampling before the decision included). Detection: random boxes through NMS vs
 ``filter_detections``. Visualization: colour masks and overlays vs ``visualize``. Outputs are
 poisoned before every GPU run, so unwritten elements show up as differences.
 """
@@ -119,18 +119,10 @@ def random_geometries(rng: np.random.Generator) -> list[ResizeGeometry]:
     ]
 
 
-def tie_margin_at(cpu_scores: np.ndarray, mismatches: np.ndarray) -> float:
-    """Largest gap between the best and second-best score at the mismatching pixels (HxWxC)."""
-    if not mismatches.any():
-        return 0.0
-    picked = np.sort(cpu_scores[mismatches], axis=-1)
-    return float(np.max(picked[:, -1] - picked[:, -2]))
-
-
 def check_segmentation(rng: np.random.Generator, cupy) -> list[dict]:
     rows = []
     cases = []
-    for channels, layout, upsample in itertools.product([2, 19, 150, 300], ["NCHW", "NHWC"], ["after_argmax", "before_argmax"]):
+    for channels, layout, upsample in itertools.product([2, 3, 19, 150, 300], ["NCHW", "NHWC"], ["after_argmax", "before_argmax"]):
         if channels == 300 and upsample == "before_argmax" and layout == "NCHW":
             continue
         cases.append(({"type": "logits", "layout": layout, "upsample": upsample}, channels))
@@ -140,7 +132,7 @@ def check_segmentation(rng: np.random.Generator, cupy) -> list[dict]:
     for config, channels in cases:
         decoder = create_decoder("segmentation", config, channels if config["type"] != "binary" else None)
         gpu_decoder = GpuSegmentationDecoder(decoder)
-        mismatched, total, margin = 0, 0, 0.0
+        mismatched, total = 0, 0
         for geometry in random_geometries(rng):
             for factor in (1, 4):
                 height, width = geometry.network_size[0] // factor, geometry.network_size[1] // factor
@@ -157,21 +149,10 @@ def check_segmentation(rng: np.random.Generator, cupy) -> list[dict]:
                     expected = decoder.decode({"out": tensor}, geometry, at_source)
                     actual = cupy.asnumpy(gpu_decoder.decode({"out": cupy.asarray(tensor)}, geometry, at_source))
                     assert actual.dtype == expected.dtype and actual.shape == expected.shape, (actual.dtype, actual.shape, expected.shape)
-                    bad = actual != expected
-                    mismatched += int(bad.sum())
-                    total += bad.size
-                    if bad.any() and config["type"] == "logits" and config["upsample"] == "before_argmax":
-                        scores = tensor[0].transpose(1, 2, 0) if config["layout"] == "NCHW" else tensor[0]
-                        window = geometry.map_to_source(np.ascontiguousarray(scores[:, :, :128]), cv2.INTER_LINEAR) if at_source else None
-                        if window is not None and channels <= 128:
-                            margin = max(margin, tie_margin_at(window, bad))
-                    if bad.any() and config["type"] == "binary" and config["upsample"] == "before_threshold":
-                        raw = tensor[0, 0]
-                        resized = geometry.map_to_source(raw, cv2.INTER_LINEAR) if at_source else cv2.resize(raw, geometry.network_size[::-1])
-                        cut = decoder.threshold_cut
-                        margin = max(margin, float(np.max(np.abs(resized[bad] - cut))))
+                    mismatched += int(np.count_nonzero(actual != expected))
+                    total += expected.size
         rows.append({"decoder": json.dumps(config), "classes": channels, "pixels": total, "mismatches": mismatched,
-                     "max_reference_margin_at_mismatch": margin, "ok": mismatched == 0 or margin < 1e-4})
+                     "ok": mismatched == 0})
     return rows
 
 
@@ -197,7 +178,8 @@ def check_real_models(cupy) -> list[dict]:
                 actual = cupy.asnumpy(gpu_decoder.decode({k: cupy.asarray(v) for k, v in outputs.items()}, geometry, True))
                 mismatched += int((actual != expected).sum())
                 total += expected.size
-            rows.append({"model": name, "upsample": upsample, "pixels": total, "mismatches": mismatched})
+            rows.append({"model": name, "upsample": upsample, "pixels": total, "mismatches": mismatched,
+                         "ok": mismatched == 0})
         backend.close()
     return rows
 
