@@ -177,6 +177,21 @@ def test_stretch_resizes_with_the_requested_interpolation():
         np.testing.assert_array_equal(tensor[0], cv2.resize(image, (30, 20), interpolation=flag))
 
 
+def test_bicubic_resize_is_opencvs_own_arithmetic_on_a_real_image():
+    """``interpolation: cubic`` gives OpenCV's own bicubic pixels (as on ARM builds and in MediaPipe's
+    OpenCV), not Intel IPP's, which x86 opencv-python wheels use by default and which differ by a
+    level in a few percent of the pixels."""
+    bgr = cv2.imread(str(IMAGES / "dog.jpg"), cv2.IMREAD_COLOR)
+    tensor, _ = make(size=(320, 416), interpolation="cubic", color_order="BGR", normalization=norm("none"))(bgr, "BGR")
+    previous = cv2.ipp.useIPP()
+    cv2.ipp.setUseIPP(False)
+    try:
+        expected = cv2.resize(bgr, (416, 320), interpolation=cv2.INTER_CUBIC)
+    finally:
+        cv2.ipp.setUseIPP(previous)
+    np.testing.assert_array_equal(tensor[0], expected)
+
+
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
 @pytest.mark.parametrize("placement", ["centered", "top_left"])
 def test_letterbox_places_content_and_normalized_padding(layout, placement):
