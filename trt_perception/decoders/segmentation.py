@@ -246,7 +246,7 @@ class BinaryDecoder(SegmentationDecoder):
         if self.upsample == "after_threshold":
             foreground = (scores > self.threshold_cut).astype(np.uint8)
             return resize_to_output(foreground, geometry, at_source, LABEL_INTERPOLATION)
-        resized = resize_to_output(scores.astype(np.float32), geometry, at_source, cv2.INTER_LINEAR)
+        resized = resize_to_output(scores.astype(np.float32, copy=False), geometry, at_source, cv2.INTER_LINEAR)
         return threshold_labels(resized, self.threshold_cut)
 
 
