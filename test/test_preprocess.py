@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from test_decoders_segmentation import opencv_without_ipp
 from trt_perception.errors import ImageDecodeError
 from trt_perception.preprocess import (
     Preprocessor,
@@ -183,12 +184,8 @@ def test_bicubic_resize_is_opencvs_own_arithmetic_on_a_real_image():
     level in a few percent of the pixels."""
     bgr = cv2.imread(str(IMAGES / "dog.jpg"), cv2.IMREAD_COLOR)
     tensor, _ = make(size=(320, 416), interpolation="cubic", color_order="BGR", normalization=norm("none"))(bgr, "BGR")
-    previous = cv2.ipp.useIPP()
-    cv2.ipp.setUseIPP(False)
-    try:
+    with opencv_without_ipp():
         expected = cv2.resize(bgr, (416, 320), interpolation=cv2.INTER_CUBIC)
-    finally:
-        cv2.ipp.setUseIPP(previous)
     np.testing.assert_array_equal(tensor[0], expected)
 
 
