@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 import pytest
 
-from test_decoders_segmentation import opencv_without_ipp
 from trt_perception.errors import ImageDecodeError
 from trt_perception.preprocess import (
     Preprocessor,
@@ -176,17 +175,6 @@ def test_stretch_resizes_with_the_requested_interpolation():
         tensor, geometry = make(size=(20, 30), interpolation=name, normalization=norm("none"))(image, "RGB")
         assert geometry.content_size == geometry.network_size == (20, 30) and geometry.offset == (0, 0)
         np.testing.assert_array_equal(tensor[0], cv2.resize(image, (30, 20), interpolation=flag))
-
-
-def test_bicubic_resize_is_opencvs_own_arithmetic_on_a_real_image():
-    """``interpolation: cubic`` gives OpenCV's own bicubic pixels (as on ARM builds and in MediaPipe's
-    OpenCV), not Intel IPP's, which x86 opencv-python wheels use by default and which differ by a
-    level in a few percent of the pixels."""
-    bgr = cv2.imread(str(IMAGES / "dog.jpg"), cv2.IMREAD_COLOR)
-    tensor, _ = make(size=(320, 416), interpolation="cubic", color_order="BGR", normalization=norm("none"))(bgr, "BGR")
-    with opencv_without_ipp():
-        expected = cv2.resize(bgr, (416, 320), interpolation=cv2.INTER_CUBIC)
-    np.testing.assert_array_equal(tensor[0], expected)
 
 
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from trt_perception.errors import ImageDecodeError
-from trt_perception.geometry import ResizeGeometry, resize_map, sampling_grid
+from trt_perception.geometry import ResizeGeometry, sampling_grid
 from trt_perception.row_bands import run_in_bands, shared_row_bands
 from trt_perception.spec import DynamicSize, InputSpec, NormalizationSpec, PostAffine
 
@@ -222,7 +222,7 @@ class Preprocessor:
             if sampled:
                 pixels = resize_with_sampling(pixels, self._sampling_maps_for(geometry))
             elif (content_h, content_w) != geometry.source_size:
-                pixels = resize_map(pixels, (content_h, content_w), self._interpolation)
+                pixels = cv2.resize(pixels, (content_w, content_h), interpolation=self._interpolation)
             image = convert_color(pixels, channel_order, self.spec.color_order)
             scale, offset = self._image_statistics(image) if self._per_image else (self._scale, self._offset)
             self._write(image, self._pixel_scale(scale, image.dtype), offset, buffer, *geometry.offset)
