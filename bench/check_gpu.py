@@ -1,12 +1,15 @@
 """Check the GPU path against the CPU reference on a CUDA machine; writes a JSON and a markdown report.
 
-    python bench/check_gpu.py [--out DIR]
+    python bench/check_gpu.py [--out DIR] [--seed N]
 
 Preprocessing: every encoding (rgb8/bgr8/rgba8/bgra8/mono8, padded rows), layout, dtype,
 normalization, stretch/letterbox and interpolation, on the sample images and random images,
 compared with ``preprocess.Preprocessor`` (max abs difference; goal <= 1e-3). Segmentation: random
 and real model score maps through every GPU decoder mode vs the CPU decoders (labels must be
-identical, bilinear upsampling before the decision included). Detection: random boxes through NMS vs
+identical, bilinear upsampling before the decision included: the kernels compute OpenCV's own x86
+float arithmetic, which the CPU decoders run; on aarch64 OpenCV's NEON resize fuses the multiply-add
+of its vertical pass, so a label there may differ where the upsampled score lies within about one
+float32 step of the cut, which this check would report: not verified, no ARM machine). Detection: random boxes through NMS vs
 ``filter_detections``. Visualization: colour masks and overlays vs ``visualize``. Outputs are
 poisoned before every GPU run, so unwritten elements show up as differences.
 """
@@ -170,7 +173,7 @@ def check_real_models(cupy) -> list[dict]:
             decoder = create_decoder("segmentation", config, spec.num_classes)
             gpu_decoder = GpuSegmentationDecoder(decoder)
             mismatched = total = 0
-            for path in sorted(IMAGES.glob("*.png")):
+            for path in sorted(IMAGES.glob("*.png")) + sorted(IMAGES.glob("*.jpg")):
                 rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
                 tensor, geometry = preprocessor(rgb, "RGB")
                 outputs = backend.infer({backend.inputs[0].name: tensor})
@@ -257,9 +260,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "trt_perception_check_gpu")
     parser.add_argument("--update-doc", action="store_true", help="write the report into docs/performance.md")
+    parser.add_argument("--seed", type=int, help="seed of the random inputs (default: the current time; the report names it)")
     args = parser.parse_args()
     cupy = require_cupy()
-    rng = np.random.default_rng(int(time.time()))  # fresh inputs every run
+    seed = int(time.time()) if args.seed is None else args.seed  # fresh inputs every run unless repeating one
+    rng = np.random.default_rng(seed)
     args.out.mkdir(parents=True, exist_ok=True)
     sections = {}
     for title, run in [
@@ -277,7 +282,7 @@ def main() -> int:
     device = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
     failed = [title for title, rows in sections.items() if any(not row.get("ok", True) for row in rows)]
     report = [f"`python bench/check_gpu.py`: GPU {device}, CuPy {cupy.__version__}, OpenCV {cv2.__version__}, "
-              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; random inputs drawn fresh per run; result: "
+              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; random inputs drawn fresh per run (seed {seed}); result: "
               + ("all checks passed" if not failed else "FAILED: " + "; ".join(failed)) + "\n"]
     for title, rows in sections.items():
         shown = summarize_preprocess(rows) if title.startswith("Preprocessing") else rows

@@ -43,7 +43,7 @@ def make_path(spec: InputSpec, decoder, palette: np.ndarray, mapped: bool):
 
 def assert_same_labels(actual: np.ndarray, decoder, scores: np.ndarray, geometry, at_source: bool) -> None:
     """Labels identical to the CPU decoder's, bilinear upsampling before the decision included (both
-    use OpenCV's own float arithmetic)."""
+    use OpenCV's own x86 float arithmetic; see bench/check_gpu.py on aarch64)."""
     expected = decoder.decode({"out": scores}, geometry, at_source)
     assert actual.dtype == expected.dtype and actual.shape == expected.shape
     assert np.array_equal(actual, expected), f"{np.count_nonzero(actual != expected)} labels differ"

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from test_decoders_segmentation import opencv_without_ipp
 from trt_perception.errors import ImageDecodeError
 from trt_perception.gpu.preprocess import SOURCE_CHANNELS, raw_bytes
 from trt_perception.gpu.resize_tables import linear_taps, nearest_indices
@@ -63,10 +64,17 @@ def test_uint8_bilinear_twin_equals_opencv_on_a_photo() -> None:
         np.testing.assert_array_equal(linear_uint8_twin(image, *target), expected)
 
 
-@pytest.mark.parametrize(("source", "target", "channels"), [((64, 64), (480, 640), 19), ((128, 96), (1080, 1920), 5)])
+@pytest.mark.parametrize(
+    ("source", "target", "channels"),
+    [((64, 64), (480, 640), 19), ((128, 96), (1080, 1920), 5), ((256, 256), (1080, 1920), 1),
+     ((64, 64), (720, 1280), 3), ((96, 128), (480, 640), 4), ((256, 256), (100, 90), 1)],
+)
 def test_float_bilinear_twin_equals_opencv(source: tuple[int, int], target: tuple[int, int], channels: int) -> None:
+    """The kernel's float arithmetic is OpenCV's own (the code the CPU decoders run, Intel IPP off:
+    IPP takes 1, 3 and 4 channels and computes other bits)."""
     scores = np.random.default_rng(channels).standard_normal(source + (channels,)).astype(np.float32)
-    expected = cv2.resize(scores, target[::-1], interpolation=cv2.INTER_LINEAR)
+    with opencv_without_ipp():
+        expected = cv2.resize(scores, target[::-1], interpolation=cv2.INTER_LINEAR).reshape(*target, channels)
     np.testing.assert_array_equal(linear_float_twin(scores, *target), expected)
 
 

@@ -7,7 +7,7 @@ host fallback, then decoding, colours and overlay on the device) and the same mo
 sampling (the whole frame on the device: ``SegmentationFramePath``'s CUDA graphs).
 
 The labels are held against the CPU pipeline (whose agreement with MediaPipe's own graph
-test/test_author_parity.py checks), pixel for pixel. The colour mask is held against numpy indexing
+test/test_author_parity.py checks), pixel for pixel (x86-64: see bench/check_gpu.py on aarch64). The colour mask is held against numpy indexing
 of the spec's palette and the overlay against ``cv2.addWeighted``, both from the labels received.
 """
 
