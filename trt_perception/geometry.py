@@ -24,12 +24,13 @@ def resize_map(array: npt.NDArray, size: tuple[int, int], interpolation: int) ->
     with OpenCV's own arithmetic.
 
     Builds of OpenCV with Intel IPP (the x86 opencv-python wheels) hand float bilinear resizes of
-    1, 3 and 4 channels to IPP, whose weights are rounded differently: about half the values differ,
-    by up to 1e-4 of the neighbours' range. OpenCV's own code is what MediaPipe's pipeline computes
-    (its bundled OpenCV, checked bit for bit on x86) and what this package's GPU kernels compute,
-    so IPP is switched off around the call (a per-thread OpenCV setting, restored afterwards).
-    (On aarch64 OpenCV's own code fuses the multiply-add of its vertical pass, so its values may
-    differ from x86's in the last bit.)
+    1, 3 and 4 channels to IPP, which rounds differently: about half the values of a real
+    probability map differ (by up to 4e-6), nearly all of a standard-normal one (by up to 8e-5).
+    OpenCV's own code is what MediaPipe's pipeline computes (its bundled OpenCV, checked bit for
+    bit on x86) and what this package's GPU kernels compute, so IPP is switched off around the call
+    (a per-thread OpenCV setting, restored afterwards). On aarch64 OpenCV's own code fuses the
+    multiply-add of its vertical pass, so its values may differ from x86's in the last bit.
+
     The preprocessor's resizes of uint8 images keep OpenCV's default: nearest, linear and area give
     IPP's bits there too, and bicubic, which differs by a level in a few percent of the pixels, is
     then what a model's authors get from opencv-python on the same machine (and five times faster
