@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import pytest
 
+from trt_perception.geometry import resize_map
 from trt_perception.pipeline import Pipeline
 from trt_perception.results import DetectionResult, SegmentationResult
 from trt_perception.spec import load_model_spec
@@ -69,14 +70,15 @@ def test_selfie_mask_matches_mediapipe(selfie: Pipeline, name: str) -> None:
 
 
 def test_selfie_upsampling_is_mediapipes_to_the_bit(selfie: Pipeline) -> None:
-    """MediaPipe's probabilities upsampled to 768x768 by the selfie decoder equal MediaPipe's own
-    upsample in every bit, and so do the labels (OpenCV's own float resize, not Intel IPP's:
-    about half of the values would differ)."""
+    """MediaPipe's probabilities upsampled to 768x768 by the package's float resize (the selfie
+    decoder's horizontal pass, and its whole upsample without numba) equal MediaPipe's own upsample
+    in every bit (OpenCV's own float resize, not Intel IPP's: about half of the values would
+    differ), and the selfie decoder's labels are MediaPipe's upsample cut at 0.5."""
     recorded = np.load(REFERENCES / "selfie_mediapipe" / "upsampling_person_768.npz")
     scores, rows, expected = recorded["scores"], recorded["rows"], recorded["upsampled_rows"]
     assert scores.shape == (256, 256) and expected.shape == (len(rows), 768)
     geometry = selfie.preprocessor.geometry((768, 768))
-    upsampled = geometry.map_to_source(scores, cv2.INTER_LINEAR)[rows]
+    upsampled = resize_map(scores, (768, 768), cv2.INTER_LINEAR)[rows]
     assert np.count_nonzero((expected > 0) & (expected < 1)) > 0.4 * expected.size  # not a saturated map
     assert np.array_equal(upsampled, expected), f"{np.count_nonzero(upsampled != expected)} values differ"
     labels = selfie.decoder.decode({"activation_10": scores[None, :, :, None]}, geometry, True)

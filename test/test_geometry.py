@@ -6,6 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trt_perception.decoders.segmentation import resize_to_output
 from trt_perception.geometry import ResizeGeometry
 
 sizes = st.tuples(st.integers(1, 4000), st.integers(1, 4000))
@@ -77,11 +78,11 @@ def test_letterbox_keeps_aspect_ratio_and_fits(source, network, placement):
     network=st.tuples(st.integers(8, 300), st.integers(8, 300)),
     mode=modes,
 )
-def test_map_to_source_crops_exactly_the_content(source, network, mode):
+def test_labels_at_source_crop_exactly_the_content(source, network, mode):
     geometry = make_geometry(mode, source, network)
     network_map = np.zeros(network, np.uint8)
     top, left = geometry.offset
     network_map[top : top + geometry.content_size[0], left : left + geometry.content_size[1]] = 1
-    in_source = geometry.map_to_source(network_map)
+    in_source = resize_to_output(network_map, geometry, at_source=True)
     assert in_source.shape == source
     assert np.all(in_source == 1), "padding leaked into the source-size map"

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from trt_perception.decoders.segmentation import resize_labels, resize_to_output, LABEL_INTERPOLATION
+from trt_perception.decoders.segmentation import resize_labels, resize_to_output
 from trt_perception.geometry import ResizeGeometry
 
 
@@ -34,4 +34,4 @@ def test_resize_to_output_of_labels_equals_opencv(at_source: bool) -> None:
         expected = cv2.resize(labels[28:100, :], (1920, 1080), interpolation=cv2.INTER_NEAREST_EXACT)
     else:
         expected = cv2.resize(labels, (512, 512), interpolation=cv2.INTER_NEAREST_EXACT)
-    np.testing.assert_array_equal(resize_to_output(labels, geometry, at_source, LABEL_INTERPOLATION), expected)
+    np.testing.assert_array_equal(resize_to_output(labels, geometry, at_source), expected)

@@ -21,6 +21,7 @@ from trt_perception import row_bands
 from trt_perception.row_bands import MIN_ROWS_PER_BAND, RowBands, shared_row_bands
 from trt_perception.spec import InputSpec, NormalizationSpec
 
+from test_decoders_segmentation import opencv_without_ipp
 from test_gpu_pipeline import bgr_frame
 
 
@@ -92,27 +93,35 @@ class RecordingBands(RowBands):
 
 
 @pytest.mark.parametrize("size", [(1080, 1920), (1440, 2560), (1079, 1917)])
+@pytest.mark.parametrize("compiled", [True, False])
 def test_the_threshold_of_upsampled_scores_in_bands_equals_one_comparison(
-    size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+    size: tuple[int, int], compiled: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The selfie model's real output on a photo, upsampled by cv2.resize, thresholded in four bands
-    (forced here: this machine may have fewer cores) equals numpy's comparison of the whole map."""
-    from trt_perception.decoders import segmentation
+    """The selfie model's real output on a photo, upsampled and thresholded in four bands (forced
+    here: this machine may have fewer cores), by numba's blend or the full resize, equals numpy's
+    comparison of OpenCV's whole upsampled map."""
+    from trt_perception.decoders import upsampling
     from trt_perception.pipeline import Pipeline
 
+    if compiled and upsampling.compiled_kernels() is None:
+        pytest.skip("numba is not installed")
+    if not compiled:
+        monkeypatch.setattr(upsampling, "compiled_kernels", lambda: None)
     pipeline = Pipeline.from_spec("selfie_segmentation")
     try:
         tensor, _ = pipeline.preprocessor(bgr_frame("astronaut.png", (480, 640)), "BGR")
         [output] = pipeline.backend.infer({pipeline.input_name: tensor}).values()
     finally:
         pipeline.close()
-    scores = cv2.resize(np.ascontiguousarray(output[0, :, :, 0]), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-    assert scores.nbytes >= segmentation.BANDED_THRESHOLD_MIN_BYTES
+    probability = np.ascontiguousarray(output[0, :, :, 0])
+    assert size[0] * size[1] * 4 >= upsampling.BANDED_THRESHOLD_MIN_BYTES
     bands = RecordingBands(4)
     monkeypatch.setattr(row_bands, "shared_row_bands", lambda: bands)
     with opencv_threads(4):
-        labels = segmentation.threshold_labels(scores, 0.5)
+        labels = upsampling.threshold_resized(probability, size, 0.5)
     assert len(bands.worked) == 4
+    with opencv_without_ipp():
+        scores = cv2.resize(probability, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
     expected = (scores > 0.5).astype(np.uint8)
     assert labels.dtype == np.uint8 and labels.shape == expected.shape
     np.testing.assert_array_equal(labels, expected)

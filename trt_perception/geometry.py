@@ -131,15 +131,3 @@ class ResizeGeometry:
         rows = slice(round(top * fy), max(round(top * fy) + 1, round((top + self.content_size[0]) * fy)))
         cols = slice(round(left * fx), max(round(left * fx) + 1, round((left + self.content_size[1]) * fx)))
         return rows, cols
-
-    def map_to_source(self, array: npt.NDArray, interpolation: int = cv2.INTER_NEAREST) -> npt.NDArray:
-        """Crop a ``HxW`` or ``HxWxC`` map covering the network input to the image and resize it to source size.
-
-        Use ``cv2.INTER_NEAREST`` for labels and ``cv2.INTER_LINEAR`` for scores.
-        """
-        rows, cols = self.content_window((array.shape[0], array.shape[1]))
-        crop = array[rows, cols]
-        height, width = self.source_size
-        if crop.shape[:2] == (height, width):
-            return np.ascontiguousarray(crop)
-        return resize_map(crop, (height, width), interpolation)

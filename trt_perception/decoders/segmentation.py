@@ -14,22 +14,12 @@ import numpy.typing as npt
 from trt_perception.decoders.params import DecoderParams
 from trt_perception.decoders.tensors import finite_range, require_rank, select_output, single_channel_map
 from trt_perception.errors import InferenceError, SpecError
-from trt_perception.geometry import ResizeGeometry, resize_map
+from trt_perception.decoders.upsampling import argmax_resized, threshold_resized
+from trt_perception.geometry import ResizeGeometry
 from trt_perception.gpu.resize_tables import nearest_indices
-from trt_perception.row_bands import run_in_bands
 
 # Nearest neighbour with pixel centres aligned (cv2.INTER_NEAREST is shifted by half a pixel).
 LABEL_INTERPOLATION = cv2.INTER_NEAREST_EXACT
-# cv2.resize handles at most this many channels per call (CV_CN_MAX: 128 in OpenCV 5, 512 in 4.x).
-_MAX_RESIZE_CHANNELS = 128
-# The threshold of upsampled scores only streams memory: from this many bytes of scores on it runs
-# in row bands, when at least THRESHOLD_MIN_BANDS cores take part. Measured with the selfie decoder
-# (upsample + threshold), bands against one piece: on the H200 host's 16 cores, whose single-core
-# memory bandwidth is low, 0.44-0.52 against 0.79-0.91 ms at 1080p (four bands) but 0.64-0.92
-# against 0.53-0.70 ms at 720p; on the 2-core development VM two bands were slower at 1080p (0.283
-# against 0.257 ms: the scores the upsample just wrote are still in its cache).
-BANDED_THRESHOLD_MIN_BYTES = 4 << 20
-THRESHOLD_MIN_BANDS = 3
 
 
 def label_dtype(num_classes: int | None) -> type[np.unsignedinteger]:
@@ -38,21 +28,23 @@ def label_dtype(num_classes: int | None) -> type[np.unsignedinteger]:
 
 
 def resize_to_output(
-    array: npt.NDArray, geometry: ResizeGeometry, at_source: bool, interpolation: int
+    labels: npt.NDArray, geometry: ResizeGeometry, at_source: bool
 ) -> npt.NDArray:
-    """Bring a map covering the network input (any resolution) to source size or network size."""
-    labels = interpolation == LABEL_INTERPOLATION and array.ndim == 2
+    """Bring an ``HxW`` label map covering the network input (any resolution) to source size (the
+    image's part only) or network size, nearest with pixel centres aligned (``LABEL_INTERPOLATION``)."""
+    window, size = output_window(labels, geometry, at_source)
+    return resize_labels(window, size)
+
+
+def output_window(
+    array: npt.NDArray, geometry: ResizeGeometry, at_source: bool
+) -> tuple[npt.NDArray, tuple[int, int]]:
+    """The part of a map covering the network input that the output shows (at source size: the
+    image, without padding), and the output's size."""
     if at_source:
-        if labels:
-            rows, cols = geometry.content_window((array.shape[0], array.shape[1]))
-            return resize_labels(array[rows, cols], geometry.source_size)
-        return geometry.map_to_source(array, interpolation)
-    height, width = geometry.network_size
-    if array.shape[:2] == (height, width):
-        return array
-    if labels:
-        return resize_labels(array, (height, width))
-    return resize_map(array, (height, width), interpolation)
+        rows, cols = geometry.content_window((array.shape[0], array.shape[1]))
+        return array[rows, cols], geometry.source_size
+    return array, geometry.network_size
 
 
 def resize_labels(labels: npt.NDArray, size: tuple[int, int]) -> npt.NDArray:
@@ -118,7 +110,7 @@ class LabelsDecoder(SegmentationDecoder):
                 f"output '{name}' holds class indices {int(low)}..{int(high)}, outside 0..{highest}"
                 + (" (the spec has no labels; add them)" if self.num_classes is None else "")
             )
-        return resize_to_output(indices.astype(dtype), geometry, at_source, LABEL_INTERPOLATION)
+        return resize_to_output(indices.astype(dtype), geometry, at_source)
 
 
 @dataclass
@@ -163,10 +155,11 @@ class LogitsDecoder(SegmentationDecoder):
         dtype = label_dtype(channels)
         if self.upsample == "after_argmax":
             labels = planar_argmax(scores, dtype) if self.layout == "NCHW" else np.argmax(scores, axis=2).astype(dtype)
-            return resize_to_output(labels, geometry, at_source, LABEL_INTERPOLATION)
+            return resize_to_output(labels, geometry, at_source)
         if self.layout == "NCHW":  # the bilinear resize needs the channels last
             scores = np.ascontiguousarray(scores.transpose(1, 2, 0))
-        return _argmax_of_resized(scores, geometry, at_source).astype(dtype)
+        window, size = output_window(scores.astype(np.float32, copy=False), geometry, at_source)
+        return argmax_resized(window, size, dtype)
 
 
 def planar_argmax(scores: npt.NDArray, dtype: type[np.unsignedinteger]) -> npt.NDArray[np.unsignedinteger]:
@@ -180,24 +173,6 @@ def planar_argmax(scores: npt.NDArray, dtype: type[np.unsignedinteger]) -> npt.N
         np.greater(scores[channel], best, out=greater)
         np.copyto(labels, channel, where=greater)
         np.maximum(best, scores[channel], out=best)
-    return labels
-
-
-def _argmax_of_resized(
-    scores: npt.NDArray, geometry: ResizeGeometry, at_source: bool
-) -> npt.NDArray[np.intp]:
-    """Argmax over channels of the bilinearly resized ``HxWxC`` scores, resized in channel groups."""
-    size = geometry.source_size if at_source else geometry.network_size
-    labels = np.zeros(size, dtype=np.intp)
-    best = np.full(size, -np.inf, dtype=np.float32)
-    for start in range(0, scores.shape[2], _MAX_RESIZE_CHANNELS):
-        group = np.ascontiguousarray(scores[:, :, start : start + _MAX_RESIZE_CHANNELS], dtype=np.float32)
-        resized = resize_to_output(group, geometry, at_source, cv2.INTER_LINEAR).reshape(*size, -1)
-        group_labels = np.argmax(resized, axis=2)
-        group_best = np.take_along_axis(resized, group_labels[:, :, None], axis=2)[:, :, 0]
-        better = group_best > best
-        labels[better] = group_labels[better] + start
-        best[better] = group_best[better]
     return labels
 
 
@@ -245,18 +220,6 @@ class BinaryDecoder(SegmentationDecoder):
         finite_range(name, scores)
         if self.upsample == "after_threshold":
             foreground = (scores > self.threshold_cut).astype(np.uint8)
-            return resize_to_output(foreground, geometry, at_source, LABEL_INTERPOLATION)
-        resized = resize_to_output(scores.astype(np.float32, copy=False), geometry, at_source, cv2.INTER_LINEAR)
-        return threshold_labels(resized, self.threshold_cut)
-
-
-def threshold_labels(scores: npt.NDArray[np.float32], cut: float) -> npt.NDArray[np.uint8]:
-    """``(scores > cut)`` as 0/1 uint8 labels: compared straight into a bool array, whose bytes are the
-    labels (no second pass); in row bands for large maps on machines with the cores for it."""
-    labels = np.empty(scores.shape, np.bool_)
-
-    def threshold_rows(start: int, stop: int) -> None:
-        np.greater(scores[start:stop], cut, out=labels[start:stop])
-
-    run_in_bands(threshold_rows, scores.shape[0], scores.nbytes, BANDED_THRESHOLD_MIN_BYTES, THRESHOLD_MIN_BANDS)
-    return labels.view(np.uint8)
+            return resize_to_output(foreground, geometry, at_source)
+        window, size = output_window(scores.astype(np.float32, copy=False), geometry, at_source)
+        return threshold_resized(window, size, self.threshold_cut)

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from trt_perception.decoders.detection import DetectionDecoder
 from trt_perception.decoders.params import DecoderParams
-from trt_perception.decoders.segmentation import LABEL_INTERPOLATION, SegmentationDecoder, resize_to_output
+from trt_perception.decoders.segmentation import SegmentationDecoder, resize_to_output
 from trt_perception.decoders.tensors import finite_range, select_output, single_channel_map
 from trt_perception.geometry import ResizeGeometry
 
@@ -104,7 +104,7 @@ class DbTextRegionsDecoder(SegmentationDecoder):
         labels = np.zeros(probability.shape, np.uint8)
         for rectangle, _ in text_rectangles(probability, self.settings, self.box_threshold):
             cv2.fillPoly(labels, [np.rint(cv2.boxPoints(rectangle)).astype(np.int32)], 1)
-        return resize_to_output(labels, geometry, at_source, LABEL_INTERPOLATION)
+        return resize_to_output(labels, geometry, at_source)
 
 
 Rectangle = tuple[tuple[float, float], tuple[float, float], float]  # cv2.minAreaRect: centre, size, angle

@@ -1,0 +1,153 @@
+"""Upsampled score maps reduced to labels, against OpenCV's own bilinear resize (IPP off) followed by
+numpy's comparison or argmax, bit for bit: with the compiled blend (numba) and with the full resize."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from trt_perception.decoders import upsampling
+from trt_perception.decoders.upsampling import argmax_resized, threshold_resized
+
+from test_decoders_segmentation import opencv_without_ipp
+
+REFERENCES = Path(__file__).resolve().parent / "fixtures" / "references"
+NUMBA_INSTALLED = importlib.util.find_spec("numba") is not None
+PATHS = ["compiled", "full_resize"]
+
+
+@pytest.fixture(params=PATHS)
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Runs a test once through numba's blend (skipped where numba is missing) and once through the
+    full resize."""
+    if request.param == "compiled":
+        if not NUMBA_INSTALLED:
+            pytest.skip("numba is not installed")
+        assert upsampling.compiled_kernels() is not None
+    else:
+        monkeypatch.setattr(upsampling, "compiled_kernels", lambda: None)
+    yield request.param
+
+
+def opencv_resize(scores: npt.NDArray[np.float32], size: tuple[int, int]) -> npt.NDArray[np.float32]:
+    with opencv_without_ipp():
+        return cv2.resize(np.ascontiguousarray(scores), (size[1], size[0]), interpolation=cv2.INTER_LINEAR).reshape(
+            size + scores.shape[2:]
+        )
+
+
+def test_numba_blend_is_in_use_where_numba_is_installed() -> None:
+    """requirements.txt installs numba, so CI runs the compiled path; a broken numba would silently
+    fall back to the slower full resize otherwise."""
+    if not NUMBA_INSTALLED:
+        pytest.skip("numba is not installed")
+    kernels = upsampling.compiled_kernels()
+    assert kernels is not None and hasattr(kernels, "threshold_rows")
+
+
+SIZES = [
+    ((256, 256), (1080, 1920)),  # the selfie model on a 1080p camera
+    ((256, 256), (720, 1280)),
+    ((65, 65), (480, 640)),
+    ((37, 53), (1000, 13)),  # taller, narrower
+    ((512, 512), (256, 256)),  # exactly half in both directions (OpenCV's area shortcut)
+    ((300, 200), (123, 457)),
+    ((64, 64), (64, 200)),  # only the width changes
+    ((64, 64), (300, 64)),  # only the height changes
+    ((1, 1), (5, 7)),
+    ((9, 9), (9, 9)),
+]
+
+
+@pytest.mark.parametrize(("source", "size"), SIZES)
+def test_threshold_of_resized_standard_normal_scores_equals_opencv(path: str, source, size) -> None:
+    """Standard-normal scores cut at 0: any other rounding of the blend moves labels (Intel IPP's
+    resize changes nearly every value of such a map)."""
+    scores = np.random.default_rng(sum(source) * 7 + sum(size)).standard_normal(source).astype(np.float32)
+    labels = threshold_resized(scores, size, 0.0)
+    expected = opencv_resize(scores, size) > 0
+    assert labels.dtype == np.uint8 and labels.shape == size and labels.flags.c_contiguous
+    np.testing.assert_array_equal(labels, expected.astype(np.uint8))
+
+
+def test_the_cut_is_compared_in_float32_like_numpy(path: str) -> None:
+    """0.3 is no float32: numpy compares a float32 map with float32(0.3); so must the blend."""
+    scores = np.full((4, 4), np.float32(0.3), np.float32)
+    resized = opencv_resize(scores, (8, 8))
+    expected = (resized > 0.3).astype(np.uint8)
+    assert not np.array_equal(expected, resized.astype(np.float64) > 0.3)  # float64 would differ
+    np.testing.assert_array_equal(threshold_resized(scores, (8, 8), 0.3), expected)
+
+
+def test_labels_sit_on_the_exact_bits_of_opencvs_upsample(path: str) -> None:
+    """At 300 sampled pixels of a 1080p upsample, a cut equal to OpenCV's value there gives label 0
+    and a cut one float32 step below it gives label 1: the blend equals OpenCV's value to the bit,
+    not merely on the same side of one cut."""
+    rng = np.random.default_rng(5)
+    scores = rng.standard_normal((256, 256)).astype(np.float32)
+    size = (1080, 1920)
+    reference = opencv_resize(scores, size)
+    for flat in rng.choice(reference.size, 300, replace=False):
+        y, x = divmod(int(flat), size[1])
+        value = reference[y, x]
+        assert threshold_resized(scores, size, float(value))[y, x] == 0
+        below = np.nextafter(value, np.float32(-np.inf))
+        assert threshold_resized(scores, size, float(below))[y, x] == 1
+
+
+def test_threshold_of_mediapipes_selfie_map_equals_its_upsample(path: str) -> None:
+    """MediaPipe's own 256x256 selfie probabilities and its 768x768 upsample (recorded from
+    mediapipe 0.10.14 by scripts/record_references.py): the labels at 0.5 are the labels of
+    MediaPipe's upsampled map, on every recorded row."""
+    recorded = np.load(REFERENCES / "selfie_mediapipe" / "upsampling_person_768.npz")
+    scores, rows, expected = recorded["scores"], recorded["rows"], recorded["upsampled_rows"]
+    labels = threshold_resized(scores, (768, 768), 0.5)
+    assert 0.01 < labels.mean() < 0.99  # the person covers about 5 %
+    np.testing.assert_array_equal(labels[rows], (expected > 0.5).astype(np.uint8))
+
+
+@pytest.mark.parametrize("channels", [2, 3, 4, 21, 130])
+@pytest.mark.parametrize(("source", "size"), [((65, 65), (480, 640)), ((37, 53), (300, 41)), ((512, 512), (256, 256))])
+def test_argmax_of_resized_scores_equals_opencv_then_numpy(path: str, channels: int, source, size) -> None:
+    """Class scores of 2 to 130 channels (beyond OpenCV's 128 per call), up- and downsampled."""
+    scores = np.random.default_rng(channels + sum(size)).standard_normal(source + (channels,)).astype(np.float32)
+    dtype = np.uint8 if channels <= 256 else np.uint16
+    labels = argmax_resized(scores, size, dtype)
+    if channels <= 128:
+        expected = np.argmax(opencv_resize(scores, size), axis=2)
+    else:
+        expected = np.argmax(np.concatenate([opencv_resize(scores[:, :, :128], size),
+                                             opencv_resize(scores[:, :, 128:], size)], axis=2), axis=2)
+    assert labels.dtype == dtype and labels.shape == size
+    np.testing.assert_array_equal(labels, expected)
+    assert len(np.unique(labels)) == channels
+
+
+def test_argmax_ties_go_to_the_first_channel_and_uint16_labels_pass_255(path: str) -> None:
+    """Channels 0 and 2 equal everywhere and above channel 1: label 0, never 2 (numpy's argmax);
+    300 channels whose winner is past 255 need uint16 labels."""
+    base = np.random.default_rng(3).uniform(1, 2, (6, 5)).astype(np.float32)
+    scores = np.stack([base, base - 1, base], axis=2)
+    np.testing.assert_array_equal(argmax_resized(scores, (17, 11), np.uint8), np.zeros((17, 11), np.uint8))
+    many = np.zeros((4, 4, 300), np.float32)
+    many[:, :, 299] = 1.0
+    labels = argmax_resized(many, (9, 9), np.uint16)
+    assert labels.dtype == np.uint16
+    np.testing.assert_array_equal(labels, np.full((9, 9), 299))
+
+
+def test_a_cropped_window_is_resized_like_its_copy(path: str) -> None:
+    """The decoders pass the image's part of a letterboxed map as a view: same labels as a copy."""
+    scores = np.random.default_rng(9).standard_normal((128, 128, 3)).astype(np.float32)
+    window = scores[28:100, :]
+    assert not scores[28:100, 5:90, 1].flags.c_contiguous
+    np.testing.assert_array_equal(argmax_resized(window, (1080, 1920), np.uint8),
+                                  np.argmax(opencv_resize(window.copy(), (1080, 1920)), axis=2))
+    np.testing.assert_array_equal(threshold_resized(scores[28:100, 5:90, 1], (300, 400), 0.25),
+                                  (opencv_resize(scores[28:100, 5:90, 1].copy(), (300, 400)) > np.float32(0.25)).astype(np.uint8))

@@ -1,0 +1,142 @@
+"""Score maps upsampled bilinearly and reduced to labels: a threshold or an argmax over channels.
+
+Each function gives the labels of ``cv2.resize(scores, ..., INTER_LINEAR)`` (OpenCV's own
+arithmetic, ``geometry.resize_map``) followed by ``> cut`` or ``argmax``, bit for bit. OpenCV
+resizes in two passes: a horizontal one over the source rows, then a vertical blend of two of
+those rows per output row. With numba installed, OpenCV makes only the horizontal pass (a few
+source rows wide, so small) and a compiled loop blends and reduces each output row at once
+(``upsampling_kernels``): the full-size float map (8 MB per channel at 1080p) is never written
+and read back. Without numba the same labels come from the full resize.
+"""
+
+from __future__ import annotations
+
+from functools import cache, lru_cache
+from types import ModuleType
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from trt_perception.geometry import resize_map
+from trt_perception.gpu.resize_tables import LinearTaps, linear_taps
+from trt_perception.row_bands import run_in_bands
+
+# cv2.resize handles at most this many channels per call (CV_CN_MAX: 128 in OpenCV 5, 512 in 4.x).
+MAX_RESIZE_CHANNELS = 128
+# Row bands, by the bytes of the full-size float map (whether or not it is written). Thresholding
+# only streams memory, so it is banded when at least THRESHOLD_MIN_BANDS cores take part: on the
+# H200 host's 16 cores (low single-core memory bandwidth) four bands of the full resize's threshold
+# took 0.44-0.52 ms against 0.79-0.91 at 1080p; on the 2-core development VM two bands were slower,
+# for that threshold and for the compiled blend and threshold (0.100 against 0.086 ms). An argmax
+# computes per channel and is banded on two cores already.
+BANDED_THRESHOLD_MIN_BYTES = 4 << 20
+THRESHOLD_MIN_BANDS = 3
+BANDED_ARGMAX_MIN_BYTES = 4 << 20
+
+
+@cache
+def compiled_kernels() -> ModuleType | None:
+    """``upsampling_kernels`` when numba can be imported, else None (the full-resize path)."""
+    try:
+        import trt_perception.decoders.upsampling_kernels as upsampling_kernels
+    except ImportError:
+        return None
+    return upsampling_kernels
+
+
+def threshold_resized(scores: npt.NDArray[np.float32], size: tuple[int, int], cut: float) -> npt.NDArray[np.uint8]:
+    """``(resize_map(scores, size, INTER_LINEAR) > cut)`` as 0/1 uint8 labels for an ``HxW`` float32
+    map; ``cut`` is compared in float32, as numpy compares a float32 array with a Python float.
+
+    The compiled blend serves maps that ``_blend_saves_work``; for the others its horizontal pass
+    alone writes as many floats as the full resize does (measured: PP-OCR's 736x992 map to 640x480
+    took 0.18 ms blended against 0.14 ms resized)."""
+    height, width = size
+    labels = np.empty(size, np.bool_)
+    full_bytes = height * width * 4
+    kernels = compiled_kernels()
+    if kernels is None or not _blend_saves_work(scores.shape[:2], size):
+        resized = resize_map(scores, size, cv2.INTER_LINEAR)
+
+        def threshold_rows(start: int, stop: int) -> None:
+            np.greater(resized[start:stop], cut, out=labels[start:stop])
+
+        run_in_bands(threshold_rows, height, full_bytes, BANDED_THRESHOLD_MIN_BYTES, THRESHOLD_MIN_BANDS)
+        return labels.view(np.uint8)
+    horizontal = _horizontal_pass(scores, width)
+    taps = _row_taps(scores.shape[0], height)
+    cut32 = np.float32(cut)
+
+    def blend_rows(start: int, stop: int) -> None:
+        kernels.threshold_rows(horizontal, taps.index0, taps.index1, taps.weight0, taps.weight1, cut32, labels, start, stop)
+
+    run_in_bands(blend_rows, height, full_bytes, BANDED_THRESHOLD_MIN_BYTES, THRESHOLD_MIN_BANDS)
+    return labels.view(np.uint8)
+
+
+def argmax_resized(
+    scores: npt.NDArray[np.float32], size: tuple[int, int], dtype: type[np.unsignedinteger]
+) -> npt.NDArray[np.unsignedinteger]:
+    """``np.argmax(resize_map(scores, size, INTER_LINEAR), axis=2)`` as ``dtype`` labels for finite
+    ``HxWxC`` float32 scores (ties: the first channel), for any number of channels."""
+    height, width = size
+    channels = scores.shape[2]
+    full_bytes = height * width * channels * 4
+    kernels = compiled_kernels()
+    if kernels is None or scores.shape[:2] == size:
+        return _argmax_of_full_resize(scores, size).astype(dtype)
+    horizontal = _horizontal_pass(scores, width)
+    taps = _row_taps(scores.shape[0], height)
+    labels = np.empty(size, dtype)
+
+    def blend_rows(start: int, stop: int) -> None:
+        kernels.argmax_rows(horizontal, taps.index0, taps.index1, taps.weight0, taps.weight1, labels, start, stop)
+
+    run_in_bands(blend_rows, height, full_bytes, BANDED_ARGMAX_MIN_BYTES)
+    return labels
+
+
+def _blend_saves_work(source: tuple[int, int], size: tuple[int, int]) -> bool:
+    """Whether the horizontal pass (none when the width stays) has fewer rows than the output."""
+    return source[1] == size[1] or source[0] < size[0]
+
+
+def _horizontal_pass(scores: npt.NDArray[np.float32], width: int) -> npt.NDArray[np.float32]:
+    """OpenCV's horizontal pass of a resize to ``width`` columns, ``HxWxC`` (``HxW`` for one channel):
+    a resize that keeps the height blends each row with weight 1 and its neighbour with weight 0,
+    which leaves the horizontal pass's values as they are."""
+    rows, columns = scores.shape[:2]
+    if columns == width:
+        return np.ascontiguousarray(scores, np.float32)
+    if scores.ndim == 2 or scores.shape[2] <= MAX_RESIZE_CHANNELS:
+        return resize_map(np.ascontiguousarray(scores), (rows, width), cv2.INTER_LINEAR).reshape(rows, width, *scores.shape[2:])
+    groups = [
+        resize_map(np.ascontiguousarray(scores[:, :, start : start + MAX_RESIZE_CHANNELS]), (rows, width), cv2.INTER_LINEAR)
+        for start in range(0, scores.shape[2], MAX_RESIZE_CHANNELS)
+    ]
+    return np.concatenate([group.reshape(rows, width, -1) for group in groups], axis=2)
+
+
+@lru_cache(maxsize=32)
+def _row_taps(source_rows: int, output_rows: int) -> LinearTaps:
+    """The rows and weights OpenCV's vertical pass blends for each output row (read-only, shared)."""
+    taps = linear_taps(source_rows, output_rows, clamp_to_edge=False)
+    for table in (taps.index0, taps.index1, taps.weight0, taps.weight1):
+        table.flags.writeable = False
+    return taps
+
+
+def _argmax_of_full_resize(scores: npt.NDArray[np.float32], size: tuple[int, int]) -> npt.NDArray[np.intp]:
+    """Argmax over channels of the full bilinear resize of ``HxWxC`` scores, resized in channel groups."""
+    labels = np.zeros(size, dtype=np.intp)
+    best = np.full(size, -np.inf, dtype=np.float32)
+    for start in range(0, scores.shape[2], MAX_RESIZE_CHANNELS):
+        group = np.ascontiguousarray(scores[:, :, start : start + MAX_RESIZE_CHANNELS], dtype=np.float32)
+        resized = resize_map(group, size, cv2.INTER_LINEAR).reshape(*size, -1)
+        group_labels = np.argmax(resized, axis=2)
+        group_best = np.take_along_axis(resized, group_labels[:, :, None], axis=2)[:, :, 0]
+        better = group_best > best
+        labels[better] = group_labels[better] + start
+        best[better] = group_best[better]
+    return labels

@@ -1,0 +1,71 @@
+"""Compiled loops for ``decoders.upsampling`` (imported only when numba is installed).
+
+Each loop finishes a bilinear upsample whose horizontal pass OpenCV has already made: output row
+``y`` blends rows ``rows0[y]`` and ``rows1[y]`` of that pass with weights ``weights0[y]`` and
+``weights1[y]``, in float32, as a multiply, a multiply and an add (no fused multiply-add; numba
+contracts nothing unless asked for fastmath), which is the arithmetic of OpenCV's own vertical pass
+on x86. The blended values are reduced at once (compared with a cut, or an argmax over channels)
+and never stored, so no full-size float map is written and read back.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+
+@numba.njit(nogil=True, cache=True)
+def threshold_rows(
+    horizontal: npt.NDArray[np.float32],
+    rows0: npt.NDArray[np.int32],
+    rows1: npt.NDArray[np.int32],
+    weights0: npt.NDArray[np.float32],
+    weights1: npt.NDArray[np.float32],
+    cut: np.float32,
+    labels: npt.NDArray[np.bool_],
+    start: int,
+    stop: int,
+) -> None:
+    """``labels[y] = blend(y) > cut`` for output rows ``start..stop`` of an ``HxW`` map."""
+    width = labels.shape[1]
+    for y in range(start, stop):
+        upper = horizontal[rows0[y]]
+        lower = horizontal[rows1[y]]
+        weight0 = weights0[y]
+        weight1 = weights1[y]
+        out = labels[y]
+        for x in range(width):
+            out[x] = upper[x] * weight0 + lower[x] * weight1 > cut
+
+
+@numba.njit(nogil=True, cache=True)
+def argmax_rows(
+    horizontal: npt.NDArray[np.float32],
+    rows0: npt.NDArray[np.int32],
+    rows1: npt.NDArray[np.int32],
+    weights0: npt.NDArray[np.float32],
+    weights1: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.unsignedinteger],
+    start: int,
+    stop: int,
+) -> None:
+    """``labels[y, x]`` = the first channel with the largest ``blend(y)[x, c]``, for output rows
+    ``start..stop`` of an ``HxWxC`` map."""
+    width = labels.shape[1]
+    channels = horizontal.shape[2]
+    for y in range(start, stop):
+        upper = horizontal[rows0[y]]
+        lower = horizontal[rows1[y]]
+        weight0 = weights0[y]
+        weight1 = weights1[y]
+        out = labels[y]
+        for x in range(width):
+            best = upper[x, 0] * weight0 + lower[x, 0] * weight1
+            index = 0
+            for channel in range(1, channels):
+                value = upper[x, channel] * weight0 + lower[x, channel] * weight1
+                if value > best:
+                    best = value
+                    index = channel
+            out[x] = index
