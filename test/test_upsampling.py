@@ -4,6 +4,10 @@ numpy's comparison or argmax, bit for bit: with the compiled blend (numba) and w
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -151,3 +155,32 @@ def test_a_cropped_window_is_resized_like_its_copy(path: str) -> None:
                                   np.argmax(opencv_resize(window.copy(), (1080, 1920)), axis=2))
     np.testing.assert_array_equal(threshold_resized(scores[28:100, 5:90, 1], (300, 400), 0.25),
                                   (opencv_resize(scores[28:100, 5:90, 1].copy(), (300, 400)) > np.float32(0.25)).astype(np.uint8))
+
+
+PREPARED_THEN_DECODED = """
+import json, numpy as np
+from trt_perception.decoders import create_decoder
+from trt_perception.decoders import upsampling_kernels as kernels
+from trt_perception.geometry import ResizeGeometry
+binary = create_decoder("segmentation", {"type": "binary", "upsample": "before_threshold"}, 2)
+logits = create_decoder("segmentation", {"type": "logits", "upsample": "before_argmax"}, 19)
+prepared = [len(kernels.threshold_rows.signatures), len(kernels.argmax_rows.signatures)]
+scores = np.random.default_rng(0).standard_normal((1, 19, 64, 64)).astype(np.float32)
+geometry = ResizeGeometry.stretch((480, 640), (64, 64))
+binary.decode({"mask": scores[:, :1]}, geometry, True)
+logits.decode({"logits": scores}, geometry, True)
+print(json.dumps([prepared, [len(kernels.threshold_rows.signatures), len(kernels.argmax_rows.signatures)]]))
+"""
+
+
+def test_decoders_compile_the_blend_when_built_not_at_the_first_frame(tmp_path: Path) -> None:
+    """A fresh process (its own numba cache): building the before_threshold and before_argmax
+    decoders compiles exactly the loops their first frame then uses (no new compilation then)."""
+    if not NUMBA_INSTALLED:
+        pytest.skip("numba is not installed")
+    result = subprocess.run([sys.executable, "-c", PREPARED_THEN_DECODED], capture_output=True, text=True,
+                            env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    prepared, after_decoding = json.loads(result.stdout.strip().splitlines()[-1])
+    assert prepared == [1, 1]
+    assert after_decoding == prepared

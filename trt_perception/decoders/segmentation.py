@@ -14,7 +14,7 @@ import numpy.typing as npt
 from trt_perception.decoders.params import DecoderParams
 from trt_perception.decoders.tensors import finite_range, require_rank, select_output, single_channel_map
 from trt_perception.errors import InferenceError, SpecError
-from trt_perception.decoders.upsampling import argmax_resized, threshold_resized
+from trt_perception.decoders.upsampling import argmax_resized, prepare, threshold_resized
 from trt_perception.geometry import ResizeGeometry
 from trt_perception.gpu.resize_tables import nearest_indices
 
@@ -126,12 +126,16 @@ class LogitsDecoder(SegmentationDecoder):
 
     @classmethod
     def from_params(cls, params: DecoderParams, num_classes: int | None) -> LogitsDecoder:
-        """Build from ``decoder.output``, ``decoder.layout`` and ``decoder.upsample``."""
+        """Build from ``decoder.output``, ``decoder.layout`` and ``decoder.upsample`` (``before_argmax``:
+        the compiled blend is prepared here, not at the first frame)."""
+        upsample = params.string("upsample", "after_argmax", ("after_argmax", "before_argmax"))
+        if upsample == "before_argmax":
+            prepare(label_dtype(num_classes))
         return cls(
             output=params.optional_string("output"),
             num_classes=num_classes,
             layout=params.string("layout", "NCHW", ("NCHW", "NHWC")),
-            upsample=params.string("upsample", "after_argmax", ("after_argmax", "before_argmax")),
+            upsample=upsample,
         )
 
     def decode(
@@ -199,7 +203,8 @@ class BinaryDecoder(SegmentationDecoder):
 
     @classmethod
     def from_params(cls, params: DecoderParams, num_classes: int | None) -> BinaryDecoder:
-        """Build from ``decoder.output``, ``threshold``, ``activation`` (none | sigmoid), ``upsample``."""
+        """Build from ``decoder.output``, ``threshold``, ``activation`` (none | sigmoid), ``upsample``
+        (``before_threshold``: the compiled blend is prepared here, not at the first frame)."""
         output = params.optional_string("output")
         activation = params.string("activation", "none", ("none", "sigmoid"))
         threshold = params.number("threshold", 0.5)
@@ -208,6 +213,8 @@ class BinaryDecoder(SegmentationDecoder):
                 f"{params.key('threshold')}: with activation sigmoid it is a probability in (0, 1), got {threshold}"
             )
         upsample = params.string("upsample", "after_threshold", ("after_threshold", "before_threshold"))
+        if upsample == "before_threshold":
+            prepare()
         return cls(
             output=output, num_classes=2, threshold=threshold, activation=activation, upsample=upsample
         )

@@ -45,6 +45,19 @@ def compiled_kernels() -> ModuleType | None:
     return upsampling_kernels
 
 
+def prepare(label_type: type[np.unsignedinteger] | None = None) -> None:
+    """Compile (or load from numba's on-disk cache) the blend for a threshold, or for an argmax into
+    ``label_type`` labels, now rather than at the first frame (numba's import and a first
+    compilation take a few hundred milliseconds); nothing without numba."""
+    if compiled_kernels() is None:
+        return
+    ramp = np.arange(4, dtype=np.float32).reshape(2, 2)
+    if label_type is None:
+        threshold_resized(ramp, (3, 2), 1.5)
+    else:
+        argmax_resized(np.stack([ramp, ramp[::-1]], axis=2), (3, 2), label_type)
+
+
 def threshold_resized(scores: npt.NDArray[np.float32], size: tuple[int, int], cut: float) -> npt.NDArray[np.uint8]:
     """``(resize_map(scores, size, INTER_LINEAR) > cut)`` as 0/1 uint8 labels for an ``HxW`` float32
     map; ``cut`` is compared in float32, as numpy compares a float32 array with a Python float.
@@ -56,7 +69,7 @@ def threshold_resized(scores: npt.NDArray[np.float32], size: tuple[int, int], cu
     labels = np.empty(size, np.bool_)
     full_bytes = height * width * 4
     kernels = compiled_kernels()
-    if kernels is None or not _blend_saves_work(scores.shape[:2], size):
+    if kernels is None or not _blend_saves_work((scores.shape[0], scores.shape[1]), size):
         resized = resize_map(scores, size, cv2.INTER_LINEAR)
 
         def threshold_rows(start: int, stop: int) -> None:
