@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -184,3 +185,23 @@ def test_decoders_compile_the_blend_when_built_not_at_the_first_frame(tmp_path: 
     prepared, after_decoding = json.loads(result.stdout.strip().splitlines()[-1])
     assert prepared == [1, 1]
     assert after_decoding == prepared
+
+
+def test_without_numba_the_full_resize_runs_and_the_log_says_why(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """numba made unimportable (as a numpy newer than it supports does): one warning naming the
+    reason, and the labels still OpenCV's."""
+    monkeypatch.setitem(sys.modules, "numba", None)
+    monkeypatch.delitem(sys.modules, "trt_perception.decoders.upsampling_kernels", raising=False)
+    upsampling.compiled_kernels.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="trt_perception.decoders.upsampling"):
+            assert upsampling.compiled_kernels() is None
+            scores = np.random.default_rng(4).standard_normal((32, 32)).astype(np.float32)
+            labels = threshold_resized(scores, (300, 200), 0.0)
+        np.testing.assert_array_equal(labels, (opencv_resize(scores, (300, 200)) > 0).astype(np.uint8))
+        warnings = [record.getMessage() for record in caplog.records]
+        assert len(warnings) == 1 and "numba cannot be imported" in warnings[0] and "numba" in warnings[0]
+    finally:
+        upsampling.compiled_kernels.cache_clear()

@@ -11,6 +11,7 @@ and read back. Without numba the same labels come from the full resize.
 
 from __future__ import annotations
 
+import logging
 from functools import cache, lru_cache
 from types import ModuleType
 
@@ -24,12 +25,16 @@ from trt_perception.row_bands import run_in_bands
 
 # cv2.resize handles at most this many channels per call (CV_CN_MAX: 128 in OpenCV 5, 512 in 4.x).
 MAX_RESIZE_CHANNELS = 128
-# Row bands, by the bytes of the full-size float map (whether or not it is written). Thresholding
-# only streams memory, so it is banded when at least THRESHOLD_MIN_BANDS cores take part: on the
-# H200 host's 16 cores (low single-core memory bandwidth) four bands of the full resize's threshold
-# took 0.44-0.52 ms against 0.79-0.91 at 1080p; on the 2-core development VM two bands were slower,
-# for that threshold and for the compiled blend and threshold (0.100 against 0.086 ms). An argmax
-# computes per channel and is banded on two cores already.
+# Row bands, by the bytes of the full-size float map (whether or not it is written). A threshold
+# only streams memory, so it is banded when at least THRESHOLD_MIN_BANDS cores take part. On the
+# 2-core development VM two bands were slower, for the full resize's threshold and for the
+# compiled blend (0.100 against 0.086 ms at 1080p). On the H200 host's 16 cores (low single-core
+# memory bandwidth) four bands of the compiled blend took 0.39-0.44 ms at 1080p against 0.51-0.58
+# in one piece and 0.52-0.60 for the full resize; at 720p all three were within 0.29-0.42 ms; at
+# 640x480 (below the byte threshold) the blend took 0.20 ms, OpenCV's resize on its 16 threads
+# 0.16. An argmax computes per channel and is banded on two cores already; on the H200 host four
+# bands were 2-3x faster than one piece (19 classes to 1080p: 18-19 against 45-51 ms; the full
+# resize took 148-151 ms).
 BANDED_THRESHOLD_MIN_BYTES = 4 << 20
 THRESHOLD_MIN_BANDS = 3
 BANDED_ARGMAX_MIN_BYTES = 4 << 20
@@ -37,10 +42,15 @@ BANDED_ARGMAX_MIN_BYTES = 4 << 20
 
 @cache
 def compiled_kernels() -> ModuleType | None:
-    """``upsampling_kernels`` when numba can be imported, else None (the full-resize path)."""
+    """``upsampling_kernels`` when numba can be imported, else None (the full-resize path; said
+    once in the log, with numba's reason, e.g. a numpy newer than it supports)."""
     try:
         import trt_perception.decoders.upsampling_kernels as upsampling_kernels
-    except ImportError:
+    except ImportError as error:
+        logging.getLogger(__name__).warning(
+            f"numba cannot be imported ({error}): bilinear upsampling before a threshold or an argmax "
+            "runs as a full OpenCV resize (the same labels, slower; pip install numba)"
+        )
         return None
     return upsampling_kernels
 
