@@ -128,6 +128,22 @@ def test_the_threshold_of_upsampled_scores_in_bands_equals_one_comparison(
     assert 0.05 < expected.mean() < 0.95  # a person and background
 
 
+def test_the_argmax_of_upsampled_class_scores_in_bands_equals_opencv_then_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """19 class maps of 128x128 (SegFormer's output size) to 1080p in four bands (forced), each band
+    making its own horizontal pass: numpy's argmax of OpenCV's whole upsample."""
+    from trt_perception.decoders import upsampling
+
+    scores = np.random.default_rng(19).standard_normal((128, 128, 19)).astype(np.float32)
+    bands = RecordingBands(4)
+    monkeypatch.setattr(row_bands, "shared_row_bands", lambda: bands)
+    with opencv_threads(4):
+        labels = upsampling.argmax_resized(scores, (1080, 1920), np.uint8)
+    assert len(bands.worked) == 4
+    with opencv_without_ipp():
+        expected = np.argmax(cv2.resize(scores, (1920, 1080), interpolation=cv2.INTER_LINEAR), axis=2)
+    np.testing.assert_array_equal(labels, expected)
+
+
 def test_an_error_in_any_band_reaches_the_caller_and_the_bands_stay_usable() -> None:
     bands = RowBands(2)
 

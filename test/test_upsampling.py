@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -205,3 +206,25 @@ def test_without_numba_the_full_resize_runs_and_the_log_says_why(
         assert len(warnings) == 1 and "numba cannot be imported" in warnings[0] and "numba" in warnings[0]
     finally:
         upsampling.compiled_kernels.cache_clear()
+
+
+def test_threads_blending_at_once_keep_their_own_scratch(path: str) -> None:
+    """Four threads upsampling different maps at the same time (each horizontal pass goes to its
+    thread's reused scratch memory): every thread gets its own map's labels, call after call."""
+    rng = np.random.default_rng(11)
+    maps = [rng.standard_normal((64 + 16 * index, 80)).astype(np.float32) for index in range(4)]
+    size = (700, 900)
+    expected = [(opencv_resize(scores, size) > 0).astype(np.uint8) for scores in maps]
+    failures: list[int] = []
+
+    def work(index: int) -> None:
+        for _ in range(20):
+            if not np.array_equal(threshold_resized(maps[index], size, 0.0), expected[index]):
+                failures.append(index)
+
+    threads = [threading.Thread(target=work, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []

@@ -19,9 +19,11 @@ from trt_perception.gpu._cupy import array_module
 Placement = Literal["centered", "top_left"]
 
 
-def resize_map(array: npt.NDArray, size: tuple[int, int], interpolation: int) -> npt.NDArray:
+def resize_map(
+    array: npt.NDArray, size: tuple[int, int], interpolation: int, out: npt.NDArray | None = None
+) -> npt.NDArray:
     """``cv2.resize(array, (width, height), interpolation=...)`` for ``size`` (height, width), always
-    with OpenCV's own arithmetic.
+    with OpenCV's own arithmetic; into ``out`` when given (its shape and dtype those of the result).
 
     Builds of OpenCV with Intel IPP (the x86 opencv-python wheels) hand float bilinear resizes of
     1, 3 and 4 channels to IPP, which rounds differently: about half the values of a real
@@ -40,7 +42,7 @@ def resize_map(array: npt.NDArray, size: tuple[int, int], interpolation: int) ->
     previous = cv2.ipp.useIPP()
     cv2.ipp.setUseIPP(False)
     try:
-        return cv2.resize(array, (width, height), interpolation=interpolation)
+        return cv2.resize(array, (width, height), dst=out, interpolation=interpolation)
     finally:
         cv2.ipp.setUseIPP(previous)
 

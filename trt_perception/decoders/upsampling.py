@@ -12,6 +12,8 @@ and read back. Without numba the same labels come from the full resize.
 from __future__ import annotations
 
 import logging
+import math
+import threading
 from functools import cache, lru_cache
 from types import ModuleType
 
@@ -25,19 +27,23 @@ from trt_perception.row_bands import run_in_bands
 
 # cv2.resize handles at most this many channels per call (CV_CN_MAX: 128 in OpenCV 5, 512 in 4.x).
 MAX_RESIZE_CHANNELS = 128
-# Row bands, by the bytes of the full-size float map (whether or not it is written). A threshold
-# only streams memory, so it is banded when at least THRESHOLD_MIN_BANDS cores take part. On the
-# 2-core development VM two bands were slower, for the full resize's threshold and for the
-# compiled blend (0.100 against 0.086 ms at 1080p). On the H200 host's 16 cores (low single-core
-# memory bandwidth) four bands of the compiled blend took 0.39-0.44 ms at 1080p against 0.51-0.58
-# in one piece and 0.52-0.60 for the full resize; at 720p all three were within 0.29-0.42 ms; at
-# 640x480 (below the byte threshold) the blend took 0.20 ms, OpenCV's resize on its 16 threads
-# 0.16. An argmax computes per channel and is banded on two cores already; on the H200 host four
-# bands were 2-3x faster than one piece (19 classes to 1080p: 18-19 against 45-51 ms; the full
-# resize took 148-151 ms).
+# Row bands, by the bytes of the full-size float map (whether or not it is written). The full
+# resize's threshold only streams memory, so it is banded when at least THRESHOLD_MIN_BANDS cores
+# take part (on the 2-core development VM two bands were slower). The compiled blend makes each
+# band's horizontal pass in that band, so two bands pay: on the VM 0.23-0.33 against 0.31 ms in
+# one piece at 1080p (the full resize 0.47); on the H200 host's 16 cores (low single-core memory
+# bandwidth) four bands took 0.39-0.44 ms at 1080p against 0.51-0.58 in one piece and 0.52-0.60
+# for the full resize, and at 640x480 (below the byte threshold) the blend took 0.20 ms, OpenCV's
+# resize on its 16 threads 0.16. An argmax computes per channel: on the H200 host four bands
+# were 2-3x faster than one piece (19 classes to 1080p: 18-19 against 45-51 ms; the full resize
+# took 148-151 ms).
 BANDED_THRESHOLD_MIN_BYTES = 4 << 20
 THRESHOLD_MIN_BANDS = 3
+BLEND_MIN_BANDS = 2
 BANDED_ARGMAX_MIN_BYTES = 4 << 20
+# The most scratch memory one thread keeps for horizontal passes (about 2 MB for the selfie map at
+# 1080p; larger passes get a fresh array per call).
+SCRATCH_MAX_BYTES = 16 << 20
 
 
 @cache
@@ -87,14 +93,14 @@ def threshold_resized(scores: npt.NDArray[np.float32], size: tuple[int, int], cu
 
         run_in_bands(threshold_rows, height, full_bytes, BANDED_THRESHOLD_MIN_BYTES, THRESHOLD_MIN_BANDS)
         return labels.view(np.uint8)
-    horizontal = _horizontal_pass(scores, width)
     taps = _row_taps(scores.shape[0], height)
     cut32 = np.float32(cut)
 
     def blend_rows(start: int, stop: int) -> None:
-        kernels.threshold_rows(horizontal, taps.index0, taps.index1, taps.weight0, taps.weight1, cut32, labels, start, stop)
+        first, horizontal = _horizontal_pass_for(scores, taps, width, start, stop)
+        kernels.threshold_rows(horizontal, first, taps.index0, taps.index1, taps.weight0, taps.weight1, cut32, labels, start, stop)
 
-    run_in_bands(blend_rows, height, full_bytes, BANDED_THRESHOLD_MIN_BYTES, THRESHOLD_MIN_BANDS)
+    run_in_bands(blend_rows, height, full_bytes, BANDED_THRESHOLD_MIN_BYTES, BLEND_MIN_BANDS)
     return labels.view(np.uint8)
 
 
@@ -109,12 +115,12 @@ def argmax_resized(
     kernels = compiled_kernels()
     if kernels is None or scores.shape[:2] == size:
         return _argmax_of_full_resize(scores, size).astype(dtype)
-    horizontal = _horizontal_pass(scores, width)
     taps = _row_taps(scores.shape[0], height)
     labels = np.empty(size, dtype)
 
     def blend_rows(start: int, stop: int) -> None:
-        kernels.argmax_rows(horizontal, taps.index0, taps.index1, taps.weight0, taps.weight1, labels, start, stop)
+        first, horizontal = _horizontal_pass_for(scores, taps, width, start, stop)
+        kernels.argmax_rows(horizontal, first, taps.index0, taps.index1, taps.weight0, taps.weight1, labels, start, stop)
 
     run_in_bands(blend_rows, height, full_bytes, BANDED_ARGMAX_MIN_BYTES)
     return labels
@@ -125,20 +131,43 @@ def _blend_saves_work(source: tuple[int, int], size: tuple[int, int]) -> bool:
     return source[1] == size[1] or source[0] < size[0]
 
 
-def _horizontal_pass(scores: npt.NDArray[np.float32], width: int) -> npt.NDArray[np.float32]:
-    """OpenCV's horizontal pass of a resize to ``width`` columns, ``HxWxC`` (``HxW`` for one channel):
-    a resize that keeps the height blends each row with weight 1 and its neighbour with weight 0,
-    which leaves the horizontal pass's values as they are."""
-    rows, columns = scores.shape[:2]
-    if columns == width:
-        return np.ascontiguousarray(scores, np.float32)
+def _horizontal_pass_for(
+    scores: npt.NDArray[np.float32], taps: LinearTaps, width: int, start: int, stop: int
+) -> tuple[int, npt.NDArray[np.float32]]:
+    """``(first, horizontal)``: OpenCV's horizontal pass of a resize to ``width`` columns over the
+    source rows that output rows ``start..stop`` blend, from row ``first`` on; ``HxWxC`` (``HxW``
+    for one channel). A resize that keeps the height blends each row with weight 1 and its
+    neighbour with weight 0, which leaves the horizontal pass's values as they are. Written into
+    this thread's scratch memory: a fresh multi-megabyte array per frame would cost page faults
+    (glibc hands such blocks back to the OS when they are freed, unless the process tuned malloc
+    as the nodes do: 1.0 against 0.29 ms per 1080p selfie frame on the dev VM)."""
+    first, last = int(taps.index0[start]), int(taps.index1[stop - 1]) + 1
+    rows = np.ascontiguousarray(scores[first:last], np.float32)
+    if rows.shape[1] == width:
+        return first, rows
+    size = (last - first, width)
     if scores.ndim == 2 or scores.shape[2] <= MAX_RESIZE_CHANNELS:
-        return resize_map(np.ascontiguousarray(scores), (rows, width), cv2.INTER_LINEAR).reshape(rows, width, *scores.shape[2:])
+        return first, resize_map(rows, size, cv2.INTER_LINEAR, out=_scratch((*size, *scores.shape[2:])))
     groups = [
-        resize_map(np.ascontiguousarray(scores[:, :, start : start + MAX_RESIZE_CHANNELS]), (rows, width), cv2.INTER_LINEAR)
-        for start in range(0, scores.shape[2], MAX_RESIZE_CHANNELS)
+        resize_map(np.ascontiguousarray(rows[:, :, group : group + MAX_RESIZE_CHANNELS]), size, cv2.INTER_LINEAR)
+        for group in range(0, scores.shape[2], MAX_RESIZE_CHANNELS)
     ]
-    return np.concatenate([group.reshape(rows, width, -1) for group in groups], axis=2)
+    return first, np.concatenate([group.reshape(*size, -1) for group in groups], axis=2)
+
+
+_thread_scratch = threading.local()
+
+
+def _scratch(shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
+    """A float32 array of ``shape`` in memory this thread reuses from call to call (a fresh array
+    above SCRATCH_MAX_BYTES, so that no thread keeps more than that)."""
+    count = math.prod(shape)
+    if count * 4 > SCRATCH_MAX_BYTES:
+        return np.empty(shape, np.float32)
+    buffer = getattr(_thread_scratch, "buffer", None)
+    if buffer is None or buffer.size < count:
+        buffer = _thread_scratch.buffer = np.empty(count, np.float32)
+    return buffer[:count].reshape(shape)
 
 
 @lru_cache(maxsize=32)

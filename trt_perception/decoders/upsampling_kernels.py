@@ -1,7 +1,8 @@
 """Compiled loops for ``decoders.upsampling`` (imported only when numba is installed).
 
-Each loop finishes a bilinear upsample whose horizontal pass OpenCV has already made: output row
-``y`` blends rows ``rows0[y]`` and ``rows1[y]`` of that pass with weights ``weights0[y]`` and
+Each loop finishes a bilinear upsample whose horizontal pass OpenCV has already made for source
+rows ``first`` on: output row ``y`` blends source rows ``rows0[y]`` and ``rows1[y]`` (rows
+``rows0[y] - first`` and ``rows1[y] - first`` of that pass) with weights ``weights0[y]`` and
 ``weights1[y]``, in float32, as a multiply, a multiply and an add (no fused multiply-add; numba
 contracts nothing unless asked for fastmath), which is the arithmetic of OpenCV's own vertical pass
 on x86. The blended values are reduced at once (compared with a cut, or an argmax over channels)
@@ -18,6 +19,7 @@ import numpy.typing as npt
 @numba.njit(nogil=True, cache=True)
 def threshold_rows(
     horizontal: npt.NDArray[np.float32],
+    first: int,
     rows0: npt.NDArray[np.int32],
     rows1: npt.NDArray[np.int32],
     weights0: npt.NDArray[np.float32],
@@ -30,8 +32,8 @@ def threshold_rows(
     """``labels[y] = blend(y) > cut`` for output rows ``start..stop`` of an ``HxW`` map."""
     width = labels.shape[1]
     for y in range(start, stop):
-        upper = horizontal[rows0[y]]
-        lower = horizontal[rows1[y]]
+        upper = horizontal[rows0[y] - first]
+        lower = horizontal[rows1[y] - first]
         weight0 = weights0[y]
         weight1 = weights1[y]
         out = labels[y]
@@ -42,6 +44,7 @@ def threshold_rows(
 @numba.njit(nogil=True, cache=True)
 def argmax_rows(
     horizontal: npt.NDArray[np.float32],
+    first: int,
     rows0: npt.NDArray[np.int32],
     rows1: npt.NDArray[np.int32],
     weights0: npt.NDArray[np.float32],
@@ -55,8 +58,8 @@ def argmax_rows(
     width = labels.shape[1]
     channels = horizontal.shape[2]
     for y in range(start, stop):
-        upper = horizontal[rows0[y]]
-        lower = horizontal[rows1[y]]
+        upper = horizontal[rows0[y] - first]
+        lower = horizontal[rows1[y] - first]
         weight0 = weights0[y]
         weight1 = weights1[y]
         out = labels[y]
