@@ -4,7 +4,8 @@
 
 Preprocessing: every encoding (rgb8/bgr8/rgba8/bgra8/mono8, padded rows), layout, dtype,
 normalization, stretch/letterbox and interpolation, on the sample images and random images,
-compared with ``preprocess.Preprocessor`` (max abs difference; goal <= 1e-3). Segmentation: random
+compared with ``preprocess.Preprocessor`` (max abs difference; goal <= 1e-3, for float16 tensors
+plus one float16 step, see ``allowed_difference``). Segmentation: random
 and real model score maps through every GPU decoder mode vs the CPU decoders (labels must be
 identical, bilinear upsampling before the decision included: the kernels compute OpenCV's own x86
 float arithmetic, which the CPU decoders run; on aarch64 OpenCV's NEON resize fuses the multiply-add
@@ -75,6 +76,15 @@ def poison(array) -> None:
     array.fill(np.nan if array.dtype.kind == "f" else 0xAB)
 
 
+def allowed_difference(expected: np.ndarray) -> np.ndarray:
+    """TOLERANCE per element, plus one float16 step of the expected value for float16 tensors: per-image
+    standardization sums the image in another order on the GPU, so a value that lands next to a
+    float16 rounding boundary may round to the neighbouring float16 (0.00195 apart from 2 to 4)."""
+    if expected.dtype != np.float16:
+        return np.full(expected.shape, TOLERANCE)
+    return TOLERANCE + np.spacing(np.abs(expected)).astype(np.float64)
+
+
 def check_preprocess(rng: np.random.Generator, cupy) -> list[dict]:
     sources = [cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB) for path in sorted(IMAGES.glob("*.png")) + sorted(IMAGES.glob("*.jpg"))]
     sources += [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(480, 640), (1080, 1920), (37, 101), (300, 7)]]
@@ -91,7 +101,7 @@ def check_preprocess(rng: np.random.Generator, cupy) -> list[dict]:
             interpolation=interpolation, normalization=normalization,
         )
         cpu, gpu = Preprocessor(spec), GpuPreprocessor(spec)
-        worst, worst_case = 0.0, ""
+        worst, worst_case, failed = 0.0, "", False
         for image_index, rgb in enumerate(sources):
             order = ("RGB", "BGR", "RGBA", "BGRA", "MONO")[(index + image_index) % 5]
             pixels = as_encoding(rgb, order, row_padding=(index + image_index) % 3 * 5)
@@ -102,13 +112,16 @@ def check_preprocess(rng: np.random.Generator, cupy) -> list[dict]:
             actual, gpu_geometry = gpu(pixels, order, out=out)
             assert gpu_geometry == geometry, (gpu_geometry, geometry)
             got = cupy.asnumpy(actual).astype(np.float64)
-            diff = float(np.max(np.abs(got - expected.astype(np.float64)))) if np.isfinite(got).all() else float("inf")
+            difference = np.abs(got - expected.astype(np.float64))
+            diff = float(np.max(difference)) if np.isfinite(got).all() else float("inf")
+            if not np.isfinite(got).all() or np.any(difference > allowed_difference(expected)):
+                failed = True
             if diff > worst:
                 worst, worst_case = diff, f"{order} {pixels.shape[:2]}->{geometry.network_size}"
         rows.append({
             "layout": layout, "dtype": dtype, "normalization": normalization.type + ("" if normalization.type != "mean_std" else f"/{normalization.range}"),
             "resize": resize, "interpolation": interpolation, "images": len(sources), "max_abs_diff": worst,
-            "worst_case": worst_case, "ok": worst <= TOLERANCE,
+            "worst_case": worst_case, "ok": not failed,
         })
     return rows
 
