@@ -187,7 +187,7 @@ class GpuSegmentationDecoder:
 
     def _window_and_size(self, map_size: tuple[int, int], geometry: ResizeGeometry, at_source: bool) -> tuple[int, int, int, int, tuple[int, int]]:
         """Window ``(row0, col0, rows, cols)`` of the map to resample and the destination size,
-        exactly as ``geometry.map_to_source`` / the CPU decoders choose them."""
+        exactly as the CPU decoders choose them (``decoders.segmentation.output_window``)."""
         if at_source:
             rows, cols = geometry.content_window(map_size)
             return rows.start, cols.start, rows.stop - rows.start, cols.stop - cols.start, geometry.source_size
