@@ -7,6 +7,8 @@ import importlib.util
 import json
 import logging
 import os
+import platform
+import shutil
 import subprocess
 import sys
 import threading
@@ -35,6 +37,8 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Ite
     if request.param == "compiled":
         if not NUMBA_INSTALLED:
             pytest.skip("numba is not installed")
+        if platform.machine() not in ("x86_64", "AMD64"):
+            pytest.skip("OpenCV's own resize fuses multiply-adds off x86; the blend (like the GPU) does not")
         assert upsampling.compiled_kernels() is not None
     else:
         monkeypatch.setattr(upsampling, "compiled_kernels", lambda: None)
@@ -91,20 +95,37 @@ def test_the_cut_is_compared_in_float32_like_numpy(path: str) -> None:
     np.testing.assert_array_equal(threshold_resized(scores, (8, 8), 0.3), expected)
 
 
-def test_labels_sit_on_the_exact_bits_of_opencvs_upsample(path: str) -> None:
-    """At 300 sampled pixels of a 1080p upsample, a cut equal to OpenCV's value there gives label 0
-    and a cut one float32 step below it gives label 1: the blend equals OpenCV's value to the bit,
-    not merely on the same side of one cut."""
+@pytest.mark.parametrize(
+    ("source", "size", "probes"),
+    [((256, 256), (1080, 1920), 300),  # the selfie model on a 1080p camera
+     ((64, 2), (32, 1), 32), ((128, 96), (64, 48), 200)],  # exactly half: OpenCV's INTER_AREA shortcut
+)
+def test_labels_sit_on_the_exact_bits_of_opencvs_resize(path: str, source, size, probes: int) -> None:
+    """At sampled pixels, a cut equal to OpenCV's value there gives label 0 and a cut one float32
+    step below it gives label 1: the labels follow OpenCV's value to the bit, not merely on the same
+    side of one cut (a map exactly twice the output's size takes OpenCV's area shortcut, which
+    rounds unlike a bilinear blend)."""
     rng = np.random.default_rng(5)
-    scores = rng.standard_normal((256, 256)).astype(np.float32)
-    size = (1080, 1920)
+    scores = rng.standard_normal(source).astype(np.float32)
     reference = opencv_resize(scores, size)
-    for flat in rng.choice(reference.size, 300, replace=False):
+    for flat in rng.choice(reference.size, probes, replace=False):
         y, x = divmod(int(flat), size[1])
         value = reference[y, x]
         assert threshold_resized(scores, size, float(value))[y, x] == 0
         below = np.nextafter(value, np.float32(-np.inf))
         assert threshold_resized(scores, size, float(below))[y, x] == 1
+
+
+def test_argmax_of_near_ties_halved_follows_opencvs_area_shortcut(path: str) -> None:
+    """Channel 1 holds each 2x2 block of channel 0 turned by 180 degrees: a bilinear halving gives
+    both channels the same value in exact arithmetic, so the labels are decided by rounding alone;
+    OpenCV halves by its area shortcut, and the labels must be its (a blend flipped 235 of 1024)."""
+    scores = np.empty((64, 64, 2), np.float32)
+    scores[:, :, 0] = np.random.default_rng(4).standard_normal((64, 64))
+    scores[:, :, 1] = scores[:, :, 0].reshape(32, 2, 32, 2)[:, ::-1, :, ::-1].reshape(64, 64)
+    expected = np.argmax(opencv_resize(scores, (32, 32)), axis=2)
+    assert 0.2 < expected.mean() < 0.8  # rounding decides both ways
+    np.testing.assert_array_equal(argmax_resized(scores, (32, 32), np.uint8), expected)
 
 
 def test_threshold_of_mediapipes_selfie_map_equals_its_upsample(path: str) -> None:
@@ -146,6 +167,8 @@ def test_argmax_ties_go_to_the_first_channel_and_uint16_labels_pass_255(path: st
     labels = argmax_resized(many, (9, 9), np.uint16)
     assert labels.dtype == np.uint16
     np.testing.assert_array_equal(labels, np.full((9, 9), 299))
+    many[:, :, 0] = many[:, :, 128] = 2.0  # a tie across OpenCV's 128-channel groups: the first wins
+    np.testing.assert_array_equal(argmax_resized(many, (9, 9), np.uint16), np.zeros((9, 9)))
 
 
 def test_a_cropped_window_is_resized_like_its_copy(path: str) -> None:
@@ -228,3 +251,37 @@ def test_threads_blending_at_once_keep_their_own_scratch(path: str) -> None:
     for thread in threads:
         thread.join()
     assert failures == []
+
+
+NO_CACHE_PLACE = """
+import json, numpy as np, cv2
+from trt_perception.decoders import create_decoder, upsampling
+from trt_perception.geometry import ResizeGeometry
+decoder = create_decoder("segmentation", {"type": "binary", "upsample": "before_threshold"}, 2)
+scores = np.random.default_rng(6).standard_normal((1, 40, 40, 1)).astype(np.float32)
+labels = decoder.decode({"mask": scores}, ResizeGeometry.stretch((300, 200), (40, 40)), True)
+cv2.ipp.setUseIPP(False)
+expected = cv2.resize(scores[0, :, :, 0], (200, 300), interpolation=cv2.INTER_LINEAR) > 0.5
+print(json.dumps([upsampling.compiled_kernels() is not None, bool(np.array_equal(labels, expected))]))
+"""
+
+
+def test_a_read_only_install_without_a_writable_home_still_compiles(tmp_path: Path) -> None:
+    """The package where numba can cache nothing (its folder's __pycache__ unusable, no writable
+    home or cache folder; as a service user running a root-owned install): the decoder is built
+    and the compiled blend runs, uncached, with OpenCV's labels."""
+    if not NUMBA_INSTALLED:
+        pytest.skip("numba is not installed")
+    package = Path(upsampling.__file__).resolve().parents[1]
+    copy = tmp_path / "site" / "trt_perception"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "decoders" / "__pycache__").write_text("not a folder")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    environment = {key: value for key, value in os.environ.items() if key != "NUMBA_CACHE_DIR"}
+    environment.update(PYTHONPATH=str(copy.parent), HOME=str(blocker / "home"), XDG_CACHE_HOME=str(blocker / "cache"),
+                       PYTHONDONTWRITEBYTECODE="1")
+    result = subprocess.run([sys.executable, "-c", NO_CACHE_PLACE], capture_output=True, text=True, env=environment,
+                            cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [True, True]

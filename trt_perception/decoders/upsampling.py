@@ -1,12 +1,15 @@
 """Score maps upsampled bilinearly and reduced to labels: a threshold or an argmax over channels.
 
 Each function gives the labels of ``cv2.resize(scores, ..., INTER_LINEAR)`` (OpenCV's own
-arithmetic, ``geometry.resize_map``) followed by ``> cut`` or ``argmax``, bit for bit. OpenCV
-resizes in two passes: a horizontal one over the source rows, then a vertical blend of two of
-those rows per output row. With numba installed, OpenCV makes only the horizontal pass (a few
+arithmetic, ``geometry.resize_map``) followed by ``> cut`` or ``argmax``, bit for bit on x86.
+OpenCV resizes in two passes: a horizontal one over the source rows, then a vertical blend of two
+of those rows per output row. With numba installed, OpenCV makes only the horizontal pass (a few
 source rows wide, so small) and a compiled loop blends and reduces each output row at once
 (``upsampling_kernels``): the full-size float map (8 MB per channel at 1080p) is never written
-and read back. Without numba the same labels come from the full resize.
+and read back. Without numba the labels come from the full resize. The blend multiplies and adds
+separately, as OpenCV's x86 code and the GPU kernels do; OpenCV's aarch64 code fuses that
+multiply-add, so on a Jetson the compiled labels may differ from its ``cv2.resize`` where a score
+lies within a float32 step of the cut (not measured: no ARM machine here).
 """
 
 from __future__ import annotations
@@ -85,7 +88,8 @@ def threshold_resized(scores: npt.NDArray[np.float32], size: tuple[int, int], cu
     labels = np.empty(size, np.bool_)
     full_bytes = height * width * 4
     kernels = compiled_kernels()
-    if kernels is None or not _blend_saves_work((scores.shape[0], scores.shape[1]), size):
+    source = (scores.shape[0], scores.shape[1])
+    if kernels is None or opencv_takes_area_path(source, size) or not _blend_saves_work(source, size):
         resized = resize_map(scores, size, cv2.INTER_LINEAR)
 
         def threshold_rows(start: int, stop: int) -> None:
@@ -113,7 +117,8 @@ def argmax_resized(
     channels = scores.shape[2]
     full_bytes = height * width * channels * 4
     kernels = compiled_kernels()
-    if kernels is None or scores.shape[:2] == size:
+    source = (scores.shape[0], scores.shape[1])
+    if kernels is None or source == size or opencv_takes_area_path(source, size):
         return _argmax_of_full_resize(scores, size).astype(dtype)
     taps = _row_taps(scores.shape[0], height)
     labels = np.empty(size, dtype)
@@ -124,6 +129,13 @@ def argmax_resized(
 
     run_in_bands(blend_rows, height, full_bytes, BANDED_ARGMAX_MIN_BYTES)
     return labels
+
+
+def opencv_takes_area_path(source: tuple[int, int], size: tuple[int, int]) -> bool:
+    """Whether ``cv2.resize`` runs INTER_LINEAR as its INTER_AREA shortcut: a map exactly twice the
+    output's size in both directions (the four pixels summed, then times 0.25, which rounds unlike
+    the bilinear blend)."""
+    return source == (2 * size[0], 2 * size[1])
 
 
 def _blend_saves_work(source: tuple[int, int], size: tuple[int, int]) -> bool:

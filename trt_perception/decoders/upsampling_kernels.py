@@ -11,12 +11,25 @@ and never stored, so no full-size float map is written and read back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numba
 import numpy as np
 import numpy.typing as npt
 
 
-@numba.njit(nogil=True, cache=True)
+def _compiled(function: Callable[..., None]) -> Callable[..., None]:
+    """``function`` compiled by numba (releasing the GIL), its machine code cached on disk where
+    numba finds a writable place: next to this file or in the user's cache folder. A read-only
+    install run by a user without a writable home has neither; numba then refuses to cache, and
+    the loop is compiled anew in each process instead."""
+    try:
+        return numba.njit(nogil=True, cache=True)(function)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True)(function)
+
+
+@_compiled
 def threshold_rows(
     horizontal: npt.NDArray[np.float32],
     first: int,
@@ -41,7 +54,7 @@ def threshold_rows(
             out[x] = upper[x] * weight0 + lower[x] * weight1 > cut
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled
 def argmax_rows(
     horizontal: npt.NDArray[np.float32],
     first: int,
