@@ -35,11 +35,11 @@ MAX_RESIZE_CHANNELS = 128
 # take part (on the 2-core development VM two bands were slower). The compiled blend makes each
 # band's horizontal pass in that band, so two bands pay: on the VM 0.23-0.33 against 0.31 ms in
 # one piece at 1080p (the full resize 0.47); on the H200 host's 16 cores (low single-core memory
-# bandwidth) four bands took 0.39-0.44 ms at 1080p against 0.51-0.58 in one piece and 0.52-0.60
-# for the full resize, and at 640x480 (below the byte threshold) the blend took 0.20 ms, OpenCV's
-# resize on its 16 threads 0.16. An argmax computes per channel: on the H200 host four bands
-# were 2-3x faster than one piece (19 classes to 1080p: 18-19 against 45-51 ms; the full resize
-# took 148-151 ms).
+# bandwidth) four bands took 0.47-0.48 ms at 1080p against 0.61 in one piece and 0.52-0.57 for
+# the full resize, and at 640x480 (below the byte threshold) the blend took 0.20-0.26 ms, OpenCV's
+# resize on its 16 threads 0.16-0.18. An argmax computes per channel: on the H200 host four bands
+# were about 3x faster than one piece (19 classes to 1080p: 19 against 56-64 ms; the full resize
+# took 138-177 ms).
 BANDED_THRESHOLD_MIN_BYTES = 4 << 20
 THRESHOLD_MIN_BANDS = 3
 BLEND_MIN_BANDS = 2
