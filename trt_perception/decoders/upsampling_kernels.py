@@ -12,13 +12,14 @@ and never stored, so no full-size float map is written and read back.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numba
 import numpy as np
 import numpy.typing as npt
 
 
-def _compiled(function: Callable[..., None]) -> Callable[..., None]:
+def _compiled(function: Callable[..., Any]) -> Callable[..., Any]:
     """``function`` compiled by numba (releasing the GIL), its machine code cached on disk where
     numba finds a writable place: next to this file or in the user's cache folder. A read-only
     install run by a user without a writable home has neither; numba then refuses to cache, and
@@ -27,6 +28,20 @@ def _compiled(function: Callable[..., None]) -> Callable[..., None]:
         return numba.njit(nogil=True, cache=True)(function)
     except RuntimeError:  # "cannot cache function ...: no locator available"
         return numba.njit(nogil=True)(function)
+
+
+@_compiled
+def _rows_to_blend(
+    horizontal: npt.NDArray[np.float32],
+    first: int,
+    rows0: npt.NDArray[np.int32],
+    rows1: npt.NDArray[np.int32],
+    weights0: npt.NDArray[np.float32],
+    weights1: npt.NDArray[np.float32],
+    y: int,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], np.float32, np.float32]:
+    """The two horizontal-pass rows output row ``y`` blends and their weights."""
+    return horizontal[rows0[y] - first], horizontal[rows1[y] - first], weights0[y], weights1[y]
 
 
 @_compiled
@@ -43,14 +58,10 @@ def threshold_rows(
     stop: int,
 ) -> None:
     """``labels[y] = blend(y) > cut`` for output rows ``start..stop`` of an ``HxW`` map."""
-    width = labels.shape[1]
     for y in range(start, stop):
-        upper = horizontal[rows0[y] - first]
-        lower = horizontal[rows1[y] - first]
-        weight0 = weights0[y]
-        weight1 = weights1[y]
+        upper, lower, weight0, weight1 = _rows_to_blend(horizontal, first, rows0, rows1, weights0, weights1, y)
         out = labels[y]
-        for x in range(width):
+        for x in range(labels.shape[1]):
             out[x] = upper[x] * weight0 + lower[x] * weight1 > cut
 
 
@@ -68,15 +79,11 @@ def argmax_rows(
 ) -> None:
     """``labels[y, x]`` = the first channel with the largest ``blend(y)[x, c]``, for output rows
     ``start..stop`` of an ``HxWxC`` map."""
-    width = labels.shape[1]
     channels = horizontal.shape[2]
     for y in range(start, stop):
-        upper = horizontal[rows0[y] - first]
-        lower = horizontal[rows1[y] - first]
-        weight0 = weights0[y]
-        weight1 = weights1[y]
+        upper, lower, weight0, weight1 = _rows_to_blend(horizontal, first, rows0, rows1, weights0, weights1, y)
         out = labels[y]
-        for x in range(width):
+        for x in range(labels.shape[1]):
             best = upper[x, 0] * weight0 + lower[x, 0] * weight1
             index = 0
             for channel in range(1, channels):
