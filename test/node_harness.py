@@ -205,12 +205,25 @@ class RosClient:
         return recorder
 
     def wait_for_subscribers(self, publisher: Any, count: int = 1, timeout: float = 20.0) -> None:
-        """Wait until ``publisher`` has matched ``count`` subscriptions."""
+        """Wait until ``publisher`` has matched ``count`` subscriptions; for a reliable publisher, also
+        until every subscription of its topic is reliable. A node with ``input_reliability: auto``
+        subscribes best effort first and re-subscribes reliable within a second of seeing a reliable
+        publisher; a frame published during that switch can be lost."""
         deadline = time.monotonic() + timeout
-        while publisher.get_subscription_count() < count:
+        reliable = publisher.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        while publisher.get_subscription_count() < count or (reliable and not self._all_reliable(publisher.topic_name)):
             if time.monotonic() > deadline:
-                raise AssertionError(f"{publisher.topic_name}: no subscriber after {timeout} s")
+                raise AssertionError(
+                    f"{publisher.topic_name}: not {count} reliable subscriber(s) after {timeout} s: "
+                    f"{[info.qos_profile.reliability.name for info in self.node.get_subscriptions_info_by_topic(publisher.topic_name)]}"
+                )
             time.sleep(0.05)
+
+    def _all_reliable(self, topic: str) -> bool:
+        subscriptions = self.node.get_subscriptions_info_by_topic(topic)
+        return bool(subscriptions) and all(
+            info.qos_profile.reliability == ReliabilityPolicy.RELIABLE for info in subscriptions
+        )
 
     def wait_for_publishers(self, topic: str, timeout: float = 20.0) -> None:
         """Wait until somebody publishes ``topic``."""

@@ -135,14 +135,11 @@ def test_each_camera_gets_its_own_results_with_its_header(
     for key in ("frames_received", "frames_processed", "frames_dropped"):
         assert int(total[key]) == sum(int(statuses[camera.name][key]) for camera in test_cameras)
     # fair under load: the fast camera cannot starve the slow ones; a slow camera loses a frame only
-    # when the node stalls for a whole period of it, which costs the fast camera more frames
-    fast_drops = drop_fraction(statuses["front"])
+    # when the node stalls for a whole period of it, which costs the fast camera more frames. Counts,
+    # not fractions: a 100 ms stall costs rear 1 frame of 25 (4 %) and front 5 of 150 (3.3 %).
+    fast_drops = int(statuses["front"]["frames_dropped"])
     for camera in ("rear", "left"):
-        assert drop_fraction(statuses[camera]) <= fast_drops, statuses
-
-
-def drop_fraction(values: dict[str, str]) -> float:
-    return int(values["frames_dropped"]) / int(values["frames_received"])
+        assert int(statuses[camera]["frames_dropped"]) <= fast_drops, statuses
 
 
 def per_camera_diagnostics(recorder: TopicRecorder) -> dict[str, dict[str, str]]:
