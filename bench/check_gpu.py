@@ -132,6 +132,7 @@ def random_geometries(rng: np.random.Generator) -> list[ResizeGeometry]:
         ResizeGeometry.letterbox((1080, 1920), (512, 512), "centered"),
         ResizeGeometry.letterbox((720, 1280), (736, 1312), "top_left"),
         ResizeGeometry.stretch((1080, 1920), (512, 1024)),
+        ResizeGeometry.stretch((240, 318), (480, 636)),  # maps twice the source's size: OpenCV's area shortcut
     ]
 
 

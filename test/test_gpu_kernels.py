@@ -88,6 +88,52 @@ def test_segmentation_decoders_match_cpu(cupy, config: dict, channels: int | Non
         assert np.array_equal(actual, expected), f"{np.count_nonzero(actual != expected)} labels differ"
 
 
+@pytest.mark.parametrize(
+    ("config", "channels", "out_w"),
+    [({"type": "binary", "threshold": 0.5, "upsample": "before_threshold"}, None, 250),  # SIMD tail: in sequence
+     ({"type": "logits", "layout": "NCHW", "upsample": "before_argmax"}, 3, 96),  # OpenCV's scalar loop
+     ({"type": "logits", "layout": "NHWC", "upsample": "before_argmax"}, 19, 97),
+     ({"type": "logits", "layout": "NCHW", "upsample": "before_argmax"}, 4, 98),  # SIMD: in pairs, as blended
+     ({"type": "logits", "layout": "NHWC", "upsample": "before_argmax"}, 132, 33)],  # groups of 128 and 4
+)
+def test_maps_twice_the_output_size_follow_opencvs_area_shortcut(cupy, config: dict, channels: int | None, out_w: int) -> None:
+    """cv2.resize runs a map exactly twice the output's size as its area shortcut, whose sums in
+    sequence round unlike the blend. Near-tie cells: in one channel 2, 2**-23, 2**-23, 2**-23 sum to
+    2 + 2**-22 in pairs but to 2 in sequence (0.5 + 2**-24 or 0.5 after the 0.25), against a cut
+    of 0.5 or a rival channel of four 0.5s."""
+    from test_gpu_index_math import linear_float_twin
+    from trt_perception.gpu.segmentation import GpuSegmentationDecoder
+
+    out_h = 40
+    rng = np.random.default_rng(out_w)
+    planes = channels or 1
+    scores = rng.standard_normal((2 * out_h, 2 * out_w, planes)).astype(np.float32) - 3.0
+    cells = rng.random((out_h, out_w)) < 0.3
+    rows, cols = np.nonzero(cells)
+    tiny = np.float32(2.0**-23)
+    near_tie = np.array([[2.0, tiny], [tiny, tiny]], np.float32)
+    # the channel whose sum order decides: the second, or in every other cell the last (another
+    # cv2.resize call's channel group when there are more than 128)
+    rising = np.where(np.arange(len(rows)) % 2 == 0, min(1, planes - 1), planes - 1)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            scores[2 * rows + dy, 2 * cols + dx, rising] = near_tie[dy, dx]
+            if planes > 1:
+                scores[2 * rows + dy, 2 * cols + dx, 0] = 0.5
+    tensor = scores.transpose(2, 0, 1)[None].copy() if config.get("layout") == "NCHW" else scores[None]
+    geometry = ResizeGeometry.stretch((out_h, out_w), (2 * out_h, 2 * out_w))
+    decoder = create_decoder("segmentation", config, channels)
+    expected = decoder.decode({"out": tensor}, geometry, True)
+    actual = cupy.asnumpy(GpuSegmentationDecoder(decoder).decode({"out": cupy.asarray(tensor)}, geometry, True))
+    assert np.array_equal(actual, expected), f"{np.count_nonzero(actual != expected)} labels differ"
+    blended = linear_float_twin(scores, out_h, out_w)
+    blended_labels = (blended[:, :, 0] > 0.5) if planes == 1 else np.argmax(blended, axis=2)
+    if channels == 4:  # OpenCV's SIMD loop sums in pairs: the blend's bits
+        assert np.array_equal(blended_labels, expected)
+    else:
+        assert not np.array_equal(blended_labels, expected)
+
+
 def test_nonfinite_scores_are_rejected(cupy) -> None:
     from trt_perception.errors import InferenceError
     from trt_perception.gpu.segmentation import GpuSegmentationDecoder

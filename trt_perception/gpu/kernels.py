@@ -205,14 +205,25 @@ __device__ __forceinline__ float bilinear(const SCORE_T* s, long long o00, long 
     return __fadd_rn(__fmul_rn(h0, b0), __fmul_rn(h1, b1));
 }
 
+// One channel's upsampled score: the bilinear blend, or, where OpenCV's 2x area shortcut sums the
+// four source values in sequence (``in_sequence``), that sum times 0.25.
+__device__ __forceinline__ float upsampled_score(const SCORE_T* s, long long o00, long long o01, long long o10, long long o11,
+                                                 float a0, float a1, float b0, float b1, bool in_sequence)
+{
+    if (in_sequence) return __fmul_rn(__fadd_rn(__fadd_rn(__fadd_rn(LOAD(s + o00), LOAD(s + o01)), LOAD(s + o10)), LOAD(s + o11)), 0.25f);
+    return bilinear(s, o00, o01, o10, o11, a0, a1, b0, b1);
+}
+
 // Label of output pixel (x, y) from the bilinearly upsampled score map window at (row0, col0): the
-// same decision as decide_labels, on scores that never reach memory.
+// same decision as decide_labels, on scores that never reach memory. area_sequence (null unless the
+// window is exactly twice the output's size): per channel and output column (row c, out_w columns),
+// 1 where OpenCV's area shortcut sums in sequence (resize_tables.area_shortcut_sums_in_sequence).
 __device__ __forceinline__ LABEL_T upsampled_label(
     const SCORE_T* __restrict__ scores, int channels, int height, int width, int channels_last,
     int row0, int col0, int x, int y,
     const int* __restrict__ x0, const int* __restrict__ x1, const float* __restrict__ a0, const float* __restrict__ a1,
     const int* __restrict__ y0, const int* __restrict__ y1, const float* __restrict__ b0, const float* __restrict__ b1,
-    float threshold)
+    const unsigned char* __restrict__ area_sequence, int out_w, float threshold)
 {
     const long long plane = (long long)height * width;
     const long long cstride = channels_last ? 1 : plane;
@@ -221,13 +232,17 @@ __device__ __forceinline__ LABEL_T upsampled_label(
     const long long c0 = col0 + x0[x], c1 = col0 + x1[x];
     const long long o00 = (r0 + c0) * pix, o01 = (r0 + c1) * pix, o10 = (r1 + c0) * pix, o11 = (r1 + c1) * pix;
     const float wa0 = a0[x], wa1 = a1[x], wb0 = b0[y], wb1 = b1[y];
-    if (channels == 1) return bilinear(scores, o00, o01, o10, o11, wa0, wa1, wb0, wb1) > threshold ? 1 : 0;
-    float best = bilinear(scores, o00, o01, o10, o11, wa0, wa1, wb0, wb1);
+    const unsigned char* sequence = area_sequence != nullptr ? area_sequence + x : nullptr;
+#define IN_SEQUENCE(c) (sequence != nullptr && sequence[(long long)(c) * out_w] != 0)
+    const float first = upsampled_score(scores, o00, o01, o10, o11, wa0, wa1, wb0, wb1, IN_SEQUENCE(0));
+    if (channels == 1) return first > threshold ? 1 : 0;
+    float best = first;
     int best_index = 0;
     for (int c = 1; c < channels; ++c) {
-        const float v = bilinear(scores + c * cstride, o00, o01, o10, o11, wa0, wa1, wb0, wb1);
+        const float v = upsampled_score(scores + c * cstride, o00, o01, o10, o11, wa0, wa1, wb0, wb1, IN_SEQUENCE(c));
         if (v > best) { best = v; best_index = c; }
     }
+#undef IN_SEQUENCE
     return (LABEL_T)best_index;
 }
 
@@ -284,6 +299,7 @@ extern "C" __global__ void decode_publish(
     int channels_last, int row0, int col0,
     const int* __restrict__ x0, const int* __restrict__ x1, const float* __restrict__ a0, const float* __restrict__ a1,
     const int* __restrict__ y0, const int* __restrict__ y1, const float* __restrict__ b0, const float* __restrict__ b1,
+    const unsigned char* __restrict__ area_sequence,
     int out_h, int out_w, float threshold, const unsigned char* __restrict__ palette,
     const unsigned char* __restrict__ image, long long step, int image_channels, int r, int g, int b,
     float keep, float mix,
@@ -294,7 +310,8 @@ extern "C" __global__ void decode_publish(
     if (x >= out_w || y >= out_h) return;
 #if UPSAMPLE
     const LABEL_T label = upsampled_label(
-        scores, channels, height, width, channels_last, row0, col0, x, y, x0, x1, a0, a1, y0, y1, b0, b1, threshold);
+        scores, channels, height, width, channels_last, row0, col0, x, y, x0, x1, a0, a1, y0, y1, b0, b1,
+        area_sequence, out_w, threshold);
 #else
     const long long q = (long long)(row0 + y0[y]) * width + col0 + x0[x];
     const LABEL_T label = label_map != nullptr

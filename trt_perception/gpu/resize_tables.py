@@ -9,6 +9,9 @@ of the GPU path is the math checked here on the CPU against ``cv2.resize``:
   which matters for the fixed-point weights.
 * For ``uint8`` images OpenCV uses 11-bit fixed-point weights (``fixed0/fixed1``) and the rounding
   of its SIMD path (the kernel's ``linear_u8``); floats use the float32 weights directly.
+* A float map exactly twice the output's size both ways is not blended: OpenCV runs such an
+  ``INTER_LINEAR`` resize as its ``INTER_AREA`` shortcut, the four source values summed and times
+  0.25 (:func:`area_shortcut_sums_in_sequence`).
 * Nearest-neighbour tables (``INTER_NEAREST``, and ``INTER_NEAREST_EXACT`` with pixel centres
   aligned, used for labels) are read off OpenCV itself (see :func:`nearest_indices`).
 """
@@ -20,6 +23,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import numpy.typing as npt
+
+from trt_perception.geometry import resize_map
 
 FIXED_POINT_ONE = 2048  # OpenCV's INTER_RESIZE_COEF_SCALE (11 fractional bits)
 
@@ -79,3 +84,27 @@ def nearest_indices(source_length: int, destination_length: int, exact: bool = F
     ramp = np.arange(source_length, dtype=np.float32)[None, :]  # exact integers up to 2**24
     flag = cv2.INTER_NEAREST_EXACT if exact else cv2.INTER_NEAREST
     return cv2.resize(ramp, (destination_length, 1), interpolation=flag)[0].astype(np.int32)
+
+
+def area_shortcut_sums_in_sequence(channels: int, width: int) -> npt.NDArray[np.bool_]:
+    """Per output column of OpenCV's 2x area shortcut (``resize_map`` of a float32 map of
+    ``channels`` channels, exactly twice ``width`` columns and twice as many rows as the output):
+    whether it sums the four source values in sequence, ``((s00 + s01) + s10) + s11``, or else in
+    pairs, ``(s00 + s01) + (s10 + s11)``, before multiplying by 0.25. Its SIMD loop sums in pairs,
+    which rounds exactly as the bilinear blend with weights 0.5 does; its scalar loop (the channel
+    counts the SIMD loop skips, and the columns past its last full vector) sums in sequence.
+
+    Read off OpenCV itself, since the vector width and the vectorized channel counts depend on its
+    build: in the probe the sums differ in every column (``1 + 2**-24`` rounds back to 1 at once in
+    sequence, while in pairs the two small values add up first)."""
+    small = np.float32(2.0**-24)
+    probe = np.full((2, 2 * width, channels), small, np.float32)
+    probe[0, 0::2] = 1.0
+    result = resize_map(probe[:, :, 0] if channels == 1 else probe, (1, width), cv2.INTER_LINEAR).reshape(width, channels)
+    sequence = result == np.float32(0.25)
+    pairs = result == np.float32(0.25) + np.float32(2.0**-25)
+    if not np.all(sequence | pairs) or not np.all(sequence == sequence[:, :1]):
+        raise RuntimeError(
+            f"cv2.resize's 2x area shortcut ({channels} channels, {width} columns) summed in an order this package does not know"
+        )
+    return sequence[:, 0]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from trt_perception.decoders.segmentation import (
     BinaryDecoder,
@@ -21,12 +22,13 @@ from trt_perception.decoders.segmentation import (
     label_dtype,
 )
 from trt_perception.decoders.tensors import require_rank, single_channel_map
+from trt_perception.decoders.upsampling import MAX_RESIZE_CHANNELS, opencv_takes_area_path
 from trt_perception.errors import InferenceError
 from trt_perception.geometry import ResizeGeometry
 from trt_perception.gpu._cupy import require_cupy
 from trt_perception.gpu.kernels import BLOCK_2D, grid_2d, postprocess_module
 from trt_perception.gpu.preprocess import SOURCE_CHANNELS
-from trt_perception.gpu.resize_tables import linear_taps, nearest_indices
+from trt_perception.gpu.resize_tables import area_shortcut_sums_in_sequence, linear_taps, nearest_indices
 from trt_perception.preprocess import CHANNELS_PER_ORDER
 
 
@@ -44,6 +46,9 @@ class DecodePlan:
     window_origin: tuple[int, int]  # (row0, col0) of the content window in the map
     output_size: tuple[int, int]
     tables: list[Any]  # x0, x1, a0, a1, y0, y1, b0, b1 (nearest plans use x0 and y0)
+    # upsampling a map exactly twice the output's size: per channel and output column, 1 where OpenCV's
+    # area shortcut sums in sequence (``area_sequence_table``); else None
+    area_sequence: Any = None
 
 # Up to this many channels the fused kernel decides each output pixel from the scores itself; above,
 # the map is decided once at its own resolution (each output pixel would re-read all channels).
@@ -112,9 +117,10 @@ class GpuSegmentationDecoder:
             scores = scores.astype(np.float32)
         row0, col0, rows, cols, output_size = self._window_and_size((height, width), geometry, at_source)
         tables = self._linear_tables(rows, cols, output_size) if upsample else self._nearest_tables(rows, cols, output_size)
+        halved = upsample and opencv_takes_area_path((rows, cols), output_size)
         return DecodePlan(
             scores, channels, (height, width), channels_last, float(threshold), upsample, np.dtype(dtype),
-            (row0, col0), output_size, tables,
+            (row0, col0), output_size, tables, self._area_sequence(channels, output_size[1]) if halved else None,
         )
 
     def label_map(self, plan: DecodePlan) -> Any:
@@ -154,7 +160,8 @@ class GpuSegmentationDecoder:
         module.get_function("decode_publish")(
             grid_2d(out_h, out_w), BLOCK_2D,
             (plan.scores, label_map if label_map is not None else null, i32(plan.channels), i32(height), i32(width),
-             i32(plan.channels_last), i32(row0), i32(col0), *plan.tables, i32(out_h), i32(out_w),
+             i32(plan.channels_last), i32(row0), i32(col0), *plan.tables,
+             plan.area_sequence if plan.area_sequence is not None else null, i32(out_h), i32(out_w),
              f32(plan.threshold), palette if palette is not None else null,
              source if source is not None else null, np.int64(step), i32(CHANNELS_PER_ORDER[order]),
              i32(red), i32(green), i32(blue), f32(1.0 - alpha), f32(alpha),
@@ -229,3 +236,21 @@ class GpuSegmentationDecoder:
                 self.cupy.asarray(t) for t in (x.index0, x.index1, x.weight0, x.weight1, y.index0, y.index1, y.weight0, y.weight1)
             ]
         return self._tables[key]
+
+    def _area_sequence(self, channels: int, out_w: int) -> Any:
+        """``DecodePlan.area_sequence`` on the device (made once per size)."""
+        key = ("area", channels, out_w)
+        if key not in self._tables:
+            self._tables[key] = [self.cupy.asarray(area_sequence_table(channels, out_w))]
+        return self._tables[key][0]
+
+
+def area_sequence_table(channels: int, out_w: int) -> npt.NDArray[np.uint8]:
+    """``channels x out_w`` (C order, as the kernel reads it): 1 where OpenCV's 2x area shortcut sums
+    a channel's four scores in sequence at that output column, for the channel groups the CPU
+    decoders resize together (``MAX_RESIZE_CHANNELS`` per ``cv2.resize`` call)."""
+    table = np.empty((channels, out_w), np.uint8)
+    for start in range(0, channels, MAX_RESIZE_CHANNELS):
+        group = min(MAX_RESIZE_CHANNELS, channels - start)
+        table[start : start + group] = area_shortcut_sums_in_sequence(group, out_w)
+    return table
