@@ -128,6 +128,61 @@ def test_argmax_of_near_ties_halved_follows_opencvs_area_shortcut(path: str) -> 
     np.testing.assert_array_equal(argmax_resized(scores, (32, 32), np.uint8), expected)
 
 
+def smooth_map(source: tuple[int, int]) -> npt.NDArray[np.float32]:
+    """A probability map with a round foreground and large uniform areas, like a selfie model's."""
+    rows, columns = np.mgrid[: source[0], : source[1]]
+    distance = np.hypot(rows - source[0] / 2, columns - source[1] / 3)
+    return (1 / (1 + np.exp((distance - source[0] / 4) / 6))).astype(np.float32)
+
+
+def test_smooth_maps_are_cut_cell_by_cell_to_opencvs_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled path fills the runs of output pixels whose four source scores all lie well on
+    one side of the cut, and blends the others: OpenCV's labels, at 0.5 with no row left to the
+    full blend (made to fail there), and at cuts on OpenCV's exact values and one float32 step below
+    (where flat areas beside such a cut may hand rows to the full blend)."""
+    if not NUMBA_INSTALLED or platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("needs numba on x86")
+    kernels = upsampling.compiled_kernels()
+
+    def no_full_blend(*_: object) -> None:
+        raise AssertionError("a smooth map fell back to the full blend")
+
+    rng = np.random.default_rng(12)
+    for source, size in [((256, 256), (1080, 1920)), ((64, 48), (480, 640)), ((100, 7), (1000, 3))]:
+        scores = smooth_map(source)
+        reference = opencv_resize(scores, size)
+        with monkeypatch.context() as patch:
+            patch.setattr(kernels, "threshold_rows", no_full_blend)
+            labels = threshold_resized(scores, size, 0.5)
+        assert 0.05 < labels.mean() < 0.95
+        np.testing.assert_array_equal(labels, (reference > np.float32(0.5)).astype(np.uint8))
+        for flat in rng.choice(reference.size, 20, replace=False):
+            y, x = divmod(int(flat), size[1])
+            value = reference[y, x]
+            assert threshold_resized(scores, size, float(value))[y, x] == 0
+            assert threshold_resized(scores, size, float(np.nextafter(value, np.float32(-np.inf))))[y, x] == 1
+
+
+def test_cells_within_rounding_of_the_cut_are_blended(path: str) -> None:
+    """Scores a few float32 steps around 7: at some pixels all four source scores lie above the cut
+    and OpenCV's blend still rounds to it or below (label 0), so a cell is filled only when its
+    scores clear the cut by more than the blend's rounding can move them."""
+    rng = np.random.default_rng(21)
+    scores = (np.float32(7.0) + rng.integers(-3, 4, (64, 64)).astype(np.float32) * np.spacing(np.float32(7.0))).astype(np.float32)
+    size = (362, 195)
+    reference = opencv_resize(scores, size)
+    # the four source scores around each output pixel (half-pixel centres), by hand
+    rows = np.clip(np.floor((np.arange(size[0]) + 0.5) * 64 / size[0] - 0.5), 0, 62).astype(int)
+    columns = np.clip(np.floor((np.arange(size[1]) + 0.5) * 64 / size[1] - 0.5), 0, 62).astype(int)
+    corners = [scores[rows + dy][:, columns + dx] for dy in (0, 1) for dx in (0, 1)]
+    rounded_below = 0
+    for cut in np.unique(reference):
+        labels = threshold_resized(scores, size, float(cut))
+        np.testing.assert_array_equal(labels, (reference > cut).astype(np.uint8))
+        rounded_below += np.count_nonzero(np.logical_and.reduce([corner > cut for corner in corners]) & (reference <= cut))
+    assert rounded_below > 0  # the map has such pixels: a fill by the corners alone would fail here
+
+
 def test_threshold_of_mediapipes_selfie_map_equals_its_upsample(path: str) -> None:
     """MediaPipe's own 256x256 selfie probabilities and its 768x768 upsample (recorded from
     mediapipe 0.10.14 by scripts/record_references.py): the labels at 0.5 are the labels of
@@ -189,12 +244,13 @@ from trt_perception.decoders import upsampling_kernels as kernels
 from trt_perception.geometry import ResizeGeometry
 binary = create_decoder("segmentation", {"type": "binary", "upsample": "before_threshold"}, 2)
 logits = create_decoder("segmentation", {"type": "logits", "upsample": "before_argmax"}, 19)
-prepared = [len(kernels.threshold_rows.signatures), len(kernels.argmax_rows.signatures)]
+compiled = lambda: [len(kernel.signatures) for kernel in (kernels.threshold_rows, kernels.threshold_rows_by_cells, kernels.argmax_rows)]
+prepared = compiled()
 scores = np.random.default_rng(0).standard_normal((1, 19, 64, 64)).astype(np.float32)
 geometry = ResizeGeometry.stretch((480, 640), (64, 64))
 binary.decode({"mask": scores[:, :1]}, geometry, True)
 logits.decode({"logits": scores}, geometry, True)
-print(json.dumps([prepared, [len(kernels.threshold_rows.signatures), len(kernels.argmax_rows.signatures)]]))
+print(json.dumps([prepared, compiled()]))
 """
 
 
@@ -207,7 +263,7 @@ def test_decoders_compile_the_blend_when_built_not_at_the_first_frame(tmp_path: 
                             env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}, timeout=120)
     assert result.returncode == 0, result.stderr
     prepared, after_decoding = json.loads(result.stdout.strip().splitlines()[-1])
-    assert prepared == [1, 1]
+    assert prepared == [1, 1, 1]
     assert after_decoding == prepared
 
 

@@ -6,7 +6,11 @@ OpenCV resizes in two passes: a horizontal one over the source rows, then a vert
 of those rows per output row. With numba installed, OpenCV makes only the horizontal pass (a few
 source rows wide, so small) and a compiled loop blends and reduces each output row at once
 (``upsampling_kernels``): the full-size float map (8 MB per channel at 1080p) is never written
-and read back. Without numba the labels come from the full resize. The blend multiplies and adds
+and read back. A threshold upsampled to at least CELLS_MIN_ROWS_PER_SOURCE_ROW output rows per
+source row goes further: where the four source scores around a run of output pixels all clear the
+cut by more than the blend's rounding can move them (``cell_margin``), the run is filled without
+blending, and only the pixels beside the cut are blended (OpenCV's horizontal pass included).
+Without numba the labels come from the full resize. The blend multiplies and adds
 separately, as OpenCV's x86 code and the GPU kernels do; OpenCV's aarch64 code fuses that
 multiply-add, so on a Jetson the compiled labels may differ from its ``cv2.resize`` where a score
 lies within a float32 step of the cut (not measured: no ARM machine here).
@@ -44,6 +48,14 @@ BANDED_THRESHOLD_MIN_BYTES = 4 << 20
 THRESHOLD_MIN_BANDS = 3
 BLEND_MIN_BANDS = 2
 BANDED_ARGMAX_MIN_BYTES = 4 << 20
+# The cell loop (``upsampling_kernels.threshold_rows_by_cells``) pays per source row pair, so it serves
+# outputs with at least this many rows per source row. Measured on the dev VM with the selfie
+# model's 256x256 maps of the fixture photos, one core: 1080p 0.08-0.22 ms against 0.22-0.37 ms for
+# the blend, 720p (2.8 rows per source row) 0.07-0.13 against 0.135, 640x480 (1.9) 0.063-0.089
+# against 0.062. It hands the rest of its rows to the blend once more than CELLS_MAX_BLENDED_SHARE of
+# the pixels needed blending (noise-like maps: 3.9 ms at 1080p where the blend takes 0.23).
+CELLS_MIN_ROWS_PER_SOURCE_ROW = 2.5
+CELLS_MAX_BLENDED_SHARE = 0.05
 # The most scratch memory one thread keeps for horizontal passes (about 2 MB for the selfie map at
 # 1080p; larger passes get a fresh array per call).
 SCRATCH_MAX_BYTES = 16 << 20
@@ -72,7 +84,8 @@ def prepare(label_type: type[np.unsignedinteger] | None = None) -> None:
         return
     ramp = np.arange(4, dtype=np.float32).reshape(2, 2)
     if label_type is None:
-        threshold_resized(ramp, (3, 2), 1.5)
+        threshold_resized(ramp, (3, 2), 1.5)  # the blend
+        threshold_resized(ramp, (6, 2), 1.5)  # the cell loop
     else:
         argmax_resized(np.stack([ramp, ramp[::-1]], axis=2), (3, 2), label_type)
 
@@ -99,8 +112,21 @@ def threshold_resized(scores: npt.NDArray[np.float32], size: tuple[int, int], cu
         return labels.view(np.uint8)
     taps = _row_taps(scores.shape[0], height)
     cut32 = np.float32(cut)
+    by_cells = height >= CELLS_MIN_ROWS_PER_SOURCE_ROW * scores.shape[0]
+    if by_cells:
+        cell_scores = np.ascontiguousarray(scores, np.float32)
+        columns, run_starts = _column_runs(scores.shape[1], width)
+        margin = cell_margin(cell_scores, cut32)
 
     def blend_rows(start: int, stop: int) -> None:
+        if by_cells:
+            start = kernels.threshold_rows_by_cells(
+                cell_scores, taps.index0, taps.index1, taps.weight0, taps.weight1, columns.index0, columns.index1,
+                columns.weight0, columns.weight1, run_starts, cut32, margin, CELLS_MAX_BLENDED_SHARE,
+                labels.view(np.uint8), start, stop,
+            )
+            if start == stop:
+                return
         first, horizontal = _horizontal_pass_for(scores, taps, width, start, stop)
         kernels.threshold_rows(horizontal, first, taps.index0, taps.index1, taps.weight0, taps.weight1, cut32, labels, start, stop)
 
@@ -180,6 +206,29 @@ def _scratch(shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
     if buffer is None or buffer.size < count:
         buffer = _thread_scratch.buffer = np.empty(count, np.float32)
     return buffer[:count].reshape(shape)
+
+
+def cell_margin(scores: npt.NDArray[np.float32], cut: np.float32) -> np.float32:
+    """How far beyond the cut the four scores of a cell must all lie for every blend between them to
+    fall on their side too. The float32 blend (two products and a sum across, then down; weights
+    summing to 1 within 2**-24) of scores no larger than M in magnitude is within 5.02 * 2**-24 * M of
+    their exact weighted mean, which lies between the four; the margin is 2**-20 of the largest
+    magnitude in the map or the cut (over three times that bound), plus 2**-100 for scores so small
+    that their products lose precision."""
+    low, high = cv2.minMaxLoc(scores)[:2]
+    return np.float32(max(-low, high, abs(float(cut))) * 2.0**-20 + 2.0**-100)
+
+
+@lru_cache(maxsize=32)
+def _column_runs(source_columns: int, output_columns: int) -> tuple[LinearTaps, npt.NDArray[np.int64]]:
+    """OpenCV's column taps and the first output column of each run of columns that sample the same
+    two source columns (read-only, shared)."""
+    taps = linear_taps(source_columns, output_columns, clamp_to_edge=True)
+    changes = np.flatnonzero((np.diff(taps.index0) != 0) | (np.diff(taps.index1) != 0)) + 1
+    run_starts = np.concatenate([[0], changes]).astype(np.int64)
+    for table in (taps.index0, taps.index1, taps.weight0, taps.weight1, run_starts):
+        table.flags.writeable = False
+    return taps, run_starts
 
 
 @lru_cache(maxsize=32)

@@ -92,3 +92,88 @@ def argmax_rows(
                     best = value
                     index = channel
             out[x] = index
+
+
+@_compiled
+def threshold_rows_by_cells(
+    scores: npt.NDArray[np.float32],
+    rows0: npt.NDArray[np.int32],
+    rows1: npt.NDArray[np.int32],
+    weights0: npt.NDArray[np.float32],
+    weights1: npt.NDArray[np.float32],
+    columns0: npt.NDArray[np.int32],
+    columns1: npt.NDArray[np.int32],
+    column_weights0: npt.NDArray[np.float32],
+    column_weights1: npt.NDArray[np.float32],
+    run_starts: npt.NDArray[np.int64],
+    cut: np.float32,
+    margin: np.float32,
+    max_blended_share: float,
+    labels: npt.NDArray[np.uint8],
+    start: int,
+    stop: int,
+) -> int:
+    """``labels[y] = (blend(y) > cut)`` (0/1) for output rows ``start..stop``, blending only where
+    the answer is in doubt. The output columns fall into runs that sample the same two source
+    columns (``run_starts``); with an output row's two source rows they make a cell of four
+    scores. Where all four lie more than ``margin`` above the cut (below it), every blend inside the
+    cell does too, so the run is filled with 1 (0); elsewhere each pixel is blended as OpenCV does,
+    horizontal pass included, in float32 without fused multiply-adds.
+
+    Returns the first row not written: ``stop``, or an earlier row once more than
+    ``max_blended_share`` of the pixels written so far needed the blend (a map without large
+    uniform areas, for which ``threshold_rows`` after OpenCV's horizontal pass is faster)."""
+    width = labels.shape[1]
+    runs = run_starts.shape[0]
+    both = np.empty(scores.shape[1], np.uint8)  # per source column: 1 both rows above, 2 both below
+    span_start = np.empty(runs + 1, np.int64)
+    span_class = np.empty(runs, np.uint8)  # 0: blend, 1: all above, 2: all below
+    spans = 0
+    high = cut + margin
+    low = cut - margin
+    previous0 = -1
+    previous1 = -1
+    blended = 0
+    for y in range(start, stop):
+        r0 = rows0[y]
+        r1 = rows1[y]
+        upper = scores[r0]
+        lower = scores[r1]
+        if r0 != previous0 or r1 != previous1:
+            if blended > max_blended_share * (y - start) * width + 4 * width:
+                return y
+            previous0 = r0
+            previous1 = r1
+            for column in range(both.shape[0]):
+                u = upper[column]
+                v = lower[column]
+                both[column] = np.uint8((u > high) & (v > high)) | (np.uint8((u < low) & (v < low)) << np.uint8(1))
+            spans = 0
+            current = np.uint8(255)
+            for run in range(runs):
+                first = run_starts[run]
+                kind = both[columns0[first]] & both[columns1[first]]
+                if kind != current or kind == 0:
+                    span_start[spans] = first
+                    span_class[spans] = kind
+                    spans += 1
+                    current = kind
+            span_start[spans] = width
+        weight0 = weights0[y]
+        weight1 = weights1[y]
+        out = labels[y]
+        for span in range(spans):
+            kind = span_class[span]
+            first = span_start[span]
+            last = span_start[span + 1]
+            if kind == 0:
+                blended += last - first
+                for x in range(first, last):
+                    c0 = columns0[x]
+                    c1 = columns1[x]
+                    h0 = upper[c0] * column_weights0[x] + upper[c1] * column_weights1[x]
+                    h1 = lower[c0] * column_weights0[x] + lower[c1] * column_weights1[x]
+                    out[x] = h0 * weight0 + h1 * weight1 > cut
+            else:
+                out[first:last] = kind & np.uint8(1)
+    return stop
