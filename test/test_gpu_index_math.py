@@ -79,32 +79,41 @@ def test_float_bilinear_twin_equals_opencv(source: tuple[int, int], target: tupl
 
 
 def area_shortcut_twin(scores: np.ndarray, sequence: np.ndarray) -> np.ndarray:
-    """What the fused upsample kernel computes for a map exactly twice the output's size: the
-    bilinear blend (weights 0.5), or where ``sequence`` says so the four values summed in order."""
-    height, width = scores.shape[0] // 2, scores.shape[1] // 2
+    """What the fused upsample kernel computes for a map exactly twice the output's size: the four
+    values summed in pairs, or where ``sequence`` says so in order, times 0.25."""
     f32 = np.float32
     s00, s01, s10, s11 = scores[0::2, 0::2], scores[0::2, 1::2], scores[1::2, 0::2], scores[1::2, 1::2]
-    in_sequence = (((s00 + s01) + s10) + s11) * f32(0.25)
-    return np.where(sequence[None, :, None], in_sequence, linear_float_twin(scores, height, width))
+    with np.errstate(over="ignore", invalid="ignore"):
+        in_sequence = ((s00 + s01) + s10) + s11
+        in_pairs = (s00 + s01) + (s10 + s11)
+        return np.where(sequence[None, :, None], in_sequence, in_pairs) * f32(0.25)
 
 
+MAGNITUDES = {
+    "mixed": lambda rng, shape: rng.standard_normal(shape) * rng.choice([1.0, 1e-7], shape),
+    "subnormal": lambda rng, shape: rng.integers(-3, 4, shape) * 2.0**-149,  # halving loses them
+    "near_overflow": lambda rng, shape: rng.choice([3.0e38, 3.2e38, -3.1e38, 1.0], shape),  # pair sums overflow
+}
+
+
+@pytest.mark.parametrize("magnitude", list(MAGNITUDES))
 @pytest.mark.parametrize("channels", [1, 2, 3, 4, 5, 19])
 @pytest.mark.parametrize("width", [1, 3, 7, 16, 33, 250])
-def test_area_shortcut_twin_equals_opencv(channels: int, width: int) -> None:
+def test_area_shortcut_twin_equals_opencv(channels: int, width: int, magnitude: str) -> None:
     """OpenCV resizes a map exactly twice the output's size with its area shortcut, whose sums round
     unlike the bilinear blend in some columns (which ones: read off OpenCV by the probe); the
-    kernel's twin must give OpenCV's bits on random maps anyway."""
+    kernel's twin must give OpenCV's bits on random maps anyway, subnormal and overflowing sums too."""
     rng = np.random.default_rng(channels * 1000 + width)
-    # large values with small ones beside them: sums in another order round differently
-    scores = (rng.standard_normal((2 * 9, 2 * width, channels)) * rng.choice([1.0, 1e-7], (2 * 9, 2 * width, channels))).astype(np.float32)
+    scores = MAGNITUDES[magnitude](rng, (2 * 9, 2 * width, channels)).astype(np.float32)
     sequence = area_shortcut_sums_in_sequence(channels, width)
     with opencv_without_ipp():
         expected = cv2.resize(scores if channels > 1 else scores[:, :, 0], (width, 9), interpolation=cv2.INTER_LINEAR)
     expected = expected.reshape(9, width, channels)
     np.testing.assert_array_equal(area_shortcut_twin(scores, sequence), expected)
-    if channels in (2, 3, 5, 19):  # OpenCV's scalar loop: every column in sequence, and the blend would differ
+    if channels in (2, 3, 5, 19):  # OpenCV's scalar loop: every column in sequence
         assert sequence.all()
-        assert not np.array_equal(linear_float_twin(scores, 9, width), expected)
+        if magnitude == "mixed":  # and the blend would differ
+            assert not np.array_equal(linear_float_twin(scores, 9, width), expected)
 
 
 def test_linear_taps_follow_half_pixel_centres() -> None:

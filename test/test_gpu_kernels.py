@@ -134,6 +134,24 @@ def test_maps_twice_the_output_size_follow_opencvs_area_shortcut(cupy, config: d
         assert not np.array_equal(blended_labels, expected)
 
 
+@pytest.mark.parametrize("channels", [4, 5])
+def test_halved_maps_whose_sums_overflow_follow_opencv(cupy, channels: int) -> None:
+    """OpenCV's area shortcut sums before it scales: two channels of about 3e38 both overflow to
+    infinity there (a tie: the first wins), where a blend would keep them apart."""
+    from trt_perception.gpu.segmentation import GpuSegmentationDecoder
+
+    rng = np.random.default_rng(channels)
+    scores = np.full((1, 32, 48, channels), -1.0, np.float32)
+    scores[0, :, :, 0] = rng.uniform(3.0e38, 3.1e38, (32, 48))
+    scores[0, :, :, 1] = rng.uniform(3.15e38, 3.3e38, (32, 48))
+    geometry = ResizeGeometry.stretch((16, 24), (32, 48))
+    decoder = create_decoder("segmentation", {"type": "logits", "layout": "NHWC", "upsample": "before_argmax"}, channels)
+    expected = decoder.decode({"out": scores}, geometry, True)
+    actual = cupy.asnumpy(GpuSegmentationDecoder(decoder).decode({"out": cupy.asarray(scores)}, geometry, True))
+    assert np.count_nonzero(expected == 0) > 0  # overflowed ties
+    np.testing.assert_array_equal(actual, expected)
+
+
 def test_nonfinite_scores_are_rejected(cupy) -> None:
     from trt_perception.errors import InferenceError
     from trt_perception.gpu.segmentation import GpuSegmentationDecoder

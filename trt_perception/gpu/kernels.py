@@ -205,13 +205,18 @@ __device__ __forceinline__ float bilinear(const SCORE_T* s, long long o00, long 
     return __fadd_rn(__fmul_rn(h0, b0), __fmul_rn(h1, b1));
 }
 
-// One channel's upsampled score: the bilinear blend, or, where OpenCV's 2x area shortcut sums the
-// four source values in sequence (``in_sequence``), that sum times 0.25.
+// One channel's upsampled score: the bilinear blend, or for a map exactly twice the output's size
+// (``area``: OpenCV's area shortcut) the four source values summed, in sequence where ``in_sequence``
+// and else in pairs, times 0.25 (the pairs' sum equals the blend except where halving a score makes
+// it subnormal or a sum overflows).
 __device__ __forceinline__ float upsampled_score(const SCORE_T* s, long long o00, long long o01, long long o10, long long o11,
-                                                 float a0, float a1, float b0, float b1, bool in_sequence)
+                                                 float a0, float a1, float b0, float b1, bool area, bool in_sequence)
 {
-    if (in_sequence) return __fmul_rn(__fadd_rn(__fadd_rn(__fadd_rn(LOAD(s + o00), LOAD(s + o01)), LOAD(s + o10)), LOAD(s + o11)), 0.25f);
-    return bilinear(s, o00, o01, o10, o11, a0, a1, b0, b1);
+    if (!area) return bilinear(s, o00, o01, o10, o11, a0, a1, b0, b1);
+    const float s00 = LOAD(s + o00), s01 = LOAD(s + o01), s10 = LOAD(s + o10), s11 = LOAD(s + o11);
+    const float sum = in_sequence ? __fadd_rn(__fadd_rn(__fadd_rn(s00, s01), s10), s11)
+                                  : __fadd_rn(__fadd_rn(s00, s01), __fadd_rn(s10, s11));
+    return __fmul_rn(sum, 0.25f);
 }
 
 // Label of output pixel (x, y) from the bilinearly upsampled score map window at (row0, col0): the
@@ -232,17 +237,17 @@ __device__ __forceinline__ LABEL_T upsampled_label(
     const long long c0 = col0 + x0[x], c1 = col0 + x1[x];
     const long long o00 = (r0 + c0) * pix, o01 = (r0 + c1) * pix, o10 = (r1 + c0) * pix, o11 = (r1 + c1) * pix;
     const float wa0 = a0[x], wa1 = a1[x], wb0 = b0[y], wb1 = b1[y];
-    const unsigned char* sequence = area_sequence != nullptr ? area_sequence + x : nullptr;
-#define IN_SEQUENCE(c) (sequence != nullptr && sequence[(long long)(c) * out_w] != 0)
-    const float first = upsampled_score(scores, o00, o01, o10, o11, wa0, wa1, wb0, wb1, IN_SEQUENCE(0));
+    const bool area = area_sequence != nullptr;
+    const unsigned char* sequence = area ? area_sequence + x : nullptr;  // row c: sequence[c * out_w]
+    const float first = upsampled_score(scores, o00, o01, o10, o11, wa0, wa1, wb0, wb1, area, area && sequence[0] != 0);
     if (channels == 1) return first > threshold ? 1 : 0;
     float best = first;
     int best_index = 0;
     for (int c = 1; c < channels; ++c) {
-        const float v = upsampled_score(scores + c * cstride, o00, o01, o10, o11, wa0, wa1, wb0, wb1, IN_SEQUENCE(c));
+        const float v = upsampled_score(scores + c * cstride, o00, o01, o10, o11, wa0, wa1, wb0, wb1, area,
+                                        area && sequence[(long long)c * out_w] != 0);
         if (v > best) { best = v; best_index = c; }
     }
-#undef IN_SEQUENCE
     return (LABEL_T)best_index;
 }
 

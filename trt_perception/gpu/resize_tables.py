@@ -90,20 +90,26 @@ def area_shortcut_sums_in_sequence(channels: int, width: int) -> npt.NDArray[np.
     """Per output column of OpenCV's 2x area shortcut (``resize_map`` of a float32 map of
     ``channels`` channels, exactly twice ``width`` columns and twice as many rows as the output):
     whether it sums the four source values in sequence, ``((s00 + s01) + s10) + s11``, or else in
-    pairs, ``(s00 + s01) + (s10 + s11)``, before multiplying by 0.25. Its SIMD loop sums in pairs,
-    which rounds exactly as the bilinear blend with weights 0.5 does; its scalar loop (the channel
-    counts the SIMD loop skips, and the columns past its last full vector) sums in sequence.
+    pairs, ``(s00 + s01) + (s10 + s11)``, before multiplying by 0.25. Its SIMD loop sums in pairs;
+    its scalar loop (the channel counts the SIMD loop skips, and the columns past its last full
+    vector) in sequence.
 
     Read off OpenCV itself, since the vector width and the vectorized channel counts depend on its
-    build: in the probe the sums differ in every column (``1 + 2**-24`` rounds back to 1 at once in
-    sequence, while in pairs the two small values add up first)."""
+    build, with three probes (t = 2**-24): (1, t, t, t) sums to 1 in sequence and to 1 + 2t in pairs;
+    (1, t, 0, t) and (1, -1, t, 0) would give 1 + 2t and 0 if OpenCV added the rows first, which no
+    build known to this package does (RuntimeError then, as for any other result)."""
     small = np.float32(2.0**-24)
-    probe = np.full((2, 2 * width, channels), small, np.float32)
-    probe[0, 0::2] = 1.0
-    result = resize_map(probe[:, :, 0] if channels == 1 else probe, (1, width), cv2.INTER_LINEAR).reshape(width, channels)
-    sequence = result == np.float32(0.25)
-    pairs = result == np.float32(0.25) + np.float32(2.0**-25)
-    if not np.all(sequence | pairs) or not np.all(sequence == sequence[:, :1]):
+    corners = np.array([[1, small, small, small], [1, small, 0, small], [1, -1, small, 0]], np.float32)
+    probe = np.empty((6, 2 * width, channels), np.float32)
+    for index, (s00, s01, s10, s11) in enumerate(corners):
+        probe[2 * index, 0::2], probe[2 * index, 1::2] = s00, s01
+        probe[2 * index + 1, 0::2], probe[2 * index + 1, 1::2] = s10, s11
+    result = resize_map(probe[:, :, 0] if channels == 1 else probe, (3, width), cv2.INTER_LINEAR).reshape(3, width, channels)
+    quarter = np.float32(0.25)
+    sequence = result[0] == quarter
+    pairs = result[0] == quarter + np.float32(2.0**-25)
+    across_first = (result[1] == quarter) & (result[2] == quarter * small)
+    if not np.all((sequence | pairs) & across_first) or not np.all(sequence == sequence[:, :1]):
         raise RuntimeError(
             f"cv2.resize's 2x area shortcut ({channels} channels, {width} columns) summed in an order this package does not know"
         )
