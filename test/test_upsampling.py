@@ -250,6 +250,10 @@ scores = np.random.default_rng(0).standard_normal((1, 19, 64, 64)).astype(np.flo
 geometry = ResizeGeometry.stretch((480, 640), (64, 64))
 binary.decode({"mask": scores[:, :1]}, geometry, True)
 logits.decode({"logits": scores}, geometry, True)
+scores.setflags(write=False)  # outputs a backend hands over read-only, and a width that stays
+for size in [(480, 640), (480, 64)]:
+    binary.decode({"mask": scores[:, :1]}, ResizeGeometry.stretch(size, (64, 64)), True)
+    logits.decode({"logits": scores}, ResizeGeometry.stretch(size, (64, 64)), True)
 print(json.dumps([prepared, compiled()]))
 """
 

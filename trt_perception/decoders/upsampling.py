@@ -114,7 +114,7 @@ def threshold_resized(scores: npt.NDArray[np.float32], size: tuple[int, int], cu
     cut32 = np.float32(cut)
     by_cells = height >= CELLS_MIN_ROWS_PER_SOURCE_ROW * scores.shape[0]
     if by_cells:
-        cell_scores = np.ascontiguousarray(scores, np.float32)
+        cell_scores = _kernel_input(scores)
         columns, run_starts = _column_runs(scores.shape[1], width)
         margin = cell_margin(cell_scores, cut32)
 
@@ -180,7 +180,7 @@ def _horizontal_pass_for(
     (glibc hands such blocks back to the OS when they are freed, unless the process tuned malloc
     as the nodes do: 1.0 against 0.29 ms per 1080p selfie frame on the dev VM)."""
     first, last = int(taps.index0[start]), int(taps.index1[stop - 1]) + 1
-    rows = np.ascontiguousarray(scores[first:last], np.float32)
+    rows = _kernel_input(scores[first:last])
     if rows.shape[1] == width:
         return first, rows
     size = (last - first, width)
@@ -191,6 +191,15 @@ def _horizontal_pass_for(
         for group in range(0, scores.shape[2], MAX_RESIZE_CHANNELS)
     ]
     return first, np.concatenate([group.reshape(*size, -1) for group in groups], axis=2)
+
+
+def _kernel_input(array: npt.NDArray) -> npt.NDArray[np.float32]:
+    """``array`` as the compiled loops were compiled for it: float32, C-contiguous and writable (a
+    read-only array would make numba compile another version at the first frame); copied only
+    when it is not so already."""
+    if array.dtype == np.float32 and array.flags.c_contiguous and array.flags.writeable:
+        return array
+    return np.array(array, np.float32, order="C")
 
 
 _thread_scratch = threading.local()
