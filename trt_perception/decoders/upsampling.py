@@ -187,10 +187,16 @@ def _horizontal_pass_for(
     if scores.ndim == 2 or scores.shape[2] <= MAX_RESIZE_CHANNELS:
         return first, resize_map(rows, size, cv2.INTER_LINEAR, out=_scratch((*size, *scores.shape[2:])))
     groups = [
-        resize_map(np.ascontiguousarray(rows[:, :, group : group + MAX_RESIZE_CHANNELS]), size, cv2.INTER_LINEAR)
-        for group in range(0, scores.shape[2], MAX_RESIZE_CHANNELS)
+        resize_map(np.ascontiguousarray(rows[:, :, group]), size, cv2.INTER_LINEAR)
+        for group in resize_channel_groups(scores.shape[2])
     ]
     return first, np.concatenate([group.reshape(*size, -1) for group in groups], axis=2)
+
+
+def resize_channel_groups(channels: int) -> list[slice]:
+    """The channels resized together, one ``cv2.resize`` call per group (OpenCV takes at most
+    MAX_RESIZE_CHANNELS at once; how it rounds can depend on a group's channel count)."""
+    return [slice(start, min(start + MAX_RESIZE_CHANNELS, channels)) for start in range(0, channels, MAX_RESIZE_CHANNELS)]
 
 
 def _kernel_input(array: npt.NDArray) -> npt.NDArray[np.float32]:
@@ -253,12 +259,12 @@ def _argmax_of_full_resize(scores: npt.NDArray[np.float32], size: tuple[int, int
     """Argmax over channels of the full bilinear resize of ``HxWxC`` scores, resized in channel groups."""
     labels = np.zeros(size, dtype=np.intp)
     best = np.full(size, -np.inf, dtype=np.float32)
-    for start in range(0, scores.shape[2], MAX_RESIZE_CHANNELS):
-        group = np.ascontiguousarray(scores[:, :, start : start + MAX_RESIZE_CHANNELS], dtype=np.float32)
+    for channels in resize_channel_groups(scores.shape[2]):
+        group = np.ascontiguousarray(scores[:, :, channels], dtype=np.float32)
         resized = resize_map(group, size, cv2.INTER_LINEAR).reshape(*size, -1)
         group_labels = np.argmax(resized, axis=2)
         group_best = np.take_along_axis(resized, group_labels[:, :, None], axis=2)[:, :, 0]
         better = group_best > best
-        labels[better] = group_labels[better] + start
+        labels[better] = group_labels[better] + channels.start
         best[better] = group_best[better]
     return labels

@@ -22,7 +22,7 @@ from trt_perception.decoders.segmentation import (
     label_dtype,
 )
 from trt_perception.decoders.tensors import require_rank, single_channel_map
-from trt_perception.decoders.upsampling import MAX_RESIZE_CHANNELS, opencv_takes_area_path
+from trt_perception.decoders.upsampling import opencv_takes_area_path, resize_channel_groups
 from trt_perception.errors import InferenceError
 from trt_perception.geometry import ResizeGeometry
 from trt_perception.gpu._cupy import require_cupy
@@ -248,9 +248,8 @@ class GpuSegmentationDecoder:
 def area_sequence_table(channels: int, out_w: int) -> npt.NDArray[np.uint8]:
     """``channels x out_w`` (C order, as the kernel reads it): 1 where OpenCV's 2x area shortcut sums
     a channel's four scores in sequence at that output column, for the channel groups the CPU
-    decoders resize together (``MAX_RESIZE_CHANNELS`` per ``cv2.resize`` call)."""
+    decoders resize together (``resize_channel_groups``)."""
     table = np.empty((channels, out_w), np.uint8)
-    for start in range(0, channels, MAX_RESIZE_CHANNELS):
-        group = min(MAX_RESIZE_CHANNELS, channels - start)
-        table[start : start + group] = area_shortcut_sums_in_sequence(group, out_w)
+    for group in resize_channel_groups(channels):
+        table[group] = area_shortcut_sums_in_sequence(group.stop - group.start, out_w)
     return table
