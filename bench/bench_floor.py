@@ -428,12 +428,12 @@ def detection_case(case: str, decoder: Any, outputs: dict, geometry: ResizeGeome
 def node_goals(rows: list[dict]) -> list[dict]:
     """Issue 14's node goal per frame size, from ``bench_transport_e2e.measure_e2e`` rows: the shipped
     node (raw intake) against the relay hop plus the model's inference, measured in the same run."""
-    from bench.bench_transport_e2e import NODE_LATENCY_GOAL, latency_goal_ratio
+    from bench.bench_transport_e2e import NODE_LATENCY_GOAL, SHIPPED_NODE, latency_goal_ratio
 
     relay = {row["frame"]: row["p50"] for row in rows if row["stages"] is None and row["p50"] is not None}
     goals = []
     for row in rows:
-        if "raw intake" not in row["variant"] or row["p50"] is None or row["frame"] not in relay:
+        if row["variant"] != SHIPPED_NODE or row["p50"] is None or row["frame"] not in relay:
             continue
         ratio = latency_goal_ratio(row, relay[row["frame"]])
         goals.append({"goal": f"node {row['frame']} over DDS: p50 <= {NODE_LATENCY_GOAL}x (relay hop p50 + inference)",

@@ -17,7 +17,9 @@ Part ``e2e``: this process is the camera (rgb8 frames published at 30 Hz (``--ra
 bytes, or jpeg q90 CompressedImage) and the sink (raw subscription to the results, stamps matched),
 with one node process between: the plain relay (bench/relay_node.py, the baseline hop: same bytes
 out), the segmentation node (bundled selfie_segmentation spec, ONNX Runtime CPU) with
-``raw_intake:=false`` (rclpy messages), with ``raw_intake:=true``, and with ``use_compressed:=true``.
+``raw_intake:=false`` (rclpy messages), with ``raw_intake:=true``, with ``raw_intake:=true`` as the node
+was before inline processing (``inline_processing:=false opencv_threads:=0``: every frame handed to the
+worker thread, OpenCV's own thread pool on), and with ``use_compressed:=true``.
 All four processes run from the start, each in its own namespace with its own camera topics, and
 take turns: per frame size 1 s of warm-up each, then ``ROUNDS`` windows each, one variant at a
 time, so that a slower or faster spell of the shared machine is spread over all of them.
@@ -339,11 +341,15 @@ def node_command(*parameters: str) -> list[str]:
 
 # Issue 14: end-to-end node latency <= this times (a plain relay hop + the model's own inference time).
 NODE_LATENCY_GOAL = 1.2
+# The variant issue 14's node goal is judged on: the node with its default settings (raw intake).
+SHIPPED_NODE = "node, raw intake (raw_intake:=true)"
 
 VARIANTS = [
     Variant("relay hop (baseline)", f"/{RELAY_NAME}/image", [sys.executable, str(RELAY), "--ros-args", "-r", f"__node:={RELAY_NAME}"]),
     Variant("node, rclpy intake (raw_intake:=false)", f"/{NODE_NAME}/labels", node_command("raw_intake:=false")),
-    Variant("node, raw intake (raw_intake:=true)", f"/{NODE_NAME}/labels", node_command("raw_intake:=true")),
+    Variant(SHIPPED_NODE, f"/{NODE_NAME}/labels", node_command("raw_intake:=true")),
+    Variant("node, raw intake, worker hand-off and OpenCV's thread pool (inline_processing:=false opencv_threads:=0)",
+            f"/{NODE_NAME}/labels", node_command("raw_intake:=true", "inline_processing:=false", "opencv_threads:=0")),
     Variant("node, jpeg q90 input (use_compressed:=true)", f"/{NODE_NAME}/labels", node_command("use_compressed:=true"), compressed=True),
 ]
 

@@ -238,6 +238,154 @@ def ros() -> Iterator[None]:
         rclpy.shutdown()
 
 
+class TimedPipeline(StandInPipeline):
+    """Records the thread each frame ran on; a frame of value ``slow_value`` takes ``slow_seconds``,
+    one of value ``held_value`` waits until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: dict[int, int] = {}
+        self.slow_value, self.slow_seconds = -1, 0.0
+        self.held_value, self.release, self.holding = -1, threading.Event(), threading.Event()
+
+    def run_batch(self, images: Sequence[tuple[np.ndarray, str]]) -> list[Any]:
+        for pixels, _ in images:
+            value = int(pixels[0, 0, 0])
+            self.threads[value] = threading.get_ident()
+            if value == self.slow_value:
+                time.sleep(self.slow_seconds)
+            if value == self.held_value:
+                self.holding.set()
+                assert self.release.wait(10.0)
+        return super().run_batch(images)
+
+
+@pytest.fixture
+def inline_node() -> Iterator[StandInNode]:
+    """A one-camera stand-in node with ``inline_processing`` on and its worker running."""
+    node = StandInNode([""])
+    node.pipeline = TimedPipeline()
+    node._settings = {**node._settings, "inline_processing": True}
+    node.get_name = lambda: "stand_in"  # type: ignore[method-assign]
+    node._start_worker()
+    yield node
+    node.pipeline.release.set()
+    assert node.stop(5.0)
+
+
+def receive(node: StandInNode, value: int, size: int = 921_654, received_ns: int | None = None) -> None:
+    """A frame of ``value`` as the subscription callback hands it over (message bytes, DDS reception time)."""
+    camera, frame = frame_of(node._cameras[0], value)
+    node._receive(camera, frame, size, time.time_ns() if received_ns is None else received_ns)
+
+
+def wait_published(node: StandInNode, count: int) -> None:
+    deadline = time.monotonic() + 5.0
+    while len(node.published) < count:
+        assert time.monotonic() < deadline, node.published
+        time.sleep(0.001)
+
+
+def test_a_quick_frame_that_finds_the_node_idle_is_processed_in_the_callback(inline_node: StandInNode) -> None:
+    node, caller = inline_node, threading.get_ident()
+    receive(node, 10)  # nothing known of this size yet: the worker
+    wait_published(node, 1)
+    receive(node, 11)  # same size, the last one was quick, the node idle: here, before returning
+    assert node.published == [("", 10), ("", 11)]
+    assert node.pipeline.threads[10] != caller and node.pipeline.threads[11] == caller
+    receive(node, 12, size=1000)  # another size (another resolution or encoding): the worker again
+    wait_published(node, 3)
+    assert node.pipeline.threads[12] != caller
+    assert node._stats.processed == 3 and node._stats.dropped == 0
+
+
+def test_frames_that_waited_while_one_was_processed_go_to_the_worker_newest_only(inline_node: StandInNode) -> None:
+    node, caller = inline_node, threading.get_ident()
+    receive(node, 10)
+    wait_published(node, 1)
+    node.pipeline.held_value = 20
+    receive(node, 20, received_ns=node._idle_since_ns - 1)  # received before the node became idle
+    assert node.pipeline.holding.wait(5.0)  # the worker is inside it
+    idle_before = node._idle_since_ns
+    for value in (21, 22, 23):  # arrive while the worker is busy: wait in the slot, newest wins
+        receive(node, value)
+    assert node.published == [("", 10)]
+    node.pipeline.release.set()
+    wait_published(node, 3)
+    assert node.published == [("", 10), ("", 20), ("", 23)]  # in order, 21 and 22 replaced
+    assert node._stats.dropped == 2 and node._idle_since_ns > idle_before
+    assert caller not in (node.pipeline.threads[20], node.pipeline.threads[23])
+
+
+def test_a_slow_frame_sends_the_next_one_to_the_worker(inline_node: StandInNode) -> None:
+    node, caller = inline_node, threading.get_ident()
+    receive(node, 10)
+    wait_published(node, 1)
+    node.pipeline.slow_value, node.pipeline.slow_seconds = 11, perception_node.INLINE_MAX_SECONDS + 0.02
+    receive(node, 11)  # quick so far: here, and slow
+    assert node.pipeline.threads[11] == caller
+    receive(node, 12)  # after a slow frame a stop signal could wait as long: the worker
+    wait_published(node, 3)
+    assert node.pipeline.threads[12] != caller
+    receive(node, 13)  # 12 was quick again
+    assert node.pipeline.threads[13] == caller
+
+
+@pytest.mark.parametrize("setting", ["compressed", "inline_processing false", "two cameras"])
+def test_frames_go_to_the_worker_without_inline_processing(setting: str) -> None:
+    node = StandInNode(["front", "rear"] if setting == "two cameras" else [""])
+    node._settings = {**node._settings, "inline_processing": setting != "inline_processing false"}
+    node.get_name = lambda: "stand_in"  # type: ignore[method-assign]
+    node._start_worker()
+    try:
+        caller, size = threading.get_ident(), -1 if setting == "compressed" else 100
+        seen: list[int] = []
+        run_batch = node.pipeline.run_batch
+
+        def recording(images: Sequence[tuple[np.ndarray, str]]) -> list[Any]:
+            seen.append(threading.get_ident())
+            return run_batch(images)
+
+        node.pipeline.run_batch = recording  # type: ignore[method-assign]
+        for count, value in enumerate((10, 11, 12), start=1):
+            camera, frame = frame_of(node._cameras[0], value)
+            node._receive(camera, frame, size, time.time_ns())
+            wait_published(node, count)
+        assert caller not in seen and len(seen) == 3
+    finally:
+        assert node.stop(5.0)
+
+
+def test_dds_reception_times_are_on_the_clock_the_node_compares_them_with(ros_context: Any) -> None:
+    # inline_processing compares a message's reception time (Fast DDS, via rclpy's MessageInfo) with
+    # time.time_ns() taken when the node went idle: both must be the system clock
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import Image
+
+    node = rclpy.create_node("reception_clock", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    try:
+        times: list[tuple[int, int]] = []
+        publisher = node.create_publisher(Image, "/reception_clock/image", 10)
+        node.create_subscription(
+            Image, "/reception_clock/image", lambda _, info: times.append((info["received_timestamp"], time.time_ns())),
+            10, raw=True,
+        )
+        deadline = time.monotonic() + 10.0
+        while publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        sent = time.time_ns()
+        publisher.publish(Image(height=480, width=640, encoding="rgb8", step=1920, data=bytes(640 * 480 * 3)))
+        while not times and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        [(received, handled)] = times
+        assert sent <= received <= handled, (sent, received, handled)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+
+
 def image_subscriptions(node: PerceptionNode) -> list[str]:
     return sorted(subscription.topic_name for subscription in node.subscriptions if subscription.topic_name.endswith("/image"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,13 +29,16 @@ from test_gpu_pipeline import bgr_frame
 
 @contextmanager
 def opencv_threads(count: int) -> Iterator[None]:
-    """OpenCV's thread count set to ``count`` inside the block (the bands follow it), restored after."""
-    previous = cv2.getNumThreads()
+    """OpenCV's thread count set to ``count`` inside the block, the bands following it (whatever
+    limit a node in this process set), both restored after."""
+    previous, previous_limit = cv2.getNumThreads(), row_bands._band_limit
     cv2.setNumThreads(count)
+    row_bands.limit_bands(None)
     try:
         yield
     finally:
         cv2.setNumThreads(previous)
+        row_bands.limit_bands(previous_limit)
 
 
 def test_each_row_is_worked_once_in_bands_on_several_threads() -> None:
@@ -52,6 +56,38 @@ def test_each_row_is_worked_once_in_bands_on_several_threads() -> None:
     assert covered[0][0] == 0 and covered[-1][1] == 1000
     assert all(stop == following for (_, stop), (following, _) in zip(covered, covered[1:]))
     assert len(seen) == 3 and len({thread for _, _, thread in seen}) == 3
+
+
+def test_a_band_limit_keeps_the_bands_while_opencv_runs_on_one_thread() -> None:
+    bands = RowBands(2)
+    threads: set[int] = set()
+    lock = threading.Lock()
+
+    def record(start: int, stop: int) -> None:
+        with lock:
+            threads.add(threading.get_ident())
+
+    with opencv_threads(1):
+        row_bands.limit_bands(2)  # what the nodes set (opencv_threads: 1): OpenCV's pool off, bands kept
+        bands.run(record, 1000)
+        assert len(threads) == 2 and row_bands.band_limit() == 2
+        threads.clear()
+        row_bands.limit_bands(None)  # back to following OpenCV: one thread, the caller's
+        bands.run(record, 1000)
+        assert threads == {threading.get_ident()}
+    with pytest.raises(ValueError, match="count must be >= 1"):
+        row_bands.limit_bands(0)
+
+
+def test_the_nodes_opencv_threads_setting_keeps_one_band_per_core() -> None:
+    perception_node = pytest.importorskip("trt_perception.ros.perception_node", reason="rclpy missing")
+    with opencv_threads(cv2.getNumThreads()):  # restores both afterwards
+        perception_node.use_opencv_threads(1)
+        assert cv2.getNumThreads() == 1
+        assert row_bands.band_limit() == len(os.sched_getaffinity(0))
+        perception_node.use_opencv_threads(0)
+        # OpenCV's default again (a pool for more than one core where there are several), the bands following it
+        assert row_bands.band_limit() == cv2.getNumThreads() >= min(2, len(os.sched_getaffinity(0)))
 
 
 def test_one_opencv_thread_or_few_rows_keep_the_work_in_the_caller() -> None:

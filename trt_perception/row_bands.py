@@ -24,6 +24,24 @@ MIN_ROWS_PER_BAND = 16
 
 BandWork = Callable[[int, int], None]
 
+# The most bands one image is cut into, process-wide (``limit_bands``); None: OpenCV's thread count.
+_band_limit: int | None = None
+
+
+def limit_bands(count: int | None) -> None:
+    """Cut images into at most ``count`` bands from now on, whatever OpenCV's own thread count
+    (process-wide); ``None`` (the default): as many as OpenCV has threads, so that
+    ``cv2.setNumThreads(1)`` keeps everything on one."""
+    global _band_limit
+    if count is not None and count < 1:
+        raise ValueError(f"limit_bands: count must be >= 1 or None, got {count}")
+    _band_limit = count
+
+
+def band_limit() -> int:
+    """The most bands one image is cut into now (``limit_bands``, else OpenCV's thread count)."""
+    return cv2.getNumThreads() if _band_limit is None else _band_limit
+
 
 class _Worker:
     """One daemon thread that runs a band when told to and reports back."""
@@ -58,7 +76,7 @@ class _Worker:
 
 class RowBands:
     """Runs ``work(start, stop)`` over the row bands of ``rows`` rows, on up to ``bands`` cores (and
-    no more than OpenCV's thread count, so ``cv2.setNumThreads(1)`` keeps everything on one)."""
+    no more than ``band_limit()``)."""
 
     def __init__(self, bands: int) -> None:
         self.bands = max(1, bands)
@@ -70,7 +88,7 @@ class RowBands:
         raised by any band is raised here. With fewer than ``min_bands`` bands available the rows run
         as one piece. A second caller while one run is under way gets its bands run one after another
         in its own thread (nothing waits for the workers)."""
-        count = min(self.bands, cv2.getNumThreads(), rows // MIN_ROWS_PER_BAND)
+        count = min(self.bands, band_limit(), rows // MIN_ROWS_PER_BAND)
         if count < max(2, min_bands) or not self._busy.acquire(blocking=False):
             work(0, rows)
             return

@@ -118,11 +118,23 @@ class CameraSlots(Generic[FrameT]):
             self._condition.notify()
             return replaced
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds until a frame is pending or the slots are closed; whether a
+        frame is pending. Nothing is taken: a caller that must serialize with others takes under its
+        own lock afterwards."""
+        with self._condition:
+            return self._condition.wait_for(self._pending_or_closed, timeout) and self._pending()
+
+    def empty(self) -> bool:
+        """Whether no camera has a pending frame."""
+        with self._condition:
+            return not self._pending()
+
     def take(self, limit: int | None, timeout: float | None = None) -> list[tuple[int, FrameT]]:
         """Wait for frames (up to ``timeout`` seconds) and remove those of up to ``limit`` cameras
         (``None``: all), in round-robin order; empty on timeout or close."""
         with self._condition:
-            self._condition.wait_for(lambda: self._closed or any(f is not None for f in self._frames), timeout)
+            self._condition.wait_for(self._pending_or_closed, timeout)
             count = len(self._frames)
             taken: list[tuple[int, FrameT]] = []
             for step in range(count):
@@ -137,6 +149,12 @@ class CameraSlots(Generic[FrameT]):
             if taken:
                 self._next = (taken[-1][0] + 1) % count
             return taken
+
+    def _pending(self) -> bool:
+        return any(frame is not None for frame in self._frames)
+
+    def _pending_or_closed(self) -> bool:
+        return self._closed or self._pending()
 
     def close(self) -> None:
         """Wake up and release a waiting ``take``; later frames are still accepted but nobody waits."""

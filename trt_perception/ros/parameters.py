@@ -109,6 +109,21 @@ COMMON_PARAMETERS: tuple[ParameterDefinition, ...] = (
         minimum=0, maximum=1024,
     ),
     ParameterDefinition(
+        "opencv_threads", 1,
+        "Threads of OpenCV's own thread pool (process-wide). 1: every OpenCV call runs on the thread that makes "
+        "it, so no small step waits for another thread to wake up; frames large enough to pay for it are still "
+        "cut into row bands over the cores by trt_perception. 0: OpenCV's default (one per core), the bands "
+        "following it",
+        minimum=0, maximum=1024,
+    ),
+    ParameterDefinition(
+        "inline_processing", True,
+        "Process a frame that arrives while the node is idle right in its subscription callback, without the "
+        "hand-off to the worker thread (lower latency; parameters, services and timers wait until that frame "
+        "is published). Frames that arrive while one is processed go to the worker, newest only. false: every "
+        "frame goes through the worker. Several cameras always use the worker",
+    ),
+    ParameterDefinition(
         "input_reliability",
         "auto",
         "Reliability of the image subscription: auto (what the topic's publishers offer: reliable when all are "

@@ -1,8 +1,9 @@
 """Shared base of the segmentation and detection nodes.
 
 The glue between a camera topic and ``Pipeline``: parameters (declared with descriptors, validated,
-thresholds and output switches changeable at run time), QoS, newest-frame-only processing on a
-worker thread (older frames are dropped and counted, never queued), lazy work while nobody listens,
+thresholds and output switches changeable at run time), QoS, newest-frame-only processing (a frame
+that finds the node idle right in its subscription callback, the others on a worker thread; older
+frames are dropped and counted, never queued), lazy work while nobody listens,
 diagnostics on ``/diagnostics``, throttled warnings for bad frames, a fatal error naming the model
 path when the model cannot be loaded, and shutdown on SIGINT/SIGTERM without a traceback.
 Subclasses declare their outputs and turn pipeline results into messages.
@@ -19,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import cv2
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
@@ -53,6 +55,7 @@ from trt_perception.ros.parameters import COMMON_PARAMETERS, ParameterDefinition
 from trt_perception.ros.statistics import Health, HealthLimits, HealthMonitor, NodeStatistics, StatisticsReport
 from trt_perception.ros.stop_signals import StopRequested, install_stop_signals
 from trt_perception.ros.throttle import MessageThrottle, quote_limited
+from trt_perception.row_bands import limit_bands
 from trt_perception.spec import ModelSpec, load_model_spec
 
 try:
@@ -90,8 +93,11 @@ QOS_FIXES = {
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 
 
-# A received image, read on the worker thread: returns the message header and the decoded pixels.
+# A received image, read where it is processed: returns the message header and the decoded pixels.
 FrameReader = Callable[[], tuple[MessageHeader, DecodedImage]]
+# Seconds a frame may have taken for the next one of the same size to be processed in the executor's
+# thread (inline_processing): parameters, services and timers wait at most about this long.
+INLINE_MAX_SECONDS = 0.05
 
 
 def read_serialized_image(data: bytes, max_pixels: int) -> tuple[MessageHeader, DecodedImage]:
@@ -124,6 +130,21 @@ def read_compressed_message(data: bytes, max_pixels: int) -> tuple[MessageHeader
     """Header and decoded pixels of a ``sensor_msgs/CompressedImage`` read by rclpy."""
     message = deserialized(data, CompressedImage)
     return message_header(message.header), compressed_image_from_msg(message, max_pixels)
+
+
+def use_opencv_threads(count: int) -> None:
+    """OpenCV's own thread pool at ``count`` threads with the row bands kept at one per core; 0:
+    OpenCV's default, the bands following it. Process-wide.
+
+    Measured on the 2-core development VM (bench/bench_transport_e2e.py, the selfie model at
+    640x480): with OpenCV's pool, a small call such as the labels' horizontal resize waited for
+    OpenCV's worker to wake up behind ONNX Runtime's threads, 0.4-1.1 ms per frame instead of 0.2."""
+    if count == 0:
+        limit_bands(None)
+        cv2.setNumThreads(-1)  # OpenCV: a negative count restores its default
+        return
+    limit_bands(len(os.sched_getaffinity(0)))
+    cv2.setNumThreads(count)
 
 
 def volatile_qos(reliability: str, depth: int) -> QoSProfile:
@@ -231,6 +252,7 @@ class PerceptionNode(Node):
     def configure_pipeline(self) -> None:
         """Load the model spec and the model (a TensorRT engine is loaded or built) and create the
         outputs; a bad spec, model or parameter raises one of ``STARTUP_ERRORS``."""
+        use_opencv_threads(self._settings["opencv_threads"])
         spec_name = self._settings["model_spec"]
         spec = load_model_spec(spec_name)
         self.spec = with_overrides(spec, self._settings)
@@ -277,9 +299,7 @@ class PerceptionNode(Node):
         """Publish ``~/label_info``, subscribe to the camera(s), start the worker and the diagnostics."""
         self.publish_label_info()
         self._diagnostics_timer = self.create_timer(self._settings["diagnostics_period"], self._publish_diagnostics)
-        self._stopping = False
-        self._slot: CameraSlots[FrameReader] = CameraSlots(len(self._cameras))
-        self._batch_limit = self.pipeline.batch_capacity  # cameras per inference (None: all waiting)
+        self._start_worker()
         # auto: best effort (accepts every publisher) until publishers are seen, then what they offer
         auto = self._settings["input_reliability"] == "auto"
         for camera in self._cameras:
@@ -290,13 +310,24 @@ class PerceptionNode(Node):
         self._qos_timer = self.create_timer(QOS_MATCH_PERIOD, self._match_input_qos) if auto else None
         if auto:
             self._match_input_qos()
-
-        self._worker = threading.Thread(target=self._work, name=f"{self.get_name()}_worker", daemon=True)
-        self._worker.start()
         self.get_logger().info(
             f"{self.spec.name} ({self.task}, backend {self.pipeline.backend.name}, "
             f"{self.pipeline.device} pre/post-processing) on {self._input_topic}"
         )
+
+    def _start_worker(self) -> None:
+        """The cameras' newest-frame slots, the processing lock and the worker thread."""
+        self._stopping = False
+        self._slot: CameraSlots[tuple[FrameReader, int]] = CameraSlots(len(self._cameras))  # (frame, bytes)
+        # Held while frames are processed, by the worker or by a subscription callback (inline).
+        self._processing = threading.Lock()
+        self._idle_since_ns = time.time_ns()
+        self._quick_frame_size = -1  # message bytes of the last frame if it was quick (inline_processing)
+        # One camera only: several share batches, which the worker assembles from the slots.
+        self._inline = self._settings["inline_processing"] and len(self._cameras) == 1
+        self._batch_limit = self.pipeline.batch_capacity  # cameras per inference (None: all waiting)
+        self._worker = threading.Thread(target=self._work, name=f"{self.get_name()}_worker", daemon=True)
+        self._worker.start()
 
     def stop_processing(self) -> bool:
         """Unsubscribe, stop the worker (it finishes the frames in hand) and the diagnostics; whether the
@@ -431,10 +462,18 @@ class PerceptionNode(Node):
             (CompressedImage, "image/compressed") if self._settings["use_compressed"] else (Image, "image")
         )
         topic = camera_topic(camera.name, topic)
+
+        # Compressed frames never qualify for inline processing: their decoding time depends on the content.
+        sized = not self._settings["use_compressed"]
+
+        def on_message(message: bytes, info: Mapping[str, Any]) -> None:
+            size = len(message) if sized else -1
+            self._receive(camera, lambda: read(message, max_pixels), size, info["received_timestamp"])
+
         return self.create_subscription(
-            # Always serialized bytes: decoded on the worker, so that bytes neither reader accepts are
+            # Always serialized bytes: decoded where processed, so that bytes neither reader accepts are
             # warned about and counted (rclpy drops what it cannot take without a word).
-            message_type, topic, lambda message: self._receive(camera, lambda: read(message, max_pixels)), qos,
+            message_type, topic, on_message, qos,  # type: ignore[arg-type]  # Jazzy's hint lacks (message, info)
             raw=True,
             event_callbacks=SubscriptionEventCallbacks(
                 incompatible_qos=lambda event: self._warn_incompatible_qos(topic, event, "input_reliability")
@@ -468,9 +507,32 @@ class PerceptionNode(Node):
                 f"input_reliability auto: subscribed {camera.input_topic} {offered} to match its publishers"
             )
 
-    def _receive(self, camera: Camera, frame: FrameReader) -> None:
+    def _receive(self, camera: Camera, frame: FrameReader, size: int, received_ns: int) -> None:
+        """Process ``frame`` (a message of ``size`` bytes; -1: compressed) right here when it qualifies
+        for ``inline_processing``, else leave it to the worker, replacing (and counting as dropped) the
+        camera's pending frame.
+
+        Inline: the node is idle and the frame is quick. A frame that DDS received (``received_ns``,
+        system clock) after the node last finished one cannot have newer frames queued behind it, so
+        processing it in the executor's thread skips the hand-off to the worker (on 2 cores 0.2-0.5 ms
+        at 640x480: the executor rebuilds its wait set in Python while the worker waits for the GIL).
+        One that waited while a frame was processed may have newer ones behind it in the
+        subscription's history: the worker gets it, so that those replace it. Quick: the last frame
+        had the same size and took at most INLINE_MAX_SECONDS, so a large or slow frame (whose C calls
+        a stop signal cannot interrupt) always runs on the worker. rmw layers that report no reception
+        time (0) always use the worker."""
         camera.stats.frame_received()
-        if self._slot.put(camera.index, frame):
+        if (
+            self._inline and size >= 0 and size == self._quick_frame_size and received_ns >= self._idle_since_ns
+            and self._processing.acquire(blocking=False)
+        ):
+            try:
+                if self._slot.empty():  # else the worker has older frames in hand: keep the order
+                    self._process_guarded([(camera, frame)], size)
+                    return
+            finally:
+                self._processing.release()
+        if self._slot.put(camera.index, (frame, size)):
             camera.stats.frame_dropped()
 
     def _warn_incompatible_qos(self, topic: str, event: Any, parameter: str) -> None:
@@ -499,18 +561,31 @@ class PerceptionNode(Node):
 
     def _work(self) -> None:
         while not self._slot.closed:
-            frames = [(self._cameras[index], frame) for index, frame in self._slot.take(self._batch_limit, timeout=0.5)]
-            if not frames:
+            if not self._slot.wait(timeout=0.5):
                 continue
-            try:
-                self._process(frames)  # reports bad input and failed inference per camera itself
-            except Exception as error:  # noqa: BLE001 - one bad frame must not stop the node
-                if self._stopping:
-                    return
+            with self._processing:  # taken under the lock, so an idle-frame callback cannot overtake them
+                taken = self._slot.take(self._batch_limit, timeout=0)
+                if taken:
+                    frames = [(self._cameras[index], frame) for index, (frame, _) in taken]
+                    self._process_guarded(frames, taken[0][1][1] if len(taken) == 1 else -1)
+
+    def _process_guarded(self, frames: Sequence[tuple[Camera, FrameReader]], size: int) -> None:
+        """``_process``, with any unexpected error reported for the frames' cameras (one bad frame must
+        not stop the node); then marks the node idle and remembers ``size`` (the bytes of a single
+        frame's message, -1 for none) as quick when the frames took at most INLINE_MAX_SECONDS. Call
+        with ``_processing`` held."""
+        start = time.monotonic()
+        try:
+            self._process(frames)  # reports bad input and failed inference per camera itself
+        except Exception as error:  # noqa: BLE001 - one bad frame must not stop the node
+            if not self._stopping:
                 self._report_problem(
                     f"frame processing failed: {type(error).__name__}: {error}", bad_input=False,
                     cameras=[camera for camera, _ in frames],
                 )
+        finally:
+            self._quick_frame_size = size if time.monotonic() - start <= INLINE_MAX_SECONDS else -1
+            self._idle_since_ns = time.time_ns()
 
     def _process(self, frames: Sequence[tuple[Camera, FrameReader]]) -> None:
         """Read the frames (one per camera), run those with listeners as one batch, publish per camera."""
