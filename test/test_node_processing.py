@@ -331,6 +331,21 @@ def test_a_slow_frame_sends_the_next_one_to_the_worker(inline_node: StandInNode)
     assert node.pipeline.threads[13] == caller
 
 
+def test_stop_waits_for_a_frame_a_callback_processes_in_another_thread(inline_node: StandInNode) -> None:
+    # as under a MultiThreadedExecutor: the callback's thread is not the one that stops the node
+    node = inline_node
+    receive(node, 10)
+    wait_published(node, 1)
+    node.pipeline.held_value = 11
+    callback = threading.Thread(target=receive, args=(node, 11))
+    callback.start()
+    assert node.pipeline.holding.wait(5.0)
+    assert not node.stop(0.2)  # the model must not be released under that frame
+    node.pipeline.release.set()
+    callback.join(5.0)
+    assert node.stop(0.0) and node.published == [("", 10), ("", 11)]
+
+
 @pytest.mark.parametrize("setting", ["compressed", "inline_processing false", "two cameras"])
 def test_frames_go_to_the_worker_without_inline_processing(setting: str) -> None:
     node = StandInNode(["front", "rear"] if setting == "two cameras" else [""])
@@ -397,6 +412,7 @@ def test_deactivate_fails_while_a_frame_is_running_and_keeps_the_worker(ros: Non
         # active, with the worker inside a long frame
         frame_done = threading.Event()
         node._slot = CameraSlots(2)
+        node._processing = threading.Lock()
         node._stopping = False
         node._worker = threading.Thread(target=frame_done.wait, daemon=True)
         node._worker.start()

@@ -711,17 +711,20 @@ class PerceptionNode(Node):
 
     # ---- shutdown ----------------------------------------------------------------------------
     def stop(self, timeout: float) -> bool:
-        """Stop taking frames and wait up to ``timeout`` seconds for the worker; whether it ended.
-
-        Waits only on the first call: a worker still inside a frame after that is not waited for again.
+        """Stop taking frames and wait up to ``timeout`` seconds for the worker, and for a frame that a
+        subscription callback processes in another executor thread (inline_processing); whether both
+        ended. Waits only on the first call: a frame still in progress after that is not waited for again.
         """
         if not hasattr(self, "_worker"):
             return True
         if not self._stopping:
             self._stopping = True
             self._slot.close()
+            deadline = time.monotonic() + timeout
             self._worker.join(timeout=timeout)
-        return not self._worker.is_alive()
+            if self._processing.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                self._processing.release()
+        return not self._worker.is_alive() and not self._processing.locked()
 
     def destroy_node(self) -> None:
         """Stop the worker, release the model (unless the worker is still inside a frame), then destroy the ROS node.
