@@ -84,7 +84,7 @@ def test_the_nodes_opencv_threads_setting_keeps_one_band_per_core() -> None:
     with opencv_threads(cv2.getNumThreads()):  # restores both afterwards
         perception_node.use_opencv_threads(1)
         assert cv2.getNumThreads() == 1
-        assert row_bands.band_limit() == len(os.sched_getaffinity(0))
+        assert row_bands.band_limit() == cv2.getNumberOfCPUs()  # OpenCV's count: CPU quotas included
         perception_node.use_opencv_threads(0)
         # OpenCV's default again (a pool for more than one core where there are several), the bands following it
         assert row_bands.band_limit() == cv2.getNumThreads() >= min(2, len(os.sched_getaffinity(0)))

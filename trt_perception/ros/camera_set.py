@@ -157,7 +157,7 @@ class CameraSlots(Generic[FrameT]):
         return self._closed or self._pending()
 
     def close(self) -> None:
-        """Wake up and release a waiting ``take``; later frames are still accepted but nobody waits."""
+        """Wake up and release a waiting ``take`` or ``wait``; later frames are still accepted but nobody waits."""
         with self._condition:
             self._closed = True
             self._condition.notify_all()

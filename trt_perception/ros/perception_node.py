@@ -98,6 +98,12 @@ FrameReader = Callable[[], tuple[MessageHeader, DecodedImage]]
 # Seconds a frame may have taken for the next one of the same size to be processed in the executor's
 # thread (inline_processing): parameters, services and timers wait at most about this long.
 INLINE_MAX_SECONDS = 0.05
+# rmw layers whose MessageInfo ``received_timestamp`` is when DDS received the message (system clock),
+# which inline_processing needs; others stamp the take (rmw_cyclonedds_cpp) or nothing (0), and
+# their frames always go to the worker.
+RECEPTION_STAMPING_RMW = frozenset({"rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp"})
+# rclpy passes MessageInfo to two-argument subscription callbacks from Iron on (not Humble).
+CALLBACKS_TAKE_MESSAGE_INFO = hasattr(Subscription, "CallbackType")
 
 
 def read_serialized_image(data: bytes, max_pixels: int) -> tuple[MessageHeader, DecodedImage]:
@@ -143,7 +149,7 @@ def use_opencv_threads(count: int) -> None:
         limit_bands(None)
         cv2.setNumThreads(-1)  # OpenCV: a negative count restores its default
         return
-    limit_bands(len(os.sched_getaffinity(0)))
+    limit_bands(cv2.getNumberOfCPUs())  # cores this process may use (CPU quotas included), as OpenCV counts them
     cv2.setNumThreads(count)
 
 
@@ -323,16 +329,21 @@ class PerceptionNode(Node):
         self._processing = threading.Lock()
         self._idle_since_ns = time.time_ns()
         self._quick_frame_size = -1  # message bytes of the last frame if it was quick (inline_processing)
+        self._inline_interrupted = False  # a BaseException (stop signal) left an inline frame half done
         # One camera only: several share batches, which the worker assembles from the slots.
-        self._inline = self._settings["inline_processing"] and len(self._cameras) == 1
+        self._inline = (
+            self._settings["inline_processing"] and len(self._cameras) == 1 and CALLBACKS_TAKE_MESSAGE_INFO
+            and rclpy.get_rmw_implementation_identifier() in RECEPTION_STAMPING_RMW
+        )
         self._batch_limit = self.pipeline.batch_capacity  # cameras per inference (None: all waiting)
         self._worker = threading.Thread(target=self._work, name=f"{self.get_name()}_worker", daemon=True)
         self._worker.start()
 
     def stop_processing(self) -> bool:
         """Unsubscribe, stop the worker (it finishes the frames in hand) and the diagnostics; whether the
-        worker ended. Undoes as much of ``start_processing`` as was done (also after it failed half-way);
-        a worker still inside a frame after the wait is kept, so the model must not be released."""
+        frames in progress ended (``stop``). Undoes as much of ``start_processing`` as was done (also
+        after it failed half-way); a worker still inside a frame after the wait is kept, so the model
+        must not be released."""
         for camera in self._cameras:
             if camera.subscription is not None:
                 self.destroy_subscription(camera.subscription)
@@ -470,10 +481,15 @@ class PerceptionNode(Node):
             size = len(message) if sized else -1
             self._receive(camera, lambda: read(message, max_pixels), size, info["received_timestamp"])
 
+        def on_message_only(message: bytes) -> None:  # Humble: no reception time, always the worker
+            self._receive(camera, lambda: read(message, max_pixels), -1, 0)
+
         return self.create_subscription(
             # Always serialized bytes: decoded where processed, so that bytes neither reader accepts are
             # warned about and counted (rclpy drops what it cannot take without a word).
-            message_type, topic, on_message, qos,  # type: ignore[arg-type]  # Jazzy's hint lacks (message, info)
+            message_type, topic,
+            on_message if CALLBACKS_TAKE_MESSAGE_INFO else on_message_only,  # type: ignore[arg-type]
+            qos,
             raw=True,
             event_callbacks=SubscriptionEventCallbacks(
                 incompatible_qos=lambda event: self._warn_incompatible_qos(topic, event, "input_reliability")
@@ -517,18 +533,21 @@ class PerceptionNode(Node):
         processing it in the executor's thread skips the hand-off to the worker (on 2 cores 0.2-0.5 ms
         at 640x480: the executor rebuilds its wait set in Python while the worker waits for the GIL).
         One that waited while a frame was processed may have newer ones behind it in the
-        subscription's history: the worker gets it, so that those replace it. Quick: the last frame
-        had the same size and took at most INLINE_MAX_SECONDS, so a large or slow frame (whose C calls
-        a stop signal cannot interrupt) always runs on the worker. rmw layers that report no reception
-        time (0) always use the worker."""
+        subscription's history: the worker gets it, so that those replace it. Quick: the last frame that
+        ran the network had the same size and took at most INLINE_MAX_SECONDS, so a large or slow frame
+        (whose C calls a stop signal cannot interrupt) always runs on the worker. Only where rclpy
+        passes the reception time and the rmw layer stamps it on reception (RECEPTION_STAMPING_RMW)."""
         camera.stats.frame_received()
-        if (
-            self._inline and size >= 0 and size == self._quick_frame_size and received_ns >= self._idle_since_ns
-            and self._processing.acquire(blocking=False)
-        ):
+        if self._inline and size >= 0 and size == self._quick_frame_size and self._processing.acquire(blocking=False):
             try:
-                if self._slot.empty():  # else the worker has older frames in hand: keep the order
-                    self._process_guarded([(camera, frame)], size)
+                # checked under the lock: the worker may have been busy until just now; and a frame the
+                # worker holds or a stopping node keeps this one out
+                if received_ns >= self._idle_since_ns and self._slot.empty() and not self._stopping:
+                    try:
+                        self._process_guarded([(camera, frame)], size)
+                    except BaseException:  # a stop signal inside the frame: stop() must not release the model
+                        self._inline_interrupted = True
+                        raise
                     return
             finally:
                 self._processing.release()
@@ -571,12 +590,13 @@ class PerceptionNode(Node):
 
     def _process_guarded(self, frames: Sequence[tuple[Camera, FrameReader]], size: int) -> None:
         """``_process``, with any unexpected error reported for the frames' cameras (one bad frame must
-        not stop the node); then marks the node idle and remembers ``size`` (the bytes of a single
-        frame's message, -1 for none) as quick when the frames took at most INLINE_MAX_SECONDS. Call
-        with ``_processing`` held."""
+        not stop the node); then marks the node idle and, when the network ran, remembers ``size`` (the
+        bytes of a single frame's message, -1 for none) as quick if the frames took at most
+        INLINE_MAX_SECONDS. Call with ``_processing`` held."""
         start = time.monotonic()
+        ran_network = False
         try:
-            self._process(frames)  # reports bad input and failed inference per camera itself
+            ran_network = self._process(frames)  # reports bad input and failed inference per camera itself
         except Exception as error:  # noqa: BLE001 - one bad frame must not stop the node
             if not self._stopping:
                 self._report_problem(
@@ -584,11 +604,13 @@ class PerceptionNode(Node):
                     cameras=[camera for camera, _ in frames],
                 )
         finally:
-            self._quick_frame_size = size if time.monotonic() - start <= INLINE_MAX_SECONDS else -1
+            if ran_network:  # a skipped or unreadable frame says nothing of how long the next one takes
+                self._quick_frame_size = size if time.monotonic() - start <= INLINE_MAX_SECONDS else -1
             self._idle_since_ns = time.time_ns()
 
-    def _process(self, frames: Sequence[tuple[Camera, FrameReader]]) -> None:
-        """Read the frames (one per camera), run those with listeners as one batch, publish per camera."""
+    def _process(self, frames: Sequence[tuple[Camera, FrameReader]]) -> bool:
+        """Read the frames (one per camera), run those with listeners as one batch, publish per camera;
+        whether the network ran (false when every frame was skipped or unreadable)."""
         settings = self._settings
         batch = []
         for camera, frame in frames:
@@ -610,7 +632,7 @@ class PerceptionNode(Node):
             else:
                 for item, result in zip(batch, results):
                     self._publish_frame(item, result, settings)
-                return
+                return True
         for item in batch:
             try:
                 [result] = self._run_batch([item])
@@ -620,6 +642,7 @@ class PerceptionNode(Node):
                 self._report_problem(f"inference failed: {error}", bad_input=False, cameras=[item.camera])
             else:
                 self._publish_frame(item, result, settings)
+        return bool(batch)
 
     def _run_batch(self, batch: Sequence[CameraFrame]) -> list[Any]:
         """The pipeline's results for the frames, in order."""
@@ -713,8 +736,9 @@ class PerceptionNode(Node):
     def stop(self, timeout: float) -> bool:
         """Stop taking frames and wait up to ``timeout`` seconds for the worker, and for a frame that a
         subscription callback processes in another executor thread (inline_processing); whether both
-        ended. Waits only on the first call: a frame still in progress after that is not waited for again.
-        """
+        ended (false too after a stop signal broke off an inline frame: its backend calls may still be
+        under way). Waits only on the first call: a frame still in progress after that is not waited
+        for again."""
         if not hasattr(self, "_worker"):
             return True
         if not self._stopping:
@@ -724,7 +748,7 @@ class PerceptionNode(Node):
             self._worker.join(timeout=timeout)
             if self._processing.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 self._processing.release()
-        return not self._worker.is_alive() and not self._processing.locked()
+        return not (self._worker.is_alive() or self._processing.locked() or self._inline_interrupted)
 
     def destroy_node(self) -> None:
         """Stop the worker, release the model (unless the worker is still inside a frame), then destroy the ROS node.
