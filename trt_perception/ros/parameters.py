@@ -121,7 +121,8 @@ COMMON_PARAMETERS: tuple[ParameterDefinition, ...] = (
         "Process a frame that arrives while the node is idle right in its subscription callback, without the "
         "hand-off to the worker thread (lower latency; parameters, services and timers wait until that frame "
         "is published). Frames that arrive while one is processed go to the worker, newest only. false: every "
-        "frame goes through the worker. Several cameras always use the worker",
+        "frame goes through the worker. Several cameras, compressed input and rmw layers other than Fast DDS "
+        "(which stamps the reception time this needs) always use the worker",
     ),
     ParameterDefinition(
         "input_reliability",
