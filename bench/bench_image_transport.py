@@ -89,7 +89,10 @@ def _naive_msg(pixels: np.ndarray, encoding: str, header: Header) -> Image:
 
 def _cases(width: int, height: int) -> tuple[list[tuple[str, str, Callable[[], object]]], int]:
     """(stage, method, action) per timed case, and the size of the serialized jpeg frame."""
-    photo = cv2.resize(cv2.imread(str(PHOTO), cv2.IMREAD_COLOR), (width, height))
+    original = cv2.imread(str(PHOTO), cv2.IMREAD_COLOR)
+    if original is None:
+        raise FileNotFoundError(f"cannot read {PHOTO}")
+    photo = cv2.resize(original, (width, height))
     rgb = cv2.cvtColor(photo, cv2.COLOR_BGR2RGB)
     labels = (cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY) // 13).astype(np.uint8)
     header = _header()

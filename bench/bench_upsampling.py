@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -56,7 +57,7 @@ def full_resize(fn: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
         try:
             return fn()
         finally:
-            upsampling.compiled_kernels = compiled  # type: ignore[assignment]
+            upsampling.compiled_kernels = compiled
 
     return run
 
@@ -66,9 +67,9 @@ def rows(repeat: int) -> list[dict]:
     table = []
     for size in RESOLUTIONS:
         cases: dict[str, Callable[[], np.ndarray]] = {
-            "selfie 256x256, threshold": lambda size=size, m=model_map("selfie_segmentation", size): threshold_resized(m, size, 0.5),
-            "ppocr text map, threshold": lambda size=size, m=model_map("ppocrv4_det", size): threshold_resized(m, size, 0.3),
-            "19 classes 128x128, argmax": lambda size=size: argmax_resized(scores, size, np.uint8),
+            "selfie 256x256, threshold": partial(threshold_resized, model_map("selfie_segmentation", size), size, 0.5),
+            "ppocr text map, threshold": partial(threshold_resized, model_map("ppocrv4_det", size), size, 0.3),
+            "19 classes 128x128, argmax": partial(argmax_resized, scores, size, np.uint8),
         }
         timed = {}
         for name, fn in cases.items():

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -31,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trt_perception.decoders import DetectionFilter, create_decoder, filter_detections  # noqa: E402
+from trt_perception.decoders import DetectionFilter, SegmentationDecoder, create_decoder, filter_detections  # noqa: E402
 from trt_perception.geometry import ResizeGeometry  # noqa: E402
 from trt_perception.gpu import require_cupy  # noqa: E402
 from trt_perception.gpu.detection import filter_detections_gpu  # noqa: E402
@@ -85,10 +86,25 @@ def allowed_difference(expected: np.ndarray) -> np.ndarray:
     return TOLERANCE + np.spacing(np.abs(expected)).astype(np.float64)
 
 
+def read_rgb(path: Path) -> np.ndarray:
+    """A fixture photo as RGB (raises if OpenCV cannot read it)."""
+    bgr = cv2.imread(str(path))
+    if bgr is None:
+        raise FileNotFoundError(f"cannot read {path}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def segmentation_decoder(config: dict[str, Any], num_classes: int | None) -> SegmentationDecoder:
+    """The CPU decoder of a segmentation ``decoder`` config (the reference of the GPU one)."""
+    decoder = create_decoder("segmentation", config, num_classes)
+    assert isinstance(decoder, SegmentationDecoder)
+    return decoder
+
+
 def check_preprocess(rng: np.random.Generator, cupy) -> list[dict]:
-    sources = [cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB) for path in sorted(IMAGES.glob("*.png")) + sorted(IMAGES.glob("*.jpg"))]
+    sources = [read_rgb(path) for path in sorted(IMAGES.glob("*.png")) + sorted(IMAGES.glob("*.jpg"))]
     sources += [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(480, 640), (1080, 1920), (37, 101), (300, 7)]]
-    sizes = [(256, 256), (512, 384), DynamicSize(736, 32, 2048), (64, 48)]
+    sizes: list[tuple[int, int] | DynamicSize] = [(256, 256), (512, 384), DynamicSize(736, 32, 2048), (64, 48)]
     rows = []
     combos = list(itertools.product(["NCHW", "NHWC"], ["float32", "float16"], NORMALIZATIONS,
                                     ["fixed_shape", "keep_aspect_ratio"], ["linear", "nearest"]))
@@ -138,7 +154,7 @@ def random_geometries(rng: np.random.Generator) -> list[ResizeGeometry]:
 
 def check_segmentation(rng: np.random.Generator, cupy) -> list[dict]:
     rows = []
-    cases = []
+    cases: list[tuple[dict[str, Any], int]] = []
     for channels, layout, upsample in itertools.product([2, 3, 19, 150, 300], ["NCHW", "NHWC"], ["after_argmax", "before_argmax"]):
         if channels == 300 and upsample == "before_argmax" and layout == "NCHW":
             continue
@@ -147,12 +163,13 @@ def check_segmentation(rng: np.random.Generator, cupy) -> list[dict]:
         cases.append(({"type": "binary", "threshold": 0.3, "activation": activation, "upsample": upsample}, 1))
     cases.append(({"type": "labels"}, 19))
     for config, channels in cases:
-        decoder = create_decoder("segmentation", config, channels if config["type"] != "binary" else None)
+        decoder = segmentation_decoder(config, channels if config["type"] != "binary" else None)
         gpu_decoder = GpuSegmentationDecoder(decoder)
         mismatched, total = 0, 0
         for geometry in random_geometries(rng):
             for factor in (1, 4):
                 height, width = geometry.network_size[0] // factor, geometry.network_size[1] // factor
+                tensor: np.ndarray
                 if config["type"] == "labels":
                     tensor = rng.integers(0, channels, (1, height, width), dtype=np.int64)
                 elif config["type"] == "binary":
@@ -184,11 +201,11 @@ def check_real_models(cupy) -> list[dict]:
         preprocessor = Preprocessor(spec.input)
         for upsample in ("after_threshold", "before_threshold"):
             config = dict(spec.decoder, upsample=upsample)
-            decoder = create_decoder("segmentation", config, spec.num_classes)
+            decoder = segmentation_decoder(config, spec.num_classes)
             gpu_decoder = GpuSegmentationDecoder(decoder)
             mismatched = total = 0
             for path in sorted(IMAGES.glob("*.png")) + sorted(IMAGES.glob("*.jpg")):
-                rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+                rgb = read_rgb(path)
                 tensor, geometry = preprocessor(rgb, "RGB")
                 outputs = backend.infer({backend.inputs[0].name: tensor})
                 expected = decoder.decode(outputs, geometry, True)
@@ -228,7 +245,7 @@ def check_detection(rng: np.random.Generator) -> list[dict]:
 def check_visualize(rng: np.random.Generator, cupy) -> list[dict]:
     rows = []
     for classes, alpha, order in [(2, 0.5, "RGB"), (19, 0.3, "BGR"), (300, 0.7, "BGRA"), (5, 0.45, "MONO")]:
-        dtype = np.uint8 if classes <= 256 else np.uint16
+        dtype: type[np.unsignedinteger] = np.uint8 if classes <= 256 else np.uint16
         labels = rng.integers(0, classes + 3, (480, 640)).astype(dtype)  # some beyond the palette
         palette = default_palette(classes)
         rgb = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)

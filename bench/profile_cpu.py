@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_common import MODELS, RESOLUTIONS, camera_frame, median_ms  # noqa: E402
+from trt_perception.decoders import SegmentationDecoder  # noqa: E402
 from trt_perception.pipeline import Pipeline  # noqa: E402
 from trt_perception.spec import load_model_spec  # noqa: E402
 from trt_perception.visualize import colorize, full_palette, make_palette  # noqa: E402
@@ -46,15 +47,16 @@ def main() -> int:
             pre = median_ms(lambda: pipeline.preprocessor(frame, "BGR"), args.repeat)
             resize = median_ms(lambda: cv2.resize(frame, (content_w, content_h)), args.repeat)
             outputs = pipeline.backend.infer({pipeline.input_name: tensor})
-            if spec.task == "segmentation":
-                decode = median_ms(lambda: pipeline.decoder.decode(outputs, geometry, True), args.repeat)
-                labels = pipeline.decoder.decode(outputs, geometry, True)
+            decoder = pipeline.decoder
+            if isinstance(decoder, SegmentationDecoder):
+                decode = median_ms(lambda: decoder.decode(outputs, geometry, True), args.repeat)
+                labels = decoder.decode(outputs, geometry, True)
                 ours = median_ms(lambda: colorize(labels, palette), args.repeat)
                 indexed = median_ms(lambda: table[labels], args.repeat)
                 same = bool(np.array_equal(colorize(labels, palette), table[labels]))
                 cells = f"{decode:.2f} | {ours:.2f} | {indexed:.2f} | {same}"
             else:
-                decode = median_ms(lambda: pipeline.decoder.decode(outputs, geometry, 0.3), args.repeat)
+                decode = median_ms(lambda: decoder.decode(outputs, geometry, 0.3), args.repeat)
                 cells = f"{decode:.2f} | | |"
             print(f"| {name} | {size[1]}x{size[0]} | {pre:.2f} | {resize:.2f} | {cells} |")
         pipeline.close()
