@@ -224,9 +224,9 @@ class BinaryDecoder(SegmentationDecoder):
     ) -> npt.NDArray[np.unsignedinteger]:
         name, tensor = select_output(outputs, self.output, "decoder.output")
         scores = single_channel_map(name, tensor)
-        finite_range(name, scores)
+        score_range = finite_range(name, scores)
         if self.upsample == "after_threshold":
             foreground = (scores > self.threshold_cut).astype(np.uint8)
             return resize_to_output(foreground, geometry, at_source)
         window, size = output_window(scores.astype(np.float32, copy=False), geometry, at_source)
-        return threshold_resized(window, size, self.threshold_cut)
+        return threshold_resized(window, size, self.threshold_cut, score_range)

@@ -90,13 +90,16 @@ def prepare(label_type: type[np.unsignedinteger] | None = None) -> None:
         argmax_resized(np.stack([ramp, ramp[::-1]], axis=2), (3, 2), label_type)
 
 
-def threshold_resized(scores: npt.NDArray[np.float32], size: tuple[int, int], cut: float) -> npt.NDArray[np.uint8]:
+def threshold_resized(
+    scores: npt.NDArray[np.float32], size: tuple[int, int], cut: float, score_range: tuple[float, float] | None = None
+) -> npt.NDArray[np.uint8]:
     """``(resize_map(scores, size, INTER_LINEAR) > cut)`` as 0/1 uint8 labels for an ``HxW`` float32
     map; ``cut`` is compared in float32, as numpy compares a float32 array with a Python float.
 
     The compiled blend serves maps that ``_blend_saves_work``; for the others its horizontal pass
     alone writes as many floats as the full resize does (measured: PP-OCR's 736x992 map to 640x480
-    took 0.18 ms blended against 0.14 ms resized)."""
+    took 0.18 ms blended against 0.14 ms resized). ``score_range``: the map's (min, max) where the
+    caller has it already, so the cell loop's ``cell_margin`` need not scan the map again."""
     height, width = size
     labels = np.empty(size, np.bool_)
     full_bytes = height * width * 4
@@ -116,7 +119,7 @@ def threshold_resized(scores: npt.NDArray[np.float32], size: tuple[int, int], cu
     if by_cells:
         cell_scores = _kernel_input(scores)
         columns, run_starts = _column_runs(scores.shape[1], width)
-        margin = cell_margin(cell_scores, cut32)
+        margin = cell_margin(cell_scores, cut32, score_range)
 
     def blend_rows(start: int, stop: int) -> None:
         if by_cells:
@@ -223,14 +226,17 @@ def _scratch(shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
     return buffer[:count].reshape(shape)
 
 
-def cell_margin(scores: npt.NDArray[np.float32], cut: np.float32) -> np.float32:
+def cell_margin(
+    scores: npt.NDArray[np.float32], cut: np.float32, score_range: tuple[float, float] | None = None
+) -> np.float32:
     """How far beyond the cut the four scores of a cell must all lie for every blend between them to
     fall on their side too. The float32 blend (two products and a sum across, then down; weights
     summing to 1 within 2**-24) of scores no larger than M in magnitude is within 5.02 * 2**-24 * M of
     their exact weighted mean, which lies between the four; the margin is 2**-20 of the largest
     magnitude in the map or the cut (over three times that bound), plus 2**-100 for scores so small
-    that their products lose precision."""
-    low, high = cv2.minMaxLoc(scores)[:2]
+    that their products lose precision. ``score_range``: the scores' (min, max) when the caller has
+    it already (or that of a map they were cut from: a wider range only widens the margin)."""
+    low, high = cv2.minMaxLoc(scores)[:2] if score_range is None else score_range
     return np.float32(max(-low, high, abs(float(cut))) * 2.0**-20 + 2.0**-100)
 
 
