@@ -426,6 +426,31 @@ def test_jpeg_with_bytes_after_its_end_marker_decodes_like_without() -> None:
         np.testing.assert_array_equal(decode_compressed(data + trailer, "jpeg").pixels, expected)
 
 
+def _jpeg_with_two_frame_headers(width: int, height: int) -> bytes:
+    """quokka.jpg with its frame header (SOF0) claiming ``width`` x ``height``, and the true one
+    added again after the scan: a small message whose last SOF looks harmless."""
+    data = (IMAGES / "quokka.jpg").read_bytes()
+    start = data.index(b"\xff\xc0")
+    length = int.from_bytes(data[start + 2 : start + 4], "big")
+    true_header = data[start : start + 2 + length]
+    claimed = true_header[:5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + true_header[9:]
+    end = data.rindex(b"\xff\xd9")
+    return data[:start] + claimed + data[start + 2 + length : end] + true_header + data[end:]
+
+
+def test_jpeg_whose_first_frame_header_claims_more_pixels_is_refused() -> None:
+    # libjpeg sizes the image from the first SOF (simplejpeg, libjpeg-turbo's reader, says so); a
+    # later one must not pass the max_pixels check in its place.
+    import simplejpeg
+
+    bomb = _jpeg_with_two_frame_headers(16000, 16000)
+    assert simplejpeg.decode_jpeg_header(bomb)[:2] == (16000, 16000)
+    with pytest.raises(ImageDecodeError, match="two frame headers"):
+        compressed_frame_size(bomb, "jpeg")
+    with pytest.raises(ImageDecodeError, match="two frame headers"):
+        decode_compressed(bomb, "jpeg")
+
+
 def test_jpeg_cut_anywhere_is_rejected_as_truncated() -> None:
     data = (IMAGES / "quokka.jpg").read_bytes()
     for end in (3, 20, len(data) // 3, len(data) - 2, len(data) - 1):

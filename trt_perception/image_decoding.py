@@ -251,8 +251,8 @@ def _jpeg_frame_size(data: bytes) -> tuple[int, int]:
     """(width, height) from a JPEG's frame header, after walking its markers up to the end-of-image
     marker (bytes after it, such as camera metadata or padding, are ignored).
 
-    Raises ImageDecodeError for a JPEG that is truncated (no end-of-image marker) or whose marker
-    structure is broken.
+    Raises ImageDecodeError for a JPEG that is truncated (no end-of-image marker), whose marker
+    structure is broken, or that has a second frame header (libjpeg sizes the image by the first).
     """
     size: tuple[int, int] | None = None
     position = len(_JPEG_SIGNATURE) - 1  # the first marker after SOI
@@ -281,6 +281,8 @@ def _jpeg_frame_size(data: bytes) -> tuple[int, int]:
                 f"at offset {position - 2} claims {length} bytes"
             )
         if marker in _JPEG_FRAME_MARKERS and length >= 8:
+            if size is not None:  # libjpeg sizes the image from the first: a later one must not hide it
+                raise ImageDecodeError("compressed jpeg image data is corrupt: it has two frame headers (SOF)")
             height = int.from_bytes(data[position + 3 : position + 5], "big")
             width = int.from_bytes(data[position + 5 : position + 7], "big")
             size = (width, height)
