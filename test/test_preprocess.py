@@ -290,6 +290,22 @@ def test_asymmetric_sampling_with_an_integer_factor_picks_every_nth_pixel():
     np.testing.assert_array_equal(tensor[0], image[::2, ::3])
 
 
+def test_sampled_resize_of_an_image_wider_than_opencvs_remap_takes_is_refused_by_name():
+    """cv2.remap asserts on sides of 32767 pixels or more (16-bit map coordinates); such a frame is
+    bad input with a reason; one pixel less still resizes, as float bilinear sampling does."""
+    row = cv2.imread(str(IMAGES / "dog.jpg"), cv2.IMREAD_COLOR)[:4]
+    wide = cv2.GaussianBlur(np.tile(row, (1, 32767 // row.shape[1] + 1, 1))[:, :32767], (0, 0), 2)  # smooth, as above
+    maps = cv2.convertMaps(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32), cv2.CV_16SC2)
+    with pytest.raises(cv2.error, match="SHRT_MAX"):
+        cv2.remap(wide, *maps, cv2.INTER_LINEAR)
+    pre = make(size=(4, 512), sampling="asymmetric", normalization=norm("none"), color_order="BGR")
+    with pytest.raises(ImageDecodeError, match="image is 32767x4: .* at most 32766 pixels a side"):
+        pre(wide, "BGR")
+    tensor, _ = pre(wide[:, :32766], "BGR")
+    assert np.abs(tensor[0] - bilinear_reference(wide[:, :32766], (4, 512), SAMPLING_GRIDS["asymmetric"])).max() <= 1.5
+    assert make(size=(4, 512), normalization=norm("none"), color_order="BGR")(wide, "BGR")[0].shape == (1, 4, 512, 3)
+
+
 # --------------------------------------------------------------------------- seed 002's normalise_input
 
 def normalise_input(im_float32: np.ndarray) -> np.ndarray:

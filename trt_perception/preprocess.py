@@ -45,6 +45,8 @@ _FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 # in cache: 1080p rgb8 0.49 -> 0.32 ms, 720p 0.33 -> 0.28 ms; at 640x480 the hand-off costs more than
 # it saves).
 BANDED_REMAP_MIN_BYTES = 2 << 20
+# cv2.remap's limit on source and output sides (below SHRT_MAX, its 16-bit map coordinates).
+MAX_SAMPLED_SIDE = 32766
 
 
 def convert_color(pixels: npt.NDArray, channel_order: str, color_order: str) -> npt.NDArray:
@@ -270,7 +272,8 @@ class Preprocessor:
 
     def check_image(self, pixels: npt.NDArray, channel_order: str) -> None:
         """Raise ImageDecodeError unless ``pixels`` is a non-empty uint8/uint16 image with the channels
-        ``channel_order`` names (and 8-bit when the model input is uint8)."""
+        ``channel_order`` names (and 8-bit when the model input is uint8), at most MAX_SAMPLED_SIDE
+        pixels a side where ``input.sampling`` needs the remap."""
         if channel_order not in CHANNELS_PER_ORDER:
             raise ImageDecodeError(
                 f"unknown channel order {channel_order!r}; expected one of {', '.join(CHANNELS_PER_ORDER)}"
@@ -288,6 +291,11 @@ class Preprocessor:
             raise ImageDecodeError(f"a {pixels.dtype} image cannot feed a uint8 model input without losing bits")
         if pixels.shape[0] == 0 or pixels.shape[1] == 0:
             raise ImageDecodeError(f"image is empty (shape {pixels.shape})")
+        if self.spec.sampling != "half_pixel" and max(pixels.shape[:2]) > MAX_SAMPLED_SIDE:
+            raise ImageDecodeError(
+                f"image is {pixels.shape[1]}x{pixels.shape[0]}: the resize on the input.sampling "
+                f"{self.spec.sampling} grid (OpenCV's fixed-point remap) takes at most {MAX_SAMPLED_SIDE} pixels a side"
+            )
 
     def _buffer_for(self, network_size: tuple[int, int]) -> npt.NDArray:
         height, width = network_size
