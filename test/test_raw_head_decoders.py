@@ -4,6 +4,7 @@ expected boxes are worked out by hand in each test from the published formulas, 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -149,6 +150,17 @@ def test_anchors_from_npy_and_text_files(tmp_path):
             {"type": "ssd", "boxes": "b", "scores": "s", "anchors": {"type": "file", "path": "bad.txt"}},
             base_dir=tmp_path,
         )
+
+
+def test_anchors_path_to_a_device_or_an_oversized_file_is_refused_before_reading(tmp_path):
+    huge = tmp_path / "huge.txt"
+    with open(huge, "wb") as file:  # sparse: 64 MiB + 1 byte claimed, nothing written
+        file.truncate((64 << 20) + 1)
+    assert os.stat(huge).st_size == 67108865
+    for path, problem in (("/dev/zero", "is not a regular file"), (str(huge), "has 67108865 bytes, more than 67108864")):
+        with pytest.raises(SpecError, match=f"decoder.anchors.path: anchors file .* {problem}"):
+            decoder_for({"type": "ssd", "boxes": "b", "scores": "s", "anchors": {"type": "file", "path": path}},
+                        base_dir=tmp_path)
 
 
 # --------------------------------------------------------------------------- ssd decoding

@@ -169,6 +169,7 @@ def test_reproduction_keys_parse():
         ("decoder", {"output": "x"}, "decoder: expected a mapping with a type"),
         ("labels", [], "labels: no labels given"),
         ("labels", "missing_labels.txt", "labels: cannot read labels file"),
+        ("labels", "/dev/zero", "labels: labels file /dev/zero is not a regular file"),
         ("palette", [[0, 0, 300]], "palette[0]: expected integers 0..255"),
         ("detection.score_threshold", 1.5, "detection.score_threshold: must be between 0.0 and 1.0"),
         ("detection.max_detections", 0, "detection.max_detections: must be at least 1"),

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from trt_perception.decoders import create_decoder
+from trt_perception.decoders.params import checked_data_file
 from trt_perception.errors import SpecError
 
 TASKS = ("segmentation", "detection")
@@ -391,7 +392,7 @@ def _parse_labels(value: object, key: str, base_dir: Path) -> tuple[str, ...]:
     if isinstance(value, (list, tuple)):
         names = [str(item) for item in value]
     else:
-        path = _resolve(value, key, base_dir)
+        path = checked_data_file(_resolve(value, key, base_dir), key, "labels")
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as error:

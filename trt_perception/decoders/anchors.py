@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from trt_perception.decoders.params import DecoderParams
+from trt_perception.decoders.params import DecoderParams, checked_data_file
 from trt_perception.errors import SpecError
 
 ANCHOR_GENERATORS = ("ssd", "multiscale", "mediapipe", "file")
@@ -268,6 +268,7 @@ def _read_anchor_file(params: DecoderParams, base_dir: Path | None) -> FileAncho
     path = Path(given).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
+    checked_data_file(path, params.key("path"), "anchors")
     try:
         values = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, ndmin=2)
     except (OSError, ValueError) as error:

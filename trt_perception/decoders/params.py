@@ -9,6 +9,23 @@ from typing import Any
 from trt_perception.errors import SpecError
 
 _REQUIRED: Any = object()
+# The most bytes a file a spec names beside its model (labels, anchors) may have: far above any real
+# one, and what keeps a device or a runaway file from being read into memory.
+MAX_DATA_FILE_BYTES = 64 << 20
+
+
+def checked_data_file(path: Path, key: str, what: str) -> Path:
+    """``path`` when it is a regular file of at most MAX_DATA_FILE_BYTES, else a SpecError naming
+    ``key`` and ``what`` the file holds."""
+    try:
+        status = path.stat()
+    except OSError as error:
+        raise SpecError(f"{key}: cannot read {what} file {path}: {error.strerror or error}") from error
+    if not path.is_file():
+        raise SpecError(f"{key}: {what} file {path} is not a regular file")
+    if status.st_size > MAX_DATA_FILE_BYTES:
+        raise SpecError(f"{key}: {what} file {path} has {status.st_size} bytes, more than {MAX_DATA_FILE_BYTES}")
+    return path
 
 
 class DecoderParams:
