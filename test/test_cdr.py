@@ -186,3 +186,32 @@ def test_serialized_label_image_round_trips_through_rclpy() -> None:
         "mono8",
     )
     np.testing.assert_array_equal(np.frombuffer(restored.data, np.uint8).reshape(480, 640), labels)
+
+
+def test_a_frame_id_that_is_not_utf8_is_refused_by_every_node_reader() -> None:
+    """rclpy replaces the bytes of a frame id that are not UTF-8 (U+FFFD); the node's readers, raw and
+    rclpy alike, refuse the frame instead of publishing results under an altered frame id."""
+    import pytest
+
+    from trt_perception.errors import ImageDecodeError
+    from trt_perception.ros.perception_node import (
+        read_compressed_message,
+        read_image_message,
+        read_serialized_compressed,
+        read_serialized_image,
+    )
+
+    pixels = np.zeros(4 * 4 * 3, np.uint8)
+    image_bytes = serialize_image(MessageHeader(1, 2, "cam"), RawImage(pixels, 4, 4, "rgb8", 12, False))
+    compressed = CompressedImage(format="png", data=array.array("B", bytes(range(8))))
+    compressed.header.frame_id = "cam"
+    compressed_bytes = serialize_message(compressed)
+    for data, message_type, readers in (
+        (image_bytes, Image, (read_serialized_image, read_image_message)),
+        (compressed_bytes, CompressedImage, (read_serialized_compressed, read_compressed_message)),
+    ):
+        bad = data.replace(b"cam\0", b"\xff\xfe\xfd\0", 1)
+        assert deserialize_message(bad, message_type).header.frame_id == "\ufffd" * 3
+        for reader in readers:
+            with pytest.raises(ImageDecodeError, match="string 'header.frame_id' is not valid UTF-8"):
+                reader(bad, 1 << 20)

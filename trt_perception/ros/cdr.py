@@ -216,6 +216,13 @@ def parse_image(buffer: Buffer) -> CdrImage:
     return image
 
 
+def parse_header(buffer: Buffer, type_name: str) -> MessageHeader:
+    """The ``std_msgs/Header`` a serialized message begins with, read as strictly as ``parse_image``
+    reads it (a ``frame_id`` that is not UTF-8 is refused, not replaced); ``type_name`` names the
+    message in errors."""
+    return _CdrReader(buffer, type_name).header()
+
+
 def parse_compressed_image(buffer: Buffer) -> CdrCompressedImage:
     """Read a serialized ``sensor_msgs/CompressedImage``; ``data`` is a view of ``buffer``."""
     reader = _CdrReader(buffer, "sensor_msgs/CompressedImage")

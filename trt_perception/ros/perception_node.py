@@ -41,13 +41,12 @@ from vision_msgs.msg import LabelInfo
 from trt_perception.errors import GpuUnavailableError, ImageDecodeError, InferenceError, TrtPerceptionError
 from trt_perception.image_decoding import DecodedImage, encode_image
 from trt_perception.pipeline_factory import create_pipeline
-from trt_perception.ros.cdr import MessageHeader, parse_compressed_image, parse_image, serialize_image
+from trt_perception.ros.cdr import MessageHeader, parse_compressed_image, parse_header, parse_image, serialize_image
 from trt_perception.ros.camera_set import Camera, CameraSlots, CameraStatistics, camera_names_problem, camera_topic
 from trt_perception.ros.dds_profile import use_large_images_profile
 from trt_perception.ros.image_conversion import (
     compressed_image_from_msg,
     image_from_msg,
-    message_header,
     tune_malloc_for_large_messages,
 )
 from trt_perception.ros.messages import diagnostic_status, label_info
@@ -127,15 +126,17 @@ def deserialized(data: bytes, message_type: type) -> Any:
 
 
 def read_image_message(data: bytes, max_pixels: int) -> tuple[MessageHeader, DecodedImage]:
-    """Header and pixels (a view of the message's data) of a ``sensor_msgs/Image`` read by rclpy."""
+    """Header and pixels (a view of the message's data) of a ``sensor_msgs/Image`` read by rclpy
+    (the header by ``cdr.parse_header``: rclpy would replace bytes of a frame id that are not UTF-8)."""
     message = deserialized(data, Image)
-    return message_header(message.header), image_from_msg(message, max_pixels)
+    return parse_header(data, "sensor_msgs/Image"), image_from_msg(message, max_pixels)
 
 
 def read_compressed_message(data: bytes, max_pixels: int) -> tuple[MessageHeader, DecodedImage]:
-    """Header and decoded pixels of a ``sensor_msgs/CompressedImage`` read by rclpy."""
+    """Header and decoded pixels of a ``sensor_msgs/CompressedImage`` read by rclpy (the header as
+    ``read_image_message`` reads it)."""
     message = deserialized(data, CompressedImage)
-    return message_header(message.header), compressed_image_from_msg(message, max_pixels)
+    return parse_header(data, "sensor_msgs/CompressedImage"), compressed_image_from_msg(message, max_pixels)
 
 
 def use_opencv_threads(count: int) -> None:
