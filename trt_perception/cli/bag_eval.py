@@ -75,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                             "(default: /segmentation/labels or /detection/detections)")
     live.add_argument("--wait-for-node", type=float, default=30.0, help="seconds to wait for the node (default 30)")
     live.add_argument("--answer-timeout", type=float, default=3.0,
-                      help="seconds to wait for the node's last answers after the last frame (default 3)")
+                      help="seconds a frame waits for the node's answer, the last frames after playing ends "
+                           "too (default 3)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ imports it only for ``--live``, and everything else of the evaluation runs witho
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +50,7 @@ class LiveOptions:
     node_output: str | None = None  # default: the node's ~/labels or ~/detections
     rate: float | None = None  # frames per second; None: the recorded timing
     wait_for_node: float = 30.0  # seconds to wait for the node's topics to connect
-    answer_timeout: float = 3.0  # seconds after the last frame to wait for outputs
+    answer_timeout: float = 3.0  # seconds a frame waits for the node's answer (after the last frame too)
 
 
 @dataclass
@@ -156,10 +157,18 @@ class _Player:
         except bag_io.BagReadError as error:
             evaluator.read_error = str(error)
         self._spin_until(time.monotonic() + self.live.answer_timeout)
-        for frame in self.pending.values():
-            evaluator.skip(frame.index, f"no answer from the node within {self.live.answer_timeout:g} s "
-                                        "(dropped by the node, lost, or rejected as bad input)")
-        self.pending.clear()
+        self._give_up_unanswered(math.inf)
+
+    def _give_up_unanswered(self, sent_before: float) -> None:
+        """Count the frames sent before ``sent_before`` (monotonic seconds) and still unanswered as
+        such, and forget them: the node drops frames by design, so waiting frames (each holding its
+        image while ground truth is given) must not pile up over a long bag."""
+        for stamp, frame in list(self.pending.items()):  # in the order they were sent
+            if frame.sent >= sent_before:
+                break
+            del self.pending[stamp]
+            self.setup.evaluator.skip(frame.index, f"no answer from the node within {self.live.answer_timeout:g} s "
+                                                   "(dropped by the node, lost, or rejected as bad input)")
 
     def _play_frames(self) -> None:
         options, evaluator = self.options, self.setup.evaluator
@@ -174,6 +183,7 @@ class _Player:
             first_log_time = message.log_time if first_log_time is None else first_log_time
             offset = index / self.live.rate if self.live.rate else (message.log_time - first_log_time) / 1e9
             self._spin_until(start + offset)
+            self._give_up_unanswered(time.monotonic() - self.live.answer_timeout)
             try:
                 msg = bag_io.deserialize(message, self.store)
             except bag_io.BagError:
