@@ -18,6 +18,7 @@ from onnx_builders import colour_scores_model
 from trt_perception.cli import main as cli
 from trt_perception.evaluation import bag_io
 from trt_perception.evaluation.bag_eval import BagEvalOptions, run_bag_eval
+from trt_perception.evaluation.ground_truth import GroundTruthError, read_coco
 from trt_perception.evaluation.make_bag import make_bag
 from trt_perception.pipeline import Pipeline
 from trt_perception.spec import load_model_spec
@@ -265,6 +266,63 @@ def test_ground_truth_that_does_not_fit_is_counted_not_scored(tmp_path: Path, co
     assert result.segmentation.mean_iou == pytest.approx(expected_segmentation([0, 3])["mean_iou"])
 
 
+def test_palette_masks_are_read_as_indices_and_an_unreadable_mask_is_counted(tmp_path: Path, colour_spec: Path) -> None:
+    """PASCAL VOC stores masks as palette PNGs (the palette index is the class; OpenCV reads the
+    palette's colours). One truncated mask file is unusable ground truth, counted, not fatal."""
+    from PIL import Image
+
+    images, masks = write_scene(tmp_path, frames=4, truth_frames=4)
+    for frame in (0, 3):
+        paletted = Image.frombytes("P", (WIDTH, HEIGHT), scene_truth(frame).tobytes())
+        paletted.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [255, 255, 255] * 253)  # VOC-like colours
+        paletted.save(masks / f"frame{frame:03d}.png")
+        assert cv2.imread(str(masks / f"frame{frame:03d}.png"), cv2.IMREAD_UNCHANGED).ndim == 3  # colours
+    data = (masks / "frame001.png").read_bytes()
+    (masks / "frame001.png").write_bytes(data[: len(data) // 2])
+    make_bag([images], tmp_path / "bag", "/cam", 10.0)
+
+    result = run_bag_eval(BagEvalOptions(tmp_path / "bag", colour_spec, "/cam", tmp_path / "out",
+                                         gt_masks=masks, progress=False))
+
+    assert result.frames_processed == 4 and result.frames_evaluated == 3
+    assert result.truth_unusable == {f"cannot read mask {masks / 'frame001.png'}": 1}
+    assert result.segmentation is not None
+    assert result.segmentation.mean_iou == pytest.approx(expected_segmentation([0, 2, 3])["mean_iou"])
+
+
+def test_ground_truth_boxes_that_are_not_finite_are_counted_not_drawn(tmp_path: Path) -> None:
+    """A NaN or infinite ground-truth box (topic or COCO file) is refused with a reason, and the
+    report is still written."""
+    x1, y1, x2, y2 = quokka_box()
+    for bbox, name in (([x1, y1, float("nan"), y2 - y1], "nan"), ([x1, y1, float("inf"), y2 - y1], "inf")):
+        coco = tmp_path / f"{name}.json"
+        coco.write_text(json.dumps({
+            "images": [{"id": 1, "file_name": "quokka.jpg", "width": 960, "height": 643}],
+            "categories": [{"id": 1, "name": "bear"}],
+            "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "bbox": bbox, "iscrowd": 0}],
+        }))
+        with pytest.raises(GroundTruthError, match=f"annotation 7 has a bbox value that is not finite"):
+            read_coco(coco)
+    # a Detection2DArray on the topic, written as a recorder would (no checks on the way in)
+    bag = tmp_path / "bag"
+    make_bag([QUOKKA], bag, "/cam", 1.0, encoding="jpeg")
+    ((image_message, image_msg),) = _messages(bag, "/cam")
+    store = bag_io.typestore()
+    truth = bag_io.detection_array_message(store, image_msg.header, [[x1, y1, float("nan"), y2]], ["bear"], [1.0])
+    nan_bag = tmp_path / "nan_bag"
+    with bag_io.BagWriter(nan_bag) as writer:
+        writer.write_raw("/cam", image_message.msgtype, image_message.log_time, image_message.data)
+        writer.write("/gt", bag_io.DETECTIONS_TYPE, image_message.log_time + 1, truth)
+    out = tmp_path / "out"
+    assert cli.main(["bag-eval", "--bag", str(nan_bag), "--model-spec", "centernet_mobilenetv3_coco", "--image-topic",
+                     "/cam", "--gt-topic", "/gt", "--out", str(out), "--no-progress"]) == 0
+    frames = json.loads((out / "metrics.json").read_text())["frames"]
+    assert frames["ground_truth_unusable"] == {
+        "ground-truth Detection2DArray has a box with a coordinate or size that is not finite": 1
+    }
+    assert (out / "report.md").is_file()
+
+
 def test_damaged_bag_reports_what_was_read_before_the_damage(
     tmp_path: Path, colour_spec: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -363,6 +421,13 @@ def test_detection_on_the_quokka_box_gives_hand_computed_ap(tmp_path: Path) -> N
     }))
     bag = tmp_path / "bag"
     make_bag([QUOKKA], bag, "/cam", 1.0, storage="sqlite3", encoding="jpeg", coco=coco, gt_topic="/gt")
+    # the same box with the class as its index, as the nodes write class_id by default
+    coco_by_index = tmp_path / "gt_by_index.json"
+    by_index = json.loads(coco.read_text())
+    by_index["categories"][0]["name"] = str(list(load_model_spec(spec).labels or ()).index("bear"))
+    coco_by_index.write_text(json.dumps(by_index))
+    bag_by_index = tmp_path / "bag_by_index"
+    make_bag([QUOKKA], bag_by_index, "/cam", 1.0, encoding="jpeg", coco=coco_by_index, gt_topic="/gt")
 
     # independent: the pipeline on the decoded file, at the spec's threshold (what the output bag
     # holds) and at the COCO protocol's 0.001 (what is scored); AP at IoU t = 1 / rank of the first
@@ -386,9 +451,11 @@ def test_detection_on_the_quokka_box_gives_hand_computed_ap(tmp_path: Path) -> N
         return 0.0 if rank is None else 1.0 / rank
 
     thresholds = np.linspace(0.5, 0.95, 10)
-    for truth_args in (["--gt-topic", "/gt"], ["--gt-coco", str(coco)]):
-        out = tmp_path / f"eval{len(truth_args[1])}"
-        assert cli.main(["bag-eval", "--bag", str(bag), "--model-spec", spec, "--image-topic", "/cam",
+    for number, (truth_bag, truth_args) in enumerate(
+        ((bag, ["--gt-topic", "/gt"]), (bag, ["--gt-coco", str(coco)]), (bag_by_index, ["--gt-topic", "/gt"]))
+    ):
+        out = tmp_path / f"eval{number}"
+        assert cli.main(["bag-eval", "--bag", str(truth_bag), "--model-spec", spec, "--image-topic", "/cam",
                          *truth_args, "--out", str(out), "--no-progress"]) == 0
         det = json.loads((out / "metrics.json").read_text())["detection"]
         assert det["ap50"] == pytest.approx(ap_at(0.5))

@@ -153,6 +153,16 @@ def test_bad_inputs(tmp_path: Path) -> None:
     bad.write_text('{"images": []}')
     with pytest.raises(GroundTruthError, match="not a valid COCO"):
         read_coco(bad)
+    # nested deeper than Python's recursion limit: json and PyYAML recurse, one line each all the same
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000)
+    with pytest.raises(GroundTruthError, match="not a valid COCO detection file: RecursionError"):
+        read_coco(deep)
+    deep_bag = tmp_path / "deep_bag"
+    deep_bag.mkdir()
+    (deep_bag / "metadata.yaml").write_text("[" * 50_000)
+    with pytest.raises(bag_io.BagError, match="cannot open bag .*deep_bag: maximum recursion depth"):
+        bag_io.open_reader(deep_bag)
 
 
 def test_cli_prints_summary_and_reports_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

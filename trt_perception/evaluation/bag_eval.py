@@ -26,7 +26,7 @@ from trt_perception.decoders.nms import DetectionFilter, filter_detections
 from trt_perception.errors import ImageDecodeError, InferenceError
 from trt_perception.evaluation import bag_io
 from trt_perception.evaluation.evaluator import EvaluationResult, Evaluator, FramePrediction, OrderedTruth
-from trt_perception.evaluation.ground_truth import BoxTruth, CocoFile, MaskFolder, MaskTruth, Truth
+from trt_perception.evaluation.ground_truth import BoxTruth, CocoFile, MaskFolder, MaskTruth, Truth, class_name
 from trt_perception.evaluation.metrics import COCO_MAX_DETECTIONS
 from trt_perception.evaluation.report import thumbnail
 from trt_perception.image_decoding import DEFAULT_MAX_PIXELS
@@ -116,11 +116,14 @@ def ground_truth_from_options(options: BagEvalOptions, task: str) -> OrderedTrut
     return None
 
 
-def truth_from_message(message: Any, msgtype: str) -> Truth:
-    """Ground truth from a mono8/mono16 label Image or a Detection2DArray (ValueError if unusable)."""
+def truth_from_message(message: Any, msgtype: str, class_names: list[str]) -> Truth:
+    """Ground truth from a mono8/mono16 label Image or a Detection2DArray (ValueError if unusable),
+    a detection's ``class_id`` read as a class index or a name of ``class_names`` (``class_name``)."""
     if msgtype == bag_io.DETECTIONS_TYPE:
-        boxes, names, _ = bag_io.detections_from_message(message)
-        return BoxTruth(boxes, names)
+        boxes, class_ids, _ = bag_io.detections_from_message(message)
+        if not np.isfinite(boxes).all():
+            raise ValueError("ground-truth Detection2DArray has a box with a coordinate or size that is not finite")
+        return BoxTruth(boxes, [class_name(class_id, class_names) for class_id in class_ids])
     if message.encoding not in ("mono8", "mono16", "8UC1", "16UC1"):
         raise ValueError(f"ground-truth image encoding {message.encoding!r} is not a class-index image (mono8/mono16)")
     try:
@@ -326,7 +329,7 @@ def add_truth_message(
             evaluator.truth_not_usable(f"corrupt {message.msgtype} ground-truth message (cannot deserialize)")
         return
     try:
-        truth = truth_from_message(msg, message.msgtype)
+        truth = truth_from_message(msg, message.msgtype, evaluator.class_names)
     except ValueError as error:
         if in_window:
             evaluator.truth_not_usable(str(error))

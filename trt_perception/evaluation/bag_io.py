@@ -113,7 +113,7 @@ def open_reader(path: str | Path) -> Reader:
     try:
         reader = Reader(path)
         reader.open()
-    except (ReaderError, OSError, ValueError, KeyError) as error:
+    except (ReaderError, OSError, ValueError, KeyError, RecursionError) as error:  # Recursion: nested metadata.yaml
         raise BagError(
             f"cannot open bag {path}: {error} (an interrupted recording can often be repaired with "
             "`mcap recover` or `ros2 bag reindex`)"

@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from trt_perception.evaluation.ground_truth import BoxTruth, MaskTruth, StampMatcher, Truth
+from trt_perception.evaluation.ground_truth import BoxTruth, GroundTruthError, MaskTruth, StampMatcher, Truth
 from trt_perception.evaluation.metrics import (
     DetectionMetrics,
     DetectionScores,
@@ -186,7 +186,11 @@ class Evaluator:
         self.frames_processed += 1
         self.latency.add(milliseconds)
         if self.ordered_truth is not None:
-            truth = self.ordered_truth.for_frame(frame.index)
+            try:
+                truth = self.ordered_truth.for_frame(frame.index)
+            except GroundTruthError as error:  # one unreadable mask file: counted, the others still score
+                self.truth_unusable[str(error)] += 1
+                return
             if truth is None:
                 self._frames_without_truth += 1
             else:

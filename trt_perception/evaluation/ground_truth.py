@@ -8,7 +8,9 @@ matched by header stamp (see ``StampMatcher``).
 
 from __future__ import annotations
 
+import io
 import json
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,9 @@ from trt_perception.errors import ImageDecodeError, TrtPerceptionError
 from trt_perception.evaluation.image_headers import image_file_size
 from trt_perception.image_decoding import DEFAULT_MAX_PIXELS, check_pixel_count
 from trt_perception.image_files import folder_images
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOUR_TYPE_OFFSET = 25  # signature, IHDR length and type, width, height, bit depth
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp")
 
@@ -58,6 +63,23 @@ class BoxTruth:
 Truth = MaskTruth | BoxTruth
 
 
+def class_index(class_id: str, class_names: list[str]) -> int:
+    """The class index a Detection2D ``class_id`` stands for: the index as text (what the nodes
+    publish by default, ``class_id_format: index``) or a class name; ``len(class_names)`` for a class
+    the model lacks."""
+    if class_id.isdigit() and int(class_id) < len(class_names):
+        return int(class_id)
+    return class_names.index(class_id) if class_id in class_names else len(class_names)
+
+
+def class_name(class_id: str, class_names: list[str]) -> str:
+    """The model's class name a ``class_id`` stands for (``class_index``), or ``class_id`` itself for a
+    class the model lacks."""
+    index = class_index(class_id, class_names)
+    return class_names[index] if index < len(class_names) else class_id
+
+
+
 def image_files(paths: list[Path]) -> list[Path]:
     """Image files named directly, or found (sorted by name) in the single folder given."""
     if len(paths) == 1 and paths[0].is_dir():
@@ -75,6 +97,15 @@ def read_image_file(path: Path, flag: int, max_pixels: int, what: str = "image")
     """An image file's bytes and ``cv2.imread(path, flag)``'s pixels, the file read once. Refused
     before decoding when its header claims more than ``max_pixels`` pixels, or when its size cannot
     be read from its header (see ``image_file_size``); ``max_pixels`` 0: no limit."""
+    data = _checked_image_bytes(path, max_pixels)
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flag) if data else None
+    if pixels is None:
+        raise GroundTruthError(f"cannot read {what} {path}")
+    return data, pixels
+
+
+def _checked_image_bytes(path: Path, max_pixels: int) -> bytes:
+    """The bytes of an image file whose header allows it to be decoded (``read_image_file``)."""
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -93,16 +124,39 @@ def read_image_file(path: Path, flag: int, max_pixels: int, what: str = "image")
             check_pixel_count(size[0], size[1], max_pixels, str(path))
         except ImageDecodeError as error:
             raise GroundTruthError(str(error)) from None
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flag) if data else None
-    if pixels is None:
-        raise GroundTruthError(f"cannot read {what} {path}")
-    return data, pixels
+    return data
+
+
+def _is_palette_png(data: bytes) -> bool:
+    """Whether ``data`` is a PNG of palette indices (IHDR colour type 3)."""
+    return data.startswith(_PNG_SIGNATURE) and len(data) > _PNG_COLOUR_TYPE_OFFSET and data[_PNG_COLOUR_TYPE_OFFSET] == 3
+
+
+def _palette_indices(data: bytes, path: Path) -> npt.NDArray[np.uint8]:
+    """The palette indices of a palette PNG (Pillow; OpenCV would give the palette's colours)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            indices = np.asarray(image, np.uint8) if image.mode == "P" else None
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError):
+        raise GroundTruthError(f"cannot read mask {path}") from None
+    if indices is None:
+        raise GroundTruthError(f"mask {path}: a palette PNG that Pillow reads as mode {image.mode}, not as indices")
+    return indices
 
 
 def read_mask(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> MaskTruth:
-    """A single-channel 8- or 16-bit label image (values are class indices, not colours), refused
-    before decoding when larger than ``max_pixels`` (see ``read_image_file``)."""
-    labels = read_image_file(path, cv2.IMREAD_UNCHANGED, max_pixels, "mask")[1]
+    """A single-channel 8- or 16-bit label image (values are class indices, not colours), or a palette
+    PNG (PASCAL VOC's masks: the palette indices are the classes), refused before decoding when
+    larger than ``max_pixels`` (see ``read_image_file``)."""
+    data = _checked_image_bytes(path, max_pixels)
+    if _is_palette_png(data):
+        return MaskTruth(_palette_indices(data, path))
+    labels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if labels is None:
+        raise GroundTruthError(f"cannot read mask {path}")
     if labels.ndim != 2 or labels.dtype not in (np.uint8, np.uint16):
         raise GroundTruthError(
             f"mask {path} is {labels.dtype} with shape {labels.shape}; ground-truth masks must be "
@@ -148,6 +202,8 @@ def read_coco(path: Path) -> list[CocoImage]:
         boxes: dict[int, list[tuple[list[float], str, bool, float]]] = {image_id: [] for image_id in images}
         for ann in data.get("annotations", []):
             x, y, w, h = (float(v) for v in ann["bbox"])
+            if not all(math.isfinite(v) for v in (x, y, w, h)):
+                raise GroundTruthError(f"{path}: annotation {ann.get('id')} has a bbox value that is not finite: {ann['bbox']}")
             if ann["image_id"] not in boxes:
                 raise GroundTruthError(f"{path}: annotation {ann.get('id')} names unknown image {ann['image_id']}")
             if ann["category_id"] not in categories:
@@ -160,7 +216,7 @@ def read_coco(path: Path) -> list[CocoImage]:
             ))
     except FileNotFoundError:
         raise GroundTruthError(f"COCO file {path} does not exist") from None
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
         raise GroundTruthError(f"{path} is not a valid COCO detection file: {error!r}") from error
     result = []
     for image_id, image in images.items():

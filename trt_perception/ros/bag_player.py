@@ -28,16 +28,9 @@ from trt_perception.errors import ImageDecodeError
 from trt_perception.evaluation import bag_io
 from trt_perception.evaluation.bag_eval import BagEvalOptions, EvaluationSetup, add_truth_message, prepare_evaluation
 from trt_perception.evaluation.evaluator import EvaluationResult, FramePrediction
+from trt_perception.evaluation.ground_truth import class_index
 from trt_perception.evaluation.report import thumbnail
 from trt_perception.results import Detections
-
-def class_index(class_id: str, class_names: list[str]) -> int:
-    """The class index a node's ``class_id`` stands for: the index as text (the nodes' default,
-    ``class_id_format: index``) or a class name; ``len(class_names)`` for a class the model lacks."""
-    if class_id.isdigit() and int(class_id) < len(class_names):
-        return int(class_id)
-    return class_names.index(class_id) if class_id in class_names else len(class_names)
-
 
 DEFAULT_OUTPUT_TOPICS = {"segmentation": "/segmentation/labels", "detection": "/detection/detections"}
 
