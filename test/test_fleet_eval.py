@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,6 +29,7 @@ from trt_perception.evaluation.fleet import (
     check_local_resources,
     expand_bag_arguments,
     load_bag_result,
+    repeated_stamp,
     spec_key,
 )
 from trt_perception.evaluation.make_bag import make_bag
@@ -236,6 +238,65 @@ def test_time_slices_equal_one_process_when_ground_truth_is_logged_after_its_ima
     assert sliced["segmentation"] == single["segmentation"]
     ((row,),) = [sliced["bags"]]
     assert len(sorted((tmp_path / "sliced" / row["output"]).glob("slice-*/bag"))) == 4
+
+
+def restamped(source: Path, out: Path, stamp: Callable[[int], int]) -> Path:
+    """``source`` with every /cam and /gt header stamp ``s`` (ns) replaced by ``stamp(s)``; bytes otherwise unchanged."""
+    reader = bag_io.open_reader(source)
+    try:
+        with bag_io.BagWriter(out, "mcap") as writer:
+            for message in bag_io.iter_messages(reader, ["/cam", "/gt"]):
+                data = bytearray(message.data)  # CDR: 4 encapsulation bytes, then header.stamp.sec, .nanosec
+                old = int.from_bytes(data[4:8], "little") * 10**9 + int.from_bytes(data[8:12], "little")
+                sec, nanosec = divmod(stamp(old), 10**9)
+                data[4:12] = sec.to_bytes(4, "little") + nanosec.to_bytes(4, "little")
+                writer.write_raw(message.topic, message.msgtype, message.log_time, bytes(data))
+    finally:
+        reader.close()
+    return out
+
+
+@pytest.mark.parametrize(("driver", "stamp"), [
+    ("stamp-less", lambda ns: 0),  # a driver that fills no stamps: 0 on every frame
+    ("coarse", lambda ns: (ns + 50_000_000) // 200_000_000 * 200_000_000),  # 5 Hz clock: frames 2k and 2k+1 share
+])
+def test_time_slices_equal_one_process_when_header_stamps_repeat(
+    tmp_path: Path, colour_spec: Path, capsys: pytest.CaptureFixture[str], driver: str, stamp: Callable[[int], int]
+) -> None:
+    """Images sharing a header stamp across a slice edge: which mask belongs to which is known only in the
+    bag's order, so the bag runs as one task (and says so) instead of losing its ground truth."""
+    scene_bag(tmp_path, tmp_path / "orig", range(0, 9), "mcap", "rgb8", 5)
+    bag = restamped(tmp_path / "orig", tmp_path / driver, stamp)
+    common = ["--bag", str(bag), "--model-spec", str(colour_spec), "--image-topic", "/cam", "--gt-topic", "/gt",
+              "--no-progress"]
+
+    code, sliced = evaluate([*common, "--out", str(tmp_path / "sliced"), "--slice-seconds", "0.25"])
+    err = capsys.readouterr().err
+    single_code, single = evaluate([*common, "--out", str(tmp_path / "single")])
+
+    assert (code, single_code) == (0, 0)
+    assert single["frames"]["evaluated"] == 9 and single["frames"]["without_ground_truth"] == 0
+    assert sliced["frames"] == single["frames"]
+    assert sliced["segmentation"] == single["segmentation"]
+    ((row,),) = [sliced["bags"]]
+    note = ("evaluated as one task, not in slices: images logged less than 10.25 s apart share the header stamp "
+            f"{stamp(5 * 10**9)} ns")  # frame 1 repeats frame 0's
+    assert row["note"] == note
+    assert f"bag-eval: {bag}: {note}\n" in err
+    assert f"| ok ({note}) |" in (tmp_path / "sliced" / "report.md").read_text()
+    assert not list((tmp_path / "sliced" / row["output"]).glob("slice-*"))
+
+
+def test_repeated_stamps_count_within_one_slice_reach(tmp_path: Path, colour_spec: Path) -> None:
+    """``repeated_stamp`` finds images sharing a stamp only when logged less than the reach apart."""
+    scene_bag(tmp_path, tmp_path / "orig", range(0, 9), "mcap", "rgb8", 5)  # images 0.1 s apart
+    frame_mod_3 = lambda ns: (ns - 5 * 10**9 + 50_000_000) // 100_000_000 % 3  # noqa: E731 (stamps 0, 1, 2, 0, ...)
+    bag = restamped(tmp_path / "orig", tmp_path / "every_third", frame_mod_3)
+
+    assert repeated_stamp(bag, "/cam", 300_000_000) is None  # frames 0 and 3 are 0.3 s apart: not less
+    assert repeated_stamp(bag, "/cam", 300_000_001) == 0  # frame 3 repeats frame 0's stamp
+    assert repeated_stamp(tmp_path / "orig", "/cam", 10**12) is None
+    assert repeated_stamp(tmp_path / "absent", "/cam", 10**12) is None
 
 
 def detection_images(folder: Path) -> tuple[dict[str, Path], Path]:

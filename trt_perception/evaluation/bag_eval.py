@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -227,7 +227,8 @@ def _replay(
     In a time slice, ground truth is read ``truth_margin_ns`` beyond the window, so that every truth
     counts in the slice that holds its image (as in one run over the bag): truth whose image lies in a
     neighbouring slice's window is left to that slice, and truth logged outside the window is not
-    counted as unmatched here (the slice it was logged in counts it).
+    counted as unmatched here (the slice it was logged in counts it). This needs image stamps that do
+    not repeat within the read range (the fleet runs other bags whole: ``fleet.plan_units``).
     """
     evaluator = setup.evaluator
     store = bag_io.typestore(bag_io.bag_distro(setup.reader))
@@ -302,14 +303,24 @@ def _image_stamps_beside(
     neighbouring slices' frames whose ground truth this slice may read)."""
     if window is None:
         return set()
-    stamps = set()
-    for start, stop in ((max(0, window[0] - margin), window[0]), (window[1], window[1] + margin)):
-        for message in bag_io.iter_messages(reader, [image_topic], start, stop):
-            try:
-                stamps.add(bag_io.stamp_ns(bag_io.deserialize(message, store).header))
-            except bag_io.BagError:
-                continue  # that slice skips it as corrupt: no ground truth can match it
-    return stamps
+    return {
+        stamp
+        for start, stop in ((max(0, window[0] - margin), window[0]), (window[1], window[1] + margin))
+        for _, stamp in image_stamps(reader, store, image_topic, start, stop)
+    }
+
+
+def image_stamps(
+    reader: Any, store: Any, image_topic: str, start: int | None = None, stop: int | None = None
+) -> Iterator[tuple[int, int]]:
+    """Log time and header stamp (ns) of each image logged in ``[start, stop)``, in log-time order;
+    corrupt messages are left out (their slice skips them: no ground truth can match them)."""
+    for message in bag_io.iter_messages(reader, [image_topic], start, stop):
+        try:
+            stamp = bag_io.stamp_ns(bag_io.deserialize(message, store).header)
+        except bag_io.BagError:
+            continue
+        yield message.log_time, stamp
 
 
 def add_truth_message(

@@ -23,6 +23,7 @@ import pickle
 import shutil
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import Any, TextIO
 
 from trt_perception.errors import SpecError, TrtPerceptionError
 from trt_perception.evaluation import bag_io
-from trt_perception.evaluation.bag_eval import BagEvalOptions, run_bag_eval
+from trt_perception.evaluation.bag_eval import BagEvalOptions, image_stamps, run_bag_eval
 from trt_perception.evaluation.evaluator import EvaluationResult, merge_results
 from trt_perception.evaluation.report import metrics_dict
 from trt_perception.spec import ModelSpec, load_model_spec
@@ -73,6 +74,7 @@ class BagOutcome:
     result: EvaluationResult | None
     error: str | None
     reused: bool = False
+    note: str | None = None  # why the bag ran otherwise than asked (one task instead of slices)
 
 
 @dataclass
@@ -326,6 +328,7 @@ class WorkUnit:
     options: BagEvalOptions
     key: dict[str, Any] | None  # what its stored result depends on; None when the bag does not exist
     outcome: BagOutcome | None = None
+    note: str | None = None  # see ``BagOutcome.note``
 
 
 def time_slices(bag: Path, seconds: float) -> list[tuple[int, int]]:
@@ -342,21 +345,55 @@ def time_slices(bag: Path, seconds: float) -> list[tuple[int, int]]:
     return [(first, min(first + step, stop)) for first in range(start, stop, step)]
 
 
+def repeated_stamp(bag: Path, image_topic: str, reach_ns: int) -> int | None:
+    """A header stamp shared by two images of ``image_topic`` logged less than ``reach_ns`` apart, or
+    None (also when the bag cannot be read through: its tasks report that). Memory: the stamps of
+    ``reach_ns`` of recording."""
+    try:
+        reader = bag_io.open_reader(bag)
+    except bag_io.BagError:
+        return None
+    try:
+        seen: OrderedDict[int, int] = OrderedDict()  # stamp -> log time, oldest first
+        for log_time, stamp in image_stamps(reader, bag_io.typestore(bag_io.bag_distro(reader)), image_topic):
+            while seen and next(iter(seen.values())) <= log_time - reach_ns:
+                seen.popitem(last=False)
+            if stamp in seen:
+                return stamp
+            seen[stamp] = log_time
+    except bag_io.BagError:
+        return None
+    finally:
+        reader.close()
+    return None
+
+
 def plan_units(bag: Path, options: FleetOptions) -> list[WorkUnit]:
-    """The tasks of one bag: the whole bag, or one per ``slice_seconds`` of its recording."""
+    """The tasks of one bag: the whole bag, or one per ``slice_seconds`` of its recording.
+
+    With ground truth, a bag whose images repeat a header stamp within one slice's reach (its window
+    and the truth margin on either side) runs as one task: ground truth is matched by stamp, and which
+    of the images with that stamp a truth belongs to is only known in the bag's order as a whole.
+    """
     label = bag_label(bag)
     whole = dataclasses.replace(options.per_bag, bag=bag, out=options.per_bag.out / "bags" / label,
                                 progress=False, threads=options.cpus_per_task)
     windows = time_slices(bag, options.slice_seconds) if options.slice_seconds else []
+    margin, note = round(TRUTH_MARGIN_S * 1e9), None
+    if len(windows) > 1 and options.per_bag.gt_topic is not None:
+        reach = windows[0][1] - windows[0][0] + 2 * margin
+        stamp = repeated_stamp(bag, options.per_bag.image_topic, reach)
+        if stamp is not None:
+            windows, note = [], (f"evaluated as one task, not in slices: images logged less than {reach / 1e9:g} s "
+                                 f"apart share the header stamp {stamp} ns")
     units = [whole] if len(windows) < 2 else [
-        dataclasses.replace(whole, out=whole.out / f"slice-{k:04d}", time_range=window,
-                            truth_margin_ns=round(TRUTH_MARGIN_S * 1e9))
+        dataclasses.replace(whole, out=whole.out / f"slice-{k:04d}", time_range=window, truth_margin_ns=margin)
         for k, window in enumerate(windows)
     ]
     if not bag.exists():
-        return [WorkUnit(label, unit, None) for unit in units]
+        return [WorkUnit(label, unit, None, note=note) for unit in units]
     model_key = spec_key(options.per_bag.model_spec)  # the same for every slice: the spec is read once
-    return [WorkUnit(label, unit, settings_key(unit, model_key)) for unit in units]
+    return [WorkUnit(label, unit, settings_key(unit, model_key), note=note) for unit in units]
 
 
 def bag_outcome(units: Sequence[WorkUnit], worst_frames: int) -> BagOutcome:
@@ -367,7 +404,7 @@ def bag_outcome(units: Sequence[WorkUnit], worst_frames: int) -> BagOutcome:
     first = outcomes[0]
     assert first is not None
     if len(outcomes) == 1:
-        return first
+        return dataclasses.replace(first, note=units[0].note)
     failed = next((o for o in outcomes if o is not None and o.result is None), None)
     if failed is not None:
         return BagOutcome(first.bag, first.label, None, failed.error)
@@ -379,7 +416,8 @@ def bag_outcome(units: Sequence[WorkUnit], worst_frames: int) -> BagOutcome:
 def run_fleet_eval(options: FleetOptions, stream: TextIO | None = None) -> FleetResult:
     """Evaluate every bag on Ray (reusing stored results unless ``force``) and merge them in bag order.
 
-    Progress goes to ``stream`` (default: standard error) unless ``options.progress`` is off.
+    Progress goes to ``stream`` (default: standard error) unless ``options.progress`` is off; a line
+    for each bag that runs otherwise than asked (``BagOutcome.note``) always does.
     """
     if not options.bags:
         raise FleetError("no bags to evaluate")
@@ -389,13 +427,17 @@ def run_fleet_eval(options: FleetOptions, stream: TextIO | None = None) -> Fleet
     if options.slice_seconds is not None and not options.slice_seconds > 0:
         raise FleetError(f"slice length must be positive, got {options.slice_seconds} s")
     start = time.perf_counter()
+    stream = stream or sys.stderr
     units_of = {bag: plan_units(bag, options) for bag in options.bags}
+    for bag, units in units_of.items():
+        if units[0].note is not None:
+            print(f"bag-eval: {bag}: {units[0].note}", file=stream, flush=True)
     for unit in (u for units in units_of.values() for u in units):
         stored = None if options.force or unit.key is None else load_bag_result(unit.options.out, unit.key)
         if stored is not None:
             unit.outcome = BagOutcome(str(unit.options.bag), unit.label, stored, None, reused=True)
     if any(u.outcome is None for units in units_of.values() for u in units):
-        _run_on_ray(list(units_of.values()), options, stream or sys.stderr)
+        _run_on_ray(list(units_of.values()), options, stream)
     ordered = [bag_outcome(units_of[bag], options.per_bag.worst_frames) for bag in options.bags]
     wall_seconds = time.perf_counter() - start
     succeeded = [(o.label, o.result) for o in ordered if o.result is not None]
@@ -491,6 +533,8 @@ def bag_rows(fleet: FleetResult) -> list[dict[str, Any]]:
     rows = []
     for outcome in fleet.outcomes:
         row: dict[str, Any] = {"bag": outcome.bag, "output": f"bags/{outcome.label}"}
+        if outcome.note is not None:
+            row["note"] = outcome.note
         result = outcome.result
         if result is None:
             row.update(status="failed", reason=outcome.error)

@@ -120,8 +120,8 @@ def write_report(
 ) -> dict[str, Any]:
     """Write ``metrics.json``, plots and ``report.md`` into ``out``; returns the metrics dict.
 
-    ``bags``: one row per bag of a fleet job (``bag``, ``status``, ``reason``, frame counts, its
-    own ``mean_iou`` or ``map``, ``fps``, ``output``); ``result`` is then the merged total.
+    ``bags``: one row per bag of a fleet job (``bag``, ``status``, ``reason``, ``note``, frame counts,
+    its own ``mean_iou`` or ``map``, ``fps``, ``output``); ``result`` is then the merged total.
     """
     out.mkdir(parents=True, exist_ok=True)
     data = metrics_dict(result, context)
@@ -224,7 +224,8 @@ def _bag_table(bags: list[dict[str, Any]]) -> list[str]:
         "| --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in bags:
-        status = row["status"] + (f": {row['reason']}" if row.get("reason") else "")
+        status = row["status"] + (f": {row['reason']}" if row.get("reason") else "") + (
+            f" ({row['note']})" if row.get("note") else "")
         frames = f"{row['frames_processed']} / {row['frames_on_topic']}" if "frames_processed" in row else ""
         metric = row.get("mean_iou", row.get("map"))
         lines.append(
