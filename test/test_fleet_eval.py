@@ -31,6 +31,7 @@ from trt_perception.evaluation.fleet import (
     load_bag_result,
     repeated_stamp,
     spec_key,
+    time_slices,
 )
 from trt_perception.evaluation.make_bag import make_bag
 
@@ -193,6 +194,16 @@ def test_a_long_bag_in_time_slices_equals_one_process(tmp_path: Path, colour_spe
     slices = sorted((tmp_path / "sliced" / row["output"]).glob("slice-*/bag"))
     assert len(slices) == 4  # frames 0-2, 3-4, 5-7, 8 by log time (0.25 s windows from the first message)
     assert sliced["latency_ms"]["total"]["count"] == 9
+
+
+def test_slices_too_short_for_the_bag_are_refused_before_any_task(tmp_path: Path) -> None:
+    """A slice length that would cut a bag into more than MAX_SLICES_PER_BAG tasks is a clear error,
+    not a list of millions of windows (or a MemoryError)."""
+    scene_bag(tmp_path, tmp_path / "long", range(0, 9), "mcap", "rgb8", 5)  # 0.8 s from first to last frame
+    assert len(time_slices(tmp_path / "long", 0.25)) == 4
+    for seconds in (1e-6, 1e-9):
+        with pytest.raises(FleetError, match=r"into \d+ tasks, more than 10000 \(each loads the model\)"):
+            time_slices(tmp_path / "long", seconds)
 
 
 def test_time_slices_equal_one_process_when_ground_truth_is_logged_after_its_image(

@@ -331,8 +331,13 @@ class WorkUnit:
     note: str | None = None  # see ``BagOutcome.note``
 
 
+# The most tasks one bag is cut into (``time_slices``).
+MAX_SLICES_PER_BAG = 10_000
+
+
 def time_slices(bag: Path, seconds: float) -> list[tuple[int, int]]:
-    """Log-time windows ``[start, stop)`` of ``seconds`` covering the bag; [] when it cannot be opened."""
+    """Log-time windows ``[start, stop)`` of ``seconds`` covering the bag; [] when it cannot be opened;
+    FleetError when they would be more than MAX_SLICES_PER_BAG."""
     try:
         reader = bag_io.open_reader(bag)
     except bag_io.BagError:
@@ -342,6 +347,12 @@ def time_slices(bag: Path, seconds: float) -> list[tuple[int, int]]:
     finally:
         reader.close()
     step = max(1, round(seconds * 1e9))
+    count = -(-(stop - start) // step)
+    if count > MAX_SLICES_PER_BAG:
+        raise FleetError(
+            f"{bag}: slices of {seconds:g} s would cut its {(stop - start) / 1e9:g} s into {count} tasks, more than "
+            f"{MAX_SLICES_PER_BAG} (each loads the model); choose a longer --slice-seconds"
+        )
     return [(first, min(first + step, stop)) for first in range(start, stop, step)]
 
 
