@@ -170,6 +170,25 @@ def test_engine_is_loaded_while_the_build_lock_is_held(
     assert locked_at_load == [True, True]
 
 
+def test_read_only_cache_serves_current_engines_without_a_lock(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, selfie: ModelSpec, builds: list[Path]
+) -> None:
+    install(monkeypatch, "10.3.0")
+    assert selfie.model is not None
+    cache = EngineCache(tmp_path)
+    cache.build(selfie.model, BuildOptions(), selfie.input)
+    for lock in tmp_path.glob("*.lock"):
+        lock.unlink()
+    writable = os.access
+    monkeypatch.setattr(  # a read-only mount (chmod does not stop root, who runs CI containers)
+        engine_cache.os, "access", lambda path, mode: False if Path(path) == tmp_path else writable(path, mode)
+    )
+    backend = cache.get_or_build(selfie.model, BuildOptions(), selfie.input, TensorRTBackend)
+    assert backend.engine_path.parent == tmp_path and not list(tmp_path.glob("*.lock")) and len(builds) == 1
+    with pytest.raises(ModelLoadError, match=r"engine cache .* is read-only; selfie_segmentation-fp16-.*not built yet"):
+        cache.get_or_build(selfie.model, BuildOptions(precision="fp16"), selfie.input, TensorRTBackend)
+
+
 def test_int8_engine_follows_its_calibration_inputs(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, selfie: ModelSpec, builds: list[Path]
 ) -> None:

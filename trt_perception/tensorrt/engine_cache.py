@@ -186,8 +186,15 @@ class EngineCache:
         """Load the cached engine for this model and options, building it first when needed.
 
         The key is taken and the engine checked, built and loaded under the lock, so no other process
-        replaces the engine file in between."""
+        replaces the engine file in between. A cache directory this process cannot write to (engines
+        provisioned into a read-only image) cannot change and cannot take a lock file: its engine is
+        loaded without the lock when current, else that is an error."""
         engine_path = self.engine_path(onnx_path, options, input_spec)
+        if self.directory.is_dir() and not os.access(self.directory, os.W_OK):
+            reason = self.stale_reason(EngineKey.current(onnx_path, options, input_spec), engine_path)
+            if reason is not None:
+                raise ModelLoadError(f"engine cache {self.directory} is read-only; {engine_path.name}: {reason}")
+            return load(engine_path)
         with file_lock(engine_path.with_name(engine_path.name + ".lock"), self.lock_wait_s):
             key = EngineKey.current(onnx_path, options, input_spec)
             loaded = self._load_if_current(key, engine_path, load)
