@@ -129,7 +129,6 @@ class EngineKey:
         ]
 
 
-
 @contextmanager
 def file_lock(path: Path, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path``; wait (polling) up to ``wait_s`` seconds for it."""
