@@ -124,6 +124,114 @@ def test_edited_model_and_broken_engine_are_rebuilt(
     assert len(builds) == 3
 
 
+def test_equally_named_models_in_two_folders_keep_their_own_engines(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, selfie: ModelSpec, builds: list[Path]
+) -> None:
+    import onnx
+
+    install(monkeypatch, "10.3.0")
+    assert selfie.model is not None
+    model = onnx.load(str(selfie.model))
+    for folder, note in (("a", "first"), ("b", "retrained")):
+        (tmp_path / folder).mkdir()
+        model.doc_string = note  # other bytes, same file name
+        onnx.save(model, str(tmp_path / folder / "model.onnx"))
+    cache = EngineCache(tmp_path / "cache")
+    paths = [
+        cache.get_or_build(tmp_path / folder / "model.onnx", BuildOptions(), selfie.input, TensorRTBackend).engine_path
+        for folder in "abab"
+    ]
+    assert builds == [tmp_path / "a" / "model.onnx", tmp_path / "b" / "model.onnx"]  # no rebuild on alternating use
+    assert paths[0] == paths[2] != paths[1] == paths[3]
+
+
+def test_engine_is_loaded_while_the_build_lock_is_held(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, selfie: ModelSpec
+) -> None:
+    import fcntl
+
+    install(monkeypatch, "10.3.0")
+    assert selfie.model is not None
+    cache = EngineCache(tmp_path)
+    lock = cache.engine_path(selfie.model, BuildOptions(), selfie.input).with_suffix(".engine.lock")
+    locked_at_load = []
+
+    def load_checking_the_lock(path: Path) -> TensorRTBackend:
+        with lock.open("a+") as other:  # another open file: flock refuses it while the cache holds the lock
+            try:
+                fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked_at_load.append(False)
+            except BlockingIOError:
+                locked_at_load.append(True)
+        return TensorRTBackend(path)
+
+    for _ in range(2):  # built, then cached
+        cache.get_or_build(selfie.model, BuildOptions(), selfie.input, load_checking_the_lock)
+    assert locked_at_load == [True, True]
+
+
+def test_read_only_cache_serves_current_engines_without_a_lock(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, selfie: ModelSpec, builds: list[Path]
+) -> None:
+    install(monkeypatch, "10.3.0")
+    assert selfie.model is not None
+    cache = EngineCache(tmp_path)
+    cache.build(selfie.model, BuildOptions(), selfie.input)
+    for lock in tmp_path.glob("*.lock"):
+        lock.unlink()
+    writable = os.access
+    monkeypatch.setattr(  # a read-only mount (chmod does not stop root, who runs CI containers)
+        engine_cache.os, "access", lambda path, mode: False if Path(path) == tmp_path else writable(path, mode)
+    )
+    backend = cache.get_or_build(selfie.model, BuildOptions(), selfie.input, TensorRTBackend)
+    assert backend.engine_path.parent == tmp_path and not list(tmp_path.glob("*.lock")) and len(builds) == 1
+    with pytest.raises(ModelLoadError, match=r"engine cache .* is read-only; selfie_segmentation-fp16-.*not built yet"):
+        cache.get_or_build(selfie.model, BuildOptions(precision="fp16"), selfie.input, TensorRTBackend)
+
+
+def test_int8_engine_follows_its_calibration_inputs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, selfie: ModelSpec, builds: list[Path]
+) -> None:
+    import dataclasses
+    import shutil
+
+    from trt_perception.spec import NormalizationSpec
+
+    install(monkeypatch, "10.3.0")
+    assert selfie.model is not None
+    images = tmp_path / "calib"
+    images.mkdir()
+    shutil.copy(REPO / "test" / "fixtures" / "images" / "page.png", images / "page.png")
+    cache = EngineCache(tmp_path / "cache")
+    int8 = BuildOptions(precision="int8", calib_images=images)
+    fp16 = BuildOptions(precision="fp16")
+
+    def calibration_sums(input_spec: object = selfie.input) -> list[float]:
+        backend = cache.get_or_build(selfie.model, int8, input_spec, TensorRTBackend)  # type: ignore[arg-type]
+        return unpack_plan(backend.engine_path.read_bytes())[0]["calibration_sums"]
+
+    first = calibration_sums()
+    cache.get_or_build(selfie.model, fp16, selfie.input, TensorRTBackend)
+    assert calibration_sums() == first and len(first) == 1 and len(builds) == 2  # both reused
+    shutil.copy(REPO / "test" / "fixtures" / "images" / "coffee.png", images / "coffee.png")
+    assert len(calibration_sums()) == 2 and len(builds) == 3  # another image: recalibrated
+    cache.get_or_build(selfie.model, fp16, selfie.input, TensorRTBackend)
+    assert len(builds) == 3  # fp16 does not calibrate: unaffected
+    other_scale = dataclasses.replace(selfie.input, normalization=NormalizationSpec(type="symmetric"))
+    assert calibration_sums(other_scale) != calibration_sums() and len(builds) == 5  # preprocessing counts too
+    cache.get_or_build(selfie.model, fp16, other_scale, TensorRTBackend)
+    assert len(builds) == 5
+
+    with_cache = dataclasses.replace(int8, calib_cache=tmp_path / "calib.cache")
+    cache = EngineCache(tmp_path / "second_cache")
+    for _ in range(2):  # the first build writes the calibration cache; the engine stays current
+        cache.get_or_build(selfie.model, with_cache, selfie.input, TensorRTBackend)
+    assert len(builds) == 6 and (tmp_path / "calib.cache").is_file()
+    (tmp_path / "calib.cache").write_bytes(b"FAKECALIBRATION:7")  # an existing cache is read instead of images
+    backend = cache.get_or_build(selfie.model, with_cache, selfie.input, TensorRTBackend)
+    assert len(builds) == 7 and unpack_plan(backend.engine_path.read_bytes())[0]["calibration_sums"] == []
+
+
 def test_spec_engine_of_old_tensorrt_falls_back_to_the_cache(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, selfie: ModelSpec, builds: list[Path]
 ) -> None:

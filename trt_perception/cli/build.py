@@ -130,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
             started = time.monotonic()
             key = EngineKey.current(onnx_path, options, spec.input)
             plan = build_engine(onnx_path, options, spec.input)
-            store_engine(args.output, plan, key, onnx_path, time.monotonic() - started, options)
+            built_key = key.after_build(options, spec.input)  # the build may write the calibration cache
+            store_engine(args.output, plan, built_key, onnx_path, time.monotonic() - started, options)
             engine_path = args.output
         else:
             engine_path = EngineCache(args.cache_dir).build(onnx_path, options, spec.input, force=args.force)

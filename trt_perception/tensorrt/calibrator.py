@@ -5,6 +5,8 @@ calibrators)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,35 @@ def calibration_images(folder: Path) -> list[Path]:
     if not images:
         raise EngineBuildError(f"--calib-images {folder}: no .png/.jpg images")
     return images
+
+
+def calibration_stamp(images: Path | None, cache: Path | None, input_spec: InputSpec | None) -> dict[str, Any]:
+    """What INT8 calibration reads, for the engine cache key.
+
+    An existing calibration cache is read instead of calibrating (``read_calibration_cache``), so then
+    only its bytes count; otherwise each image's relative path, size and modification time, and the
+    spec's input settings that preprocess the images for the calibrator.
+    """
+    try:
+        if cache is not None and cache.is_file():
+            return {"cache_sha256": hashlib.sha256(cache.read_bytes()).hexdigest()}
+        if images is None:
+            return {}
+        listing = [
+            [path.relative_to(images).as_posix(), stat.st_size, stat.st_mtime_ns]
+            for path in calibration_images(images)
+            for stat in (path.stat(),)
+        ]
+    except OSError as error:
+        raise EngineBuildError(f"cannot read calibration input {error.filename}: {error.strerror}") from error
+    return {
+        "images_sha256": _json_sha256(listing),
+        "preprocessing_sha256": None if input_spec is None else _json_sha256(dataclasses.asdict(input_spec)),
+    }
+
+
+def _json_sha256(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 def calibration_tensor(path: Path, preprocess: Callable[[npt.NDArray[np.uint8], str], Any]) -> npt.NDArray:

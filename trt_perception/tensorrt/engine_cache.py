@@ -1,10 +1,13 @@
 """Build TensorRT engines once and reuse them, rebuilding stale ones instead of failing.
 
-An engine is only valid for the ONNX model, TensorRT version, GPU, precision and input shapes it
-was built for. The cache stores ``<model>-<precision>-<shapes digest>.engine`` with a JSON sidecar
-holding that key; an engine whose sidecar key differs from the current one (new TensorRT after an
-upgrade, another GPU, an edited model) or that no longer loads is rebuilt in place. A file lock
-(``fcntl.flock``) makes a second process wait for the first one's build and then load its result.
+An engine is only valid for the ONNX model, TensorRT version, GPU, precision, input shapes and (INT8)
+calibration inputs it was built for. The cache stores ``<model>-<precision>-<digest>.engine`` (the
+digest covers the model file's absolute path, the shape request and the DLA core, so equally named
+models in different folders get their own engines) with a JSON sidecar holding that key; an engine
+whose sidecar key differs from the current one (new TensorRT after an upgrade, another GPU, an edited
+model, other calibration images) or that no longer loads is rebuilt in place. A file lock
+(``fcntl.flock``) per engine file is held while the key is checked and the engine built and loaded, so
+a second process waits for the first one's build and then loads its result.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from trt_perception.errors import ModelLoadError
+from trt_perception.tensorrt.calibrator import calibration_stamp
 from trt_perception.tensorrt.engine_builder import BuildOptions, build_engine
 from trt_perception.tensorrt.runtime_support import current_gpu, require_tensorrt
 
@@ -71,6 +75,13 @@ def shape_request(options: BuildOptions, input_spec: InputSpec | None) -> dict[s
     return request
 
 
+def calibration_request(options: BuildOptions, input_spec: InputSpec | None) -> dict[str, Any] | None:
+    """What INT8 calibration reads (``calibration_stamp``); ``None`` for fp32 and fp16."""
+    if options.precision != "int8":
+        return None
+    return calibration_stamp(options.calib_images, options.calib_cache, input_spec)
+
+
 @dataclass(frozen=True)
 class EngineKey:
     """Everything an engine is specific to."""
@@ -82,6 +93,7 @@ class EngineKey:
     precision: str
     shapes: dict[str, Any]
     dla_core: int | None
+    calibration: dict[str, Any] | None = None
 
     @classmethod
     def current(cls, onnx_path: Path, options: BuildOptions, input_spec: InputSpec | None) -> EngineKey:
@@ -98,7 +110,12 @@ class EngineKey:
             precision=options.precision,
             shapes=shape_request(options, input_spec),
             dla_core=options.dla_core,
+            calibration=calibration_request(options, input_spec),
         )
+
+    def after_build(self, options: BuildOptions, input_spec: InputSpec | None) -> EngineKey:
+        """This key with the calibration inputs as the build left them (it writes the calibration cache)."""
+        return replace(self, calibration=calibration_request(options, input_spec))
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,11 +127,6 @@ class EngineKey:
             for name, value in self.as_json().items()
             if json.dumps(other.get(name), sort_keys=True) != json.dumps(value, sort_keys=True)
         ]
-
-    def file_stem(self, model_name: str) -> str:
-        """File name stem: model, precision and a digest of the shape request (and DLA core)."""
-        variant = json.dumps([self.shapes, self.dla_core], sort_keys=True).encode()
-        return f"{model_name}-{self.precision}-{hashlib.sha256(variant).hexdigest()[:12]}"
 
 
 @contextmanager
@@ -130,7 +142,7 @@ def file_lock(path: Path, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if not announced:
-                    LOG.info("waiting for another process to finish building %s", path.with_suffix(""))
+                    LOG.info("waiting for another process to finish building or loading %s", path.with_suffix(""))
                     announced = True
                 if time.monotonic() > deadline:
                     raise ModelLoadError(
@@ -156,9 +168,12 @@ class EngineCache:
         self.directory = directory or default_cache_dir()
         self.lock_wait_s = lock_wait_s
 
-    def engine_path(self, key: EngineKey, onnx_path: Path) -> Path:
-        """Where the engine for ``key`` lives (its sidecar has ``.json`` added)."""
-        return self.directory / f"{key.file_stem(onnx_path.stem)}.engine"
+    def engine_path(self, onnx_path: Path, options: BuildOptions, input_spec: InputSpec | None) -> Path:
+        """Where the engine lives (its sidecar has ``.json`` added): model name, precision and a digest of
+        the model's absolute path, the shape request and the DLA core."""
+        variant = [str(onnx_path.resolve()), shape_request(options, input_spec), options.dla_core]
+        digest = hashlib.sha256(json.dumps(variant, sort_keys=True).encode()).hexdigest()[:12]
+        return self.directory / f"{onnx_path.stem}-{options.precision}-{digest}.engine"
 
     def get_or_build(
         self,
@@ -167,24 +182,31 @@ class EngineCache:
         input_spec: InputSpec | None,
         load: Callable[[Path], T],
     ) -> T:
-        """Load the cached engine for this model and options, building it first when needed."""
-        key = EngineKey.current(onnx_path, options, input_spec)
-        engine_path = self.engine_path(key, onnx_path)
-        loaded = self._load_if_current(key, engine_path, load)
-        if loaded is not None:
-            return loaded
+        """Load the cached engine for this model and options, building it first when needed.
+
+        The key is taken and the engine checked, built and loaded under the lock, so no other process
+        replaces the engine file in between. A cache directory this process cannot write to (engines
+        provisioned into a read-only image) cannot change and cannot take a lock file: its engine is
+        loaded without the lock when current, else that is an error."""
+        engine_path = self.engine_path(onnx_path, options, input_spec)
+        if self.directory.is_dir() and not os.access(self.directory, os.W_OK):
+            reason = self.stale_reason(EngineKey.current(onnx_path, options, input_spec), engine_path)
+            if reason is not None:
+                raise ModelLoadError(f"engine cache {self.directory} is read-only; {engine_path.name}: {reason}")
+            return load(engine_path)
         with file_lock(engine_path.with_name(engine_path.name + ".lock"), self.lock_wait_s):
-            loaded = self._load_if_current(key, engine_path, load)  # built meanwhile by another process?
-            if loaded is not None:
-                return loaded
-            self._build(key, onnx_path, options, input_spec, engine_path)
-        return load(engine_path)
+            key = EngineKey.current(onnx_path, options, input_spec)
+            loaded = self._load_if_current(key, engine_path, load)
+            if loaded is None:
+                self._build(key, onnx_path, options, input_spec, engine_path)
+                loaded = load(engine_path)
+        return loaded
 
     def build(self, onnx_path: Path, options: BuildOptions, input_spec: InputSpec | None, force: bool = False) -> Path:
         """Make sure the cache holds a current engine (provisioning); return its path."""
-        key = EngineKey.current(onnx_path, options, input_spec)
-        engine_path = self.engine_path(key, onnx_path)
+        engine_path = self.engine_path(onnx_path, options, input_spec)
         with file_lock(engine_path.with_name(engine_path.name + ".lock"), self.lock_wait_s):
+            key = EngineKey.current(onnx_path, options, input_spec)
             if force or self.stale_reason(key, engine_path) is not None:
                 self._build(key, onnx_path, options, input_spec, engine_path)
         return engine_path
@@ -220,7 +242,8 @@ class EngineCache:
         LOG.warning("building TensorRT engine %s from %s (this can take minutes)", engine_path, onnx_path)
         started = time.monotonic()
         plan = build_engine(onnx_path, options, input_spec)
-        store_engine(engine_path, plan, key, onnx_path, time.monotonic() - started, options)
+        built_key = key.after_build(options, input_spec)
+        store_engine(engine_path, plan, built_key, onnx_path, time.monotonic() - started, options)
 
 
 def store_engine(
