@@ -111,6 +111,14 @@ def test_compare_segmentation_and_detection(
     assert "(only onnxruntime 0, only tensorrt 0), mean IoU 1.0000" in out
     assert "boxes matched 0" not in out
     assert main([*argv, "--min-agreement", "100.1"]) == 1  # nothing can reach it: the gate fails
+    # no box on either side: nothing matched, so the means are undefined; the report stays strict JSON
+    nothing = tmp_path / "nothing.json"
+    assert main(["compare", str(IMAGES / "page.png"), "--model-spec", "centernet_mobilenetv3_coco", "--json",
+                 str(nothing)]) == 0
+    text = nothing.read_text()
+    detections = json.loads(text, parse_constant=lambda name: pytest.fail(f"not JSON: {name}"))["images"][0]["detections"]
+    assert detections["matched"] == 0 and detections["matched_percent"] == 100.0
+    assert detections["mean_iou"] is None and detections["max_score_delta"] is None
 
 
 def test_detection_matching_counts_ious_and_score_deltas() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -132,6 +133,16 @@ def agreement_percent(record: dict[str, Any]) -> float:
     return float(record["detections"]["matched_percent"])
 
 
+def json_ready(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (e.g. the mean IoU of no matched boxes) made None:
+    JSON has no NaN, and strict readers refuse the ``NaN`` Python would write."""
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_ready(item) for item in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def _line(record: dict[str, Any]) -> str:
     deltas = ", ".join(f"{name} {delta:.3g}" for name, delta in record["max_output_delta"].items())
     if "label_agreement_percent" in record:
@@ -174,5 +185,6 @@ def run(args: argparse.Namespace) -> int:
     worst = min(agreement_percent(record) for record in records)
     print(f"{spec.name}: {len(records)} images, lowest agreement {worst:.3f} %")
     if args.json is not None:
-        args.json.write_text(json.dumps({"model": spec.name, "images": records}, indent=2) + "\n", encoding="utf-8")
+        report = json_ready({"model": spec.name, "images": records})
+        args.json.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return 1 if args.min_agreement is not None and worst < args.min_agreement else 0
