@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import cv2
@@ -15,7 +17,7 @@ from trt_perception.preprocess import (
     cpu_only_input_options,
     dynamic_network_size,
 )
-from trt_perception.spec import DynamicSize, InputSpec, NormalizationSpec, PostAffine
+from trt_perception.spec import DynamicSize, InputSpec, NormalizationSpec, PostAffine, load_model_spec
 
 RNG = np.random.default_rng(7)
 IMAGES = Path(__file__).resolve().parent / "fixtures" / "images"
@@ -231,6 +233,25 @@ def test_letterbox_padding_is_refilled_when_the_aspect_ratio_changes():
 )
 def test_dynamic_network_size(source, rule, keep_aspect, expected):
     assert dynamic_network_size(source, rule, keep_aspect) == expected
+
+
+def test_detr_spec_sizes_equal_hugging_faces_detr_image_processor():
+    """The bundled DETR spec's input sizes against DetrImageProcessor's own (transformers, recorded by
+    scripts/record_detr_reference.py): the processor on camera-sized images, and its size function
+    on a sweep of source sizes. 16:9 cameras are where truncating the capped short side differs."""
+    reference = json.loads((Path(__file__).parent / "fixtures" / "references" / "detr_transformers_sizes.json").read_text())
+    spec = load_model_spec(Path(__file__).resolve().parents[1] / "config" / "models" / "detr_resnet50_coco.yaml")
+    assert isinstance(spec.input.size, DynamicSize) and spec.input.resize == "keep_aspect_ratio"
+    assert (spec.input.size.short_side, spec.input.size.max_long_side) == (reference["shortest_edge"], reference["longest_edge"])
+    rows = reference["processor"] + reference["get_resize_output_image_size"]
+    assert len(rows) > 2000 and [720, 1280, 750, 1333] in reference["processor"]
+    ours = {tuple(row[:2]): dynamic_network_size(tuple(row[:2]), spec.input.size, True) for row in rows}
+    # extremely thin images, where the processor's rounding leaves no rows (it could not resize them): one row here
+    degenerate = [row for row in rows if 0 in row[2:]]
+    assert 0 < len(degenerate) < 50 and all(min(ours[tuple(row[:2])]) == 1 for row in degenerate)
+    assert [row for row in rows if row not in degenerate and list(ours[tuple(row[:2])]) != row[2:]] == []
+    truncated = dataclasses.replace(spec.input.size, side_rounding="truncate")
+    assert dynamic_network_size((720, 1280), truncated, True) == (749, 1333)  # what the spec gave before
 
 
 def test_dynamic_size_letterbox_geometry_and_buffer_shapes():

@@ -62,24 +62,50 @@ def dynamic_network_size(
     """Network size for one source image under a dynamic size rule.
 
     Scale so the short side becomes ``short_side`` (never below 1 with ``upscale_only``; less when
-    the long side would exceed ``max_long_side``), truncate each scaled side to whole pixels (as
-    PaddleOCR / RapidOCR do), then make it a multiple of ``multiple_of``: the nearest multiple
-    (Python's ``round``, halves to even) or the next one up (``rule.rounding``; by default up when
-    keeping the aspect ratio, for the letterbox padding, else nearest). Never below one multiple.
+    the long side would exceed ``max_long_side``), make each scaled side whole pixels
+    (``rule.side_rounding``: truncated, as PaddleOCR / RapidOCR do, or ``transformers_sides``), then a
+    multiple of ``multiple_of``: the nearest multiple (Python's ``round``, halves to even) or the
+    next one up (``rule.rounding``; by default up when keeping the aspect ratio, for the letterbox
+    padding, else nearest). Never below one multiple.
     """
+    if rule.side_rounding == "transformers":
+        height, width = transformers_sides(source_size, rule.short_side, rule.max_long_side)
+    else:
+        height, width = _truncated_sides(source_size, rule)
+    step = rule.multiple_of
+    rounding = rule.rounding or ("up" if keep_aspect_ratio else "nearest")
+    to_multiple = math.ceil if rounding == "up" else round
+    return max(step, int(to_multiple(height / step)) * step), max(step, int(to_multiple(width / step)) * step)
+
+
+def _truncated_sides(source_size: tuple[int, int], rule: DynamicSize) -> tuple[int, int]:
+    """The scaled sides of ``dynamic_network_size``, each truncated to whole pixels."""
     height, width = source_size
     scale = rule.short_side / min(height, width)
     if rule.upscale_only:
         scale = max(scale, 1.0)
     if rule.max_long_side is not None:
         scale = min(scale, rule.max_long_side / max(height, width))
-    step = rule.multiple_of
-    rounding = rule.rounding or ("up" if keep_aspect_ratio else "nearest")
-    to_multiple = math.ceil if rounding == "up" else round
-    return (
-        max(step, int(to_multiple(int(height * scale) / step)) * step),
-        max(step, int(to_multiple(int(width * scale) / step)) * step),
-    )
+    return int(height * scale), int(width * scale)
+
+
+def transformers_sides(source_size: tuple[int, int], short_side: int, max_long_side: int | None) -> tuple[int, int]:
+    """(height, width) as Hugging Face's ``get_size_with_aspect_ratio`` (DetrImageProcessor and its
+    relatives) makes them: the short side becomes ``short_side``, unless the long side would then
+    exceed ``max_long_side``: then the short side is ``max_long_side * short / long``, rounded (Python's
+    round) and the long side that unrounded value times ``long / short``, truncated. An image whose
+    short side already has that length keeps its size."""
+    height, width = source_size
+    short, long = min(height, width), max(height, width)
+    unrounded: float | None = None
+    size = short_side
+    if max_long_side is not None and long / short * short_side > max_long_side:
+        unrounded = max_long_side * short / long
+        size = int(round(unrounded))
+    if short == size:
+        return height, width
+    scaled_long = int((size if unrounded is None else unrounded) * long / short)
+    return (size, scaled_long) if height <= width else (scaled_long, size)
 
 
 def affine_normalization(normalization: NormalizationSpec) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:

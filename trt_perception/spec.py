@@ -33,6 +33,8 @@ PAD_PLACEMENTS = ("centered", "top_left")
 INTERPOLATIONS = ("nearest", "linear", "cubic", "area")
 SAMPLINGS = ("half_pixel", "align_corners", "asymmetric")
 MULTIPLE_ROUNDINGS = ("nearest", "up")
+# How the scaled sides become whole pixels (``DynamicSize.side_rounding``).
+SIDE_ROUNDINGS = ("truncate", "transformers")
 STD_CAPS = ("sqrt_count", "count")
 NORMALIZATIONS = ("none", "unit", "symmetric", "mean_std", "per_image_standardization")
 VALUE_RANGES = ("unit", "byte")
@@ -50,6 +52,9 @@ class DynamicSize:
     ``rounding``: ``nearest`` multiple (the image is stretched to it, as PaddleOCR / RapidOCR do) or
     ``up`` (room for letterbox padding); None: ``up`` with keep_aspect_ratio, else ``nearest``.
     ``upscale_only``: images whose short side already reaches ``short_side`` keep their scale (1).
+    ``side_rounding``: ``truncate`` each scaled side (PaddleOCR / RapidOCR), or ``transformers``:
+    Hugging Face's ``get_size_with_aspect_ratio`` (DETR's image processors), which rounds a short
+    side capped by ``max_long_side`` and truncates the long side scaled from the unrounded one.
     """
 
     short_side: int
@@ -57,6 +62,7 @@ class DynamicSize:
     max_long_side: int | None = None
     rounding: str | None = None
     upscale_only: bool = False
+    side_rounding: str = "truncate"
 
 
 @dataclass(frozen=True)
@@ -296,8 +302,11 @@ def _parse_size(value: object, key: str) -> tuple[int, int] | DynamicSize:
         max_long_side=None if not section.has("max_long_side") else section.integer("max_long_side"),
         rounding=rounding,
         upscale_only=section.boolean("upscale_only", False),
+        side_rounding=section.choice("side_rounding", SIDE_ROUNDINGS, "truncate"),
     )
     section.finish()
+    if dynamic.side_rounding == "transformers" and dynamic.upscale_only:
+        raise SpecError(f"{key}.upscale_only: not part of side_rounding transformers (Hugging Face enlarges every image)")
     if dynamic.max_long_side is not None and dynamic.max_long_side < dynamic.short_side:
         raise SpecError(f"{key}.max_long_side: must be at least short_side ({dynamic.short_side})")
     return dynamic
