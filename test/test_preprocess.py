@@ -254,6 +254,27 @@ def test_detr_spec_sizes_equal_hugging_faces_detr_image_processor():
     assert dynamic_network_size((720, 1280), truncated, True) == (749, 1333)  # what the spec gave before
 
 
+@pytest.mark.parametrize(("case", "file_name", "factor"), [("coffee", "coffee.png", 1), ("motorcycle_left_x3", "motorcycle_left.png", 3)])
+def test_detr_spec_resamples_as_hugging_faces_detr_image_processor(case, file_name, factor):
+    """The DETR spec's resize against DetrImageProcessor's resized pixels (transformers, recorded by
+    scripts/record_detr_reference.py, every 4th row and column): enlarged 2x, and shrunk 1.875x where
+    Pillow's bilinear filter widens (OpenCV's INTER_LINEAR, the spec's former `linear`, does not)."""
+    reference = np.load(Path(__file__).parent / "fixtures" / "references" / "detr_transformers_pixels.npz")
+    spec = load_model_spec(Path(__file__).resolve().parents[1] / "config" / "models" / "detr_resnet50_coco.yaml")
+    assert spec.input.interpolation == "pil_bilinear"
+    bgr = cv2.imread(str(IMAGES / file_name), cv2.IMREAD_COLOR)
+    bgr = np.repeat(np.repeat(bgr, factor, axis=0), factor, axis=1)
+    unnormalized = dataclasses.replace(spec.input, normalization=norm("none"))
+    tensor, geometry = Preprocessor(unnormalized)(bgr, "BGR")
+    resized = tensor[0].transpose(1, 2, 0)  # NCHW -> HWC, RGB
+    assert resized.shape == tuple(reference[f"{case}_shape"]) and geometry.content_size == resized.shape[:2]
+    np.testing.assert_array_equal(resized[::4, ::4], reference[case])
+    opencv_linear = Preprocessor(dataclasses.replace(unnormalized, interpolation="linear"))(bgr, "BGR")[0][0]
+    assert not np.array_equal(opencv_linear.transpose(1, 2, 0)[::4, ::4], reference[case])
+    with pytest.raises(ImageDecodeError, match="input.interpolation pil_bilinear takes 8-bit images, got uint16"):
+        Preprocessor(unnormalized)(bgr.astype(np.uint16) * 257, "BGR")
+
+
 def test_dynamic_size_letterbox_geometry_and_buffer_shapes():
     pre = Preprocessor(InputSpec(size=DynamicSize(64, 32), layout="NCHW", resize="keep_aspect_ratio",
                                  pad_placement="top_left"))

@@ -27,6 +27,8 @@ INTERPOLATION_FLAGS = {
     "cubic": cv2.INTER_CUBIC,
     "area": cv2.INTER_AREA,
 }
+# Resampled with Pillow instead of OpenCV (``pil_resize``), by the name in ``input.interpolation``.
+PIL_INTERPOLATIONS = {"pil_bilinear": "BILINEAR"}
 
 # (source channel order, model colour order) -> cv2 conversion; absent when none is needed.
 _COLOR_CONVERSIONS = {
@@ -184,11 +186,32 @@ def remap_output_rows(
     return cv2.remap(pixels, whole[start:stop], fractions[start:stop], cv2.INTER_LINEAR, out, cv2.BORDER_REPLICATE)
 
 
+def pil_resize(pixels: npt.NDArray, size: tuple[int, int], resample: str) -> npt.NDArray[np.uint8]:
+    """An 8-bit HxW or HxWxC image resized to ``size`` (height, width) by Pillow's ``resample``
+    filter, as Hugging Face's image processors resize (``BILINEAR``: a triangle filter that widens
+    when shrinking, unlike OpenCV's ``INTER_LINEAR``). ImageDecodeError for 16-bit images, which
+    Pillow's colour modes cannot hold."""
+    from PIL import Image
+
+    if pixels.dtype != np.uint8:
+        raise ImageDecodeError(f"input.interpolation pil_{resample.lower()} takes 8-bit images, got {pixels.dtype}")
+    filter_ = getattr(Image.Resampling, resample)
+    if pixels.ndim == 3 and pixels.shape[2] == 3:  # one RGB image, as Hugging Face passes it
+        return np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).resize((size[1], size[0]), filter_))
+    # greyscale, or each band alone (Pillow would premultiply an alpha band; bands resample alike)
+    bands = pixels.reshape(*pixels.shape[:2], -1)
+    resized = [np.asarray(Image.fromarray(np.ascontiguousarray(bands[:, :, band])).resize((size[1], size[0]), filter_))
+               for band in range(bands.shape[2])]
+    return np.stack(resized, axis=2).reshape(*size, *pixels.shape[2:])
+
+
 def cpu_only_input_options(spec: InputSpec) -> str | None:
     """The first spec key (dotted) set to a value only this CPU preprocessor implements, or None."""
     normalization = spec.normalization
     if spec.sampling != "half_pixel":
         return f"input.sampling {spec.sampling}"
+    if spec.interpolation in PIL_INTERPOLATIONS:
+        return f"input.interpolation {spec.interpolation}"
     if normalization.post_affine is not None:
         return "input.normalization.post_affine"
     if normalization.type == "per_image_standardization" and (
@@ -207,7 +230,7 @@ class Preprocessor:
 
     def __init__(self, spec: InputSpec) -> None:
         self.spec = spec
-        self._interpolation = INTERPOLATION_FLAGS[spec.interpolation]
+        self._interpolation = INTERPOLATION_FLAGS.get(spec.interpolation, cv2.INTER_LINEAR)
         self._dtype = np.dtype(spec.dtype)
         self._per_image = spec.normalization.type == "per_image_standardization"
         self._scale: npt.NDArray[np.float32] = np.ones(3, np.float32)
@@ -250,7 +273,10 @@ class Preprocessor:
             if sampled:
                 pixels = resize_with_sampling(pixels, self._sampling_maps_for(geometry))
             elif (content_h, content_w) != geometry.source_size:
-                pixels = cv2.resize(pixels, (content_w, content_h), interpolation=self._interpolation)
+                if self.spec.interpolation in PIL_INTERPOLATIONS:
+                    pixels = pil_resize(pixels, (content_h, content_w), PIL_INTERPOLATIONS[self.spec.interpolation])
+                else:
+                    pixels = cv2.resize(pixels, (content_w, content_h), interpolation=self._interpolation)
             image = convert_color(pixels, channel_order, self.spec.color_order)
             scale, offset = self._image_statistics(image) if self._per_image else (self._scale, self._offset)
             self._write(image, self._pixel_scale(scale, image.dtype), offset, buffer, *geometry.offset)

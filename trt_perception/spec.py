@@ -30,7 +30,7 @@ DTYPES = ("float32", "float16", "uint8")
 COLOR_ORDERS = ("RGB", "BGR")
 RESIZE_MODES = ("fixed_shape", "keep_aspect_ratio")
 PAD_PLACEMENTS = ("centered", "top_left")
-INTERPOLATIONS = ("nearest", "linear", "cubic", "area")
+INTERPOLATIONS = ("nearest", "linear", "cubic", "area", "pil_bilinear")
 SAMPLINGS = ("half_pixel", "align_corners", "asymmetric")
 MULTIPLE_ROUNDINGS = ("nearest", "up")
 # How the scaled sides become whole pixels (``DynamicSize.side_rounding``).
