@@ -322,6 +322,45 @@ def test_yolov8_letterbox_raw_head(tmp_path: Path) -> None:
     assert result.names() == ["car"]
 
 
+# Boxes across the left image edge (network xyxy, class, score): a car pair whose overlap is 0.8 as
+# predicted and 0.4 clipped, a person pair 0.25 as predicted and 1.0 clipped.
+EDGE_BOXES = [([-40, 300, 20, 340], 2, 0.9), ([-40, 300, 8, 340], 2, 0.8),
+              ([-100, 400, 20, 440], 0, 0.9), ([-10, 400, 20, 440], 0, 0.8)]
+
+
+def edge_boxes_yolov8_spec(folder: Path) -> ModelSpec:
+    """yolov8n_coco over a graph whose raw head holds EDGE_BOXES."""
+    spec = load_model_spec("yolov8n_coco")
+    head = np.zeros((1, 84, 8400), np.float32)
+    for column, ((x1, y1, x2, y2), class_id, score) in enumerate(EDGE_BOXES):
+        head[0, :4, column] = ((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1)
+        head[0, 4 + class_id, column] = score
+    return with_model(spec, constant_graph(spec, [1, 3, 640, 640], {"output0": head}), folder)
+
+
+def test_yolo_nms_runs_on_unclipped_boxes_then_clips_as_ultralytics_and_opencv_do(tmp_path: Path) -> None:
+    """Boxes that cross the image edge: Ultralytics (and OpenCV's Darknet sample) run NMS on the boxes
+    as predicted and clip the kept ones afterwards; clipping first changes their overlap. Reference:
+    cv2.dnn.NMSBoxesBatched on the unclipped source boxes (mapped by hand), then np.clip."""
+    network = EDGE_BOXES
+    pipeline = Pipeline.from_spec(edge_boxes_yolov8_spec(tmp_path))
+    result = pipeline.run(np.full((720, 1280, 3), 90, np.uint8), "RGB")
+    pipeline.close()
+    assert isinstance(result, DetectionResult)
+
+    # 1280x720 scaled by 0.5 to 640x360, centred vertically: 140 px padding on top
+    source = np.array([[x1 / 0.5, (y1 - 140) / 0.5, x2 / 0.5, (y2 - 140) / 0.5] for (x1, y1, x2, y2), _, _ in network])
+    kept = cv2.dnn.NMSBoxesBatched([[x1, y1, x2 - x1, y2 - y1] for x1, y1, x2, y2 in source.tolist()],
+                                   [score for _, _, score in network], [c for _, c, _ in network], 0.25, 0.45)
+    kept = sorted(np.asarray(kept).ravel().tolist(), key=lambda index: -network[index][2])
+    expected = np.clip(source[kept], 0, [1280, 720, 1280, 720])
+    assert sorted(kept) == [0, 2, 3]  # the clipped-first order would have kept 0, 1 and 2
+    order = np.lexsort((result.detections.boxes[:, 1], -result.detections.scores))
+    expected_order = np.lexsort((expected[:, 1], -np.array([network[i][2] for i in kept])))
+    np.testing.assert_allclose(result.detections.boxes[order], expected[expected_order], atol=0.01)
+    assert sorted(result.names()) == ["car", "person", "person"]
+
+
 def test_detr_dynamic_size_set_prediction(tmp_path: Path) -> None:
     spec = load_model_spec("detr_resnet50_coco")
     logits = np.full((1, 100, 92), -10.0, np.float32)

@@ -56,6 +56,25 @@ def test_gpu_pipeline_equals_cpu_pipeline(model: str, image: str) -> None:
     pipeline.close()
 
 
+@pytest.mark.parametrize("nms_on_gpu_from", [50, 1])
+def test_gpu_pipeline_runs_nms_on_unclipped_yolo_boxes_as_the_cpu_pipeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nms_on_gpu_from: int
+) -> None:
+    """Boxes across the image edge (test_family_specs.EDGE_BOXES): NMS as predicted, then clipped,
+    with the filter on the host and on the device."""
+    import trt_perception.gpu.pipeline as gpu_pipeline_module
+    from test_family_specs import edge_boxes_yolov8_spec
+    from trt_perception.gpu.pipeline import GpuPipeline
+
+    monkeypatch.setattr(gpu_pipeline_module, "GPU_NMS_MIN_BOXES", nms_on_gpu_from)
+    pipeline = Pipeline.from_spec(edge_boxes_yolov8_spec(tmp_path))
+    frame = np.full((720, 1280, 3), 90, np.uint8)
+    expected = pipeline.run(frame, "RGB")
+    assert len(expected.detections) == 3  # the CPU pipeline's own test holds it against OpenCV's NMS
+    assert_same_result(GpuPipeline(pipeline).run(frame, "RGB"), expected)
+    pipeline.close()
+
+
 @pytest.mark.parametrize(("model", "image"), [("selfie_segmentation", "astronaut.png"), ("centernet_mobilenetv3_coco", "coffee.png")])
 def test_gpu_pipeline_over_tensorrt_keeps_tensors_on_the_device(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str, image: str

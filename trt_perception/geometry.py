@@ -8,7 +8,7 @@ letterbox: the rest is padding). Every size is ``(height, width)``; offsets are 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -112,9 +112,18 @@ class ResizeGeometry:
         out[:, 0::2] = (out[:, 0::2] - left) / sx
         out[:, 1::2] = (out[:, 1::2] - top) / sy
         if clip:
-            xp.clip(out[:, 0::2], 0, self.source_size[1], out=out[:, 0::2])
-            xp.clip(out[:, 1::2], 0, self.source_size[0], out=out[:, 1::2])
+            self._clip_to_source(out, xp)
         return out.astype(xp.float32)
+
+    def clip_to_source(self, boxes: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """``xyxy`` source-pixel boxes clipped to the image (as ``boxes_to_source`` clips)."""
+        out = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+        return self._clip_to_source(out, np).astype(np.float32)
+
+    def _clip_to_source(self, out: Any, xp: Any) -> Any:
+        xp.clip(out[:, 0::2], 0, self.source_size[1], out=out[:, 0::2])
+        xp.clip(out[:, 1::2], 0, self.source_size[0], out=out[:, 1::2])
+        return out
 
     def boxes_to_network(self, boxes: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Map ``xyxy`` boxes from source pixels to network-input pixels."""

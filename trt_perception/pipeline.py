@@ -210,8 +210,13 @@ class Pipeline:
         else:
             detection_filter = self.detection_filter
             network = self.decoder.decode(outputs, geometry, detection_filter.score_threshold)
-            in_source = Detections(geometry.boxes_to_source(network.boxes), network.scores, network.class_ids)
-            result = DetectionResult(filter_detections(in_source, detection_filter), self.class_names, geometry, timings)
+            unclipped = self.decoder.nms_on_unclipped_boxes
+            in_source = Detections(geometry.boxes_to_source(network.boxes, clip=not unclipped), network.scores,
+                                   network.class_ids)
+            kept = filter_detections(in_source, detection_filter)
+            if unclipped:
+                kept = Detections(geometry.clip_to_source(kept.boxes), kept.scores, kept.class_ids)
+            result = DetectionResult(kept, self.class_names, geometry, timings)
         return result
 
     def close(self) -> None:

@@ -72,11 +72,16 @@ class DetectionDecoder(ABC):
 
     ``class_offset`` is subtracted from the model's class indices so that they index the labels
     (e.g. 1 for TF Object Detection API exports whose label maps start at 1).
+    ``nms_on_unclipped_boxes``: the family's own pipeline runs NMS on the boxes as predicted and clips
+    the kept ones to the image afterwards (Ultralytics, Darknet / OpenCV, YOLOX); otherwise boxes are
+    clipped first, as TF Object Detection API's post-processing does (clipping changes the overlap
+    of boxes that cross the image edge, so NMS may keep others).
     """
 
     class_offset: int
     num_classes: int | None
     device_exact: ClassVar[bool] = True
+    nms_on_unclipped_boxes: ClassVar[bool] = False
 
     def decode(
         self, outputs: Mapping[str, npt.NDArray], geometry: ResizeGeometry, score_threshold: float
@@ -375,6 +380,7 @@ class YoloDecoder(DetectionDecoder):
     count when the spec has labels, else by which dimension is longer (N exceeds 4+C).
     """
 
+    nms_on_unclipped_boxes: ClassVar[bool] = True  # Ultralytics: NMS, then scale_boxes and clip_boxes
     output: str | None
     version: str
     normalized: bool

@@ -143,6 +143,7 @@ def _strides(params: DecoderParams, levels: int | None) -> tuple[int, ...]:
 class GridHeadDecoder(DetectionDecoder):
     """Shared reading of grid heads; subclasses give the values per box and decode boxes and scores."""
 
+    nms_on_unclipped_boxes: ClassVar[bool] = True  # Darknet / OpenCV, YOLOX, Ultralytics: NMS, then clip
     outputs: list[str] | str
     strides: tuple[int, ...]
     activation: str

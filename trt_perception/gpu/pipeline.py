@@ -220,10 +220,14 @@ class GpuPipeline:
         if not on_device:
             outputs = {name: self.cupy.asnumpy(value) for name, value in outputs.items()}
         boxes, scores, class_ids = decoder.decode_arrays(outputs, geometry, detection_filter.score_threshold)
-        boxes = geometry.boxes_to_source(boxes)
+        boxes = geometry.boxes_to_source(boxes, clip=not decoder.nms_on_unclipped_boxes)
         if on_device or len(scores) >= GPU_NMS_MIN_BOXES:
-            return filter_detections_gpu(boxes, scores, class_ids, detection_filter)
-        return filter_detections(Detections(boxes, scores, class_ids), detection_filter)
+            kept = filter_detections_gpu(boxes, scores, class_ids, detection_filter)
+        else:
+            kept = filter_detections(Detections(boxes, scores, class_ids), detection_filter)
+        if decoder.nms_on_unclipped_boxes:  # as the CPU pipeline: NMS as predicted, then clipped
+            kept = Detections(geometry.clip_to_source(kept.boxes), kept.scores, kept.class_ids)
+        return kept
 
     def _infer(self, tensor: Any) -> dict[str, Any]:
         pipeline = self.pipeline
