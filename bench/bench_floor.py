@@ -65,10 +65,10 @@ from bench.check_gpu import markdown_table  # noqa: E402
 from bench.report import update_section  # noqa: E402
 from bench.bench_common import camera_frame, median_ms  # noqa: E402
 from bench.run_bench import Naive  # noqa: E402
-from trt_perception.decoders import DetectionFilter, create_decoder, filter_detections  # noqa: E402
+from trt_perception.decoders import DetectionFilter, create_decoder  # noqa: E402
 from trt_perception.decoders.segmentation import SegmentationDecoder  # noqa: E402
 from trt_perception.geometry import ResizeGeometry  # noqa: E402
-from trt_perception.pipeline import Pipeline  # noqa: E402
+from trt_perception.pipeline import Pipeline, source_detections  # noqa: E402
 from trt_perception.results import Detections  # noqa: E402
 from trt_perception.spec import ModelSpec, load_model_spec  # noqa: E402
 from trt_perception.visualize import as_rgb, colorize, overlay  # noqa: E402
@@ -413,8 +413,7 @@ def detection_rows(repeat: int) -> list[dict]:
 def detection_case(case: str, decoder: Any, outputs: dict, geometry: ResizeGeometry, detection_filter: DetectionFilter,
                    naive: Callable[[], list], repeat: int, goal: str) -> dict:
     def ours() -> Detections:
-        boxes, scores, class_ids = decoder.decode_arrays(outputs, geometry, detection_filter.score_threshold)
-        return filter_detections(Detections(geometry.boxes_to_source(boxes), scores, class_ids), detection_filter)
+        return source_detections(decoder, outputs, geometry, detection_filter)
 
     ours_ms, naive_ms = median_ms(ours, repeat), median_ms(naive, repeat, warmup=2)
     return {"case": f"detection post, {case}", "frame": "1920x1080", "copy_ms": float("nan"), "ours_ms": ours_ms,

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from trt_perception.backends import Backend, create_backend
-from trt_perception.decoders import DetectionFilter, SegmentationDecoder, create_decoder, filter_detections
+from trt_perception.decoders import DetectionDecoder, DetectionFilter, SegmentationDecoder, create_decoder, filter_detections
 from trt_perception.decoders.tensors import declared_output
 from trt_perception.errors import InferenceError, SpecError
 from trt_perception.geometry import ResizeGeometry
@@ -54,6 +54,21 @@ def detection_filter_from_spec(spec: ModelSpec) -> DetectionFilter:
         allowed_class_ids=frozenset(allowed) if allowed is not None else None,
     )
 
+
+
+def source_detections(
+    decoder: DetectionDecoder, outputs: Mapping[str, npt.NDArray], geometry: ResizeGeometry,
+    detection_filter: DetectionFilter,
+) -> Detections:
+    """One image's detections in source pixels: decoded, mapped from the network input, filtered
+    (score, classes, NMS, count) and clipped to the image, NMS before the clipping where the
+    decoder's family does it so (``DetectionDecoder.nms_on_unclipped_boxes``)."""
+    network = decoder.decode(outputs, geometry, detection_filter.score_threshold)
+    unclipped = decoder.nms_on_unclipped_boxes
+    in_source = Detections(geometry.boxes_to_source(network.boxes, clip=not unclipped), network.scores,
+                           network.class_ids)
+    kept = filter_detections(in_source, detection_filter)
+    return Detections(geometry.clip_to_source(kept.boxes), kept.scores, kept.class_ids) if unclipped else kept
 
 class Pipeline:
     """Runs one model on single images (``run``) or several at once (``run_batch``) and returns results
@@ -208,15 +223,8 @@ class Pipeline:
             labels = self.decoder.decode(outputs, geometry, at_source)
             result = SegmentationResult(labels, self.class_names, geometry, timings)
         else:
-            detection_filter = self.detection_filter
-            network = self.decoder.decode(outputs, geometry, detection_filter.score_threshold)
-            unclipped = self.decoder.nms_on_unclipped_boxes
-            in_source = Detections(geometry.boxes_to_source(network.boxes, clip=not unclipped), network.scores,
-                                   network.class_ids)
-            kept = filter_detections(in_source, detection_filter)
-            if unclipped:
-                kept = Detections(geometry.clip_to_source(kept.boxes), kept.scores, kept.class_ids)
-            result = DetectionResult(kept, self.class_names, geometry, timings)
+            detections = source_detections(self.decoder, outputs, geometry, self.detection_filter)
+            result = DetectionResult(detections, self.class_names, geometry, timings)
         return result
 
     def close(self) -> None:
