@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +60,25 @@ def source_detections(
     decoder: DetectionDecoder, outputs: Mapping[str, npt.NDArray], geometry: ResizeGeometry,
     detection_filter: DetectionFilter,
 ) -> Detections:
-    """One image's detections in source pixels: decoded, mapped from the network input, filtered
-    (score, classes, NMS, count) and clipped to the image, NMS before the clipping where the
-    decoder's family does it so (``DetectionDecoder.nms_on_unclipped_boxes``)."""
+    """One image's detections in source pixels: decoded, then ``filtered_in_source``."""
     network = decoder.decode(outputs, geometry, detection_filter.score_threshold)
+    return filtered_in_source(
+        decoder, geometry, network.boxes, network.scores, network.class_ids,
+        lambda boxes, scores, class_ids: filter_detections(Detections(boxes, scores, class_ids), detection_filter),
+    )
+
+
+DetectionKeeper = Callable[[Any, Any, Any], Detections]
+
+
+def filtered_in_source(
+    decoder: DetectionDecoder, geometry: ResizeGeometry, boxes: Any, scores: Any, class_ids: Any, keep: DetectionKeeper,
+) -> Detections:
+    """Network-pixel detections mapped to source pixels, filtered by ``keep(boxes, scores, class_ids)``
+    (score, classes, NMS, count; on the host or the GPU) and clipped to the image, NMS before the
+    clipping where the decoder's family does it so (``DetectionDecoder.nms_on_unclipped_boxes``)."""
     unclipped = decoder.nms_on_unclipped_boxes
-    in_source = Detections(geometry.boxes_to_source(network.boxes, clip=not unclipped), network.scores,
-                           network.class_ids)
-    kept = filter_detections(in_source, detection_filter)
+    kept = keep(geometry.boxes_to_source(boxes, clip=not unclipped), scores, class_ids)
     return Detections(geometry.clip_to_source(kept.boxes), kept.scores, kept.class_ids) if unclipped else kept
 
 class Pipeline:

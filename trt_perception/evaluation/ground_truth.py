@@ -22,10 +22,9 @@ import numpy.typing as npt
 
 from trt_perception.errors import ImageDecodeError, TrtPerceptionError
 from trt_perception.evaluation.image_headers import image_file_size
-from trt_perception.image_decoding import DEFAULT_MAX_PIXELS, check_pixel_count
+from trt_perception.image_decoding import DEFAULT_MAX_PIXELS, check_pixel_count, sniff_codec
 from trt_perception.image_files import folder_images
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOUR_TYPE_OFFSET = 25  # signature, IHDR length and type, width, height, bit depth
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp")
@@ -129,7 +128,7 @@ def _checked_image_bytes(path: Path, max_pixels: int) -> bytes:
 
 def _is_palette_png(data: bytes) -> bool:
     """Whether ``data`` is a PNG of palette indices (IHDR colour type 3)."""
-    return data.startswith(_PNG_SIGNATURE) and len(data) > _PNG_COLOUR_TYPE_OFFSET and data[_PNG_COLOUR_TYPE_OFFSET] == 3
+    return sniff_codec(data) == "png" and len(data) > _PNG_COLOUR_TYPE_OFFSET and data[_PNG_COLOUR_TYPE_OFFSET] == 3
 
 
 def _palette_indices(data: bytes, path: Path) -> npt.NDArray[np.uint8]:

@@ -31,7 +31,7 @@ from trt_perception.gpu.detection import filter_detections_gpu
 from trt_perception.gpu.frame_path import PublishedFrame, SegmentationFramePath
 from trt_perception.gpu.preprocess import GpuPreprocessor
 from trt_perception.gpu.segmentation import GpuSegmentationDecoder
-from trt_perception.pipeline import STAGES, Pipeline, check_batch_outputs
+from trt_perception.pipeline import STAGES, Pipeline, check_batch_outputs, filtered_in_source
 from trt_perception.results import DetectionResult, Detections, SegmentationResult, StageTimings
 from trt_perception.spec import ModelSpec
 from trt_perception.visualize import make_palette
@@ -220,14 +220,13 @@ class GpuPipeline:
         if not on_device:
             outputs = {name: self.cupy.asnumpy(value) for name, value in outputs.items()}
         boxes, scores, class_ids = decoder.decode_arrays(outputs, geometry, detection_filter.score_threshold)
-        boxes = geometry.boxes_to_source(boxes, clip=not decoder.nms_on_unclipped_boxes)
-        if on_device or len(scores) >= GPU_NMS_MIN_BOXES:
-            kept = filter_detections_gpu(boxes, scores, class_ids, detection_filter)
-        else:
-            kept = filter_detections(Detections(boxes, scores, class_ids), detection_filter)
-        if decoder.nms_on_unclipped_boxes:  # as the CPU pipeline: NMS as predicted, then clipped
-            kept = Detections(geometry.clip_to_source(kept.boxes), kept.scores, kept.class_ids)
-        return kept
+
+        def keep(boxes: Any, scores: Any, class_ids: Any) -> Detections:
+            if on_device or len(scores) >= GPU_NMS_MIN_BOXES:
+                return filter_detections_gpu(boxes, scores, class_ids, detection_filter)
+            return filter_detections(Detections(boxes, scores, class_ids), detection_filter)
+
+        return filtered_in_source(decoder, geometry, boxes, scores, class_ids, keep)
 
     def _infer(self, tensor: Any) -> dict[str, Any]:
         pipeline = self.pipeline

@@ -28,7 +28,7 @@ from trt_perception.errors import ImageDecodeError
 from trt_perception.evaluation import bag_io
 from trt_perception.evaluation.bag_eval import BagEvalOptions, EvaluationSetup, add_truth_message, prepare_evaluation
 from trt_perception.evaluation.evaluator import EvaluationResult, FramePrediction
-from trt_perception.evaluation.ground_truth import class_index
+from trt_perception.evaluation.ground_truth import class_index, class_name
 from trt_perception.evaluation.report import thumbnail
 from trt_perception.results import Detections
 
@@ -238,5 +238,5 @@ class _Player:
             prediction.detections = Detections(
                 boxes.astype(np.float32), np.asarray(scores, np.float32), np.asarray(ids, np.int64)
             )
-            prediction.class_names = [known[i] if i < len(known) else c for i, c in zip(ids, class_ids)]
+            prediction.class_names = [class_name(class_id, known) for class_id in class_ids]
         return prediction
