@@ -2,19 +2,24 @@
 
 Usage: python dds_peer.py MESSAGES_JSON IMAGE_DATA_FILE
 Publishes a sensor_msgs/Image on `peer/image` and a vision_msgs/Detection2DArray on
-`peer/detections` (reliable QoS) ten times a second until it is terminated.
+`peer/detections` (reliable QoS) ten times a second until SIGTERM/SIGINT, then exits 0.
+
+rclpy's own signal handlers are off: with them, a signal that lands between two waits shuts the
+context down under the executor, and the next wait fails with RCLError instead of ending spin.
+The handler here only sets a flag that the spin loop checks.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import rclpy
 from geometry_msgs.msg import PoseWithCovariance
-from rclpy.executors import ExternalShutdownException
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesis, ObjectHypothesisWithPose
@@ -64,7 +69,15 @@ def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
     image = make_image(spec["image"], Path(sys.argv[2]).read_bytes())
     detections = make_detections(spec["detections"])
-    rclpy.init()  # rclpy's own SIGINT/SIGTERM handlers end spin with ExternalShutdownException
+    stop_requested = False
+
+    def request_stop(number: int, frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, request_stop)
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("dds_peer")
     image_pub = node.create_publisher(Image, "peer/image", 10)
     detections_pub = node.create_publisher(Detection2DArray, "peer/detections", 10)
@@ -75,9 +88,8 @@ def main() -> None:
 
     node.create_timer(0.1, publish)
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        while not stop_requested:
+            rclpy.spin_once(node, timeout_sec=0.05)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
