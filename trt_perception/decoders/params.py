@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -81,9 +82,9 @@ class DecoderParams:
         minimum: float | None = None,
         maximum: float | None = None,
     ) -> float:
-        """A real number within ``[minimum, maximum]`` (bounds optional)."""
+        """A finite real number within ``[minimum, maximum]`` (bounds optional)."""
         value = self.value(name, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise SpecError(f"{self.key(name)}: expected a number, got {value!r}")
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             raise SpecError(
