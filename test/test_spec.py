@@ -176,6 +176,11 @@ def test_reproduction_keys_parse():
         ("palette", [[0, 0, 300]], "palette[0]: expected integers 0..255"),
         ("detection.score_threshold", 1.5, "detection.score_threshold: must be between 0.0 and 1.0"),
         ("detection.max_detections", 0, "detection.max_detections: must be at least 1"),
+        # an integer beyond float's range raised OverflowError from math.isfinite, not a SpecError
+        pytest.param("detection.score_threshold", 10**400, "detection.score_threshold: expected a number, got int 1000",
+                     id="score_threshold-int-beyond-float"),
+        pytest.param("decoder", {"type": "db_text", "unclip_ratio": 10**400}, "decoder.unclip_ratio: expected a number, got 1000",
+                     id="decoder-number-int-beyond-float"),
         ("detection.class_agnostic", "yes", "detection.class_agnostic: expected true or false"),
         ("detection.classes", [True], "detection.classes[0]: expected a class name or index"),
         ("output_resolution", "half", "output_resolution: expected one of source, network"),

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from trt_perception.decoders import create_decoder
-from trt_perception.decoders.params import checked_data_file
+from trt_perception.decoders.params import checked_data_file, is_finite_number
 from trt_perception.errors import SpecError
 
 TASKS = ("segmentation", "detection")
@@ -258,7 +258,7 @@ def _integer(value: object, key: str, minimum: int) -> int:
 
 def _number(value: object, key: str, low: float = -math.inf, high: float = math.inf) -> float:
     """``value`` as a finite float in ``[low, high]`` (booleans refused); errors name ``key``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_finite_number(value):
         raise SpecError(f"{key}: expected a number, got {_describe(value)}")
     if not low <= value <= high:
         raise SpecError(f"{key}: must be between {low} and {high}, got {value}")

@@ -15,6 +15,17 @@ _REQUIRED: Any = object()
 MAX_DATA_FILE_BYTES = 64 << 20
 
 
+def is_finite_number(value: object) -> bool:
+    """Whether ``value`` is an int or float (not a bool) that a float holds finitely: not NaN, not
+    infinite, not an integer beyond float's range (``math.isfinite`` raises OverflowError on those)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def checked_data_file(path: Path, key: str, what: str) -> Path:
     """``path`` when it is a regular file of at most MAX_DATA_FILE_BYTES, else a SpecError naming
     ``key`` and ``what`` the file holds."""
@@ -84,7 +95,7 @@ class DecoderParams:
     ) -> float:
         """A finite real number within ``[minimum, maximum]`` (bounds optional)."""
         value = self.value(name, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not is_finite_number(value):
             raise SpecError(f"{self.key(name)}: expected a number, got {value!r}")
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             raise SpecError(
