@@ -66,6 +66,16 @@ def _nearest_rows(source: int, destination: int) -> npt.NDArray[np.intp]:
     return rows
 
 
+def check_mask_labels(num_classes: int | None, decoder_type: str) -> None:
+    """Raise ``SpecError`` unless the spec's labels (when given) are two: a mask decoder's label
+    image holds 0 (background) and 1 (foreground), and each needs a name."""
+    if num_classes is not None and num_classes != 2:
+        raise SpecError(
+            f"labels: decoder type {decoder_type} gives labels 0 (background) and 1 (foreground), "
+            f"so it needs 2 labels; the spec has {num_classes}"
+        )
+
+
 @dataclass
 class SegmentationDecoder(ABC):
     """Turns the outputs of a segmentation model into a label image.
@@ -205,6 +215,7 @@ class BinaryDecoder(SegmentationDecoder):
     def from_params(cls, params: DecoderParams, num_classes: int | None) -> BinaryDecoder:
         """Build from ``decoder.output``, ``threshold``, ``activation`` (none | sigmoid), ``upsample``
         (``before_threshold``: the compiled blend is prepared here, not at the first frame)."""
+        check_mask_labels(num_classes, "binary")
         output = params.optional_string("output")
         activation = params.string("activation", "none", ("none", "sigmoid"))
         threshold = params.number("threshold", 0.5)
