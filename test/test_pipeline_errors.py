@@ -12,7 +12,7 @@ import onnx
 import pytest
 import yaml
 from onnx import TensorProto, helper
-from onnx_builders import activation_model, build_model
+from onnx_builders import activation_model, build_model, colour_scores_model
 
 from trt_perception.backends import create_backend, resolve_backend_kind
 from trt_perception.backends.onnxruntime import OnnxRuntimeBackend, default_providers
@@ -134,6 +134,21 @@ def test_nan_output_is_an_inference_error_naming_the_tensor(tmp_path):
 def test_wrong_decoder_output_name_is_named_before_the_first_frame(tmp_path):
     with pytest.raises(SpecError, match=r"decoder.output: the model has no output 'probability'; its outputs: y \[1,1,8,8\]"):
         tiny_pipeline(tmp_path, sqrt_of_mean_model(), decoder={"type": "binary", "output": "probability"})
+
+
+def test_segmentation_output_that_cannot_fit_the_decoder_is_named_before_the_first_frame(tmp_path):
+    """A logits output with more class channels than labels, or a binary decoder on a 3-channel
+    output, failed only on the first frame (InferenceError); the declared shapes tell at load."""
+    scores = colour_scores_model()  # scores [1,3,h,w]
+    with pytest.raises(SpecError, match=r"^labels: the model output 'scores' has 3 class channels \(shape \[1, 3, None, None\], "
+                                        r"decoder.layout NCHW\) but the spec has 2 labels$"):
+        tiny_pipeline(tmp_path, scores, labels=["a", "b"], decoder={"type": "logits", "output": "scores"})
+    with pytest.raises(SpecError, match=r"^decoder.output: the model output 'y' has shape \[1,3,8,8\]; expected one "
+                                        r"channel: \[B,H,W\], \[B,1,H,W\] or \[B,H,W,1\]"):
+        tiny_pipeline(tmp_path, activation_model("Identity", [1, 3, 8, 8]))  # decoder binary on y
+    with pytest.raises(SpecError, match=r"^labels: the model output 'y' has 1 class channels .* the spec has 3 labels$"):
+        tiny_pipeline(tmp_path, sqrt_of_mean_model(), labels=["a", "b", "c"], decoder={"type": "logits", "output": "y"})
+    assert tiny_pipeline(tmp_path, scores, labels=["r", "g", "b"], decoder={"type": "logits", "output": "scores"})
 
 
 # --------------------------------------------------------------------------- backend contract

@@ -12,7 +12,6 @@ import numpy.typing as npt
 
 from trt_perception.backends import Backend, create_backend
 from trt_perception.decoders import DetectionDecoder, DetectionFilter, SegmentationDecoder, create_decoder, filter_detections
-from trt_perception.decoders.tensors import declared_output
 from trt_perception.errors import InferenceError, SpecError
 from trt_perception.geometry import ResizeGeometry
 from trt_perception.preprocess import Preprocessor
@@ -265,7 +264,7 @@ class Pipeline:
         shapes = {info.name: info.shape for info in self.backend.outputs}
         size = None if isinstance(self.spec.input.size, DynamicSize) else self.spec.input.size
         if isinstance(self.decoder, SegmentationDecoder):
-            declared_output(shapes, self.decoder.output, "decoder.output")
+            self.decoder.check_outputs(shapes)
         else:
             self.decoder.check_outputs(shapes, size)
 
