@@ -148,6 +148,10 @@ def test_reproduction_keys_parse():
         ("input.color_order", "RGBA", "input.color_order: expected one of RGB, BGR"),
         ("input.resize", "crop", "input.resize: expected one of"),
         ("input.pad_value", [1, 2], "input.pad_value: expected 3 numbers, got 2"),
+        # pad values are pixels: 300 became 44 in a uint8 input, 1e9 inf in a float16 one
+        ("input.pad_value", 300, "input.pad_value: must be a pixel value between 0 and 255, got 300"),
+        ("input.pad_value", [114, 1e9, 0], "input.pad_value[1]: must be a pixel value between 0 and 255, got 1000000000.0"),
+        ("input.pad_value", [-5, 0, 0], "input.pad_value[0]: must be a pixel value between 0 and 255, got -5"),
         ("input.interpolation", "lanczos", "input.interpolation: expected one of"),
         ("input.sampling", "corners", "input.sampling: expected one of half_pixel, align_corners, asymmetric"),
         ("input.size", {"short_side": 736, "rounding": "down"}, "input.size.rounding: expected one of nearest, up"),
@@ -205,6 +209,16 @@ def test_detection_section_rejected_for_segmentation(tmp_path):
     data = with_change("task", "segmentation")
     with pytest.raises(SpecError, match="detection: only valid when task is detection"):
         parse_model_spec(data, tmp_path)
+
+
+def test_uint8_input_with_a_fractional_pad_value_is_rejected(tmp_path):
+    """A uint8 input holds whole pixels: pad_value 0.4 was rounded to 0 without a word."""
+    data = with_change("input", {"size": [8, 8], "dtype": "uint8", "normalization": {"type": "none"},
+                                 "resize": "keep_aspect_ratio", "pad_value": [0.4, 0, 0]})
+    with pytest.raises(SpecError, match=r"input.pad_value: a uint8 input takes whole pixel values, got \[0.4, 0.0, 0.0\]$"):
+        load_model_spec(write_spec(tmp_path, data))
+    data["input"]["pad_value"] = [114, 0, 255]
+    assert load_model_spec(write_spec(tmp_path, data)).input.pad_value == (114, 0, 255)
 
 
 def test_uint8_input_with_normalization_is_rejected(tmp_path):

@@ -361,12 +361,21 @@ def _parse_normalization(section: _Section) -> NormalizationSpec:
     return NormalizationSpec(kind, mean, std, value_range, post_affine=post_affine)  # type: ignore[arg-type]
 
 
+def _parse_pad_value(value: object, key: str) -> tuple[float, float, float]:
+    """``input.pad_value``: one pixel value 0..255 (8-bit units, as the preprocessor's pixels) for all
+    channels, or one per channel."""
+    values = _numbers(value, key, 3) if isinstance(value, (list, tuple)) else (_number(value, key),) * 3
+    for index, channel in enumerate(values):
+        if not 0 <= channel <= 255:
+            where = key if not isinstance(value, (list, tuple)) else f"{key}[{index}]"
+            raise SpecError(f"{where}: must be a pixel value between 0 and 255, got {channel}")
+    return values[0], values[1], values[2]
+
+
 def _parse_input(section: _Section) -> InputSpec:
     """The ``input`` section; a uint8 input must have normalization none."""
     size = _parse_size(section.take("size", required=True), section.key("size"))
-    pad = section.take("pad_value", 0)
-    pad_key = section.key("pad_value")
-    pad_value = (_number(pad, pad_key, 0, 65535),) * 3 if not isinstance(pad, (list, tuple)) else _numbers(pad, pad_key, 3)
+    pad_value = _parse_pad_value(section.take("pad_value", 0), section.key("pad_value"))
     spec = InputSpec(
         size=size,
         name=section.text("name"),
@@ -374,7 +383,7 @@ def _parse_input(section: _Section) -> InputSpec:
         dtype=section.choice("dtype", DTYPES, "float32"),
         color_order=section.choice("color_order", COLOR_ORDERS, "RGB"),
         resize=section.choice("resize", RESIZE_MODES, "fixed_shape"),
-        pad_value=pad_value,  # type: ignore[arg-type]
+        pad_value=pad_value,
         pad_placement=section.choice("pad_placement", PAD_PLACEMENTS, "centered"),
         interpolation=section.choice("interpolation", INTERPOLATIONS, "linear"),
         sampling=section.choice("sampling", SAMPLINGS, "half_pixel"),
@@ -386,6 +395,8 @@ def _parse_input(section: _Section) -> InputSpec:
             f"{section.key('sampling')}: {spec.sampling} works with interpolation linear, "
             f"got {spec.interpolation}"
         )
+    if spec.dtype == "uint8" and any(value != int(value) for value in spec.pad_value):
+        raise SpecError(f"{section.key('pad_value')}: a uint8 input takes whole pixel values, got {list(spec.pad_value)}")
     if spec.dtype == "uint8" and spec.normalization.post_affine is not None:
         raise SpecError(f"{section.key('normalization.post_affine')}: a uint8 input takes raw pixels")
     if spec.dtype == "uint8" and spec.normalization.type != "none":
