@@ -94,6 +94,19 @@ def test_spec_that_does_not_fit_the_model_is_named(tmp_path, changes, message):
         tiny_pipeline(tmp_path, sqrt_of_mean_model(), **changes)
 
 
+def test_model_with_a_second_input_is_refused_at_load_whether_or_not_input_name_is_set(tmp_path):
+    """The old message said 'name one'; with input.name set the pipeline loaded and every frame failed
+    with "input tensor 'scale' ... was not given"."""
+    nodes = [helper.make_node("ReduceMean", ["x"], ["mean"], axes=[1], keepdims=1),
+             helper.make_node("Add", ["mean", "scale"], ["y"])]
+    model = build_model(nodes, {"x": [1, 3, 8, 8], "scale": [1, 1, 8, 8]}, {"y": (TensorProto.FLOAT, [1, 1, 8, 8])})
+    message = (r"^input: the model has 2 inputs \(x, scale\); the pipeline feeds one image tensor, so it runs only "
+               r"models whose image is their only input$")
+    for name in (None, "x"):
+        with pytest.raises(SpecError, match=message):
+            tiny_pipeline(tmp_path, model, input__name=name)
+
+
 def test_backend_choice(tmp_path):
     spec = parse_model_spec(tiny_spec(tmp_path, sqrt_of_mean_model(), engine="model.engine"), tmp_path)
     tensorrt_installed = __import__("importlib").util.find_spec("tensorrt") is not None

@@ -249,14 +249,17 @@ class Pipeline:
         return self._output_buffers
 
     def _input_name(self) -> str:
+        """The model's only input, which must be the spec's ``input.name`` when that is given: the pipeline
+        feeds one image tensor, so a model with further inputs would fail on every frame."""
         names = [info.name for info in self.backend.inputs]
-        if self.spec.input.name is None:
-            if len(names) != 1:
-                raise SpecError(f"input.name: the model has {len(names)} inputs ({', '.join(names)}); name one")
-            return names[0]
-        if self.spec.input.name not in names:
+        if self.spec.input.name is not None and self.spec.input.name not in names:
             raise SpecError(f"input.name: the model has no input {self.spec.input.name!r} (inputs: {', '.join(names)})")
-        return self.spec.input.name
+        if len(names) != 1:
+            raise SpecError(
+                f"input: the model has {len(names)} inputs ({', '.join(names)}); the pipeline feeds one image "
+                "tensor, so it runs only models whose image is their only input"
+            )
+        return names[0]
 
     def _check_output_tensors(self) -> None:
         """Fail before the first frame when the decoder names a tensor the model lacks or that cannot have
