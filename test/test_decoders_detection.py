@@ -245,6 +245,23 @@ def test_detr_scores_match_onnx_softmax() -> None:
     np.testing.assert_array_equal(detections.class_ids, reference.argmax(axis=1))
 
 
+def test_detr_logits_that_do_not_fit_the_labels_are_named_at_load() -> None:
+    """A DETR whose logits had one column more or fewer than labels + no-object loaded; with more labels
+    than classes nothing ever told (class indices stay below the label count)."""
+    shapes = {"pred_logits": (1, 100, 92), "pred_boxes": (1, 100, 4)}
+    detection_decoder({"type": "detr"}, 91).check_outputs(shapes, (800, 800))
+    detection_decoder({"type": "detr", "class_offset": 1}, 90).check_outputs(shapes, (800, 800))
+    detection_decoder({"type": "detr", "score_activation": "sigmoid"}, 92).check_outputs(shapes, (800, 800))
+    detection_decoder({"type": "detr"}, None).check_outputs({"pred_logits": (1, None, None), "pred_boxes": (1, None, 4)}, None)
+    with pytest.raises(SpecError, match=r"^decoder.logits: the model output 'pred_logits' has shape \[1,100,92\]; expected "
+                                        r"\[B,Q,92 labels \+ class_offset 0 \+ 1 no-object\] \(score_activation softmax\)"):
+        detection_decoder({"type": "detr"}, 92).check_outputs(shapes, (800, 800))
+    with pytest.raises(SpecError, match=r"^decoder.logits: .* expected \[B,Q,91 labels \+ class_offset 0\] \(score_activation sigmoid\)"):
+        detection_decoder({"type": "detr", "score_activation": "sigmoid"}, 91).check_outputs(shapes, (800, 800))
+    with pytest.raises(SpecError, match=r"^decoder.boxes: the model output 'pred_boxes' has shape \[1,100,5\]; expected \[B,Q,4\]"):
+        detection_decoder({"type": "detr"}, 91).check_outputs({**shapes, "pred_boxes": (1, 100, 5)}, (800, 800))
+
+
 ROWS_CONFIG = {"type": "rows", "output": "det"}
 
 

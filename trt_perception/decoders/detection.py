@@ -24,6 +24,7 @@ from trt_perception.decoders.scores import activate, require_probabilities, scor
 from trt_perception.decoders.tensors import (
     Shape,
     declared_output,
+    dims_agree,
     finite_range,
     require_finite,
     require_rank,
@@ -498,6 +499,20 @@ class DetrDecoder(DetectionDecoder):
 
     def named_outputs(self) -> dict[str, str | None]:
         return {"decoder.logits": self.logits, "decoder.boxes": self.boxes}
+
+    def check_outputs(self, shapes: Mapping[str, Shape], network_size: tuple[int, int] | None) -> None:
+        """The declared logits have one column per label after ``class_offset`` (+ no-object with softmax)."""
+        super().check_outputs(shapes, network_size)
+        no_object = int(self.activation == "softmax")
+        name, shape = declared_output(shapes, self.logits, "decoder.logits")
+        columns = None if self.num_classes is None else self.num_classes + self.class_offset + no_object
+        if len(shape) not in (2, 3) or not dims_agree(shape[-1], columns):
+            classes = "C" if self.num_classes is None else f"{self.num_classes} labels + class_offset {self.class_offset}"
+            expected = f"[B,Q,{classes}{' + 1 no-object' if no_object else ''}] (score_activation {self.activation})"
+            raise shape_mismatch("decoder.logits", name, shape, expected, shapes)
+        name, shape = declared_output(shapes, self.boxes, "decoder.boxes")
+        if len(shape) not in (2, 3) or not dims_agree(shape[-1], 4):
+            raise shape_mismatch("decoder.boxes", name, shape, "[B,Q,4]", shapes)
 
     def decode_arrays(
         self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float
