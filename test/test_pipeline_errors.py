@@ -107,6 +107,17 @@ def test_model_with_a_second_input_is_refused_at_load_whether_or_not_input_name_
             tiny_pipeline(tmp_path, model, input__name=name)
 
 
+def test_dynamic_size_rule_for_a_fixed_size_model_is_named_at_load(tmp_path):
+    """A dynamic input.size for a model of fixed height and width loaded and failed on the first
+    frame whose size gave another network size; a rule that always gives the model's size still runs."""
+    message = (r"^input.size: the dynamic size rule gives a 10x8 network input for a 640x480 image \(width x height\) "
+               r"but the model input 'x' has shape \[1, 3, 8, 8\] \(NCHW\); give input.size as \[height, width\]$")
+    with pytest.raises(SpecError, match=message):
+        tiny_pipeline(tmp_path, sqrt_of_mean_model(), input__size={"short_side": 8})
+    constant = tiny_pipeline(tmp_path, sqrt_of_mean_model(), input__size={"short_side": 8, "max_long_side": 8, "multiple_of": 8})
+    assert constant.run(np.full((480, 640, 3), 255, np.uint8), "RGB").labels.shape == (480, 640)
+
+
 def test_backend_choice(tmp_path):
     spec = parse_model_spec(tiny_spec(tmp_path, sqrt_of_mean_model(), engine="model.engine"), tmp_path)
     tensorrt_installed = __import__("importlib").util.find_spec("tensorrt") is not None

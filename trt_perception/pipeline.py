@@ -14,11 +14,14 @@ from trt_perception.backends import Backend, create_backend
 from trt_perception.decoders import DetectionDecoder, DetectionFilter, SegmentationDecoder, create_decoder, filter_detections
 from trt_perception.errors import InferenceError, SpecError
 from trt_perception.geometry import ResizeGeometry
-from trt_perception.preprocess import Preprocessor
+from trt_perception.preprocess import Preprocessor, dynamic_network_size
 from trt_perception.results import DetectionResult, Detections, SegmentationResult, StageTimings
 from trt_perception.spec import DynamicSize, ModelSpec, load_model_spec
 
 STAGES = ("preprocess", "inference", "postprocess")
+# Camera sizes (height, width) a dynamic input.size rule is tried on at load against a model input
+# of fixed height or width: VGA landscape and portrait, 720p, 1080p.
+CHECKED_CAMERA_SIZES = ((480, 640), (640, 480), (720, 1280), (1080, 1920))
 
 
 def check_batch_outputs(outputs: Mapping[str, Any], batch_size: int, model: str) -> None:
@@ -285,10 +288,20 @@ class Pipeline:
                 f"input.layout: the model input {info.name!r} has shape {list(info.shape)}, which has no "
                 f"3-channel axis where {spec.layout} puts it"
             )
+        model_size = (info.shape[height_axis], info.shape[height_axis + 1])
         if not isinstance(spec.size, DynamicSize):
-            model_size = (info.shape[height_axis], info.shape[height_axis + 1])
             if any(dim is not None and dim != size for dim, size in zip(model_size, spec.size)):
                 raise SpecError(
                     f"input.size: the spec gives {list(spec.size)} but the model input {info.name!r} "
                     f"has shape {list(info.shape)} ({spec.layout})"
+                )
+            return
+        keep_aspect = spec.resize == "keep_aspect_ratio"
+        for camera in CHECKED_CAMERA_SIZES:  # a fixed model size only fits a rule that always gives it
+            network = dynamic_network_size(camera, spec.size, keep_aspect)
+            if any(dim is not None and dim != size for dim, size in zip(model_size, network)):
+                raise SpecError(
+                    f"input.size: the dynamic size rule gives a {network[1]}x{network[0]} network input for a "
+                    f"{camera[1]}x{camera[0]} image (width x height) but the model input {info.name!r} has shape "
+                    f"{list(info.shape)} ({spec.layout}); give input.size as [height, width]"
                 )
