@@ -175,6 +175,11 @@ def test_reproduction_keys_parse():
         ("decoder", ..., "decoder: required key is missing"),
         ("decoder", {"output": "x"}, "decoder: expected a mapping with a type"),
         ("labels", [], "labels: no labels given"),
+        # YAML reads [no, yes] as booleans, [null] as None: they became the names 'False', 'True', 'None'
+        ("labels", ["person", False], "labels[1]: expected a class name (non-empty text), got bool False"),
+        ("labels", [None, "person"], "labels[0]: expected a class name (non-empty text), got NoneType None"),
+        ("labels", [0.5, "person"], "labels[0]: expected a class name (non-empty text), got float 0.5"),
+        ("labels", ["cat", " "], "labels[1]: expected a class name (non-empty text), got str ' '"),
         ("labels", "missing_labels.txt", "labels: cannot read labels file"),
         ("labels", "/dev/zero", "labels: labels file /dev/zero is not a regular file"),
         ("palette", [[0, 0, 300]], "palette[0]: expected integers 0..255"),

@@ -410,7 +410,10 @@ def _parse_input(section: _Section) -> InputSpec:
 def _parse_labels(value: object, key: str, base_dir: Path) -> tuple[str, ...]:
     """Inline label list, or a file with one name per line (trailing empty lines ignored)."""
     if isinstance(value, (list, tuple)):
-        names = [str(item) for item in value]
+        for index, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                raise SpecError(f"{key}[{index}]: expected a class name (non-empty text), got {_describe(item)}")
+        names = list(value)
     else:
         path = checked_data_file(_resolve(value, key, base_dir), key, "labels")
         try:
