@@ -118,6 +118,16 @@ def test_dynamic_size_rule_for_a_fixed_size_model_is_named_at_load(tmp_path):
     assert constant.run(np.full((480, 640, 3), 255, np.uint8), "RGB").labels.shape == (480, 640)
 
 
+def test_detection_class_index_beyond_the_labels_is_named_at_load():
+    """classes: [80] with the 80 COCO labels (indices 0..79) was accepted and filtered out every detection."""
+    spec = load_model_spec("centernet_mobilenetv3_coco")
+    beyond = dataclasses.replace(spec, detection=dataclasses.replace(spec.detection, classes=(0, 80)))
+    with pytest.raises(SpecError, match=r"detection.classes: class index 80 is beyond the 80 labels \(indices 0..79\)"):
+        Pipeline.from_spec(beyond)
+    last = dataclasses.replace(spec, detection=dataclasses.replace(spec.detection, classes=(79, "person")))
+    assert Pipeline.from_spec(last).detection_filter.allowed_class_ids == frozenset({79, 0})
+
+
 def test_backend_choice(tmp_path):
     spec = parse_model_spec(tiny_spec(tmp_path, sqrt_of_mean_model(), engine="model.engine"), tmp_path)
     tensorrt_installed = __import__("importlib").util.find_spec("tensorrt") is not None

@@ -47,6 +47,11 @@ def detection_filter_from_spec(spec: ModelSpec) -> DetectionFilter:
                     raise SpecError(f"detection.classes: unknown class name {item!r} (not in labels)")
                 allowed.add(labels.index(item))
             else:
+                if spec.labels is not None and item >= len(spec.labels):
+                    raise SpecError(
+                        f"detection.classes: class index {item} is beyond the {len(spec.labels)} labels "
+                        f"(indices 0..{len(spec.labels) - 1}), so it could never be detected"
+                    )
                 allowed.add(item)
     return DetectionFilter(
         score_threshold=section.score_threshold,
