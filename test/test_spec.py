@@ -303,3 +303,17 @@ def test_spec_that_is_not_utf8_or_nested_too_deep_is_a_spec_error(tmp_path: Path
                     "input: {size: [8, 8]}\ndecoder: {type: logits}\n")
     with pytest.raises(SpecError, match=r"labels: labels file .*labels.txt is not UTF-8 text \(byte 17"):
         load_model_spec(spec)
+
+
+def test_a_key_given_twice_is_a_spec_error(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys: score_threshold 0.4 then 0.9 loaded as 0.9 without a word."""
+    text = yaml.safe_dump(VALID, sort_keys=False).replace(
+        "  score_threshold: 0.4\n", "  score_threshold: 0.4\n  score_threshold: 0.9\n"
+    )
+    assert text.count("score_threshold") == 2
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match=r"twice.yaml: not valid YAML: duplicate key 'score_threshold' \(line \d+, column 3\)$"):
+        load_model_spec(path)
+    path.write_text(text.replace("  score_threshold: 0.9\n", ""))
+    assert load_model_spec(path).detection.score_threshold == 0.4

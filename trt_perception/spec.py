@@ -571,8 +571,24 @@ MAX_SPEC_DEPTH = 32
 
 
 class _SpecLoader(yaml.SafeLoader):
-    """PyYAML's safe loader without aliases (``*name`` could expand a 1 KB file into gigabytes) and
-    without nesting deeper than ``MAX_SPEC_DEPTH``."""
+    """PyYAML's safe loader without aliases (``*name`` could expand a 1 KB file into gigabytes),
+    without nesting deeper than ``MAX_SPEC_DEPTH`` and without duplicate keys (PyYAML keeps the last
+    value of a key given twice, silently dropping the first)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # unhashable: PyYAML's own check reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
     def __init__(self, stream: Any) -> None:
         super().__init__(stream)
