@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from trt_perception.errors import SpecError
 
@@ -15,7 +15,7 @@ _REQUIRED: Any = object()
 MAX_DATA_FILE_BYTES = 64 << 20
 
 
-def is_finite_number(value: object) -> bool:
+def is_finite_number(value: object) -> TypeGuard[int | float]:
     """Whether ``value`` is an int or float (not a bool) that a float holds finitely: not NaN, not
     infinite, not an integer beyond float's range (``math.isfinite`` raises OverflowError on those)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
