@@ -216,6 +216,14 @@ def test_detection_section_rejected_for_segmentation(tmp_path):
         parse_model_spec(data, tmp_path)
 
 
+def test_labels_file_with_a_byte_order_mark_and_crlf_lines(tmp_path):
+    """A labels file saved by Windows Notepad starts with a UTF-8 byte order mark, which became part of
+    the first class name ('\ufeffcat'), so detection.classes: [cat] was an unknown class name."""
+    (tmp_path / "labels.txt").write_bytes(b"\xef\xbb\xbfcat\r\ndog\r\n")
+    spec = load_model_spec(write_spec(tmp_path, with_change("detection.classes", ["cat"]) | {"labels": "labels.txt"}))
+    assert spec.labels == ("cat", "dog")
+
+
 def test_uint8_input_with_a_fractional_pad_value_is_rejected(tmp_path):
     """A uint8 input holds whole pixels: pad_value 0.4 was rounded to 0 without a word."""
     data = with_change("input", {"size": [8, 8], "dtype": "uint8", "normalization": {"type": "none"},

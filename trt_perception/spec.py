@@ -417,7 +417,7 @@ def _parse_labels(value: object, key: str, base_dir: Path) -> tuple[str, ...]:
     else:
         path = checked_data_file(_resolve(value, key, base_dir), key, "labels")
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte order mark is no part of the first name
         except OSError as error:
             raise SpecError(f"{key}: cannot read labels file {path}: {error.strerror or error}") from error
         except UnicodeDecodeError as error:
