@@ -307,6 +307,19 @@ ROWS_CONFIG = {"type": "rows", "output": "det"}
             "'labels' gives class indices -1..-1 after decoder.class_offset 1",
         ),
         ({"type": "yolo"}, {"output0": np.zeros((1, 84))}, r"'output0' has shape \[1, 84\]"),
+        # score and class columns swapped for a two-class model: class 1 read as score 1.0, the score 0.9 rounded to class 1
+        (
+            {"type": "rows", "columns": ["x1", "y1", "x2", "y2", "class", "score"]},
+            {"detections": np.array([[[10, 10, 50, 50, 0.9, 1.0]]], np.float32)},
+            r"^output 'detections' gives class indices that are not whole numbers \(e.g. 0.9\): it is not the class "
+            r"index the spec says \(check decoder.columns or decoder.classes\)$",
+        ),
+        (
+            {"type": "efficient_nms", "num_detections": None},
+            {"detection_boxes": np.zeros((1, 1, 4), np.float32), "detection_scores": np.ones((1, 1), np.float32),
+             "detection_classes": np.full((1, 1), 1e30, np.float32)},
+            r"^output 'detection_classes' gives class indices 1e\+30..1e\+30, beyond any class index",
+        ),
         (
             {"type": "detr"},
             {"pred_logits": np.zeros((1, 4, 81)), "pred_boxes": np.zeros((1, 5, 4))},

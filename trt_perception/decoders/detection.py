@@ -37,6 +37,9 @@ from trt_perception.gpu._cupy import array_module
 from trt_perception.results import Detections
 
 Cached = TypeVar("Cached")
+# Most a float class index may differ from a whole number (exports store exact integers in floats): more
+# means the tensor or column read as classes holds something else, e.g. scores.
+CLASS_INDEX_TOLERANCE = 1e-3
 
 
 class SizeCache(Generic[Cached]):
@@ -109,9 +112,21 @@ class DetectionDecoder(ABC):
         return {}
 
     def _class_ids(self, name: str, values: Any) -> Any:
-        """Class indices from ``values`` (integer or float) minus the offset, checked against the labels."""
+        """Class indices from ``values`` (integer, or float holding whole numbers) minus the offset, checked
+        against the labels."""
         xp = array_module(values)
         raw = values if np.issubdtype(values.dtype, np.integer) else xp.rint(values)
+        if raw is not values and values.size and float(xp.abs(values - raw).max()) > CLASS_INDEX_TOLERANCE:
+            raise InferenceError(
+                f"output '{name}' gives class indices that are not whole numbers (e.g. "
+                f"{float(values[int(xp.argmax(xp.abs(values - raw)))]):.4g}): it is not the class index "
+                "the spec says (check decoder.columns or decoder.classes)"
+            )
+        if raw.size and max(abs(float(raw.min())), abs(float(raw.max()))) >= 2.0**62:
+            raise InferenceError(
+                f"output '{name}' gives class indices {float(raw.min()):.4g}..{float(raw.max()):.4g}, beyond any class "
+                "index (check decoder.columns or decoder.classes)"
+            )
         ids = raw.astype(np.int64) - self.class_offset
         if ids.size:
             low, high = int(ids.min()), int(ids.max())
