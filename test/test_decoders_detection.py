@@ -245,6 +245,16 @@ def test_detr_scores_match_onnx_softmax() -> None:
     np.testing.assert_array_equal(detections.class_ids, reference.argmax(axis=1))
 
 
+def test_num_detections_that_is_not_one_count_per_image_is_named_at_load() -> None:
+    shapes = {"num_detections": (1, 1), "detection_boxes": (1, 100, 4), "detection_scores": (1, 100),
+              "detection_classes": (1, 100)}
+    detection_decoder({"type": "efficient_nms"}).check_outputs(shapes, (300, 300))
+    detection_decoder({"type": "efficient_nms"}).check_outputs({**shapes, "num_detections": (None,)}, (300, 300))
+    with pytest.raises(SpecError, match=r"^decoder.num_detections: the model output 'detection_scores' has shape "
+                                        r"\[1,100\]; expected one count per image: \[B\] or \[B,1\]"):
+        detection_decoder({"type": "efficient_nms", "num_detections": "detection_scores"}).check_outputs(shapes, (300, 300))
+
+
 def test_detr_logits_that_do_not_fit_the_labels_are_named_at_load() -> None:
     """A DETR whose logits had one column more or fewer than labels + no-object loaded; with more labels
     than classes nothing ever told (class indices stay below the label count)."""
@@ -295,6 +305,19 @@ ROWS_CONFIG = {"type": "rows", "output": "det"}
                 "detection_classes": np.zeros((1, 3)),
             },
             "'num_detections' says 5 detections, but there are 3 boxes",
+        ),
+        # decoder.num_detections naming a per-box tensor: its first score (0.9) was read as 0 detections
+        (
+            {"type": "efficient_nms", "num_detections": "detection_scores"},
+            {"detection_boxes": np.zeros((1, 3, 4)), "detection_scores": np.array([[0.9, 0.8, 0.7]]),
+             "detection_classes": np.zeros((1, 3))},
+            r"^output 'detection_scores' has shape \[1, 3\]; expected the number of detections, one value$",
+        ),
+        (
+            {"type": "efficient_nms"},
+            {"num_detections": np.array([1.5], np.float32), "detection_boxes": np.zeros((1, 3, 4)),
+             "detection_scores": np.zeros((1, 3)), "detection_classes": np.zeros((1, 3))},
+            r"^output 'num_detections' says 1.5 detections, not a whole number$",
         ),
         (
             {"type": "boxes_scores_classes"},

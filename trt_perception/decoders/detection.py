@@ -223,6 +223,10 @@ class SeparateTensorsDecoder(DetectionDecoder):
         name, shape = declared_output(shapes, self.boxes, "decoder.boxes")
         if len(shape) not in (2, 3) or shape[-1] not in (None, 4):
             raise shape_mismatch("decoder.boxes", name, shape, "[B,N,4] or [N,4] boxes", shapes)
+        if self.num_detections is not None:
+            name, shape = declared_output(shapes, self.num_detections, "decoder.num_detections")
+            if len(shape) > 2 or not all(dims_agree(dim, 1) for dim in shape[1:]):
+                raise shape_mismatch("decoder.num_detections", name, shape, "one count per image: [B] or [B,1]", shapes)
 
     def decode_arrays(
         self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float
@@ -256,10 +260,15 @@ class SeparateTensorsDecoder(DetectionDecoder):
         if self.num_detections is None:
             return capacity
         name, tensor = select_output(outputs, self.num_detections, "decoder.num_detections")
-        if tensor.size == 0:
-            raise InferenceError(f"output '{name}' is empty; expected the number of detections")
+        if tensor.size != 1:
+            raise InferenceError(
+                f"output '{name}' has shape {list(tensor.shape)}; expected the number of detections, one value"
+            )
         require_finite(name, tensor)
-        count = int(tensor.reshape(-1)[0])
+        value = tensor.reshape(-1)[0]
+        count = int(value)
+        if count != value:
+            raise InferenceError(f"output '{name}' says {float(value):.4g} detections, not a whole number")
         if not 0 <= count <= capacity:
             raise InferenceError(f"output '{name}' says {count} detections, but there are {capacity} boxes")
         return count
