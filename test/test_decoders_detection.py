@@ -245,6 +245,33 @@ def test_detr_scores_match_onnx_softmax() -> None:
     np.testing.assert_array_equal(detections.class_ids, reference.argmax(axis=1))
 
 
+def test_num_detections_that_is_not_one_count_per_image_is_named_at_load() -> None:
+    shapes = {"num_detections": (1, 1), "detection_boxes": (1, 100, 4), "detection_scores": (1, 100),
+              "detection_classes": (1, 100)}
+    detection_decoder({"type": "efficient_nms"}).check_outputs(shapes, (300, 300))
+    detection_decoder({"type": "efficient_nms"}).check_outputs({**shapes, "num_detections": (None,)}, (300, 300))
+    with pytest.raises(SpecError, match=r"^decoder.num_detections: the model output 'detection_scores' has shape "
+                                        r"\[1,100\]; expected one count per image: \[B\] or \[B,1\]"):
+        detection_decoder({"type": "efficient_nms", "num_detections": "detection_scores"}).check_outputs(shapes, (300, 300))
+
+
+def test_detr_logits_that_do_not_fit_the_labels_are_named_at_load() -> None:
+    """A DETR whose logits had one column more or fewer than labels + no-object loaded; with more labels
+    than classes nothing ever told (class indices stay below the label count)."""
+    shapes = {"pred_logits": (1, 100, 92), "pred_boxes": (1, 100, 4)}
+    detection_decoder({"type": "detr"}, 91).check_outputs(shapes, (800, 800))
+    detection_decoder({"type": "detr", "class_offset": 1}, 90).check_outputs(shapes, (800, 800))
+    detection_decoder({"type": "detr", "score_activation": "sigmoid"}, 92).check_outputs(shapes, (800, 800))
+    detection_decoder({"type": "detr"}, None).check_outputs({"pred_logits": (1, None, None), "pred_boxes": (1, None, 4)}, None)
+    with pytest.raises(SpecError, match=r"^decoder.logits: the model output 'pred_logits' has shape \[1,100,92\]; expected "
+                                        r"\[B,Q,92 labels \+ class_offset 0 \+ 1 no-object\] \(score_activation softmax\)"):
+        detection_decoder({"type": "detr"}, 92).check_outputs(shapes, (800, 800))
+    with pytest.raises(SpecError, match=r"^decoder.logits: .* expected \[B,Q,91 labels \+ class_offset 0\] \(score_activation sigmoid\)"):
+        detection_decoder({"type": "detr", "score_activation": "sigmoid"}, 91).check_outputs(shapes, (800, 800))
+    with pytest.raises(SpecError, match=r"^decoder.boxes: the model output 'pred_boxes' has shape \[1,100,5\]; expected \[B,Q,4\]"):
+        detection_decoder({"type": "detr"}, 91).check_outputs({**shapes, "pred_boxes": (1, 100, 5)}, (800, 800))
+
+
 ROWS_CONFIG = {"type": "rows", "output": "det"}
 
 
@@ -279,6 +306,19 @@ ROWS_CONFIG = {"type": "rows", "output": "det"}
             },
             "'num_detections' says 5 detections, but there are 3 boxes",
         ),
+        # decoder.num_detections naming a per-box tensor: its first score (0.9) was read as 0 detections
+        (
+            {"type": "efficient_nms", "num_detections": "detection_scores"},
+            {"detection_boxes": np.zeros((1, 3, 4)), "detection_scores": np.array([[0.9, 0.8, 0.7]]),
+             "detection_classes": np.zeros((1, 3))},
+            r"^output 'detection_scores' has shape \[1, 3\]; expected the number of detections, one value$",
+        ),
+        (
+            {"type": "efficient_nms"},
+            {"num_detections": np.array([1.5], np.float32), "detection_boxes": np.zeros((1, 3, 4)),
+             "detection_scores": np.zeros((1, 3)), "detection_classes": np.zeros((1, 3))},
+            r"^output 'num_detections' says 1.5 detections, not a whole number$",
+        ),
         (
             {"type": "boxes_scores_classes"},
             {"boxes": np.zeros((3, 4)), "scores": np.zeros(2), "labels": np.zeros(3)},
@@ -290,6 +330,19 @@ ROWS_CONFIG = {"type": "rows", "output": "det"}
             "'labels' gives class indices -1..-1 after decoder.class_offset 1",
         ),
         ({"type": "yolo"}, {"output0": np.zeros((1, 84))}, r"'output0' has shape \[1, 84\]"),
+        # score and class columns swapped for a two-class model: class 1 read as score 1.0, the score 0.9 rounded to class 1
+        (
+            {"type": "rows", "columns": ["x1", "y1", "x2", "y2", "class", "score"]},
+            {"detections": np.array([[[10, 10, 50, 50, 0.9, 1.0]]], np.float32)},
+            r"^output 'detections' gives class indices that are not whole numbers \(e.g. 0.9\): it is not the class "
+            r"index the spec says \(check decoder.columns or decoder.classes\)$",
+        ),
+        (
+            {"type": "efficient_nms", "num_detections": None},
+            {"detection_boxes": np.zeros((1, 1, 4), np.float32), "detection_scores": np.ones((1, 1), np.float32),
+             "detection_classes": np.full((1, 1), 1e30, np.float32)},
+            r"^output 'detection_classes' gives class indices 1e\+30..1e\+30, beyond any class index",
+        ),
         (
             {"type": "detr"},
             {"pred_logits": np.zeros((1, 4, 81)), "pred_boxes": np.zeros((1, 5, 4))},

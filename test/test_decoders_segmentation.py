@@ -45,7 +45,10 @@ def opencv_without_ipp() -> Iterator[None]:
         cv2.ipp.setUseIPP(previous)
 
 
-def segmentation_decoder(config: dict, num_classes: int | None = 3) -> SegmentationDecoder:
+def segmentation_decoder(config: dict, num_classes: int | None = -1) -> SegmentationDecoder:
+    """The decoder for ``config``; ``num_classes`` -1: as many labels as it gives (2 for binary, else 3)."""
+    if num_classes == -1:
+        num_classes = 2 if config.get("type") == "binary" else 3
     decoder = create_decoder("segmentation", config, num_classes)
     assert isinstance(decoder, SegmentationDecoder)
     return decoder
@@ -389,6 +392,11 @@ def test_labels_without_spec_labels_reject_values_beyond_uint8() -> None:
         ),
         ({"type": "labels", "output": 5}, 3, "decoder.output: expected a non-empty string"),
         ({"type": "labels"}, 0, "labels: expected at least one label"),
+        # a mask has labels 0 and 1: one label (e.g. [person]) or three left a class unnamed
+        ({"type": "binary"}, 1, "^labels: decoder type binary gives labels 0 .background. and 1 .foreground., "
+                                "so it needs 2 labels; the spec has 1$"),
+        ({"type": "binary", "activation": "sigmoid"}, 3, "^labels: decoder type binary .* the spec has 3$"),
+        ({"type": "db_text"}, 1, "^labels: decoder type db_text .* the spec has 1$"),
         ({"type": "labels"}, 70000, "labels: 70000 classes"),
     ],
 )

@@ -82,7 +82,10 @@ def test_dilation_joins_regions_one_pixel_apart():
 @pytest.mark.parametrize(
     ("params", "message"),
     [({"threshold": 1.5}, "decoder.threshold"), ({"unclip_ratio": -1}, "decoder.unclip_ratio"),
-     ({"dilate": "yes"}, "decoder.dilate"), ({"max_candidates": 0}, "decoder.max_candidates")],
+     ({"dilate": "yes"}, "decoder.dilate"), ({"max_candidates": 0}, "decoder.max_candidates"),
+     # docs/model_spec.md said every detection type takes these; db_text has one class and mean-probability scores
+     ({"class_offset": 1}, "decoder.class_offset: unknown parameter"),
+     ({"score_activation": "sigmoid"}, "decoder.score_activation: unknown parameter")],
 )
 def test_bad_parameters_name_the_key(params, message):
     with pytest.raises(SpecError, match=message):

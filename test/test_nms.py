@@ -164,6 +164,7 @@ def test_filter_on_empty_detections() -> None:
     [
         ({"score_threshold": float("nan")}, "detection.score_threshold"),
         ({"nms_iou": 1.5}, "detection.nms_iou"),
+        ({"score_threshold": 10**400}, "detection.score_threshold"),  # was a TypeError from np.isfinite
         ({"class_agnostic": "yes"}, "detection.class_agnostic"),
         ({"max_detections": 0}, "detection.max_detections"),
         ({"allowed_class_ids": [1, -2]}, "detection.classes"),

@@ -12,7 +12,7 @@ import onnx
 import pytest
 import yaml
 from onnx import TensorProto, helper
-from onnx_builders import activation_model, build_model
+from onnx_builders import activation_model, build_model, colour_scores_model
 
 from trt_perception.backends import create_backend, resolve_backend_kind
 from trt_perception.backends.onnxruntime import OnnxRuntimeBackend, default_providers
@@ -94,6 +94,40 @@ def test_spec_that_does_not_fit_the_model_is_named(tmp_path, changes, message):
         tiny_pipeline(tmp_path, sqrt_of_mean_model(), **changes)
 
 
+def test_model_with_a_second_input_is_refused_at_load_whether_or_not_input_name_is_set(tmp_path):
+    """The old message said 'name one'; with input.name set the pipeline loaded and every frame failed
+    with "input tensor 'scale' ... was not given"."""
+    nodes = [helper.make_node("ReduceMean", ["x"], ["mean"], axes=[1], keepdims=1),
+             helper.make_node("Add", ["mean", "scale"], ["y"])]
+    model = build_model(nodes, {"x": [1, 3, 8, 8], "scale": [1, 1, 8, 8]}, {"y": (TensorProto.FLOAT, [1, 1, 8, 8])})
+    message = (r"^input: the model has 2 inputs \(x, scale\); the pipeline feeds one image tensor, so it runs only "
+               r"models whose image is their only input$")
+    for name in (None, "x"):
+        with pytest.raises(SpecError, match=message):
+            tiny_pipeline(tmp_path, model, input__name=name)
+
+
+def test_dynamic_size_rule_for_a_fixed_size_model_is_named_at_load(tmp_path):
+    """A dynamic input.size for a model of fixed height and width loaded and failed on the first
+    frame whose size gave another network size; a rule that always gives the model's size still runs."""
+    message = (r"^input.size: the dynamic size rule gives a 10x8 network input for a 640x480 image \(width x height\) "
+               r"but the model input 'x' has shape \[1, 3, 8, 8\] \(NCHW\); give input.size as \[height, width\]$")
+    with pytest.raises(SpecError, match=message):
+        tiny_pipeline(tmp_path, sqrt_of_mean_model(), input__size={"short_side": 8})
+    constant = tiny_pipeline(tmp_path, sqrt_of_mean_model(), input__size={"short_side": 8, "max_long_side": 8, "multiple_of": 8})
+    assert constant.run(np.full((480, 640, 3), 255, np.uint8), "RGB").labels.shape == (480, 640)
+
+
+def test_detection_class_index_beyond_the_labels_is_named_at_load():
+    """classes: [80] with the 80 COCO labels (indices 0..79) was accepted and filtered out every detection."""
+    spec = load_model_spec("centernet_mobilenetv3_coco")
+    beyond = dataclasses.replace(spec, detection=dataclasses.replace(spec.detection, classes=(0, 80)))
+    with pytest.raises(SpecError, match=r"detection.classes: class index 80 is beyond the 80 labels \(indices 0..79\)"):
+        Pipeline.from_spec(beyond)
+    last = dataclasses.replace(spec, detection=dataclasses.replace(spec.detection, classes=(79, "person")))
+    assert Pipeline.from_spec(last).detection_filter.allowed_class_ids == frozenset({79, 0})
+
+
 def test_backend_choice(tmp_path):
     spec = parse_model_spec(tiny_spec(tmp_path, sqrt_of_mean_model(), engine="model.engine"), tmp_path)
     tensorrt_installed = __import__("importlib").util.find_spec("tensorrt") is not None
@@ -134,6 +168,21 @@ def test_nan_output_is_an_inference_error_naming_the_tensor(tmp_path):
 def test_wrong_decoder_output_name_is_named_before_the_first_frame(tmp_path):
     with pytest.raises(SpecError, match=r"decoder.output: the model has no output 'probability'; its outputs: y \[1,1,8,8\]"):
         tiny_pipeline(tmp_path, sqrt_of_mean_model(), decoder={"type": "binary", "output": "probability"})
+
+
+def test_segmentation_output_that_cannot_fit_the_decoder_is_named_before_the_first_frame(tmp_path):
+    """A logits output with more class channels than labels, or a binary decoder on a 3-channel
+    output, failed only on the first frame (InferenceError); the declared shapes tell at load."""
+    scores = colour_scores_model()  # scores [1,3,h,w]
+    with pytest.raises(SpecError, match=r"^labels: the model output 'scores' has 3 class channels \(shape \[1, 3, None, None\], "
+                                        r"decoder.layout NCHW\) but the spec has 2 labels$"):
+        tiny_pipeline(tmp_path, scores, labels=["a", "b"], decoder={"type": "logits", "output": "scores"})
+    with pytest.raises(SpecError, match=r"^decoder.output: the model output 'y' has shape \[1,3,8,8\]; expected one "
+                                        r"channel: \[B,H,W\], \[B,1,H,W\] or \[B,H,W,1\]"):
+        tiny_pipeline(tmp_path, activation_model("Identity", [1, 3, 8, 8]))  # decoder binary on y
+    with pytest.raises(SpecError, match=r"^labels: the model output 'y' has 1 class channels .* the spec has 3 labels$"):
+        tiny_pipeline(tmp_path, sqrt_of_mean_model(), labels=["a", "b", "c"], decoder={"type": "logits", "output": "y"})
+    assert tiny_pipeline(tmp_path, scores, labels=["r", "g", "b"], decoder={"type": "logits", "output": "scores"})
 
 
 # --------------------------------------------------------------------------- backend contract

@@ -406,6 +406,10 @@ def test_post_affine_folds_into_fixed_normalizations_and_clips_padding():
         (InputSpec(size=(8, 8), normalization=norm("per_image_standardization", statistics_range="unit")),
          "input.normalization range"),
         (InputSpec(size=(8, 8), normalization=norm("per_image_standardization")), None),
+        (InputSpec(size=(8, 8), interpolation="area"), "input.interpolation area"),
+        (InputSpec(size=(8, 8), interpolation="cubic"), "input.interpolation cubic"),
+        (InputSpec(size=(8, 8), interpolation="pil_bilinear"), "input.interpolation pil_bilinear"),
+        (InputSpec(size=(8, 8), interpolation="nearest"), None),
         (InputSpec(size=(8, 8)), None),
     ],
 )
@@ -422,7 +426,17 @@ class HostArray(np.ndarray):
         self[...] = host
 
 
-def test_the_gpu_preprocessor_serves_cpu_only_options_with_the_cpu_tensor(monkeypatch):
+@pytest.mark.parametrize(
+    ("option", "key"),
+    [
+        ({"sampling": "asymmetric"}, "input.sampling asymmetric"),
+        # deeplabv3_sidewalk and sidewalk_retinanet resize with INTER_AREA: a ValueError (no FATAL line,
+        # a traceback) ended a node started with processing_device gpu or auto on a CUDA machine
+        ({"interpolation": "area"}, "input.interpolation area"),
+        ({"interpolation": "cubic"}, "input.interpolation cubic"),
+    ],
+)
+def test_the_gpu_preprocessor_serves_cpu_only_options_with_the_cpu_tensor(monkeypatch, option, key):
     """No CUDA needed: CuPy's allocation calls are numpy here and the kernel is never built or run;
     the GPU path returns exactly the CPU preprocessor's tensor and refuses device-side images."""
     import types
@@ -435,14 +449,14 @@ def test_the_gpu_preprocessor_serves_cpu_only_options_with_the_cpu_tensor(monkey
     )
     monkeypatch.setattr(gpu_preprocess, "require_cupy", lambda: fake_cupy)
     monkeypatch.setattr(gpu_preprocess, "preprocess_module", lambda *args: types.SimpleNamespace(get_function=lambda name: None))
-    spec = InputSpec(size=(256, 256), layout="NHWC", sampling="asymmetric", normalization=norm("unit"))
+    spec = InputSpec(size=(256, 256), layout="NHWC", normalization=norm("unit"), **option)
     gpu = gpu_preprocess.GpuPreprocessor(spec)
     bgr = cv2.imread(str(IMAGES / "quokka.jpg"), cv2.IMREAD_COLOR)
     tensor, geometry = gpu(bgr, "BGR")
     expected, expected_geometry = Preprocessor(spec)(bgr, "BGR")
     np.testing.assert_array_equal(np.asarray(tensor), expected)
     assert geometry == expected_geometry
-    with pytest.raises(ValueError, match="input.sampling asymmetric: not implemented by the GPU kernel"):
+    with pytest.raises(ValueError, match=f"{key}: not implemented by the GPU kernel"):
         gpu.run_on_device(*gpu.upload(bgr), geometry, "BGR")
 
 

@@ -286,6 +286,35 @@ def test_yolo_anchor_heads_decode_by_the_published_formulas(version):
     assert result.class_ids.tolist() == [2]
 
 
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        ({**YOLO_CONFIG, "scale_x_y": math.inf}, "decoder.scale_x_y"),
+        ({"type": "yolox", "outputs": "out", "strides": [8], "cell_offset": -math.inf}, "decoder.cell_offset"),
+        ({"type": "ssd", "boxes": "b", "scores": "s", "anchors": {"type": "ssd", "feature_map_sizes": [1]},
+          "box_coder": {"y_scale": math.inf}}, "decoder.box_coder.y_scale"),
+        ({"type": "ssd", "boxes": "b", "scores": "s", "anchors": {
+            "type": "ssd", "feature_map_sizes": [1], "interpolated_scale_aspect_ratio": math.inf}},
+         "decoder.anchors.interpolated_scale_aspect_ratio"),
+        ({"type": "db_text", "unclip_ratio": math.inf}, "decoder.unclip_ratio"),
+    ],
+)
+def test_infinite_decoder_numbers_are_spec_errors(config, key):
+    """YAML's .inf is a float: a decoder number that took it published boxes of NaN (scale_x_y: .inf
+    on yolov3_tiny_coco gave 7 detections with NaN corners on dog.jpg) instead of refusing the spec."""
+    with pytest.raises(SpecError, match=f"^{key}: expected a number, got -?inf$"):
+        decoder_for(config, 3)
+
+
+def test_infinite_yolo_anchor_sizes_are_spec_errors():
+    """An anchor of .inf (or a float32 overflow such as 1e39) gave boxes of infinite size, clipped
+    to the whole image."""
+    for size in (math.inf, 1e39):
+        anchors = [[[81, 82], [135, 169]], [[10, 14], [size, 27]]]
+        with pytest.raises(SpecError, match="^decoder.anchors: expected one list of .width, height. pairs"):
+            decoder_for({**YOLO_CONFIG, "anchors": anchors}, 3)
+
+
 def test_yolo_anchor_heads_in_nhwc_and_five_dimensional_layouts_decode_the_same():
     outputs, _ = yolo_heads()
     geometry = ResizeGeometry.stretch((64, 64), (64, 64))

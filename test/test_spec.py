@@ -148,6 +148,10 @@ def test_reproduction_keys_parse():
         ("input.color_order", "RGBA", "input.color_order: expected one of RGB, BGR"),
         ("input.resize", "crop", "input.resize: expected one of"),
         ("input.pad_value", [1, 2], "input.pad_value: expected 3 numbers, got 2"),
+        # pad values are pixels: 300 became 44 in a uint8 input, 1e9 inf in a float16 one
+        ("input.pad_value", 300, "input.pad_value: must be a pixel value between 0 and 255, got 300"),
+        ("input.pad_value", [114, 1e9, 0], "input.pad_value[1]: must be a pixel value between 0 and 255, got 1000000000.0"),
+        ("input.pad_value", [-5, 0, 0], "input.pad_value[0]: must be a pixel value between 0 and 255, got -5"),
         ("input.interpolation", "lanczos", "input.interpolation: expected one of"),
         ("input.sampling", "corners", "input.sampling: expected one of half_pixel, align_corners, asymmetric"),
         ("input.size", {"short_side": 736, "rounding": "down"}, "input.size.rounding: expected one of nearest, up"),
@@ -171,11 +175,21 @@ def test_reproduction_keys_parse():
         ("decoder", ..., "decoder: required key is missing"),
         ("decoder", {"output": "x"}, "decoder: expected a mapping with a type"),
         ("labels", [], "labels: no labels given"),
+        # YAML reads [no, yes] as booleans, [null] as None: they became the names 'False', 'True', 'None'
+        ("labels", ["person", False], "labels[1]: expected a class name (non-empty text), got bool False"),
+        ("labels", [None, "person"], "labels[0]: expected a class name (non-empty text), got NoneType None"),
+        ("labels", [0.5, "person"], "labels[0]: expected a class name (non-empty text), got float 0.5"),
+        ("labels", ["cat", " "], "labels[1]: expected a class name (non-empty text), got str ' '"),
         ("labels", "missing_labels.txt", "labels: cannot read labels file"),
         ("labels", "/dev/zero", "labels: labels file /dev/zero is not a regular file"),
         ("palette", [[0, 0, 300]], "palette[0]: expected integers 0..255"),
         ("detection.score_threshold", 1.5, "detection.score_threshold: must be between 0.0 and 1.0"),
         ("detection.max_detections", 0, "detection.max_detections: must be at least 1"),
+        # an integer beyond float's range raised OverflowError from math.isfinite, not a SpecError
+        pytest.param("detection.score_threshold", 10**400, "detection.score_threshold: expected a number, got int 1000",
+                     id="score_threshold-int-beyond-float"),
+        pytest.param("decoder", {"type": "db_text", "unclip_ratio": 10**400}, "decoder.unclip_ratio: expected a number, got 1000",
+                     id="decoder-number-int-beyond-float"),
         ("detection.class_agnostic", "yes", "detection.class_agnostic: expected true or false"),
         ("detection.classes", [True], "detection.classes[0]: expected a class name or index"),
         ("output_resolution", "half", "output_resolution: expected one of source, network"),
@@ -200,6 +214,24 @@ def test_detection_section_rejected_for_segmentation(tmp_path):
     data = with_change("task", "segmentation")
     with pytest.raises(SpecError, match="detection: only valid when task is detection"):
         parse_model_spec(data, tmp_path)
+
+
+def test_labels_file_with_a_byte_order_mark_and_crlf_lines(tmp_path):
+    """A labels file saved by Windows Notepad starts with a UTF-8 byte order mark, which became part of
+    the first class name ('\ufeffcat'), so detection.classes: [cat] was an unknown class name."""
+    (tmp_path / "labels.txt").write_bytes(b"\xef\xbb\xbfcat\r\ndog\r\n")
+    spec = load_model_spec(write_spec(tmp_path, with_change("detection.classes", ["cat"]) | {"labels": "labels.txt"}))
+    assert spec.labels == ("cat", "dog")
+
+
+def test_uint8_input_with_a_fractional_pad_value_is_rejected(tmp_path):
+    """A uint8 input holds whole pixels: pad_value 0.4 was rounded to 0 without a word."""
+    data = with_change("input", {"size": [8, 8], "dtype": "uint8", "normalization": {"type": "none"},
+                                 "resize": "keep_aspect_ratio", "pad_value": [0.4, 0, 0]})
+    with pytest.raises(SpecError, match=r"input.pad_value: a uint8 input takes whole pixel values, got \[0.4, 0.0, 0.0\]$"):
+        load_model_spec(write_spec(tmp_path, data))
+    data["input"]["pad_value"] = [114, 0, 255]
+    assert load_model_spec(write_spec(tmp_path, data)).input.pad_value == (114, 0, 255)
 
 
 def test_uint8_input_with_normalization_is_rejected(tmp_path):
@@ -279,3 +311,17 @@ def test_spec_that_is_not_utf8_or_nested_too_deep_is_a_spec_error(tmp_path: Path
                     "input: {size: [8, 8]}\ndecoder: {type: logits}\n")
     with pytest.raises(SpecError, match=r"labels: labels file .*labels.txt is not UTF-8 text \(byte 17"):
         load_model_spec(spec)
+
+
+def test_a_key_given_twice_is_a_spec_error(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys: score_threshold 0.4 then 0.9 loaded as 0.9 without a word."""
+    text = yaml.safe_dump(VALID, sort_keys=False).replace(
+        "  score_threshold: 0.4\n", "  score_threshold: 0.4\n  score_threshold: 0.9\n"
+    )
+    assert text.count("score_threshold") == 2
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match=r"twice.yaml: not valid YAML: duplicate key 'score_threshold' \(line \d+, column 3\)$"):
+        load_model_spec(path)
+    path.write_text(text.replace("  score_threshold: 0.9\n", ""))
+    assert load_model_spec(path).detection.score_threshold == 0.4

@@ -12,14 +12,16 @@ import numpy.typing as npt
 
 from trt_perception.backends import Backend, create_backend
 from trt_perception.decoders import DetectionDecoder, DetectionFilter, SegmentationDecoder, create_decoder, filter_detections
-from trt_perception.decoders.tensors import declared_output
 from trt_perception.errors import InferenceError, SpecError
 from trt_perception.geometry import ResizeGeometry
-from trt_perception.preprocess import Preprocessor
+from trt_perception.preprocess import Preprocessor, dynamic_network_size
 from trt_perception.results import DetectionResult, Detections, SegmentationResult, StageTimings
 from trt_perception.spec import DynamicSize, ModelSpec, load_model_spec
 
 STAGES = ("preprocess", "inference", "postprocess")
+# Camera sizes (height, width) a dynamic input.size rule is tried on at load against a model input
+# of fixed height or width: VGA landscape and portrait, 720p, 1080p.
+CHECKED_CAMERA_SIZES = ((480, 640), (640, 480), (720, 1280), (1080, 1920))
 
 
 def check_batch_outputs(outputs: Mapping[str, Any], batch_size: int, model: str) -> None:
@@ -45,6 +47,11 @@ def detection_filter_from_spec(spec: ModelSpec) -> DetectionFilter:
                     raise SpecError(f"detection.classes: unknown class name {item!r} (not in labels)")
                 allowed.add(labels.index(item))
             else:
+                if spec.labels is not None and item >= len(spec.labels):
+                    raise SpecError(
+                        f"detection.classes: class index {item} is beyond the {len(spec.labels)} labels "
+                        f"(indices 0..{len(spec.labels) - 1}), so it could never be detected"
+                    )
                 allowed.add(item)
     return DetectionFilter(
         score_threshold=section.score_threshold,
@@ -250,14 +257,17 @@ class Pipeline:
         return self._output_buffers
 
     def _input_name(self) -> str:
+        """The model's only input, which must be the spec's ``input.name`` when that is given: the pipeline
+        feeds one image tensor, so a model with further inputs would fail on every frame."""
         names = [info.name for info in self.backend.inputs]
-        if self.spec.input.name is None:
-            if len(names) != 1:
-                raise SpecError(f"input.name: the model has {len(names)} inputs ({', '.join(names)}); name one")
-            return names[0]
-        if self.spec.input.name not in names:
+        if self.spec.input.name is not None and self.spec.input.name not in names:
             raise SpecError(f"input.name: the model has no input {self.spec.input.name!r} (inputs: {', '.join(names)})")
-        return self.spec.input.name
+        if len(names) != 1:
+            raise SpecError(
+                f"input: the model has {len(names)} inputs ({', '.join(names)}); the pipeline feeds one image "
+                "tensor, so it runs only models whose image is their only input"
+            )
+        return names[0]
 
     def _check_output_tensors(self) -> None:
         """Fail before the first frame when the decoder names a tensor the model lacks or that cannot have
@@ -265,7 +275,7 @@ class Pipeline:
         shapes = {info.name: info.shape for info in self.backend.outputs}
         size = None if isinstance(self.spec.input.size, DynamicSize) else self.spec.input.size
         if isinstance(self.decoder, SegmentationDecoder):
-            declared_output(shapes, self.decoder.output, "decoder.output")
+            self.decoder.check_outputs(shapes)
         else:
             self.decoder.check_outputs(shapes, size)
 
@@ -283,10 +293,20 @@ class Pipeline:
                 f"input.layout: the model input {info.name!r} has shape {list(info.shape)}, which has no "
                 f"3-channel axis where {spec.layout} puts it"
             )
+        model_size = (info.shape[height_axis], info.shape[height_axis + 1])
         if not isinstance(spec.size, DynamicSize):
-            model_size = (info.shape[height_axis], info.shape[height_axis + 1])
             if any(dim is not None and dim != size for dim, size in zip(model_size, spec.size)):
                 raise SpecError(
                     f"input.size: the spec gives {list(spec.size)} but the model input {info.name!r} "
                     f"has shape {list(info.shape)} ({spec.layout})"
+                )
+            return
+        keep_aspect = spec.resize == "keep_aspect_ratio"
+        for camera in CHECKED_CAMERA_SIZES:  # a fixed model size only fits a rule that always gives it
+            network = dynamic_network_size(camera, spec.size, keep_aspect)
+            if any(dim is not None and dim != size for dim, size in zip(model_size, network)):
+                raise SpecError(
+                    f"input.size: the dynamic size rule gives a {network[1]}x{network[0]} network input for a "
+                    f"{camera[1]}x{camera[0]} image (width x height) but the model input {info.name!r} has shape "
+                    f"{list(info.shape)} ({spec.layout}); give input.size as [height, width]"
                 )

@@ -29,6 +29,8 @@ INTERPOLATION_FLAGS = {
 }
 # Resampled with Pillow instead of OpenCV (``pil_resize``), by the name in ``input.interpolation``.
 PIL_INTERPOLATIONS = {"pil_bilinear": "BILINEAR"}
+# The interpolations the GPU preprocessor's kernel implements (``cpu_only_input_options``).
+GPU_KERNEL_INTERPOLATIONS = ("linear", "nearest")
 
 # (source channel order, model colour order) -> cv2 conversion; absent when none is needed.
 _COLOR_CONVERSIONS = {
@@ -210,7 +212,7 @@ def cpu_only_input_options(spec: InputSpec) -> str | None:
     normalization = spec.normalization
     if spec.sampling != "half_pixel":
         return f"input.sampling {spec.sampling}"
-    if spec.interpolation in PIL_INTERPOLATIONS:
+    if spec.interpolation not in GPU_KERNEL_INTERPOLATIONS:
         return f"input.interpolation {spec.interpolation}"
     if normalization.post_affine is not None:
         return "input.normalization.post_affine"

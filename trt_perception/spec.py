@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from trt_perception.decoders import create_decoder
-from trt_perception.decoders.params import checked_data_file
+from trt_perception.decoders.params import checked_data_file, is_finite_number
 from trt_perception.errors import SpecError
 
 TASKS = ("segmentation", "detection")
@@ -258,7 +258,7 @@ def _integer(value: object, key: str, minimum: int) -> int:
 
 def _number(value: object, key: str, low: float = -math.inf, high: float = math.inf) -> float:
     """``value`` as a finite float in ``[low, high]`` (booleans refused); errors name ``key``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_finite_number(value):
         raise SpecError(f"{key}: expected a number, got {_describe(value)}")
     if not low <= value <= high:
         raise SpecError(f"{key}: must be between {low} and {high}, got {value}")
@@ -361,12 +361,21 @@ def _parse_normalization(section: _Section) -> NormalizationSpec:
     return NormalizationSpec(kind, mean, std, value_range, post_affine=post_affine)  # type: ignore[arg-type]
 
 
+def _parse_pad_value(value: object, key: str) -> tuple[float, float, float]:
+    """``input.pad_value``: one pixel value 0..255 (8-bit units, as the preprocessor's pixels) for all
+    channels, or one per channel."""
+    values = _numbers(value, key, 3) if isinstance(value, (list, tuple)) else (_number(value, key),) * 3
+    for index, channel in enumerate(values):
+        if not 0 <= channel <= 255:
+            where = key if not isinstance(value, (list, tuple)) else f"{key}[{index}]"
+            raise SpecError(f"{where}: must be a pixel value between 0 and 255, got {channel}")
+    return values[0], values[1], values[2]
+
+
 def _parse_input(section: _Section) -> InputSpec:
     """The ``input`` section; a uint8 input must have normalization none."""
     size = _parse_size(section.take("size", required=True), section.key("size"))
-    pad = section.take("pad_value", 0)
-    pad_key = section.key("pad_value")
-    pad_value = (_number(pad, pad_key, 0, 65535),) * 3 if not isinstance(pad, (list, tuple)) else _numbers(pad, pad_key, 3)
+    pad_value = _parse_pad_value(section.take("pad_value", 0), section.key("pad_value"))
     spec = InputSpec(
         size=size,
         name=section.text("name"),
@@ -374,7 +383,7 @@ def _parse_input(section: _Section) -> InputSpec:
         dtype=section.choice("dtype", DTYPES, "float32"),
         color_order=section.choice("color_order", COLOR_ORDERS, "RGB"),
         resize=section.choice("resize", RESIZE_MODES, "fixed_shape"),
-        pad_value=pad_value,  # type: ignore[arg-type]
+        pad_value=pad_value,
         pad_placement=section.choice("pad_placement", PAD_PLACEMENTS, "centered"),
         interpolation=section.choice("interpolation", INTERPOLATIONS, "linear"),
         sampling=section.choice("sampling", SAMPLINGS, "half_pixel"),
@@ -386,6 +395,8 @@ def _parse_input(section: _Section) -> InputSpec:
             f"{section.key('sampling')}: {spec.sampling} works with interpolation linear, "
             f"got {spec.interpolation}"
         )
+    if spec.dtype == "uint8" and any(value != int(value) for value in spec.pad_value):
+        raise SpecError(f"{section.key('pad_value')}: a uint8 input takes whole pixel values, got {list(spec.pad_value)}")
     if spec.dtype == "uint8" and spec.normalization.post_affine is not None:
         raise SpecError(f"{section.key('normalization.post_affine')}: a uint8 input takes raw pixels")
     if spec.dtype == "uint8" and spec.normalization.type != "none":
@@ -399,11 +410,14 @@ def _parse_input(section: _Section) -> InputSpec:
 def _parse_labels(value: object, key: str, base_dir: Path) -> tuple[str, ...]:
     """Inline label list, or a file with one name per line (trailing empty lines ignored)."""
     if isinstance(value, (list, tuple)):
-        names = [str(item) for item in value]
+        for index, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                raise SpecError(f"{key}[{index}]: expected a class name (non-empty text), got {_describe(item)}")
+        names = list(value)
     else:
         path = checked_data_file(_resolve(value, key, base_dir), key, "labels")
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte order mark is no part of the first name
         except OSError as error:
             raise SpecError(f"{key}: cannot read labels file {path}: {error.strerror or error}") from error
         except UnicodeDecodeError as error:
@@ -557,8 +571,24 @@ MAX_SPEC_DEPTH = 32
 
 
 class _SpecLoader(yaml.SafeLoader):
-    """PyYAML's safe loader without aliases (``*name`` could expand a 1 KB file into gigabytes) and
-    without nesting deeper than ``MAX_SPEC_DEPTH``."""
+    """PyYAML's safe loader without aliases (``*name`` could expand a 1 KB file into gigabytes),
+    without nesting deeper than ``MAX_SPEC_DEPTH`` and without duplicate keys (PyYAML keeps the last
+    value of a key given twice, silently dropping the first)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # unhashable: PyYAML's own check reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
     def __init__(self, stream: Any) -> None:
         super().__init__(stream)

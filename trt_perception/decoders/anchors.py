@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from trt_perception.decoders.params import DecoderParams, checked_data_file
+from trt_perception.decoders.params import DecoderParams, checked_data_file, is_finite_number
 from trt_perception.errors import SpecError
 
 ANCHOR_GENERATORS = ("ssd", "multiscale", "mediapipe", "file")
@@ -220,7 +220,7 @@ def _numbers(params: DecoderParams, name: str, default: object = None, count: in
     if (
         not isinstance(value, (list, tuple))
         or not value
-        or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in value)
+        or not all(is_finite_number(v) for v in value)
         or (count is not None and len(value) != count)
     ):
         wanted = f"{count} numbers" if count is not None else "a non-empty list of numbers"

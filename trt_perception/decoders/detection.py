@@ -24,6 +24,7 @@ from trt_perception.decoders.scores import activate, require_probabilities, scor
 from trt_perception.decoders.tensors import (
     Shape,
     declared_output,
+    dims_agree,
     finite_range,
     require_finite,
     require_rank,
@@ -36,6 +37,9 @@ from trt_perception.gpu._cupy import array_module
 from trt_perception.results import Detections
 
 Cached = TypeVar("Cached")
+# Most a float class index may differ from a whole number (exports store exact integers in floats): more
+# means the tensor or column read as classes holds something else, e.g. scores.
+CLASS_INDEX_TOLERANCE = 1e-3
 
 
 class SizeCache(Generic[Cached]):
@@ -108,9 +112,21 @@ class DetectionDecoder(ABC):
         return {}
 
     def _class_ids(self, name: str, values: Any) -> Any:
-        """Class indices from ``values`` (integer or float) minus the offset, checked against the labels."""
+        """Class indices from ``values`` (integer, or float holding whole numbers) minus the offset, checked
+        against the labels."""
         xp = array_module(values)
         raw = values if np.issubdtype(values.dtype, np.integer) else xp.rint(values)
+        if raw is not values and values.size and float(xp.abs(values - raw).max()) > CLASS_INDEX_TOLERANCE:
+            raise InferenceError(
+                f"output '{name}' gives class indices that are not whole numbers (e.g. "
+                f"{float(values[int(xp.argmax(xp.abs(values - raw)))]):.4g}): it is not the class index "
+                "the spec says (check decoder.columns or decoder.classes)"
+            )
+        if raw.size and max(abs(float(raw.min())), abs(float(raw.max()))) >= 2.0**62:
+            raise InferenceError(
+                f"output '{name}' gives class indices {float(raw.min()):.4g}..{float(raw.max()):.4g}, beyond any class "
+                "index (check decoder.columns or decoder.classes)"
+            )
         ids = raw.astype(np.int64) - self.class_offset
         if ids.size:
             low, high = int(ids.min()), int(ids.max())
@@ -207,6 +223,10 @@ class SeparateTensorsDecoder(DetectionDecoder):
         name, shape = declared_output(shapes, self.boxes, "decoder.boxes")
         if len(shape) not in (2, 3) or shape[-1] not in (None, 4):
             raise shape_mismatch("decoder.boxes", name, shape, "[B,N,4] or [N,4] boxes", shapes)
+        if self.num_detections is not None:
+            name, shape = declared_output(shapes, self.num_detections, "decoder.num_detections")
+            if len(shape) > 2 or not all(dims_agree(dim, 1) for dim in shape[1:]):
+                raise shape_mismatch("decoder.num_detections", name, shape, "one count per image: [B] or [B,1]", shapes)
 
     def decode_arrays(
         self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float
@@ -240,10 +260,15 @@ class SeparateTensorsDecoder(DetectionDecoder):
         if self.num_detections is None:
             return capacity
         name, tensor = select_output(outputs, self.num_detections, "decoder.num_detections")
-        if tensor.size == 0:
-            raise InferenceError(f"output '{name}' is empty; expected the number of detections")
+        if tensor.size != 1:
+            raise InferenceError(
+                f"output '{name}' has shape {list(tensor.shape)}; expected the number of detections, one value"
+            )
         require_finite(name, tensor)
-        count = int(tensor.reshape(-1)[0])
+        value = tensor.reshape(-1)[0]
+        count = int(value)
+        if count != value:
+            raise InferenceError(f"output '{name}' says {float(value):.4g} detections, not a whole number")
         if not 0 <= count <= capacity:
             raise InferenceError(f"output '{name}' says {count} detections, but there are {capacity} boxes")
         return count
@@ -498,6 +523,20 @@ class DetrDecoder(DetectionDecoder):
 
     def named_outputs(self) -> dict[str, str | None]:
         return {"decoder.logits": self.logits, "decoder.boxes": self.boxes}
+
+    def check_outputs(self, shapes: Mapping[str, Shape], network_size: tuple[int, int] | None) -> None:
+        """The declared logits have one column per label after ``class_offset`` (+ no-object with softmax)."""
+        super().check_outputs(shapes, network_size)
+        no_object = int(self.activation == "softmax")
+        name, shape = declared_output(shapes, self.logits, "decoder.logits")
+        columns = None if self.num_classes is None else self.num_classes + self.class_offset + no_object
+        if len(shape) not in (2, 3) or not dims_agree(shape[-1], columns):
+            classes = "C" if self.num_classes is None else f"{self.num_classes} labels + class_offset {self.class_offset}"
+            expected = f"[B,Q,{classes}{' + 1 no-object' if no_object else ''}] (score_activation {self.activation})"
+            raise shape_mismatch("decoder.logits", name, shape, expected, shapes)
+        name, shape = declared_output(shapes, self.boxes, "decoder.boxes")
+        if len(shape) not in (2, 3) or not dims_agree(shape[-1], 4):
+            raise shape_mismatch("decoder.boxes", name, shape, "[B,Q,4]", shapes)
 
     def decode_arrays(
         self, outputs: Mapping[str, Any], geometry: ResizeGeometry, score_threshold: float

@@ -333,10 +333,14 @@ class YoloAnchorDecoder(ObjectnessGridDecoder):
         anchors = params.value("anchors")
         levels = len(common["strides"])
         try:
-            sizes = np.asarray(anchors, dtype=np.float32)
+            with np.errstate(over="ignore"):  # a size beyond float32 becomes inf, refused below
+                sizes = np.asarray(anchors, dtype=np.float32)
         except (TypeError, ValueError):
             sizes = np.zeros(0, np.float32)
-        if sizes.ndim != 3 or sizes.shape[0] != levels or sizes.shape[2] != 2 or not (sizes > 0).all():
+        if (
+            sizes.ndim != 3 or sizes.shape[0] != levels or sizes.shape[2] != 2
+            or not (sizes > 0).all() or not np.isfinite(sizes).all()
+        ):
             raise SpecError(
                 f"{params.key('anchors')}: expected one list of [width, height] pairs (input pixels) per stride, "
                 f"{levels} lists of equal length, got {anchors!r}"

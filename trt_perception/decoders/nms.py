@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from trt_perception.decoders.params import is_finite_number
 from trt_perception.errors import SpecError
 from trt_perception.results import Detections
 
@@ -136,7 +137,7 @@ class DetectionFilter:
 
 
 def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+    return is_finite_number(value)
 
 
 def _class_id_set(values: Iterable[int]) -> frozenset[int]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from trt_perception.errors import SpecError
 
@@ -12,6 +13,17 @@ _REQUIRED: Any = object()
 # The most bytes a file a spec names beside its model (labels, anchors) may have: far above any real
 # one, and what keeps a device or a runaway file from being read into memory.
 MAX_DATA_FILE_BYTES = 64 << 20
+
+
+def is_finite_number(value: object) -> TypeGuard[int | float]:
+    """Whether ``value`` is an int or float (not a bool) that a float holds finitely: not NaN, not
+    infinite, not an integer beyond float's range (``math.isfinite`` raises OverflowError on those)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def checked_data_file(path: Path, key: str, what: str) -> Path:
@@ -81,9 +93,9 @@ class DecoderParams:
         minimum: float | None = None,
         maximum: float | None = None,
     ) -> float:
-        """A real number within ``[minimum, maximum]`` (bounds optional)."""
+        """A finite real number within ``[minimum, maximum]`` (bounds optional)."""
         value = self.value(name, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        if not is_finite_number(value):
             raise SpecError(f"{self.key(name)}: expected a number, got {value!r}")
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             raise SpecError(

@@ -12,7 +12,16 @@ import numpy as np
 import numpy.typing as npt
 
 from trt_perception.decoders.params import DecoderParams
-from trt_perception.decoders.tensors import finite_range, require_rank, select_output, single_channel_map
+from trt_perception.decoders.tensors import (
+    Shape,
+    declared_output,
+    dims_agree,
+    finite_range,
+    require_rank,
+    select_output,
+    shape_mismatch,
+    single_channel_map,
+)
 from trt_perception.errors import InferenceError, SpecError
 from trt_perception.decoders.upsampling import argmax_resized, prepare, threshold_resized
 from trt_perception.geometry import ResizeGeometry
@@ -66,6 +75,16 @@ def _nearest_rows(source: int, destination: int) -> npt.NDArray[np.intp]:
     return rows
 
 
+def check_mask_labels(num_classes: int | None, decoder_type: str) -> None:
+    """Raise ``SpecError`` unless the spec's labels (when given) are two: a mask decoder's label
+    image holds 0 (background) and 1 (foreground), and each needs a name."""
+    if num_classes is not None and num_classes != 2:
+        raise SpecError(
+            f"labels: decoder type {decoder_type} gives labels 0 (background) and 1 (foreground), "
+            f"so it needs 2 labels; the spec has {num_classes}"
+        )
+
+
 @dataclass
 class SegmentationDecoder(ABC):
     """Turns the outputs of a segmentation model into a label image.
@@ -75,6 +94,14 @@ class SegmentationDecoder(ABC):
 
     output: str | None
     num_classes: int | None
+
+    def check_outputs(self, shapes: Mapping[str, Shape]) -> None:
+        """Raise ``SpecError`` before the first frame when the output it reads is missing from the model's
+        outputs (``shapes``: declared shapes, None for dynamic dimensions) or cannot be a one-channel map."""
+        name, shape = declared_output(shapes, self.output, "decoder.output")
+        one_channel = len(shape) == 3 or (len(shape) == 4 and (dims_agree(shape[1], 1) or dims_agree(shape[3], 1)))
+        if not one_channel:
+            raise shape_mismatch("decoder.output", name, shape, "one channel: [B,H,W], [B,1,H,W] or [B,H,W,1]", shapes)
 
     @abstractmethod
     def decode(
@@ -123,6 +150,20 @@ class LogitsDecoder(SegmentationDecoder):
 
     layout: str
     upsample: str
+
+    def check_outputs(self, shapes: Mapping[str, Shape]) -> None:
+        """Raise ``SpecError`` before the first frame unless the output is 4-D with, where declared, as
+        many class channels as the spec has labels."""
+        name, shape = declared_output(shapes, self.output, "decoder.output")
+        expected = "[B,C,H,W]" if self.layout == "NCHW" else "[B,H,W,C]"
+        if len(shape) != 4:
+            raise shape_mismatch("decoder.output", name, shape, f"{expected} (decoder.layout {self.layout})", shapes)
+        channels = shape[1 if self.layout == "NCHW" else 3]
+        if not dims_agree(channels, self.num_classes):
+            raise SpecError(
+                f"labels: the model output {name!r} has {channels} class channels (shape {list(shape)}, "
+                f"decoder.layout {self.layout}) but the spec has {self.num_classes} labels"
+            )
 
     @classmethod
     def from_params(cls, params: DecoderParams, num_classes: int | None) -> LogitsDecoder:
@@ -205,6 +246,7 @@ class BinaryDecoder(SegmentationDecoder):
     def from_params(cls, params: DecoderParams, num_classes: int | None) -> BinaryDecoder:
         """Build from ``decoder.output``, ``threshold``, ``activation`` (none | sigmoid), ``upsample``
         (``before_threshold``: the compiled blend is prepared here, not at the first frame)."""
+        check_mask_labels(num_classes, "binary")
         output = params.optional_string("output")
         activation = params.string("activation", "none", ("none", "sigmoid"))
         threshold = params.number("threshold", 0.5)

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from trt_perception.decoders.detection import DetectionDecoder
 from trt_perception.decoders.params import DecoderParams
-from trt_perception.decoders.segmentation import SegmentationDecoder, resize_to_output
+from trt_perception.decoders.segmentation import SegmentationDecoder, check_mask_labels, resize_to_output
 from trt_perception.decoders.tensors import finite_range, select_output, single_channel_map
 from trt_perception.geometry import ResizeGeometry
 
@@ -94,6 +94,7 @@ class DbTextRegionsDecoder(SegmentationDecoder):
     @classmethod
     def from_params(cls, params: DecoderParams, num_classes: int | None) -> DbTextRegionsDecoder:
         """Build from ``output``, ``box_threshold`` and the ``TextBoxSettings`` keys."""
+        check_mask_labels(num_classes, "db_text")
         return cls(output=params.optional_string("output"), num_classes=2, settings=TextBoxSettings.from_params(params),
                    box_threshold=params.number("box_threshold", 0.5, 0.0, 1.0))
 

@@ -51,18 +51,14 @@ class GpuPreprocessor:
     """Source images (host numpy views) to network input tensors on the GPU, for one model input.
 
     Same spec, same geometry and same values as the CPU ``Preprocessor`` (normalized values equal
-    to float32 rounding; the resize is OpenCV's fixed-point arithmetic). Only 8-bit images and the
-    ``linear`` and ``nearest`` interpolations are supported here; others raise ``ValueError``.
-    Spec options only the CPU preprocessor implements (``cpu_only_input_options``: sampling grids
-    other than half_pixel, ``post_affine``, non-default standardization statistics) are served by
-    the CPU preprocessor and an upload of its tensor (same values; ``run_on_device`` refuses them).
+    to float32 rounding; the resize is OpenCV's fixed-point arithmetic). Only 8-bit images are
+    supported here. Spec options only the CPU preprocessor implements (``cpu_only_input_options``:
+    interpolations other than linear and nearest, sampling grids other than half_pixel,
+    ``post_affine``, non-default standardization statistics) are served by the CPU preprocessor and
+    an upload of its tensor (same values; ``run_on_device`` refuses them).
     """
 
     def __init__(self, spec: InputSpec) -> None:
-        if spec.interpolation not in ("linear", "nearest"):
-            raise ValueError(
-                f"input.interpolation: the GPU preprocessor supports linear and nearest, got {spec.interpolation}"
-            )
         # A spec option the kernel lacks: the CPU preprocessor makes the tensor, which is uploaded.
         self.host_fallback = cpu_only_input_options(spec)
         self.cupy = require_cupy()
