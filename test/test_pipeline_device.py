@@ -12,9 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from cupy_stand_ins import cupy_without_device, fresh_cupy_check, no_cupy  # noqa: F401 (fixtures)
+from cupy_stand_ins import cupy_with_device, cupy_without_device, fresh_cupy_check, no_cupy  # noqa: F401 (fixtures)
 
-from trt_perception.errors import GpuUnavailableError, TrtPerceptionError
+from trt_perception.errors import GpuUnavailableError, SpecError, TrtPerceptionError
 from trt_perception.pipeline import Pipeline
 from trt_perception.pipeline_factory import create_pipeline
 from trt_perception.spec import load_model_spec
@@ -42,6 +42,22 @@ def test_auto_falls_back_to_the_cpu_pipeline() -> None:
     pipeline = create_pipeline("selfie_segmentation", device="auto")
     assert type(pipeline) is Pipeline and pipeline.device == "cpu"
     pipeline.close()
+
+
+@pytest.mark.usefixtures("cupy_with_device")
+def test_a_spec_without_a_gpu_version_runs_on_the_cpu_under_auto_and_is_refused_under_gpu() -> None:
+    """PP-OCR text regions as a label image (segmentation decoder db_text) have no GPU decoder: on a
+    machine with a CUDA device, auto serves the spec on the CPU and gpu says why it cannot, in one line,
+    instead of a ValueError from inside the GPU pipeline."""
+    bundled = load_model_spec("ppocrv4_det")
+    spec = dataclasses.replace(bundled, decoder={"type": "db_text", "output": bundled.decoder["output"]})
+    pipeline = create_pipeline(spec, device="auto")
+    assert type(pipeline) is Pipeline and pipeline.device == "cpu"
+    text = pipeline.run(cv2.imread(str(IMAGES / "page.png")), "BGR").labels
+    assert set(np.unique(text)) == {0, 1}  # text regions found, by the CPU decoder
+    pipeline.close()
+    with pytest.raises(SpecError, match="^device gpu: decoder type db_text has no GPU version .device auto runs"):
+        create_pipeline(spec, device="gpu")
 
 
 def test_unknown_device_is_rejected() -> None:

@@ -30,7 +30,7 @@ from trt_perception.gpu._cupy import integrated_gpu, require_cupy
 from trt_perception.gpu.detection import filter_detections_gpu
 from trt_perception.gpu.frame_path import PublishedFrame, SegmentationFramePath
 from trt_perception.gpu.preprocess import GpuPreprocessor
-from trt_perception.gpu.segmentation import GpuSegmentationDecoder
+from trt_perception.gpu.segmentation import GPU_DECODERS, GpuSegmentationDecoder
 from trt_perception.pipeline import STAGES, Pipeline, check_batch_outputs, filtered_in_source
 from trt_perception.results import DetectionResult, Detections, SegmentationResult, StageTimings
 from trt_perception.spec import ModelSpec
@@ -39,6 +39,14 @@ from trt_perception.visualize import make_palette
 # From this many candidate boxes on, the filter and NMS run on the GPU. bench/run_bench.py's NMS
 # table (H200, host input): ~14 boxes above the threshold are faster on the CPU, ~70 on the GPU.
 GPU_NMS_MIN_BOXES = 50
+
+
+def missing_gpu_version(pipeline: Pipeline) -> str | None:
+    """What of ``pipeline``'s spec has no GPU version here, so that ``GpuPipeline`` cannot run it (None
+    when it can)."""
+    if pipeline.spec.task == "segmentation" and not isinstance(pipeline.decoder, GPU_DECODERS):
+        return f"decoder type {pipeline.spec.decoder.get('type')} has no GPU version"
+    return None
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,9 @@ class DecodePlan:
     # area shortcut sums in sequence (``area_sequence_table``); else None
     area_sequence: Any = None
 
+# The CPU decoders that have a GPU version here.
+GPU_DECODERS = (LogitsDecoder, BinaryDecoder, LabelsDecoder)
+
 # Up to this many channels the fused kernel decides each output pixel from the scores itself; above,
 # the map is decided once at its own resolution (each output pixel would re-read all channels).
 FUSED_DECISION_MAX_CHANNELS = 4
@@ -59,7 +62,7 @@ class GpuSegmentationDecoder:
     """Labels on the GPU for the same spec and outputs as ``decoder`` produces on the CPU."""
 
     def __init__(self, decoder: SegmentationDecoder) -> None:
-        if not isinstance(decoder, (LogitsDecoder, BinaryDecoder, LabelsDecoder)):
+        if not isinstance(decoder, GPU_DECODERS):
             raise ValueError(f"no GPU version of decoder {type(decoder).__name__}")
         self.cupy = require_cupy()
         self.decoder = decoder
