@@ -58,8 +58,9 @@ def test_colcon_symlink_build_leaves_the_source_alone_and_colcon_test_runs_pytes
     # with its FATAL line about the missing spec (not a ModuleNotFoundError from another python3).
     site_packages = install / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
     missing_spec = tmp_path / "missing_spec.yaml"
+    node = install / "lib" / "trt_perception" / "segmentation_node"
     started = subprocess.run(
-        [str(install / "lib" / "trt_perception" / "segmentation_node"), "--ros-args", "-p", f"model_spec:={missing_spec}"],
+        [str(node), "--ros-args", "-p", f"model_spec:={missing_spec}"],
         env=dict(os.environ, PATH="/usr/bin:/bin",
                  PYTHONPATH=os.pathsep.join(filter(None, [str(site_packages), os.environ.get("PYTHONPATH")]))),
         capture_output=True, text=True, timeout=60)

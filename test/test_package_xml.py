@@ -95,7 +95,8 @@ def test_every_test_import_has_a_test_or_exec_depend() -> None:
     imports = imports_of_tests()
     unknown = imports - ROSDEP_KEYS.keys() - NOT_DECLARED
     assert not unknown, f"new third-party imports in test/ {sorted(unknown)}: add their rosdep keys here and to package.xml"
-    missing = {ROSDEP_KEYS[name] for name in imports & ROSDEP_KEYS.keys()} - declared("exec_depend") - declared("test_depend")
+    keys = {ROSDEP_KEYS[name] for name in imports & ROSDEP_KEYS.keys()}
+    missing = keys - declared("exec_depend") - declared("test_depend")
     assert not missing, f"package.xml lacks <test_depend> for {sorted(missing)}"
 
 
