@@ -59,6 +59,16 @@ def test_node_name_and_executable_arguments_are_honoured() -> None:
     assert code == 1, output
     assert "detection_node-1 exited with code 1" in output
     assert "__node:=renamed" in output
+    # the parameters file follows the executable, not the node's name (there is no config/params/renamed.yaml)
+    assert "config/params/detection.yaml" in output and "renamed.yaml" not in output
+
+
+def test_a_params_file_that_is_not_a_file_fails_the_launch() -> None:
+    # launch_ros alone would only warn and start the node with none of the file's parameters
+    code, output = run_launch("det.launch.py", {"params_file": "/nonexistent/params.yaml"})
+    assert code == 1, output
+    assert "params_file /nonexistent/params.yaml is not a file" in output
+    assert "process started" not in output
 
 
 def test_multi_camera_launch_remaps_each_camera_and_passes_the_list() -> None:
