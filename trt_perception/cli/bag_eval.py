@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "spec's deployment threshold)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_max_pixels_argument(parser)
-    fleet = parser.add_argument_group("many bags (Ray; `pip install trt_perception[fleet]`)")
+    fleet = parser.add_argument_group("many bags (Ray; `pip install 'ray>=2.9'`)")
     fleet.add_argument("--ray-address", help="existing Ray cluster (e.g. ray://head:10001 or auto); "
                                              "default: start a local one")
     fleet.add_argument("--workers", type=int, help="local cluster: CPUs to use (default: all cores)")
