@@ -6,6 +6,9 @@
 # console script bin/<node> (colcon may run in a venv that is not on PATH); else python3 from PATH.
 node=$(basename "$0")
 prefix=$(dirname "$0")/../..
+# `python -m` would put the working directory first on sys.path, so a trt_perception/ folder there (the source
+# checkout) would run instead of the installed package; Python >= 3.11 leaves it out with this variable.
+export PYTHONSAFEPATH=1
 for python in "$prefix/bin/python3" "$prefix/bin/python"; do
   if [ -x "$python" ]; then
     exec "$python" -m trt_perception.ros.executable "$node" "$@"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import filecmp
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,9 +76,15 @@ def test_node_executable_in_lib_starts_the_node(prefix: Path, tmp_path: Path, na
     # and stops with a fatal error naming the model spec it cannot find.
     missing_spec = tmp_path / "missing_spec.yaml"
     env = dict(os.environ, PATH="/usr/bin:/bin")
+    # Started from a folder holding a trt_perception/ package (a source checkout), it still runs the installed one
+    # (PYTHONSAFEPATH, Python >= 3.11).
+    if sys.version_info >= (3, 11):
+        (tmp_path / "trt_perception").mkdir()
+        (tmp_path / "trt_perception" / "__init__.py").write_text("raise SystemExit('the working directory shadows it')\n")
     completed = subprocess.run(
         [str(executable), "--ros-args", "-p", f"model_spec:={missing_spec}"],
         env=env,
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
