@@ -41,6 +41,21 @@ def test_infer_option_mistakes_are_one_line_and_exit_2(tmp_path: Path, extra: li
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("spec", "extra", "message"),
+    [
+        ("selfie_segmentation", ["--score-threshold", "0.9"], "--score-threshold applies to detection models only"),
+        ("centernet_mobilenetv3_coco", ["--alpha", "0.9"], "--alpha applies to segmentation models only"),
+    ],
+)
+def test_infer_option_for_the_other_task_is_refused(tmp_path: Path, spec: str, extra: list[str], message: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    arguments = ["infer", "--model-spec", spec, str(IMAGES / "page.png"), "--output", str(tmp_path / "out"), *extra]
+    assert main(arguments) == 2
+    assert capsys.readouterr().err.strip() == f"trt-perception infer: {message}"
+    assert not (tmp_path / "out").exists()
+
+
 def test_infer_output_that_is_a_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "out").write_text("not a folder")
     result = run_cli(*infer_arguments(tmp_path))
