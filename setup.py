@@ -21,13 +21,9 @@ from setuptools.dist import Distribution
 PACKAGE_NAME = "trt_perception"
 ROOT = Path(__file__).resolve().parent
 
-# ROS 2 node executables: name -> "module:function".
-NODE_EXECUTABLES = {
-    "segmentation_node": "trt_perception.ros.segmentation_node:main",
-    "detection_node": "trt_perception.ros.detection_node:main",
-    "segmentation_lifecycle_node": "trt_perception.ros.lifecycle_node:segmentation_main",
-    "detection_lifecycle_node": "trt_perception.ros.lifecycle_node:detection_main",
-}
+# ROS 2 node executables (trt_perception/ros/executable.py's NODE_ENTRY_POINTS); their console scripts go through
+# executable.console_main, which installs the stop-signal handlers before importing rclpy, as lib/ ones do.
+NODE_EXECUTABLES = ("segmentation_node", "detection_node", "segmentation_lifecycle_node", "detection_lifecycle_node")
 
 
 class DataFilesInEditableDistribution(Distribution):
@@ -91,7 +87,7 @@ setup(
     entry_points={
         "console_scripts": [
             "trt-perception = trt_perception.cli.main:main",
-            *(f"{name} = {target}" for name, target in NODE_EXECUTABLES.items()),
+            *(f"{name} = trt_perception.ros.executable:console_main" for name in NODE_EXECUTABLES),
         ],
     },
 )

@@ -4,7 +4,9 @@ include it with their node.
     ros2 launch trt_perception perception.launch.py executable:=detection_node node_name:=detection \
         model_spec:=yolov8n_coco params_file:=/path/to/detection.yaml image_topic:=/camera/image_raw
 
-`params_file` defaults to the package's config/params/<node_name>.yaml. `model_spec`, `backend` and
+`params_file` defaults to the package's config/params/detection.yaml for the detection executables, else
+config/params/segmentation.yaml (whatever the node_name); a params_file that is not a file fails the launch
+(launch_ros would only warn and start the node without it). `model_spec`, `backend` and
 `use_compressed` override the parameters file only when given (empty by default), so the model spec
 and other values in the parameters file count unless the command line says otherwise.
 
@@ -15,6 +17,8 @@ No Fast DDS environment is set here: the node itself picks the shipped large-ima
 FASTRTPS_DEFAULT_PROFILES_FILE / FASTDDS_DEFAULT_PROFILES_FILE is set (docs/nodes.md, QoS), so
 `ros2 run` and `ros2 launch` behave the same.
 """
+
+from pathlib import Path
 
 from launch import LaunchContext, LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler, TimerAction
@@ -30,6 +34,20 @@ OVERRIDES = {"model_spec": str, "backend": str, "use_compressed": bool}
 
 class NodeExitedWithError(RuntimeError):
     """The perception node ended with a non-zero exit code (e.g. a start-up error: it logged one FATAL line)."""
+
+
+def params_file_of(context: LaunchContext) -> str:
+    """The params_file argument, or by default the package's parameters file for the executable's task;
+    ValueError when it is not a file."""
+    params_file = LaunchConfiguration("params_file").perform(context)
+    if not params_file:
+        executable = LaunchConfiguration("executable").perform(context)
+        task = "detection" if executable.startswith("detection") else "segmentation"
+        share = Path(FindPackageShare("trt_perception").perform(context))
+        params_file = str(share / "config" / "params" / f"{task}.yaml")
+    if not Path(params_file).is_file():
+        raise ValueError(f"params_file {params_file} is not a file")
+    return params_file
 
 
 def fail_on_error_exit(context: LaunchContext) -> list[TimerAction]:
@@ -71,7 +89,7 @@ def perception_node(context: LaunchContext) -> list[Node | RegisterEventHandler]
         name=LaunchConfiguration("node_name"),
         namespace=LaunchConfiguration("namespace"),
         output="screen",
-        parameters=[LaunchConfiguration("params_file"), *([overrides] if overrides else [])],
+        parameters=[params_file_of(context), *([overrides] if overrides else [])],
         remappings=remappings,
     )
     on_exit = OnProcessExit(target_action=node, on_exit=[OpaqueFunction(function=fail_on_error_exit)])
@@ -84,10 +102,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("executable", description="segmentation_node or detection_node"),
         DeclareLaunchArgument("node_name", description="Name of the node (its outputs are ~/...)"),
         DeclareLaunchArgument(
-            "params_file",
-            default_value=[FindPackageShare("trt_perception"), "/config/params/", LaunchConfiguration("node_name"),
-                           ".yaml"],
-            description="Node parameters YAML (default: the package's config/params/<node_name>.yaml)"),
+            "params_file", default_value="",
+            description="Node parameters YAML; empty: the package's config/params/detection.yaml for the detection "
+                        "executables, else config/params/segmentation.yaml"),
         DeclareLaunchArgument("model_spec", default_value="",
                               description="Model spec file, or the name of a bundled spec; empty keeps the "
                                           "parameters file's"),

@@ -41,6 +41,43 @@ def test_infer_option_mistakes_are_one_line_and_exit_2(tmp_path: Path, extra: li
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("spec", "extra", "message"),
+    [
+        ("selfie_segmentation", ["--score-threshold", "0.9"], "--score-threshold applies to detection models only"),
+        ("centernet_mobilenetv3_coco", ["--alpha", "0.9"], "--alpha applies to segmentation models only"),
+    ],
+)
+def test_infer_option_for_the_other_task_is_refused(tmp_path: Path, spec: str, extra: list[str], message: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    arguments = ["infer", "--model-spec", spec, str(IMAGES / "page.png"), "--output", str(tmp_path / "out"), *extra]
+    assert main(arguments) == 2
+    assert capsys.readouterr().err.strip() == f"trt-perception infer: {message}"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--node-output", "/segmentation/labels"], "--node-output: only with --live"),
+        (["--wait-for-node", "1", "--answer-timeout", "2"], "--wait-for-node, --answer-timeout: only with --live"),
+        (["--workers", "2"], "--workers: only with several bags (a fleet job on Ray)"),
+        (["--force"], "--force: only with several bags (a fleet job on Ray)"),
+    ],
+)
+def test_bag_eval_options_of_another_mode_are_refused(tmp_path: Path, extra: list[str], message: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # an offline run of one bag would ignore them: e.g. --node-output without --live evaluates the spec, not the node
+    bag = tmp_path / "bag"
+    assert main(["make-bag", "--images", str(IMAGES / "page.png"), "--topic", "/cam", "--out", str(bag)]) == 0
+    capsys.readouterr()
+    arguments = ["bag-eval", "--bag", str(bag), "--model-spec", "selfie_segmentation", "--image-topic", "/cam",
+                 "--out", str(tmp_path / "eval"), "--no-progress", *extra]
+    assert main(arguments) == 1
+    assert capsys.readouterr().err.strip() == f"bag-eval: {message}"
+    assert not (tmp_path / "eval").exists()
+
+
 def test_infer_output_that_is_a_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "out").write_text("not a folder")
     result = run_cli(*infer_arguments(tmp_path))

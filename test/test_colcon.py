@@ -53,6 +53,21 @@ def test_colcon_symlink_build_leaves_the_source_alone_and_colcon_test_runs_pytes
         assert os.access(install / "lib" / "trt_perception" / node, os.X_OK)
     assert not (tmp_path / "build" / "vision_msgs").exists()  # interfaces/ is for setup_env.sh only
 
+    # `ros2 run` runs lib/trt_perception/<node> directly; from a PATH without the Python that colcon ran with
+    # (a venv that is not activated, a supervisor's PATH) the node still starts with that Python, and stops
+    # with its FATAL line about the missing spec (not a ModuleNotFoundError from another python3).
+    site_packages = install / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    missing_spec = tmp_path / "missing_spec.yaml"
+    node = install / "lib" / "trt_perception" / "segmentation_node"
+    started = subprocess.run(
+        [str(node), "--ros-args", "-p", f"model_spec:={missing_spec}"],
+        env=dict(os.environ, PATH="/usr/bin:/bin",
+                 PYTHONPATH=os.pathsep.join(filter(None, [str(site_packages), os.environ.get("PYTHONPATH")]))),
+        capture_output=True, text=True, timeout=60)
+    output = started.stdout + started.stderr
+    assert started.returncode == 1 and f"model spec file not found: {missing_spec}" in output, output
+    assert "Traceback" not in output
+
     tested = colcon(tmp_path, "test", "--pytest-args", "-k", "test_quote_limited_cuts_long_text")
     assert tested.returncode == 0, tested.stdout + tested.stderr
     report = (tmp_path / "build" / "trt_perception" / "pytest.xml").read_text()

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import filecmp
 import os
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,9 +78,15 @@ def test_node_executable_in_lib_starts_the_node(prefix: Path, tmp_path: Path, na
     # and stops with a fatal error naming the model spec it cannot find.
     missing_spec = tmp_path / "missing_spec.yaml"
     env = dict(os.environ, PATH="/usr/bin:/bin")
+    # Started from a folder holding a trt_perception/ package (a source checkout), it still runs the installed one
+    # (PYTHONSAFEPATH, Python >= 3.11).
+    if sys.version_info >= (3, 11):
+        (tmp_path / "trt_perception").mkdir()
+        (tmp_path / "trt_perception" / "__init__.py").write_text("raise SystemExit('the working directory shadows it')\n")
     completed = subprocess.run(
         [str(executable), "--ros-args", "-p", f"model_spec:={missing_spec}"],
         env=env,
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
@@ -86,6 +95,38 @@ def test_node_executable_in_lib_starts_the_node(prefix: Path, tmp_path: Path, na
     assert completed.returncode != 0, output
     assert str(missing_spec) in output
     assert "Traceback" not in output
+
+
+def catches(pid: int, number: int) -> bool:
+    """Whether process ``pid`` has a handler for signal ``number`` (``SigCgt`` of /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (number - 1) & 1)
+    return False
+
+
+@pytest.mark.parametrize("name", NODE_EXECUTABLES)
+def test_console_script_stops_on_ctrl_c_while_starting(prefix: Path, tmp_path: Path, name: str) -> None:
+    # bin/<node> (on PATH in a sourced workspace or an activated venv) handles a Ctrl-C that comes while it is
+    # still importing as lib/<node> does: exit 0 at once (it used to be lost, and the node went on running).
+    script = prefix / "bin" / name
+    assert script.is_file(), f"{script} missing"
+    with open(tmp_path / "output.txt", "w+") as output:
+        process = subprocess.Popen([str(script), "--ros-args", "-p", "model_spec:=selfie_segmentation"],
+                                   stdout=output, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while not catches(process.pid, signal.SIGTERM) and time.monotonic() < deadline:
+                time.sleep(0.002)  # its stop-signal handlers are installed: it is running Python code of its own
+            process.send_signal(signal.SIGINT)
+            code = process.wait(timeout=30)
+        finally:
+            process.kill()
+            process.wait()
+        output.seek(0)
+        text = output.read()
+    assert code == 0, text
+    assert "Traceback" not in text
 
 
 def test_installed_specs_find_the_files_they_find_in_the_source_tree(share_dir: Path) -> None:

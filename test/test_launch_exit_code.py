@@ -6,6 +6,8 @@ Needs the ROS 2 launch packages (launch, launch_ros), which PyPI does not have: 
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -34,14 +36,24 @@ sys.exit(service.run())
 """
 
 
+LAUNCH_TIMEOUT_S = 120
+
+
 def run_launch(launch_file: str, arguments: dict[str, str]) -> tuple[int, str]:
-    """Run ``launch/<launch_file>`` with ``arguments`` until it ends: the exit code and the output."""
+    """Run ``launch/<launch_file>`` with ``arguments`` until it ends: the exit code and the output. A launch
+    still running after LAUNCH_TIMEOUT_S is killed with the node it started (its process group), and fails."""
     command = [sys.executable, "-c", LAUNCH_SCRIPT, str(REPO / "launch" / launch_file)]
-    result = subprocess.run(
-        command + [f"{name}:={value}" for name, value in arguments.items()],
-        env=isolated_ros_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
+    process = subprocess.Popen(
+        command + [f"{name}:={value}" for name, value in arguments.items()], env=isolated_ros_environment(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
-    return result.returncode, result.stdout
+    try:
+        output, _ = process.communicate(timeout=LAUNCH_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"the launch still ran after {LAUNCH_TIMEOUT_S} s:\n{output}")
+    return process.returncode, output
 
 
 @pytest.mark.parametrize("launch_file", ["seg.launch.py", "det.launch.py", "multi_camera.launch.py"])
@@ -59,6 +71,16 @@ def test_node_name_and_executable_arguments_are_honoured() -> None:
     assert code == 1, output
     assert "detection_node-1 exited with code 1" in output
     assert "__node:=renamed" in output
+    # the parameters file follows the executable, not the node's name (there is no config/params/renamed.yaml)
+    assert "config/params/detection.yaml" in output and "renamed.yaml" not in output
+
+
+def test_a_params_file_that_is_not_a_file_fails_the_launch() -> None:
+    # launch_ros alone would only warn and start the node with none of the file's parameters
+    code, output = run_launch("det.launch.py", {"params_file": "/nonexistent/params.yaml"})
+    assert code == 1, output
+    assert "params_file /nonexistent/params.yaml is not a file" in output
+    assert "process started" not in output
 
 
 def test_multi_camera_launch_remaps_each_camera_and_passes_the_list() -> None:

@@ -256,6 +256,14 @@ def test_tensorrt_backend_accepts_an_onnx_model_alone(tmp_path):
     assert spec.backend == "tensorrt" and spec.engine is None and spec.model is not None
 
 
+def test_bundled_name_is_found_beside_a_folder_of_that_name(tmp_path, monkeypatch):
+    # e.g. the output folder of `trt-perception infer --model-spec selfie_segmentation --output selfie_segmentation`
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "selfie_segmentation").mkdir()
+    spec = load_model_spec("selfie_segmentation")
+    assert spec.source.parent.name == "models" and spec.source.name == "selfie_segmentation.yaml"
+
+
 def test_unknown_name_and_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(SpecError, match="'no_such_model' is neither a file nor a bundled spec.*selfie_segmentation"):
         load_model_spec("no_such_model")

@@ -549,7 +549,7 @@ def bundled_spec_names() -> list[str]:
 def _find_spec_file(path_or_name: str | Path) -> Path:
     """A spec file path as given, or a bundled spec's file by name."""
     path = Path(path_or_name).expanduser()
-    if path.suffix in SPEC_SUFFIXES or len(path.parts) > 1 or path.exists():
+    if path.suffix in SPEC_SUFFIXES or len(path.parts) > 1 or path.is_file():  # a folder of that name is no spec
         if not path.is_file():
             raise SpecError(f"model spec file not found: {path}")
         return path

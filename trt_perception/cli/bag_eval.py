@@ -17,6 +17,14 @@ from trt_perception.pipeline_factory import DEVICES
 
 
 COCO_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR@100")
+# Options of one mode only (their defaults are None, so that a given one is seen): refused in the other modes.
+LIVE_ONLY = ("node_input", "node_output", "wait_for_node", "answer_timeout")
+FLEET_ONLY = ("workers", "cpus_per_task", "gpus_per_task", "force")
+
+
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
+    """The options among ``names`` that the command line gave (not None), by name."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def _ignore_index(text: str) -> int | None:
@@ -57,12 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "spec's deployment threshold)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_max_pixels_argument(parser)
-    fleet = parser.add_argument_group("many bags (Ray; `pip install trt_perception[fleet]`)")
+    fleet = parser.add_argument_group("many bags (Ray; `pip install 'ray>=2.9'`)")
     fleet.add_argument("--ray-address", help="existing Ray cluster (e.g. ray://head:10001 or auto); "
                                              "default: start a local one")
     fleet.add_argument("--workers", type=int, help="local cluster: CPUs to use (default: all cores)")
-    fleet.add_argument("--cpus-per-task", type=int, default=1, help="CPUs (and inference threads) per bag task")
-    fleet.add_argument("--gpus-per-task", type=float, default=0.0, help="GPUs each bag task requests (default 0)")
+    fleet.add_argument("--cpus-per-task", type=int, help="CPUs (and inference threads) per bag task (default 1)")
+    fleet.add_argument("--gpus-per-task", type=float, help="GPUs each bag task requests (default 0)")
     fleet.add_argument("--force", action="store_true", help="re-evaluate bags whose results exist in --out")
     fleet.add_argument("--slice-seconds", type=float,
                        help="split each bag into tasks of this many seconds of recording (default: a task per bag)")
@@ -73,8 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     live.add_argument("--node-input", help="topic the node subscribes to (default: --image-topic)")
     live.add_argument("--node-output", help="topic the node publishes results on "
                                             "(default: /segmentation/labels or /detection/detections)")
-    live.add_argument("--wait-for-node", type=float, default=30.0, help="seconds to wait for the node (default 30)")
-    live.add_argument("--answer-timeout", type=float, default=3.0,
+    live.add_argument("--wait-for-node", type=float, help="seconds to wait for the node (default 30)")
+    live.add_argument("--answer-timeout", type=float,
                       help="seconds a frame waits for the node's answer, the last frames after playing ends "
                            "too (default 3)")
 
@@ -106,6 +114,12 @@ def run(args: argparse.Namespace) -> int:
     if fleet and args.live:
         print("bag-eval: --live plays one bag into the running node; give one bag", file=sys.stderr)
         return 1
+    for flags, wanted, mode in ((LIVE_ONLY, args.live, "with --live"),
+                                (FLEET_ONLY, fleet, "with several bags (a fleet job on Ray)")):
+        given = [f"--{name.replace('_', '-')}" for name in flags if getattr(args, name) not in (None, False)]
+        if given and not wanted:
+            print(f"bag-eval: {', '.join(given)}: only {mode}", file=sys.stderr)
+            return 1
     try:
         if fleet:
             return _run_fleet(args, bags, options)
@@ -115,10 +129,7 @@ def run(args: argparse.Namespace) -> int:
             except ImportError as error:
                 print(f"bag-eval: --live needs ROS 2 (rclpy): {error}; source scripts/ros_env.sh", file=sys.stderr)
                 return 1
-            result = run_live_eval(options, LiveOptions(
-                node_input=args.node_input, node_output=args.node_output, rate=args.rate,
-                wait_for_node=args.wait_for_node, answer_timeout=args.answer_timeout,
-            ))
+            result = run_live_eval(options, LiveOptions(**_given(args, ("rate", *LIVE_ONLY))))
         else:
             result = run_bag_eval(options)
         data = write_report(result, args.out, {
@@ -139,9 +150,8 @@ def _run_fleet(args: argparse.Namespace, bags: list[Path], options: BagEvalOptio
             print(f"bag-eval: {name} must be at least {least}, got {value}", file=sys.stderr)
             return 1
     result = run_fleet_eval(FleetOptions(
-        bags=bags, per_bag=options, ray_address=args.ray_address, workers=args.workers,
-        cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task, force=args.force,
-        progress=not args.no_progress, slice_seconds=args.slice_seconds,
+        bags=bags, per_bag=options, **_given(args, ("ray_address", "slice_seconds", *FLEET_ONLY)),
+        progress=not args.no_progress,
     ))
     for outcome in result.failed:
         print(f"bag-eval: {outcome.bag}: {outcome.error or outcome.result and outcome.result.read_error}",

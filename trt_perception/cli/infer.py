@@ -29,6 +29,8 @@ from trt_perception.pipeline_factory import DEVICES, create_pipeline
 from trt_perception.results import DetectionResult, SegmentationResult, class_name
 from trt_perception.visualize import as_rgb, colorize, draw_detections, make_palette, overlay
 
+DEFAULT_OVERLAY_ALPHA = 0.5
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``infer``."""
@@ -42,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where pre/post-processing runs: cpu (default), gpu (CuPy) or auto (gpu when usable)")
     parser.add_argument("--threads", type=non_negative_int, default=0, help="ONNX Runtime intra-op threads (0: default)")
     parser.add_argument("--score-threshold", type=unit_interval, help="detection: override the spec's score threshold")
-    parser.add_argument("--alpha", type=unit_interval, default=0.5, help="segmentation overlay opacity (default 0.5)")
+    parser.add_argument("--alpha", type=unit_interval,
+                        help=f"segmentation overlay opacity (default {DEFAULT_OVERLAY_ALPHA})")
     add_max_pixels_argument(parser)
     parser.add_argument("--format", choices=("json", "tsv"), default="json", help="results file format")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -66,7 +69,8 @@ def _write_segmentation(result: SegmentationResult, image: np.ndarray, stem: str
     labels_file, overlay_file = f"{stem}_labels.png", f"{stem}_overlay.png"
     if not cv2.imwrite(str(args.output / labels_file), result.labels):
         raise OSError(f"cannot write {args.output / labels_file}")
-    _save_rgb(args.output / overlay_file, overlay(image, colorize(result.labels, palette), args.alpha))
+    alpha = DEFAULT_OVERLAY_ALPHA if args.alpha is None else args.alpha
+    _save_rgb(args.output / overlay_file, overlay(image, colorize(result.labels, palette), alpha))
     ids, counts = np.unique(result.labels, return_counts=True)
     return {
         "labels": labels_file,
@@ -139,6 +143,9 @@ def run(args: argparse.Namespace) -> int:
             print("trt-perception infer: --score-threshold applies to detection models only", file=sys.stderr)
             return 2
         pipeline.detection_filter = dataclasses.replace(pipeline.detection_filter, score_threshold=args.score_threshold)
+    if args.alpha is not None and spec.task != "segmentation":
+        print("trt-perception infer: --alpha applies to segmentation models only", file=sys.stderr)
+        return 2
     palette = make_palette(spec.palette, len(pipeline.class_names))
     args.output.mkdir(parents=True, exist_ok=True)
     latency, failures = LatencyStats(), 0

@@ -9,7 +9,7 @@ once, latency percentiles over every frame. A bag that fails is reported with it
 others still complete. Each finished bag's result is stored next to its output bag, and a re-run
 with the same settings reuses it unless ``force`` is set.
 
-Ray is optional (``pip install trt_perception[fleet]``) and imported only here, when a fleet job
+Ray is optional (``pip install 'ray>=2.9'``, the package's ``fleet`` extra) and imported only here, when a fleet job
 starts.
 """
 
@@ -285,8 +285,8 @@ def import_ray() -> Any:
         import ray
     except ImportError as error:
         raise FleetError(
-            f"evaluating many bags needs Ray ({error}); install it with `pip install trt_perception[fleet]` "
-            "or `pip install ray`"
+            f"evaluating many bags needs Ray ({error}); install it with `pip install 'ray>=2.9'` "
+            "(the package's fleet extra; trt_perception itself is not on PyPI)"
         ) from None
     return ray
 
