@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
@@ -195,6 +196,32 @@ def test_overlay_draws_on_input(client: RosClient, camera: Any, detections: Topi
     assert overlay.encoding == "rgb8" and pixels.shape == rgb.shape
     changed = np.any(pixels != rgb, axis=2)
     assert 0 < changed.mean() < 0.5  # box outlines and labels, not a different image
+
+
+def test_sixteen_bit_image_with_an_odd_row_step_is_detected_like_an_unpadded_one(
+    node: NodeProcess, camera: Any, detections: TopicRecorder
+) -> None:
+    # Rows padded by an odd number of bytes put 16-bit samples at odd addresses; the frame used to reach
+    # OpenCV as an unaligned view and fail there ("frame processing failed: error: OpenCV(...) Step must
+    # be a multiple of esz1", counted as a failure), while the same frame unpadded was answered.
+    gray = cv2.cvtColor(read_rgb("motorcycle_left.png"), cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257
+    height, width = gray.shape
+    step = width * 2 + 1
+    rows = np.zeros((height, step), np.uint8)
+    rows[:, : width * 2] = gray.astype("<u2").view(np.uint8).reshape(height, width * 2)
+    odd = Image(height=height, width=width, encoding="16UC1", is_bigendian=False, step=step, data=rows.tobytes())
+    odd.header.frame_id = "camera_optical"
+    odd.header.stamp.sec = 600
+    camera.publish(odd)
+    message = detections.wait_for(lambda m: m.header.stamp.sec == 600, timeout=10)
+    reference = Pipeline.from_spec(load_model_spec("centernet_mobilenetv3_coco"))  # the spec's filter
+    try:
+        expected = reference.run(gray[:, :, np.newaxis], "MONO")
+    finally:
+        reference.close()
+    assert message.detections
+    assert_matches(message, expected)
+    assert "esz1" not in node.output
 
 
 def test_best_effort_camera_against_reliable_input_is_reported(client: RosClient, node: NodeProcess) -> None:
