@@ -232,6 +232,21 @@ def test_best_effort_camera_against_reliable_input_is_reported(client: RosClient
     assert "RELIABILITY" in node.output and "input_reliability='reliable'" in node.output
 
 
+def test_subscriber_asking_for_a_durability_the_node_does_not_offer_is_told_the_real_fix(
+    client: RosClient, node: NodeProcess
+) -> None:
+    # A transient-local subscriber (e.g. a tool that wants the last result on joining) cannot match the
+    # volatile result publishers. The warning used to advise "fix: set output_reliability:=reliable",
+    # the value the node already had, which changes nothing.
+    client.node.create_subscription(
+        Detection2DArray, f"{NODE}/detections", lambda message: None, qos(reliable=True, transient_local=True)
+    )
+    node.wait_for_output("(policy DURABILITY)", timeout=15)
+    [line] = [line for line in node.output.splitlines() if "(policy DURABILITY)" in line]
+    assert "volatile durability" in line and "change the peer's DURABILITY" in line
+    assert "output_reliability" not in line
+
+
 def test_detection_array_class_id_is_index_text_without_labels() -> None:
     header = header_msg(MessageHeader(12, 34, "cam"))
     found = Detections(np.array([[10, 20, 50, 80]], np.float32), np.array([0.5], np.float32), np.array([7]))

@@ -90,6 +90,8 @@ QOS_FIXES = {
     "output_reliability": "set output_reliability:=reliable (serves reliable and best-effort subscribers)",
 }
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
+# The QoS of images and results other than reliability and depth (not parameters): what a peer must accept.
+QOS_FIXED = "volatile durability, no deadline, automatic liveliness"
 
 
 # A received image, read where it is processed: returns the message header and the decoded pixels.
@@ -561,12 +563,15 @@ class PerceptionNode(Node):
         except ValueError:
             policy = str(event.last_policy_kind)
         value = self._settings[parameter]
-        advice = (
-            f"This node uses {parameter}='auto' and re-subscribes to match the topic's publishers within "
-            f"{QOS_MATCH_PERIOD:g} s; no action needed unless this repeats"
-            if value == "auto"
-            else f"This node uses {parameter}={value!r}; fix: {QOS_FIXES[parameter]}"
-        )
+        if policy != "RELIABILITY":  # the only policy a parameter sets; the others are fixed (QOS_FIXED)
+            advice = f"This node's {policy} is fixed ({QOS_FIXED}); fix: change the peer's {policy} QoS"
+        elif value == "auto":
+            advice = (
+                f"This node uses {parameter}='auto' and re-subscribes to match the topic's publishers within "
+                f"{QOS_MATCH_PERIOD:g} s; no action needed unless this repeats"
+            )
+        else:
+            advice = f"This node uses {parameter}={value!r}; fix: {QOS_FIXES[parameter]}"
         self.get_logger().warning(
             f"a peer of {self.resolve_topic_name(topic)} has QoS incompatible with this node's (policy {policy}); no messages flow "
             f"between them. {advice}"
