@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
@@ -24,7 +25,7 @@ from node_harness import (
     image_message,
     qos,
 )
-from ros_services import change_state, lifecycle_state
+from ros_services import call_service, change_state, lifecycle_state
 from trt_perception.pipeline import Pipeline
 from trt_perception.spec import load_model_spec
 
@@ -195,3 +196,27 @@ def test_configure_with_a_bad_spec_fails_and_leaves_the_node_unconfigured(env: d
         ros.close()
         assert process.stop(signal.SIGINT) == 0
     assert "Traceback" not in process.output
+
+
+def test_a_transition_the_current_state_lacks_is_answered_false_and_the_node_goes_on(env: dict[str, str]) -> None:
+    # rclpy before 9 (Jazzy's 7.1.6) raised from its change_state service for such a request (e.g. a
+    # lifecycle manager repeating "activate"): the caller got no answer at all, only the node's log a line.
+    process = NodeProcess("detection_lifecycle_node", ["-r", "__ns:=/lc_order", "-r", "image:=/lc_order/camera"], env)
+    ros = RosClient("lc_order_client")
+    node = "/lc_order/detection"
+    try:
+        for transition in (Transition.TRANSITION_ACTIVATE, Transition.TRANSITION_CLEANUP):
+            request = ChangeState.Request(transition=Transition(id=transition))
+            assert not call_service(ros, ChangeState, f"{node}/change_state", request, timeout=10.0).success
+        process.wait_for_output(
+            f"transition {Transition.TRANSITION_CLEANUP} refused: state unconfigured has no such transition "
+            f"(available: configure ({Transition.TRANSITION_CONFIGURE}), shutdown"
+        )
+        assert lifecycle_state(ros, node) == "unconfigured"
+        assert change_state(ros, node, Transition.TRANSITION_CONFIGURE)
+        assert not change_state(ros, node, Transition.TRANSITION_CONFIGURE)
+        assert lifecycle_state(ros, node) == "inactive"
+    finally:
+        ros.close()
+        assert process.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in process.output and "a callback failed" not in process.output

@@ -17,7 +17,11 @@ The same parameters, topics and processing as the plain nodes, brought up and do
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
+from functools import partial
 from typing import Any, cast
+
+from lifecycle_msgs.srv import ChangeState
 
 from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, LifecycleState, TransitionCallbackReturn
 from rclpy.publisher import Publisher
@@ -39,6 +43,32 @@ class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
     """A perception node driven by lifecycle transitions (put it before the task's node class)."""
 
     managed = True
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[call-arg]  # the task node's constructor (next in the MRO)
+        # rclpy before 9 (Jazzy) raises from its change_state service for a transition that the current
+        # state lacks (e.g. a repeated activate): the caller never gets an answer. Answer it here instead.
+        self._service_change_state.callback = partial(
+            self._answer_unavailable_transition, self._service_change_state.callback
+        )
+
+    def _answer_unavailable_transition(
+        self, change_state: Callable[[Any, Any], Any], request: ChangeState.Request, response: ChangeState.Response
+    ) -> Any:
+        """``success`` false and one line for a transition id that the current state has not; any other
+        request goes to rclpy's ``change_state``."""
+        transition = request.transition
+        state_label = self._state_machine.current_state[1]
+        available = {description[0]: description[1] for description in self._state_machine.available_transitions}
+        if not transition.label and transition.id not in available:
+            choices = ", ".join(f"{label} ({transition_id})" for transition_id, label in available.items())
+            self.get_logger().warning(
+                f"transition {transition.id} refused: state {state_label} has no such transition (available: "
+                f"{choices or 'none'})"
+            )
+            response.success = False
+            return response
+        return change_state(request, response)
 
     def create_output_publisher(self, message_type: type, topic: str, qos: QoSProfile | int, **kwargs: Any) -> Publisher:
         return self.create_lifecycle_publisher(message_type, topic, qos, **kwargs)
