@@ -90,6 +90,8 @@ QOS_FIXES = {
     "output_reliability": "set output_reliability:=reliable (serves reliable and best-effort subscribers)",
 }
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
+# The message type the input subscription reads, by use_compressed; publishers of another type cannot deliver.
+INPUT_TYPES = {False: "sensor_msgs/msg/Image", True: "sensor_msgs/msg/CompressedImage"}
 # The QoS of images and results other than reliability and depth (not parameters): what a peer must accept.
 QOS_FIXED = "volatile durability, no deadline, automatic liveliness"
 
@@ -250,6 +252,7 @@ class PerceptionNode(Node):
         self._definitions: dict[str, ParameterDefinition] = {}
         self._settings: Settings = {}
         self._running = False  # set once the pipeline and outputs exist: from then on changes are applied
+        self._foreign_input_types: dict[str, tuple[str, ...]] = {}  # input topic -> other types last reported
         self._throttle = MessageThrottle(period=0.0)  # period set from warning_period when declared
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._declare(COMMON_PARAMETERS, {"model_spec": default_model_spec})
@@ -503,12 +506,35 @@ class PerceptionNode(Node):
         """What ``topic``'s publishers offer: ``reliable`` when all of them are reliable (so a reliable
         subscription loses nothing), ``best_effort`` when any is not, ``None`` without publishers.
         The same rule rosbag2 uses to record a topic."""
-        publishers = self.get_publishers_info_by_topic(topic)
+        publishers = self._input_publishers(topic)[0]
         if not publishers:
             return None
         if all(info.qos_profile.reliability == ReliabilityPolicy.RELIABLE for info in publishers):
             return "reliable"
         return "best_effort"
+
+    def _input_publishers(self, topic: str) -> tuple[list[Any], tuple[str, ...]]:
+        """The publishers of ``topic`` with the message type this node reads there, and the other types
+        it is published as (their messages cannot reach the node: DDS matches by type)."""
+        expected = INPUT_TYPES[self._settings["use_compressed"]]
+        publishers = self.get_publishers_info_by_topic(topic)
+        others = tuple(sorted({info.topic_type for info in publishers} - {expected}))
+        return [info for info in publishers if info.topic_type == expected], others
+
+    def _foreign_types_problem(self, topic: str, others: tuple[str, ...]) -> Health:
+        """The diagnostics error for an input topic published as ``others``; logged when they change."""
+        expected = INPUT_TYPES[self._settings["use_compressed"]]
+        fix = (
+            f"set use_compressed:={str(not self._settings['use_compressed']).lower()}, or remap the input to a "
+            f"topic of {expected}"
+            if INPUT_TYPES[not self._settings["use_compressed"]] in others
+            else f"remap the input to a topic of {expected}"
+        )
+        message = f"{topic} is published as {', '.join(others)}, but this node reads {expected}: no frame can arrive; {fix}"
+        if self._foreign_input_types.get(topic) != others:
+            self._foreign_input_types[topic] = others
+            self.log_problem(message)
+        return Health("ERROR", message)
 
     def _match_input_qos(self) -> None:
         """With ``input_reliability: auto``: re-create a camera's subscription when its publishers offer
@@ -733,7 +759,10 @@ class PerceptionNode(Node):
         """Problems of one camera's input: its ``HealthMonitor`` against its own publishers, and its last
         error (from ``report``, its statistics now) while that is recent."""
         statistics = camera.stats.own
-        problems = camera.health.assess(statistics, statistics.input_rate_hz(), self.count_publishers(camera.input_topic))
+        publishers, others = self._input_publishers(camera.input_topic)
+        problems = camera.health.assess(statistics, statistics.input_rate_hz(), len(publishers))
+        if others:
+            problems.append(self._foreign_types_problem(camera.input_topic, others))
         if report.seconds_since_error is not None and report.seconds_since_error < max(5.0, 2 * period):
             problems.append(Health("WARN", f"last error: {report.last_error}"))
         return problems
