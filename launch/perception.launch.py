@@ -4,7 +4,7 @@ include it with their node.
     ros2 launch trt_perception perception.launch.py executable:=detection_node node_name:=detection \
         model_spec:=yolov8n_coco params_file:=/path/to/detection.yaml image_topic:=/camera/image_raw
 
-`params_file` defaults to the package's config/params/<node_name>.yaml. `model_spec`, `backend` and
+`params_file` defaults to the package's config/params/segmentation.yaml or detection.yaml, by the executable. `model_spec`, `backend` and
 `use_compressed` override the parameters file only when given (empty by default), so the model spec
 and other values in the parameters file count unless the command line says otherwise.
 
@@ -47,6 +47,13 @@ def fail_on_error_exit(context: LaunchContext) -> list[TimerAction]:
     return [TimerAction(period=0.0, actions=[OpaqueFunction(function=fail)])]
 
 
+def default_params_file(context: LaunchContext) -> str:
+    """The package's config/params/detection.yaml for the detection executables, else segmentation.yaml
+    (whatever the node's name)."""
+    task = "detection" if LaunchConfiguration("executable").perform(context).startswith("detection") else "segmentation"
+    return f"{FindPackageShare('trt_perception').perform(context)}/config/params/{task}.yaml"
+
+
 def perception_node(context: LaunchContext) -> list[Node | RegisterEventHandler]:
     """The node with its parameters file, then an override for each non-empty argument of OVERRIDES, and
     the handler that fails the launch when the node exits with an error."""
@@ -55,6 +62,7 @@ def perception_node(context: LaunchContext) -> list[Node | RegisterEventHandler]
         for name, value_type in OVERRIDES.items()
         if LaunchConfiguration(name).perform(context)
     }
+    params_file = LaunchConfiguration("params_file").perform(context) or default_params_file(context)
     image_topic = LaunchConfiguration("image_topic")
     remappings = [("image", image_topic), ("image/compressed", [image_topic, "/compressed"])]
     cameras = [name.strip() for name in LaunchConfiguration("cameras").perform(context).split(",") if name.strip()]
@@ -71,7 +79,7 @@ def perception_node(context: LaunchContext) -> list[Node | RegisterEventHandler]
         name=LaunchConfiguration("node_name"),
         namespace=LaunchConfiguration("namespace"),
         output="screen",
-        parameters=[LaunchConfiguration("params_file"), *([overrides] if overrides else [])],
+        parameters=[params_file, *([overrides] if overrides else [])],
         remappings=remappings,
     )
     on_exit = OnProcessExit(target_action=node, on_exit=[OpaqueFunction(function=fail_on_error_exit)])
@@ -84,10 +92,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("executable", description="segmentation_node or detection_node"),
         DeclareLaunchArgument("node_name", description="Name of the node (its outputs are ~/...)"),
         DeclareLaunchArgument(
-            "params_file",
-            default_value=[FindPackageShare("trt_perception"), "/config/params/", LaunchConfiguration("node_name"),
-                           ".yaml"],
-            description="Node parameters YAML (default: the package's config/params/<node_name>.yaml)"),
+            "params_file", default_value="",
+            description="Node parameters YAML; empty: the package's config/params/segmentation.yaml or "
+                        "detection.yaml, by the executable"),
         DeclareLaunchArgument("model_spec", default_value="",
                               description="Model spec file, or the name of a bundled spec; empty keeps the "
                                           "parameters file's"),

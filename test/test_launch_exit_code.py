@@ -66,3 +66,13 @@ def test_multi_camera_launch_remaps_each_camera_and_passes_the_list() -> None:
     code, output = run_launch("multi_camera.launch.py", arguments)
     assert code == 1, output
     assert "front/image:=/rig/front/image" in output and "rear/image:=/rig/rear/image" in output
+
+
+def test_renamed_node_gets_the_parameters_file_of_its_executable() -> None:
+    # docs/nodes.md: params_file defaults to config/params/{segmentation,detection}.yaml. It was
+    # config/params/<node_name>.yaml, so a renamed node got "Parameter file path is not a file" and none.
+    arguments = {"node_name": "front_detector", "model_spec": "/nonexistent/spec.yaml"}
+    code, output = run_launch("det.launch.py", arguments)
+    assert code == 1, output
+    assert "not a file" not in output
+    assert "config/params/detection.yaml" in output
