@@ -9,6 +9,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
@@ -23,6 +24,7 @@ from node_harness import (
     qos,
     read_rgb,
 )
+from onnx_builders import constant_outputs_model
 from trt_perception.decoders import DetectionFilter, filter_detections
 from trt_perception.pipeline import Pipeline
 from trt_perception.results import DetectionResult, Detections
@@ -273,3 +275,38 @@ def test_boxes_with_negative_width_or_height_are_left_out() -> None:
     np.testing.assert_array_equal(kept.class_ids, [1, 4])
     sizes = [(d.bbox.size_x, d.bbox.size_y) for d in detection_array(header_msg(MessageHeader(0, 0, "")), kept, None).detections]
     assert sizes == [(40.0, 60.0), (0.0, 0.0)]
+
+
+def test_frames_with_inverted_boxes_count_as_failed_in_diagnostics(env: dict[str, str], tmp_path: Any) -> None:
+    # docs/nodes.md, Errors: a box with negative width or height is never published, the frame is counted
+    # in frames_failed. The node only logged a warning (throttled), and diagnostics stayed OK "running".
+    rows = np.array([[[3.0, 1.0, 1.0, 3.0, 0.9, 0],    # x2 < x1: inverted
+                      [0.0, 0.0, 2.0, 2.0, 0.7, 1]]], np.float32)
+    onnx.save(constant_outputs_model({"rows": rows}), tmp_path / "rows.onnx")
+    (tmp_path / "rows.yaml").write_text(
+        "task: detection\nmodel: rows.onnx\nlabels: [a, b]\n"
+        "input: {layout: NCHW, size: [4, 4], resize: fixed_shape, normalization: {type: unit}}\n"
+        "decoder: {type: rows, output: rows, columns: [x1, y1, x2, y2, score, class]}\n"
+        "detection: {score_threshold: 0.5, nms_iou: 0.45, max_detections: 5}\n")
+    name = "/det_inverted/detection"
+    process = NodeProcess("detection_node", ["-r", "__ns:=/det_inverted", "-r", "image:=/camera/inverted",
+                                             "-p", f"model_spec:={tmp_path / 'rows.yaml'}",
+                                             "-p", "diagnostics_period:=0.2"], env)
+    ros = RosClient("det_inverted_client")
+    try:
+        process.wait_for_output("on /camera/inverted")
+        camera, found = ros.camera_and_output(Image, "/camera/inverted", Detection2DArray, f"{name}/detections")
+        diagnostics = ros.record(DiagnosticArray, "/diagnostics", qos(reliable=True))
+        camera.publish(image_message(np.zeros((4, 4, 3), np.uint8), "rgb8", "cam", (700, 0)))
+        message = found.wait_for(lambda m: m.header.stamp.sec == 700)
+        assert [d.results[0].hypothesis.class_id for d in message.detections] == ["1"]  # the upright box only
+        status = diagnostics.wait_for(lambda array: any(
+            s.name.startswith(f"{name}:") and "negative width" in s.message for s in array.status
+        ), timeout=10).status
+        [ours] = [s for s in status if s.name.startswith(f"{name}:")]
+        values = {item.key: item.value for item in ours.values}
+        assert ours.level == b"\x01" and values["frames_failed"] == "1" and values["frames_processed"] == "1"
+        assert "1 boxes with negative width or height" in values["last_error"]
+    finally:
+        ros.close()
+        assert process.stop() == 0

@@ -396,9 +396,10 @@ class PerceptionNode(Node):
 
     def publish_results(
         self, outputs: Mapping[str, Publisher], header: MessageHeader, image: DecodedImage, result: Any, settings: Settings
-    ) -> None:
+    ) -> str | None:
         """Publish the results of one frame on its camera's enabled ``outputs`` (by output name), with
-        the input ``header``."""
+        the input ``header``; a problem with the frame's results to count it failed for (besides
+        published), or ``None``."""
         raise NotImplementedError
 
     def label_info_threshold(self) -> float:
@@ -685,7 +686,7 @@ class PerceptionNode(Node):
         publish is reported for that camera alone (the other cameras of a batch still publish)."""
         published = time.perf_counter()
         try:
-            self.publish_results(item.camera.outputs, item.header, item.image, result, settings)
+            problem = self.publish_results(item.camera.outputs, item.header, item.image, result, settings)
         except Exception as error:  # noqa: BLE001 - one camera's outputs must not cost the others theirs
             if self._stopping:
                 raise
@@ -697,6 +698,8 @@ class PerceptionNode(Node):
         item.camera.stats.frame_processed(
             {"decode": item.decode_ms, **result.timings.milliseconds, "publish": (done - published) * 1e3}
         )
+        if problem is not None:
+            self._report_problem(problem, bad_input=False, cameras=[item.camera])
 
     def _report_problem(self, message: str, bad_input: bool, cameras: Sequence[Camera]) -> None:
         """Count a problem with the cameras' frames in diagnostics and log it (``log_problem``)."""
