@@ -9,7 +9,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import onnx
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
@@ -24,7 +23,7 @@ from node_harness import (
     qos,
     read_rgb,
 )
-from onnx_builders import constant_outputs_model
+from onnx_builders import rows_detector_spec
 from trt_perception.decoders import DetectionFilter, filter_detections
 from trt_perception.pipeline import Pipeline
 from trt_perception.results import DetectionResult, Detections
@@ -282,15 +281,10 @@ def test_frames_with_inverted_boxes_count_as_failed_in_diagnostics(env: dict[str
     # in frames_failed. The node only logged a warning (throttled), and diagnostics stayed OK "running".
     rows = np.array([[[3.0, 1.0, 1.0, 3.0, 0.9, 0],    # x2 < x1: inverted
                       [0.0, 0.0, 2.0, 2.0, 0.7, 1]]], np.float32)
-    onnx.save(constant_outputs_model({"rows": rows}), tmp_path / "rows.onnx")
-    (tmp_path / "rows.yaml").write_text(
-        "task: detection\nmodel: rows.onnx\nlabels: [a, b]\n"
-        "input: {layout: NCHW, size: [4, 4], resize: fixed_shape, normalization: {type: unit}}\n"
-        "decoder: {type: rows, output: rows, columns: [x1, y1, x2, y2, score, class]}\n"
-        "detection: {score_threshold: 0.5, nms_iou: 0.45, max_detections: 5}\n")
+    spec = rows_detector_spec(tmp_path, rows, max_detections=5)
     name = "/det_inverted/detection"
     process = NodeProcess("detection_node", ["-r", "__ns:=/det_inverted", "-r", "image:=/camera/inverted",
-                                             "-p", f"model_spec:={tmp_path / 'rows.yaml'}",
+                                             "-p", f"model_spec:={spec}",
                                              "-p", "diagnostics_period:=0.2"], env)
     ros = RosClient("det_inverted_client")
     try:
