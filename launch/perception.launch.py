@@ -4,9 +4,10 @@ include it with their node.
     ros2 launch trt_perception perception.launch.py executable:=detection_node node_name:=detection \
         model_spec:=yolov8n_coco params_file:=/path/to/detection.yaml image_topic:=/camera/image_raw
 
-`params_file` defaults to the package's config/params/segmentation.yaml or detection.yaml, by the executable. `model_spec`, `backend` and
-`use_compressed` override the parameters file only when given (empty by default), so the model spec
-and other values in the parameters file count unless the command line says otherwise.
+`params_file` defaults to the package's config/params/segmentation.yaml or detection.yaml, by the
+executable. `model_spec`, `backend` and `use_compressed` override the parameters file only when given
+(empty by default), so the model spec and other values in the parameters file count unless the command
+line says otherwise.
 
 When the node exits with an error (a start-up error such as a missing model spec: one FATAL line,
 exit 1; or a crash), the launch shuts down with that reason and `ros2 launch` exits 1.

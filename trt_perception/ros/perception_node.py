@@ -531,7 +531,9 @@ class PerceptionNode(Node):
             if INPUT_TYPES[not self._settings["use_compressed"]] in others
             else f"remap the input to a topic of {expected}"
         )
-        message = f"{topic} is published as {', '.join(others)}, but this node reads {expected}: no frame can arrive; {fix}"
+        message = (
+            f"{topic} is published as {', '.join(others)}, but this node reads {expected}: no frame can arrive; {fix}"
+        )
         if self._foreign_input_types.get(topic) != others:
             self._foreign_input_types[topic] = others
             self.log_problem(message)
