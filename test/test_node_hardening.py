@@ -300,3 +300,15 @@ def test_input_topic_of_another_message_type_is_named_with_the_fix(env: dict[str
         ros.close()
         assert process.stop() == 0
     assert process.output.count(expected) == 1
+
+
+def test_a_camera_name_too_long_for_a_topic_is_one_fatal_line(env: dict[str, str]) -> None:
+    # A valid camera name whose topic exceeds DDS's topic name length: rclpy's InvalidTopicNameException
+    # used to end the node with a traceback and a three-line message.
+    process = NodeProcess("segmentation_node", ["-r", "__ns:=/long_camera", "-p", f"cameras:=[{'c' * 300}]"], env)
+    assert process.wait(timeout=60) == 1
+    fatal = [line for line in process.output.splitlines() if "FATAL" in line]
+    assert len(fatal) == 1, process.output
+    assert "cannot start: Invalid topic name: topic length should not exceed" in fatal[0]
+    assert "/long_camera/segmentation/ccc" in fatal[0] and not fatal[0].rstrip().endswith("^")
+    assert "Traceback" not in process.output

@@ -37,6 +37,7 @@ from trt_perception.ros.perception_node import (
     main_for,
 )
 from trt_perception.ros.segmentation_node import SegmentationNode
+from trt_perception.ros.throttle import one_line, quote_limited
 
 
 class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
@@ -80,7 +81,7 @@ class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
         try:
             self.configure_pipeline()
         except STARTUP_ERRORS as error:
-            self.get_logger().error(f"cannot configure: {error}")
+            self.get_logger().error(quote_limited(f"cannot configure: {one_line(str(error))}"))
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f"configured: {self.spec.name} loaded (backend {self.pipeline.backend.name})")
         return TransitionCallbackReturn.SUCCESS

@@ -24,7 +24,7 @@ import cv2
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.exceptions import ParameterException
+from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
@@ -53,7 +53,7 @@ from trt_perception.ros.messages import diagnostic_status, label_info
 from trt_perception.ros.parameters import COMMON_PARAMETERS, ParameterDefinition, check_value
 from trt_perception.ros.statistics import Health, HealthLimits, HealthMonitor, NodeStatistics, StatisticsReport
 from trt_perception.ros.stop_signals import StopRequested, install_stop_signals
-from trt_perception.ros.throttle import MessageThrottle, quote_limited
+from trt_perception.ros.throttle import MessageThrottle, one_line, quote_limited
 from trt_perception.row_bands import limit_bands
 from trt_perception.spec import ModelSpec, load_model_spec
 
@@ -65,8 +65,9 @@ except ImportError:  # Humble
 Settings = Mapping[str, Any]
 
 # Errors that end the node at start-up with one clear line instead of a traceback: a bad model
-# spec or model file, a parameter value rejected by its type, range or validation.
-STARTUP_ERRORS: tuple[type[Exception], ...] = (TrtPerceptionError, ParameterException)
+# spec or model file, a parameter value rejected by its type, range or validation, a topic name that
+# the namespace, node name and cameras cannot make (e.g. too long for DDS).
+STARTUP_ERRORS: tuple[type[Exception], ...] = (TrtPerceptionError, ParameterException, NameValidationException)
 
 LABEL_INFO_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -845,7 +846,7 @@ def run_node(create: Callable[[], PerceptionNode], logger_name: str, args: Seque
     except StopRequested:
         pass
     except STARTUP_ERRORS as error:
-        logger.fatal(quote_limited(f"cannot start: {error}"))
+        logger.fatal(quote_limited(f"cannot start: {one_line(str(error))}"))
         return 1
     except RCLError as error:  # e.g. a missing --params-file, found by rclpy.init
         logger.fatal(quote_limited(f"cannot start: {error}".splitlines()[0]))
