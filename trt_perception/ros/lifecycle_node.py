@@ -78,13 +78,25 @@ class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
         self.destroy_lifecycle_publisher(cast(LifecyclePublisher, publisher))  # made by create_output_publisher
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        publishers_before = set(self.publishers)
         try:
             self.configure_pipeline()
         except STARTUP_ERRORS as error:
+            self._discard_partial_configuration(publishers_before)
             self.get_logger().error(quote_limited(f"cannot configure: {one_line(str(error))}"))
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f"configured: {self.spec.name} loaded (backend {self.pipeline.backend.name})")
         return TransitionCallbackReturn.SUCCESS
+
+    def _discard_partial_configuration(self, publishers_before: set[Publisher]) -> None:
+        """Destroy the outputs and close the model that a failed configure made before it failed (a
+        lifecycle manager may retry configure: nothing may pile up)."""
+        for publisher in set(self.publishers) - publishers_before:
+            self.destroy_output_publisher(publisher)
+        self._cameras = []
+        if hasattr(self, "pipeline"):
+            self.pipeline.close()
+            del self.pipeline
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)  # the lifecycle publishers
