@@ -240,3 +240,20 @@ def test_configure_that_cannot_name_a_topic_fails_with_one_line(env: dict[str, s
         ros.close()
         assert process.stop(signal.SIGINT) == 0
     assert "Traceback" not in process.output
+
+
+def test_every_configure_with_a_bad_task_parameter_says_why(env: dict[str, str]) -> None:
+    # The detection filter parameters are declared at configure. The one refused there stayed registered
+    # as declared, so the next configure skipped it and failed on a KeyError that rclpy swallows: no line.
+    process = NodeProcess("detection_lifecycle_node", ["-r", "__ns:=/lc_iou", "-p", "nms_iou:=2.0"], env)
+    ros = RosClient("lc_iou_client")
+    try:
+        for attempt in (1, 2):
+            assert not change_state(ros, "/lc_iou/detection", Transition.TRANSITION_CONFIGURE)
+            wait_until(lambda: process.output.count("cannot configure: ") == attempt, timeout=5.0)
+        assert process.output.count("Parameter nms_iou out of range") == 2
+        assert lifecycle_state(ros, "/lc_iou/detection") == "unconfigured"
+    finally:
+        ros.close()
+        assert process.stop(signal.SIGINT) == 0
+    assert "Traceback" not in process.output

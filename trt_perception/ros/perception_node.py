@@ -442,10 +442,14 @@ class PerceptionNode(Node):
         for definition in definitions:
             if definition.name in defaults:
                 definition = replace(definition, default=defaults[definition.name])
-            self._definitions[definition.name] = definition
+            self._definitions[definition.name] = definition  # before declaring: the set callback checks by it
             # an empty string list has no type of its own in rclpy: declare the type instead
             default = Parameter.Type.STRING_ARRAY if definition.default == () else definition.default
-            self.declare_parameter(definition.name, default, descriptor_of(definition))
+            try:
+                self.declare_parameter(definition.name, default, descriptor_of(definition))
+            except Exception:
+                del self._definitions[definition.name]  # not declared: a managed node's next configure tries again
+                raise
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         changes = {}
