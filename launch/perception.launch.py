@@ -33,6 +33,22 @@ class NodeExitedWithError(RuntimeError):
     """The perception node ended with a non-zero exit code (e.g. a start-up error: it logged one FATAL line)."""
 
 
+class LaunchArgumentError(ValueError):
+    """A launch argument that cannot give the node what it asks for (the launch fails with this reason)."""
+
+
+def camera_topics(topic_format: str, cameras: list[str]) -> list[str]:
+    """Each camera's input topic: ``topic_format`` with ``{camera}`` replaced by its name; it must hold
+    ``{camera}`` (else every camera would read the one topic) and no other field."""
+    problem = f"image_topic_format {topic_format!r} must contain {{camera}} (e.g. /{{camera}}/image_raw)"
+    if "{camera}" not in topic_format:
+        raise LaunchArgumentError(f"{problem}, or every camera reads the same topic")
+    try:
+        return [topic_format.format(camera=camera) for camera in cameras]
+    except (KeyError, IndexError, ValueError) as error:
+        raise LaunchArgumentError(f"{problem} and no other field in braces: {error!r}") from None
+
+
 def fail_on_error_exit(context: LaunchContext) -> list[TimerAction]:
     """When the node exited non-zero, fail the launch with that reason: launch shuts down and `ros2 launch`
     exits 1, so a supervisor sees the failure (launch itself would exit 0). The failure is raised a turn
@@ -71,8 +87,7 @@ def perception_node(context: LaunchContext) -> list[Node | RegisterEventHandler]
         overrides["cameras"] = cameras
         topic_format = LaunchConfiguration("image_topic_format").perform(context)
         remappings = []
-        for camera in cameras:
-            topic = topic_format.format(camera=camera)
+        for camera, topic in zip(cameras, camera_topics(topic_format, cameras)):
             remappings += [(f"{camera}/image", topic), (f"{camera}/image/compressed", f"{topic}/compressed")]
     node = Node(
         package="trt_perception",

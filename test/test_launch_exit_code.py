@@ -76,3 +76,13 @@ def test_renamed_node_gets_the_parameters_file_of_its_executable() -> None:
     assert code == 1, output
     assert "not a file" not in output
     assert "config/params/detection.yaml" in output
+
+
+@pytest.mark.parametrize("topic_format", ["/rig/{cam}/image", "/rig/image"])
+def test_a_camera_topic_format_without_the_camera_is_refused_with_the_reason(topic_format: str) -> None:
+    # "{cam}" ended the launch with only "Caught exception in launch ...: 'cam'" (a KeyError); a format
+    # without "{camera}" put every camera on the one topic without a word.
+    code, output = run_launch("multi_camera.launch.py", {"cameras": "front,rear", "image_topic_format": topic_format})
+    assert code == 1, output
+    assert f"image_topic_format {topic_format!r} must contain {{camera}}" in output
+    assert "process started" not in output
