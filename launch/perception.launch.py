@@ -17,6 +17,8 @@ FASTRTPS_DEFAULT_PROFILES_FILE / FASTDDS_DEFAULT_PROFILES_FILE is set (docs/node
 `ros2 run` and `ros2 launch` behave the same.
 """
 
+from pathlib import Path
+
 from launch import LaunchContext, LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler, TimerAction
 from launch.event_handlers import OnProcessExit
@@ -80,6 +82,8 @@ def perception_node(context: LaunchContext) -> list[Node | RegisterEventHandler]
         if LaunchConfiguration(name).perform(context)
     }
     params_file = LaunchConfiguration("params_file").perform(context) or default_params_file(context)
+    if not Path(params_file).is_file():  # launch_ros would only warn and start the node without it
+        raise LaunchArgumentError(f"params_file {params_file!r} is not a file")
     image_topic = LaunchConfiguration("image_topic")
     remappings = [("image", image_topic), ("image/compressed", [image_topic, "/compressed"])]
     cameras = [name.strip() for name in LaunchConfiguration("cameras").perform(context).split(",") if name.strip()]

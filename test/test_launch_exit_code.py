@@ -86,3 +86,12 @@ def test_a_camera_topic_format_without_the_camera_is_refused_with_the_reason(top
     assert code == 1, output
     assert f"image_topic_format {topic_format!r} must contain {{camera}}" in output
     assert "process started" not in output
+
+
+def test_a_params_file_that_is_not_there_fails_the_launch() -> None:
+    # launch_ros only warned "Parameter file path is not a file" and started the node with the built-in
+    # defaults, i.e. maybe another model than the file names.
+    code, output = run_launch("seg.launch.py", {"params_file": "/nonexistent/params.yaml"})
+    assert code == 1, output
+    assert "params_file '/nonexistent/params.yaml' is not a file" in output
+    assert "process started" not in output
