@@ -242,7 +242,7 @@ def test_configure_that_cannot_name_a_topic_fails_with_one_line(env: dict[str, s
     with managed_node(env, "segmentation_lifecycle_node", "/lc_long", arguments) as (process, ros):
         for _ in range(2):
             assert not change_state(ros, "/lc_long/segmentation", Transition.TRANSITION_CONFIGURE)
-        wait_until(lambda: ros.node.count_publishers("/lc_long/segmentation/front/labels") == 0, timeout=5.0)
+        wait_until(lambda: ros.node.count_publishers("/lc_long/segmentation/front/labels") == 0, timeout=20.0)
         process.wait_for_output("cannot configure: Invalid topic name: topic length should not exceed")
         assert lifecycle_state(ros, "/lc_long/segmentation") == "unconfigured"
 
@@ -251,8 +251,8 @@ def test_every_configure_with_a_bad_task_parameter_says_why(env: dict[str, str])
     # The detection filter parameters are declared at configure. The one refused there stayed registered
     # as declared, so the next configure skipped it and failed on a KeyError that rclpy swallows: no line.
     with managed_node(env, "detection_lifecycle_node", "/lc_iou", ["-p", "nms_iou:=2.0"]) as (process, ros):
-        for attempt in (1, 2):
+        for _ in range(2):
             assert not change_state(ros, "/lc_iou/detection", Transition.TRANSITION_CONFIGURE)
-            wait_until(lambda: process.output.count("cannot configure: ") == attempt, timeout=5.0)
+        wait_until(lambda: process.output.count("cannot configure: ") >= 2, timeout=30.0)
         assert process.output.count("Parameter nms_iou out of range") == 2
         assert lifecycle_state(ros, "/lc_iou/detection") == "unconfigured"
