@@ -4,11 +4,10 @@ include it with their node.
     ros2 launch trt_perception perception.launch.py executable:=detection_node node_name:=detection \
         model_spec:=yolov8n_coco params_file:=/path/to/detection.yaml image_topic:=/camera/image_raw
 
-`params_file` defaults to the package's config/params/detection.yaml for the detection executables, else
-config/params/segmentation.yaml (whatever the node_name); a params_file that is not a file fails the launch
-(launch_ros would only warn and start the node without it). `model_spec`, `backend` and
-`use_compressed` override the parameters file only when given (empty by default), so the model spec
-and other values in the parameters file count unless the command line says otherwise.
+`params_file` defaults to the package's config/params/segmentation.yaml or detection.yaml, by the
+executable. `model_spec`, `backend` and `use_compressed` override the parameters file only when given
+(empty by default), so the model spec and other values in the parameters file count unless the command
+line says otherwise.
 
 When the node exits with an error (a start-up error such as a missing model spec: one FATAL line,
 exit 1; or a crash), the launch shuts down with that reason and `ros2 launch` exits 1.
@@ -36,18 +35,20 @@ class NodeExitedWithError(RuntimeError):
     """The perception node ended with a non-zero exit code (e.g. a start-up error: it logged one FATAL line)."""
 
 
-def params_file_of(context: LaunchContext) -> str:
-    """The params_file argument, or by default the package's parameters file for the executable's task;
-    ValueError when it is not a file."""
-    params_file = LaunchConfiguration("params_file").perform(context)
-    if not params_file:
-        executable = LaunchConfiguration("executable").perform(context)
-        task = "detection" if executable.startswith("detection") else "segmentation"
-        share = Path(FindPackageShare("trt_perception").perform(context))
-        params_file = str(share / "config" / "params" / f"{task}.yaml")
-    if not Path(params_file).is_file():
-        raise ValueError(f"params_file {params_file} is not a file")
-    return params_file
+class LaunchArgumentError(ValueError):
+    """A launch argument that cannot give the node what it asks for (the launch fails with this reason)."""
+
+
+def camera_topics(topic_format: str, cameras: list[str]) -> list[str]:
+    """Each camera's input topic: ``topic_format`` with ``{camera}`` replaced by its name; it must hold
+    ``{camera}`` (else every camera would read the one topic) and no other field."""
+    problem = f"image_topic_format {topic_format!r} must contain {{camera}} (e.g. /{{camera}}/image_raw)"
+    if "{camera}" not in topic_format:
+        raise LaunchArgumentError(f"{problem}, or every camera reads the same topic")
+    try:
+        return [topic_format.format(camera=camera) for camera in cameras]
+    except (KeyError, IndexError, ValueError) as error:
+        raise LaunchArgumentError(f"{problem} and no other field in braces: {error!r}") from None
 
 
 def fail_on_error_exit(context: LaunchContext) -> list[TimerAction]:
@@ -65,6 +66,13 @@ def fail_on_error_exit(context: LaunchContext) -> list[TimerAction]:
     return [TimerAction(period=0.0, actions=[OpaqueFunction(function=fail)])]
 
 
+def default_params_file(context: LaunchContext) -> str:
+    """The package's config/params/detection.yaml for the detection executables, else segmentation.yaml
+    (whatever the node's name)."""
+    task = "detection" if LaunchConfiguration("executable").perform(context).startswith("detection") else "segmentation"
+    return f"{FindPackageShare('trt_perception').perform(context)}/config/params/{task}.yaml"
+
+
 def perception_node(context: LaunchContext) -> list[Node | RegisterEventHandler]:
     """The node with its parameters file, then an override for each non-empty argument of OVERRIDES, and
     the handler that fails the launch when the node exits with an error."""
@@ -73,6 +81,9 @@ def perception_node(context: LaunchContext) -> list[Node | RegisterEventHandler]
         for name, value_type in OVERRIDES.items()
         if LaunchConfiguration(name).perform(context)
     }
+    params_file = LaunchConfiguration("params_file").perform(context) or default_params_file(context)
+    if not Path(params_file).is_file():  # launch_ros would only warn and start the node without it
+        raise LaunchArgumentError(f"params_file {params_file!r} is not a file")
     image_topic = LaunchConfiguration("image_topic")
     remappings = [("image", image_topic), ("image/compressed", [image_topic, "/compressed"])]
     cameras = [name.strip() for name in LaunchConfiguration("cameras").perform(context).split(",") if name.strip()]
@@ -80,8 +91,7 @@ def perception_node(context: LaunchContext) -> list[Node | RegisterEventHandler]
         overrides["cameras"] = cameras
         topic_format = LaunchConfiguration("image_topic_format").perform(context)
         remappings = []
-        for camera in cameras:
-            topic = topic_format.format(camera=camera)
+        for camera, topic in zip(cameras, camera_topics(topic_format, cameras)):
             remappings += [(f"{camera}/image", topic), (f"{camera}/image/compressed", f"{topic}/compressed")]
     node = Node(
         package="trt_perception",
@@ -89,7 +99,7 @@ def perception_node(context: LaunchContext) -> list[Node | RegisterEventHandler]
         name=LaunchConfiguration("node_name"),
         namespace=LaunchConfiguration("namespace"),
         output="screen",
-        parameters=[params_file_of(context), *([overrides] if overrides else [])],
+        parameters=[params_file, *([overrides] if overrides else [])],
         remappings=remappings,
     )
     on_exit = OnProcessExit(target_action=node, on_exit=[OpaqueFunction(function=fail_on_error_exit)])
@@ -103,8 +113,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("node_name", description="Name of the node (its outputs are ~/...)"),
         DeclareLaunchArgument(
             "params_file", default_value="",
-            description="Node parameters YAML; empty: the package's config/params/detection.yaml for the detection "
-                        "executables, else config/params/segmentation.yaml"),
+            description="Node parameters YAML; empty: the package's config/params/segmentation.yaml or "
+                        "detection.yaml, by the executable"),
         DeclareLaunchArgument("model_spec", default_value="",
                               description="Model spec file, or the name of a bundled spec; empty keeps the "
                                           "parameters file's"),

@@ -7,6 +7,7 @@ derive the expected decoded result by hand.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -70,6 +71,19 @@ def constant_outputs_model(outputs: Mapping[str, npt.NDArray]) -> onnx.ModelProt
         for name, array in outputs.items()
     }
     return build_model(nodes, {"image": [1, 3, 4, 4]}, declared)
+
+
+def rows_detector_spec(directory: Path, rows: npt.NDArray[np.float32], max_detections: int) -> Path:
+    """A detection spec (classes a, b; 4x4 input) over ``constant_outputs_model`` emitting ``rows`` of
+    x1, y1, x2, y2, score, class, written with its model into ``directory``; the spec's path."""
+    onnx.save(constant_outputs_model({"rows": rows}), directory / "rows.onnx")
+    spec = directory / "rows.yaml"
+    spec.write_text(
+        "task: detection\nmodel: rows.onnx\nlabels: [a, b]\n"
+        "input: {layout: NCHW, size: [4, 4], resize: fixed_shape, normalization: {type: unit}}\n"
+        "decoder: {type: rows, output: rows, columns: [x1, y1, x2, y2, score, class]}\n"
+        f"detection: {{score_threshold: 0.5, nms_iou: 0.45, max_detections: {max_detections}}}\n")
+    return spec
 
 
 def colour_scores_model(downsample: int = 1, layout: str = "NCHW") -> onnx.ModelProto:

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnx
 from cupy_stand_ins import fresh_cupy_check, no_cupy  # noqa: F401 (fixtures)
-from onnx_builders import constant_outputs_model
+from onnx_builders import rows_detector_spec
 
 from trt_perception.cli.main import main
 
@@ -133,16 +132,11 @@ def test_boxes_with_negative_width_or_height_never_reach_the_results(tmp_path, c
     rows = np.array([[[3.0, 1.0, 1.0, 3.0, 0.9, 0],    # x2 < x1: inverted, the best score
                       [1.0, 3.0, 3.0, 1.0, 0.8, 1],    # y2 < y1: inverted
                       [0.0, 0.0, 2.0, 2.0, 0.7, 1]]], np.float32)
-    onnx.save(constant_outputs_model({"rows": rows}), tmp_path / "rows.onnx")
-    (tmp_path / "rows.yaml").write_text(
-        "task: detection\nmodel: rows.onnx\nlabels: [a, b]\n"
-        "input: {layout: NCHW, size: [4, 4], resize: fixed_shape, normalization: {type: unit}}\n"
-        "decoder: {type: rows, output: rows, columns: [x1, y1, x2, y2, score, class]}\n"
-        "detection: {score_threshold: 0.5, nms_iou: 0.45, max_detections: 1}\n")
+    spec = rows_detector_spec(tmp_path, rows, max_detections=1)
     image = tmp_path / "image.png"
     cv2.imwrite(str(image), np.zeros((4, 4, 3), np.uint8))
     out = tmp_path / "out"
-    assert main(["infer", "--model-spec", str(tmp_path / "rows.yaml"), str(image), "--output", str(out),
+    assert main(["infer", "--model-spec", str(spec), str(image), "--output", str(out),
                  "--no-progress"]) == 0
     results = json.loads((out / "results.json").read_text())
     (found,) = results["images"]

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
@@ -22,6 +23,7 @@ from node_harness import (
     qos,
     read_rgb,
 )
+from onnx_builders import rows_detector_spec
 from trt_perception.decoders import DetectionFilter, filter_detections
 from trt_perception.pipeline import Pipeline
 from trt_perception.results import DetectionResult, Detections
@@ -197,12 +199,53 @@ def test_overlay_draws_on_input(client: RosClient, camera: Any, detections: Topi
     assert 0 < changed.mean() < 0.5  # box outlines and labels, not a different image
 
 
+def test_sixteen_bit_image_with_an_odd_row_step_is_detected_like_an_unpadded_one(
+    node: NodeProcess, camera: Any, detections: TopicRecorder
+) -> None:
+    # Rows padded by an odd number of bytes put 16-bit samples at odd addresses; the frame used to reach
+    # OpenCV as an unaligned view and fail there ("frame processing failed: error: OpenCV(...) Step must
+    # be a multiple of esz1", counted as a failure), while the same frame unpadded was answered.
+    gray = cv2.cvtColor(read_rgb("motorcycle_left.png"), cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257
+    height, width = gray.shape
+    step = width * 2 + 1
+    rows = np.zeros((height, step), np.uint8)
+    rows[:, : width * 2] = gray.astype("<u2").view(np.uint8).reshape(height, width * 2)
+    odd = Image(height=height, width=width, encoding="16UC1", is_bigendian=False, step=step, data=rows.tobytes())
+    odd.header.frame_id = "camera_optical"
+    odd.header.stamp.sec = 600
+    camera.publish(odd)
+    message = detections.wait_for(lambda m: m.header.stamp.sec == 600, timeout=10)
+    reference = Pipeline.from_spec(load_model_spec("centernet_mobilenetv3_coco"))  # the spec's filter
+    try:
+        expected = reference.run(gray[:, :, np.newaxis], "MONO")
+    finally:
+        reference.close()
+    assert message.detections
+    assert_matches(message, expected)
+    assert "esz1" not in node.output
+
+
 def test_best_effort_camera_against_reliable_input_is_reported(client: RosClient, node: NodeProcess) -> None:
     # This node subscribes reliable (input_reliability:=reliable): a best-effort camera cannot match,
     # and the node says which policy and parameter are involved.
     client.node.create_publisher(Image, "/camera/image", qos(reliable=False))
     node.wait_for_output("incompatible", timeout=15)
     assert "RELIABILITY" in node.output and "input_reliability='reliable'" in node.output
+
+
+def test_subscriber_asking_for_a_durability_the_node_does_not_offer_is_told_the_real_fix(
+    client: RosClient, node: NodeProcess
+) -> None:
+    # A transient-local subscriber (e.g. a tool that wants the last result on joining) cannot match the
+    # volatile result publishers. The warning used to advise "fix: set output_reliability:=reliable",
+    # the value the node already had, which changes nothing.
+    client.node.create_subscription(
+        Detection2DArray, f"{NODE}/detections", lambda message: None, qos(reliable=True, transient_local=True)
+    )
+    node.wait_for_output("(policy DURABILITY)", timeout=15)
+    [line] = [line for line in node.output.splitlines() if "(policy DURABILITY)" in line]
+    assert "volatile durability" in line and "change the peer's DURABILITY" in line
+    assert "output_reliability" not in line
 
 
 def test_detection_array_class_id_is_index_text_without_labels() -> None:
@@ -231,3 +274,33 @@ def test_boxes_with_negative_width_or_height_are_left_out() -> None:
     np.testing.assert_array_equal(kept.class_ids, [1, 4])
     sizes = [(d.bbox.size_x, d.bbox.size_y) for d in detection_array(header_msg(MessageHeader(0, 0, "")), kept, None).detections]
     assert sizes == [(40.0, 60.0), (0.0, 0.0)]
+
+
+def test_frames_with_inverted_boxes_count_as_failed_in_diagnostics(env: dict[str, str], tmp_path: Any) -> None:
+    # docs/nodes.md, Errors: a box with negative width or height is never published, the frame is counted
+    # in frames_failed. The node only logged a warning (throttled), and diagnostics stayed OK "running".
+    rows = np.array([[[3.0, 1.0, 1.0, 3.0, 0.9, 0],    # x2 < x1: inverted
+                      [0.0, 0.0, 2.0, 2.0, 0.7, 1]]], np.float32)
+    spec = rows_detector_spec(tmp_path, rows, max_detections=5)
+    name = "/det_inverted/detection"
+    process = NodeProcess("detection_node", ["-r", "__ns:=/det_inverted", "-r", "image:=/camera/inverted",
+                                             "-p", f"model_spec:={spec}",
+                                             "-p", "diagnostics_period:=0.2"], env)
+    ros = RosClient("det_inverted_client")
+    try:
+        process.wait_for_output("on /camera/inverted")
+        camera, found = ros.camera_and_output(Image, "/camera/inverted", Detection2DArray, f"{name}/detections")
+        diagnostics = ros.record(DiagnosticArray, "/diagnostics", qos(reliable=True))
+        camera.publish(image_message(np.zeros((4, 4, 3), np.uint8), "rgb8", "cam", (700, 0)))
+        message = found.wait_for(lambda m: m.header.stamp.sec == 700)
+        assert [d.results[0].hypothesis.class_id for d in message.detections] == ["1"]  # the upright box only
+        status = diagnostics.wait_for(lambda array: any(
+            s.name.startswith(f"{name}:") and "negative width" in s.message for s in array.status
+        ), timeout=10).status
+        [ours] = [s for s in status if s.name.startswith(f"{name}:")]
+        values = {item.key: item.value for item in ours.values}
+        assert ours.level == b"\x01" and values["frames_failed"] == "1" and values["frames_processed"] == "1"
+        assert "1 boxes with negative width or height" in values["last_error"]
+    finally:
+        ros.close()
+        assert process.stop() == 0

@@ -75,16 +75,28 @@ def test_node_name_and_executable_arguments_are_honoured() -> None:
     assert "config/params/detection.yaml" in output and "renamed.yaml" not in output
 
 
-def test_a_params_file_that_is_not_a_file_fails_the_launch() -> None:
-    # launch_ros alone would only warn and start the node with none of the file's parameters
-    code, output = run_launch("det.launch.py", {"params_file": "/nonexistent/params.yaml"})
-    assert code == 1, output
-    assert "params_file /nonexistent/params.yaml is not a file" in output
-    assert "process started" not in output
-
-
 def test_multi_camera_launch_remaps_each_camera_and_passes_the_list() -> None:
     arguments = {"cameras": "front,rear", "image_topic_format": "/rig/{camera}/image", "model_spec": "/nonexistent.yaml"}
     code, output = run_launch("multi_camera.launch.py", arguments)
     assert code == 1, output
     assert "front/image:=/rig/front/image" in output and "rear/image:=/rig/rear/image" in output
+
+
+@pytest.mark.parametrize("topic_format", ["/rig/{cam}/image", "/rig/image"])
+def test_a_camera_topic_format_without_the_camera_is_refused_with_the_reason(topic_format: str) -> None:
+    # "{cam}" ended the launch with only "Caught exception in launch ...: 'cam'" (a KeyError); a format
+    # without "{camera}" put every camera on the one topic without a word.
+    code, output = run_launch("multi_camera.launch.py", {"cameras": "front,rear", "image_topic_format": topic_format})
+    assert code == 1, output
+    assert f"image_topic_format {topic_format!r} must contain {{camera}}" in output
+    assert "process started" not in output
+
+
+def test_a_params_file_that_is_not_there_fails_the_launch() -> None:
+    # launch_ros only warned "Parameter file path is not a file" and started the node with the built-in
+    # defaults, i.e. maybe another model than the file names.
+    for launch_file in ("seg.launch.py", "det.launch.py"):
+        code, output = run_launch(launch_file, {"params_file": "/nonexistent/params.yaml"})
+        assert code == 1, output
+        assert "params_file '/nonexistent/params.yaml' is not a file" in output
+        assert "process started" not in output

@@ -275,3 +275,40 @@ def test_rclpy_intake_warns_about_and_counts_bytes_it_cannot_read(env: dict[str,
         camera.publish(good)
         assert labels.wait_for(lambda m: m.header.stamp.sec == 7).header.frame_id == "cam"
     assert node.process.returncode == 0, node.output
+
+
+def test_input_topic_of_another_message_type_is_named_with_the_fix(env: dict[str, str]) -> None:
+    # `image` remapped to a CompressedImage topic (a common slip): no frame can arrive, and the node used to
+    # say only "no frame for 4.0 s while 1 publishers exist", not why.
+    arguments = ["-r", "__ns:=/typed", "-r", "image:=/camera/typed/compressed", "-p", "diagnostics_period:=0.2",
+                 "-p", "stall_timeout:=0.5"]
+    process = NodeProcess("segmentation_node", arguments, env)
+    ros = RosClient("typed_client")
+    try:
+        process.wait_for_output("on /camera/typed/compressed")
+        diagnostics = ros.record(DiagnosticArray, "/diagnostics", qos(reliable=True))
+        ros.node.create_publisher(CompressedImage, "/camera/typed/compressed", qos(reliable=True))
+        expected = (
+            "/camera/typed/compressed is published as sensor_msgs/msg/CompressedImage, but this node reads "
+            "sensor_msgs/msg/Image: no frame can arrive; set use_compressed:=true"
+        )
+        process.wait_for_output(expected)
+        status = diagnostics.wait_for(lambda array: any(expected in s.message for s in array.status)).status
+        [ours] = [s for s in status if s.name.startswith("/typed/segmentation:")]
+        assert ours.level == b"\x02" and "publishers exist" not in ours.message  # the wrong type is no stall
+    finally:
+        ros.close()
+        assert process.stop() == 0
+    assert process.output.count(expected) == 1
+
+
+def test_a_camera_name_too_long_for_a_topic_is_one_fatal_line(env: dict[str, str]) -> None:
+    # A valid camera name whose topic exceeds DDS's topic name length: rclpy's InvalidTopicNameException
+    # used to end the node with a traceback and a three-line message.
+    process = NodeProcess("segmentation_node", ["-r", "__ns:=/long_camera", "-p", f"cameras:=[{'c' * 300}]"], env)
+    assert process.wait(timeout=60) == 1
+    fatal = [line for line in process.output.splitlines() if "FATAL" in line]
+    assert len(fatal) == 1, process.output
+    assert "cannot start: Invalid topic name: topic length should not exceed" in fatal[0]
+    assert "/long_camera/segmentation/ccc" in fatal[0] and not fatal[0].rstrip().endswith("^")
+    assert "Traceback" not in process.output

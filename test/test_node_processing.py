@@ -63,7 +63,9 @@ class StandInNode(PerceptionNode):
     def __init__(self, camera_names: Sequence[str], limits: HealthLimits = HealthLimits()) -> None:  # noqa: B008
         self.pipeline = StandInPipeline()
         self.spec = SimpleNamespace(name="stand_in")
-        self._settings = {"lazy": False, "diagnostics_period": 1.0, "input_reliability": "auto"}
+        self._settings = {
+            "lazy": False, "diagnostics_period": 1.0, "input_reliability": "auto", "use_compressed": False
+        }
         self._throttle = MessageThrottle(period=0.0)
         self._stats = NodeStatistics()
         self._cameras = [
@@ -87,8 +89,8 @@ class StandInNode(PerceptionNode):
     def log_problem(self, message: str) -> None:
         self.logged.append(message)
 
-    def count_publishers(self, topic: str) -> int:
-        return self.publisher_counts.get(topic, 0)
+    def get_publishers_info_by_topic(self, topic: str) -> list[Any]:
+        return [SimpleNamespace(topic_type="sensor_msgs/msg/Image")] * self.publisher_counts.get(topic, 0)
 
     def get_fully_qualified_name(self) -> str:
         return "/stand_in"

@@ -167,7 +167,8 @@ def decode_image(
     """View raw image bytes as HxWxC pixels without copying.
 
     Rows are ``step`` bytes apart (row padding is skipped, not copied). 16-bit data is copied
-    (byte-swapped) only when its byte order differs from this machine's. YUV 4:2:2, NV21/NV12 and
+    only when its byte order differs from this machine's (byte-swapped) or an odd ``step`` leaves
+    its samples unaligned. YUV 4:2:2, NV21/NV12 and
     Bayer encodings (``camera_encodings``) are converted to BGR, the one copy they need. Raises
     ImageDecodeError for an unknown encoding, zero size, more than ``max_pixels`` pixels (0: no
     limit; checked before anything is read), ``step`` shorter than a row of pixels, or data whose
@@ -212,7 +213,9 @@ def decode_image(
         buffer=buffer,
         strides=(step, pixel_bytes, fmt.dtype.itemsize),
     )
-    if fmt.dtype.itemsize > 1 and bool(is_bigendian) != HOST_IS_BIGENDIAN:
+    if fmt.dtype.itemsize > 1 and (bool(is_bigendian) != HOST_IS_BIGENDIAN or not pixels.flags.aligned):
+        # copied when the byte order differs, or when an odd step leaves samples at odd addresses (OpenCV
+        # refuses such a view: "Step must be a multiple of esz1")
         pixels = pixels.astype(fmt.dtype.newbyteorder("="))
     elif fmt.dtype.itemsize > 1:
         pixels = pixels.view(fmt.dtype.newbyteorder("="))

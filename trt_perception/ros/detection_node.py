@@ -96,14 +96,9 @@ class DetectionNode(PerceptionNode):
 
     def publish_results(
         self, outputs: Mapping[str, Publisher], header: MessageHeader, image: DecodedImage, result: Any, settings: Settings
-    ) -> None:
+    ) -> str | None:
         detections = result.detections
         inverted = detections.inverted_left_out
-        if inverted:
-            self.log_problem(
-                f"the model's outputs decoded to {inverted} boxes with negative width or height; not published "
-                f"(check the spec's detection box format)"
-            )
         if settings["publish_detections"]:
             outputs["detections"].publish(
                 detection_array(header_msg(header), detections, self.class_names, settings["class_id_format"])
@@ -112,6 +107,12 @@ class DetectionNode(PerceptionNode):
             rgb = visualize.as_rgb(image.pixels, image.channel_order)
             drawn = visualize.draw_detections(rgb, detections, tuple(self.class_names or ()))
             self.publish_image(outputs["overlay"], header, visualize.overlay(rgb, drawn, settings["overlay_alpha"]), "rgb8")
+        if inverted:
+            return (
+                f"the model's outputs decoded to {inverted} boxes with negative width or height; not published "
+                f"(check the spec's detection box format)"
+            )
+        return None
 
 
 def main() -> int:

@@ -17,7 +17,11 @@ The same parameters, topics and processing as the plain nodes, brought up and do
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
+from functools import partial
 from typing import Any, cast
+
+from lifecycle_msgs.srv import ChangeState
 
 from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, LifecycleState, TransitionCallbackReturn
 from rclpy.publisher import Publisher
@@ -33,12 +37,39 @@ from trt_perception.ros.perception_node import (
     main_for,
 )
 from trt_perception.ros.segmentation_node import SegmentationNode
+from trt_perception.ros.throttle import one_line, quote_limited
 
 
 class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
     """A perception node driven by lifecycle transitions (put it before the task's node class)."""
 
     managed = True
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[call-arg]  # the task node's constructor (next in the MRO)
+        # rclpy before 9 (Jazzy) raises from its change_state service for a transition that the current
+        # state lacks (e.g. a repeated activate): the caller never gets an answer. Answer it here instead.
+        self._service_change_state.callback = partial(
+            self._answer_unavailable_transition, self._service_change_state.callback
+        )
+
+    def _answer_unavailable_transition(
+        self, change_state: Callable[[Any, Any], Any], request: ChangeState.Request, response: ChangeState.Response
+    ) -> Any:
+        """``success`` false and one line for a transition id that the current state has not; any other
+        request goes to rclpy's ``change_state``."""
+        transition = request.transition
+        state_label = self._state_machine.current_state[1]
+        available = {description[0]: description[1] for description in self._state_machine.available_transitions}
+        if not transition.label and transition.id not in available:
+            choices = ", ".join(f"{label} ({transition_id})" for transition_id, label in available.items())
+            self.get_logger().warning(
+                f"transition {transition.id} refused: state {state_label} has no such transition (available: "
+                f"{choices or 'none'})"
+            )
+            response.success = False
+            return response
+        return change_state(request, response)
 
     def create_output_publisher(self, message_type: type, topic: str, qos: QoSProfile | int, **kwargs: Any) -> Publisher:
         return self.create_lifecycle_publisher(message_type, topic, qos, **kwargs)
@@ -47,13 +78,25 @@ class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
         self.destroy_lifecycle_publisher(cast(LifecyclePublisher, publisher))  # made by create_output_publisher
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        publishers_before = set(self.publishers)
         try:
             self.configure_pipeline()
         except STARTUP_ERRORS as error:
-            self.get_logger().error(f"cannot configure: {error}")
+            self._discard_partial_configuration(publishers_before)
+            self.get_logger().error(quote_limited(f"cannot configure: {one_line(str(error))}"))
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f"configured: {self.spec.name} loaded (backend {self.pipeline.backend.name})")
         return TransitionCallbackReturn.SUCCESS
+
+    def _discard_partial_configuration(self, publishers_before: set[Publisher]) -> None:
+        """Destroy the outputs and close the model that a failed configure made before it failed (a
+        lifecycle manager may retry configure: nothing may pile up)."""
+        for publisher in set(self.publishers) - publishers_before:
+            self.destroy_output_publisher(publisher)
+        self._cameras = []
+        if hasattr(self, "pipeline"):
+            self.pipeline.close()
+            del self.pipeline
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)  # the lifecycle publishers

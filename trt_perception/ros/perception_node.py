@@ -24,7 +24,7 @@ import cv2
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.exceptions import ParameterException
+from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
@@ -53,7 +53,7 @@ from trt_perception.ros.messages import diagnostic_status, label_info
 from trt_perception.ros.parameters import COMMON_PARAMETERS, ParameterDefinition, check_value
 from trt_perception.ros.statistics import Health, HealthLimits, HealthMonitor, NodeStatistics, StatisticsReport
 from trt_perception.ros.stop_signals import StopRequested, install_stop_signals
-from trt_perception.ros.throttle import MessageThrottle, quote_limited
+from trt_perception.ros.throttle import MessageThrottle, one_line, quote_limited
 from trt_perception.row_bands import limit_bands
 from trt_perception.spec import ModelSpec, load_model_spec
 
@@ -65,8 +65,9 @@ except ImportError:  # Humble
 Settings = Mapping[str, Any]
 
 # Errors that end the node at start-up with one clear line instead of a traceback: a bad model
-# spec or model file, a parameter value rejected by its type, range or validation.
-STARTUP_ERRORS: tuple[type[Exception], ...] = (TrtPerceptionError, ParameterException)
+# spec or model file, a parameter value rejected by its type, range or validation, a topic name that
+# the namespace, node name and cameras cannot make (e.g. too long for DDS).
+STARTUP_ERRORS: tuple[type[Exception], ...] = (TrtPerceptionError, ParameterException, NameValidationException)
 
 LABEL_INFO_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -90,6 +91,10 @@ QOS_FIXES = {
     "output_reliability": "set output_reliability:=reliable (serves reliable and best-effort subscribers)",
 }
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
+# The message type the input subscription reads, by use_compressed; publishers of another type cannot deliver.
+INPUT_TYPES = {False: "sensor_msgs/msg/Image", True: "sensor_msgs/msg/CompressedImage"}
+# The QoS of images and results other than reliability and depth (not parameters): what a peer must accept.
+QOS_FIXED = "volatile durability, no deadline, automatic liveliness"
 
 
 # A received image, read where it is processed: returns the message header and the decoded pixels.
@@ -248,6 +253,7 @@ class PerceptionNode(Node):
         self._definitions: dict[str, ParameterDefinition] = {}
         self._settings: Settings = {}
         self._running = False  # set once the pipeline and outputs exist: from then on changes are applied
+        self._foreign_input_types: dict[str, tuple[str, ...]] = {}  # input topic -> other types last reported
         self._throttle = MessageThrottle(period=0.0)  # period set from warning_period when declared
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._declare(COMMON_PARAMETERS, {"model_spec": default_model_spec})
@@ -391,9 +397,10 @@ class PerceptionNode(Node):
 
     def publish_results(
         self, outputs: Mapping[str, Publisher], header: MessageHeader, image: DecodedImage, result: Any, settings: Settings
-    ) -> None:
+    ) -> str | None:
         """Publish the results of one frame on its camera's enabled ``outputs`` (by output name), with
-        the input ``header``."""
+        the input ``header``; a problem with the frame's results to count it failed for (besides
+        published), or ``None``."""
         raise NotImplementedError
 
     def label_info_threshold(self) -> float:
@@ -435,10 +442,14 @@ class PerceptionNode(Node):
         for definition in definitions:
             if definition.name in defaults:
                 definition = replace(definition, default=defaults[definition.name])
-            self._definitions[definition.name] = definition
+            self._definitions[definition.name] = definition  # before declaring: the set callback checks by it
             # an empty string list has no type of its own in rclpy: declare the type instead
             default = Parameter.Type.STRING_ARRAY if definition.default == () else definition.default
-            self.declare_parameter(definition.name, default, descriptor_of(definition))
+            try:
+                self.declare_parameter(definition.name, default, descriptor_of(definition))
+            except Exception:
+                del self._definitions[definition.name]  # not declared: a managed node's next configure tries again
+                raise
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         changes = {}
@@ -501,12 +512,37 @@ class PerceptionNode(Node):
         """What ``topic``'s publishers offer: ``reliable`` when all of them are reliable (so a reliable
         subscription loses nothing), ``best_effort`` when any is not, ``None`` without publishers.
         The same rule rosbag2 uses to record a topic."""
-        publishers = self.get_publishers_info_by_topic(topic)
+        publishers = self._input_publishers(topic)[0]
         if not publishers:
             return None
         if all(info.qos_profile.reliability == ReliabilityPolicy.RELIABLE for info in publishers):
             return "reliable"
         return "best_effort"
+
+    def _input_publishers(self, topic: str) -> tuple[list[Any], tuple[str, ...]]:
+        """The publishers of ``topic`` with the message type this node reads there, and the other types
+        it is published as (their messages cannot reach the node: DDS matches by type)."""
+        expected = INPUT_TYPES[self._settings["use_compressed"]]
+        publishers = self.get_publishers_info_by_topic(topic)
+        others = tuple(sorted({info.topic_type for info in publishers} - {expected}))
+        return [info for info in publishers if info.topic_type == expected], others
+
+    def _foreign_types_problem(self, topic: str, others: tuple[str, ...]) -> Health:
+        """The diagnostics error for an input topic published as ``others``; logged when they change."""
+        expected = INPUT_TYPES[self._settings["use_compressed"]]
+        fix = (
+            f"set use_compressed:={str(not self._settings['use_compressed']).lower()}, or remap the input to a "
+            f"topic of {expected}"
+            if INPUT_TYPES[not self._settings["use_compressed"]] in others
+            else f"remap the input to a topic of {expected}"
+        )
+        message = (
+            f"{topic} is published as {', '.join(others)}, but this node reads {expected}: no frame can arrive; {fix}"
+        )
+        if self._foreign_input_types.get(topic) != others:
+            self._foreign_input_types[topic] = others
+            self.log_problem(message)
+        return Health("ERROR", message)
 
     def _match_input_qos(self) -> None:
         """With ``input_reliability: auto``: re-create a camera's subscription when its publishers offer
@@ -561,12 +597,15 @@ class PerceptionNode(Node):
         except ValueError:
             policy = str(event.last_policy_kind)
         value = self._settings[parameter]
-        advice = (
-            f"This node uses {parameter}='auto' and re-subscribes to match the topic's publishers within "
-            f"{QOS_MATCH_PERIOD:g} s; no action needed unless this repeats"
-            if value == "auto"
-            else f"This node uses {parameter}={value!r}; fix: {QOS_FIXES[parameter]}"
-        )
+        if policy != "RELIABILITY":  # the only policy a parameter sets; the others are fixed (QOS_FIXED)
+            advice = f"This node's {policy} is fixed ({QOS_FIXED}); fix: change the peer's {policy} QoS"
+        elif value == "auto":
+            advice = (
+                f"This node uses {parameter}='auto' and re-subscribes to match the topic's publishers within "
+                f"{QOS_MATCH_PERIOD:g} s; no action needed unless this repeats"
+            )
+        else:
+            advice = f"This node uses {parameter}={value!r}; fix: {QOS_FIXES[parameter]}"
         self.get_logger().warning(
             f"a peer of {self.resolve_topic_name(topic)} has QoS incompatible with this node's (policy {policy}); no messages flow "
             f"between them. {advice}"
@@ -654,7 +693,7 @@ class PerceptionNode(Node):
         publish is reported for that camera alone (the other cameras of a batch still publish)."""
         published = time.perf_counter()
         try:
-            self.publish_results(item.camera.outputs, item.header, item.image, result, settings)
+            problem = self.publish_results(item.camera.outputs, item.header, item.image, result, settings)
         except Exception as error:  # noqa: BLE001 - one camera's outputs must not cost the others theirs
             if self._stopping:
                 raise
@@ -666,6 +705,8 @@ class PerceptionNode(Node):
         item.camera.stats.frame_processed(
             {"decode": item.decode_ms, **result.timings.milliseconds, "publish": (done - published) * 1e3}
         )
+        if problem is not None:
+            self._report_problem(problem, bad_input=False, cameras=[item.camera])
 
     def _report_problem(self, message: str, bad_input: bool, cameras: Sequence[Camera]) -> None:
         """Count a problem with the cameras' frames in diagnostics and log it (``log_problem``)."""
@@ -728,7 +769,10 @@ class PerceptionNode(Node):
         """Problems of one camera's input: its ``HealthMonitor`` against its own publishers, and its last
         error (from ``report``, its statistics now) while that is recent."""
         statistics = camera.stats.own
-        problems = camera.health.assess(statistics, statistics.input_rate_hz(), self.count_publishers(camera.input_topic))
+        publishers, others = self._input_publishers(camera.input_topic)
+        problems = camera.health.assess(statistics, statistics.input_rate_hz(), len(publishers))
+        if others:
+            problems.append(self._foreign_types_problem(camera.input_topic, others))
         if report.seconds_since_error is not None and report.seconds_since_error < max(5.0, 2 * period):
             problems.append(Health("WARN", f"last error: {report.last_error}"))
         return problems
@@ -806,7 +850,7 @@ def run_node(create: Callable[[], PerceptionNode], logger_name: str, args: Seque
     except StopRequested:
         pass
     except STARTUP_ERRORS as error:
-        logger.fatal(quote_limited(f"cannot start: {error}"))
+        logger.fatal(quote_limited(f"cannot start: {one_line(str(error))}"))
         return 1
     except RCLError as error:  # e.g. a missing --params-file, found by rclpy.init
         logger.fatal(quote_limited(f"cannot start: {error}".splitlines()[0]))

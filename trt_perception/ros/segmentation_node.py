@@ -70,12 +70,12 @@ class SegmentationNode(PerceptionNode):
 
     def publish_results(
         self, outputs: Mapping[str, Publisher], header: MessageHeader, image: DecodedImage, result: Any, settings: Settings
-    ) -> None:
+    ) -> str | None:
         labels = result.labels
         if settings["publish_labels"]:
             self.publish_image(outputs["labels"], header, labels, "mono8" if labels.dtype == np.uint8 else "mono16")
         if not (settings["publish_color_mask"] or settings["publish_overlay"]):
-            return
+            return None
         drawn = getattr(self.pipeline, "published", None)  # pictures the GPU drew for this frame, if any
         colors = drawn.color_mask if drawn is not None else None
         picture = drawn.overlay if drawn is not None else None
@@ -89,6 +89,7 @@ class SegmentationNode(PerceptionNode):
                 rgb = visualize.as_rgb(image.pixels, image.channel_order)
                 picture = visualize.overlay(rgb, colors, settings["overlay_alpha"])
             self.publish_image(outputs["overlay"], header, picture, "rgb8")
+        return None
 
 
 def main() -> int:

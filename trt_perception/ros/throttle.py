@@ -23,6 +23,12 @@ def quote_limited(text: str, limit: int = LINE_LENGTH) -> str:
     return f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
+def one_line(text: str) -> str:
+    """``text`` on one line: its lines stripped and joined by a space, leaving out lines that only point
+    at a column (``^``, as rclpy's name validation errors put under the name)."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip() not in ("", "^"))
+
+
 def problem_kind(message: str) -> str:
     """What kind of problem ``message`` reports: its first ``KIND_LENGTH`` characters with every quoted
     text replaced by ``'…'`` and every number by ``#``. "unknown encoding 'yuv9'" and "unknown encoding
