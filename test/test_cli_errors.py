@@ -63,6 +63,8 @@ def test_infer_option_for_the_other_task_is_refused(tmp_path: Path, spec: str, e
         (["--wait-for-node", "1", "--answer-timeout", "2"], "--wait-for-node, --answer-timeout: only with --live"),
         (["--workers", "2"], "--workers: only with several bags (a fleet job on Ray)"),
         (["--force"], "--force: only with several bags (a fleet job on Ray)"),
+        (["--eval-score-threshold", "0.2", "--detections-topic", "/d"],
+         "--detections-topic, --eval-score-threshold: not for a segmentation model"),
     ],
 )
 def test_bag_eval_options_of_another_mode_are_refused(tmp_path: Path, extra: list[str], message: str,
@@ -76,6 +78,25 @@ def test_bag_eval_options_of_another_mode_are_refused(tmp_path: Path, extra: lis
     assert main(arguments) == 1
     assert capsys.readouterr().err.strip() == f"bag-eval: {message}"
     assert not (tmp_path / "eval").exists()
+
+
+def test_bag_eval_segmentation_options_with_a_detection_model_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the evaluation of boxes has no ignore index and writes no label images: they were silently dropped
+    bag = tmp_path / "bag"
+    assert main(["make-bag", "--images", str(IMAGES / "dog.jpg"), "--topic", "/cam", "--out", str(bag)]) == 0
+    capsys.readouterr()
+    arguments = ["bag-eval", "--bag", str(bag), "--model-spec", "centernet_mobilenetv3_coco", "--image-topic", "/cam",
+                 "--out", str(tmp_path / "eval"), "--no-progress", "--ignore-index", "none", "--labels-topic", "/l"]
+    assert main(arguments) == 1
+    assert capsys.readouterr().err.strip() == "bag-eval: --ignore-index, --labels-topic: not for a detection model"
+    assert not (tmp_path / "eval").exists()
+    # the detection options are taken: the output bag holds the detections on the topic given
+    assert main([*arguments[:-4], "--detections-topic", "/dog/detections", "--eval-score-threshold", "0.3"]) == 0
+    metadata = (tmp_path / "eval" / "bag" / "metadata.yaml").read_text()
+    topics = {line.split("name:")[1].strip() for line in metadata.splitlines() if line.strip().startswith("name:")}
+    assert "/dog/detections" in topics and "/detections" not in topics, topics
 
 
 def test_infer_output_that_is_a_file_is_one_line(tmp_path: Path) -> None:

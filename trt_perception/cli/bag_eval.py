@@ -14,12 +14,18 @@ from trt_perception.evaluation.bag_io import STORAGES
 from trt_perception.evaluation.fleet import FleetError, FleetOptions, bag_rows, expand_bag_arguments, run_fleet_eval
 from trt_perception.evaluation.report import COCO_KEYS, write_report
 from trt_perception.pipeline_factory import DEVICES
+from trt_perception.spec import load_model_spec
 
 
 COCO_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR@100")
 # Options of one mode only (their defaults are None, so that a given one is seen): refused in the other modes.
 LIVE_ONLY = ("node_input", "node_output", "wait_for_node", "answer_timeout")
 FLEET_ONLY = ("workers", "cpus_per_task", "gpus_per_task", "force")
+# Options of one task only, refused with a spec of the other task, and their defaults (argparse leaves them
+# out unless given, so that a given one is seen; ``--ignore-index none`` gives None).
+TASK_ONLY = {"segmentation": ("ignore_index", "labels_topic"), "detection": ("detections_topic", "eval_score_threshold")}
+TASK_DEFAULTS: dict[str, Any] = {"ignore_index": 255, "labels_topic": "/labels", "detections_topic": "/detections",
+                                 "eval_score_threshold": DEFAULT_EVAL_SCORE_THRESHOLD}
 
 
 def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
@@ -49,17 +55,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     truth.add_argument("--gt-coco", type=Path, help="COCO json; frame k = k-th image in file_name order")
     truth.add_argument("--gt-masks", type=Path, help="folder of label masks; frame k = k-th file by name")
     parser.add_argument("--out", type=Path, required=True, help="output folder (report, metrics, plots, bag)")
-    parser.add_argument("--ignore-index", type=_ignore_index, default=255,
-                        help="ground-truth label to ignore (default 255; 'none' for none)")
-    parser.add_argument("--labels-topic", default="/labels",
-                        help="output topic for label images (always at source resolution, as the ground truth)")
-    parser.add_argument("--detections-topic", default="/detections", help="output topic for detections")
+    parser.add_argument("--ignore-index", type=_ignore_index, default=argparse.SUPPRESS,
+                        help="segmentation: ground-truth label to ignore (default 255; 'none' for none)")
+    parser.add_argument("--labels-topic", default=argparse.SUPPRESS,
+                        help="segmentation: output topic for label images (default /labels; always at source "
+                             "resolution, as the ground truth)")
+    parser.add_argument("--detections-topic", default=argparse.SUPPRESS,
+                        help="detection: output topic for detections (default /detections)")
     parser.add_argument("--storage", choices=sorted(STORAGES), default="mcap", help="output bag storage")
     parser.add_argument("--worst-frames", type=int, default=4, help="how many worst frames to draw")
     parser.add_argument("--device", choices=DEVICES,
                         help="offline mode: where pre/post-processing runs (gpu needs CuPy; auto: gpu when "
                              "usable; default cpu)")
-    parser.add_argument("--eval-score-threshold", type=float, default=DEFAULT_EVAL_SCORE_THRESHOLD,
+    parser.add_argument("--eval-score-threshold", type=float, default=argparse.SUPPRESS,
                         help="detection: lowest score the COCO metrics see (default "
                              f"{DEFAULT_EVAL_SCORE_THRESHOLD}; at most 100 per image; the output bag keeps the "
                              "spec's deployment threshold)")
@@ -96,13 +104,22 @@ def run(args: argparse.Namespace) -> int:
         return 1
     fleet = (len(bags) > 1 or bags != [Path(args.bag[0]).absolute()] or args.ray_address is not None
              or args.slice_seconds is not None)
+    try:
+        task = load_model_spec(args.model_spec).task
+    except TrtPerceptionError as error:
+        print(f"bag-eval: {error}", file=sys.stderr)
+        return 1
+    other_task = [f"--{name.replace('_', '-')}" for other, names in TASK_ONLY.items() if other != task
+                  for name in names if name in args]
+    if other_task:
+        print(f"bag-eval: {', '.join(other_task)}: not for a {task} model", file=sys.stderr)
+        return 1
+    task_options = {name: getattr(args, name, default) for name, default in TASK_DEFAULTS.items()}
     options = BagEvalOptions(
         bag=Path(args.bag[0]), model_spec=args.model_spec, image_topic=args.image_topic,
         out=args.out, gt_topic=args.gt_topic, gt_coco=args.gt_coco, gt_masks=args.gt_masks,
-        ignore_index=args.ignore_index, labels_topic=args.labels_topic,
-        detections_topic=args.detections_topic, storage=args.storage,
-        worst_frames=args.worst_frames, progress=not args.no_progress, device=args.device or "cpu",
-        eval_score_threshold=args.eval_score_threshold, max_pixels=args.max_pixels,
+        storage=args.storage, worst_frames=args.worst_frames, progress=not args.no_progress,
+        device=args.device or "cpu", max_pixels=args.max_pixels, **task_options,
     )
     if args.rate is not None and (args.rate <= 0 or not args.live):
         print(f"bag-eval: --rate must be positive and goes with --live, got {args.rate}", file=sys.stderr)
