@@ -78,6 +78,11 @@ class CameraStatistics:
         for statistics in self._targets:
             statistics.frame_failed(message, bad_input)
 
+    def problem_noted(self, message: str) -> None:
+        """Remember a problem with a frame that was still published, without counting it failed."""
+        for statistics in self._targets:
+            statistics.problem_noted(message)
+
 
 @dataclass
 class Camera:

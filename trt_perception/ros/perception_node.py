@@ -705,8 +705,10 @@ class PerceptionNode(Node):
         item.camera.stats.frame_processed(
             {"decode": item.decode_ms, **result.timings.milliseconds, "publish": (done - published) * 1e3}
         )
-        if problem is not None:
-            self._report_problem(problem, bad_input=False, cameras=[item.camera])
+        if problem is not None:  # published all the same: a warning, not a failed frame
+            message = quote_limited(problem)
+            item.camera.stats.problem_noted(message)
+            self.log_problem(message)
 
     def _report_problem(self, message: str, bad_input: bool, cameras: Sequence[Camera]) -> None:
         """Count a problem with the cameras' frames in diagnostics and log it (``log_problem``)."""

@@ -132,8 +132,17 @@ class NodeStatistics:
                 self.bad_input += 1
             else:
                 self.failed += 1
-            self._last_error = message
-            self._last_error_time = self._clock()
+            self._remember_problem(message)
+
+    def problem_noted(self, message: str) -> None:
+        """Remember a problem with a frame whose results were still published (e.g. boxes left out), as
+        the last error, without counting the frame failed."""
+        with self._lock:
+            self._remember_problem(message)
+
+    def _remember_problem(self, message: str) -> None:
+        self._last_error = message
+        self._last_error_time = self._clock()
 
     def input_rate_hz(self) -> float:
         """Frames received per second over the window."""
