@@ -23,13 +23,14 @@ from trt_perception.spec import load_model_spec, parse_model_spec
 ASTRONAUT = Path(__file__).resolve().parent / "fixtures" / "images" / "astronaut.png"
 
 
-def sqrt_of_mean_model() -> onnx.ModelProto:
-    """``y = sqrt(mean over channels of x)``: x [1,3,8,8] -> y [1,1,8,8]; NaN where the mean is negative."""
+def sqrt_of_mean_model(width: int | str = 8) -> onnx.ModelProto:
+    """``y = sqrt(mean over channels of x)``: x [1,3,8,width] -> y [1,1,8,width]; NaN where the mean is
+    negative. A text ``width`` is a dynamic dimension of that name."""
     nodes = [
         helper.make_node("ReduceMean", ["x"], ["mean"], axes=[1], keepdims=1),  # opset 17: axes attribute
         helper.make_node("Sqrt", ["mean"], ["y"]),
     ]
-    return build_model(nodes, {"x": [1, 3, 8, 8]}, {"y": (TensorProto.FLOAT, [1, 1, 8, 8])})
+    return build_model(nodes, {"x": [1, 3, 8, width]}, {"y": (TensorProto.FLOAT, [1, 1, 8, width])})
 
 
 def tiny_spec(folder: Path, model: onnx.ModelProto | None, **changes) -> dict:
@@ -111,11 +112,22 @@ def test_dynamic_size_rule_for_a_fixed_size_model_is_named_at_load(tmp_path):
     """A dynamic input.size for a model of fixed height and width loaded and failed on the first
     frame whose size gave another network size; a rule that always gives the model's size still runs."""
     message = (r"^input.size: the dynamic size rule gives a 10x8 network input for a 640x480 image \(width x height\) "
-               r"but the model input 'x' has shape \[1, 3, 8, 8\] \(NCHW\); give input.size as \[height, width\]$")
+               r"but the model input 'x' has shape \[1, 3, 8, 8\] \(NCHW\); give input.size as \[height, width\]: \[8, 8\]$")
     with pytest.raises(SpecError, match=message):
         tiny_pipeline(tmp_path, sqrt_of_mean_model(), input__size={"short_side": 8})
     constant = tiny_pipeline(tmp_path, sqrt_of_mean_model(), input__size={"short_side": 8, "max_long_side": 8, "multiple_of": 8})
     assert constant.run(np.full((480, 640, 3), 255, np.uint8), "RGB").labels.shape == (480, 640)
+    # a model of fixed height and dynamic width takes a short-side rule that gives its height for landscape
+    # cameras (portrait ones are not tried: such a model cannot take them whatever the rule)
+    fixed_height = tiny_pipeline(tmp_path, sqrt_of_mean_model("w"), input__size={"short_side": 8})
+    for height, width in ((480, 640), (720, 1280)):
+        result = fixed_height.run(np.full((height, width, 3), 255, np.uint8), "RGB")
+        assert result.labels.shape == (height, width) and result.geometry.network_size[0] == 8
+    message = (r"^input.size: the dynamic size rule gives a \d+x16 network input for a 640x480 image \(width x height\) "
+               r"but the model input 'x' has shape \[1, 3, 8, None\] \(NCHW\); the rule must give the model's fixed "
+               r"height, 8, for every camera$")
+    with pytest.raises(SpecError, match=message):
+        tiny_pipeline(tmp_path, sqrt_of_mean_model("w"), input__size={"short_side": 16})
 
 
 def test_detection_class_index_beyond_the_labels_is_named_at_load():

@@ -20,8 +20,9 @@ from trt_perception.spec import DynamicSize, ModelSpec, load_model_spec
 
 STAGES = ("preprocess", "inference", "postprocess")
 # Camera sizes (height, width) a dynamic input.size rule is tried on at load against a model input
-# of fixed height or width: VGA landscape and portrait, 720p, 1080p.
-CHECKED_CAMERA_SIZES = ((480, 640), (640, 480), (720, 1280), (1080, 1920))
+# of fixed height or width: VGA, 720p, 1080p (landscape: a model of fixed height and dynamic width
+# takes a short-side rule for those, and no rule for portrait cameras).
+CHECKED_CAMERA_SIZES = ((480, 640), (720, 1280), (1080, 1920))
 
 
 def check_batch_outputs(outputs: Mapping[str, Any], batch_size: int, model: str) -> None:
@@ -302,11 +303,16 @@ class Pipeline:
                 )
             return
         keep_aspect = spec.resize == "keep_aspect_ratio"
-        for camera in CHECKED_CAMERA_SIZES:  # a fixed model size only fits a rule that always gives it
+        if None in model_size:
+            fixed = [f"{side}, {dim}" for side, dim in zip(("height", "width"), model_size) if dim is not None]
+            advice = f"the rule must give the model's fixed {fixed[0]}, for every camera" if fixed else ""
+        else:
+            advice = f"give input.size as [height, width]: {list(model_size)}"
+        for camera in CHECKED_CAMERA_SIZES:  # a fixed model dimension only fits a rule that always gives it
             network = dynamic_network_size(camera, spec.size, keep_aspect)
             if any(dim is not None and dim != size for dim, size in zip(model_size, network)):
                 raise SpecError(
                     f"input.size: the dynamic size rule gives a {network[1]}x{network[0]} network input for a "
                     f"{camera[1]}x{camera[0]} image (width x height) but the model input {info.name!r} has shape "
-                    f"{list(info.shape)} ({spec.layout}); give input.size as [height, width]"
+                    f"{list(info.shape)} ({spec.layout}); {advice}"
                 )
