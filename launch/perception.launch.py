@@ -40,10 +40,10 @@ class LaunchArgumentError(ValueError):
 
 
 def camera_topics(topic_format: str, cameras: list[str]) -> list[str]:
-    """Each camera's input topic: ``topic_format`` with ``{camera}`` replaced by its name; it must hold
-    ``{camera}`` (else every camera would read the one topic) and no other field."""
+    """Each camera's input topic: ``topic_format`` with ``{camera}`` replaced by its name; with several
+    cameras it must hold ``{camera}`` (else every camera would read the one topic), and no other field."""
     problem = f"image_topic_format {topic_format!r} must contain {{camera}} (e.g. /{{camera}}/image_raw)"
-    if "{camera}" not in topic_format:
+    if "{camera}" not in topic_format and len(cameras) > 1:
         raise LaunchArgumentError(f"{problem}, or every camera reads the same topic")
     try:
         return [topic_format.format(camera=camera) for camera in cameras]

@@ -92,6 +92,14 @@ def test_a_camera_topic_format_without_the_camera_is_refused_with_the_reason(top
     assert "process started" not in output
 
 
+def test_one_named_camera_may_read_a_topic_without_its_name() -> None:
+    # one camera of a multi-camera node on a driver's fixed topic: nothing to collide with
+    arguments = {"cameras": "front", "image_topic_format": "/camera/color/image_raw", "model_spec": "/nonexistent.yaml"}
+    code, output = run_launch("multi_camera.launch.py", arguments)
+    assert code == 1, output  # the missing spec ends it, after the remapping
+    assert "front/image:=/camera/color/image_raw" in output and "must contain" not in output
+
+
 def test_a_params_file_that_is_not_there_fails_the_launch() -> None:
     # launch_ros only warned "Parameter file path is not a file" and started the node with the built-in
     # defaults, i.e. maybe another model than the file names.
