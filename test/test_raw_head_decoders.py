@@ -308,8 +308,8 @@ def test_infinite_decoder_numbers_are_spec_errors(config, key):
 
 def test_infinite_yolo_anchor_sizes_are_spec_errors():
     """An anchor of .inf (or a float32 overflow such as 1e39) gave boxes of infinite size, clipped
-    to the whole image."""
-    for size in (math.inf, 1e39):
+    to the whole image; an integer beyond float's range (10**400) an OverflowError traceback."""
+    for size in (math.inf, 1e39, 10**400):
         anchors = [[[81, 82], [135, 169]], [[10, 14], [size, 27]]]
         with pytest.raises(SpecError, match="^decoder.anchors: expected one list of .width, height. pairs"):
             decoder_for({**YOLO_CONFIG, "anchors": anchors}, 3)

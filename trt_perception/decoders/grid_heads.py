@@ -335,7 +335,7 @@ class YoloAnchorDecoder(ObjectnessGridDecoder):
         try:
             with np.errstate(over="ignore"):  # a size beyond float32 becomes inf, refused below
                 sizes = np.asarray(anchors, dtype=np.float32)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float's range
             sizes = np.zeros(0, np.float32)
         if (
             sizes.ndim != 3 or sizes.shape[0] != levels or sizes.shape[2] != 2
