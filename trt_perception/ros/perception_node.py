@@ -775,6 +775,8 @@ class PerceptionNode(Node):
         problems = camera.health.assess(statistics, statistics.input_rate_hz(), len(publishers))
         if others:
             problems.append(self._foreign_types_problem(camera.input_topic, others))
+        else:  # gone: the same types coming back are a change to log again
+            self._foreign_input_types.pop(camera.input_topic, None)
         if report.seconds_since_error is not None and report.seconds_since_error < max(5.0, 2 * period):
             problems.append(Health("WARN", f"last error: {report.last_error}"))
         return problems
