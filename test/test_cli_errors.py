@@ -62,6 +62,7 @@ def test_infer_option_for_the_other_task_is_refused(tmp_path: Path, spec: str, e
         (["--node-output", "/segmentation/labels"], "--node-output: only with --live"),
         (["--wait-for-node", "1", "--answer-timeout", "2"], "--wait-for-node, --answer-timeout: only with --live"),
         (["--workers", "2"], "--workers: only with several bags (a fleet job on Ray)"),
+        (["--workers", "0", "--cpus-per-task", "0"], "--workers, --cpus-per-task: only with several bags (a fleet job on Ray)"),
         (["--force"], "--force: only with several bags (a fleet job on Ray)"),
         (["--eval-score-threshold", "0.2", "--detections-topic", "/d"],
          "--detections-topic, --eval-score-threshold: not for a segmentation model"),

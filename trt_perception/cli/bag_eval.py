@@ -133,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for flags, wanted, mode in ((LIVE_ONLY, args.live, "with --live"),
                                 (FLEET_ONLY, fleet, "with several bags (a fleet job on Ray)")):
-        given = [f"--{name.replace('_', '-')}" for name in flags if getattr(args, name) not in (None, False)]
+        given = [f"--{name.replace('_', '-')}" for name in flags
+                 if getattr(args, name) is not None and getattr(args, name) is not False]  # 0 == False: given
         if given and not wanted:
             print(f"bag-eval: {', '.join(given)}: only {mode}", file=sys.stderr)
             return 1
