@@ -253,6 +253,7 @@ def test_every_configure_with_a_bad_task_parameter_says_why(env: dict[str, str])
     with managed_node(env, "detection_lifecycle_node", "/lc_iou", ["-p", "nms_iou:=2.0"]) as (process, ros):
         for _ in range(2):
             assert not change_state(ros, "/lc_iou/detection", Transition.TRANSITION_CONFIGURE)
-        wait_until(lambda: process.output.count("cannot configure: ") >= 2, timeout=30.0)
-        assert process.output.count("Parameter nms_iou out of range") == 2
+        # wait for the reason itself: the end of a log line may be written after its start
+        wait_until(lambda: process.output.count("Parameter nms_iou out of range") >= 2, timeout=30.0)
+        assert process.output.count("cannot configure: ") == 2
         assert lifecycle_state(ros, "/lc_iou/detection") == "unconfigured"
