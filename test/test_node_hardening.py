@@ -299,7 +299,9 @@ def test_input_topic_of_another_message_type_is_named_with_the_fix(env: dict[str
         # logged once while it lasts; gone and back, it is logged again (docs: "when those types change")
         count = len(diagnostics.messages)
         ros.node.destroy_publisher(publisher)
-        diagnostics.wait_for(lambda array: not any(expected in s.message for s in array.status), start=count)
+        diagnostics.wait_for(lambda array: any(
+            s.name.startswith("/typed/segmentation:") and expected not in s.message for s in array.status
+        ), start=count)
         assert process.output.count(expected) == 1
         ros.node.create_publisher(CompressedImage, "/camera/typed/compressed", qos(reliable=True))
         deadline = time.monotonic() + 20

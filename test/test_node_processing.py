@@ -67,6 +67,7 @@ class StandInNode(PerceptionNode):
             "lazy": False, "diagnostics_period": 1.0, "input_reliability": "auto", "use_compressed": False
         }
         self._throttle = MessageThrottle(period=0.0)
+        self._foreign_input_types: dict[str, tuple[str, ...]] = {}
         self._stats = NodeStatistics()
         self._cameras = [
             Camera(name, index, {}, CameraStatistics(self._stats, len(camera_names) > 1), HealthMonitor(limits))
