@@ -399,8 +399,8 @@ class PerceptionNode(Node):
         self, outputs: Mapping[str, Publisher], header: MessageHeader, image: DecodedImage, result: Any, settings: Settings
     ) -> str | None:
         """Publish the results of one frame on its camera's enabled ``outputs`` (by output name), with
-        the input ``header``; a problem with the frame's results to count it failed for (besides
-        published), or ``None``."""
+        the input ``header``; a problem with the published results to warn about (e.g. boxes left out),
+        or ``None``."""
         raise NotImplementedError
 
     def label_info_threshold(self) -> float:
