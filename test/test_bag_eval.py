@@ -637,12 +637,8 @@ def test_live_frames_the_node_leaves_unanswered_are_given_up_while_the_bag_plays
     ``answer_timeout``: a node that drops or never answers frames cannot make the player's memory
     grow with the length of the bag."""
     pytest.importorskip("rclpy", reason="needs the repo's .venv (rclpy)")
-    import rclpy
     from node_harness import isolated_ros_environment
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
-    from trt_perception.evaluation.bag_eval import prepare_evaluation
-    from trt_perception.ros.bag_player import LiveOptions, _Player
+    from trt_perception.ros.bag_player import LiveOptions, live_player
 
     isolated_ros_environment()
     images, masks = write_scene(tmp_path, frames=8, truth_frames=8)
@@ -650,26 +646,13 @@ def test_live_frames_the_node_leaves_unanswered_are_given_up_while_the_bag_plays
     make_bag([images], bag, "/cam", 10.0, labels_dir=masks, gt_topic="/gt")
     options = BagEvalOptions(bag=bag, model_spec=str(colour_spec), image_topic="/cam", out=tmp_path / "out",
                              gt_topic="/gt", progress=False)
-    setup = prepare_evaluation(options)
-    context = Context()
-    rclpy.init(context=context)
-    try:
-        node = rclpy.create_node("unanswered_frames", context=context)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        with bag_io.BagWriter(options.out / "bag", options.storage) as writer:
-            # 10 frames/s: each frame's predecessor has waited 0.1 s when it is sent, past the 0.05 s
-            player = _Player(setup, options, LiveOptions(rate=10.0, answer_timeout=0.05), node, executor, writer)
-            player._play_frames()  # no node answers, as for frames a node drops
-            assert len(player.pending) == 1 and all(frame.message is not None for frame in player.pending.values())
-            assert dict(setup.evaluator.skipped) == {
-                "no answer from the node within 0.05 s (dropped by the node, lost, or rejected as bad input)": 7
-            }
-        executor.shutdown()
-        node.destroy_node()
-    finally:
-        setup.close()
-        rclpy.shutdown(context=context)
+    # 10 frames/s: each frame's predecessor has waited 0.1 s when it is sent, past the 0.05 s
+    with live_player(options, LiveOptions(rate=10.0, answer_timeout=0.05)) as player:
+        player._play_frames()  # no node answers, as for frames a node drops
+        assert len(player.pending) == 1 and all(frame.message is not None for frame in player.pending.values())
+        assert dict(player.setup.evaluator.skipped) == {
+            "no answer from the node within 0.05 s (dropped by the node, lost, or rejected as bad input)": 7
+        }
 
 
 def test_live_detection_with_compressed_frames_equals_offline(tmp_path: Path) -> None:

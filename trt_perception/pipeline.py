@@ -63,7 +63,6 @@ def detection_filter_from_spec(spec: ModelSpec) -> DetectionFilter:
     )
 
 
-
 def source_detections(
     decoder: DetectionDecoder, outputs: Mapping[str, npt.NDArray], geometry: ResizeGeometry,
     detection_filter: DetectionFilter,
@@ -88,6 +87,7 @@ def filtered_in_source(
     unclipped = decoder.nms_on_unclipped_boxes
     kept = keep(geometry.boxes_to_source(boxes, clip=not unclipped), scores, class_ids)
     return Detections(geometry.clip_to_source(kept.boxes), kept.scores, kept.class_ids) if unclipped else kept
+
 
 class Pipeline:
     """Runs one model on single images (``run``) or several at once (``run_batch``) and returns results

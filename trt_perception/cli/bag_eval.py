@@ -79,7 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fleet.add_argument("--workers", type=int, help="local cluster: CPUs to use (default: all cores)")
     fleet.add_argument("--cpus-per-task", type=int, help="CPUs (and inference threads) per bag task (default 1)")
     fleet.add_argument("--gpus-per-task", type=float, help="GPUs each bag task requests (default 0)")
-    fleet.add_argument("--force", action="store_true", help="re-evaluate bags whose results exist in --out")
+    fleet.add_argument("--force", action="store_true", default=None,
+                       help="re-evaluate bags whose results exist in --out")
     fleet.add_argument("--slice-seconds", type=float,
                        help="split each bag into tasks of this many seconds of recording (default: a task per bag)")
     live = parser.add_argument_group("live mode (needs ROS 2 and the running node)")
@@ -133,8 +134,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for flags, wanted, mode in ((LIVE_ONLY, args.live, "with --live"),
                                 (FLEET_ONLY, fleet, "with several bags (a fleet job on Ray)")):
-        given = [f"--{name.replace('_', '-')}" for name in flags
-                 if getattr(args, name) is not None and getattr(args, name) is not False]  # 0 == False: given
+        given = [f"--{name.replace('_', '-')}" for name in _given(args, flags)]
         if given and not wanted:
             print(f"bag-eval: {', '.join(given)}: only {mode}", file=sys.stderr)
             return 1

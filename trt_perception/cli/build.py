@@ -15,8 +15,8 @@ import numpy as np
 
 from trt_perception.errors import SpecError
 from trt_perception.spec import ModelSpec, load_model_spec
-from trt_perception.tensorrt.engine_builder import PRECISIONS, BuildOptions, EngineBuildError, ShapeRange, build_engine
-from trt_perception.tensorrt.engine_cache import CACHE_DIR_ENV, EngineCache, EngineKey, store_engine
+from trt_perception.tensorrt.engine_builder import PRECISIONS, BuildOptions, EngineBuildError, ShapeRange
+from trt_perception.tensorrt.engine_cache import CACHE_DIR_ENV, EngineCache, build_engine_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -127,11 +127,7 @@ def run(args: argparse.Namespace) -> int:
         spec = load_model_spec(name)
         onnx_path = _onnx_path(spec, args.onnx)
         if args.output is not None:
-            started = time.monotonic()
-            key = EngineKey.current(onnx_path, options, spec.input)
-            plan = build_engine(onnx_path, options, spec.input)
-            built_key = key.after_build(options, spec.input)  # the build may write the calibration cache
-            store_engine(args.output, plan, built_key, onnx_path, time.monotonic() - started, options)
+            build_engine_file(args.output, onnx_path, options, spec.input)
             engine_path = args.output
         else:
             engine_path = EngineCache(args.cache_dir).build(onnx_path, options, spec.input, force=args.force)

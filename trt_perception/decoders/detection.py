@@ -122,21 +122,23 @@ class DetectionDecoder(ABC):
                 f"{float(values[int(xp.argmax(xp.abs(values - raw)))]):.4g}): it is not the class index "
                 "the spec says (check decoder.columns or decoder.classes)"
             )
-        if raw.size and max(abs(float(raw.min())), abs(float(raw.max()))) >= 2.0**62:
+        if not raw.size:
+            return raw.astype(np.int64)
+        low, high = raw.min().item(), raw.max().item()  # read once: the bounds and the labels check below
+        if max(abs(low), abs(high)) >= 2.0**62:
             raise InferenceError(
-                f"output '{name}' gives class indices {float(raw.min()):.4g}..{float(raw.max()):.4g}, beyond any class "
+                f"output '{name}' gives class indices {float(low):.4g}..{float(high):.4g}, beyond any class "
                 "index (check decoder.columns or decoder.classes)"
             )
         ids = raw.astype(np.int64) - self.class_offset
-        if ids.size:
-            low, high = int(ids.min()), int(ids.max())
-            highest = None if self.num_classes is None else self.num_classes - 1
-            if low < 0 or (highest is not None and high > highest):
-                allowed = "non-negative" if highest is None else f"within 0..{highest} (one per label)"
-                raise InferenceError(
-                    f"output '{name}' gives class indices {low}..{high} after decoder.class_offset "
-                    f"{self.class_offset}; they must be {allowed}"
-                )
+        low, high = int(low) - self.class_offset, int(high) - self.class_offset
+        highest = None if self.num_classes is None else self.num_classes - 1
+        if low < 0 or (highest is not None and high > highest):
+            allowed = "non-negative" if highest is None else f"within 0..{highest} (one per label)"
+            raise InferenceError(
+                f"output '{name}' gives class indices {low}..{high} after decoder.class_offset "
+                f"{self.class_offset}; they must be {allowed}"
+            )
         return ids
 
 

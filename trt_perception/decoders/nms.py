@@ -116,11 +116,11 @@ class DetectionFilter:
     allowed_class_ids: frozenset[int] | None = None
 
     def __post_init__(self) -> None:
-        if not _is_real(self.score_threshold):
+        if not is_finite_number(self.score_threshold):
             raise SpecError(
                 f"detection.score_threshold: expected a finite number, got {self.score_threshold!r}"
             )
-        if self.nms_iou is not None and not (_is_real(self.nms_iou) and 0 <= self.nms_iou <= 1):
+        if self.nms_iou is not None and not (is_finite_number(self.nms_iou) and 0 <= self.nms_iou <= 1):
             raise SpecError(f"detection.nms_iou: expected null or a number in [0, 1], got {self.nms_iou!r}")
         if not isinstance(self.class_agnostic, bool):
             raise SpecError(f"detection.class_agnostic: expected true or false, got {self.class_agnostic!r}")
@@ -134,10 +134,6 @@ class DetectionFilter:
             )
         if self.allowed_class_ids is not None:
             object.__setattr__(self, "allowed_class_ids", _class_id_set(self.allowed_class_ids))
-
-
-def _is_real(value: object) -> bool:
-    return is_finite_number(value)
 
 
 def _class_id_set(values: Iterable[int]) -> frozenset[int]:

@@ -50,6 +50,7 @@ class DecodePlan:
     # area shortcut sums in sequence (``area_sequence_table``); else None
     area_sequence: Any = None
 
+
 # The CPU decoders that have a GPU version here.
 GPU_DECODERS = (LogitsDecoder, BinaryDecoder, LabelsDecoder)
 

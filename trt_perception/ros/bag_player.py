@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +60,17 @@ class PlayedFrame:
 
 def run_live_eval(options: BagEvalOptions, live: LiveOptions) -> EvaluationResult:
     """Play the bag into the node, record its outputs under ``options.out`` and score them."""
+    with live_player(options, live) as player:
+        start = time.perf_counter()
+        player.play()
+        wall_seconds = time.perf_counter() - start
+    return player.setup.evaluator.finish(wall_seconds)
+
+
+@contextmanager
+def live_player(options: BagEvalOptions, live: LiveOptions) -> Iterator[_Player]:
+    """The evaluation set up, a ROS node in a context of its own and the output bag open, as a player of
+    the bag; all of it closed again on leaving."""
     setup = prepare_evaluation(options)
     context = Context()
     rclpy.init(context=context)
@@ -66,16 +79,12 @@ def run_live_eval(options: BagEvalOptions, live: LiveOptions) -> EvaluationResul
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
         with bag_io.BagWriter(options.out / "bag", options.storage, bag_io.bag_distro(setup.reader)) as writer:
-            player = _Player(setup, options, live, node, executor, writer)
-            start = time.perf_counter()
-            player.play()
-            wall_seconds = time.perf_counter() - start
+            yield _Player(setup, options, live, node, executor, writer)
         executor.shutdown()
         node.destroy_node()
     finally:
         setup.close()
         rclpy.shutdown(context=context)
-    return setup.evaluator.finish(wall_seconds)
 
 
 class _Player:

@@ -240,10 +240,21 @@ class EngineCache:
         self, key: EngineKey, onnx_path: Path, options: BuildOptions, input_spec: InputSpec | None, engine_path: Path
     ) -> None:
         LOG.warning("building TensorRT engine %s from %s (this can take minutes)", engine_path, onnx_path)
-        started = time.monotonic()
-        plan = build_engine(onnx_path, options, input_spec)
-        built_key = key.after_build(options, input_spec)
-        store_engine(engine_path, plan, built_key, onnx_path, time.monotonic() - started, options)
+        build_engine_file(engine_path, onnx_path, options, input_spec, key)
+
+
+def build_engine_file(
+    engine_path: Path, onnx_path: Path, options: BuildOptions, input_spec: InputSpec | None,
+    key: EngineKey | None = None,
+) -> None:
+    """Build the engine and write it with its sidecar (``store_engine``). ``key`` (default: the current
+    one, taken before the build) is stored with the calibration inputs as the build left them (an INT8
+    build may write the calibration cache)."""
+    key = key or EngineKey.current(onnx_path, options, input_spec)
+    started = time.monotonic()
+    plan = build_engine(onnx_path, options, input_spec)
+    built_seconds = time.monotonic() - started
+    store_engine(engine_path, plan, key.after_build(options, input_spec), onnx_path, built_seconds, options)
 
 
 def store_engine(
