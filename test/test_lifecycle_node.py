@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -245,6 +246,34 @@ def test_configure_that_cannot_name_a_topic_fails_with_one_line(env: dict[str, s
         wait_until(lambda: ros.node.count_publishers("/lc_long/segmentation/front/labels") == 0, timeout=20.0)
         process.wait_for_output("cannot configure: Invalid topic name: topic length should not exceed")
         assert lifecycle_state(ros, "/lc_long/segmentation") == "unconfigured"
+
+
+INJECTED_FAILURE = """
+import trt_perception.pipeline_factory as factory
+
+
+def create_pipeline(*args, **kwargs):
+    raise RuntimeError("an unforeseen failure, injected by the test")
+
+
+factory.create_pipeline = create_pipeline
+"""
+
+
+def test_an_unexpected_error_in_configure_is_logged_and_the_node_stays_unconfigured(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # rclpy turns any other exception of a transition callback into an ERROR transition without a word; a
+    # fault injected at the node's start (a sitecustomize module) stands for an error nobody foresaw.
+    (tmp_path / "sitecustomize.py").write_text(INJECTED_FAILURE)
+    injected = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))}
+    node = "/lc_unforeseen/segmentation"
+    with managed_node(injected, "segmentation_lifecycle_node", "/lc_unforeseen", []) as (process, ros):
+        for _ in range(2):
+            assert not change_state(ros, node, Transition.TRANSITION_CONFIGURE)
+        wait_until(lambda: process.output.count(
+            "configure failed unexpectedly: RuntimeError: an unforeseen failure, injected by the test") >= 2, timeout=30.0)
+        assert lifecycle_state(ros, node) == "unconfigured"
 
 
 def test_every_configure_with_a_bad_task_parameter_says_why(env: dict[str, str]) -> None:

@@ -11,13 +11,15 @@ The same parameters, topics and processing as the plain nodes, brought up and do
 - deactivate: unsubscribe, let the frames in hand finish, stop inference and diagnostics.
 - cleanup: destroy the publishers, release the model (the backend's session or engine with its
   host and GPU memory) and hand the freed heap back to the operating system.
-- shutdown (from any state) and errors: as far as needed, deactivate and clean up.
+- shutdown (from any state) and errors: as far as needed, deactivate and clean up. An unexpected
+  exception in a transition is logged in one line (rclpy makes it an ERROR transition silently).
 """
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, cast
 
@@ -77,14 +79,30 @@ class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
     def destroy_output_publisher(self, publisher: Publisher) -> None:
         self.destroy_lifecycle_publisher(cast(LifecyclePublisher, publisher))  # made by create_output_publisher
 
+    @contextmanager
+    def _unexpected_errors_said(self, transition: str) -> Iterator[None]:
+        """Log an unexpected exception of a transition callback before it goes on to rclpy, which turns
+        it into an ERROR transition without a word (its TODO: "log sth here")."""
+        try:
+            yield
+        except Exception as error:
+            self.get_logger().error(
+                quote_limited(f"{transition} failed unexpectedly: {type(error).__name__}: {one_line(str(error))}")
+            )
+            raise
+
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         publishers_before = set(self.publishers)
-        try:
-            self.configure_pipeline()
-        except STARTUP_ERRORS as error:
-            self._discard_partial_configuration(publishers_before)
-            self.get_logger().error(quote_limited(f"cannot configure: {one_line(str(error))}"))
-            return TransitionCallbackReturn.FAILURE
+        with self._unexpected_errors_said("configure"):
+            try:
+                self.configure_pipeline()
+            except STARTUP_ERRORS as error:
+                self._discard_partial_configuration(publishers_before)
+                self.get_logger().error(quote_limited(f"cannot configure: {one_line(str(error))}"))
+                return TransitionCallbackReturn.FAILURE
+            except Exception:
+                self._discard_partial_configuration(publishers_before)
+                raise
         self.get_logger().info(f"configured: {self.spec.name} loaded (backend {self.pipeline.backend.name})")
         return TransitionCallbackReturn.SUCCESS
 
@@ -99,31 +117,36 @@ class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
             del self.pipeline
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        result = super().on_activate(state)  # the lifecycle publishers
-        if result == TransitionCallbackReturn.SUCCESS:
-            self.start_processing()
+        with self._unexpected_errors_said("activate"):
+            result = super().on_activate(state)  # the lifecycle publishers
+            if result == TransitionCallbackReturn.SUCCESS:
+                self.start_processing()
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if not self.stop_processing():
-            self.get_logger().error(
-                f"cannot deactivate: a frame is still being processed after {DEACTIVATE_TIMEOUT:g} s; the node stays "
-                "active (taking no new frames, model kept) until a later deactivate finds the frame finished"
-            )
-            return TransitionCallbackReturn.FAILURE
-        self.get_logger().info("deactivated: no inference, no outputs")
-        return super().on_deactivate(state)
+        with self._unexpected_errors_said("deactivate"):
+            if not self.stop_processing():
+                self.get_logger().error(
+                    f"cannot deactivate: a frame is still being processed after {DEACTIVATE_TIMEOUT:g} s; the node "
+                    "stays active (taking no new frames, model kept) until a later deactivate finds the frame finished"
+                )
+                return TransitionCallbackReturn.FAILURE
+            self.get_logger().info("deactivated: no inference, no outputs")
+            return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release_model()
+        with self._unexpected_errors_said("cleanup"):
+            self._release_model()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_and_release()
+        with self._unexpected_errors_said("shutdown"):
+            self._stop_and_release()
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_and_release()
+        with self._unexpected_errors_said("error processing"):
+            self._stop_and_release()
         return TransitionCallbackReturn.SUCCESS
 
     def destroy_node(self) -> None:
