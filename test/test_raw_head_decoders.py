@@ -108,6 +108,49 @@ def test_anchor_and_grid_caches_keep_only_the_last_sizes_of_a_dynamic_size_model
     assert len(yolox.cells((64, 64)).x) == len(first_cells.x) == 64 + 16
 
 
+HUGE_ANCHORS = [
+    # feature map sizes mistyped: 100000x100000 cells of 3 boxes (the lowest layer's), then 10x10 cells of the
+    # three ratios and the interpolated box
+    ({"type": "ssd", "feature_map_sizes": [100000, 10], "aspect_ratios": [1.0, 2.0, 0.5],
+      "interpolated_scale_aspect_ratio": 1.0, "reduce_boxes_in_lowest_layer": True},
+     (300, 300), 100000 * 100000 * 3 + 10 * 10 * 4),
+    # levels 3..7 on a 100000x100000 input: ceil(100000 / stride) cells a side, 3 ratios x 2 scales each
+    ({"type": "multiscale", "min_level": 3, "max_level": 7, "aspect_ratios": [1.0, 2.0, 0.5], "scales_per_octave": 2},
+     (100000, 100000), (12500**2 + 6250**2 + 3125**2 + 1563**2 + 782**2) * 6),
+    # stride 1 on a 10000x10000 input, one box per cell
+    ({"type": "mediapipe", "strides": [1], "aspect_ratios": [1.0], "interpolated_scale_aspect_ratio": 0.0,
+      "reduce_boxes_in_lowest_layer": False, "min_scale": 0.1, "max_scale": 0.9},
+     (10000, 10000), 10000 * 10000),
+]
+
+
+@pytest.mark.parametrize(("anchors", "network_size", "count"), HUGE_ANCHORS)
+def test_anchors_beyond_any_box_predictor_are_a_spec_error_before_any_is_made(anchors, network_size, count):
+    """Billions of anchors from a mistyped size were a numpy MemoryError (a traceback in infer and at a
+    node's start); now one SpecError with the count, raised before the arrays are allocated."""
+    decoder = decoder_for({"type": "ssd", "boxes": "b", "scores": "s", "anchors": anchors})
+    assert isinstance(decoder, AnchorBoxDecoder)
+    with pytest.raises(SpecError, match=rf"^decoder\.anchors: {count} anchors \(per feature map"):
+        decoder.anchors(network_size)
+
+
+def test_the_anchor_limit_counts_exactly(monkeypatch):
+    """TF OD API's SSD rule on 19, 10, 5, 3, 2, 1 cells (lowest layer 3 boxes, the others 5 ratios plus
+    the interpolated box): 19*19*3 + (100 + 25 + 9 + 4 + 1) * 6 = 1917 anchors, allowed at a limit of 1917."""
+    from trt_perception.decoders import anchors as anchor_module
+
+    config = {"type": "ssd", "boxes": "b", "scores": "s",
+              "anchors": {"type": "ssd", "feature_map_sizes": [19, 10, 5, 3, 2, 1], "aspect_ratios": [1.0, 2.0, 0.5, 3.0, 0.3333],
+                          "interpolated_scale_aspect_ratio": 1.0, "reduce_boxes_in_lowest_layer": True}}
+    monkeypatch.setattr(anchor_module, "MAX_ANCHORS", 1917)
+    ssd = decoder_for(config)
+    assert isinstance(ssd, AnchorBoxDecoder)
+    assert len(ssd.anchors((300, 300))) == 19 * 19 * 3 + (100 + 25 + 9 + 4 + 1) * 6 == 1917
+    monkeypatch.setattr(anchor_module, "MAX_ANCHORS", 1916)
+    with pytest.raises(SpecError, match=r"decoder\.anchors: 1917 anchors .*19x19x3, 10x10x6, 5x5x6, 3x3x6, 2x2x6, 1x1x6\), more than the 1916"):
+        decoder_for(config).anchors((300, 300))
+
+
 def test_mediapipe_blazeface_anchors():
     """MediaPipe's face_detection_short_range options: 128x128, strides 8,16,16,16, fixed anchor size:
     2 anchors per 16x16 cell, then 6 per 8x8 cell (three layers share stride 16), 896 in all."""

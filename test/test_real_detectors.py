@@ -22,6 +22,8 @@ import hashlib
 import json
 import math
 import os
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -182,6 +184,30 @@ def test_ssd_oidv4_anchors_equal_a_hand_computation_of_the_tf_rule():
             anchors[index], expected, rtol=1e-5, err_msg=f"layer {layer} ({row},{col}) box {box}"
         )
     assert hand_anchor(5, 0, 0, 5)[0] == 1916  # the last anchor: the counting above covers all 1917
+
+
+def test_a_mistyped_feature_map_size_is_one_line_from_infer_not_a_memory_error(tmp_path):
+    """The OIDv4 spec with its first feature map typed 190000 instead of 19: 190000**2 cells of 3 boxes
+    plus the other layers' 1917 - 19*19*3 anchors. Before any array is made, infer says so in one line
+    and exits 2 (it was numpy's MemoryError for 75 GiB, with a traceback)."""
+    bundled = (REPO / "config" / "models" / "ssd_mobilenetv2_oidv4.yaml").read_text()
+    assert "feature_map_sizes: [19, 10, 5, 3, 2, 1]" in bundled
+    spec = tmp_path / "mistyped.yaml"
+    spec.write_text(
+        bundled.replace("feature_map_sizes: [19, 10, 5, 3, 2, 1]", "feature_map_sizes: [190000, 10, 5, 3, 2, 1]")
+        .replace("model: ssd_mobilenetv2_oidv4.onnx", f"model: {shared_model('ssd_mobilenetv2_oidv4.onnx')}")
+        .replace("labels: ssd_mobilenetv2_oidv4.labels.txt",
+                 f"labels: {REPO / 'config' / 'models' / 'ssd_mobilenetv2_oidv4.labels.txt'}")
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "trt_perception.cli.main", "infer", "--model-spec", str(spec),
+         str(FIXTURES / "images" / "astronaut.png"), "--output", str(tmp_path / "out"), "--no-progress"],
+        capture_output=True, text=True, timeout=120,
+    )
+    count = 190000 * 190000 * 3 + 1917 - 19 * 19 * 3
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"trt-perception infer: error: {spec}: decoder.anchors: {count} anchors"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
 def test_ssd_oidv4_top_box_equals_the_faster_rcnn_box_coder_by_hand():

@@ -27,6 +27,14 @@ from trt_perception.decoders.params import DecoderParams, checked_data_file, is_
 from trt_perception.errors import SpecError
 
 ANCHOR_GENERATORS = ("ssd", "multiscale", "mediapipe", "file")
+# The most anchors a generator makes: far beyond any box predictor's rows (YOLOv8 at 640x640: 8,400;
+# RetinaNet at 1024x1024: about 196,000), yet at 32 bytes each while they are built (float64) only
+# 320 MB. A feature map size or stride mistyped by a few digits asks for billions: a spec error, not
+# an out-of-memory traceback.
+MAX_ANCHORS = 10_000_000
+
+# One feature map: (rows, columns) of cells, ``[K,2]`` box sizes, stride (y, x) and first centre (y, x).
+GridLayer = tuple[tuple[int, int], npt.NDArray[np.float64], tuple[float, float], tuple[float, float]]
 
 
 def grid_anchors(
@@ -49,6 +57,22 @@ def grid_anchors(
     anchors[..., 1] = cx[..., None]
     anchors[..., 2:] = box_sizes
     return anchors.reshape(-1, 4)
+
+
+def layers_anchors(
+    layers: Sequence[GridLayer], unit: npt.NDArray[np.float64] | None = None
+) -> npt.NDArray[np.float32]:
+    """The anchors of every layer (``grid_anchors``) in order, divided by ``unit`` (cy, cx, h, w) when
+    given, as float32; SpecError, before any is made, when they would be more than MAX_ANCHORS."""
+    count = sum(grid[0] * grid[1] * len(sizes) for grid, sizes, _, _ in layers)
+    if count > MAX_ANCHORS:
+        shapes = ", ".join(f"{grid[0]}x{grid[1]}x{len(sizes)}" for grid, sizes, _, _ in layers)
+        raise SpecError(
+            f"decoder.anchors: {count} anchors (per feature map, rows x columns x boxes per cell: {shapes}), "
+            f"more than the {MAX_ANCHORS} any box predictor emits; check the feature map sizes, strides or levels"
+        )
+    anchors = np.concatenate([grid_anchors(*layer) for layer in layers])
+    return (anchors if unit is None else anchors / unit).astype(np.float32)
 
 
 def _box_sizes(scales: Sequence[float], aspect_ratios: Sequence[float]) -> npt.NDArray[np.float64]:
@@ -114,12 +138,12 @@ class SsdAnchors:
         height, width = network_size
         shortest = min(height, width)
         base = np.array([self.base_anchor_size[0] * shortest / height, self.base_anchor_size[1] * shortest / width])
-        parts = []
+        grids: list[GridLayer] = []
         for (grid_h, grid_w), (scales, ratios) in zip(self.feature_map_sizes, layers):
             stride = (1.0 / grid_h, 1.0 / grid_w)
             offset = (0.5 * stride[0], 0.5 * stride[1])
-            parts.append(grid_anchors((grid_h, grid_w), _box_sizes(scales, ratios) * base, stride, offset))
-        return np.concatenate(parts).astype(np.float32)
+            grids.append(((grid_h, grid_w), _box_sizes(scales, ratios) * base, stride, offset))
+        return layers_anchors(grids)
 
 
 @dataclass(frozen=True)
@@ -138,16 +162,15 @@ class MultiscaleAnchors:
         # Aspect ratio outer, scale inner: the order of the generator's meshgrid.
         scales = [scale for _ in self.aspect_ratios for scale in octave_scales]
         ratios = [ratio for ratio in self.aspect_ratios for _ in octave_scales]
-        parts = []
+        grids: list[GridLayer] = []
         for level in range(self.min_level, self.max_level + 1):
             stride = 2.0**level
             sizes = _box_sizes(scales, ratios) * stride * self.anchor_scale
             grid = (math.ceil(height / stride), math.ceil(width / stride))
             # The generator centres anchors in their cells only where the side divides by the stride.
             offset = (stride / 2.0 if height % stride == 0 else 0.0, stride / 2.0 if width % stride == 0 else 0.0)
-            pixels = grid_anchors(grid, sizes, (stride, stride), offset)
-            parts.append(pixels / np.array([height, width, height, width]))
-        return np.concatenate(parts).astype(np.float32)
+            grids.append((grid, sizes, (stride, stride), offset))
+        return layers_anchors(grids, np.array([height, width, height, width], np.float64))  # pixels to normalized
 
 
 @dataclass(frozen=True)
@@ -172,7 +195,7 @@ class MediaPipeAnchors:
 
     def generate(self, network_size: tuple[int, int]) -> npt.NDArray[np.float32]:
         height, width = network_size
-        parts = []
+        grids: list[GridLayer] = []
         layer = 0
         while layer < len(self.strides):
             scales: list[float] = []
@@ -197,9 +220,9 @@ class MediaPipeAnchors:
             sizes = np.ones((len(scales), 2)) if self.fixed_anchor_size else _box_sizes(scales, ratios)
             step = (1.0 / grid[0], 1.0 / grid[1])
             offset = (self.anchor_offset_y * step[0], self.anchor_offset_x * step[1])
-            parts.append(grid_anchors(grid, sizes, step, offset))
+            grids.append((grid, sizes, step, offset))
             layer = same
-        return np.concatenate(parts).astype(np.float32)
+        return layers_anchors(grids)
 
 
 @dataclass(frozen=True)
