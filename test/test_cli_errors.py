@@ -11,6 +11,7 @@ import pytest
 from trt_perception.cli.main import main
 
 IMAGES = Path(__file__).parent / "fixtures" / "images"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def run_cli(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -179,3 +180,18 @@ def test_compare_iou_outside_zero_to_one_is_one_line(capsys: pytest.CaptureFixtu
         main(["compare", "--model-spec", "selfie_segmentation", str(IMAGES / "page.png"), "--iou", "1.5"])
     assert stopped.value.code == 2
     assert "--iou: must be between 0 and 1, got '1.5'" in capsys.readouterr().err
+
+
+def test_infer_with_a_network_size_mistyped_by_two_digits_is_one_line(tmp_path: Path) -> None:
+    """PP-OCR's spec (a model of dynamic size) with input.size [100000, 100000]: each frame asked numpy for
+    112 GiB, a MemoryError traceback; now the spec is refused in one line before the model is loaded."""
+    bundled = (REPO / "config" / "models" / "ppocrv4_det.yaml").read_text()
+    rule = "size: {short_side: 736, multiple_of: 32, rounding: nearest, upscale_only: true, max_long_side: 2000}"
+    assert rule in bundled
+    spec = tmp_path / "mistyped.yaml"
+    spec.write_text(bundled.replace(rule, "size: [100000, 100000]").replace(
+        "model: ../../test/fixtures/models/ppocrv4_det.onnx", f"model: {REPO / 'test' / 'fixtures' / 'models' / 'ppocrv4_det.onnx'}"))
+    result = run_cli("infer", "--model-spec", str(spec), str(IMAGES / "page.png"), "--output", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr == (f"trt-perception infer: error: {spec}: input.size[0]: 100000 pixels; a network input "
+                             "side is at most 16384\n")

@@ -286,6 +286,23 @@ def test_dynamic_size_letterbox_geometry_and_buffer_shapes():
     assert tensor.shape == (1, 3, 64, 64) and geometry.content_size == (64, 64)
 
 
+def test_an_image_whose_network_input_would_pass_16384_pixels_a_side_is_bad_input():
+    """PP-OCR's rule (short side to 736, multiples of 32) without max_long_side on an 8-row strip of a real
+    photo: scale 736 / 8 = 92, so 640 columns need 58880; the frame is refused by name, not allocated
+    (3 x 736 x 58880 float32: 520 MB, a panorama strip's gigabytes). With max_long_side it runs."""
+    strip = cv2.imread(str(IMAGES / "person.jpg"), cv2.IMREAD_COLOR)[100:108]
+    assert strip.shape[:2] == (8, 640)
+    unbounded = Preprocessor(InputSpec(size=DynamicSize(736, 32), layout="NCHW"))
+    with pytest.raises(ImageDecodeError, match=r"^a 640x8 image \(width x height\) would need a 58880x736 network "
+                                               r"input under input.size, more than 16384 pixels a side"):
+        unbounded(strip, "BGR")
+    bounded = Preprocessor(InputSpec(size=DynamicSize(736, 32, max_long_side=2000), layout="NCHW"))
+    tensor, geometry = bounded(strip, "BGR")
+    # scale min(92, 2000 / 640 = 3.125): 8 x 640 -> 25 x 2000 -> nearest multiples of 32, halves to even:
+    # 25 / 32 -> 1, 2000 / 32 = 62.5 -> 62: 32 x 1984
+    assert geometry.network_size == (32, 1984) and tensor.shape == (1, 3, 32, 1984)
+
+
 # --------------------------------------------------------------------------- sampling grids
 
 def bilinear_reference(image: np.ndarray, out_size: tuple[int, int], source_of) -> np.ndarray:

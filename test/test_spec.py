@@ -251,6 +251,27 @@ def test_size_that_is_neither_list_nor_mapping_names_both_forms(tmp_path):
         parse_model_spec(with_change("input.size", "256"), tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("size", "key", "side"),
+    [
+        ([100000, 640], r"input\.size\[0\]", 100000),  # 1000 typed as 100000: 1 GB a frame became 122 GB
+        ([640, 16385], r"input\.size\[1\]", 16385),
+        ({"short_side": 73600}, r"input\.size\.short_side", 73600),
+        ({"short_side": 736, "max_long_side": 200000}, r"input\.size\.max_long_side", 200000),
+        ({"short_side": 736, "multiple_of": 32000000}, r"input\.size\.multiple_of", 32000000),
+    ],
+)
+def test_a_network_side_beyond_16384_pixels_is_a_spec_error(tmp_path, size, key, side):
+    with pytest.raises(SpecError, match=rf"^{key}: {side} pixels; a network input side is at most 16384$"):
+        parse_model_spec(with_change("input.size", size), tmp_path)
+
+
+def test_network_sides_of_16384_pixels_are_accepted(tmp_path):
+    assert parse_model_spec(with_change("input.size", [16384, 16384]), tmp_path).input.size == (16384, 16384)
+    rule = parse_model_spec(with_change("input.size", {"short_side": 16384, "max_long_side": 16384}), tmp_path).input.size
+    assert isinstance(rule, DynamicSize) and rule.short_side == rule.max_long_side == 16384
+
+
 def test_tensorrt_backend_accepts_an_onnx_model_alone(tmp_path):
     spec = parse_model_spec(with_change("backend", "tensorrt"), tmp_path)
     assert spec.backend == "tensorrt" and spec.engine is None and spec.model is not None

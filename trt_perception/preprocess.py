@@ -17,7 +17,7 @@ import numpy.typing as npt
 from trt_perception.errors import ImageDecodeError
 from trt_perception.geometry import ResizeGeometry, sampling_grid
 from trt_perception.row_bands import run_in_bands, shared_row_bands
-from trt_perception.spec import DynamicSize, InputSpec, NormalizationSpec, PostAffine
+from trt_perception.spec import MAX_NETWORK_SIDE, DynamicSize, InputSpec, NormalizationSpec, PostAffine
 
 CHANNELS_PER_ORDER = {"RGB": 3, "BGR": 3, "RGBA": 4, "BGRA": 4, "MONO": 1}
 
@@ -255,6 +255,12 @@ class Preprocessor:
         keep_aspect = self.spec.resize == "keep_aspect_ratio"
         if isinstance(size, DynamicSize):
             network_size = dynamic_network_size(source_size, size, keep_aspect)
+            if max(network_size) > MAX_NETWORK_SIDE:
+                raise ImageDecodeError(
+                    f"a {source_size[1]}x{source_size[0]} image (width x height) would need a "
+                    f"{network_size[1]}x{network_size[0]} network input under input.size, more than "
+                    f"{MAX_NETWORK_SIDE} pixels a side (input.size.max_long_side bounds it)"
+                )
         else:
             network_size = size
         if keep_aspect:

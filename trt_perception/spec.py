@@ -33,6 +33,11 @@ PAD_PLACEMENTS = ("centered", "top_left")
 INTERPOLATIONS = ("nearest", "linear", "cubic", "area", "pil_bilinear")
 SAMPLINGS = ("half_pixel", "align_corners", "asymmetric")
 MULTIPLE_ROUNDINGS = ("nearest", "up")
+# The longest network input side accepted (a fixed input.size, a dynamic rule's sides, and what a rule
+# makes of an image): four times the largest real detector inputs (1536 to 4096 pixels), and a float32
+# NCHW input of 16384x16384 already takes 3 GiB. A size mistyped by a digit or two asks for hundreds
+# of GiB per frame: a spec error instead.
+MAX_NETWORK_SIDE = 16384
 # How the scaled sides become whole pixels (``DynamicSize.side_rounding``).
 SIDE_ROUNDINGS = ("truncate", "transformers")
 STD_CAPS = ("sqrt_count", "count")
@@ -282,12 +287,20 @@ def _resolve(path_value: object, key: str, base_dir: Path) -> Path:
     return path if path.is_absolute() else (base_dir / path).resolve()
 
 
+def _network_side(value: object, key: str) -> int:
+    """A network input side in pixels: an integer from 1 to MAX_NETWORK_SIDE."""
+    side = _integer(value, key, 1)
+    if side > MAX_NETWORK_SIDE:
+        raise SpecError(f"{key}: {side} pixels; a network input side is at most {MAX_NETWORK_SIDE}")
+    return side
+
+
 def _parse_size(value: object, key: str) -> tuple[int, int] | DynamicSize:
     """``input.size``: ``[height, width]`` or a dynamic ``{short_side, multiple_of, max_long_side}``."""
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
             raise SpecError(f"{key}: expected [height, width], got {len(value)} numbers")
-        return (_integer(value[0], f"{key}[0]", 1), _integer(value[1], f"{key}[1]", 1))
+        return (_network_side(value[0], f"{key}[0]"), _network_side(value[1], f"{key}[1]"))
     if not isinstance(value, Mapping):
         raise SpecError(
             f"{key}: expected [height, width] or {{short_side, multiple_of, max_long_side}}, got {_describe(value)}"
@@ -297,9 +310,12 @@ def _parse_size(value: object, key: str) -> tuple[int, int] | DynamicSize:
     if rounding is not None and rounding not in MULTIPLE_ROUNDINGS:
         raise SpecError(f"{key}.rounding: expected one of {', '.join(MULTIPLE_ROUNDINGS)}, got {rounding!r}")
     dynamic = DynamicSize(
-        short_side=section.integer("short_side"),
-        multiple_of=section.integer("multiple_of", 1),
-        max_long_side=None if not section.has("max_long_side") else section.integer("max_long_side"),
+        short_side=_network_side(section.take("short_side", required=True), section.key("short_side")),
+        multiple_of=_network_side(section.take("multiple_of", 1), section.key("multiple_of")),
+        max_long_side=(
+            None if not section.has("max_long_side")
+            else _network_side(section.take("max_long_side"), section.key("max_long_side"))
+        ),
         rounding=rounding,
         upscale_only=section.boolean("upscale_only", False),
         side_rounding=section.choice("side_rounding", SIDE_ROUNDINGS, "truncate"),
