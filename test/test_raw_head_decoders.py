@@ -117,10 +117,10 @@ HUGE_ANCHORS = [
     # levels 3..7 on a 100000x100000 input: ceil(100000 / stride) cells a side, 3 ratios x 2 scales each
     ({"type": "multiscale", "min_level": 3, "max_level": 7, "aspect_ratios": [1.0, 2.0, 0.5], "scales_per_octave": 2},
      (100000, 100000), (12500**2 + 6250**2 + 3125**2 + 1563**2 + 782**2) * 6),
-    # stride 1 on a 10000x10000 input, one box per cell
+    # stride 1 on a 4000x5000 input, one box per cell
     ({"type": "mediapipe", "strides": [1], "aspect_ratios": [1.0], "interpolated_scale_aspect_ratio": 0.0,
       "reduce_boxes_in_lowest_layer": False, "min_scale": 0.1, "max_scale": 0.9},
-     (10000, 10000), 10000 * 10000),
+     (4000, 5000), 4000 * 5000),
 ]
 
 
@@ -130,8 +130,23 @@ def test_anchors_beyond_any_box_predictor_are_a_spec_error_before_any_is_made(an
     node's start); now one SpecError with the count, raised before the arrays are allocated."""
     decoder = decoder_for({"type": "ssd", "boxes": "b", "scores": "s", "anchors": anchors})
     assert isinstance(decoder, AnchorBoxDecoder)
-    with pytest.raises(SpecError, match=rf"^decoder\.anchors: {count} anchors \(per feature map"):
+    height, width = network_size
+    with pytest.raises(SpecError, match=rf"^decoder\.anchors: {count} anchors for a {width}x{height} network input "
+                                        r"\(width x height; per feature map"):
         decoder.anchors(network_size)
+
+
+def test_a_frame_whose_network_input_needs_too_many_anchors_is_that_frames_inference_error():
+    """A dynamic-size RetinaNet-style model (levels 3..7, 9 boxes per cell) given an 8192x8192 network input:
+    (1024**2 + 512**2 + 256**2 + 128**2 + 64**2) * 9 = 12,570,624 anchors, an InferenceError of that frame
+    (the node reports it and takes the next frame; infer goes on with the next image), not a spec error."""
+    decoder = decoder_for({"type": "ssd", "boxes": "b", "scores": "s", "score_activation": "sigmoid",
+                           "anchors": {"type": "multiscale", "min_level": 3, "max_level": 7,
+                                       "aspect_ratios": [1.0, 2.0, 0.5], "scales_per_octave": 3}})
+    outputs = {"b": np.zeros((1, 5, 4), np.float32), "s": np.zeros((1, 5, 2), np.float32)}
+    count = (1024**2 + 512**2 + 256**2 + 128**2 + 64**2) * 9
+    with pytest.raises(InferenceError, match=rf"^decoder\.anchors: {count} anchors for a 8192x8192 network input"):
+        decoder.decode(outputs, ResizeGeometry.stretch((8192, 8192), (8192, 8192)), 0.5)
 
 
 def test_the_anchor_limit_counts_exactly(monkeypatch):
@@ -147,7 +162,8 @@ def test_the_anchor_limit_counts_exactly(monkeypatch):
     assert isinstance(ssd, AnchorBoxDecoder)
     assert len(ssd.anchors((300, 300))) == 19 * 19 * 3 + (100 + 25 + 9 + 4 + 1) * 6 == 1917
     monkeypatch.setattr(anchor_module, "MAX_ANCHORS", 1916)
-    with pytest.raises(SpecError, match=r"decoder\.anchors: 1917 anchors .*19x19x3, 10x10x6, 5x5x6, 3x3x6, 2x2x6, 1x1x6\), more than the 1916"):
+    with pytest.raises(SpecError, match=r"decoder\.anchors: 1917 anchors for a 300x300 .*19x19x3, 10x10x6, 5x5x6, 3x3x6, "
+                                        r"2x2x6, 1x1x6\), more than the 1916"):
         decoder_for(config).anchors((300, 300))
 
 

@@ -189,7 +189,7 @@ def test_ssd_oidv4_anchors_equal_a_hand_computation_of_the_tf_rule():
 def test_a_mistyped_feature_map_size_is_one_line_from_infer_not_a_memory_error(tmp_path):
     """The OIDv4 spec with its first feature map typed 190000 instead of 19: 190000**2 cells of 3 boxes
     plus the other layers' 1917 - 19*19*3 anchors. Before any array is made, infer says so in one line
-    and exits 2 (it was numpy's MemoryError for 75 GiB, with a traceback)."""
+    and exits 2 (it was numpy's MemoryError for 269 GiB, with a traceback)."""
     bundled = (REPO / "config" / "models" / "ssd_mobilenetv2_oidv4.yaml").read_text()
     assert "feature_map_sizes: [19, 10, 5, 3, 2, 1]" in bundled
     spec = tmp_path / "mistyped.yaml"
@@ -206,7 +206,8 @@ def test_a_mistyped_feature_map_size_is_one_line_from_infer_not_a_memory_error(t
     )
     count = 190000 * 190000 * 3 + 1917 - 19 * 19 * 3
     assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith(f"trt-perception infer: error: {spec}: decoder.anchors: {count} anchors"), result.stderr
+    assert result.stderr.startswith(f"trt-perception infer: error: {spec}: decoder.anchors: {count} anchors for a 300x300 "
+                                    "network input"), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 

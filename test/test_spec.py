@@ -254,7 +254,7 @@ def test_size_that_is_neither_list_nor_mapping_names_both_forms(tmp_path):
 @pytest.mark.parametrize(
     ("size", "key", "side"),
     [
-        ([100000, 640], r"input\.size\[0\]", 100000),  # 1000 typed as 100000: 1 GB a frame became 122 GB
+        ([100000, 640], r"input\.size\[0\]", 100000),  # 1000 typed as 100000
         ([640, 16385], r"input\.size\[1\]", 16385),
         ({"short_side": 73600}, r"input\.size\.short_side", 73600),
         ({"short_side": 736, "max_long_side": 200000}, r"input\.size\.max_long_side", 200000),
@@ -264,6 +264,19 @@ def test_size_that_is_neither_list_nor_mapping_names_both_forms(tmp_path):
 def test_a_network_side_beyond_16384_pixels_is_a_spec_error(tmp_path, size, key, side):
     with pytest.raises(SpecError, match=rf"^{key}: {side} pixels; a network input side is at most 16384$"):
         parse_model_spec(with_change("input.size", size), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("rule", "name", "side", "rounded"),
+    [
+        ({"short_side": 736, "max_long_side": 16383, "multiple_of": 7}, "max_long_side", 16383, 16387),  # 2341 * 7
+        ({"short_side": 16300, "multiple_of": 1000}, "short_side", 16300, 17000),
+    ],
+)
+def test_a_dynamic_rule_whose_rounding_passes_16384_pixels_is_a_spec_error(tmp_path, rule, name, side, rounded):
+    with pytest.raises(SpecError, match=rf"^input\.size\.{name}: {side} rounded to a multiple of {rule['multiple_of']} "
+                                        rf"can give {rounded} pixels; a network input side is at most 16384$"):
+        parse_model_spec(with_change("input.size", rule), tmp_path)
 
 
 def test_network_sides_of_16384_pixels_are_accepted(tmp_path):

@@ -325,6 +325,14 @@ def _parse_size(value: object, key: str) -> tuple[int, int] | DynamicSize:
         raise SpecError(f"{key}.upscale_only: not part of side_rounding transformers (Hugging Face enlarges every image)")
     if dynamic.max_long_side is not None and dynamic.max_long_side < dynamic.short_side:
         raise SpecError(f"{key}.max_long_side: must be at least short_side ({dynamic.short_side})")
+    for name in ("short_side", "max_long_side"):
+        side = getattr(dynamic, name)
+        rounded = None if side is None else -(-side // dynamic.multiple_of) * dynamic.multiple_of
+        if rounded is not None and rounded > MAX_NETWORK_SIDE:
+            raise SpecError(
+                f"{key}.{name}: {side} rounded to a multiple of {dynamic.multiple_of} can give {rounded} pixels; "
+                f"a network input side is at most {MAX_NETWORK_SIDE}"
+            )
     return dynamic
 
 

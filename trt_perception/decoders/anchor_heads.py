@@ -173,7 +173,10 @@ class AnchorBoxDecoder(DetectionDecoder):
         require_rank(boxes_name, boxes_tensor, (3, 4), "[B,N,4] or [B,N,1,4]")
         require_rank(scores_name, scores_tensor, (3,), "[B,N,C]")
         encodings = boxes_tensor[0].reshape(boxes_tensor.shape[1], -1)
-        anchors = self.anchors(geometry.network_size)
+        try:
+            anchors = self.anchors(geometry.network_size)
+        except SpecError as error:  # a dynamic-size model's input for this image: too large a frame, not a bad spec
+            raise InferenceError(str(error)) from None
         if encodings.shape[1] < 4 or len(encodings) != len(anchors) or scores_tensor.shape[1] != len(anchors):
             raise InferenceError(
                 f"outputs '{boxes_name}' {list(boxes_tensor.shape)} and '{scores_name}' {list(scores_tensor.shape)} "

@@ -28,9 +28,9 @@ from trt_perception.errors import SpecError
 
 ANCHOR_GENERATORS = ("ssd", "multiscale", "mediapipe", "file")
 # The most anchors a generator makes: far beyond any box predictor's rows (YOLOv8 at 640x640: 8,400;
-# RetinaNet at 1024x1024: about 196,000), yet at 32 bytes each while they are built (float64) only
-# 320 MB. A feature map size or stride mistyped by a few digits asks for billions: a spec error, not
-# an out-of-memory traceback.
+# RetinaNet at 1024x1024: about 196,000), yet while they are built (float64, 32 bytes each, the layers'
+# arrays and their concatenation) under 1 GB. A feature map size or stride mistyped by a few digits
+# asks for billions: a spec error, not an out-of-memory traceback.
 MAX_ANCHORS = 10_000_000
 
 # One feature map: (rows, columns) of cells, ``[K,2]`` box sizes, stride (y, x) and first centre (y, x).
@@ -60,7 +60,7 @@ def grid_anchors(
 
 
 def layers_anchors(
-    layers: Sequence[GridLayer], unit: npt.NDArray[np.float64] | None = None
+    layers: Sequence[GridLayer], network_size: tuple[int, int], unit: npt.NDArray[np.float64] | None = None
 ) -> npt.NDArray[np.float32]:
     """The anchors of every layer (``grid_anchors``) in order, divided by ``unit`` (cy, cx, h, w) when
     given, as float32; SpecError, before any is made, when they would be more than MAX_ANCHORS."""
@@ -68,11 +68,15 @@ def layers_anchors(
     if count > MAX_ANCHORS:
         shapes = ", ".join(f"{grid[0]}x{grid[1]}x{len(sizes)}" for grid, sizes, _, _ in layers)
         raise SpecError(
-            f"decoder.anchors: {count} anchors (per feature map, rows x columns x boxes per cell: {shapes}), "
-            f"more than the {MAX_ANCHORS} any box predictor emits; check the feature map sizes, strides or levels"
+            f"decoder.anchors: {count} anchors for a {network_size[1]}x{network_size[0]} network input (width x "
+            f"height; per feature map, rows x columns x boxes per cell: {shapes}), more than the {MAX_ANCHORS} any "
+            "box predictor emits; check the feature map sizes, strides or levels, and a dynamic input.size's "
+            "max_long_side"
         )
     anchors = np.concatenate([grid_anchors(*layer) for layer in layers])
-    return (anchors if unit is None else anchors / unit).astype(np.float32)
+    if unit is not None:
+        np.divide(anchors, unit, out=anchors)
+    return anchors.astype(np.float32)
 
 
 def _box_sizes(scales: Sequence[float], aspect_ratios: Sequence[float]) -> npt.NDArray[np.float64]:
@@ -143,7 +147,7 @@ class SsdAnchors:
             stride = (1.0 / grid_h, 1.0 / grid_w)
             offset = (0.5 * stride[0], 0.5 * stride[1])
             grids.append(((grid_h, grid_w), _box_sizes(scales, ratios) * base, stride, offset))
-        return layers_anchors(grids)
+        return layers_anchors(grids, network_size)
 
 
 @dataclass(frozen=True)
@@ -170,7 +174,7 @@ class MultiscaleAnchors:
             # The generator centres anchors in their cells only where the side divides by the stride.
             offset = (stride / 2.0 if height % stride == 0 else 0.0, stride / 2.0 if width % stride == 0 else 0.0)
             grids.append((grid, sizes, (stride, stride), offset))
-        return layers_anchors(grids, np.array([height, width, height, width], np.float64))  # pixels to normalized
+        return layers_anchors(grids, network_size, np.array([height, width, height, width], np.float64))  # to normalized
 
 
 @dataclass(frozen=True)
@@ -222,7 +226,7 @@ class MediaPipeAnchors:
             offset = (self.anchor_offset_y * step[0], self.anchor_offset_x * step[1])
             grids.append((grid, sizes, step, offset))
             layer = same
-        return layers_anchors(grids)
+        return layers_anchors(grids, network_size)
 
 
 @dataclass(frozen=True)

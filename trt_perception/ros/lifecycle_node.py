@@ -80,7 +80,7 @@ class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
         self.destroy_lifecycle_publisher(cast(LifecyclePublisher, publisher))  # made by create_output_publisher
 
     @contextmanager
-    def _unexpected_errors_said(self, transition: str) -> Iterator[None]:
+    def _log_unexpected(self, transition: str) -> Iterator[None]:
         """Log an unexpected exception of a transition callback before it goes on to rclpy, which turns
         it into an ERROR transition without a word (its TODO: "log sth here")."""
         try:
@@ -93,7 +93,7 @@ class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         publishers_before = set(self.publishers)
-        with self._unexpected_errors_said("configure"):
+        with self._log_unexpected("configure"):
             try:
                 self.configure_pipeline()
             except STARTUP_ERRORS as error:
@@ -112,19 +112,20 @@ class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
         for publisher in set(self.publishers) - publishers_before:
             self.destroy_output_publisher(publisher)
         self._cameras = []
+        self._running = False  # set before the last output is made: error processing must not release again
         if hasattr(self, "pipeline"):
             self.pipeline.close()
             del self.pipeline
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        with self._unexpected_errors_said("activate"):
+        with self._log_unexpected("activate"):
             result = super().on_activate(state)  # the lifecycle publishers
             if result == TransitionCallbackReturn.SUCCESS:
                 self.start_processing()
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        with self._unexpected_errors_said("deactivate"):
+        with self._log_unexpected("deactivate"):
             if not self.stop_processing():
                 self.get_logger().error(
                     f"cannot deactivate: a frame is still being processed after {DEACTIVATE_TIMEOUT:g} s; the node "
@@ -135,17 +136,17 @@ class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
             return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        with self._unexpected_errors_said("cleanup"):
+        with self._log_unexpected("cleanup"):
             self._release_model()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        with self._unexpected_errors_said("shutdown"):
+        with self._log_unexpected("shutdown"):
             self._stop_and_release()
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        with self._unexpected_errors_said("error processing"):
+        with self._log_unexpected("error processing"):
             self._stop_and_release()
         return TransitionCallbackReturn.SUCCESS
 
