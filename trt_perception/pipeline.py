@@ -302,10 +302,12 @@ class Pipeline:
                     f"has shape {list(info.shape)} ({spec.layout})"
                 )
             return
+        if model_size == (None, None):
+            return  # any rule fits a model of dynamic height and width
         keep_aspect = spec.resize == "keep_aspect_ratio"
         if None in model_size:
             fixed = [f"{side}, {dim}" for side, dim in zip(("height", "width"), model_size) if dim is not None]
-            advice = f"the rule must give the model's fixed {fixed[0]}, for every camera" if fixed else ""
+            advice = f"the rule must give the model's fixed {fixed[0]}, for every camera"
         else:
             advice = f"give input.size as [height, width]: {list(model_size)}"
         for camera in CHECKED_CAMERA_SIZES:  # a fixed model dimension only fits a rule that always gives it

@@ -327,8 +327,10 @@ def _parse_size(value: object, key: str) -> tuple[int, int] | DynamicSize:
         raise SpecError(f"{key}.max_long_side: must be at least short_side ({dynamic.short_side})")
     for name in ("short_side", "max_long_side"):
         side = getattr(dynamic, name)
-        rounded = None if side is None else -(-side // dynamic.multiple_of) * dynamic.multiple_of
-        if rounded is not None and rounded > MAX_NETWORK_SIDE:
+        if side is None:
+            continue
+        rounded = math.ceil(side / dynamic.multiple_of) * dynamic.multiple_of
+        if rounded > MAX_NETWORK_SIDE:
             raise SpecError(
                 f"{key}.{name}: {side} rounded to a multiple of {dynamic.multiple_of} can give {rounded} pixels; "
                 f"a network input side is at most {MAX_NETWORK_SIDE}"

@@ -96,13 +96,12 @@ class ManagedPerceptionNode(PerceptionNode, LifecycleNode):
         with self._log_unexpected("configure"):
             try:
                 self.configure_pipeline()
-            except STARTUP_ERRORS as error:
+            except Exception as error:
                 self._discard_partial_configuration(publishers_before)
+                if not isinstance(error, STARTUP_ERRORS):
+                    raise
                 self.get_logger().error(quote_limited(f"cannot configure: {one_line(str(error))}"))
                 return TransitionCallbackReturn.FAILURE
-            except Exception:
-                self._discard_partial_configuration(publishers_before)
-                raise
         self.get_logger().info(f"configured: {self.spec.name} loaded (backend {self.pipeline.backend.name})")
         return TransitionCallbackReturn.SUCCESS
 
