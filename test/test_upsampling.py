@@ -148,7 +148,7 @@ def test_smooth_maps_are_cut_cell_by_cell_to_opencvs_bits(monkeypatch: pytest.Mo
         raise AssertionError("a smooth map fell back to the full blend")
 
     rng = np.random.default_rng(12)
-    for source, size in [((256, 256), (1080, 1920)), ((64, 48), (480, 640)), ((100, 7), (1000, 3))]:
+    for source, size in [((256, 256), (1080, 1920)), ((256, 256), (480, 640)), ((64, 48), (480, 640)), ((100, 7), (1000, 3))]:
         scores = smooth_map(source)
         reference = opencv_resize(scores, size)
         with monkeypatch.context() as patch:

@@ -50,11 +50,14 @@ BLEND_MIN_BANDS = 2
 BANDED_ARGMAX_MIN_BYTES = 4 << 20
 # The cell loop (``upsampling_kernels.threshold_rows_by_cells``) pays per source row pair, so it serves
 # outputs with at least this many rows per source row. Measured on the dev VM with the selfie
-# model's 256x256 maps of the fixture photos, one core: 1080p 0.08-0.22 ms against 0.22-0.37 ms for
-# the blend, 720p (2.8 rows per source row) 0.07-0.13 against 0.135, 640x480 (1.9) 0.063-0.089
-# against 0.062. It hands the rest of its rows to the blend once more than CELLS_MAX_BLENDED_SHARE of
+# model's 256x256 maps of four fixture photos, one core, against the blend (horizontal pass, then
+# ``threshold_rows``): warm (back to back) 1.41 rows per source row 0.106 against 0.082 ms, 1.64
+# 0.110 against 0.109, 1.88 (640x480) 0.114 against 0.121, 2.8 (720p) 0.07-0.13 against 0.135, 1080p
+# 0.08-0.22 against 0.22-0.37; cold (64 MB of other memory written and a 20 ms pause before each
+# call, as a camera node meets its frames) 0.210 against 0.230 at 1.41, 0.223 against 0.282 at
+# 640x480. It hands the rest of its rows to the blend once more than CELLS_MAX_BLENDED_SHARE of
 # the pixels needed blending (noise-like maps: 3.9 ms at 1080p where the blend takes 0.23).
-CELLS_MIN_ROWS_PER_SOURCE_ROW = 2.5
+CELLS_MIN_ROWS_PER_SOURCE_ROW = 1.6
 CELLS_MAX_BLENDED_SHARE = 0.05
 # The most scratch memory one thread keeps for horizontal passes (about 2 MB for the selfie map at
 # 1080p; larger passes get a fresh array per call).
