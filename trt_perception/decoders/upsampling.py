@@ -55,8 +55,11 @@ BANDED_ARGMAX_MIN_BYTES = 4 << 20
 # 0.110 against 0.109, 1.88 (640x480) 0.114 against 0.121, 2.8 (720p) 0.07-0.13 against 0.135, 1080p
 # 0.08-0.22 against 0.22-0.37; cold (64 MB of other memory written and a 20 ms pause before each
 # call, as a camera node meets its frames) 0.210 against 0.230 at 1.41, 0.223 against 0.282 at
-# 640x480. It hands the rest of its rows to the blend once more than CELLS_MAX_BLENDED_SHARE of
-# the pixels needed blending (noise-like maps: 3.9 ms at 1080p where the blend takes 0.23).
+# 640x480. On the H200 host's slower cores (closer to a Jetson's), the same way: warm 0.259 against
+# 0.304 ms at 640x480 and 0.243 against 0.285 at 1.64, cold 0.392 against 0.478 and 0.362 against
+# 0.436; at 1.41 warm 0.255 against 0.222. It hands the rest of its rows to the blend once more
+# than CELLS_MAX_BLENDED_SHARE of the pixels needed blending (noise-like maps: 3.9 ms at 1080p where
+# the blend takes 0.23).
 CELLS_MIN_ROWS_PER_SOURCE_ROW = 1.6
 CELLS_MAX_BLENDED_SHARE = 0.05
 # The most scratch memory one thread keeps for horizontal passes (about 2 MB for the selfie map at
