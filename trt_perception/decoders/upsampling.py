@@ -49,17 +49,20 @@ THRESHOLD_MIN_BANDS = 3
 BLEND_MIN_BANDS = 2
 BANDED_ARGMAX_MIN_BYTES = 4 << 20
 # The cell loop (``upsampling_kernels.threshold_rows_by_cells``) pays per source row pair, so it serves
-# outputs with at least this many rows per source row. Measured on the dev VM with the selfie
-# model's 256x256 maps of four fixture photos, one core, against the blend (horizontal pass, then
-# ``threshold_rows``): warm (back to back) 1.41 rows per source row 0.106 against 0.082 ms, 1.64
-# 0.110 against 0.109, 1.88 (640x480) 0.114 against 0.121, 2.8 (720p) 0.07-0.13 against 0.135, 1080p
-# 0.08-0.22 against 0.22-0.37; cold (64 MB of other memory written and a 20 ms pause before each
-# call, as a camera node meets its frames) 0.210 against 0.230 at 1.41, 0.223 against 0.282 at
-# 640x480. On the H200 host's slower cores (closer to a Jetson's), the same way: warm 0.259 against
-# 0.304 ms at 640x480 and 0.243 against 0.285 at 1.64, cold 0.392 against 0.478 and 0.362 against
-# 0.436; at 1.41 warm 0.255 against 0.222. It hands the rest of its rows to the blend once more
-# than CELLS_MAX_BLENDED_SHARE of the pixels needed blending (noise-like maps: 3.9 ms at 1080p where
-# the blend takes 0.23).
+# outputs with at least this many rows per source row. Measured with the selfie model's 256x256
+# maps of five photos against the blend (OpenCV's horizontal pass, then ``threshold_rows``), ms:
+# - dev VM, a node's frame (64 MB of other memory written and a 20 ms pause before each call):
+#   0.201 against 0.211 at 1.41 rows per source row, 0.205 against 0.261 at 640x480 (1.88),
+#   0.251 against 0.374 at 2.81 (720p); 1080p 0.08-0.22 against 0.22-0.37.
+# - dev VM, back to back, one OpenCV thread (the nodes' setting): 0.101-0.113 against 0.110 at
+#   640x480, 0.113-0.134 against 0.172 at 720p, 0.099 against 0.080 at 1.41 (so not below 1.6);
+#   with OpenCV's two threads the blend's horizontal pass runs on both and wins (blend against
+#   cells): 0.068 against 0.101-0.113 at 640x480, 0.112 against 0.113-0.134 at 720p.
+# - H200 host (16 slower cores), at 640x480: back to back about even (one thread 0.176-0.192
+#   against 0.187-0.195; sixteen 0.178-0.197 against 0.200-0.211), a node's frame 0.392 against
+#   0.478 in one run and 0.421 against 0.424 in another.
+# It hands the rest of its rows to the blend once more than CELLS_MAX_BLENDED_SHARE of the pixels
+# needed blending (noise-like maps: 3.9 ms at 1080p where the blend takes 0.23).
 CELLS_MIN_ROWS_PER_SOURCE_ROW = 1.6
 CELLS_MAX_BLENDED_SHARE = 0.05
 # The most scratch memory one thread keeps for horizontal passes (about 2 MB for the selfie map at
