@@ -50,7 +50,8 @@ BLEND_MIN_BANDS = 2
 BANDED_ARGMAX_MIN_BYTES = 4 << 20
 # The cell loop (``upsampling_kernels.threshold_rows_by_cells``) pays per source row pair, so it serves
 # outputs with at least this many rows per source row. Measured with the selfie model's 256x256
-# maps of five photos against the blend (OpenCV's horizontal pass, then ``threshold_rows``), ms:
+# maps of four fixture photos (back to back also the benchmark's frame) against the blend
+# (OpenCV's horizontal pass, then ``threshold_rows``), ms:
 # - dev VM, a node's frame (64 MB of other memory written and a 20 ms pause before each call):
 #   0.201 against 0.211 at 1.41 rows per source row, 0.205 against 0.261 at 640x480 (1.88),
 #   0.251 against 0.374 at 2.81 (720p); 1080p 0.08-0.22 against 0.22-0.37.
