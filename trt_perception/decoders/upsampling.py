@@ -23,6 +23,7 @@ import math
 import threading
 from functools import cache, lru_cache
 from types import ModuleType
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -48,23 +49,20 @@ BANDED_THRESHOLD_MIN_BYTES = 4 << 20
 THRESHOLD_MIN_BANDS = 3
 BLEND_MIN_BANDS = 2
 BANDED_ARGMAX_MIN_BYTES = 4 << 20
-# The cell loop (``upsampling_kernels.threshold_rows_by_cells``) pays per source row pair, so it serves
-# outputs with at least this many rows per source row. Measured with the selfie model's 256x256
-# maps of four fixture photos (back to back also the benchmark's frame) against the blend
-# (OpenCV's horizontal pass, then ``threshold_rows``), ms:
+# The cell loop (``upsampling_kernels.threshold_rows_by_cells``) serves outputs with at least this
+# many rows per source row (the blend the others: a map whose width stays and whose rows shrink).
+# Measured with the selfie model's 256x256 maps of four fixture photos (back to back also the
+# benchmark's frame), cells against blend (OpenCV's horizontal pass, then ``threshold_rows``), ms:
 # - dev VM, a node's frame (64 MB of other memory written and a 20 ms pause before each call):
-#   0.201 against 0.211 at 1.41 rows per source row, 0.205 against 0.261 at 640x480 (1.88),
-#   0.251 against 0.374 at 2.81 (720p); 1080p 0.08-0.22 against 0.22-0.37.
-# - dev VM, back to back, one OpenCV thread (the nodes' setting): 0.101-0.113 against 0.110 at
-#   640x480, 0.113-0.134 against 0.172 at 720p, 0.099 against 0.080 at 1.41 (so not below 1.6);
-#   with OpenCV's two threads the blend's horizontal pass runs on both and wins (blend against
-#   cells): 0.068 against 0.101-0.113 at 640x480, 0.112 against 0.113-0.134 at 720p.
-# - H200 host (16 slower cores), at 640x480: back to back about even (one thread 0.176-0.192
-#   against 0.187-0.195; sixteen 0.178-0.197 against 0.200-0.211), a node's frame 0.392 against
-#   0.478 in one run and 0.421 against 0.424 in another.
+#   0.150 against 0.222 at 1.17 rows per source row, 0.164 against 0.287 at 640x480 (1.88).
+# - dev VM, back to back, one OpenCV thread (the nodes' setting): 0.028 against 0.065 at 1.17,
+#   0.033-0.043 against 0.108 at 640x480; OpenCV's two threads: the blend 0.070 at 640x480.
+# - H200 host (16 slower cores): a node's frame 0.208 against 0.359 at 1.17, 0.241 against 0.402
+#   at 640x480, 0.287 against 0.569 at 720p; back to back at 640x480 0.063-0.075 against
+#   0.167-0.173 on one OpenCV thread, 0.113-0.139 against 0.235-0.239 on sixteen.
 # It hands the rest of its rows to the blend once more than CELLS_MAX_BLENDED_SHARE of the pixels
-# needed blending (noise-like maps: 3.9 ms at 1080p where the blend takes 0.23).
-CELLS_MIN_ROWS_PER_SOURCE_ROW = 1.6
+# needed blending (a noise-like map, blended pixel by pixel, is faster through OpenCV's pass).
+CELLS_MIN_ROWS_PER_SOURCE_ROW = 1.0
 CELLS_MAX_BLENDED_SHARE = 0.05
 # The most scratch memory one thread keeps for horizontal passes (about 2 MB for the selfie map at
 # 1080p; larger passes get a fresh array per call).
@@ -94,7 +92,7 @@ def prepare(label_type: type[np.unsignedinteger] | None = None) -> None:
         return
     ramp = np.arange(4, dtype=np.float32).reshape(2, 2)
     if label_type is None:
-        threshold_resized(ramp, (3, 2), 1.5)  # the blend
+        threshold_resized(np.arange(8, dtype=np.float32).reshape(4, 2), (3, 2), 1.5)  # the blend (fewer rows)
         threshold_resized(ramp, (6, 2), 1.5)  # the cell loop
     else:
         argmax_resized(np.stack([ramp, ramp[::-1]], axis=2), (3, 2), label_type)
@@ -128,15 +126,16 @@ def threshold_resized(
     by_cells = height >= CELLS_MIN_ROWS_PER_SOURCE_ROW * scores.shape[0]
     if by_cells:
         cell_scores = _kernel_input(scores)
-        columns, run_starts = _column_runs(scores.shape[1], width)
+        runs = _column_runs(scores.shape[1], width)
         margin = cell_margin(cell_scores, cut32, score_range)
 
     def blend_rows(start: int, stop: int) -> None:
         if by_cells:
+            columns = runs.taps
             start = kernels.threshold_rows_by_cells(
                 cell_scores, taps.index0, taps.index1, taps.weight0, taps.weight1, columns.index0, columns.index1,
-                columns.weight0, columns.weight1, run_starts, cut32, margin, CELLS_MAX_BLENDED_SHARE,
-                labels.view(np.uint8), start, stop,
+                columns.weight0, columns.weight1, runs.starts, runs.first_from, runs.last_to, cut32, margin,
+                CELLS_MAX_BLENDED_SHARE, labels.view(np.uint8), start, stop,
             )
             if start == stop:
                 return
@@ -250,16 +249,35 @@ def cell_margin(
     return np.float32(max(-low, high, abs(float(cut))) * 2.0**-20 + 2.0**-100)
 
 
+class ColumnRuns(NamedTuple):
+    """OpenCV's column taps of a resize, grouped into runs of output columns that sample the same two
+    source columns: ``starts`` (each run's first output column, then the output width),
+    ``first_from[a]`` (the first run whose source columns start at ``a`` or later; the run count
+    when none) and ``last_to[b]`` (the last run whose source columns end at ``b`` or earlier; -1
+    when none)."""
+
+    taps: LinearTaps
+    starts: npt.NDArray[np.int64]
+    first_from: npt.NDArray[np.int64]
+    last_to: npt.NDArray[np.int64]
+
+
 @lru_cache(maxsize=32)
-def _column_runs(source_columns: int, output_columns: int) -> tuple[LinearTaps, npt.NDArray[np.int64]]:
-    """OpenCV's column taps and the first output column of each run of columns that sample the same
-    two source columns (read-only, shared)."""
+def _column_runs(source_columns: int, output_columns: int) -> ColumnRuns:
+    """The column runs of a resize from ``source_columns`` to ``output_columns`` (read-only, shared)."""
     taps = linear_taps(source_columns, output_columns, clamp_to_edge=True)
     changes = np.flatnonzero((np.diff(taps.index0) != 0) | (np.diff(taps.index1) != 0)) + 1
-    run_starts = np.concatenate([[0], changes]).astype(np.int64)
-    for table in (taps.index0, taps.index1, taps.weight0, taps.weight1, run_starts):
+    firsts = np.concatenate([[0], changes]).astype(np.int64)
+    columns = np.arange(source_columns)
+    runs = ColumnRuns(
+        taps,
+        np.append(firsts, output_columns).astype(np.int64),
+        np.searchsorted(taps.index0[firsts], np.arange(source_columns + 1), side="left").astype(np.int64),
+        (np.searchsorted(taps.index1[firsts], columns, side="right") - 1).astype(np.int64),
+    )
+    for table in (taps.index0, taps.index1, taps.weight0, taps.weight1, *runs[1:]):
         table.flags.writeable = False
-    return taps, run_starts
+    return runs
 
 
 @lru_cache(maxsize=32)

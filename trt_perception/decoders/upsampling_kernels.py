@@ -106,6 +106,8 @@ def threshold_rows_by_cells(
     column_weights0: npt.NDArray[np.float32],
     column_weights1: npt.NDArray[np.float32],
     run_starts: npt.NDArray[np.int64],
+    first_run_from: npt.NDArray[np.int64],
+    last_run_to: npt.NDArray[np.int64],
     cut: np.float32,
     margin: np.float32,
     max_blended_share: float,
@@ -115,19 +117,27 @@ def threshold_rows_by_cells(
 ) -> int:
     """``labels[y] = (blend(y) > cut)`` (0/1) for output rows ``start..stop``, blending only where
     the answer is in doubt. The output columns fall into runs that sample the same two source
-    columns (``run_starts``); with an output row's two source rows they make a cell of four
-    scores. Where all four lie more than ``margin`` above the cut (below it), every blend inside the
-    cell does too, so the run is filled with 1 (0); elsewhere each pixel is blended as OpenCV does,
-    horizontal pass included, in float32 without fused multiply-adds.
+    columns (``run_starts``: each run's first output column, then the width); with an output row's
+    two source rows they make a cell of four scores. Where all four lie more than ``margin`` above
+    the cut (below it), every blend inside the cell does too, so the run is filled with 1 (0);
+    elsewhere each pixel is blended as OpenCV does, horizontal pass included, in float32 without
+    fused multiply-adds.
+
+    The filled runs are found per source row pair from the stretches of source columns whose two
+    scores lie on one side: the runs inside a stretch (``first_run_from[a]``: the first run whose
+    columns start at ``a`` or later; ``last_run_to[b]``: the last whose columns end at ``b`` or
+    earlier) are filled, and a run across the end of a stretch is blended. A stretch is scanned
+    eight columns at a time where it is long.
 
     Returns the first row not written: ``stop``, or an earlier row once more than
     ``max_blended_share`` of the pixels written so far needed the blend (a map without large
     uniform areas, for which ``threshold_rows`` after OpenCV's horizontal pass is faster)."""
     width = labels.shape[1]
-    runs = run_starts.shape[0]
-    both = np.empty(scores.shape[1], np.uint8)  # per source column: 1 both rows above, 2 both below
-    span_start = np.empty(runs + 1, np.int64)
-    span_class = np.empty(runs, np.uint8)  # 0: blend, 1: all above, 2: all below
+    source_columns = scores.shape[1]
+    both = np.empty(source_columns, np.uint8)  # per source column: 1 both rows above, 2 both below
+    words = both[: 8 * (source_columns // 8)].view(np.uint64)  # ``both`` eight columns at a time
+    span_start = np.empty(2 * source_columns + 2, np.int64)
+    span_class = np.empty(2 * source_columns + 1, np.uint8)  # 0: blend, 1: all above, 2: all below
     spans = 0
     high = cut + margin
     low = cut - margin
@@ -144,20 +154,42 @@ def threshold_rows_by_cells(
                 return y
             previous0 = r0
             previous1 = r1
-            for column in range(both.shape[0]):
+            for column in range(source_columns):
                 u = upper[column]
                 v = lower[column]
                 both[column] = np.uint8((u > high) & (v > high)) | (np.uint8((u < low) & (v < low)) << np.uint8(1))
             spans = 0
-            current = np.uint8(255)
-            for run in range(runs):
-                first = run_starts[run]
-                kind = both[columns0[first]] & both[columns1[first]]
-                if kind != current or kind == 0:
-                    span_start[spans] = first
-                    span_class[spans] = kind
-                    spans += 1
-                    current = kind
+            filled_to = 0  # output columns before this are in a span
+            column = 0
+            while column < source_columns:
+                kind = both[column]
+                end = column
+                pattern = np.uint64(kind) * np.uint64(0x0101010101010101)
+                while end + 1 < source_columns and both[end + 1] == kind:
+                    end += 1
+                    if (end + 1) % 8 == 0:  # at a word's start: skip whole words of this kind
+                        word = (end + 1) // 8
+                        while word < words.shape[0] and words[word] == pattern:
+                            end += 8
+                            word += 1
+                if kind != 0:
+                    first_run = first_run_from[column]
+                    last_run = last_run_to[end]
+                    if first_run <= last_run:
+                        first = run_starts[first_run]
+                        if first > filled_to:
+                            span_start[spans] = filled_to
+                            span_class[spans] = 0
+                            spans += 1
+                        span_start[spans] = first
+                        span_class[spans] = kind
+                        spans += 1
+                        filled_to = run_starts[last_run + 1]
+                column = end + 1
+            if filled_to < width:
+                span_start[spans] = filled_to
+                span_class[spans] = 0
+                spans += 1
             span_start[spans] = width
         weight0 = weights0[y]
         weight1 = weights1[y]
