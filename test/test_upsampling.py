@@ -163,6 +163,30 @@ def test_smooth_maps_are_cut_cell_by_cell_to_opencvs_bits(monkeypatch: pytest.Mo
             assert threshold_resized(scores, size, float(np.nextafter(value, np.float32(-np.inf))))[y, x] == 1
 
 
+def test_random_maps_cut_cell_by_cell_equal_opencv(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cell loop alone (no row handed to the full blend) on random maps, sizes and cuts: noise,
+    smooth blobs and maps of three levels (long stretches of equal scores, cuts on them), outputs
+    wider and narrower than the map: OpenCV's labels every time."""
+    if not NUMBA_INSTALLED or platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("needs numba on x86")
+    monkeypatch.setattr(upsampling, "CELLS_MAX_BLENDED_SHARE", 2.0)
+    rng = np.random.default_rng(5)
+    for trial in range(600):
+        source = (int(rng.integers(1, 40)), int(rng.integers(1, 70)))
+        size = (int(rng.integers(source[0], 3 * source[0] + 2)), int(rng.integers(1, 150)))
+        if trial % 3 == 0:
+            scores = rng.standard_normal(source).astype(np.float32)
+        elif trial % 3 == 1:
+            rows, columns = np.mgrid[: source[0], : source[1]]
+            distance = np.hypot(rows - source[0] * rng.random(), columns - source[1] * rng.random())
+            scores = (1 / (1 + np.exp((distance - source[0] / 3) / rng.uniform(0.3, 4)))).astype(np.float32)
+        else:
+            scores = rng.integers(0, 3, source).astype(np.float32) * np.float32(0.5)
+        cut = float(rng.choice([0.5, 0.0, float(scores.flat[rng.integers(scores.size)])]))
+        expected = (opencv_resize(scores, size) > np.float32(cut)).astype(np.uint8)
+        np.testing.assert_array_equal(threshold_resized(scores, size, cut), expected, err_msg=f"{source} -> {size}, cut {cut}")
+
+
 def test_cells_within_rounding_of_the_cut_are_blended(path: str) -> None:
     """Scores a few float32 steps around 7: at some pixels all four source scores lie above the cut
     and OpenCV's blend still rounds to it or below (label 0), so a cell is filled only when its
