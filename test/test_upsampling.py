@@ -163,17 +163,32 @@ def test_smooth_maps_are_cut_cell_by_cell_to_opencvs_bits(monkeypatch: pytest.Mo
             assert threshold_resized(scores, size, float(np.nextafter(value, np.float32(-np.inf))))[y, x] == 1
 
 
+def test_a_same_size_map_is_cut_as_it_is(path: str) -> None:
+    """A map already at the output size (which OpenCV's resize copies) is compared as it is: an
+    infinite score does not turn its neighbours' blend by weight 0 into NaN."""
+    scores = np.ones((3, 4), np.float32)
+    scores[0, 1] = np.inf
+    np.testing.assert_array_equal(threshold_resized(scores, (3, 4), 0.0), np.ones((3, 4), np.uint8))
+    np.testing.assert_array_equal(threshold_resized(scores, (3, 4), 1.0), (scores > 1.0).astype(np.uint8))
+
+
 def test_random_maps_cut_cell_by_cell_equal_opencv(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The cell loop alone (no row handed to the full blend) on random maps, sizes and cuts: noise,
-    smooth blobs and maps of three levels (long stretches of equal scores, cuts on them), outputs
-    wider and narrower than the map: OpenCV's labels every time."""
+    """The cell loop alone (no row handed to the full blend, which is made to fail) on random maps,
+    sizes and cuts: noise, smooth blobs and maps of three levels (long stretches of equal scores,
+    cuts on them), more output rows than the map's, outputs wider and narrower than the map:
+    OpenCV's labels every time."""
     if not NUMBA_INSTALLED or platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("needs numba on x86")
+
+    def no_full_blend(*_: object) -> None:
+        raise AssertionError("a row was handed to the full blend")
+
     monkeypatch.setattr(upsampling, "CELLS_MAX_BLENDED_SHARE", 2.0)
+    monkeypatch.setattr(upsampling.compiled_kernels(), "threshold_rows", no_full_blend)
     rng = np.random.default_rng(5)
     for trial in range(600):
         source = (int(rng.integers(1, 40)), int(rng.integers(1, 70)))
-        size = (int(rng.integers(source[0], 3 * source[0] + 2)), int(rng.integers(1, 150)))
+        size = (int(rng.integers(source[0] + 1, 3 * source[0] + 2)), int(rng.integers(1, 150)))
         if trial % 3 == 0:
             scores = rng.standard_normal(source).astype(np.float32)
         elif trial % 3 == 1:

@@ -113,8 +113,10 @@ def threshold_resized(
     full_bytes = height * width * 4
     kernels = compiled_kernels()
     source = (scores.shape[0], scores.shape[1])
-    if kernels is None or opencv_takes_area_path(source, size) or not _blend_saves_work(source, size):
-        resized = resize_map(scores, size, cv2.INTER_LINEAR)
+    full_resize = kernels is None or opencv_takes_area_path(source, size) or not _blend_saves_work(source, size)
+    if source == size or full_resize:
+        # OpenCV's resize copies a map of the output's size: it is compared as it is
+        resized = scores if source == size else resize_map(scores, size, cv2.INTER_LINEAR)
 
         def threshold_rows(start: int, stop: int) -> None:
             np.greater(resized[start:stop], cut, out=labels[start:stop])
@@ -134,7 +136,7 @@ def threshold_resized(
             columns = runs.taps
             start = kernels.threshold_rows_by_cells(
                 cell_scores, taps.index0, taps.index1, taps.weight0, taps.weight1, columns.index0, columns.index1,
-                columns.weight0, columns.weight1, runs.starts, runs.first_from, runs.last_to, cut32, margin,
+                columns.weight0, columns.weight1, runs.starts, runs.first_run_from, runs.last_run_to, cut32, margin,
                 CELLS_MAX_BLENDED_SHARE, labels.view(np.uint8), start, stop,
             )
             if start == stop:
@@ -252,14 +254,14 @@ def cell_margin(
 class ColumnRuns(NamedTuple):
     """OpenCV's column taps of a resize, grouped into runs of output columns that sample the same two
     source columns: ``starts`` (each run's first output column, then the output width),
-    ``first_from[a]`` (the first run whose source columns start at ``a`` or later; the run count
-    when none) and ``last_to[b]`` (the last run whose source columns end at ``b`` or earlier; -1
-    when none)."""
+    ``first_run_from[a]`` (the first run whose source columns start at ``a`` or later; the run
+    count when none) and ``last_run_to[b]`` (the last run whose source columns end at ``b`` or
+    earlier; -1 when none)."""
 
     taps: LinearTaps
     starts: npt.NDArray[np.int64]
-    first_from: npt.NDArray[np.int64]
-    last_to: npt.NDArray[np.int64]
+    first_run_from: npt.NDArray[np.int64]
+    last_run_to: npt.NDArray[np.int64]
 
 
 @lru_cache(maxsize=32)
@@ -272,10 +274,10 @@ def _column_runs(source_columns: int, output_columns: int) -> ColumnRuns:
     runs = ColumnRuns(
         taps,
         np.append(firsts, output_columns).astype(np.int64),
-        np.searchsorted(taps.index0[firsts], np.arange(source_columns + 1), side="left").astype(np.int64),
+        np.searchsorted(taps.index0[firsts], columns, side="left").astype(np.int64),
         (np.searchsorted(taps.index1[firsts], columns, side="right") - 1).astype(np.int64),
     )
-    for table in (taps.index0, taps.index1, taps.weight0, taps.weight1, *runs[1:]):
+    for table in (*_tables(taps), *runs[1:]):
         table.flags.writeable = False
     return runs
 
@@ -284,9 +286,14 @@ def _column_runs(source_columns: int, output_columns: int) -> ColumnRuns:
 def _row_taps(source_rows: int, output_rows: int) -> LinearTaps:
     """The rows and weights OpenCV's vertical pass blends for each output row (read-only, shared)."""
     taps = linear_taps(source_rows, output_rows, clamp_to_edge=False)
-    for table in (taps.index0, taps.index1, taps.weight0, taps.weight1):
+    for table in _tables(taps):
         table.flags.writeable = False
     return taps
+
+
+def _tables(taps: LinearTaps) -> tuple[npt.NDArray, ...]:
+    """Every array of ``taps``."""
+    return (taps.index0, taps.index1, taps.weight0, taps.weight1, taps.fixed0, taps.fixed1)
 
 
 def _argmax_of_full_resize(scores: npt.NDArray[np.float32], size: tuple[int, int]) -> npt.NDArray[np.intp]:

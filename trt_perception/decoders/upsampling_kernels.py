@@ -136,6 +136,7 @@ def threshold_rows_by_cells(
     source_columns = scores.shape[1]
     both = np.empty(source_columns, np.uint8)  # per source column: 1 both rows above, 2 both below
     words = both[: 8 * (source_columns // 8)].view(np.uint64)  # ``both`` eight columns at a time
+    # at most two spans per stretch (a blend gap, a fill) and a last blend span; the starts end with the width
     span_start = np.empty(2 * source_columns + 2, np.int64)
     span_class = np.empty(2 * source_columns + 1, np.uint8)  # 0: blend, 1: all above, 2: all below
     spans = 0
