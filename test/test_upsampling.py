@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import cv2
 import numpy as np
@@ -128,11 +129,33 @@ def test_argmax_of_near_ties_halved_follows_opencvs_area_shortcut(path: str) -> 
     np.testing.assert_array_equal(argmax_resized(scores, (32, 32), np.uint8), expected)
 
 
-def smooth_map(source: tuple[int, int]) -> npt.NDArray[np.float32]:
-    """A probability map with a round foreground and large uniform areas, like a selfie model's."""
+def smooth_map(
+    source: tuple[int, int], centre: tuple[float, float] = (1 / 2, 1 / 3), radius: float = 1 / 4, softness: float = 6.0
+) -> npt.NDArray[np.float32]:
+    """A probability map with a round foreground and large uniform areas, like a selfie model's: a
+    disc around ``centre`` (fractions of the rows and columns) of ``radius`` (a fraction of the rows)
+    whose edge falls off over about ``softness`` pixels."""
     rows, columns = np.mgrid[: source[0], : source[1]]
-    distance = np.hypot(rows - source[0] / 2, columns - source[1] / 3)
-    return (1 / (1 + np.exp((distance - source[0] / 4) / 6))).astype(np.float32)
+    distance = np.hypot(rows - source[0] * centre[0], columns - source[1] * centre[1])
+    return (1 / (1 + np.exp((distance - source[0] * radius) / softness))).astype(np.float32)
+
+
+def compiled_kernels_on_x86() -> ModuleType:
+    """The compiled loops; the test is skipped without numba or off x86 (where OpenCV's own resize
+    fuses multiply-adds)."""
+    kernels = upsampling.compiled_kernels()
+    if kernels is None or platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("needs numba on x86")
+    return kernels
+
+
+def fail_on_full_blend(patch: pytest.MonkeyPatch, kernels: ModuleType) -> None:
+    """Make the full blend, to which the cell loop hands rows it cannot fill, fail under ``patch``."""
+
+    def no_full_blend(*_: object) -> None:
+        raise AssertionError("a row was handed to the full blend")
+
+    patch.setattr(kernels, "threshold_rows", no_full_blend)
 
 
 def test_smooth_maps_are_cut_cell_by_cell_to_opencvs_bits(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,19 +163,13 @@ def test_smooth_maps_are_cut_cell_by_cell_to_opencvs_bits(monkeypatch: pytest.Mo
     one side of the cut, and blends the others: OpenCV's labels, at 0.5 with no row left to the
     full blend (made to fail there), and at cuts on OpenCV's exact values and one float32 step below
     (where flat areas beside such a cut may hand rows to the full blend)."""
-    if not NUMBA_INSTALLED or platform.machine() not in ("x86_64", "AMD64"):
-        pytest.skip("needs numba on x86")
-    kernels = upsampling.compiled_kernels()
-
-    def no_full_blend(*_: object) -> None:
-        raise AssertionError("a smooth map fell back to the full blend")
-
+    kernels = compiled_kernels_on_x86()
     rng = np.random.default_rng(12)
     for source, size in [((256, 256), (1080, 1920)), ((256, 256), (480, 640)), ((64, 48), (480, 640)), ((100, 7), (1000, 3))]:
         scores = smooth_map(source)
         reference = opencv_resize(scores, size)
         with monkeypatch.context() as patch:
-            patch.setattr(kernels, "threshold_rows", no_full_blend)
+            fail_on_full_blend(patch, kernels)
             labels = threshold_resized(scores, size, 0.5)
         assert 0.05 < labels.mean() < 0.95
         np.testing.assert_array_equal(labels, (reference > np.float32(0.5)).astype(np.uint8))
@@ -177,14 +194,8 @@ def test_random_maps_cut_cell_by_cell_equal_opencv(monkeypatch: pytest.MonkeyPat
     sizes and cuts: noise, smooth blobs and maps of three levels (long stretches of equal scores,
     cuts on them), more output rows than the map's, outputs wider and narrower than the map:
     OpenCV's labels every time."""
-    if not NUMBA_INSTALLED or platform.machine() not in ("x86_64", "AMD64"):
-        pytest.skip("needs numba on x86")
-
-    def no_full_blend(*_: object) -> None:
-        raise AssertionError("a row was handed to the full blend")
-
+    fail_on_full_blend(monkeypatch, compiled_kernels_on_x86())
     monkeypatch.setattr(upsampling, "CELLS_MAX_BLENDED_SHARE", 2.0)
-    monkeypatch.setattr(upsampling.compiled_kernels(), "threshold_rows", no_full_blend)
     rng = np.random.default_rng(5)
     for trial in range(600):
         source = (int(rng.integers(1, 40)), int(rng.integers(1, 70)))
@@ -192,9 +203,7 @@ def test_random_maps_cut_cell_by_cell_equal_opencv(monkeypatch: pytest.MonkeyPat
         if trial % 3 == 0:
             scores = rng.standard_normal(source).astype(np.float32)
         elif trial % 3 == 1:
-            rows, columns = np.mgrid[: source[0], : source[1]]
-            distance = np.hypot(rows - source[0] * rng.random(), columns - source[1] * rng.random())
-            scores = (1 / (1 + np.exp((distance - source[0] / 3) / rng.uniform(0.3, 4)))).astype(np.float32)
+            scores = smooth_map(source, (rng.random(), rng.random()), 1 / 3, rng.uniform(0.3, 4))
         else:
             scores = rng.integers(0, 3, source).astype(np.float32) * np.float32(0.5)
         cut = float(rng.choice([0.5, 0.0, float(scores.flat[rng.integers(scores.size)])]))

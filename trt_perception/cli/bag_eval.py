@@ -21,11 +21,9 @@ COCO_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR@100")
 # Options of one mode only (their defaults are None, so that a given one is seen): refused in the other modes.
 LIVE_ONLY = ("node_input", "node_output", "wait_for_node", "answer_timeout")
 FLEET_ONLY = ("workers", "cpus_per_task", "gpus_per_task", "force")
-# Options of one task only, refused with a spec of the other task, and their defaults (argparse leaves them
-# out unless given, so that a given one is seen; ``--ignore-index none`` gives None).
+# Options of one task only, refused with a spec of the other task (argparse leaves them out unless given,
+# so that a given one is seen, ``--ignore-index none`` too; BagEvalOptions has their defaults).
 TASK_ONLY = {"segmentation": ("ignore_index", "labels_topic"), "detection": ("detections_topic", "eval_score_threshold")}
-TASK_DEFAULTS: dict[str, Any] = {"ignore_index": 255, "labels_topic": "/labels", "detections_topic": "/detections",
-                                 "eval_score_threshold": DEFAULT_EVAL_SCORE_THRESHOLD}
 
 
 def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
@@ -115,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     if other_task:
         print(f"bag-eval: {', '.join(other_task)}: not for a {task} model", file=sys.stderr)
         return 1
-    task_options = {name: getattr(args, name, default) for name, default in TASK_DEFAULTS.items()}
+    task_options = {name: getattr(args, name) for names in TASK_ONLY.values() for name in names if name in args}
     options = BagEvalOptions(
         bag=Path(args.bag[0]), model_spec=args.model_spec, image_topic=args.image_topic,
         out=args.out, gt_topic=args.gt_topic, gt_coco=args.gt_coco, gt_masks=args.gt_masks,

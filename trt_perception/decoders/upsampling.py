@@ -113,8 +113,10 @@ def threshold_resized(
     full_bytes = height * width * 4
     kernels = compiled_kernels()
     source = (scores.shape[0], scores.shape[1])
-    full_resize = kernels is None or opencv_takes_area_path(source, size) or not _blend_saves_work(source, size)
-    if source == size or full_resize:
+    if (
+        source == size or kernels is None or opencv_takes_area_path(source, size)
+        or not _blend_saves_work(source, size)
+    ):
         # OpenCV's resize copies a map of the output's size: it is compared as it is
         resized = scores if source == size else resize_map(scores, size, cv2.INTER_LINEAR)
 
