@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -104,6 +105,70 @@ def test_opencv_nms_is_used_for_typical_detections_and_equals_reference(per_clas
     assert _opencv_nms(boxes.astype(np.float64), scores, 0.45, classes) is not None
     expected = reference_nms(boxes.tolist(), scores.tolist(), 0.45, None if classes is None else classes.tolist())
     assert nms(boxes, scores, 0.45, classes, 100).tolist() == expected[:100]
+
+
+@settings(max_examples=150, deadline=None)
+@given(detections_strategy, thresholds, st.booleans(), st.integers(1, 12))
+def test_nms_with_float32_scores_and_a_limit_matches_reference(rows, threshold, per_class, limit) -> None:
+    """With a limit OpenCV first runs over the best-scored boxes only; the kept boxes must still be the
+    first ``limit`` of the plain loop's, whether that run kept enough of them or the full run followed."""
+    boxes = [row[0] for row in rows]
+    scores = [row[1] for row in rows]
+    classes = [row[2] for row in rows] if per_class else None
+    kept = nms(
+        np.array(boxes, np.float32).reshape(-1, 4),
+        np.array(scores, np.float32),
+        threshold,
+        None if classes is None else np.array(classes),
+        limit,
+    )
+    expected = reference_nms(boxes, [float(np.float32(score)) for score in scores], threshold, classes)
+    assert kept.tolist() == expected[:limit]
+
+
+def recorded_top_k(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The ``top_k`` of every OpenCV NMS call from now on."""
+    calls: list[int] = []
+    for name in ("NMSBoxes", "NMSBoxesBatched"):
+        original = getattr(cv2.dnn, name)
+
+        def spy(*args, original=original, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(kwargs.get("top_k", 0))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(cv2.dnn, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize("per_class", [True, False])
+def test_nms_with_a_limit_runs_opencv_over_the_best_boxes_when_they_keep_enough(
+    per_class: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(8)
+    corner = rng.uniform(0, 1800, (600, 2))
+    boxes = np.hstack([corner, corner + rng.uniform(10, 300, (600, 2))]).astype(np.float32)
+    scores = rng.uniform(0.3, 1, 600).astype(np.float32)
+    classes = rng.integers(0, 80, 600) if per_class else None
+    calls = recorded_top_k(monkeypatch)
+    kept = nms(boxes, scores, 0.45, classes, 50)
+    expected = reference_nms(boxes.tolist(), scores.tolist(), 0.45, None if classes is None else classes.tolist())
+    assert kept.tolist() == expected[:50]
+    assert calls == [100, 100]  # the 100 best boxes kept 50 or more: no run over all 600
+
+
+def test_nms_with_a_limit_runs_opencv_over_every_box_when_the_best_keep_too_few(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 300 boxes heaped on four spots, all scored above 150 scattered ones: the best 100 keep 4 boxes
+    rng = np.random.default_rng(9)
+    spots = rng.uniform(0, 1500, (4, 2))[rng.integers(0, 4, 300)] + rng.uniform(0, 3, (300, 2))
+    scattered = rng.uniform(0, 1800, (150, 2))
+    corner = np.vstack([spots, scattered])
+    boxes = np.hstack([corner, corner + 100]).astype(np.float32)
+    scores = np.concatenate([rng.uniform(0.6, 1, 300), rng.uniform(0.3, 0.5, 150)]).astype(np.float32)
+    calls = recorded_top_k(monkeypatch)
+    kept = nms(boxes, scores, 0.45, None, 50)
+    expected = reference_nms(boxes.tolist(), scores.tolist(), 0.45, None)
+    assert len(expected) > 50 and kept.tolist() == expected[:50]
+    assert calls == [100, 100, 0, 0]
 
 
 def test_nms_threshold_is_exclusive() -> None:
