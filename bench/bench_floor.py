@@ -445,6 +445,14 @@ def node_goals(rows: list[dict]) -> list[dict]:
     return goals
 
 
+def positive_seconds(text: str) -> float:
+    """``--node-seconds``: a number of seconds above 0."""
+    seconds = float(text)
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text}")
+    return seconds
+
+
 def node_rows(args: argparse.Namespace, command: str) -> list[dict] | None:
     """``run_bench.py --part node`` at the three frame sizes (writing its table), or None when rclpy is
     not importable (the reason printed)."""
@@ -478,7 +486,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("gpu", "cpu", "node", "all"), default="all")
     parser.add_argument("--repeat", type=int, default=200)
-    parser.add_argument("--node-seconds", type=float, default=NODE_SECONDS, help="node: measured seconds per variant and size")
+    parser.add_argument("--node-seconds", type=positive_seconds, default=NODE_SECONDS,
+                        help="node: measured seconds per variant and size")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "trt_perception_bench_floor")
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()

@@ -107,25 +107,6 @@ def test_opencv_nms_is_used_for_typical_detections_and_equals_reference(per_clas
     assert nms(boxes, scores, 0.45, classes, 100).tolist() == expected[:100]
 
 
-@settings(max_examples=150, deadline=None)
-@given(detections_strategy, thresholds, st.booleans(), st.integers(1, 12))
-def test_nms_with_float32_scores_and_a_limit_matches_reference(rows, threshold, per_class, limit) -> None:
-    """With a limit OpenCV first runs over the best-scored boxes only; the kept boxes must still be the
-    first ``limit`` of the plain loop's, whether that run kept enough of them or the full run followed."""
-    boxes = [row[0] for row in rows]
-    scores = [row[1] for row in rows]
-    classes = [row[2] for row in rows] if per_class else None
-    kept = nms(
-        np.array(boxes, np.float32).reshape(-1, 4),
-        np.array(scores, np.float32),
-        threshold,
-        None if classes is None else np.array(classes),
-        limit,
-    )
-    expected = reference_nms(boxes, [float(np.float32(score)) for score in scores], threshold, classes)
-    assert kept.tolist() == expected[:limit]
-
-
 def recorded_top_k(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The ``top_k`` of every OpenCV NMS call from now on."""
     calls: list[int] = []
@@ -169,6 +150,39 @@ def test_nms_with_a_limit_runs_opencv_over_every_box_when_the_best_keep_too_few(
     expected = reference_nms(boxes.tolist(), scores.tolist(), 0.45, None)
     assert len(expected) > 50 and kept.tolist() == expected[:50]
     assert calls == [100, 100, 0, 0]
+
+
+def test_nms_with_a_limit_matches_reference_on_clustered_boxes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """150 random scenes of clustered float32 boxes (as detector heads give), limits 1-40: the kept
+    boxes are the plain loop's first ``limit`` both where OpenCV's run over the ``2 * limit`` best
+    boxes kept enough and where the full run had to follow (each happens here)."""
+    rng = np.random.default_rng(10)
+    calls = recorded_top_k(monkeypatch)
+    paths = set()
+    for _ in range(150):
+        count, limit = int(rng.integers(20, 150)), int(rng.integers(1, 40))
+        spots = rng.uniform(0, 600, (int(rng.integers(1, 30)), 2))
+        centres = spots[rng.integers(0, len(spots), count)] + rng.normal(0, rng.choice([2.0, 20.0]), (count, 2))
+        sizes = rng.uniform(10, 80, (count, 2))
+        boxes = np.hstack([centres - sizes / 2, centres + sizes / 2]).astype(np.float32)
+        scores = rng.uniform(0.3, 1, count).astype(np.float32)
+        classes = rng.integers(0, 3, count) if rng.random() < 0.5 else None
+        calls.clear()
+        kept = nms(boxes, scores, 0.45, classes, limit)
+        expected = reference_nms(boxes.tolist(), scores.tolist(), 0.45, None if classes is None else classes.tolist())
+        assert kept.tolist() == expected[:limit]
+        paths.add("best boxes" if calls == [2 * limit] * 2 else "then all" if calls == [2 * limit] * 2 + [0, 0] else "other")
+    assert {"best boxes", "then all"} <= paths
+
+
+def test_nms_with_a_limit_runs_over_every_box_when_the_best_keep_one_too_few(monkeypatch: pytest.MonkeyPatch) -> None:
+    # limit 3: the 6 best boxes are three copies each of two boxes (2 kept); the seventh is apart
+    first, second, apart = [0, 0, 100, 100], [500, 0, 600, 100], [0, 500, 100, 600]
+    boxes = np.array([first, second] * 3 + [apart], np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3], np.float32)
+    calls = recorded_top_k(monkeypatch)
+    assert nms(boxes, scores, 0.45, None, 3).tolist() == [0, 1, 6]
+    assert calls == [6, 6, 0, 0]
 
 
 def test_nms_threshold_is_exclusive() -> None:
