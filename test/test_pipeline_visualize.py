@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from trt_perception import visualize
 from trt_perception.pipeline import Pipeline
 from trt_perception.results import Detections, SegmentationResult
 from trt_perception.visualize import (
@@ -19,6 +20,7 @@ from trt_perception.visualize import (
     full_palette,
     make_palette,
     overlay,
+    prepare_binary_colouring,
 )
 
 IMAGES = Path(__file__).resolve().parent / "fixtures" / "images"
@@ -77,6 +79,61 @@ def test_colorize_uint8_equals_palette_indexing_on_random_labels(palette_size: i
     np.testing.assert_array_equal(colorize(labels, palette), indexed_colours(labels, palette))
     strided = labels[::2, 1::3]
     np.testing.assert_array_equal(colorize(strided, palette), indexed_colours(strided, palette))
+
+
+def binary_labels(height: int, width: int, seed: int) -> np.ndarray:
+    """0/1 labels whose rows run from all 0 through mixed to all 1 (uniform groups of eight and mixed ones)."""
+    rng = np.random.default_rng(seed)
+    share_of_ones = np.linspace(0, 1, height)[:, None]
+    return (rng.random((height, width)) < share_of_ones).astype(np.uint8)
+
+
+def compiled_colouring(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled pass loaded, and OpenCV's passes made to fail, so that only the compiled pass can colour."""
+    prepare_binary_colouring()
+    assert visualize.colour_kernels() is not None, "numba is a dependency of the package and of CI"
+
+    def fail(*_: object) -> None:
+        raise AssertionError("the OpenCV passes coloured a mask the compiled pass takes")
+
+    monkeypatch.setattr(visualize, "_colorize_binary", fail)
+
+
+@pytest.mark.parametrize("background", [(0, 0, 0), (10, 20, 30)])
+@pytest.mark.parametrize("height, width", [(5, 8), (40, 24), (480, 640), (1080, 1920)])
+def test_binary_labels_coloured_in_one_compiled_pass_equal_palette_indexing(
+    height: int, width: int, background: tuple[int, int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1080p's 6 MB colour image is coloured in row bands
+    palette = np.array([background, (255, 64, 160)], np.uint8)
+    labels = binary_labels(height, width, width)
+    compiled_colouring(monkeypatch)
+    np.testing.assert_array_equal(colorize(labels, palette), palette[labels])
+
+
+def test_read_only_labels_take_the_compiled_pass_without_compiling_at_the_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled_colouring(monkeypatch)
+    kernel = visualize.colour_kernels().colour_binary_rows  # type: ignore[union-attr]
+    compiled_versions = len(kernel.signatures)
+    labels = binary_labels(64, 64, 3)
+    labels.flags.writeable = False
+    palette = np.array([(0, 0, 0), (1, 2, 3)], np.uint8)
+    np.testing.assert_array_equal(colorize(labels, palette), palette[labels])
+    assert len(kernel.signatures) == compiled_versions
+
+
+@pytest.mark.parametrize("layout", ["width 13", "width 641", "unaligned rows", "strided"])
+def test_binary_labels_the_compiled_pass_cannot_take_are_coloured_by_opencv(layout: str) -> None:
+    prepare_binary_colouring()
+    wide = binary_labels(30, 1281, 5)
+    labels = {
+        "width 13": np.ascontiguousarray(wide[:, :13]),
+        "width 641": np.ascontiguousarray(wide[:, :641]),
+        "unaligned rows": np.frombuffer(np.ascontiguousarray(wide[:, :641]).tobytes(), np.uint8, 30 * 640, 1).reshape(30, 640),
+        "strided": wide[:, :1280:2],
+    }[layout]
+    palette = np.array([(7, 7, 7), (200, 0, 9)], np.uint8)
+    np.testing.assert_array_equal(colorize(labels, palette), palette[labels])
 
 
 def test_colorize_uint8_equals_palette_indexing_on_real_label_maps():

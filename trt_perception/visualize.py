@@ -7,12 +7,14 @@ arrays; inputs are never modified.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
+from types import ModuleType
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from trt_perception.compiled_loops import import_kernels
 from trt_perception.preprocess import convert_color
 from trt_perception.results import Detections, class_name
 from trt_perception.row_bands import run_in_bands
@@ -21,6 +23,9 @@ from trt_perception.row_bands import run_in_bands
 # cores (measured on 2 cores: 1080p 0.28 -> 0.22 ms; at 720p, 2.8 MB, the hand-off costs more than it
 # saves: 0.13 -> 0.16 ms).
 BANDED_BINARY_COLORS_MIN_BYTES = 4 << 20
+
+# The compiled colouring of 0/1 label maps, once ``prepare_binary_colouring`` has loaded it.
+_binary_colouring: ModuleType | None = None
 
 # The 19 Cityscapes training classes' colours (road, sidewalk, building, ... bicycle).
 CITYSCAPES_COLORS = (
@@ -95,6 +100,26 @@ def _packed_lookup_table(palette_bytes: bytes) -> npt.NDArray[np.int32]:
     return table
 
 
+@cache
+def colour_kernels() -> ModuleType | None:
+    """``colour_kernels`` when numba can be imported, else None (said once in the log)."""
+    return import_kernels("trt_perception.colour_kernels", __name__, "binary masks are coloured by OpenCV passes (the same colours, slower)")
+
+
+def prepare_binary_colouring() -> None:
+    """Compile (or load from numba's disk cache) the one-pass colouring of 0/1 label maps, which
+    ``colorize`` uses from then on; nothing without numba. For start-up: numba's import and a first
+    compilation take a few hundred milliseconds, which ``colorize`` never spends on a frame."""
+    global _binary_colouring
+    kernels = colour_kernels()
+    if kernels is not None and _binary_colouring is None:
+        labels = np.zeros((1, 8), np.uint8)
+        for variant in (labels, labels.view()):  # writable labels and read-only ones, two compilations
+            variant.flags.writeable = variant is labels
+            kernels.colour_binary_rows(variant, _pattern_words(bytes(6)), np.zeros((1, 3), np.uint64), 0, 1)
+        _binary_colouring = kernels
+
+
 def colorize(labels: npt.NDArray[np.unsignedinteger], palette: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """``HxW`` class indices to ``HxWx3`` RGB colours; indices beyond the palette get default colours."""
     if labels.dtype == np.uint8 and labels.ndim == 2 and labels.size:
@@ -103,12 +128,20 @@ def colorize(labels: npt.NDArray[np.unsignedinteger], palette: npt.NDArray[np.ui
         if cv2.minMaxLoc(labels)[1] > 1:
             _colorize_by_table(labels, table, colors)  # OpenCV runs both passes on all its threads
             return colors
-        # binary masks: no per-pixel table lookup; the bitwise passes run on one core, so a large
-        # image is coloured in row bands on several
+        # binary masks: no per-pixel table lookup; the passes run on one core, so a large image is
+        # coloured in row bands on several
         binary = table.view(np.uint8).reshape(-1, 4)[:2, :3]
+        compiled = _binary_colouring
+        if compiled is not None and labels.shape[1] % 8 == 0 and labels.flags.c_contiguous and labels.ctypes.data % 8 == 0:
+            words = _pattern_words(binary.tobytes())
+            colour_words = colors.reshape(len(colors), -1).view(np.uint64)
 
-        def colour_rows(start: int, stop: int) -> None:
-            _colorize_binary(labels[start:stop], binary, colors[start:stop])
+            def colour_rows(start: int, stop: int) -> None:
+                compiled.colour_binary_rows(labels, words, colour_words, start, stop)
+        else:
+
+            def colour_rows(start: int, stop: int) -> None:
+                _colorize_binary(labels[start:stop], binary, colors[start:stop])
 
         run_in_bands(colour_rows, colors.shape[0], colors.nbytes, BANDED_BINARY_COLORS_MIN_BYTES)
         return colors
@@ -116,6 +149,17 @@ def colorize(labels: npt.NDArray[np.unsignedinteger], palette: npt.NDArray[np.ui
     if highest >= len(palette):
         palette = make_palette(palette.tolist(), highest + 1)
     return palette[labels]
+
+
+@lru_cache(maxsize=32)
+def _pattern_words(colours: bytes) -> npt.NDArray[np.uint64]:
+    """For the two RGB colours (6 bytes) of labels 0 and 1: per pattern of eight labels (bit 7 the
+    first pixel) the 24 bytes of their colours as three 64-bit words; built once per palette."""
+    pair = np.frombuffer(colours, np.uint8).reshape(2, 3)
+    bits = (np.arange(256)[:, None] >> np.arange(7, -1, -1)[None, :]) & 1
+    words = np.ascontiguousarray(pair[bits].reshape(256, 24)).view(np.uint64)
+    words.flags.writeable = False  # shared between calls through the cache
+    return words
 
 
 def _colorize_by_table(labels: npt.NDArray[np.uint8], table: npt.NDArray[np.int32], colors: npt.NDArray[np.uint8]) -> None:

@@ -18,7 +18,6 @@ lies within a float32 step of the cut (not measured: no ARM machine here).
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 from functools import cache, lru_cache
@@ -29,6 +28,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from trt_perception.compiled_loops import import_kernels
 from trt_perception.geometry import resize_map
 from trt_perception.gpu.resize_tables import LinearTaps, linear_taps
 from trt_perception.row_bands import run_in_bands
@@ -73,15 +73,10 @@ SCRATCH_MAX_BYTES = 16 << 20
 def compiled_kernels() -> ModuleType | None:
     """``upsampling_kernels`` when numba can be imported, else None (the full-resize path; said
     once in the log, with numba's reason, e.g. a numpy newer than it supports)."""
-    try:
-        import trt_perception.decoders.upsampling_kernels as upsampling_kernels
-    except ImportError as error:
-        logging.getLogger(__name__).warning(
-            f"numba cannot be imported ({error}): bilinear upsampling before a threshold or an argmax "
-            "runs as a full OpenCV resize (the same labels, slower; pip install numba)"
-        )
-        return None
-    return upsampling_kernels
+    return import_kernels(
+        "trt_perception.decoders.upsampling_kernels", __name__,
+        "bilinear upsampling before a threshold or an argmax runs as a full OpenCV resize (the same labels, slower)",
+    )
 
 
 def prepare(label_type: type[np.unsignedinteger] | None = None) -> None:

@@ -11,26 +11,13 @@ and never stored, so no full-size float map is written and read back.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-import numba
 import numpy as np
 import numpy.typing as npt
 
-
-def _compiled(function: Callable[..., Any]) -> Callable[..., Any]:
-    """``function`` compiled by numba (releasing the GIL), its machine code cached on disk where
-    numba finds a writable place: next to this file or in the user's cache folder. A read-only
-    install run by a user without a writable home has neither; numba then refuses to cache, and
-    the loop is compiled anew in each process instead."""
-    try:
-        return numba.njit(nogil=True, cache=True)(function)
-    except RuntimeError:  # "cannot cache function ...: no locator available"
-        return numba.njit(nogil=True)(function)
+from trt_perception.compiled_loops import compiled
 
 
-@_compiled
+@compiled
 def _rows_to_blend(
     horizontal: npt.NDArray[np.float32],
     first: int,
@@ -44,7 +31,7 @@ def _rows_to_blend(
     return horizontal[rows0[y] - first], horizontal[rows1[y] - first], weights0[y], weights1[y]
 
 
-@_compiled
+@compiled
 def threshold_rows(
     horizontal: npt.NDArray[np.float32],
     first: int,
@@ -65,7 +52,7 @@ def threshold_rows(
             out[x] = upper[x] * weight0 + lower[x] * weight1 > cut
 
 
-@_compiled
+@compiled
 def argmax_rows(
     horizontal: npt.NDArray[np.float32],
     first: int,
@@ -94,7 +81,7 @@ def argmax_rows(
             out[x] = index
 
 
-@_compiled
+@compiled
 def threshold_rows_by_cells(
     scores: npt.NDArray[np.float32],
     rows0: npt.NDArray[np.int32],

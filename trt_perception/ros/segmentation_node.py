@@ -49,6 +49,8 @@ class SegmentationNode(PerceptionNode):
     def configure_pipeline(self) -> None:
         super().configure_pipeline()
         self._palette = visualize.make_palette(self.spec.palette, len(self.class_names or ()))
+        if len(self.class_names or ()) == 2:  # 0/1 labels: coloured in one compiled pass
+            visualize.prepare_binary_colouring()
 
     def adjust_spec(self, spec: ModelSpec) -> ModelSpec:
         return replace(spec, output_resolution=self._settings["output_resolution"] or spec.output_resolution)
