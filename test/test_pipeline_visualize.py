@@ -26,6 +26,13 @@ from trt_perception.visualize import (
 IMAGES = Path(__file__).resolve().parent / "fixtures" / "images"
 
 
+@pytest.fixture(autouse=True)
+def opencv_colouring_unless_prepared(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts with the compiled colouring unloaded (OpenCV's passes); tests that want it
+    call ``prepare_binary_colouring``, undone after the test."""
+    monkeypatch.setattr(visualize, "_binary_colouring", None)
+
+
 def indexed_colours(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """Reference colouring: plain indexing into the palette, extended by ``make_palette`` when labels
     go beyond it."""

@@ -31,5 +31,5 @@ def import_kernels(module: str, logger: str, without_numba: str) -> ModuleType |
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        logging.getLogger(logger).warning(f"numba cannot be imported ({error}): {without_numba}; pip install numba")
+        logging.getLogger(logger).warning(f"numba cannot be imported ({error}): {without_numba}")
         return None

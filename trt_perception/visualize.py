@@ -6,6 +6,7 @@ arrays; inputs are never modified.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from functools import cache, lru_cache
 from types import ModuleType
@@ -20,8 +21,8 @@ from trt_perception.results import Detections, class_name
 from trt_perception.row_bands import run_in_bands
 
 # Binary masks whose colour image has this many bytes or more are coloured in row bands on several
-# cores (measured on 2 cores: 1080p 0.28 -> 0.22 ms; at 720p, 2.8 MB, the hand-off costs more than it
-# saves: 0.13 -> 0.16 ms).
+# cores (measured on 2 cores, OpenCV's passes: 1080p 0.28 -> 0.22 ms; at 720p, 2.8 MB, the hand-off
+# costs more than it saves: 0.13 -> 0.16 ms; the compiled pass at 1080p: 0.218 -> 0.185 ms).
 BANDED_BINARY_COLORS_MIN_BYTES = 4 << 20
 
 # The compiled colouring of 0/1 label maps, once ``prepare_binary_colouring`` has loaded it.
@@ -103,16 +104,21 @@ def _packed_lookup_table(palette_bytes: bytes) -> npt.NDArray[np.int32]:
 @cache
 def colour_kernels() -> ModuleType | None:
     """``colour_kernels`` when numba can be imported, else None (said once in the log)."""
-    return import_kernels("trt_perception.colour_kernels", __name__, "binary masks are coloured by OpenCV passes (the same colours, slower)")
+    return import_kernels(
+        "trt_perception.colour_kernels", __name__, "binary masks are coloured by OpenCV passes (the same colours, slower; pip install numba)"
+    )
 
 
 def prepare_binary_colouring() -> None:
     """Compile (or load from numba's disk cache) the one-pass colouring of 0/1 label maps, which
-    ``colorize`` uses from then on; nothing without numba. For start-up: numba's import and a first
-    compilation take a few hundred milliseconds, which ``colorize`` never spends on a frame."""
+    ``colorize`` uses from then on; nothing without numba, or on a big-endian machine (the pass reads
+    eight labels as one little-endian word). For start-up: numba's import and a first compilation take
+    a few hundred milliseconds, which ``colorize`` never spends on a frame."""
     global _binary_colouring
+    if _binary_colouring is not None or sys.byteorder != "little":
+        return
     kernels = colour_kernels()
-    if kernels is not None and _binary_colouring is None:
+    if kernels is not None:
         labels = np.zeros((1, 8), np.uint8)
         for variant in (labels, labels.view()):  # writable labels and read-only ones, two compilations
             variant.flags.writeable = variant is labels

@@ -75,7 +75,8 @@ def compiled_kernels() -> ModuleType | None:
     once in the log, with numba's reason, e.g. a numpy newer than it supports)."""
     return import_kernels(
         "trt_perception.decoders.upsampling_kernels", __name__,
-        "bilinear upsampling before a threshold or an argmax runs as a full OpenCV resize (the same labels, slower)",
+        "bilinear upsampling before a threshold or an argmax runs as a full OpenCV resize (the same labels, slower; "
+        "pip install numba)",
     )
 
 

@@ -49,8 +49,6 @@ class SegmentationNode(PerceptionNode):
     def configure_pipeline(self) -> None:
         super().configure_pipeline()
         self._palette = visualize.make_palette(self.spec.palette, len(self.class_names or ()))
-        if len(self.class_names or ()) == 2:  # 0/1 labels: coloured in one compiled pass
-            visualize.prepare_binary_colouring()
 
     def adjust_spec(self, spec: ModelSpec) -> ModelSpec:
         return replace(spec, output_resolution=self._settings["output_resolution"] or spec.output_resolution)
@@ -59,16 +57,18 @@ class SegmentationNode(PerceptionNode):
         # processing_device gpu: the frame path draws colour mask and overlay on the device, in the
         # labels' kernel, and the labels come back as a view that is published before the next frame.
         # One camera only: with several, a batch runs every frame before any is published.
-        single_camera = len(self._cameras) == 1
-        if (
-            single_camera and getattr(self.pipeline, "frame_path", None) is not None
-            and not VISUAL_SETTINGS.isdisjoint(changes)
-        ):
-            settings = self._settings
+        if VISUAL_SETTINGS.isdisjoint(changes):
+            return
+        settings = self._settings
+        if len(self._cameras) == 1 and getattr(self.pipeline, "frame_path", None) is not None:
             self.pipeline.visuals = Visuals(  # type: ignore[union-attr]
                 settings["publish_color_mask"], settings["publish_overlay"], settings["overlay_alpha"]
             )
             self.pipeline.reuse_outputs = True  # type: ignore[union-attr]
+        elif len(self.class_names or ()) == 2 and (settings["publish_color_mask"] or settings["publish_overlay"]):
+            # the CPU colours this model's 0/1 labels: in one compiled pass, loaded once per process
+            # (numba: a few hundred milliseconds, at configure or when a picture is first switched on)
+            visualize.prepare_binary_colouring()
 
     def publish_results(
         self, outputs: Mapping[str, Publisher], header: MessageHeader, image: DecodedImage, result: Any, settings: Settings
