@@ -33,7 +33,7 @@ from it issue 14's node goal per frame size: the shipped node's (raw intake) p50
 the inference time the node reports). Each variant is measured for ``--node-seconds`` per size (10 s:
 300 frames at 30 Hz, in 5 windows taking turns with the others): the goal's margin at 640x480 is a
 few tenths of a millisecond, and with 2.5 s (run_bench's default, a p50 of 75 frames) the ratio
-ranged over 1.04-1.29 in eleven runs on this VM, with 10 s over 1.08-1.23 in eleven.
+ranged over 1.04-1.29 in eleven runs on this VM, with 10 s over 1.08-1.29 in thirteen (11 met).
 
 ``--part all`` (the default) runs every part this machine can: ``gpu`` where CuPy sees a CUDA
 device, ``node`` where rclpy is importable (each skipped with its reason otherwise), and ``cpu``;
