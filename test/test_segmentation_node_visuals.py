@@ -20,10 +20,11 @@ SETTINGS = {"publish_labels": True, "publish_color_mask": True, "publish_overlay
 OUTPUTS = {"labels": "labels", "color_mask": "color_mask", "overlay": "overlay"}  # publishers by output name
 
 
-def stand_in(pipeline: Any, cameras: int = 1) -> tuple[Any, list[tuple[str, np.ndarray]]]:
+def stand_in(pipeline: Any, cameras: int = 1, classes: int = 3) -> tuple[Any, list[tuple[str, np.ndarray]]]:
     published: list[tuple[str, np.ndarray]] = []
     node = types.SimpleNamespace(
-        pipeline=pipeline, _settings=dict(SETTINGS), _palette=visualize.default_palette(3), _cameras=[None] * cameras,
+        pipeline=pipeline, _settings=dict(SETTINGS), _palette=visualize.default_palette(classes), _cameras=[None] * cameras,
+        class_names=tuple(f"class {index}" for index in range(classes)),
         publish_image=lambda publisher, header, pixels, encoding: published.append((publisher, pixels)),
     )
     return node, published
@@ -79,3 +80,24 @@ def test_several_cameras_keep_the_cpu_pictures_and_own_labels() -> None:
     node, _ = stand_in(pipeline, cameras=2)
     SegmentationNode.settings_changed(node, {"publish_overlay": True})
     assert pipeline.visuals == Visuals() and pipeline.reuse_outputs is False
+
+
+@pytest.mark.parametrize(
+    "classes, changes, frame_path, compiled",
+    [
+        (2, {"publish_color_mask": True}, False, True),  # the CPU colours 0/1 labels: the compiled pass
+        (2, {"publish_overlay": True}, False, True),
+        (2, {"publish_color_mask": False, "publish_overlay": False}, False, False),  # labels only: no numba for it
+        (3, {"publish_color_mask": True}, False, False),  # more classes: OpenCV's table lookups
+        (2, {"publish_color_mask": True}, True, False),  # the GPU frame path draws the pictures
+    ],
+)
+def test_the_compiled_colouring_is_loaded_only_where_the_cpu_colours_two_classes(
+    classes: int, changes: dict[str, bool], frame_path: bool, compiled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(visualize, "_binary_colouring", None)
+    pipeline = types.SimpleNamespace(frame_path=object() if frame_path else None, visuals=Visuals(), reuse_outputs=False)
+    node, _ = stand_in(pipeline, classes=classes)
+    node._settings.update(changes)
+    SegmentationNode.settings_changed(node, changes)
+    assert (visualize._binary_colouring is not None) is compiled
