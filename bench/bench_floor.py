@@ -74,7 +74,7 @@ from trt_perception.geometry import ResizeGeometry  # noqa: E402
 from trt_perception.pipeline import Pipeline, source_detections  # noqa: E402
 from trt_perception.results import Detections  # noqa: E402
 from trt_perception.spec import ModelSpec, load_model_spec  # noqa: E402
-from trt_perception.visualize import as_rgb, colorize, overlay, prepare_binary_colouring  # noqa: E402
+from trt_perception.visualize import as_rgb, colorize, overlay, prepare_colouring  # noqa: E402
 
 GPU_MODELS = ("selfie_segmentation", "ppocrv4_det")
 SIZES = [(480, 640), (720, 1280), (1080, 1920)]
@@ -364,7 +364,7 @@ def cpu_rows(repeat: int) -> list[dict]:
     naive_tensor, naive_geometry = naive.preprocess(frame)
     naive_outputs = naive.infer(naive_tensor)
     labels = segmentation_decoder(pipeline).decode(outputs, geometry, True)
-    prepare_binary_colouring()  # as the segmentation node does at configure for a two-class model
+    prepare_colouring(spec.num_classes)  # as the segmentation node does when it publishes colours
     timings = interleaved_medians_ms({
         "copy": lambda: np.copyto(*frames.next()[::-1]),
         "ours_pre": lambda: pipeline.preprocessor(frames.next()[0], "BGR"),

@@ -57,7 +57,7 @@ from bench.report import update_section  # noqa: E402
 from trt_perception.pipeline import Pipeline  # noqa: E402
 from trt_perception.preprocess import affine_normalization  # noqa: E402
 from trt_perception.spec import ModelSpec, load_model_spec  # noqa: E402
-from trt_perception.visualize import colorize, make_palette, prepare_binary_colouring  # noqa: E402
+from trt_perception.visualize import colorize, make_palette, prepare_colouring  # noqa: E402
 
 NODE_RATE_HZ = 30.0
 NODE_SECONDS = 2.5
@@ -195,8 +195,8 @@ def bench_model(name: str, sizes: list[tuple[int, int]], repeat: int, gpu) -> li
 
         naive_times = time_stages([("preprocess", naive_pre), ("inference", lambda _: naive.infer(state["tensor"])),
                                    ("postprocess", naive_post)], repeat)
-        if spec.task == "segmentation" and len(spec.labels or ()) == 2:
-            prepare_binary_colouring()  # as the segmentation node does at configure
+        if spec.task == "segmentation":
+            prepare_colouring(spec.num_classes)  # as the segmentation node does when it publishes colours
         colour = (lambda labels: colorize(labels, palette)) if spec.task == "segmentation" else None
         cpu_times = pipeline_times(lambda: pipeline.run(frame, "BGR"), colour, repeat)
         rows.append({**base, "path": "naive", **naive_times})

@@ -20,7 +20,7 @@ from trt_perception.visualize import (
     full_palette,
     make_palette,
     overlay,
-    prepare_binary_colouring,
+    prepare_colouring,
 )
 
 IMAGES = Path(__file__).resolve().parent / "fixtures" / "images"
@@ -29,7 +29,7 @@ IMAGES = Path(__file__).resolve().parent / "fixtures" / "images"
 @pytest.fixture(autouse=True)
 def opencv_colouring_unless_prepared(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test starts with the compiled colouring unloaded (OpenCV's passes); tests that want it
-    call ``prepare_binary_colouring``, undone after the test."""
+    call ``prepare_colouring(2)``, undone after the test."""
     monkeypatch.setattr(visualize, "_binary_colouring", None)
 
 
@@ -97,7 +97,7 @@ def binary_labels(height: int, width: int, seed: int) -> np.ndarray:
 
 def compiled_colouring(monkeypatch: pytest.MonkeyPatch) -> None:
     """The compiled pass loaded, and OpenCV's passes made to fail, so that only the compiled pass can colour."""
-    prepare_binary_colouring()
+    prepare_colouring(2)
     assert visualize.colour_kernels() is not None, "numba is a dependency of the package and of CI"
 
     def fail(*_: object) -> None:
@@ -131,7 +131,7 @@ def test_read_only_labels_take_the_compiled_pass_without_compiling_at_the_frame(
 
 @pytest.mark.parametrize("layout", ["width 13", "width 641", "unaligned rows", "strided"])
 def test_binary_labels_the_compiled_pass_cannot_take_are_coloured_by_opencv(layout: str) -> None:
-    prepare_binary_colouring()
+    prepare_colouring(2)
     wide = binary_labels(30, 1281, 5)
     labels = {
         "width 13": np.ascontiguousarray(wide[:, :13]),

@@ -25,7 +25,7 @@ from trt_perception.row_bands import run_in_bands
 # costs more than it saves: 0.13 -> 0.16 ms; the compiled pass at 1080p: 0.218 -> 0.185 ms).
 BANDED_BINARY_COLORS_MIN_BYTES = 4 << 20
 
-# The compiled colouring of 0/1 label maps, once ``prepare_binary_colouring`` has loaded it.
+# The compiled colouring of 0/1 label maps, once ``prepare_colouring`` has loaded it.
 _binary_colouring: ModuleType | None = None
 
 # The 19 Cityscapes training classes' colours (road, sidewalk, building, ... bicycle).
@@ -109,13 +109,14 @@ def colour_kernels() -> ModuleType | None:
     )
 
 
-def prepare_binary_colouring() -> None:
-    """Compile (or load from numba's disk cache) the one-pass colouring of 0/1 label maps, which
-    ``colorize`` uses from then on; nothing without numba, or on a big-endian machine (the pass reads
-    eight labels as one little-endian word). For start-up: numba's import and a first compilation take
-    a few hundred milliseconds, which ``colorize`` never spends on a frame."""
+def prepare_colouring(num_classes: int | None) -> None:
+    """Ready ``colorize`` for the labels of a model of ``num_classes`` classes, ahead of its frames:
+    for two, compile (or load from numba's disk cache) the one-pass colouring of 0/1 label maps, which
+    ``colorize`` uses from then on; nothing for other counts, without numba, or on a big-endian
+    machine (the pass reads eight labels as one little-endian word). numba's import and a first
+    compilation take a few hundred milliseconds, which ``colorize`` never spends on a frame."""
     global _binary_colouring
-    if _binary_colouring is not None or sys.byteorder != "little":
+    if num_classes != 2 or _binary_colouring is not None or sys.byteorder != "little":
         return
     kernels = colour_kernels()
     if kernels is not None:

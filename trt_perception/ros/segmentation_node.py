@@ -65,10 +65,10 @@ class SegmentationNode(PerceptionNode):
                 settings["publish_color_mask"], settings["publish_overlay"], settings["overlay_alpha"]
             )
             self.pipeline.reuse_outputs = True  # type: ignore[union-attr]
-        elif len(self.class_names or ()) == 2 and (settings["publish_color_mask"] or settings["publish_overlay"]):
-            # the CPU colours this model's 0/1 labels: in one compiled pass, loaded once per process
-            # (numba: a few hundred milliseconds, at configure or when a picture is first switched on)
-            visualize.prepare_binary_colouring()
+        elif settings["publish_color_mask"] or settings["publish_overlay"]:
+            # the CPU colours the labels: a two-class model's in one compiled pass, loaded once per
+            # process (numba: a few hundred milliseconds, at configure or when a picture is switched on)
+            visualize.prepare_colouring(len(self.class_names or ()))
 
     def publish_results(
         self, outputs: Mapping[str, Publisher], header: MessageHeader, image: DecodedImage, result: Any, settings: Settings
