@@ -26,9 +26,10 @@ time, so that a slower or faster spell of the shared machine is spread over all 
 The camera publishes best-effort (sensor-data QoS), the node and relay subscribe with their default
 (best-effort) and publish reliable. Latency = labels (or relayed image) received minus the frame's
 stamp (same clock); throughput = results received per second against frames published per second
-(a node that falls behind drops older frames rather than queueing them); the node's own stage times (mean over its last 100 frames) come from its
-/diagnostics, so the transport overhead (latency minus preprocess + inference + postprocess) is
-visible next to the relay hop. Two runs: the shipped profile in every process, and Fast DDS's
+(a node that falls behind drops older frames rather than queueing them); the node's own stage
+times come from its /diagnostics (the mean of its last 100 frames), read after each of its windows
+and averaged over them, so the transport overhead (latency minus preprocess + inference +
+postprocess) is visible next to the relay hop. Two runs: the shipped profile in every process, and Fast DDS's
 defaults in every process (profile variables set empty, which the nodes respect). Malloc is tuned
 in every process: the camera/sink here, the node and relay by ``run_node``.
 """
@@ -452,8 +453,11 @@ def measure_size(cameras: Sequence[Camera], sinks: Sequence[Sink], size: tuple[i
     latencies: list[list[float]] = [[] for _ in VARIANTS]
     sent_counts = [0] * len(VARIANTS)
     elapsed = [0.0] * len(VARIANTS)
-    for _ in range(ROUNDS):
+    stage_snapshots: list[list[dict[str, str]]] = [[] for _ in VARIANTS]
+    for round_index in range(ROUNDS):
         for index, (publish, sink) in enumerate(zip(publishers, sinks)):
+            if round_index > 0:  # the node idled since its last window: its diagnostics hold that window's frames
+                stage_snapshots[index].append(dict(sink.diagnostics))
             sink.received.clear()
             sent: list[int] = []
             start = time.monotonic()
@@ -464,9 +468,11 @@ def measure_size(cameras: Sequence[Camera], sinks: Sequence[Sink], size: tuple[i
             sent_counts[index] += len(sent)
     time.sleep(1.0)  # one more /diagnostics from every node
     rows = []
-    for variant, sink, values, sent_count, seconds_sent in zip(VARIANTS, sinks, latencies, sent_counts, elapsed):
+    for variant, sink, values, sent_count, seconds_sent, snapshots in zip(
+        VARIANTS, sinks, latencies, sent_counts, elapsed, stage_snapshots
+    ):
         values.sort()
-        stages = {stage: float(sink.diagnostics.get(f"latency_{stage}_ms_mean", "nan")) for stage in STAGES}
+        stages = window_stage_means([*snapshots, dict(sink.diagnostics)])
         rows.append({
             "variant": variant.name, "frame": size_name(size), "sent": sent_count, "received": len(values),
             "input_hz": sent_count / seconds_sent, "output_hz": len(values) / seconds_sent,
@@ -477,6 +483,16 @@ def measure_size(cameras: Sequence[Camera], sinks: Sequence[Sink], size: tuple[i
         })
         print(rows[-1], flush=True)
     return rows
+
+
+def window_stage_means(snapshots: Sequence[Mapping[str, str]]) -> dict[str, float]:
+    """Each stage's time averaged over the node's diagnostics taken after each of its windows (each the
+    mean of its last 100 frames: that window's and the end of the one before), so that the stage
+    times cover the frames whose latency is measured rather than the last window alone."""
+    return {
+        stage: statistics.fmean(float(snapshot.get(f"latency_{stage}_ms_mean", "nan")) for snapshot in snapshots)
+        for stage in STAGES
+    }
 
 
 def run_e2e(sizes: Sequence[tuple[int, int]], rate_hz: float, seconds: float, out: Path) -> None:
