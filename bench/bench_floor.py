@@ -34,6 +34,8 @@ the inference time the node reports). Each variant is measured for ``--node-seco
 300 frames at 30 Hz, in 5 windows taking turns with the others): the goal's margin at 640x480 is a
 few tenths of a millisecond, and with 2.5 s (run_bench's default, a p50 of 75 frames) the ratio
 ranged over 1.04-1.29 in eleven runs on this VM, with 10 s over 1.08-1.29 in thirteen (11 met).
+The inference in the reference is the node's own, averaged over its windows (bench_transport_e2e's
+``window_stage_means``); with it, ten runs gave 1.07-1.19 (10 met, median 1.15).
 
 ``--part all`` (the default) runs every part this machine can: ``gpu`` where CuPy sees a CUDA
 device, ``node`` where rclpy is importable (each skipped with its reason otherwise), and ``cpu``;
